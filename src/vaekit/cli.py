@@ -1,0 +1,191 @@
+"""The `vaekit` command line: train, evaluate, sample, reconstruct.
+
+    vaekit train --dataset digits --latent-dim 8 --hidden 128 --epochs 100 --out runs/digits
+    vaekit evaluate runs/digits --k 1000 --json
+    vaekit sample runs/digits --n 64
+    vaekit reconstruct runs/digits --n 32
+
+Settings resolve as defaults < `--config FILE` (TOML or JSON) < flags; the resolved config is
+printed and saved in the run directory. Errors print one line and exit with status 2
+(`--debug` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config, load_config_file
+from .errors import VaekitError
+
+log = logging.getLogger("vaekit")
+
+# flag → (section, field); argparse defaults are None so that only given flags override.
+TRAIN_FLAGS = {
+    "dataset": ("data", "dataset"), "binarize": ("data", "binarize"), "split_seed": ("data", "split_seed"),
+    "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"), "decoder_hidden": ("model", "decoder_hidden"),
+    "activation": ("model", "activation"), "likelihood": ("model", "likelihood"), "sigma": ("model", "sigma"),
+    "init": ("model", "init"), "shared_encoder": ("model", "shared_encoder"),
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "beta": ("train", "beta"), "kl_warmup_epochs": ("train", "kl_warmup_epochs"),
+    "num_samples": ("train", "num_samples"), "kl": ("train", "kl"), "estimator": ("train", "estimator"),
+    "seed": ("train", "seed"),
+}
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """defaults < --config file < flags."""
+    merged: dict[str, dict[str, Any]] = Config().to_dict()
+    if args.config:
+        file_cfg = load_config_file(args.config)
+        Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file
+        for section, values in file_cfg.items():
+            merged[section].update(values)
+    for flag, (section, name) in TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            merged[section][name] = list(value) if isinstance(value, list) else value
+    return Config.from_dict(merged, source="command line")
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .run import train_run
+
+    cfg = build_config(args)
+    result = train_run(cfg, args.out, resume=args.resume, show_progress=sys.stderr.isatty())
+    print(json.dumps(result.config.to_dict()))
+    last = result.history[-1] if result.history else {}
+    if last:
+        print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
+    return last
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from .evaluate import evaluate_elbo, log_likelihood
+    from .run import load_data, load_run
+
+    cfg, model = load_run(args.run)
+    dataset = load_data(cfg)
+    x = dataset.eval_split(args.split)
+    k = args.k or cfg.train.eval_k
+    metrics = evaluate_elbo(model, x, seed=args.seed)
+    ll = log_likelihood(model, x, k=k, seed=args.seed)
+    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, k=k, split=args.split)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{'split':<16}{args.split} (n={metrics['n']})")
+        for key in ("elbo", "reconstruction", "kl", "log_likelihood"):
+            print(f"{key:<16}{metrics[key]:10.3f} nats")
+        print(f"{'(k)':<16}{k:10d} importance samples, ± {ll.stderr:.3f} standard error")
+    return metrics
+
+
+def cmd_sample(args: argparse.Namespace) -> Path:
+    from .plots import save_grid
+    from .run import load_run
+
+    cfg, model = load_run(args.run)
+    torch.manual_seed(args.seed)
+    x = model.sample(args.n, mean=not args.draw)
+    out = Path(args.output or Path(args.run) / "samples.png")
+    save_grid(out, x, cfg.model.data_shape)
+    np.save(out.with_suffix(".npy"), x.numpy().reshape(args.n, *cfg.model.data_shape))
+    print(f"wrote {out} and {out.with_suffix('.npy')}")
+    return out
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> Path:
+    from .plots import save_grid
+    from .run import load_data, load_run
+
+    cfg, model = load_run(args.run)
+    x = load_data(cfg).eval_split(args.split)[: args.n]
+    x_hat = model.reconstruct(x)
+    pairs = torch.stack([x, x_hat], 1).reshape(-1, x.shape[1])  # input, reconstruction, input, …
+    out = Path(args.output or Path(args.run) / "reconstructions.png")
+    save_grid(out, pairs, cfg.model.data_shape, ncol=16)
+    print(f"wrote {out} (each input followed by its reconstruction)")
+    return out
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vaekit", description="Variational auto-encoders on PyTorch.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true", help="only warnings and results")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a VAE and write a run directory")
+    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--config", help="TOML or JSON file with [model], [data], [train] tables")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.add_argument("--dataset", help="digits (embedded) or PATH.npy / PATH.npz")
+    t.add_argument("--binarize", choices=["dynamic", "static", "none"])
+    t.add_argument("--split-seed", type=int)
+    t.add_argument("--latent-dim", type=int)
+    t.add_argument("--hidden", type=int, action="append", help="hidden layer size; repeat for more layers")
+    t.add_argument("--decoder-hidden", type=int, action="append", help="decoder sizes (default: mirror --hidden)")
+    t.add_argument("--activation", choices=["relu", "tanh", "elu", "gelu", "softplus"])
+    t.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-per-dim"])
+    t.add_argument("--sigma", type=float, help="σ of the Gaussian likelihood (initial σ if learned)")
+    t.add_argument("--init", choices=["default", "glorot"])
+    t.add_argument("--separate-encoder", dest="shared_encoder", action="store_const", const=False, default=None,
+                   help="separate networks q(x; φ) and v(x; ψ) for the mean and scale")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--beta", type=float, help="KL weight in the training objective (reported ELBO stays β=1)")
+    t.add_argument("--kl-warmup-epochs", type=float)
+    t.add_argument("--num-samples", type=int, help="Monte Carlo samples of z per example")
+    t.add_argument("--kl", choices=["auto", "analytic", "mc"])
+    t.add_argument("--estimator", choices=["reparameterization", "score-function"])
+    t.add_argument("--seed", type=int)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="ELBO and importance-sampled log-likelihood of a run")
+    e.add_argument("run")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--k", type=int, help="importance samples (default: the run's eval_k)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sample", help="a PNG grid and .npy of samples from the model")
+    s.add_argument("run")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z]")
+    s.add_argument("--output", help="PNG path (default RUN/samples.png)")
+    s.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("reconstruct", help="inputs beside their reconstructions as a PNG")
+    r.add_argument("run")
+    r.add_argument("--n", type=int, default=32)
+    r.add_argument("--split", default="test", choices=["train", "val", "test"])
+    r.add_argument("--output", help="PNG path (default RUN/reconstructions.png)")
+    r.set_defaults(func=cmd_reconstruct)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    positive = {"n": getattr(args, "n", 1), "k": getattr(args, "k", None) or 1}
+    try:
+        for name, value in positive.items():
+            if value <= 0:
+                raise VaekitError(f"--{name} must be > 0, got {value}")
+        args.func(args)
+    except (VaekitError, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        print(f"vaekit: error: {e}" if str(e) else "vaekit: interrupted", file=sys.stderr)
+        return 2
+    return 0

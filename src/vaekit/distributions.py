@@ -1,0 +1,101 @@
+"""Observation models p(x|z) and the diagonal-Gaussian algebra the VAE needs.
+
+Every observation model turns the decoder output g(z; θ) into a torch distribution over x whose
+`log_prob` returns one value per example (the pixel dimension is reinterpreted with `Independent`).
+All normalizing constants are kept, so log-densities are true log-densities in nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def diagonal_normal(loc: Tensor, scale: Tensor) -> Independent:
+    """N(loc, diag(scale)²) over the last dimension: `Independent(Normal(loc, scale), 1)`."""
+    return Independent(Normal(loc, scale), 1)
+
+
+def kl_diagonal_normal(q: Independent, p: Independent) -> Tensor:
+    """KL(q ‖ p) for two diagonal Gaussians in closed form, summed over the last dimension.
+
+    KL = Σ_j [ log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − 1/2 ]  (Kingma & Welling 2013, App. B,
+    generalized to any diagonal prior). Written with log-scales so tiny scales do not lose precision.
+    """
+    q_loc, q_scale = q.base_dist.loc, q.base_dist.scale
+    p_loc, p_scale = p.base_dist.loc, p.base_dist.scale
+    var_ratio = (q_scale / p_scale).pow(2)
+    mean_term = ((q_loc - p_loc) / p_scale).pow(2)
+    return (0.5 * (var_ratio + mean_term - 1.0) - torch.log(q_scale / p_scale)).sum(-1)
+
+
+def is_diagonal_normal(d: Distribution) -> bool:
+    return (
+        isinstance(d, Independent)
+        and isinstance(d.base_dist, Normal)
+        and d.reinterpreted_batch_ndims == 1
+    )
+
+
+class ObservationModel(nn.Module):
+    """Maps the decoder output to p(x|z). `out_features(d)` says how many outputs it needs per pixel-set."""
+
+    def out_features(self, data_dim: int) -> int:
+        return data_dim
+
+    def forward(self, h: Tensor) -> Distribution:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def mean(self, h: Tensor) -> Tensor:
+        """E[x|z], the picture a decoder output stands for."""
+        return self(h).mean
+
+
+class BernoulliObservation(ObservationModel):
+    """x|z ~ Bernoulli(sigmoid(h)) per pixel, parameterized by logits (never a sigmoid then BCE)."""
+
+    def forward(self, h: Tensor) -> Distribution:
+        return Independent(Bernoulli(logits=h), 1)
+
+
+class GaussianObservation(ObservationModel):
+    """x|z ~ N(g(z), σ²I) with a known σ: the seed's model, log N keeps −d/2·log(2πσ²)."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.register_buffer("sigma", torch.tensor(float(sigma)))
+
+    def forward(self, h: Tensor) -> Distribution:
+        return diagonal_normal(h, self.sigma.to(h.dtype).expand_as(h))
+
+
+class LearnedGaussianObservation(ObservationModel):
+    """x|z ~ N(g(z), diag(σ²)) with log σ learned: one scalar, or one value per data dimension."""
+
+    def __init__(self, data_dim: int, per_dimension: bool = False, init_sigma: float = 1.0):
+        super().__init__()
+        shape = (data_dim,) if per_dimension else ()
+        self.log_sigma = nn.Parameter(torch.full(shape, math.log(init_sigma)))
+
+    def forward(self, h: Tensor) -> Distribution:
+        return diagonal_normal(h, self.log_sigma.exp().to(h.dtype).expand_as(h))
+
+
+def make_observation(kind: str, data_dim: int, sigma: float = 1.0) -> ObservationModel:
+    """The observation model named by a config: bernoulli | gaussian | gaussian-learned | gaussian-learned-per-dim."""
+    if kind == "bernoulli":
+        return BernoulliObservation()
+    if kind == "gaussian":
+        return GaussianObservation(sigma)
+    if kind == "gaussian-learned":
+        return LearnedGaussianObservation(data_dim, per_dimension=False, init_sigma=sigma)
+    if kind == "gaussian-learned-per-dim":
+        return LearnedGaussianObservation(data_dim, per_dimension=True, init_sigma=sigma)
+    raise ValueError(f"unknown likelihood {kind!r}")

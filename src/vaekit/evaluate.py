@@ -1,0 +1,69 @@
+"""Evaluation: the ELBO over a dataset and the importance-sampled log-likelihood.
+
+Both run under a forked, seeded RNG: the numbers repeat for a seed and evaluating during training
+does not change the training run's random stream. Sums are accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .objectives import elbo, log_weights
+
+MAX_CHUNK_ELEMENTS = 1 << 24  # k-chunk × batch × D decoder outputs held at once (64 MB in float32)
+
+
+@torch.no_grad()
+def evaluate_elbo(model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0) -> dict[str, float]:
+    """Means over x: [N, D] of the ELBO, reconstruction and KL terms (nats per example) and n."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for xb in x.split(batch_size):
+            r = elbo(model, xb, num_samples=num_samples)
+            sums += torch.stack([r.elbo.sum(), r.reconstruction.sum(), r.kl.sum()]).double()
+    means = (sums / x.shape[0]).tolist()
+    return {"elbo": means[0], "reconstruction": means[1], "kl": means[2], "n": int(x.shape[0])}
+
+
+class LogLikelihood(NamedTuple):
+    per_example: Tensor  # [N] float64, nats
+    mean: float
+    stderr: float  # standard error of the mean over examples
+
+
+def _chunk_size(k: int, batch: int, dim: int) -> int:
+    return max(1, min(k, MAX_CHUNK_ELEMENTS // max(1, batch * dim)))
+
+
+@torch.no_grad()
+def log_likelihood(
+    model, x: Tensor, k: int = 1000, batch_size: int = 100, chunk_size: int | None = None, seed: int = 0
+) -> LogLikelihood:
+    """log p(x) ≈ log (1/k) Σ_i p(x, z_i)/Q(z_i|x), z_i ~ Q(z|x) (Burda et al. 2016), per example.
+
+    The [k, B] log-weights are computed in chunks of `chunk_size` samples (default: bounded memory
+    for any k) and combined with logsumexp in float64, so chunking does not change the value beyond
+    rounding. k = 1 is the single-sample ELBO; the estimate's expectation grows with k towards log p(x).
+    """
+    model.eval()
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for xb in x.split(batch_size):
+            c = chunk_size or _chunk_size(k, xb.shape[0], xb.shape[1])
+            q_z = model.posterior(xb)
+            total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
+            for start in range(0, k, c):
+                lw = log_weights(model, xb, min(c, k - start), q_z).double()
+                total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
+            out.append(total - math.log(k))
+    per_example = torch.cat(out).cpu()
+    n = per_example.numel()
+    stderr = float(per_example.std() / math.sqrt(n)) if n > 1 else float("nan")
+    return LogLikelihood(per_example, float(per_example.mean()), stderr)

@@ -1,0 +1,138 @@
+"""Variational objectives as pure functions returning per-example values in nats.
+
+Seed §"Variational Inference and the ELBO": ELBO(x; Q, θ) = E_{z~Q}[log p(x, z; θ) − log Q(z)]
+                                                    = E_Q[log p(x|z; θ)] − KL(Q ‖ p(z)).
+Seed §"Gradient Ascent and the Reparameterization Trick": z = μ + σ ⊙ ξ, ξ ~ N(0, I) (`rsample`), so
+gradients w.r.t. θ, φ, ψ flow through the sample; the score-function (REINFORCE, Williams 1992)
+estimator is kept beside it for comparison.
+
+What is *reported* (`elbo`, `reconstruction`, `kl`) is always the true ELBO with every constant;
+what is *optimized* (`surrogate`) may be β-weighted (Higgins et al. 2017) or a score-function
+surrogate. Callers reduce over the batch (the convention is a mean over examples).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, MultivariateNormal, kl_divergence
+
+from .distributions import is_diagonal_normal, kl_diagonal_normal
+
+ESTIMATORS = ("reparameterization", "score-function")
+KL_MODES = ("auto", "analytic", "mc")
+
+
+class ELBO(NamedTuple):
+    """Per-example terms, each [B]: `elbo = reconstruction − kl`; maximize `surrogate`."""
+
+    elbo: Tensor
+    reconstruction: Tensor
+    kl: Tensor
+    surrogate: Tensor
+
+
+def draw(q_z: Distribution, num_samples: int, estimator: str = "reparameterization") -> Tensor:
+    """[S, B, k] samples of Q: reparameterized (gradients flow) or plain (for the score function)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
+    shape = torch.Size((num_samples,))
+    return q_z.rsample(shape) if estimator == "reparameterization" else q_z.sample(shape)
+
+
+def surrogate(values: Tensor, log_q: Tensor | None, estimator: str) -> Tensor:
+    """A per-sample quantity whose gradient is an unbiased estimate of ∇ E_Q[f].
+
+    values: f(z) at the samples (differentiable where f has parameters); log_q: log Q(z).
+    Reparameterization: f(z(ξ)) itself. Score function: f(z)·∇log Q(z) + ∇f(z), via the surrogate
+    sg[f]·log Q + f (sg = stop-gradient), whose value is not f but whose gradient is.
+    """
+    if estimator == "reparameterization":
+        return values
+    return values.detach() * log_q + values
+
+
+def expectation(
+    q_z: Distribution, f: Callable[[Tensor], Tensor], num_samples: int, estimator: str = "reparameterization"
+) -> tuple[Tensor, Tensor]:
+    """Monte Carlo E_Q[f(z)] and its gradient surrogate, both [B] (means over `num_samples`)."""
+    z = draw(q_z, num_samples, estimator)
+    values = f(z)
+    log_q = q_z.log_prob(z) if estimator == "score-function" else None
+    return values.mean(0), surrogate(values, log_q, estimator).mean(0)
+
+
+def analytic_kl(q_z: Distribution, p_z: Distribution) -> Tensor | None:
+    """KL(Q ‖ p) in closed form where one exists, else None."""
+    if is_diagonal_normal(q_z) and is_diagonal_normal(p_z):
+        return kl_diagonal_normal(q_z, p_z)
+    if isinstance(q_z, MultivariateNormal) and is_diagonal_normal(p_z):
+        # A full-covariance Q (the exact posterior of a linear-Gaussian model) against a diagonal prior.
+        p_loc, p_scale = p_z.base_dist.loc, p_z.base_dist.scale
+        return kl_divergence(q_z, MultivariateNormal(p_loc, scale_tril=torch.diag_embed(p_scale)))
+    try:
+        return kl_divergence(q_z, p_z)
+    except NotImplementedError:
+        return None
+
+
+def elbo(
+    model,
+    x: Tensor,
+    q_z: Distribution | None = None,
+    num_samples: int = 1,
+    kl: str = "auto",
+    beta: float = 1.0,
+    estimator: str = "reparameterization",
+) -> ELBO:
+    """Monte Carlo estimate of ELBO(x; Q, θ) with `num_samples` draws of z per example.
+
+    model: has `prior()` and `p_x_given_z(z)` (a `VAE` or a `GenerativeModel`); x: [B, D].
+    q_z: any Q with `rsample`/`log_prob` and batch shape [B]; default `model.posterior(x)`.
+    kl: "auto" uses the closed form when one exists (Kingma & Welling 2013, App. B) and Monte Carlo
+    E_Q[log Q(z) − log p(z)] otherwise; "analytic" requires it; "mc" forces Monte Carlo.
+    beta: weight of the KL in `surrogate` only (β-VAE); `elbo` is always the β = 1 value.
+    """
+    if kl not in KL_MODES:
+        raise ValueError(f"unknown kl mode {kl!r}; choose from {KL_MODES}")
+    if q_z is None:
+        q_z = model.posterior(x)
+    p_z = model.prior()
+    kl_closed = None if kl == "mc" else analytic_kl(q_z, p_z)
+    if kl == "analytic" and kl_closed is None:
+        raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__}")
+
+    z = draw(q_z, num_samples, estimator)  # [S, B, k]
+    log_px = model.p_x_given_z(z).log_prob(x)  # [S, B]
+    needs_log_q = kl_closed is None or estimator == "score-function"
+    log_q = q_z.log_prob(z) if needs_log_q else None
+    if kl_closed is None:
+        kl_samples = log_q - p_z.log_prob(z)  # [S, B]
+        kl_value = kl_samples.mean(0)
+        objective = surrogate(log_px - beta * kl_samples, log_q, estimator).mean(0)
+    else:
+        kl_value = kl_closed
+        objective = surrogate(log_px, log_q, estimator).mean(0) - beta * kl_closed
+    reconstruction = log_px.mean(0)
+    return ELBO(reconstruction - kl_value, reconstruction, kl_value, objective)
+
+
+def log_weights(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Tensor:
+    """log w_i = log p(x, z_i) − log Q(z_i|x) for z_i ~ Q, i = 1..k: [k, B]."""
+    if q_z is None:
+        q_z = model.posterior(x)
+    z = q_z.rsample((k,))
+    return model.prior().log_prob(z) + model.p_x_given_z(z).log_prob(x) - q_z.log_prob(z)
+
+
+def iwae_bound(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Tensor:
+    """The importance-weighted bound L_k = E[log (1/k) Σ_i w_i] (Burda et al. 2016, eq. 8): [B].
+
+    L_1 is the ELBO, L_k is non-decreasing in k, and L_k → log p(x) as k → ∞. Combined with
+    `logsumexp(log_w, 0) − log k` so no weight is exponentiated on its own.
+    """
+    log_w = log_weights(model, x, k, q_z)
+    return torch.logsumexp(log_w, dim=0) - math.log(k)
