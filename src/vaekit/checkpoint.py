@@ -78,7 +78,7 @@ def load_weights(run: Path, model: nn.Module) -> None:
         tensors = load_file(path)
     except FileNotFoundError:
         raise VaekitError(f"{path}: missing") from None
-    except Exception as e:  # safetensors raises its own error types for corrupt headers
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise VaekitError(f"{path}: corrupt or truncated safetensors file ({e})") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
@@ -98,7 +98,7 @@ def load_state(run: Path) -> dict[str, Any]:
         return torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise VaekitError(f"{path}: missing; nothing to resume") from None
-    except Exception as e:  # unpickling refusals and corrupt archives come as many types
+    except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt archives come as many types
         raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 

@@ -66,14 +66,14 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
         _check_keys(d, {f.name for f in dataclasses.fields(cls)}, source)
         parts = {name: _section(sub_cls, d.get(name, {}), f"{source}: [{name}]") for name, sub_cls in SECTIONS.items()}
         cfg = cls(**parts)
         validate(cfg, source)
         return cfg
 
-    def replace(self, **sections: dict[str, Any]) -> "Config":
+    def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some fields of some sections replaced: `cfg.replace(train={"epochs": 3})`."""
         merged = self.to_dict()
         for name, updates in sections.items():

@@ -109,8 +109,8 @@ def check_values(x: Tensor, scale: float, where: str) -> None:
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's copy of the UCI optical digits: 1797 images 8×8, grey levels 0..16 (embedded)."""
-    with resources.files("vaekit.resources").joinpath("digits.csv.gz").open("rb") as f:
-        table = np.loadtxt(gzip.open(f), delimiter=",", dtype=np.uint8)
+    with resources.files("vaekit.resources").joinpath("digits.csv.gz").open("rb") as f, gzip.open(f) as g:
+        table = np.loadtxt(g, delimiter=",", dtype=np.uint8)
     return table[:, :64], table[:, 64].astype(np.int64)
 
 

@@ -70,10 +70,10 @@ class GaussianObservation(ObservationModel):
         super().__init__()
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.register_buffer("sigma", torch.tensor(float(sigma)))
+        self.sigma = float(sigma)  # a config value, not a weight: exact in every dtype
 
     def forward(self, h: Tensor) -> Distribution:
-        return diagonal_normal(h, self.sigma.to(h.dtype).expand_as(h))
+        return diagonal_normal(h, torch.full_like(h, self.sigma))
 
 
 class LearnedGaussianObservation(ObservationModel):

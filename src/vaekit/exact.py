@@ -28,7 +28,7 @@ class LinearGaussian:
     sigma: float
 
     @classmethod
-    def from_model(cls, generative) -> "LinearGaussian":
+    def from_model(cls, generative) -> LinearGaussian:
         """Read W, b, σ off a `GenerativeModel` built with `hidden=()` and a known-σ Gaussian likelihood."""
         layers = list(generative.decoder)
         if len(layers) != 1 or not isinstance(generative.observation, GaussianObservation):

@@ -137,7 +137,7 @@ class VAE(nn.Module):
         self.data_dim, self.latent_dim = data_dim, latent_dim
 
     @classmethod
-    def from_config(cls, cfg) -> "VAE":
+    def from_config(cls, cfg) -> VAE:
         """Build from a `vaekit.config.ModelConfig` (needs `data_dim` resolved)."""
         return cls(
             data_dim=cfg.data_dim,

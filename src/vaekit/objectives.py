@@ -14,7 +14,8 @@ surrogate. Callers reduce over the batch (the convention is a mean over examples
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor

@@ -59,9 +59,13 @@ def train_epoch(
     bar = _Progress(steps, state.epoch + 1) if show_progress else None
     for i in range(steps):
         batch = data.index_select(0, perm[i * batch_size : (i + 1) * batch_size])
-        loss, metrics = loss_fn(batch, state.epoch + i / steps)
+        where = f"epoch {state.epoch + 1}, step {i + 1} (global step {state.step + 1})"
+        try:
+            loss, metrics = loss_fn(batch, state.epoch + i / steps)
+        except ValueError as e:  # torch.distributions refusing NaN parameters
+            raise NonFiniteLossError(f"non-finite values at {where}: {str(e).splitlines()[0]}") from None
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {float(loss)} at epoch {state.epoch + 1}, step {i + 1} (global step {state.step + 1})")
+            raise NonFiniteLossError(f"loss is {float(loss)} at {where}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
