@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	rm -rf runs/demo
-	$(PY) -m vaekit train --dataset digits --latent-dim 8 --hidden 256 --hidden 128 --epochs 150 \
+	$(PY) -m vaekit train --dataset digits --latent-dim 8 --hidden 256 --hidden 128 --epochs 300 \
 	    --batch-size 64 --lr 2e-3 --seed 0 --out runs/demo
 	$(PY) -m vaekit evaluate runs/demo --k 1000
 	$(PY) -m vaekit sample runs/demo --n 64
@@ -33,7 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
