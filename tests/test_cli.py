@@ -35,6 +35,9 @@ def test_evaluate_json(run):
     assert abs(result["elbo"] - (result["reconstruction"] - result["kl"])) < 1e-4  # float32 terms
     # the k = 50 bound sits above the ELBO (same model, many examples)
     assert result["log_likelihood"] > result["elbo"]
+    assert abs(result["bits_per_dim"] + result["log_likelihood"] / (64 * 0.6931471805599453)) < 1e-9
+    assert len(result["kl_per_dim"]) == 3 and 0 <= result["active_units"] <= 3
+    assert abs(sum(result["kl_per_dim"]) - result["kl"]) < 1e-3
 
 
 def test_sample_and_reconstruct_write_pictures(run):

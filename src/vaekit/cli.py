@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from .evaluate import evaluate_elbo, log_likelihood
+    from .evaluate import bits_per_dim, evaluate_elbo, latent_statistics, log_likelihood
     from .run import load_data, load_run
 
     cfg, model = load_run(args.run)
@@ -77,14 +77,18 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     k = args.k or cfg.train.eval_k
     metrics = evaluate_elbo(model, x, seed=args.seed)
     ll = log_likelihood(model, x, k=k, seed=args.seed)
-    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, k=k, split=args.split)
+    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, k=k, split=args.split,
+                   bits_per_dim=bits_per_dim(ll.mean, cfg.model.data_dim), **latent_statistics(model, x))
     if args.json:
         print(json.dumps(metrics))
     else:
         print(f"{'split':<16}{args.split} (n={metrics['n']})")
         for key in ("elbo", "reconstruction", "kl", "log_likelihood"):
             print(f"{key:<16}{metrics[key]:10.3f} nats")
-        print(f"{'(k)':<16}{k:10d} importance samples, ± {ll.stderr:.3f} standard error")
+        print(f"{'':<16}± {ll.stderr:.3f} standard error, k = {k} importance samples")
+        print(f"{'NLL':<16}{-ll.mean:10.3f} nats = {metrics['bits_per_dim']:.4f} bits/dim")
+        print(f"{'active units':<16}{metrics['active_units']:10d} of {cfg.model.latent_dim} (Cov_x E_q[z_j] > 0.01)")
+        print(f"{'KL per dim':<16}" + " ".join(f"{v:.2f}" for v in metrics["kl_per_dim"]))
     return metrics
 
 

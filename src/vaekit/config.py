@@ -28,7 +28,8 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # bernoulli | gaussian | gaussian-learned | gaussian-learned-per-dim
     sigma: float = 0.1  # σ of the known-σ Gaussian (initial σ when learned)
     shared_encoder: bool = True  # one trunk for μ and log σ²; False: separate q(x; φ), v(x; ψ)
-    init: str = "default"  # default (PyTorch) | glorot
+    init: str = "default"  # default (PyTorch) | glorot (Glorot-uniform, zero biases: the IWAE paper's)
+    arch: str = "mlp"  # mlp | conv (images; the last `hidden` size is the conv nets' dense layer)
 
     @property
     def data_dim(self) -> int:
@@ -37,9 +38,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"  # digits | PATH.npy | PATH.npz
+    dataset: str = "digits"  # digits | mnist | fashion-mnist | binarized-mnist | PATH (.npy .npz .csv or image folder)
     binarize: str = "dynamic"  # dynamic (fresh Bernoulli draw per use) | static (one seeded draw) | none
-    split_seed: int = 0  # seeds the train/validation/test split of data that has none
+    split_seed: int = 0  # seeds the validation (and test) split drawn from data that has none
+    val_size: int | None = None  # validation examples taken from train; None: 200 digits, 10000 MNIST-like
+    data_dir: str | None = None  # root of mnist/, fashion-mnist/, binarized_mnist/; else $VAEKIT_DATA, else cache
+    mmap: bool = False  # .npy only: memory-map instead of reading into RAM (for data larger than memory)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,10 @@ class TrainConfig:
     kl_warmup_epochs: float = 0.0  # β ramps linearly from 0 to `beta` over this many epochs
     num_samples: int = 1  # Monte Carlo samples of z per example in the training ELBO
     kl: str = "auto"  # auto (closed form where it exists) | analytic | mc
-    estimator: str = "reparameterization"  # reparameterization | score-function
+    estimator: str = "reparameterization"  # reparameterization | score-function (objective elbo only)
+    objective: str = "elbo"  # elbo | iwae (Burda et al. 2016, with k = train_k samples)
+    train_k: int = 1  # importance samples per example for objective = iwae
+    dreg: bool = False  # iwae: doubly reparameterized encoder gradients (Tucker et al. 2018)
     seed: int = 0
     eval_k: int = 100  # importance samples for the log-likelihood in `vaekit evaluate` defaults
 
@@ -124,13 +131,15 @@ _CHOICES = {
     ("model", "activation"): ("relu", "tanh", "elu", "gelu", "softplus"),
     ("model", "likelihood"): ("bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-per-dim"),
     ("model", "init"): ("default", "glorot"),
+    ("model", "arch"): ("mlp", "conv"),
+    ("train", "objective"): ("elbo", "iwae"),
     ("data", "binarize"): ("dynamic", "static", "none"),
     ("train", "kl"): ("auto", "analytic", "mc"),
     ("train", "estimator"): ("reparameterization", "score-function"),
 }
 _POSITIVE = {
     ("model", "latent_dim"), ("model", "sigma"), ("train", "epochs"), ("train", "batch_size"),
-    ("train", "lr"), ("train", "num_samples"), ("train", "eval_k"),
+    ("train", "lr"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
 }
 _NON_NEGATIVE = {("train", "beta"), ("train", "kl_warmup_epochs")}
 
@@ -149,6 +158,13 @@ def validate(cfg: Config, source: str = "config") -> None:
         v = getattr(getattr(cfg, sec), name)
         if not (v >= 0 and math.isfinite(v)):
             raise VaekitError(f"{source}: [{sec}] {name} must be >= 0, got {v!r}")
+    t = cfg.train
+    if t.objective == "iwae" and (t.beta != 1 or t.kl_warmup_epochs or t.estimator != "reparameterization"):
+        raise VaekitError(f"{source}: [train] beta, kl_warmup_epochs and estimator apply to objective 'elbo', not 'iwae'")
+    if t.dreg and t.objective != "iwae":
+        raise VaekitError(f"{source}: [train] dreg = true needs objective = 'iwae'")
+    if cfg.data.val_size is not None and cfg.data.val_size < 0:
+        raise VaekitError(f"{source}: [data] val_size must be >= 0, got {cfg.data.val_size}")
     for name in ("hidden", "decoder_hidden"):
         sizes = getattr(cfg.model, name) or ()
         if any(h <= 0 for h in sizes):

@@ -21,17 +21,18 @@ def diagonal_normal(loc: Tensor, scale: Tensor) -> Independent:
     return Independent(Normal(loc, scale), 1)
 
 
-def kl_diagonal_normal(q: Independent, p: Independent) -> Tensor:
+def kl_diagonal_normal(q: Independent, p: Independent, per_dimension: bool = False) -> Tensor:
     """KL(q ‖ p) for two diagonal Gaussians in closed form, summed over the last dimension.
 
     KL = Σ_j [ log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²) / (2σ_p²) − 1/2 ]  (Kingma & Welling 2013, App. B,
-    generalized to any diagonal prior). Written with log-scales so tiny scales do not lose precision.
+    generalized to any diagonal prior). `per_dimension=True` returns the terms of the sum, [..., k].
     """
     q_loc, q_scale = q.base_dist.loc, q.base_dist.scale
     p_loc, p_scale = p.base_dist.loc, p.base_dist.scale
     var_ratio = (q_scale / p_scale).pow(2)
     mean_term = ((q_loc - p_loc) / p_scale).pow(2)
-    return (0.5 * (var_ratio + mean_term - 1.0) - torch.log(q_scale / p_scale)).sum(-1)
+    terms = 0.5 * (var_ratio + mean_term - 1.0) - torch.log(q_scale / p_scale)
+    return terms if per_dimension else terms.sum(-1)
 
 
 def is_diagonal_normal(d: Distribution) -> bool:

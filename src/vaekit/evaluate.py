@@ -12,8 +12,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .distributions import kl_diagonal_normal
 from .objectives import elbo, log_weights
 
+ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. 2016, §5.2
 MAX_CHUNK_ELEMENTS = 1 << 24  # k-chunk × batch × D decoder outputs held at once (64 MB in float32)
 
 
@@ -67,3 +69,31 @@ def log_likelihood(
     n = per_example.numel()
     stderr = float(per_example.std() / math.sqrt(n)) if n > 1 else float("nan")
     return LogLikelihood(per_example, float(per_example.mean()), stderr)
+
+
+@torch.no_grad()
+def latent_statistics(model, x: Tensor, batch_size: int = 1000) -> dict[str, object]:
+    """Active units and KL per latent dimension over x: [N, D].
+
+    A unit j is active when A_j = Cov_x(E_Q[z_j|x]) > 10⁻² (Burda et al. 2016); `kl_per_dim[j]` is the
+    mean over x of KL(Q(z_j|x) ‖ p(z_j)) in nats, and the list sums to the mean KL term of the ELBO.
+    """
+    model.eval()
+    p_z = model.prior()
+    locs, kls = [], []
+    for xb in x.split(batch_size):
+        q_z = model.posterior(xb)
+        locs.append(q_z.base_dist.loc.double())
+        kls.append(kl_diagonal_normal(q_z, p_z, per_dimension=True).double().sum(0))
+    activity = torch.cat(locs).var(0, unbiased=False)
+    kl_per_dim = torch.stack(kls).sum(0) / x.shape[0]
+    return {
+        "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+        "unit_activity": activity.tolist(),
+        "kl_per_dim": kl_per_dim.tolist(),
+    }
+
+
+def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
+    """−log₂ p(x) / D: nats per example to bits per data dimension."""
+    return -log_likelihood_nats / (data_dim * math.log(2))

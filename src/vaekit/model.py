@@ -15,7 +15,18 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
 from .distributions import diagonal_normal, make_observation
-from .networks import mlp
+from .networks import ConvDecoderNet, ConvEncoderNet, mlp
+
+
+def _image_shape(data_shape: Sequence[int] | None, data_dim: int) -> tuple[int, int, int]:
+    if data_shape is None or len(data_shape) != 3:
+        raise ValueError(f"arch='conv' needs image data of shape (C, H, W), got {data_shape} ({data_dim} values)")
+    return tuple(data_shape)  # type: ignore[return-value]
+
+
+def _head(hidden: Sequence[int]) -> int:
+    """The conv nets' fully connected layer: the last hidden size given, else 256."""
+    return hidden[-1] if hidden else 256
 
 
 class GenerativeModel(nn.Module):
@@ -30,11 +41,19 @@ class GenerativeModel(nn.Module):
         likelihood: str = "bernoulli",
         sigma: float = 1.0,
         init: str = "default",
+        arch: str = "mlp",
+        data_shape: Sequence[int] | None = None,
     ):
         super().__init__()
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.observation = make_observation(likelihood, data_dim, sigma)
-        self.decoder = mlp(latent_dim, hidden, self.observation.out_features(data_dim), activation, init)
+        out = self.observation.out_features(data_dim)
+        if arch == "conv":
+            shape = _image_shape(data_shape, data_dim)
+            self.decoder = ConvDecoderNet(latent_dim, shape, out // (shape[1] * shape[2]),
+                                          hidden=_head(hidden), activation=activation)
+        else:
+            self.decoder = mlp(latent_dim, hidden, out, activation, init)
         # Buffers, not constants: they follow .to(device/dtype) and are saved with the weights.
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
@@ -90,14 +109,21 @@ class Encoder(nn.Module):
         activation: str = "relu",
         shared: bool = True,
         init: str = "default",
+        arch: str = "mlp",
+        data_shape: Sequence[int] | None = None,
     ):
         super().__init__()
         self.latent_dim, self.shared = latent_dim, shared
+
+        def net(out: int) -> nn.Module:
+            if arch == "conv":
+                return ConvEncoderNet(_image_shape(data_shape, data_dim), out, hidden=_head(hidden), activation=activation)
+            return mlp(data_dim, hidden, out, activation, init)
+
         if shared:
-            self.net = mlp(data_dim, hidden, 2 * latent_dim, activation, init)
+            self.net = net(2 * latent_dim)
         else:
-            self.mean_net = mlp(data_dim, hidden, latent_dim, activation, init)
-            self.log_var_net = mlp(data_dim, hidden, latent_dim, activation, init)
+            self.mean_net, self.log_var_net = net(latent_dim), net(latent_dim)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: [B, D] → (μ, log σ²), each [B, k]."""
@@ -129,11 +155,15 @@ class VAE(nn.Module):
         shared_encoder: bool = True,
         init: str = "default",
         decoder_hidden: Sequence[int] | None = None,
+        arch: str = "mlp",
+        data_shape: Sequence[int] | None = None,
     ):
         super().__init__()
         dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
-        self.encoder = Encoder(data_dim, latent_dim, hidden, activation, shared_encoder, init)
-        self.generative = GenerativeModel(data_dim, latent_dim, dec_hidden, activation, likelihood, sigma, init)
+        self.encoder = Encoder(data_dim, latent_dim, hidden, activation, shared_encoder, init, arch, data_shape)
+        self.generative = GenerativeModel(
+            data_dim, latent_dim, dec_hidden, activation, likelihood, sigma, init, arch, data_shape
+        )
         self.data_dim, self.latent_dim = data_dim, latent_dim
 
     @classmethod
@@ -149,6 +179,8 @@ class VAE(nn.Module):
             shared_encoder=cfg.shared_encoder,
             init=cfg.init,
             decoder_hidden=cfg.decoder_hidden,
+            arch=cfg.arch,
+            data_shape=cfg.data_shape,
         )
 
     def posterior(self, x: Tensor) -> Independent:

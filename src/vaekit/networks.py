@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
-from torch import nn
+from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
 
@@ -39,3 +39,57 @@ def mlp(
     elif init != "default":
         raise ValueError(f"unknown init {init!r}; choose 'default' or 'glorot'")
     return net
+
+
+class ConvEncoderNet(nn.Module):
+    """Images [B, C·H·W] (flattened) → [B, out]: two stride-2 convolutions, then a linear head.
+
+    Works for any H, W ≥ 1 (padding keeps odd sizes); the flattened size is computed, not assumed.
+    """
+
+    def __init__(self, shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64),
+                 hidden: int = 256, activation: str = "relu"):
+        super().__init__()
+        c, h, w = shape
+        self.shape = (c, h, w)
+        act = ACTIVATIONS[activation]
+        layers: list[nn.Module] = []
+        for c_out in channels:
+            layers += [nn.Conv2d(c, c_out, kernel_size=3, stride=2, padding=1), act()]
+            c, h, w = c_out, (h + 1) // 2, (w + 1) // 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = mlp(c * h * w, (hidden,), out_features, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        y = self.head(self.features(x.reshape(-1, *self.shape)))
+        return y.reshape(*lead, -1)
+
+
+class ConvDecoderNet(nn.Module):
+    """z [..., k] → [..., out_channels·H·W]: a linear map to a coarse grid, two stride-2 transposed
+    convolutions up to at least H×W, then a crop to exactly H×W (so odd sizes need no special case)."""
+
+    def __init__(self, latent_dim: int, shape: Sequence[int], out_channels: int | None = None,
+                 channels: Sequence[int] = (64, 32), hidden: int = 256, activation: str = "relu"):
+        super().__init__()
+        c, self.h, self.w = shape
+        out_channels = out_channels or c
+        n_up = len(channels)
+        self.h0, self.w0 = -(-self.h // 2**n_up), -(-self.w // 2**n_up)  # ceil division
+        act = ACTIVATIONS[activation]
+        self.stem = nn.Sequential(mlp(latent_dim, (hidden,), channels[0] * self.h0 * self.w0, activation), act())
+        self.c0 = channels[0]
+        layers: list[nn.Module] = []
+        sizes = [*channels, out_channels]
+        for i, (a, b) in enumerate(pairwise(sizes)):
+            layers.append(nn.ConvTranspose2d(a, b, kernel_size=4, stride=2, padding=1))
+            if i < len(sizes) - 2:
+                layers.append(act())
+        self.up = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        lead = z.shape[:-1]
+        y = self.stem(z.reshape(-1, z.shape[-1])).reshape(-1, self.c0, self.h0, self.w0)
+        y = self.up(y)[:, :, : self.h, : self.w]
+        return y.reshape(*lead, -1)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal, kl_divergence
 
-from .distributions import is_diagonal_normal, kl_diagonal_normal
+from .distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal
 
 ESTIMATORS = ("reparameterization", "score-function")
 KL_MODES = ("auto", "analytic", "mc")
@@ -121,12 +121,15 @@ def elbo(
     return ELBO(reconstruction - kl_value, reconstruction, kl_value, objective)
 
 
+def _log_weights(model, x: Tensor, z: Tensor, q_density: Distribution) -> Tensor:
+    return model.prior().log_prob(z) + model.p_x_given_z(z).log_prob(x) - q_density.log_prob(z)
+
+
 def log_weights(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Tensor:
     """log w_i = log p(x, z_i) − log Q(z_i|x) for z_i ~ Q, i = 1..k: [k, B]."""
     if q_z is None:
         q_z = model.posterior(x)
-    z = q_z.rsample((k,))
-    return model.prior().log_prob(z) + model.p_x_given_z(z).log_prob(x) - q_z.log_prob(z)
+    return _log_weights(model, x, q_z.rsample((k,)), q_z)
 
 
 def iwae_bound(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Tensor:
@@ -137,3 +140,38 @@ def iwae_bound(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Ten
     """
     log_w = log_weights(model, x, k, q_z)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+class IWAE(NamedTuple):
+    """Per-example [B]: the bound L_k (report it) and the surrogate whose gradient is used (maximize it)."""
+
+    bound: Tensor
+    surrogate: Tensor
+
+
+def iwae(model, x: Tensor, k: int, q_z: Distribution | None = None, dreg: bool = False) -> IWAE:
+    """L_k with its training surrogate; `dreg=True` gives doubly reparameterized encoder gradients.
+
+    Plain: ∇L_k = Σ_i w̃_i ∇log w_i with w̃ = softmax(log w) (Burda et al. 2016, eq. 14), by autograd.
+    DReG (Tucker et al. 2018, eq. 5): the encoder gradient Σ_i w̃_i² ∂log w_i/∂z_i · ∂z_i/∂φ, which
+    drops the score term whose signal-to-noise ratio vanishes as k grows (Rainforth et al. 2018).
+    Here log Q is evaluated with Q's parameters detached, so φ is reached only through z_i, and a
+    hook multiplies the gradient arriving at z_i by w̃_i; the decoder still gets Σ_i w̃_i ∇θ log w_i.
+    """
+    if q_z is None:
+        q_z = model.posterior(x)
+    z = q_z.rsample((k,))
+    log_w = _log_weights(model, x, z, _detached(q_z) if dreg else q_z)
+    bound = torch.logsumexp(log_w, dim=0) - math.log(k)
+    if not dreg:
+        return IWAE(bound, bound)
+    w = torch.softmax(log_w.detach(), dim=0)
+    if z.requires_grad:
+        z.register_hook(lambda grad: grad * w.unsqueeze(-1))
+    return IWAE(bound, (w * log_w).sum(0))
+
+
+def _detached(q_z: Distribution) -> Distribution:
+    if not is_diagonal_normal(q_z):
+        raise ValueError("DReG is implemented for a diagonal-Gaussian Q")
+    return diagonal_normal(q_z.base_dist.loc.detach(), q_z.base_dist.scale.detach())

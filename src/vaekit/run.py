@@ -20,22 +20,29 @@ from .data import Dataset, load_dataset
 from .errors import VaekitError
 from .evaluate import evaluate_elbo
 from .model import VAE
-from .objectives import elbo
+from .objectives import elbo, iwae
 from .train import LoopState, LossFn, train_epoch
 
 log = logging.getLogger(__name__)
 
 
 def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
-    """The training loss: −(mean surrogate ELBO), with β warmed up linearly over `kl_warmup_epochs`."""
+    """The training loss for `tc.objective`: −(mean surrogate), per-example means as metrics.
 
-    def loss_fn(raw: torch.Tensor, progress: float):
+    elbo: β warmed up linearly over `kl_warmup_epochs`; iwae: L_k with k = `train_k` (DReG optional).
+    """
+
+    def elbo_loss(raw: torch.Tensor, progress: float):
         x = dataset.prepare(raw)
         ramp = min(1.0, progress / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
         r = elbo(model, x, num_samples=tc.num_samples, kl=tc.kl, beta=tc.beta * ramp, estimator=tc.estimator)
         return -r.surrogate.mean(), {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
 
-    return loss_fn
+    def iwae_loss(raw: torch.Tensor, progress: float):
+        r = iwae(model, dataset.prepare(raw), tc.train_k, dreg=tc.dreg)
+        return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
+
+    return iwae_loss if tc.objective == "iwae" else elbo_loss
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -103,8 +110,8 @@ def train_run(cfg: Config, out: str | Path | None = None, resume: bool = False, 
                   **{f"train/{k}": v for k, v in train_metrics.items()},
                   **{f"val/{k}": v for k, v in val.items() if k != "n"}}
         history.append(record)
-        log.info("epoch %d/%d  train elbo %.3f (rec %.3f, kl %.3f)  val elbo %.3f  %.2fs", state.epoch, tc.epochs,
-                 train_metrics["elbo"], train_metrics["reconstruction"], train_metrics["kl"], val["elbo"], seconds)
+        train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
+        log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
         if out is not None:
             save_checkpoint(out, model, optimizer, state)
             ckpt.append_metrics(out, record)
