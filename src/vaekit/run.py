@@ -46,7 +46,8 @@ def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
 
 
 def load_data(cfg: Config) -> Dataset:
-    return load_dataset(cfg.data.dataset, cfg.data.binarize, cfg.model.likelihood, cfg.data.split_seed)
+    d = cfg.data
+    return load_dataset(d.dataset, d.binarize, cfg.model.likelihood, d.split_seed, d.val_size, d.data_dir, d.mmap)
 
 
 def resolve(cfg: Config, dataset: Dataset) -> Config:
