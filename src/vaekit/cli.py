@@ -30,6 +30,9 @@ log = logging.getLogger("vaekit")
 # flag → (section, field); argparse defaults are None so that only given flags override.
 TRAIN_FLAGS = {
     "dataset": ("data", "dataset"), "binarize": ("data", "binarize"), "split_seed": ("data", "split_seed"),
+    "val_size": ("data", "val_size"), "data_dir": ("data", "data_dir"), "mmap": ("data", "mmap"),
+    "arch": ("model", "arch"), "objective": ("train", "objective"), "train_k": ("train", "train_k"),
+    "dreg": ("train", "dreg"), "eval_k": ("train", "eval_k"),
     "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"), "decoder_hidden": ("model", "decoder_hidden"),
     "activation": ("model", "activation"), "likelihood": ("model", "likelihood"), "sigma": ("model", "sigma"),
     "init": ("model", "init"), "shared_encoder": ("model", "shared_encoder"),
@@ -130,9 +133,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--config", help="TOML or JSON file with [model], [data], [train] tables")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    t.add_argument("--dataset", help="digits (embedded) or PATH.npy / PATH.npz")
+    t.add_argument("--dataset", help="digits (embedded), mnist, fashion-mnist, binarized-mnist, "
+                   "or a path: .npy, .npz, .csv, or a folder of images")
+    t.add_argument("--data-dir", help="root holding mnist/, fashion-mnist/, binarized_mnist/ (else $VAEKIT_DATA, "
+                   "else ~/.cache/vaekit)")
     t.add_argument("--binarize", choices=["dynamic", "static", "none"])
     t.add_argument("--split-seed", type=int)
+    t.add_argument("--val-size", type=int, help="validation examples held out of train (seeded)")
+    t.add_argument("--mmap", action="store_const", const=True, default=None,
+                   help="memory-map a .npy instead of reading it (data larger than memory)")
+    t.add_argument("--arch", choices=["mlp", "conv"])
     t.add_argument("--latent-dim", type=int)
     t.add_argument("--hidden", type=int, action="append", help="hidden layer size; repeat for more layers")
     t.add_argument("--decoder-hidden", type=int, action="append", help="decoder sizes (default: mirror --hidden)")
@@ -150,6 +160,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--num-samples", type=int, help="Monte Carlo samples of z per example")
     t.add_argument("--kl", choices=["auto", "analytic", "mc"])
     t.add_argument("--estimator", choices=["reparameterization", "score-function"])
+    t.add_argument("--objective", choices=["elbo", "iwae"])
+    t.add_argument("--train-k", type=int, help="importance samples per example for --objective iwae")
+    t.add_argument("--dreg", action="store_const", const=True, default=None,
+                   help="doubly reparameterized gradients for --objective iwae (Tucker et al. 2018)")
+    t.add_argument("--eval-k", type=int, help="default k of `vaekit evaluate` for this run")
     t.add_argument("--seed", type=int)
     t.set_defaults(func=cmd_train)
 
