@@ -51,6 +51,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 128
     lr: float = 1e-3
+    adam_eps: float = 1e-8  # Adam's ε (the IWAE paper uses 1e-4)
     beta: float = 1.0  # KL weight in the training objective only; the reported ELBO is β = 1
     kl_warmup_epochs: float = 0.0  # β ramps linearly from 0 to `beta` over this many epochs
     num_samples: int = 1  # Monte Carlo samples of z per example in the training ELBO
@@ -139,7 +140,7 @@ _CHOICES = {
 }
 _POSITIVE = {
     ("model", "latent_dim"), ("model", "sigma"), ("train", "epochs"), ("train", "batch_size"),
-    ("train", "lr"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
+    ("train", "lr"), ("train", "adam_eps"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
 }
 _NON_NEGATIVE = {("train", "beta"), ("train", "kl_warmup_epochs")}
 

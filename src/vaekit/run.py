@@ -17,11 +17,12 @@ import torch
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig
 from .data import Dataset, load_dataset
+from .distributions import unchecked
 from .errors import VaekitError
 from .evaluate import evaluate_elbo
 from .model import VAE
 from .objectives import elbo, iwae
-from .train import LoopState, LossFn, train_epoch
+from .train import LoopState, LossFn, make_adam, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,13 @@ def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
     def elbo_loss(raw: torch.Tensor, progress: float):
         x = dataset.prepare(raw)
         ramp = min(1.0, progress / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
-        r = elbo(model, x, num_samples=tc.num_samples, kl=tc.kl, beta=tc.beta * ramp, estimator=tc.estimator)
+        with unchecked():
+            r = elbo(model, x, num_samples=tc.num_samples, kl=tc.kl, beta=tc.beta * ramp, estimator=tc.estimator)
         return -r.surrogate.mean(), {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
 
     def iwae_loss(raw: torch.Tensor, progress: float):
-        r = iwae(model, dataset.prepare(raw), tc.train_k, dreg=tc.dreg)
+        with unchecked():
+            r = iwae(model, dataset.prepare(raw), tc.train_k, dreg=tc.dreg)
         return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
 
     return iwae_loss if tc.objective == "iwae" else elbo_loss
@@ -85,7 +88,7 @@ def train_run(cfg: Config, out: str | Path | None = None, resume: bool = False, 
 
     torch.manual_seed(tc.seed)
     model = VAE.from_config(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps)
     state = LoopState()
     history: list[dict[str, Any]] = []
     if resume:

@@ -34,6 +34,15 @@ class LoopState:
     step: int = 0  # optimizer steps taken
 
 
+def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel per step where this torch build supports it (≈10% of a small step)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+    except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr, eps=eps)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The order of examples in `epoch`: a function of (seed, epoch) only, so a resumed run sees the same."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -65,7 +74,7 @@ def train_epoch(
         except ValueError as e:  # torch.distributions refusing NaN parameters
             raise NonFiniteLossError(f"non-finite values at {where}: {str(e).splitlines()[0]}") from None
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {float(loss)} at {where}")
+            raise NonFiniteLossError(f"loss is {float(loss.detach())} at {where}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
