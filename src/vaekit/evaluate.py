@@ -12,7 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .distributions import kl_diagonal_normal
+from .distributions import kl_diagonal_normal, unchecked
+from .errors import VaekitError
 from .objectives import elbo, log_weights
 
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. 2016, §5.2
@@ -60,12 +61,18 @@ def log_likelihood(
         for xb in x.split(batch_size):
             c = chunk_size or _chunk_size(k, xb.shape[0], xb.shape[1])
             q_z = model.posterior(xb)
+            model.p_x_given_z(q_z.mean).log_prob(xb)  # validates x against the likelihood's support, once
             total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
-            for start in range(0, k, c):
-                lw = log_weights(model, xb, min(c, k - start), q_z).double()
-                total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
+            with unchecked():  # the k samples need no re-validation of x or of finite network outputs
+                for start in range(0, k, c):
+                    lw = log_weights(model, xb, min(c, k - start), q_z).double()
+                    total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
             out.append(total - math.log(k))
     per_example = torch.cat(out).cpu()
+    bad = ~torch.isfinite(per_example)
+    if bool(bad.any()):
+        raise VaekitError(f"log-likelihood is not finite for {int(bad.sum())} of {bad.numel()} examples "
+                          f"(first: example {int(bad.nonzero()[0, 0])}); the model's outputs are NaN or Inf")
     n = per_example.numel()
     stderr = float(per_example.std() / math.sqrt(n)) if n > 1 else float("nan")
     return LogLikelihood(per_example, float(per_example.mean()), stderr)

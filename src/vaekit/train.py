@@ -58,12 +58,19 @@ def train_epoch(
     seed: int,
     state: LoopState,
     show_progress: bool = False,
+    max_steps: int | None = None,
 ) -> dict[str, float]:
-    """One pass over `data` in the order `epoch_permutation(…, state.epoch)`; returns example-weighted means."""
+    """One pass over `data` in the order `epoch_permutation(…, state.epoch)`; returns example-weighted means.
+
+    `max_steps` ends the pass early (a fractional epoch, for budgets counted in passes).
+    """
     module.train()
-    n = data.shape[0]
-    perm = epoch_permutation(n, seed, state.epoch)
-    steps = (n + batch_size - 1) // batch_size
+    perm = epoch_permutation(data.shape[0], seed, state.epoch)
+    steps = (data.shape[0] + batch_size - 1) // batch_size
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+        perm = perm[: steps * batch_size]
+    n = perm.shape[0]
     sums: dict[str, Tensor] = {}
     bar = _Progress(steps, state.epoch + 1) if show_progress else None
     for i in range(steps):

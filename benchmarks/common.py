@@ -1,0 +1,58 @@
+"""Shared by the benchmark scripts: where the verified datasets lie, and the train-then-evaluate loop."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from vaekit.config import Config
+from vaekit.evaluate import evaluate_elbo, log_likelihood
+from vaekit.model import VAE
+from vaekit.run import load_data, resolve, vae_loss
+from vaekit.train import LoopState, make_adam, train_epoch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def default_data_dir() -> str:
+    return os.environ.get("VAEKIT_DATA", str(SHARED_DATA))
+
+
+def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print):
+    """Train `cfg` through stages of (passes, learning rate); fractional passes end an epoch early.
+
+    Returns (model, dataset, seconds of training).
+    """
+    ds = load_data(cfg)
+    cfg = resolve(cfg, ds)
+    torch.manual_seed(cfg.train.seed)
+    model = VAE.from_config(cfg.model)
+    opt = make_adam(model.parameters(), lr=stages[0][1], eps=cfg.train.adam_eps)
+    loss_fn, x = vae_loss(model, cfg.train, ds), ds.split("train")
+    steps_per_pass = -(-x.shape[0] // cfg.train.batch_size)
+    state, seconds = LoopState(), 0.0
+    for i, (passes, lr) in enumerate(stages):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        steps_left = max(1, round(passes * steps_per_pass))
+        while steps_left > 0:
+            t0 = time.perf_counter()
+            metrics = train_epoch(model, opt, loss_fn, x, cfg.train.batch_size, cfg.train.seed, state,
+                                  max_steps=min(steps_left, steps_per_pass))
+            seconds += time.perf_counter() - t0
+            steps_left -= steps_per_pass
+        val = evaluate_elbo(model, ds.eval_split("val"))["elbo"]
+        shown = " ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+        log(f"stage {i}: {passes:g} passes at lr {lr:.2e}; train {shown}; val ELBO {val:.2f}; {seconds:.0f}s so far")
+    return model, ds, seconds
+
+
+def test_nll(model, ds, k: int, n: int | None = None) -> tuple[float, float, float]:
+    """(test ELBO, test NLL by k importance samples, its standard error), in nats, on the first n test images."""
+    x = ds.eval_split("test")[:n]
+    elbo = evaluate_elbo(model, x)["elbo"]
+    ll = log_likelihood(model, x, k=k)
+    return elbo, -ll.mean, ll.stderr
