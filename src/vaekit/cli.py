@@ -59,29 +59,65 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train; under torchrun every rank runs this and rank 0 alone writes and prints."""
+    from .distributed import launched
     from .run import train_run
 
     cfg = build_config(args)
-    result = train_run(cfg, args.out, resume=args.resume, show_progress=sys.stderr.isatty())
-    print(json.dumps(result.config.to_dict()))
+    device = resolve_device(args.device)
+    with launched(device) as ctx:
+        if not ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        try:
+            result = train_run(cfg, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), ctx=ctx,
+                               device=device)
+        except RuntimeError as e:  # a collective broken by a rank that died: say so in one line
+            if not ctx.distributed:
+                raise
+            raise VaekitError(f"rank {ctx.rank}: lost contact with another rank, which probably failed "
+                              f"(see its error): {str(e).splitlines()[0][:200]}") from None
     last = result.history[-1] if result.history else {}
-    if last:
-        print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
+    if ctx.is_main:
+        print(json.dumps(result.config.to_dict()))
+        if last:
+            print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
     return last
+
+
+def resolve_device(name: str) -> str:
+    """cpu | cuda | cuda:N | auto (cuda where available, else cpu); under torchrun, cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VaekitError(f"--device {name}: this torch build or machine has no CUDA device")
+        from .distributed import from_env
+
+        ctx = from_env()
+        if name == "cuda" and ctx is not None:
+            name = f"cuda:{ctx.local_rank}"
+    elif name != "cpu":
+        raise VaekitError(f"--device {name!r}: use cpu, cuda, cuda:N or auto")
+    return name
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .evaluate import bits_per_dim, evaluate_elbo, latent_statistics, log_likelihood
     from .run import load_data, load_run
 
+    from .distributed import launched
+
     cfg, model = load_run(args.run)
     dataset = load_data(cfg)
     x = dataset.eval_split(args.split)
     k = args.k or cfg.train.eval_k
-    metrics = evaluate_elbo(model, x, seed=args.seed)
-    ll = log_likelihood(model, x, k=k, seed=args.seed)
+    with launched() as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
+        metrics = evaluate_elbo(model, x, seed=args.seed, ctx=ctx)
+        ll = log_likelihood(model, x, k=k, seed=args.seed, ctx=ctx)
     metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, k=k, split=args.split,
                    bits_per_dim=bits_per_dim(ll.mean, cfg.model.data_dim), **latent_statistics(model, x))
+    if not ctx.is_main:
+        return metrics
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -166,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
                    help="doubly reparameterized gradients for --objective iwae (Tucker et al. 2018)")
     t.add_argument("--eval-k", type=int, help="default k of `vaekit evaluate` for this run")
     t.add_argument("--seed", type=int)
+    t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ELBO and importance-sampled log-likelihood of a run")

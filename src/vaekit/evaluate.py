@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .distributed import SINGLE, Context, all_reduce_sum
 from .distributions import kl_diagonal_normal, unchecked
 from .errors import VaekitError
 from .objectives import elbo, log_weights
@@ -20,22 +21,40 @@ ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. 2016, §5.2
 MAX_CHUNK_ELEMENTS = 1 << 24  # k-chunk × batch × D decoder outputs held at once (64 MB in float32)
 
 
+def batch_seed(seed: int, b: int) -> int:
+    """The RNG seed of evaluation batch b."""
+    return seed * 1_000_003 + b
+
+
+def _my_batches(x: Tensor, batch_size: int, ctx: Context):
+    """(index, batch) pairs this rank evaluates: batch b goes to rank b mod world, whole, no padding."""
+    for b, xb in enumerate(x.split(batch_size)):
+        if b % ctx.world_size == ctx.rank:
+            yield b, xb
+
+
 @torch.no_grad()
-def evaluate_elbo(model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0) -> dict[str, float]:
-    """Means over x: [N, D] of the ELBO, reconstruction and KL terms (nats per example) and n."""
+def evaluate_elbo(
+    model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0, ctx: Context = SINGLE
+) -> dict[str, float]:
+    """Means over x: [N, D] of the ELBO, reconstruction and KL terms (nats per example) and n.
+
+    Batch b's noise is seeded by (seed, b), so its values do not depend on which rank computes it:
+    under torch.distributed, float64 sums all-reduced over ranks equal the one-process values.
+    """
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for xb in x.split(batch_size):
+        for b, xb in _my_batches(x, batch_size, ctx):
+            torch.manual_seed(batch_seed(seed, b))
             r = elbo(model, xb, num_samples=num_samples)
             sums += torch.stack([r.elbo.sum(), r.reconstruction.sum(), r.kl.sum()]).double()
-    means = (sums / x.shape[0]).tolist()
+    means = (all_reduce_sum(sums, ctx) / x.shape[0]).tolist()
     return {"elbo": means[0], "reconstruction": means[1], "kl": means[2], "n": int(x.shape[0])}
 
 
 class LogLikelihood(NamedTuple):
-    per_example: Tensor  # [N] float64, nats
+    per_example: Tensor  # [N] float64, nats (under torch.distributed: this rank's batches only)
     mean: float
     stderr: float  # standard error of the mean over examples
 
@@ -46,36 +65,52 @@ def _chunk_size(k: int, batch: int, dim: int) -> int:
 
 @torch.no_grad()
 def log_likelihood(
-    model, x: Tensor, k: int = 1000, batch_size: int = 100, chunk_size: int | None = None, seed: int = 0
+    model,
+    x: Tensor,
+    k: int = 1000,
+    batch_size: int = 100,
+    chunk_size: int | None = None,
+    seed: int = 0,
+    ctx: Context = SINGLE,
 ) -> LogLikelihood:
     """log p(x) ≈ log (1/k) Σ_i p(x, z_i)/Q(z_i|x), z_i ~ Q(z|x) (Burda et al. 2016), per example.
 
     The [k, B] log-weights are computed in chunks of `chunk_size` samples (default: bounded memory
     for any k) and combined with logsumexp in float64, so chunking does not change the value beyond
     rounding. k = 1 is the single-sample ELBO; the estimate's expectation grows with k towards log p(x).
+    Under torch.distributed, batches are shared out whole and the mean and standard error come from
+    float64 sums all-reduced over ranks: the same numbers as one process.
     """
     model.eval()
     out = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for xb in x.split(batch_size):
-            c = chunk_size or _chunk_size(k, xb.shape[0], xb.shape[1])
-            q_z = model.posterior(xb)
-            model.p_x_given_z(q_z.mean).log_prob(xb)  # validates x against the likelihood's support, once
-            total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
-            with unchecked():  # the k samples need no re-validation of x or of finite network outputs
-                for start in range(0, k, c):
-                    lw = log_weights(model, xb, min(c, k - start), q_z).double()
-                    total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
-            out.append(total - math.log(k))
-    per_example = torch.cat(out).cpu()
-    bad = ~torch.isfinite(per_example)
-    if bool(bad.any()):
-        raise VaekitError(f"log-likelihood is not finite for {int(bad.sum())} of {bad.numel()} examples "
-                          f"(first: example {int(bad.nonzero()[0, 0])}); the model's outputs are NaN or Inf")
-    n = per_example.numel()
-    stderr = float(per_example.std() / math.sqrt(n)) if n > 1 else float("nan")
-    return LogLikelihood(per_example, float(per_example.mean()), stderr)
+        for b, xb in _my_batches(x, batch_size, ctx):
+            torch.manual_seed(batch_seed(seed, b))
+            out.append(_log_likelihood_batch(model, xb, k, chunk_size))
+    per_example = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=x.device)
+    finite = torch.isfinite(per_example)
+    stats = torch.stack([per_example[finite].sum(), per_example[finite].pow(2).sum(),
+                         (~finite).sum().double(), torch.tensor(float(per_example.numel()), dtype=torch.float64, device=x.device)])
+    total, total_sq, n_bad, n = all_reduce_sum(stats, ctx).tolist()
+    if n_bad:
+        raise VaekitError(f"log-likelihood is not finite for {int(n_bad)} of {int(n)} examples; "
+                          "the model's outputs are NaN or Inf")
+    mean = total / n
+    var = max(total_sq / n - mean**2, 0.0) * n / max(n - 1, 1)
+    stderr = math.sqrt(var / n) if n > 1 else float("nan")
+    return LogLikelihood(per_example.cpu(), mean, stderr)
+
+
+def _log_likelihood_batch(model, xb: Tensor, k: int, chunk_size: int | None) -> Tensor:
+    c = chunk_size or _chunk_size(k, xb.shape[0], xb.shape[1])
+    q_z = model.posterior(xb)
+    model.p_x_given_z(q_z.mean).log_prob(xb)  # validates x against the likelihood's support, once
+    total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
+    with unchecked():  # the k samples need no re-validation of x or of finite network outputs
+        for start in range(0, k, c):
+            lw = log_weights(model, xb, min(c, k - start), q_z).double()
+            total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
+    return total - math.log(k)
 
 
 @torch.no_grad()

@@ -36,10 +36,19 @@ class ELBO(NamedTuple):
     surrogate: Tensor
 
 
-def draw(q_z: Distribution, num_samples: int, estimator: str = "reparameterization") -> Tensor:
-    """[S, B, k] samples of Q: reparameterized (gradients flow) or plain (for the score function)."""
+def draw(q_z: Distribution, num_samples: int, estimator: str = "reparameterization", eps: Tensor | None = None) -> Tensor:
+    """[S, B, k] samples of Q: reparameterized (gradients flow) or plain (for the score function).
+
+    eps: optional standard-normal noise [S, B, k] for a diagonal-Gaussian Q, z = μ + σ ⊙ ε (common
+    random numbers; the distributed trainer uses it to give each example the same ε on any rank).
+    """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
+    if eps is not None:
+        if not is_diagonal_normal(q_z):
+            raise ValueError("explicit eps needs a diagonal-Gaussian Q")
+        z = q_z.base_dist.loc + q_z.base_dist.scale * eps
+        return z if estimator == "reparameterization" else z.detach()
     shape = torch.Size((num_samples,))
     return q_z.rsample(shape) if estimator == "reparameterization" else q_z.sample(shape)
 
@@ -88,6 +97,7 @@ def elbo(
     kl: str = "auto",
     beta: float = 1.0,
     estimator: str = "reparameterization",
+    eps: Tensor | None = None,
 ) -> ELBO:
     """Monte Carlo estimate of ELBO(x; Q, θ) with `num_samples` draws of z per example.
 
@@ -106,7 +116,7 @@ def elbo(
     if kl == "analytic" and kl_closed is None:
         raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__}")
 
-    z = draw(q_z, num_samples, estimator)  # [S, B, k]
+    z = draw(q_z, num_samples, estimator, eps)  # [S, B, k]
     log_px = model.p_x_given_z(z).log_prob(x)  # [S, B]
     needs_log_q = kl_closed is None or estimator == "score-function"
     log_q = q_z.log_prob(z) if needs_log_q else None
@@ -149,7 +159,9 @@ class IWAE(NamedTuple):
     surrogate: Tensor
 
 
-def iwae(model, x: Tensor, k: int, q_z: Distribution | None = None, dreg: bool = False) -> IWAE:
+def iwae(
+    model, x: Tensor, k: int, q_z: Distribution | None = None, dreg: bool = False, eps: Tensor | None = None
+) -> IWAE:
     """L_k with its training surrogate; `dreg=True` gives doubly reparameterized encoder gradients.
 
     Plain: ∇L_k = Σ_i w̃_i ∇log w_i with w̃ = softmax(log w) (Burda et al. 2016, eq. 14), by autograd.
@@ -160,7 +172,7 @@ def iwae(model, x: Tensor, k: int, q_z: Distribution | None = None, dreg: bool =
     """
     if q_z is None:
         q_z = model.posterior(x)
-    z = q_z.rsample((k,))
+    z = draw(q_z, k, eps=eps)
     log_w = _log_weights(model, x, z, _detached(q_z) if dreg else q_z)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     if not dreg:

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig
 from .data import Dataset, load_dataset
+from .distributed import SINGLE, Context, barrier
 from .distributions import unchecked
 from .errors import VaekitError
 from .evaluate import evaluate_elbo
@@ -27,25 +30,47 @@ from .train import LoopState, LossFn, make_adam, train_epoch
 log = logging.getLogger(__name__)
 
 
-def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
-    """The training loss for `tc.objective`: −(mean surrogate), per-example means as metrics.
+class VAEObjective(nn.Module):
+    """The training objective as a module, so that DistributedDataParallel can wrap it.
 
-    elbo: β warmed up linearly over `kl_warmup_epochs`; iwae: L_k with k = `train_k` (DReG optional).
+    forward(raw batch, progress in epochs) → (loss to minimize, {name: batch mean}). elbo: β warmed
+    up linearly over `kl_warmup_epochs`; iwae: L_k with k = `train_k`, DReG optional. The noise
+    (binarization and ε) is drawn for the global batch and each rank keeps its own rows, so N ranks
+    with batch B/N follow the same trajectory as one process with batch B (up to float rounding).
     """
 
-    def elbo_loss(raw: torch.Tensor, progress: float):
-        x = dataset.prepare(raw)
-        ramp = min(1.0, progress / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
+    def __init__(self, model: VAE, tc: TrainConfig, dataset: Dataset, ctx: Context = SINGLE):
+        super().__init__()
+        self.model, self.tc, self.dataset, self.ctx = model, tc, dataset, ctx
+
+    def forward(self, raw: torch.Tensor, progress: float):
+        tc, b = self.tc, raw.shape[0]
+        u = self._noise(torch.rand, (b, raw.shape[1]), 0, raw.device) if self.dataset.binarize == "dynamic" else None
+        x = self.dataset.prepare(raw, u=u)
+        samples = tc.train_k if tc.objective == "iwae" else tc.num_samples
+        eps = self._noise(torch.randn, (samples, b, self.model.latent_dim), 1, raw.device)
         with unchecked():
-            r = elbo(model, x, num_samples=tc.num_samples, kl=tc.kl, beta=tc.beta * ramp, estimator=tc.estimator)
+            if tc.objective == "iwae":
+                r = iwae(self.model, x, tc.train_k, dreg=tc.dreg, eps=eps)
+                return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
+            ramp = min(1.0, progress / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
+            r = elbo(self.model, x, kl=tc.kl, beta=tc.beta * ramp, estimator=tc.estimator, eps=eps)
         return -r.surrogate.mean(), {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
 
-    def iwae_loss(raw: torch.Tensor, progress: float):
-        with unchecked():
-            r = iwae(model, dataset.prepare(raw), tc.train_k, dreg=tc.dreg)
-        return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
+    def _noise(self, draw, shape: tuple[int, ...], dim: int, device) -> torch.Tensor:
+        """Noise of `shape` for this rank: drawn for the global batch (dimension `dim` × world) from
+        the RNG every rank shares, then rows rank::world, the examples `perm[rank::world]` gave it."""
+        world = self.ctx.world_size
+        if world == 1:
+            return draw(shape, device=device)
+        full = list(shape)
+        full[dim] *= world
+        return draw(full, device=device)[(slice(None),) * dim + (slice(self.ctx.rank, None, world),)]
 
-    return iwae_loss if tc.objective == "iwae" else elbo_loss
+
+def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
+    """The single-process training loss of `VAEObjective` as a plain function."""
+    return VAEObjective(model, tc, dataset)
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -68,13 +93,24 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def train_run(cfg: Config, out: str | Path | None = None, resume: bool = False, show_progress: bool = False) -> TrainResult:
+def train_run(
+    cfg: Config,
+    out: str | Path | None = None,
+    resume: bool = False,
+    show_progress: bool = False,
+    ctx: Context = SINGLE,
+    device: str = "cpu",
+) -> TrainResult:
     """Train the VAE `cfg` describes; with `out`, write the run directory there after every epoch.
 
     `resume=True` continues from the last checkpoint in `out` (the epoch count may be raised); the
-    result equals an uninterrupted run with the same seed on CPU.
+    result equals an uninterrupted run with the same seed on CPU. Under torchrun (`ctx` from
+    `distributed.launched`) the model is wrapped in DistributedDataParallel, `batch_size` is per rank,
+    rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     """
     out = Path(out) if out is not None else None
+    if ctx.distributed and out is not None and (out / ckpt.STATE).exists():
+        resume = True  # an elastic restart continues where the job stopped
     if resume:
         if out is None or not (out / ckpt.STATE).exists():
             raise VaekitError(f"{out}: no checkpoint to resume from")
@@ -85,41 +121,54 @@ def train_run(cfg: Config, out: str | Path | None = None, resume: bool = False, 
     dataset = load_data(cfg)
     cfg = resolve(cfg, dataset)
     tc = cfg.train
+    barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
 
     torch.manual_seed(tc.seed)
-    model = VAE.from_config(cfg.model)
+    model = VAE.from_config(cfg.model).to(device)
     optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps)
     state = LoopState()
     history: list[dict[str, Any]] = []
     if resume:
-        ckpt.load_weights(out, model)
-        saved_state = ckpt.load_state(out)
-        optimizer.load_state_dict(saved_state["optimizer"])
-        torch.set_rng_state(saved_state["rng"])
-        state = LoopState(int(saved_state["epoch"]), int(saved_state["step"]))
-        history = ckpt.read_metrics(out)[: state.epoch]
-        log.info("resuming %s at epoch %d", out, state.epoch)
-    elif out is not None:
+        history = _restore(out, model, optimizer, state)
+    elif out is not None and ctx.is_main:
         ckpt.save_config(out, cfg)
-    log.info("config %s", cfg.to_dict())
+    if ctx.is_main:
+        log.info("config %s", cfg.to_dict())
+        if ctx.distributed:
+            log.info("%d processes × batch %d = global batch %d", ctx.world_size, tc.batch_size, ctx.world_size * tc.batch_size)
 
-    loss_fn = vae_loss(model, tc, dataset)
-    train_x, val_x = dataset.split("train"), dataset.eval_split("val")
+    objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
+    if ctx.distributed:
+        objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
+    train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
     while state.epoch < tc.epochs:
         t0 = time.perf_counter()
-        train_metrics = train_epoch(model, optimizer, loss_fn, train_x, tc.batch_size, tc.seed, state, show_progress)
+        train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
+                                    show_progress and ctx.is_main, ctx=ctx)
         seconds = time.perf_counter() - t0
-        val = evaluate_elbo(model, val_x, seed=tc.seed)
+        val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx)
         record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
                   **{f"train/{k}": v for k, v in train_metrics.items()},
                   **{f"val/{k}": v for k, v in val.items() if k != "n"}}
         history.append(record)
-        train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
-        log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
-        if out is not None:
-            save_checkpoint(out, model, optimizer, state)
-            ckpt.append_metrics(out, record)
+        if ctx.is_main:
+            train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
+            log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
+            if out is not None:
+                save_checkpoint(out, model, optimizer, state)
+                ckpt.append_metrics(out, record)
+    barrier(ctx)
     return TrainResult(model, cfg, history)
+
+
+def _restore(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> list[dict[str, Any]]:
+    ckpt.load_weights(out, model)
+    saved_state = ckpt.load_state(out)
+    optimizer.load_state_dict(saved_state["optimizer"])
+    torch.set_rng_state(saved_state["rng"])
+    state.epoch, state.step = int(saved_state["epoch"]), int(saved_state["step"])
+    log.info("resuming %s at epoch %d", out, state.epoch)
+    return ckpt.read_metrics(out)[: state.epoch]
 
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .distributed import SINGLE, Context, all_reduce_sum, shard_indices
 from .errors import VaekitError
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,17 @@ def train_epoch(
     state: LoopState,
     show_progress: bool = False,
     max_steps: int | None = None,
+    ctx: Context = SINGLE,
 ) -> dict[str, float]:
     """One pass over `data` in the order `epoch_permutation(…, state.epoch)`; returns example-weighted means.
 
-    `max_steps` ends the pass early (a fractional epoch, for budgets counted in passes).
+    `max_steps` ends the pass early (a fractional epoch, for budgets counted in passes). Under
+    torch.distributed each rank takes `perm[rank::world]` (trimmed to equal lengths) with its own
+    `batch_size`; the returned means are over all ranks' examples.
     """
     module.train()
-    perm = epoch_permutation(data.shape[0], seed, state.epoch)
-    steps = (data.shape[0] + batch_size - 1) // batch_size
+    perm = shard_indices(epoch_permutation(data.shape[0], seed, state.epoch), ctx).to(data.device)
+    steps = (perm.shape[0] + batch_size - 1) // batch_size
     if max_steps is not None:
         steps = min(steps, max_steps)
         perm = perm[: steps * batch_size]
@@ -93,7 +97,10 @@ def train_epoch(
     if bar is not None:
         bar.close()
     state.epoch += 1
-    return {name: float(total) / n for name, total in sums.items()}
+    names = list(sums)
+    totals = all_reduce_sum(torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in names] + [
+        torch.tensor(float(n), dtype=torch.float64, device=data.device)]), ctx).tolist()
+    return {name: totals[i] / totals[-1] for i, name in enumerate(names)}
 
 
 class _Progress:

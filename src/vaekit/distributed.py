@@ -1,0 +1,89 @@
+"""torch.distributed helpers: detect a torchrun launch, shard work, all-reduce sums.
+
+Launch the way the field does; vaekit reads RANK, LOCAL_RANK and WORLD_SIZE from the environment:
+
+    torchrun --standalone --nproc-per-node=N -m vaekit train --out RUN …                 # one machine
+    torchrun --nnodes=M --node-rank=R --rdzv-endpoint=HOST:PORT --nproc-per-node=N \\
+             -m vaekit train --out RUN …                                                 # M machines
+
+On CPU the backend is gloo (set OMP_NUM_THREADS so that N × threads ≤ cores), on GPU nccl with
+the device chosen from LOCAL_RANK before the process group starts. A plain `vaekit train` never
+touches this module's process group: `SINGLE` stands for "one process".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+SINGLE = Context()
+
+
+def from_env() -> Context | None:
+    """The torchrun context, or None when the environment does not describe one."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+@contextlib.contextmanager
+def launched(device: str = "cpu", timeout_s: float = 300.0) -> Iterator[Context]:
+    """Join the process group torchrun set up (if any) and always leave it (`destroy_process_group`).
+
+    `timeout_s` bounds how long a collective waits for a rank that died, so a failure ends the job.
+    """
+    ctx = from_env()
+    if ctx is None or ctx.world_size == 1:
+        yield SINGLE if ctx is None else ctx
+        return
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(ctx.local_rank)
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    try:
+        yield ctx
+    finally:
+        dist.destroy_process_group()
+
+
+def shard_indices(perm: Tensor, ctx: Context) -> Tensor:
+    """perm[rank::world], trimmed to len(perm) // world so every rank runs the same number of steps
+    (uneven counts would leave one rank waiting in an all-reduce forever)."""
+    if not ctx.distributed:
+        return perm
+    return perm[ctx.rank :: ctx.world_size][: perm.shape[0] // ctx.world_size]
+
+
+def all_reduce_sum(t: Tensor, ctx: Context) -> Tensor:
+    """Sum `t` over ranks in place (a no-op in one process)."""
+    if ctx.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.distributed:
+        dist.barrier()
