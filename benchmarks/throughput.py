@@ -16,6 +16,7 @@ Then the importance-sampled NLL (k samples over the test images) against the sam
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 import time
 
@@ -24,17 +25,17 @@ import torch.nn.functional as F
 from common import default_data_dir
 from torch import nn
 
+from vaekit.config import TrainConfig
 from vaekit.data import Dataset
 from vaekit.evaluate import log_likelihood
 from vaekit.mnist import load_mnist_family
 from vaekit.model import VAE
 from vaekit.run import vae_loss
-from vaekit.config import TrainConfig
 from vaekit.train import LoopState, make_adam, train_epoch
 
 
 def mlp_macs(sizes: list[int]) -> int:
-    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return sum(a * b for a, b in itertools.pairwise(sizes))
 
 
 def forward_flops(d: int, hidden: list[int], k: int) -> int:
@@ -48,9 +49,9 @@ class ExampleVAE(nn.Module):
     def __init__(self, d, hidden, k):
         super().__init__()
         enc, dec = [d, *hidden], [k, *reversed(hidden)]
-        self.enc = nn.Sequential(*[m for a, b in zip(enc[:-1], enc[1:]) for m in (nn.Linear(a, b), nn.ReLU())])
+        self.enc = nn.Sequential(*[m for a, b in itertools.pairwise(enc) for m in (nn.Linear(a, b), nn.ReLU())])
         self.mu, self.logvar = nn.Linear(enc[-1], k), nn.Linear(enc[-1], k)
-        self.dec = nn.Sequential(*[m for a, b in zip(dec[:-1], dec[1:]) for m in (nn.Linear(a, b), nn.ReLU())],
+        self.dec = nn.Sequential(*[m for a, b in itertools.pairwise(dec) for m in (nn.Linear(a, b), nn.ReLU())],
                                  nn.Linear(dec[-1], d), nn.Sigmoid())
 
     def forward(self, x):

@@ -107,6 +107,14 @@ def append_metrics(run: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
+    """Keep the lines of epochs ≤ `epochs` (those a checkpoint covers) and return them."""
+    kept = [r for r in read_metrics(run) if r.get("epoch", 0) <= epochs]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(text))
+    return kept
+
+
 def read_metrics(run: Path) -> list[dict[str, Any]]:
     path = Path(run) / METRICS
     if not path.exists():

@@ -33,6 +33,7 @@ TRAIN_FLAGS = {
     "val_size": ("data", "val_size"), "data_dir": ("data", "data_dir"), "mmap": ("data", "mmap"),
     "arch": ("model", "arch"), "objective": ("train", "objective"), "train_k": ("train", "train_k"),
     "dreg": ("train", "dreg"), "eval_k": ("train", "eval_k"),
+    "checkpoint_every": ("train", "checkpoint_every"), "skip_nonfinite": ("train", "skip_nonfinite"),
     "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"), "decoder_hidden": ("model", "decoder_hidden"),
     "activation": ("model", "activation"), "likelihood": ("model", "likelihood"), "sigma": ("model", "sigma"),
     "init": ("model", "init"), "shared_encoder": ("model", "shared_encoder"),
@@ -102,10 +103,9 @@ def resolve_device(name: str) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from .distributed import launched
     from .evaluate import bits_per_dim, evaluate_elbo, latent_statistics, log_likelihood
     from .run import load_data, load_run
-
-    from .distributed import launched
 
     cfg, model = load_run(args.run)
     dataset = load_data(cfg)
@@ -203,6 +203,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-k", type=int, help="default k of `vaekit evaluate` for this run")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
+    t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: each epoch)")
+    t.add_argument("--skip-nonfinite", type=int, help="skip up to N batches with a NaN/Inf loss or gradient")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ELBO and importance-sampled log-likelihood of a run")
@@ -243,5 +245,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"vaekit: error: {e}" if str(e) else "vaekit: interrupted", file=sys.stderr)
-        return 2
+        return 130 if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted" else 2
     return 0

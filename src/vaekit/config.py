@@ -62,6 +62,8 @@ class TrainConfig:
     dreg: bool = False  # iwae: doubly reparameterized encoder gradients (Tucker et al. 2018)
     seed: int = 0
     eval_k: int = 100  # importance samples for the log-likelihood in `vaekit evaluate` defaults
+    checkpoint_every: int = 0  # also checkpoint every this many steps (0: at the end of each epoch only)
+    skip_nonfinite: int = 0  # skip up to this many batches with a NaN/Inf loss or gradient (0: stop at the first)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ _POSITIVE = {
     ("model", "latent_dim"), ("model", "sigma"), ("train", "epochs"), ("train", "batch_size"),
     ("train", "lr"), ("train", "adam_eps"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
 }
-_NON_NEGATIVE = {("train", "beta"), ("train", "kl_warmup_epochs")}
+_NON_NEGATIVE = {("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite")}
 
 
 def validate(cfg: Config, source: str = "config") -> None:

@@ -46,7 +46,7 @@ def from_env() -> Context | None:
     """The torchrun context, or None when the environment does not describe one."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
-    return Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    return Context(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 @contextlib.contextmanager
@@ -65,6 +65,8 @@ def launched(device: str = "cpu", timeout_s: float = 300.0) -> Iterator[Context]
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     try:
         yield ctx
+        # Leave together: a rank tearing down gloo while its peer still talks to it can abort the peer.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -6,7 +6,10 @@ This is where data, model, objective, trainer and checkpoints meet (the generic 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -129,7 +132,7 @@ def train_run(
     state = LoopState()
     history: list[dict[str, Any]] = []
     if resume:
-        history = _restore(out, model, optimizer, state)
+        history = _restore(out, model, optimizer, state, write=ctx.is_main)
     elif out is not None and ctx.is_main:
         ckpt.save_config(out, cfg)
     if ctx.is_main:
@@ -141,40 +144,89 @@ def train_run(
     if ctx.distributed:
         objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
     train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
-    while state.epoch < tc.epochs:
-        t0 = time.perf_counter()
-        train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
-                                    show_progress and ctx.is_main, ctx=ctx)
-        seconds = time.perf_counter() - t0
-        val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx)
-        record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
-                  **{f"train/{k}": v for k, v in train_metrics.items()},
-                  **{f"val/{k}": v for k, v in val.items() if k != "n"}}
-        history.append(record)
-        if ctx.is_main:
-            train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
-            log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
-            if out is not None:
-                save_checkpoint(out, model, optimizer, state)
-                ckpt.append_metrics(out, record)
+    save = (lambda: save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
+    with _stop_on_sigint() as interrupted:
+
+        def on_step(st: LoopState) -> None:
+            if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
+                save()
+            if interrupted():
+                save()
+                where = f"interrupted at epoch {st.epoch + 1}, step {st.step}"
+                raise TrainingInterrupted(f"{where}; checkpoint saved in {out}; continue with --resume" if out else where)
+
+        while state.epoch < tc.epochs:
+            t0 = time.perf_counter()
+            train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
+                                        show_progress and ctx.is_main, ctx=ctx, on_step=on_step,
+                                        skip_nonfinite=tc.skip_nonfinite)
+            seconds = time.perf_counter() - t0
+            val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx)
+            record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
+                      **{f"train/{k}": v for k, v in train_metrics.items()},
+                      **{f"val/{k}": v for k, v in val.items() if k != "n"}}
+            history.append(record)
+            if ctx.is_main:
+                train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
+                log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
+                if out is not None:  # metrics first: a resume drops lines past its checkpoint
+                    ckpt.append_metrics(out, record)
+            save()
     barrier(ctx)
     return TrainResult(model, cfg, history)
 
 
-def _restore(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> list[dict[str, Any]]:
-    ckpt.load_weights(out, model)
-    saved_state = ckpt.load_state(out)
-    optimizer.load_state_dict(saved_state["optimizer"])
-    torch.set_rng_state(saved_state["rng"])
-    state.epoch, state.step = int(saved_state["epoch"]), int(saved_state["step"])
-    log.info("resuming %s at epoch %d", out, state.epoch)
-    return ckpt.read_metrics(out)[: state.epoch]
+class TrainingInterrupted(VaekitError):
+    """Ctrl-C: the run stopped after a whole step and saved a checkpoint."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigint():
+    """SIGINT sets a flag that the loop reads after each step, so a checkpoint is never written from
+    the middle of an optimizer step. A second Ctrl-C interrupts at once."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        if flag["set"]:
+            raise KeyboardInterrupt
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: flag["set"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _restore(
+    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, write: bool = True
+) -> list[dict[str, Any]]:
+    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own."""
+    saved = ckpt.load_state(out)
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise VaekitError(f"{out / ckpt.STATE}: does not match the model in {ckpt.CONFIG} ({str(e).splitlines()[0]})") from None
+    torch.set_rng_state(saved["rng"])
+    state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
+    state.sums, state.skipped = dict(saved["sums"]), int(saved["skipped"])
+    log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
+    if write:
+        return ckpt.truncate_metrics(out, state.epoch)
+    return [r for r in ckpt.read_metrics(out) if r.get("epoch", 0) <= state.epoch]
 
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
-    ckpt.save_weights(out, model, metadata={"epoch": str(state.epoch)})
-    ckpt.save_state(out, {"epoch": state.epoch, "step": state.step, "optimizer": optimizer.state_dict(),
-                          "rng": torch.get_rng_state()})
+    """train_state.pt (everything to continue, weights included) first, then model.safetensors."""
+    ckpt.save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
+                          "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
+                          "skipped": state.skipped})
+    ckpt.save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 
 
 def load(run: str | Path) -> VAE:

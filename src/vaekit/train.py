@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +31,13 @@ class NonFiniteLossError(VaekitError):
 
 @dataclass
 class LoopState:
+    """Where training stands; everything needed to continue bit for bit (with the RNG state)."""
+
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
+    batch: int = 0  # batches of the current epoch already taken (a mid-epoch checkpoint resumes here)
+    sums: dict[str, Tensor] = field(default_factory=dict)  # the current epoch's metric sums so far
+    skipped: int = 0  # non-finite batches skipped so far
 
 
 def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
@@ -61,12 +66,17 @@ def train_epoch(
     show_progress: bool = False,
     max_steps: int | None = None,
     ctx: Context = SINGLE,
+    on_step: Callable[[LoopState], None] | None = None,
+    skip_nonfinite: int = 0,
 ) -> dict[str, float]:
     """One pass over `data` in the order `epoch_permutation(…, state.epoch)`; returns example-weighted means.
 
-    `max_steps` ends the pass early (a fractional epoch, for budgets counted in passes). Under
-    torch.distributed each rank takes `perm[rank::world]` (trimmed to equal lengths) with its own
-    `batch_size`; the returned means are over all ranks' examples.
+    Starts at batch `state.batch` (so a mid-epoch checkpoint continues exactly) and calls
+    `on_step(state)` after every step. `max_steps` ends the pass early (a fractional epoch). A
+    non-finite loss or gradient raises `NonFiniteLossError` before anything is stepped, unless
+    fewer than `skip_nonfinite` batches have been skipped so far, in which case the batch is skipped.
+    Under torch.distributed each rank takes `perm[rank::world]` (trimmed to equal lengths) with its
+    own `batch_size`; the returned means are over all ranks' examples.
     """
     module.train()
     perm = shard_indices(epoch_permutation(data.shape[0], seed, state.epoch), ctx).to(data.device)
@@ -74,33 +84,53 @@ def train_epoch(
     if max_steps is not None:
         steps = min(steps, max_steps)
         perm = perm[: steps * batch_size]
-    n = perm.shape[0]
-    sums: dict[str, Tensor] = {}
     bar = _Progress(steps, state.epoch + 1) if show_progress else None
-    for i in range(steps):
+    for i in range(state.batch, steps):
         batch = data.index_select(0, perm[i * batch_size : (i + 1) * batch_size])
-        where = f"epoch {state.epoch + 1}, step {i + 1} (global step {state.step + 1})"
-        try:
-            loss, metrics = loss_fn(batch, state.epoch + i / steps)
-        except ValueError as e:  # torch.distributions refusing NaN parameters
-            raise NonFiniteLossError(f"non-finite values at {where}: {str(e).splitlines()[0]}") from None
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {float(loss.detach())} at {where}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        state.step += 1
+        metrics = _step(module, optimizer, loss_fn, batch, state, state.epoch + i / steps,
+                        f"epoch {state.epoch + 1}, step {i + 1} (global step {state.step + 1})", skip_nonfinite)
+        state.batch = i + 1
         for name, value in metrics.items():
-            sums[name] = sums.get(name, 0.0) + value.detach() * batch.shape[0]
+            state.sums[name] = state.sums.get(name, 0.0) + value.detach() * batch.shape[0]
         if bar is not None:
-            bar.update(i + 1, {k: float(v) / min(n, (i + 1) * batch_size) for k, v in sums.items()})
+            bar.update(i + 1, {k: float(v) / min(perm.shape[0], (i + 1) * batch_size) for k, v in state.sums.items()})
+        if on_step is not None:
+            on_step(state)
     if bar is not None:
         bar.close()
-    state.epoch += 1
-    names = list(sums)
-    totals = all_reduce_sum(torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in names] + [
-        torch.tensor(float(n), dtype=torch.float64, device=data.device)]), ctx).tolist()
+    names = list(state.sums)
+    totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64) for k in names] + [
+        torch.tensor(float(perm.shape[0]), dtype=torch.float64, device=data.device)]), ctx).tolist()
+    state.epoch, state.batch, state.sums = state.epoch + 1, 0, {}
     return {name: totals[i] / totals[-1] for i, name in enumerate(names)}
+
+
+def _step(module, optimizer, loss_fn, batch, state: LoopState, progress: float, where: str, skip_limit: int):
+    """One optimizer step; returns the batch's metrics ({} for a skipped non-finite batch)."""
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        loss, metrics = loss_fn(batch, progress)
+    except ValueError as e:  # torch.distributions refusing NaN parameters
+        raise NonFiniteLossError(f"non-finite values at {where}: {str(e).splitlines()[0]}") from None
+    # Backward even for a non-finite loss: under DDP every rank must join the gradient all-reduce,
+    # and the averaged gradients, identical on all ranks, then carry the verdict to all of them.
+    loss.backward()
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    problem = None
+    if not torch.isfinite(loss):
+        problem = f"loss is {float(loss.detach())}"
+    elif grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+        problem = "a gradient is NaN or Inf"
+    if problem is None:
+        optimizer.step()
+        state.step += 1
+        return metrics
+    if state.skipped < skip_limit:
+        state.skipped += 1
+        optimizer.zero_grad(set_to_none=True)
+        log.warning("%s at %s: batch skipped (%d of at most %d)", problem, where, state.skipped, skip_limit)
+        return {}
+    raise NonFiniteLossError(f"{problem} at {where}; nothing was stepped with it")
 
 
 class _Progress:
