@@ -63,8 +63,19 @@ def load_config(run: Path) -> Config:
         raise VaekitError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(d, dict):
         raise VaekitError(f"{path}: expected a JSON object")
-    d.pop("versions", None)
+    written_by = str((d.pop("versions", None) or {}).get("vaekit", "0"))
+    if _version_tuple(written_by) > _version_tuple(versions()["vaekit"]):
+        raise VaekitError(f"{path}: written by vaekit {written_by}, newer than this vaekit {versions()['vaekit']}; "
+                          "upgrade vaekit to read it")
     return Config.from_dict(d, source=str(path))
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    parts = []
+    for piece in v.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
 
 
 def save_weights(run: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:

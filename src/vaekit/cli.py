@@ -235,10 +235,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    positive = {"n": getattr(args, "n", 1), "k": getattr(args, "k", None) or 1}
     try:
-        for name, value in positive.items():
-            if value <= 0:
+        for name in ("n", "k"):
+            value = getattr(args, name, None)
+            if value is not None and value <= 0:
                 raise VaekitError(f"--{name} must be > 0, got {value}")
         args.func(args)
     except (VaekitError, KeyboardInterrupt) as e:

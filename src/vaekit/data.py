@@ -182,9 +182,11 @@ def _as_examples(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[int, ..
     if arr.ndim < 2:
         raise VaekitError(f"{where}: expected shape [N, ...] with one example per row, got {tuple(arr.shape)}")
     shape = tuple(arr.shape[1:])
+    if math.prod(shape) == 0:
+        raise VaekitError(f"{where}: each example must hold at least one value, got shape {tuple(arr.shape)}")
     if len(shape) == 2:  # [N, H, W] greyscale images
         shape = (1, *shape)
-    return arr.reshape(len(arr), -1), shape
+    return arr.reshape(len(arr), math.prod(shape)), shape
 
 
 def _load_user_data(path: Path, seed: int, mmap: bool = False) -> Dataset:
@@ -213,7 +215,11 @@ def _load_user_data(path: Path, seed: int, mmap: bool = False) -> Dataset:
         key = "x" if "x" in arrays else next(iter(arrays), None)
         if key is None:
             raise VaekitError(f"{path}: the archive holds no arrays")
-        x, n = arrays[key], len(arrays[key])
+        x = arrays[key]
+        _as_examples(x, f"{path} [{key}]")  # dtype and rank first: len() of a 0-d array would fail
+        n = len(x)
+        if n == 0:
+            raise VaekitError(f"{path}: the dataset is empty")
         if n < 3:
             raise VaekitError(f"{path}: need at least 3 examples to split, got {n}")
         n_test = max(1, n // 10)
@@ -237,7 +243,8 @@ def _load_user_data(path: Path, seed: int, mmap: bool = False) -> Dataset:
 def _to_tensor(a: np.ndarray) -> Tensor:
     """Share memory where possible (a memory-mapped array stays on disk); uint8 stays uint8."""
     if a.dtype != np.uint8 and a.dtype != np.float32:
-        a = a.astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become ±inf: check_values names them
+            a = a.astype(np.float32)
     return torch.from_numpy(a if a.flags.c_contiguous else np.ascontiguousarray(a))
 
 

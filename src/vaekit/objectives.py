@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal, kl_divergence
 
 from .distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal
+from .errors import VaekitError
 
 ESTIMATORS = ("reparameterization", "score-function")
 KL_MODES = ("auto", "analytic", "mc")
@@ -34,6 +35,13 @@ class ELBO(NamedTuple):
     reconstruction: Tensor
     kl: Tensor
     surrogate: Tensor
+
+
+def check_data(model, x: Tensor) -> None:
+    """x must be [B, D] floats with D the model's data dimension: say so before torch does, obscurely."""
+    d = getattr(model, "data_dim", None)
+    if x.ndim != 2 or (d is not None and x.shape[-1] != d) or not x.is_floating_point():
+        raise VaekitError(f"x has shape {tuple(x.shape)} and dtype {x.dtype}; the model expects floats of shape [B, {d}]")
 
 
 def draw(q_z: Distribution, num_samples: int, estimator: str = "reparameterization", eps: Tensor | None = None) -> Tensor:
@@ -109,6 +117,7 @@ def elbo(
     """
     if kl not in KL_MODES:
         raise ValueError(f"unknown kl mode {kl!r}; choose from {KL_MODES}")
+    check_data(model, x)
     if q_z is None:
         q_z = model.posterior(x)
     p_z = model.prior()
@@ -137,6 +146,7 @@ def _log_weights(model, x: Tensor, z: Tensor, q_density: Distribution) -> Tensor
 
 def log_weights(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Tensor:
     """log w_i = log p(x, z_i) − log Q(z_i|x) for z_i ~ Q, i = 1..k: [k, B]."""
+    check_data(model, x)
     if q_z is None:
         q_z = model.posterior(x)
     return _log_weights(model, x, q_z.rsample((k,)), q_z)
@@ -170,6 +180,7 @@ def iwae(
     Here log Q is evaluated with Q's parameters detached, so φ is reached only through z_i, and a
     hook multiplies the gradient arriving at z_i by w̃_i; the decoder still gets Σ_i w̃_i ∇θ log w_i.
     """
+    check_data(model, x)
     if q_z is None:
         q_z = model.posterior(x)
     z = draw(q_z, k, eps=eps)

@@ -1,0 +1,184 @@
+"""Every bad input gets one line naming the problem: the matrix of docs/errors.md, row by row.
+
+Each row runs through the CLI in-process: exit status 2, one line on stderr starting "vaekit: error:",
+no traceback. The table in docs/errors.md is generated from these rows (temporary paths shown as
+DIR); `python tests/test_errors.py` rewrites it, and `test_docs_match` fails when the two drift.
+"""
+
+import gzip
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaekit.cli import main
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def npy(d, name, arr):
+    np.save(d / name, arr)
+    return str(d / name)
+
+
+def run_dir(d):
+    """A trained 1-epoch run to break in various ways (trained once, copied per row)."""
+    src = d.parent / "trained"
+    if not src.exists():
+        assert main(["--quiet", "train", "--out", str(src), "--latent-dim", "2", "--hidden", "16", "--epochs", "1"]) == 0
+    shutil.copytree(src, d / "run")
+    return d / "run"
+
+
+def edit_config(run, fn):
+    cfg = json.loads((run / "config.json").read_text())
+    fn(cfg)
+    (run / "config.json").write_text(json.dumps(cfg))
+    return str(run)
+
+
+def truncated_npy(d):
+    np.save(d / "t.npy", np.zeros((100, 10), dtype=np.float32))
+    (d / "t.npy").write_bytes((d / "t.npy").read_bytes()[:500])
+    return str(d / "t.npy")
+
+
+def images(d, sizes, extra=None):
+    from PIL import Image
+
+    (d / "imgs").mkdir()
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(np.zeros((h, w), dtype=np.uint8)).save(d / "imgs" / f"{i}.png")
+    if extra:
+        (d / "imgs" / extra).write_text("not an image")
+    return str(d / "imgs")
+
+
+def broken_mnist(d):
+    root = d / "data"
+    shutil.copytree(SHARED / "mnist", root / "mnist")
+    path = root / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    path.chmod(0o644)
+    path.write_bytes(path.read_bytes()[:-100])
+    return str(root)
+
+
+def bad_amat(d):
+    root = d / "data" / "binarized_mnist"
+    root.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (root / f"binarized_mnist_{split}.amat.gz").write_bytes(gzip.compress(b"0 1 2\n", mtime=0))
+    return str(d / "data")
+
+
+TRAIN = ["train", "--out", "{d}/out", "--epochs", "1"]
+# (area, the input, argv builder, fragment the message must hold)
+ROWS = [
+    ("data", "example shape does not match the model", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"data_shape": [1, 4, 4]}})], "model expects data of shape (1, 4, 4) but digits has (1, 8, 8)"),
+    ("data", "NaN or Inf values", lambda d: [*TRAIN, "--dataset", npy(d, "nan.npy", np.full((10, 4), np.nan))], "contains NaN or Inf"),
+    ("data", "values outside [0, 1] for a Bernoulli likelihood", lambda d: [*TRAIN, "--dataset", npy(d, "big.npy", np.full((10, 4), 2.0))], "values must lie in [0, 1]"),
+    ("data", "grey levels with a Bernoulli likelihood and no binarization", lambda d: [*TRAIN, "--binarize", "none"], "Bernoulli likelihood needs 0/1 data"),
+    ("data", "an empty dataset", lambda d: [*TRAIN, "--dataset", npy(d, "empty.npy", np.zeros((0, 4)))], "the dataset is empty"),
+    ("data", "a non-numeric dtype", lambda d: [*TRAIN, "--dataset", npy(d, "s.npy", np.array([["a", "b"]] * 5))], "expected numeric data"),
+    ("data", "a truncated .npy", lambda d: [*TRAIN, "--dataset", truncated_npy(d)], "cannot read as .npy"),
+    ("data", "a truncated IDX file (MD5 mismatch)", lambda d: [*TRAIN, "--dataset", "mnist", "--data-dir", broken_mnist(d)], "md5"),
+    ("data", "a corrupt .amat file", lambda d: [*TRAIN, "--dataset", "binarized-mnist", "--data-dir", bad_amat(d)], "md5"),
+    ("data", "an image folder with a non-image file", lambda d: [*TRAIN, "--dataset", images(d, [(5, 5)] * 3, "notes.txt")], "not a PNG or JPEG image"),
+    ("data", "an image folder with mixed sizes", lambda d: [*TRAIN, "--dataset", images(d, [(5, 5), (5, 5), (6, 5)])], "differs from"),
+    ("data", "a missing data file", lambda d: [*TRAIN, "--dataset", "{d}/nothing.npy"], "no such file or directory"),
+    ("config", "an unknown key", lambda d: [*TRAIN, "--config", write(d, "c.json", {"train": {"batchsize": 3}})], "unknown key 'batchsize'; did you mean 'batch_size'?"),
+    ("config", "a wrong type", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"latent_dim": "two"}})], "latent_dim: expected int, got str 'two'"),
+    ("config", "a non-positive latent size", lambda d: [*TRAIN, "--latent-dim", "0"], "latent_dim must be > 0, got 0"),
+    ("config", "a non-positive batch size", lambda d: [*TRAIN, "--batch-size", "-5"], "batch_size must be > 0, got -5"),
+    ("config", "a non-positive learning rate", lambda d: [*TRAIN, "--lr", "0"], "lr must be > 0, got 0.0"),
+    ("config", "a non-positive k", lambda d: ["evaluate", "{d}", "--k", "0"], "--k must be > 0, got 0"),
+    ("config", "σ ≤ 0", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "-1"], "sigma must be > 0, got -1.0"),
+    ("config", "β < 0", lambda d: [*TRAIN, "--beta", "-0.5"], "beta must be >= 0, got -0.5"),
+    ("config", "invalid TOML", lambda d: [*TRAIN, "--config", write_text(d, "c.toml", "[model\n")], "not valid TOML"),
+    ("run", "a missing run directory", lambda d: ["evaluate", "{d}/nowhere"], "no such run directory"),
+    ("run", "a missing config.json", lambda d: ["evaluate", str(unlink(run_dir(d), "config.json"))], "config.json: missing"),
+    ("run", "a corrupt config.json", lambda d: ["evaluate", str(overwrite(run_dir(d), "config.json", b"{not json"))], "config.json: not valid JSON"),
+    ("run", "a truncated model.safetensors", lambda d: ["evaluate", str(truncate(run_dir(d), "model.safetensors"))], "corrupt or truncated safetensors file"),
+    ("run", "a checkpoint from a different architecture", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["model"].update(hidden=[8]))], "weights do not match the architecture"),
+    ("run", "a file from a newer vaekit", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["versions"].update(vaekit="99.0"))], "newer than this vaekit"),
+    ("run", "a run directory that already holds a run", lambda d: ["train", "--out", str(run_dir(d)), "--epochs", "1"], "already holds a run; pass --resume"),
+    ("run", "--resume with nothing to resume", lambda d: [*TRAIN, "--resume"], "no checkpoint to resume from"),
+]
+
+
+def write(d, name, obj):
+    (d / name).write_text(json.dumps(obj))
+    return str(d / name)
+
+
+def write_text(d, name, text):
+    (d / name).write_text(text)
+    return str(d / name)
+
+
+def unlink(run, name):
+    (run / name).unlink()
+    return run
+
+
+def overwrite(run, name, data):
+    (run / name).write_bytes(data)
+    return run
+
+
+def truncate(run, name):
+    (run / name).write_bytes((run / name).read_bytes()[:100])
+    return run
+
+
+def message(tmp_path, build, capsys) -> tuple[int, str]:
+    d = tmp_path / "case"
+    d.mkdir()
+    argv = [a.replace("{d}", str(d)) for a in map(str, build(d))]
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, (err[-1] if err else "").replace(str(d), "DIR")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r[1] for r in ROWS])
+def test_bad_input_gets_one_line(tmp_path, capsys, row):
+    _, _, build, fragment = row
+    code, line = message(tmp_path, build, capsys)
+    assert code == 2
+    assert line.startswith("vaekit: error: ") and fragment in line, line
+
+
+def render(lines: list[tuple[str, str, str]]) -> str:
+    out = ["# Errors: bad input → the one line vaekit prints", "",
+           "Generated by `tests/test_errors.py` from the rows it runs (exit status 2; DIR stands for the",
+           "directory of the case). Regenerate with `python tests/test_errors.py`.", "",
+           "| area | input | message |", "|---|---|---|"]
+    for area, what, line in lines:
+        text = line.removeprefix("vaekit: error: ").replace("|", "\\|")
+        out.append(f"| {area} | {what} | `{text}` |")
+    return "\n".join(out) + "\n"
+
+
+def collect(tmp_path_factory, capsys) -> str:
+    rows = []
+    for area, what, build, _ in ROWS:
+        rows.append((area, what, message(tmp_path_factory.mktemp("doc"), build, capsys)[1]))
+    return render(rows)
+
+
+def test_docs_match(tmp_path_factory, capsys):
+    text = collect(tmp_path_factory, capsys)
+    if os.environ.get("VAEKIT_WRITE_DOCS"):
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(text)
+    assert DOC.read_text() == text, "docs/errors.md is stale: run python tests/test_errors.py"
+
+
+if __name__ == "__main__":  # regenerate docs/errors.md
+    os.environ["VAEKIT_WRITE_DOCS"] = "1"
+    sys.exit(pytest.main([__file__, "-q", "-k", "test_docs_match", "-p", "no:cacheprovider"]))
