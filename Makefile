@@ -24,7 +24,9 @@ demo: $(STAMP)
 	$(PY) -m vaekit evaluate runs/demo --k 1000
 	$(PY) -m vaekit sample runs/demo --n 64
 	$(PY) -m vaekit reconstruct runs/demo --n 32
-	@echo "demo done: pictures in runs/demo/samples.png and runs/demo/reconstructions.png"
+	$(PY) -m vaekit plot runs/demo
+	$(PY) -m vaekit report runs/demo --k 1000
+	@echo "demo done: pictures in runs/demo/*.png, the whole run in runs/demo/report.html"
 
 test: $(STAMP)
 	$(PY) -m pytest tests

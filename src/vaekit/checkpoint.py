@@ -22,6 +22,8 @@ from torch import nn
 from .config import Config
 from .errors import VaekitError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 CONFIG, WEIGHTS, STATE, METRICS = "config.json", "model.safetensors", "train_state.pt", "metrics.jsonl"
 
 
@@ -32,6 +34,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -118,6 +118,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
                    bits_per_dim=bits_per_dim(ll.mean, cfg.model.data_dim), **latent_statistics(model, x))
     if not ctx.is_main:
         return metrics
+    if getattr(args, "amortization_gap", False):
+        metrics.update(evaluate_amortization_gap(model, x, args.seed))
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -128,7 +130,28 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{'NLL':<16}{-ll.mean:10.3f} nats = {metrics['bits_per_dim']:.4f} bits/dim")
         print(f"{'active units':<16}{metrics['active_units']:10d} of {cfg.model.latent_dim} (Cov_x E_q[z_j] > 0.01)")
         print(f"{'KL per dim':<16}" + " ".join(f"{v:.2f}" for v in metrics["kl_per_dim"]))
+        print_diagnostics(metrics)
     return metrics
+
+
+def evaluate_amortization_gap(model, x: torch.Tensor, seed: int) -> dict[str, float]:
+    """`evaluate --amortization-gap`: mean encoder ELBO, per-example optimized ELBO and their gap."""
+    from .diagnostics import amortization_gap, gap_summary
+
+    return gap_summary(amortization_gap(model, x, seed=seed))
+
+
+def print_diagnostics(metrics: dict[str, Any]) -> None:
+    """The amortization gap (when computed) and a posterior-collapse warning (when most units are inactive)."""
+    from .diagnostics import collapse_warning
+
+    if "amortization_gap" in metrics:
+        print(f"{'encoder ELBO':<16}{metrics['encoder_elbo']:10.3f} nats (encoder's Q, 256 samples)")
+        print(f"{'optimized ELBO':<16}{metrics['optimized_elbo']:10.3f} nats (diagonal Q fitted per example)")
+        print(f"{'amortization gap':<16}{metrics['amortization_gap']:10.3f} nats (Cremer et al. 2018)")
+    warning = collapse_warning(metrics)
+    if warning:
+        print(f"warning: {warning}")
 
 
 def cmd_sample(args: argparse.Namespace) -> Path:
@@ -157,6 +180,30 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
     save_grid(out, pairs, cfg.model.data_shape, ncol=16)
     print(f"wrote {out} (each input followed by its reconstruction)")
     return out
+
+
+def cmd_plot(args: argparse.Namespace) -> list[Path]:
+    from .figures import plot_run
+
+    paths = plot_run(args.run, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return paths
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+    from .report import write_report
+
+    path = write_report(args.run, k=args.k)
+    print(f"wrote {path}")
+    return path
+
+
+def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
+    from .explain import explain, format_result
+
+    result = explain(args.topic, args.out)
+    print(json.dumps(result) if args.json else format_result(result))
+    return result
 
 
 def parser() -> argparse.ArgumentParser:
@@ -213,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--k", type=int, help="importance samples (default: the run's eval_k)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
+    e.add_argument("--amortization-gap", action="store_true",
+                   help="also fit a diagonal Q per example and report ELBO(Q*) − ELBO(encoder) (Cremer et al. 2018)")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="a PNG grid and .npy of samples from the model")
@@ -229,6 +278,23 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--split", default="test", choices=["train", "val", "test"])
     r.add_argument("--output", help="PNG path (default RUN/reconstructions.png)")
     r.set_defaults(func=cmd_reconstruct)
+
+    pl = sub.add_parser("plot", help="every picture of a run: samples, latent map, traversals, curves, …")
+    pl.add_argument("run")
+    pl.add_argument("--out", help="folder for the PNGs (default: the run directory)")
+    pl.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every picture")
+    rp.add_argument("run")
+    rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood")
+    rp.set_defaults(func=cmd_report)
+
+    topics = ("posterior", "elbo", "mean-field", "reparameterization", "beta")  # = explain.TOPICS, kept import-free
+    ex = sub.add_parser("explain", help="a worked example with numbers and a figure: " + ", ".join(topics))
+    ex.add_argument("topic", choices=topics)
+    ex.add_argument("--out", default=".", help="folder for the figure (default: the current folder)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_explain)
     return p
 
 

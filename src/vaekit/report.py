@@ -1,0 +1,108 @@
+"""One self-contained HTML page per run: the config, the numbers, and every picture.
+
+    from vaekit.report import write_report
+    write_report("runs/digits", k=1000)        # runs/digits/report.html
+
+Pictures are embedded as base64 `data:` URIs and the page loads nothing from the network, so the
+one file can be mailed, archived or opened offline. Numbers are nats per example on the test split.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write
+
+REPORT = "report.html"
+CAPTIONS = {
+    "samples": "E[x|z] for z ~ p(z): what the model generates.",
+    "reconstructions": "Each test input followed by its reconstruction E[x|z = E_Q[z|x]].",
+    "latent_map": "Posterior means of the test split (PCA to 2-D when latent_dim > 2), coloured by label.",
+    "manifold": "E[x|z] over a grid of N(0, 1) quantiles of the 2-D latent space (Kingma & Welling 2013, fig. 4).",
+    "traversals": "One latent varied at a time from a test input's posterior mean; rows by decreasing KL.",
+    "interpolations": "Decoded straight lines between the posterior means of two test inputs (shown at the ends).",
+    "curves": "Training curves per epoch: train (solid) and validation (dashed), nats per example.",
+}
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
+th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}pre{background:#f7f7f7;padding:1em;overflow:auto}
+figure{margin:1.5em 0}img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}
+.warning{background:#fff3cd;border:1px solid #e0c36c;padding:.7em}"""
+
+
+def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0) -> dict[str, Any]:
+    """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples), NLL,
+    bits/dim, active units and per-dimension KL, on `split`."""
+    from .evaluate import bits_per_dim, evaluate_elbo, latent_statistics, log_likelihood
+    from .run import load_data, load_run
+
+    cfg, model = load_run(run_dir)
+    x = load_data(cfg).eval_split(split)
+    metrics: dict[str, Any] = evaluate_elbo(model, x, seed=seed)
+    ll = log_likelihood(model, x, k=k, seed=seed)
+    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, nll=-ll.mean, k=k, split=split,
+                   bits_per_dim=bits_per_dim(ll.mean, cfg.model.data_dim), latent_dim=cfg.model.latent_dim,
+                   **latent_statistics(model, x))
+    return metrics
+
+
+def write_report(run_dir: str | Path, k: int = 100) -> Path:
+    """Evaluate the run, draw its pictures (`figures.plot_run`) and write run_dir/report.html."""
+    from .checkpoint import load_config
+    from .diagnostics import collapse_warning
+    from .figures import plot_run
+
+    run_dir = Path(run_dir)
+    metrics = run_metrics(run_dir, k=k)
+    pictures = plot_run(run_dir)
+    parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
+    warning = collapse_warning(metrics)
+    if warning:
+        parts.append(f'<p class="warning">{html.escape(warning)}</p>')
+    parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
+    parts += [figure_html(p) for p in pictures]
+    config = json.dumps(load_config(run_dir).to_dict(), indent=2)
+    parts.append(f"<h2>Config</h2><pre>{html.escape(config, quote=False)}</pre>")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>vaekit report: {html.escape(run_dir.name)}</title><style>{STYLE}</style></head>"
+            "<body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    out = run_dir / REPORT
+    atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return out
+
+
+def metrics_table(m: dict[str, Any]) -> str:
+    """The headline numbers; the log-likelihood is the importance-sampled bound of Burda et al. (2016)."""
+    rows = [
+        ("ELBO", f"{m['elbo']:.3f}", "nats; = reconstruction − KL"),
+        ("reconstruction E_Q[log p(x|z)]", f"{m['reconstruction']:.3f}", "nats"),
+        ("KL(Q(z|x) ‖ p(z))", f"{m['kl']:.3f}", "nats"),
+        ("log-likelihood", f"{m['log_likelihood']:.3f} ± {m['log_likelihood_stderr']:.3f}",
+         f"nats, k = {m['k']} importance samples, ± standard error"),
+        ("NLL", f"{m['nll']:.3f}", "nats = −log-likelihood"),
+        ("bits/dim", f"{m['bits_per_dim']:.4f}", "NLL / (D log 2)"),
+        ("active units", f"{m['active_units']} of {m['latent_dim']}", "Cov_x E_Q[z_j] > 0.01 (Burda et al. 2016)"),
+    ]
+    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+                   for a, b, c in rows)
+    return (f"<h2>Metrics ({html.escape(m['split'])} split, n = {m['n']})</h2>"
+            f"<table><tr><th>quantity</th><th>value</th><th>note</th></tr>{body}</table>")
+
+
+def kl_table(kl_per_dim: list[float]) -> str:
+    """KL(Q(z_j|x) ‖ p(z_j)) per latent dimension, averaged over the split; the row sums to the KL term."""
+    head = "".join(f"<th>z{j + 1}</th>" for j in range(len(kl_per_dim)))
+    cells = "".join(f"<td>{v:.3f}</td>" for v in kl_per_dim)
+    return f"<h2>KL per latent dimension (nats)</h2><table><tr>{head}</tr><tr>{cells}</tr></table>"
+
+
+def figure_html(path: Path) -> str:
+    """A picture as an <img> with a base64 data URI (no external file, no network) and its caption."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    caption = CAPTIONS.get(path.stem, path.stem)
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+            f"<figcaption><b>{html.escape(path.stem)}</b>: {html.escape(caption)}</figcaption></figure>")

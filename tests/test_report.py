@@ -1,0 +1,85 @@
+"""report.html: one self-contained file with every picture embedded and the run's numbers."""
+
+import base64
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vaekit
+from vaekit.cli import main
+from vaekit.report import run_metrics, write_report
+
+pytest.importorskip("matplotlib")
+
+CHROMIUM = Path("/usr/bin/chromium")
+IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    run = tmp_path_factory.mktemp("report") / "run"
+    cfg = vaekit.Config().replace(model={"latent_dim": 3, "hidden": [32]}, train={"epochs": 2, "batch_size": 128})
+    vaekit.train_run(cfg, run)
+    return write_report(run, k=20)
+
+
+def test_every_picture_is_embedded(report):
+    page = report.read_text(encoding="utf-8")
+    assert report.name == "report.html" and page.startswith("<!DOCTYPE html>")
+    images = IMG.findall(page)
+    pngs = sorted(p.stem for p in report.parent.glob("*.png"))
+    assert len(images) == len(pngs) == 6  # samples, reconstructions, latent map, traversals, interpolations, curves
+    for stem in pngs:
+        assert f'alt="{stem}"' in page
+    for data in images:
+        assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from the network
+
+
+def test_report_holds_the_metrics(report):
+    page = report.read_text(encoding="utf-8")
+    m = run_metrics(report.parent, k=20)  # seeded: the same numbers the report computed
+    for key in ("elbo", "reconstruction", "kl", "nll"):
+        assert f"{m[key]:.3f}" in page
+    assert f"{m['bits_per_dim']:.4f}" in page
+    assert f"{m['active_units']} of 3" in page
+    for v in m["kl_per_dim"]:
+        assert f"<td>{v:.3f}</td>" in page
+    assert abs(m["nll"] + m["log_likelihood"]) < 1e-12 and '"latent_dim": 3' in page
+
+
+def non_white(path):
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("L"))
+    return int((pixels < 200).sum())
+
+
+def screenshot(html: Path, tmp: Path) -> Path:
+    shot = tmp / "shot.png"
+    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp / 'profile'}",
+                    f"--screenshot={shot}", "--window-size=1200,3000", html.resolve().as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    return shot
+
+
+def test_report_renders_in_a_browser(report, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    pytest.importorskip("PIL")
+    with_images = non_white(screenshot(report, tmp_path / "a"))
+    # the same page with every picture removed: what the pictures add is what the browser drew for them
+    bare = tmp_path / "bare.html"
+    bare.write_text(IMG.sub('<img src="" width="0" height="0"', report.read_text(encoding="utf-8")), encoding="utf-8")
+    without = non_white(screenshot(bare, tmp_path / "b"))
+    assert with_images - without > 100_000, (with_images, without)  # measured: ≈ 260,000 at 1200×3000
+
+
+def test_cli_report(report, capsys):
+    assert main(["report", str(report.parent), "--k", "10"]) == 0
+    assert "report.html" in capsys.readouterr().out
+
