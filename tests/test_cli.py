@@ -24,8 +24,15 @@ def png_size(path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    vaekit("--quiet", "train", "--dataset", "digits", "--latent-dim", "3", "--hidden", "32", "--epochs", "1", "--out", out)
+    proc = vaekit("--quiet", "train", "--dataset", "digits", "--latent-dim", "3", "--hidden", "32", "--epochs", "1", "--out", out)
+    (out / "train_stdout.txt").write_text(proc.stdout)
     return out
+
+
+def test_train_reports_active_units(run):
+    line = next(x for x in (run / "train_stdout.txt").read_text().splitlines() if x.startswith("active units"))
+    active, kls = int(line.split()[2]), [float(v) for v in line.split("(nats)")[1].split()]
+    assert 0 <= active <= 3 and len(kls) == 3 and all(v >= 0 for v in kls)
 
 
 def test_evaluate_json(run):
@@ -73,3 +80,17 @@ def test_errors_are_one_line(tmp_path, args, message):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_tensorboard_logs_scalars_and_sample_grids(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    vaekit("--quiet", "train", "--latent-dim", "2", "--hidden", "16", "--epochs", "2", "--tensorboard", "--out", tmp_path / "r")
+    acc = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    acc.Reload()
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    got = [e.value for e in acc.Scalars("val/elbo")]
+    assert got == pytest.approx([m["val/elbo"] for m in metrics], rel=1e-6)  # the same numbers as metrics.jsonl
+    assert {"train/elbo", "train/kl", "val/reconstruction"} <= set(acc.Tags()["scalars"])
+    images = acc.Images("samples")
+    assert [i.step for i in images] == [1, 2] and images[0].width > 8

@@ -69,20 +69,43 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     with launched(device) as ctx:
         if not ctx.is_main:
             logging.getLogger().setLevel(logging.WARNING)
+        board = None
+        if args.tensorboard and ctx.is_main:
+            from .tensorboard import TensorBoardLogger
+
+            board = TensorBoardLogger(Path(args.out) / "tensorboard")
         try:
             result = train_run(cfg, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), ctx=ctx,
-                               device=device)
+                               device=device, on_epoch=board)
         except RuntimeError as e:  # a collective broken by a rank that died: say so in one line
             if not ctx.distributed:
                 raise
             raise VaekitError(f"rank {ctx.rank}: lost contact with another rank, which probably failed "
                               f"(see its error): {str(e).splitlines()[0][:200]}") from None
+        finally:
+            if board is not None:
+                board.close()
     last = result.history[-1] if result.history else {}
     if ctx.is_main:
         print(json.dumps(result.config.to_dict()))
         if last:
             print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
+            _report_latents(result)
     return last
+
+
+def _report_latents(result) -> None:
+    """Active units and KL per dimension on the validation split, with a warning on posterior collapse."""
+    from .diagnostics import collapse_warning
+    from .evaluate import latent_statistics
+    from .run import load_data
+
+    stats = latent_statistics(result.model.cpu(), load_data(result.config).eval_split("val"))
+    print(f"active units {stats['active_units']} of {result.config.model.latent_dim}; KL per dimension (nats) "
+          + " ".join(f"{v:.2f}" for v in stats["kl_per_dim"]))
+    warning = collapse_warning(stats)
+    if warning:
+        log.warning("%s", warning)
 
 
 def resolve_device(name: str) -> str:
@@ -250,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-k", type=int, help="default k of `vaekit evaluate` for this run")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
+    t.add_argument("--tensorboard", action="store_true", help="log scalars and sample grids to RUN/tensorboard")
     t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: each epoch)")
     t.add_argument("--skip-nonfinite", type=int, help="skip up to N batches with a NaN/Inf loss or gradient")
     t.set_defaults(func=cmd_train)

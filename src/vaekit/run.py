@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -103,6 +104,7 @@ def train_run(
     show_progress: bool = False,
     ctx: Context = SINGLE,
     device: str = "cpu",
+    on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
 ) -> TrainResult:
     """Train the VAE `cfg` describes; with `out`, write the run directory there after every epoch.
 
@@ -110,6 +112,7 @@ def train_run(
     result equals an uninterrupted run with the same seed on CPU. Under torchrun (`ctx` from
     `distributed.launched`) the model is wrapped in DistributedDataParallel, `batch_size` is per rank,
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
+    `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
     out = Path(out) if out is not None else None
     if ctx.distributed and out is not None and (out / ckpt.STATE).exists():
@@ -171,6 +174,8 @@ def train_run(
                 log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
                 if out is not None:  # metrics first: a resume drops lines past its checkpoint
                     ckpt.append_metrics(out, record)
+                if on_epoch is not None:
+                    on_epoch(record, model, cfg)
             save()
     barrier(ctx)
     return TrainResult(model, cfg, history)
