@@ -16,6 +16,7 @@ from vaekit import checkpoint as ckpt
 from vaekit.errors import VaekitError
 from vaekit.train import NonFiniteLossError
 
+EPOCHS = 8  # ≈ 1 s of training: room to be killed mid-run even on a fast machine
 TRAIN = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "256", "--hidden", "256", "--batch-size", "16",
          "--seed", "5", "--checkpoint-every", "7"]
 
@@ -47,28 +48,28 @@ def wait_for_step(run, step, proc, timeout=120):
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "straight"
-    code, err = finish(start(out, 3))
+    code, err = finish(start(out, EPOCHS))
     assert code == 0, err
     return load_file(out / ckpt.WEIGHTS)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
 def test_killed_or_interrupted_then_resumed_equals_uninterrupted(tmp_path, straight, sig, code):
-    proc = start(tmp_path / "run", 3)
-    wait_for_step(tmp_path / "run", 30, proc)  # mid-epoch 1 of 3 (82 steps an epoch)
+    proc = start(tmp_path / "run", EPOCHS)
+    wait_for_step(tmp_path / "run", 30, proc)  # mid-epoch 1 (82 steps an epoch)
     proc.send_signal(sig)
     returncode, err = finish(proc, 60)
     assert returncode == code
     if sig == signal.SIGINT:
         assert "interrupted at epoch" in err and "continue with --resume" in err and "Traceback" not in err
     state = ckpt.load_state(tmp_path / "run")
-    assert state["epoch"] < 3
-    code, err = finish(start(tmp_path / "run", 3, ["--resume"]))
+    assert state["epoch"] < EPOCHS
+    code, err = finish(start(tmp_path / "run", EPOCHS, ["--resume"]))
     assert code == 0, err
     weights = load_file(tmp_path / "run" / ckpt.WEIGHTS)
     assert all(torch.equal(weights[k], straight[k]) for k in straight)  # bit for bit
     epochs = [r["epoch"] for r in ckpt.read_metrics(tmp_path / "run")]
-    assert epochs == [1, 2, 3]
+    assert epochs == list(range(1, EPOCHS + 1))
 
 
 def small(epochs=2, **train):
