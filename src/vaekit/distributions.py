@@ -11,6 +11,7 @@ import contextlib
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
@@ -60,6 +61,24 @@ def is_diagonal_normal(d: Distribution) -> bool:
     )
 
 
+class BernoulliLogits(Independent):
+    """Independent Bernoulli(logits) over the last dimension, with a leaner `log_prob`.
+
+    log p(x|l) = Σ_d [x_d·l_d − softplus(l_d)], exact for x ∈ {0, 1}: two elementwise passes over the
+    [..., D] logits instead of binary_cross_entropy_with_logits' six (the importance-sampled NLL spends
+    most of its non-matmul time here). softplus returns l itself above 20, where log1p(e^−l) < 2·10⁻⁹.
+    """
+
+    def __init__(self, logits: Tensor, validate_args: bool | None = None):
+        super().__init__(Bernoulli(logits=logits, validate_args=validate_args), 1, validate_args=validate_args)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self.base_dist._validate_sample(value)
+        logits = self.base_dist.logits
+        return (value * logits).sum(-1) - F.softplus(logits).sum(-1)
+
+
 class ObservationModel(nn.Module):
     """Maps the decoder output to p(x|z). `out_features(d)` says how many outputs it needs per pixel-set."""
 
@@ -78,7 +97,7 @@ class BernoulliObservation(ObservationModel):
     """x|z ~ Bernoulli(sigmoid(h)) per pixel, parameterized by logits (never a sigmoid then BCE)."""
 
     def forward(self, h: Tensor) -> Distribution:
-        return Independent(Bernoulli(logits=h), 1)
+        return BernoulliLogits(h)
 
 
 class GaussianObservation(ObservationModel):
