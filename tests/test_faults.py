@@ -109,9 +109,10 @@ def test_nonfinite_gradient_stops_or_skips(tmp_path):
         train_epoch(model, opt, vae_loss(model, result.config.train, data), data.split("train"), 64, 0, LoopState())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # nothing was stepped
     state = LoopState()
-    train_epoch(model, opt, vae_loss(model, result.config.train, data), data.split("train")[:256], 64, 0, state,
-                skip_nonfinite=10)
+    metrics = train_epoch(model, opt, vae_loss(model, result.config.train, data), data.split("train")[:256], 64, 0,
+                          state, skip_nonfinite=10)
     assert state.skipped == 4 and state.step == 0
+    assert metrics == {}  # skipped batches add nothing to the epoch's means, not even to their count
     hook.remove()
 
 

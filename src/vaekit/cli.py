@@ -98,9 +98,8 @@ def _report_latents(result) -> None:
     """Active units and KL per dimension on the validation split, with a warning on posterior collapse."""
     from .diagnostics import collapse_warning
     from .evaluate import latent_statistics
-    from .run import load_data
 
-    stats = latent_statistics(result.model.cpu(), load_data(result.config).eval_split("val"))
+    stats = latent_statistics(result.model.cpu(), result.dataset.eval_split("val"))
     print(f"active units {stats['active_units']} of {result.config.model.latent_dim}; KL per dimension (nats) "
           + " ".join(f"{v:.2f}" for v in stats["kl_per_dim"]))
     warning = collapse_warning(stats)
@@ -127,7 +126,7 @@ def resolve_device(name: str) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .distributed import launched
-    from .evaluate import bits_per_dim, evaluate_elbo, latent_statistics, log_likelihood
+    from .evaluate import evaluate_all
     from .run import load_data, load_run
 
     cfg, model = load_run(args.run)
@@ -135,10 +134,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     x = dataset.eval_split(args.split)
     k = args.k or cfg.train.eval_k
     with launched() as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
-        metrics = evaluate_elbo(model, x, seed=args.seed, ctx=ctx)
-        ll = log_likelihood(model, x, k=k, seed=args.seed, ctx=ctx)
-    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, k=k, split=args.split,
-                   bits_per_dim=bits_per_dim(ll.mean, cfg.model.data_dim), **latent_statistics(model, x))
+        metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx)
+    metrics["split"] = args.split
     if not ctx.is_main:
         return metrics
     if getattr(args, "amortization_gap", False):
@@ -149,8 +146,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{'split':<16}{args.split} (n={metrics['n']})")
         for key in ("elbo", "reconstruction", "kl", "log_likelihood"):
             print(f"{key:<16}{metrics[key]:10.3f} nats")
-        print(f"{'':<16}± {ll.stderr:.3f} standard error, k = {k} importance samples")
-        print(f"{'NLL':<16}{-ll.mean:10.3f} nats = {metrics['bits_per_dim']:.4f} bits/dim")
+        print(f"{'':<16}± {metrics['log_likelihood_stderr']:.3f} standard error, k = {k} importance samples")
+        print(f"{'NLL':<16}{metrics['nll']:10.3f} nats = {metrics['bits_per_dim']:.4f} bits/dim")
         print(f"{'active units':<16}{metrics['active_units']:10d} of {cfg.model.latent_dim} (Cov_x E_q[z_j] > 0.01)")
         print(f"{'KL per dim':<16}" + " ".join(f"{v:.2f}" for v in metrics["kl_per_dim"]))
         print_diagnostics(metrics)

@@ -139,3 +139,13 @@ def latent_statistics(model, x: Tensor, batch_size: int = 1000) -> dict[str, obj
 def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
     """−log₂ p(x) / D: nats per example to bits per data dimension."""
     return -log_likelihood_nats / (data_dim * math.log(2))
+
+
+def evaluate_all(model, x: Tensor, k: int, seed: int = 0, ctx: Context = SINGLE) -> dict[str, object]:
+    """What `vaekit evaluate` and the report show: the ELBO terms, the k-sample log-likelihood with its
+    standard error, NLL, bits/dim, active units and KL per dimension, all over x: [N, D]."""
+    metrics: dict[str, object] = dict(evaluate_elbo(model, x, seed=seed, ctx=ctx))
+    ll = log_likelihood(model, x, k=k, seed=seed, ctx=ctx)
+    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, nll=-ll.mean, k=k,
+                   bits_per_dim=bits_per_dim(ll.mean, x.shape[1]), **latent_statistics(model, x))
+    return metrics

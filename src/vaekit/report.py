@@ -37,16 +37,12 @@ figure{margin:1.5em 0}img{max-width:100%;image-rendering:pixelated;border:1px so
 def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0) -> dict[str, Any]:
     """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples), NLL,
     bits/dim, active units and per-dimension KL, on `split`."""
-    from .evaluate import bits_per_dim, evaluate_elbo, latent_statistics, log_likelihood
+    from .evaluate import evaluate_all
     from .run import load_data, load_run
 
     cfg, model = load_run(run_dir)
-    x = load_data(cfg).eval_split(split)
-    metrics: dict[str, Any] = evaluate_elbo(model, x, seed=seed)
-    ll = log_likelihood(model, x, k=k, seed=seed)
-    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, nll=-ll.mean, k=k, split=split,
-                   bits_per_dim=bits_per_dim(ll.mean, cfg.model.data_dim), latent_dim=cfg.model.latent_dim,
-                   **latent_statistics(model, x))
+    metrics = evaluate_all(model, load_data(cfg).eval_split(split), k=k, seed=seed)
+    metrics.update(split=split, latent_dim=cfg.model.latent_dim)
     return metrics
 
 

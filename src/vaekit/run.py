@@ -95,6 +95,7 @@ class TrainResult:
     model: VAE
     config: Config
     history: list[dict[str, Any]] = field(default_factory=list)
+    dataset: Dataset | None = None
 
 
 def train_run(
@@ -178,7 +179,7 @@ def train_run(
                     on_epoch(record, model, cfg)
             save()
     barrier(ctx)
-    return TrainResult(model, cfg, history)
+    return TrainResult(model, cfg, history, dataset)
 
 
 class TrainingInterrupted(VaekitError):
@@ -218,7 +219,7 @@ def _restore(
         raise VaekitError(f"{out / ckpt.STATE}: does not match the model in {ckpt.CONFIG} ({str(e).splitlines()[0]})") from None
     torch.set_rng_state(saved["rng"])
     state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
-    state.sums, state.skipped = dict(saved["sums"]), int(saved["skipped"])
+    state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
     log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
     if write:
         return ckpt.truncate_metrics(out, state.epoch)
@@ -230,7 +231,7 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     ckpt.save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
-                          "skipped": state.skipped})
+                          "skipped": state.skipped, "examples": state.examples})
     ckpt.save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 
 

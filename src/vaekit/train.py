@@ -37,6 +37,7 @@ class LoopState:
     step: int = 0  # optimizer steps taken
     batch: int = 0  # batches of the current epoch already taken (a mid-epoch checkpoint resumes here)
     sums: dict[str, Tensor] = field(default_factory=dict)  # the current epoch's metric sums so far
+    examples: int = 0  # examples in those sums (a skipped non-finite batch adds none)
     skipped: int = 0  # non-finite batches skipped so far
 
 
@@ -90,18 +91,20 @@ def train_epoch(
         metrics = _step(module, optimizer, loss_fn, batch, state, state.epoch + i / steps,
                         f"epoch {state.epoch + 1}, step {i + 1} (global step {state.step + 1})", skip_nonfinite)
         state.batch = i + 1
+        if metrics:
+            state.examples += batch.shape[0]
         for name, value in metrics.items():
             state.sums[name] = state.sums.get(name, 0.0) + value.detach() * batch.shape[0]
         if bar is not None:
-            bar.update(i + 1, {k: float(v) / min(perm.shape[0], (i + 1) * batch_size) for k, v in state.sums.items()})
+            bar.update(i + 1, {k: float(v) / state.examples for k, v in state.sums.items()})
         if on_step is not None:
             on_step(state)
     if bar is not None:
         bar.close()
     names = list(state.sums)
     totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64) for k in names] + [
-        torch.tensor(float(perm.shape[0]), dtype=torch.float64, device=data.device)]), ctx).tolist()
-    state.epoch, state.batch, state.sums = state.epoch + 1, 0, {}
+        torch.tensor(float(state.examples), dtype=torch.float64, device=data.device)]), ctx).tolist()
+    state.epoch, state.batch, state.sums, state.examples = state.epoch + 1, 0, {}, 0
     return {name: totals[i] / totals[-1] for i, name in enumerate(names)}
 
 
