@@ -24,6 +24,11 @@ def _image_shape(data_shape: Sequence[int] | None, data_dim: int) -> tuple[int, 
     return tuple(data_shape)  # type: ignore[return-value]
 
 
+def _widen(t: Tensor) -> Tensor:
+    """A network output as float32 (a no-op unless autocast made it bf16/fp16)."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def _head(hidden: Sequence[int]) -> int:
     """The conv nets' fully connected layer: the last hidden size given, else 256."""
     return hidden[-1] if hidden else 256
@@ -63,8 +68,9 @@ class GenerativeModel(nn.Module):
         return diagonal_normal(self.prior_loc, self.prior_scale)
 
     def decode(self, z: Tensor) -> Tensor:
-        """g(z; θ): [..., k] → [..., D] (logits for Bernoulli, means for Gaussian)."""
-        return self.decoder(z)
+        """g(z; θ): [..., k] → [..., D] (logits for Bernoulli, means for Gaussian), always float32
+        or wider: under bf16 autocast the matmuls run in bf16 but no log-density is summed in it."""
+        return _widen(self.decoder(z))
 
     def p_x_given_z(self, z: Tensor) -> Distribution:
         """p(x|z; θ) with batch shape z.shape[:-1] and event shape [D]."""
@@ -128,9 +134,9 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: [B, D] → (μ, log σ²), each [B, k]."""
         if self.shared:
-            loc, log_var = self.net(x).chunk(2, dim=-1)
+            loc, log_var = _widen(self.net(x)).chunk(2, dim=-1)
             return loc, log_var
-        return self.mean_net(x), self.log_var_net(x)
+        return _widen(self.mean_net(x)), _widen(self.log_var_net(x))
 
     def posterior(self, x: Tensor) -> Independent:
         loc, log_var = self(x)

@@ -29,7 +29,7 @@ from .errors import VaekitError
 from .evaluate import evaluate_elbo
 from .model import VAE
 from .objectives import elbo, iwae
-from .train import LoopState, LossFn, make_adam, train_epoch
+from .train import LoopState, LossFn, make_adam, settle, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ def _restore(
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
     """train_state.pt (everything to continue, weights included) first, then model.safetensors."""
+    settle(state)  # the steps still in flight on the device are counted first
     ckpt.save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},

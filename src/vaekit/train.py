@@ -1,8 +1,10 @@
 """A generic training loop. It knows a loss function and a data tensor, not what a VAE is.
 
-The data stay one in-memory tensor; each epoch draws a seeded permutation and slices batches
-from it, so no per-example Python runs on the hot path. Metrics are accumulated as tensors and
-read once per epoch.
+The data stay one in-memory tensor (on the training device); each epoch draws a seeded permutation
+and slices batches from it, so no per-example Python runs on the hot path. One function,
+`train_step`, takes a step; it never waits for the device: a NaN or Inf loss or gradient turns
+the optimizer step into a no-op on the device itself, and the loop reads the verdicts (and the
+metric sums) only every `sync_every` steps — every step on CPU, where reading is free.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ log = logging.getLogger(__name__)
 LossFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 """loss_fn(raw_batch, progress) → (scalar loss to minimize, {name: scalar batch mean}); progress in epochs."""
 
+StepFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
+"""step(raw_batch, progress) → (verdict, metrics): `train_step` with its module, optimizer and loss bound."""
+
+OK, BAD_LOSS, BAD_GRADIENT = 0, 1, 2  # a step's verdict
+GPU_SYNC_EVERY = 100  # steps between reads of the verdicts on an accelerator
+
 
 class NonFiniteLossError(VaekitError):
     """The loss became NaN or Inf; nothing was stepped with it."""
@@ -39,21 +47,51 @@ class LoopState:
     sums: dict[str, Tensor] = field(default_factory=dict)  # the current epoch's metric sums so far
     examples: int = 0  # examples in those sums (a skipped non-finite batch adds none)
     skipped: int = 0  # non-finite batches skipped so far
+    pending: _Pending | None = field(default=None, repr=False, compare=False)  # steps not yet read back
 
 
-def make_adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel per step where this torch build supports it (≈10% of a small step)."""
+def make_adam(params, lr: float, eps: float = 1e-8, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam, fused into one kernel per step where this torch build supports it (≈10% of a small step).
+
+    The fused kernel also skips a step on the device when told a gradient is non-finite, which is
+    what lets `train_step` run without a host synchronization. `capturable=True` keeps its step
+    counters on the device, as a CUDA graph capture of the whole step needs.
+    """
     params = list(params)
     try:
-        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+        return torch.optim.Adam(params, lr=lr, eps=eps, fused=True, capturable=capturable)
     except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
-        return torch.optim.Adam(params, lr=lr, eps=eps)
+        return torch.optim.Adam(params, lr=lr, eps=eps, capturable=capturable)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The order of examples in `epoch`: a function of (seed, epoch) only, so a resumed run sees the same."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
+
+
+def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, batch: Tensor,
+               progress: float | Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimizer step on `batch`, with no host synchronization.
+
+    Returns (verdict, metrics): verdict is a 0-d int tensor, OK, BAD_LOSS or BAD_GRADIENT; for a bad
+    one the parameters and the optimizer state are left exactly as they were. Everything here is
+    device work, so the whole step can be captured in a CUDA graph.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss, metrics = loss_fn(batch, progress)
+    # Backward even for a non-finite loss: under DDP every rank must join the gradient all-reduce,
+    # and the averaged gradients, identical on all ranks, then carry the verdict to all of them.
+    loss.backward()
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    grads_ok = torch.stack(torch._foreach_norm(grads)).isfinite().all() if grads else loss.new_ones((), dtype=torch.bool)
+    verdict = torch.where(loss.detach().isfinite(), torch.where(grads_ok, OK, BAD_GRADIENT), BAD_LOSS)
+    if all(group.get("fused") for group in optimizer.param_groups):
+        optimizer.found_inf = (verdict != OK).float()  # the fused kernel leaves everything as it was
+        optimizer.step()
+    elif int(verdict) == OK:  # an optimizer without a device-side skip: ask (a synchronization)
+        optimizer.step()
+    return verdict, metrics
 
 
 def train_epoch(
@@ -69,15 +107,21 @@ def train_epoch(
     ctx: Context = SINGLE,
     on_step: Callable[[LoopState], None] | None = None,
     skip_nonfinite: int = 0,
+    sync_every: int | None = None,
+    step_fn: StepFn | None = None,
 ) -> dict[str, float]:
     """One pass over `data` in the order `epoch_permutation(…, state.epoch)`; returns example-weighted means.
 
     Starts at batch `state.batch` (so a mid-epoch checkpoint continues exactly) and calls
-    `on_step(state)` after every step. `max_steps` ends the pass early (a fractional epoch). A
-    non-finite loss or gradient raises `NonFiniteLossError` before anything is stepped, unless
-    fewer than `skip_nonfinite` batches have been skipped so far, in which case the batch is skipped.
-    Under torch.distributed each rank takes `perm[rank::world]` (trimmed to equal lengths) with its
-    own `batch_size`; the returned means are over all ranks' examples.
+    `on_step(state)` after every step (call `settle(state)` there before reading metrics or saving).
+    `max_steps` ends the pass early (a fractional epoch). A non-finite loss or gradient changes
+    nothing; when the loop reads it back it raises `NonFiniteLossError`, unless fewer than
+    `skip_nonfinite` batches have been skipped so far, in which case the batch just counts as skipped.
+    `sync_every` (default: 1 on CPU, GPU_SYNC_EVERY elsewhere) is how often it reads back; on CPU the
+    error therefore comes before any later batch is stepped. `step_fn(batch, progress)` replaces
+    `train_step` (a CUDA-graphed step, say). Under torch.distributed each rank takes
+    `perm[rank::world]` (trimmed to equal lengths) with its own `batch_size`; the returned means are
+    over all ranks' examples.
     """
     module.train()
     perm = shard_indices(epoch_permutation(data.shape[0], seed, state.epoch), ctx).to(data.device)
@@ -85,55 +129,87 @@ def train_epoch(
     if max_steps is not None:
         steps = min(steps, max_steps)
         perm = perm[: steps * batch_size]
+    if step_fn is None:
+        def step_fn(batch, progress):
+            return train_step(module, optimizer, loss_fn, batch, progress)
+    sync_every = sync_every or (1 if data.device.type == "cpu" else GPU_SYNC_EVERY)
+    state.pending = _Pending(state, steps, skip_nonfinite, data.device)
     bar = _Progress(steps, state.epoch + 1) if show_progress else None
     for i in range(state.batch, steps):
         batch = data.index_select(0, perm[i * batch_size : (i + 1) * batch_size])
-        metrics = _step(module, optimizer, loss_fn, batch, state, state.epoch + i / steps,
-                        f"epoch {state.epoch + 1}, step {i + 1} (global step {state.step + 1})", skip_nonfinite)
-        state.batch = i + 1
-        if metrics:
-            state.examples += batch.shape[0]
-        for name, value in metrics.items():
-            state.sums[name] = state.sums.get(name, 0.0) + value.detach() * batch.shape[0]
-        if bar is not None:
-            bar.update(i + 1, {k: float(v) / state.examples for k, v in state.sums.items()})
+        verdict, metrics = step_fn(batch, state.epoch + i / steps)
+        state.pending.add(state, verdict, metrics, batch.shape[0])
+        if (i + 1) % sync_every == 0 or i + 1 == steps:
+            settle(state)
+            if bar is not None:
+                bar.update(i + 1, {k: float(v) / max(state.examples, 1) for k, v in state.sums.items()})
         if on_step is not None:
             on_step(state)
+    settle(state)
     if bar is not None:
         bar.close()
     names = list(state.sums)
     totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64) for k in names] + [
         torch.tensor(float(state.examples), dtype=torch.float64, device=data.device)]), ctx).tolist()
-    state.epoch, state.batch, state.sums, state.examples = state.epoch + 1, 0, {}, 0
+    state.epoch, state.batch, state.sums, state.examples, state.pending = state.epoch + 1, 0, {}, 0, None
+    if not totals[-1]:  # every batch was skipped: no means to give
+        return {}
     return {name: totals[i] / totals[-1] for i, name in enumerate(names)}
 
 
-def _step(module, optimizer, loss_fn, batch, state: LoopState, progress: float, where: str, skip_limit: int):
-    """One optimizer step; returns the batch's metrics ({} for a skipped non-finite batch)."""
-    optimizer.zero_grad(set_to_none=True)
-    try:
-        loss, metrics = loss_fn(batch, progress)
-    except ValueError as e:  # torch.distributions refusing NaN parameters
-        raise NonFiniteLossError(f"non-finite values at {where}: {str(e).splitlines()[0]}") from None
-    # Backward even for a non-finite loss: under DDP every rank must join the gradient all-reduce,
-    # and the averaged gradients, identical on all ranks, then carry the verdict to all of them.
-    loss.backward()
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    problem = None
-    if not torch.isfinite(loss):
-        problem = f"loss is {float(loss.detach())}"
-    elif grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
-        problem = "a gradient is NaN or Inf"
-    if problem is None:
-        optimizer.step()
-        state.step += 1
-        return metrics
-    if state.skipped < skip_limit:
-        state.skipped += 1
-        optimizer.zero_grad(set_to_none=True)
-        log.warning("%s at %s: batch skipped (%d of at most %d)", problem, where, state.skipped, skip_limit)
-        return {}
-    raise NonFiniteLossError(f"{problem} at {where}; nothing was stepped with it")
+def settle(state: LoopState) -> None:
+    """Read back the steps taken since the last call: their verdicts and metric sums (one transfer).
+
+    Afterwards `state.step`, `state.examples` and `state.sums` are exact, so a checkpoint may be
+    written. Raises `NonFiniteLossError` for a non-finite batch beyond the skip allowance.
+    """
+    if state.pending is not None:
+        state.pending.settle(state)
+
+
+class _Pending:
+    """Steps taken but not yet read back. The loop counts each step as good when it takes it; the
+    verdicts, kept on the device, correct the counts when read. Metric sums stay on the device."""
+
+    def __init__(self, state: LoopState, steps: int, skip_limit: int, device: torch.device):
+        self.verdicts = torch.zeros(steps, dtype=torch.int64, device=device)
+        self.names = list(state.sums)
+        self.acc = torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float32) for k in self.names]).to(device) \
+            if self.names else None
+        self.skip_limit, self.sizes = skip_limit, {}
+        self.first = state.batch  # the first batch not yet read back
+        self.first_step = state.step  # the global step count when it was taken
+
+    def add(self, state: LoopState, verdict: Tensor, metrics: dict[str, Tensor], size: int) -> None:
+        i = state.batch
+        self.verdicts[i] = verdict
+        if self.acc is None:
+            self.names = list(metrics)
+            self.acc = torch.zeros(len(self.names), device=verdict.device)
+        values = torch.stack([metrics[k].detach().float() for k in self.names]) * size
+        self.acc += torch.where(verdict == OK, values, 0.0)  # a NaN batch adds nothing, not even NaN
+        self.sizes[i] = size
+        state.batch, state.step, state.examples = i + 1, state.step + 1, state.examples + size
+
+    def settle(self, state: LoopState) -> None:
+        if self.first == state.batch:
+            return
+        state.sums = dict(zip(self.names, self.acc.unbind()))
+        verdicts = self.verdicts[self.first : state.batch].tolist()  # the one synchronization
+        for j, verdict in enumerate(verdicts):
+            if verdict == OK:
+                continue
+            i = self.first + j
+            step = self.first_step + j + 1 - (sum(1 for v in verdicts[:j] if v != OK))
+            problem = "loss is NaN or Inf" if verdict == BAD_LOSS else "a gradient is NaN or Inf"
+            where = f"epoch {state.epoch + 1}, step {i + 1} (global step {step})"
+            if state.skipped >= self.skip_limit:
+                raise NonFiniteLossError(f"{problem} at {where}; nothing was stepped with it")
+            state.skipped += 1
+            state.step -= 1
+            state.examples -= self.sizes[i]
+            log.warning("%s at %s: batch skipped (%d of at most %d)", problem, where, state.skipped, self.skip_limit)
+        self.first, self.first_step, self.sizes = state.batch, state.step, {}
 
 
 class _Progress:
