@@ -34,6 +34,7 @@ TRAIN_FLAGS = {
     "arch": ("model", "arch"), "objective": ("train", "objective"), "train_k": ("train", "train_k"),
     "dreg": ("train", "dreg"), "eval_k": ("train", "eval_k"),
     "checkpoint_every": ("train", "checkpoint_every"), "skip_nonfinite": ("train", "skip_nonfinite"),
+    "precision": ("train", "precision"), "compile": ("train", "compile"), "cuda_graphs": ("train", "cuda_graphs"),
     "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"), "decoder_hidden": ("model", "decoder_hidden"),
     "activation": ("model", "activation"), "likelihood": ("model", "likelihood"), "sigma": ("model", "sigma"),
     "init": ("model", "init"), "shared_encoder": ("model", "shared_encoder"),
@@ -273,6 +274,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--tensorboard", action="store_true", help="log scalars and sample grids to RUN/tensorboard")
     t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: each epoch)")
     t.add_argument("--skip-nonfinite", type=int, help="skip up to N batches with a NaN/Inf loss or gradient")
+    t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast matmuls (log-densities stay float32)")
+    t.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the objective")
+    t.add_argument("--cuda-graphs", action="store_const", const=True, default=None,
+                   help="CUDA, one process: capture the whole training step once and replay it")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ELBO and importance-sampled log-likelihood of a run")

@@ -64,6 +64,9 @@ class TrainConfig:
     eval_k: int = 100  # importance samples for the log-likelihood in `vaekit evaluate` defaults
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: at the end of each epoch only)
     skip_nonfinite: int = 0  # skip up to this many batches with a NaN/Inf loss or gradient (0: stop at the first)
+    precision: str = "fp32"  # fp32 | bf16 (autocast: matmuls in bfloat16, log-densities and sums in float32)
+    compile: bool = False  # torch.compile the objective (falls back to eager, with a warning, where it cannot)
+    cuda_graphs: bool = False  # CUDA only, one process: capture the whole step once and replay it
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ _CHOICES = {
     ("data", "binarize"): ("dynamic", "static", "none"),
     ("train", "kl"): ("auto", "analytic", "mc"),
     ("train", "estimator"): ("reparameterization", "score-function"),
+    ("train", "precision"): ("fp32", "bf16"),
 }
 _POSITIVE = {
     ("model", "latent_dim"), ("model", "sigma"), ("train", "epochs"), ("train", "batch_size"),

@@ -29,7 +29,7 @@ from .errors import VaekitError
 from .evaluate import evaluate_elbo
 from .model import VAE
 from .objectives import elbo, iwae
-from .train import LoopState, LossFn, make_adam, settle, train_epoch
+from .train import GraphedStep, LoopState, LossFn, make_adam, settle, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +46,30 @@ class VAEObjective(nn.Module):
     def __init__(self, model: VAE, tc: TrainConfig, dataset: Dataset, ctx: Context = SINGLE):
         super().__init__()
         self.model, self.tc, self.dataset, self.ctx = model, tc, dataset, ctx
+        self._core = compile_or_eager(self._loss) if tc.compile else self._loss
+        self._beta: torch.Tensor | None = None  # β on the device, for a compiled core (a float is baked in)
 
-    def forward(self, raw: torch.Tensor, progress: float):
+    def forward(self, raw: torch.Tensor, progress: float | torch.Tensor):
+        """progress: epochs done, a float or a 0-d device tensor (a CUDA-graphed step passes a tensor)."""
         tc, b = self.tc, raw.shape[0]
         u = self._noise(torch.rand, (b, raw.shape[1]), 0, raw.device) if self.dataset.binarize == "dynamic" else None
         x = self.dataset.prepare(raw, u=u)
         samples = tc.train_k if tc.objective == "iwae" else tc.num_samples
         eps = self._noise(torch.randn, (samples, b, self.model.latent_dim), 1, raw.device)
-        with unchecked():
-            if tc.objective == "iwae":
-                r = iwae(self.model, x, tc.train_k, dreg=tc.dreg, eps=eps)
-                return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
-            ramp = min(1.0, progress / tc.kl_warmup_epochs) if tc.kl_warmup_epochs > 0 else 1.0
-            r = elbo(self.model, x, kl=tc.kl, beta=tc.beta * ramp, estimator=tc.estimator, eps=eps)
+        beta = tc.beta * warmup_ramp(progress, tc.kl_warmup_epochs)
+        if tc.compile and isinstance(beta, float) and tc.kl_warmup_epochs > 0:
+            if self._beta is None:
+                self._beta = torch.zeros((), device=raw.device)
+            beta = self._beta.fill_(beta)
+        with unchecked(), torch.autocast(raw.device.type, torch.bfloat16, enabled=tc.precision == "bf16"):
+            return self._core(x, eps, beta)
+
+    def _loss(self, x: torch.Tensor, eps: torch.Tensor, beta: float | torch.Tensor):
+        tc = self.tc
+        if tc.objective == "iwae":
+            r = iwae(self.model, x, tc.train_k, dreg=tc.dreg, eps=eps)
+            return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
+        r = elbo(self.model, x, kl=tc.kl, beta=beta, estimator=tc.estimator, eps=eps)
         return -r.surrogate.mean(), {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
 
     def _noise(self, draw, shape: tuple[int, ...], dim: int, device) -> torch.Tensor:
@@ -70,6 +81,27 @@ class VAEObjective(nn.Module):
         full = list(shape)
         full[dim] *= world
         return draw(full, device=device)[(slice(None),) * dim + (slice(self.ctx.rank, None, world),)]
+
+
+def warmup_ramp(progress: float | torch.Tensor, warmup_epochs: float) -> float | torch.Tensor:
+    """The KL weight's linear warm-up: progress / warmup_epochs, at most 1 (1 without a warm-up)."""
+    if warmup_epochs <= 0:
+        return 1.0
+    if isinstance(progress, torch.Tensor):
+        return torch.clamp(progress / warmup_epochs, max=1.0)
+    return min(1.0, progress / warmup_epochs)
+
+
+def compile_or_eager(fn: Callable) -> Callable:
+    """torch.compile(fn); where this platform cannot compile, fn itself, with a warning."""
+    try:
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
+        return torch.compile(fn, dynamic=False)
+    except Exception as e:  # e.g. a Python version that dynamo does not support yet
+        log.warning("torch.compile unavailable here (%s); training eagerly", str(e).splitlines()[0])
+        return fn
 
 
 def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
@@ -132,7 +164,8 @@ def train_run(
 
     torch.manual_seed(tc.seed)
     model = VAE.from_config(cfg.model).to(device)
-    optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps)
+    graphs = tc.cuda_graphs and _graphs_possible(device, ctx)
+    optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
     state = LoopState()
     history: list[dict[str, Any]] = []
     if resume:
@@ -148,6 +181,7 @@ def train_run(
     if ctx.distributed:
         objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
     train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
+    step_fn = GraphedStep(objective, optimizer, objective) if graphs else None
     save = (lambda: save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_sigint() as interrupted:
 
@@ -163,7 +197,7 @@ def train_run(
             t0 = time.perf_counter()
             train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
                                         show_progress and ctx.is_main, ctx=ctx, on_step=on_step,
-                                        skip_nonfinite=tc.skip_nonfinite)
+                                        skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn)
             seconds = time.perf_counter() - t0
             val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx)
             record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
@@ -180,6 +214,15 @@ def train_run(
             save()
     barrier(ctx)
     return TrainResult(model, cfg, history, dataset)
+
+
+def _graphs_possible(device: str, ctx: Context) -> bool:
+    """cuda_graphs needs a CUDA device and one process; elsewhere the same step runs eagerly."""
+    if not device.startswith("cuda") or ctx.distributed:
+        log.warning("cuda_graphs = true needs one process on a CUDA device (here: %s%s); the step runs eagerly",
+                    device, f", {ctx.world_size} processes" if ctx.distributed else "")
+        return False
+    return True
 
 
 class TrainingInterrupted(VaekitError):
