@@ -112,14 +112,14 @@ def throughput(ds, x, device, batches, modes, deadline) -> None:
                 continue
             try:
                 t0 = time.perf_counter()
-                model, objective, opt, step_fn = setup(ds, batch, MODES[name], device)
+                _, objective, opt, step_fn = setup(ds, batch, MODES[name], device)
                 state = LoopState()
                 run_epoch(objective, opt, step_fn, x, batch, state, min(steps, 30))  # warm-up (and compile, capture)
                 warm = time.perf_counter() - t0
                 secs = min(run_epoch(objective, opt, step_fn, x, batch, LoopState(epoch=e), steps) for e in (1, 2))
                 print(f"batch {batch:5d} {name:22s} {steps * batch / secs:12,.0f} examples/s  "
                       f"epoch of {steps * batch} in {secs * 1e3:7.1f} ms  (warm-up {warm:.1f} s)", flush=True)
-            except Exception as e:  # one mode failing must not cost the others
+            except Exception as e:  # noqa: BLE001 - one mode failing must not cost the others
                 print(f"batch {batch:5d} {name:22s} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
                 traceback.print_exc(limit=3)
 
@@ -163,7 +163,7 @@ def main(argv=None) -> None:
                   lambda: check_train_run(device)):
         try:
             check()
-        except Exception:
+        except Exception:  # noqa: BLE001 - report it and run the other checks
             traceback.print_exc()
         sys.stdout.flush()
     modes = list(MODES) if device.startswith("cuda") else ["eager", "compile"]

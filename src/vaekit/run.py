@@ -99,7 +99,7 @@ def compile_or_eager(fn: Callable) -> Callable:
 
         torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
         return torch.compile(fn, dynamic=False)
-    except Exception as e:  # e.g. a Python version that dynamo does not support yet
+    except Exception as e:  # noqa: BLE001 - e.g. a Python version that dynamo does not support yet
         log.warning("torch.compile unavailable here (%s); training eagerly", str(e).splitlines()[0])
         return fn
 

@@ -91,7 +91,7 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
         optimizer.step()
     elif int(verdict) == OK:  # an optimizer without a device-side skip: ask (a synchronization)
         optimizer.step()
-    return verdict, metrics
+    return verdict, {name: value.detach() for name, value in metrics.items()}  # and let the graph go
 
 
 

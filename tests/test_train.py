@@ -1,0 +1,133 @@
+"""The training step: device-side skipping of non-finite steps, deferred read-back, bf16, compile.
+
+The GPU runs the same `train_step`; benchmarks/gpu.py checks the CUDA-graphed replay of it against
+this eager step on a device (BENCHMARKS.md records the result).
+"""
+
+import pytest
+import torch
+
+from vaekit.config import Config, TrainConfig
+from vaekit.data import load_dataset
+from vaekit.model import VAE
+from vaekit.objectives import elbo
+from vaekit.run import VAEObjective, warmup_ramp
+from vaekit.train import BAD_GRADIENT, BAD_LOSS, OK, LoopState, NonFiniteLossError, make_adam, train_epoch, train_step
+
+DATA = load_dataset("digits")
+
+
+def fresh(seed=0, **train):
+    torch.manual_seed(seed)
+    model = VAE(64, latent_dim=4, hidden=(32,))
+    return model, make_adam(model.parameters(), 1e-2), VAEObjective(model, TrainConfig(**train), DATA)
+
+
+def snapshot(model, opt):
+    params = [p.detach().clone() for p in model.parameters()]
+    state = {k: [v.clone() for v in s.values()] for k, s in enumerate(opt.state.values())}
+    return params, state
+
+
+def same(a, b):
+    (pa, sa), (pb, sb) = a, b
+    return all(torch.equal(x, y) for x, y in zip(pa, pb)) and all(
+        torch.equal(x, y) for k in sa for x, y in zip(sa[k], sb[k]))
+
+
+def test_nonfinite_step_leaves_parameters_and_adam_state_exactly():
+    model, opt, loss = fresh()
+    batch = DATA.split("train")[:32]
+    assert int(train_step(model, opt, loss, batch, 0.0)[0]) == OK  # Adam has state now
+    before = snapshot(model, opt)
+    hook = model.generative.decoder[-1].bias.register_hook(lambda g: g * float("inf"))
+    verdict, _ = train_step(model, opt, loss, batch, 0.0)
+    hook.remove()
+    assert int(verdict) == BAD_GRADIENT and same(before, snapshot(model, opt))  # step counters included
+
+    def nan_loss(b, p):
+        value, metrics = loss(b, p)
+        return value * float("nan"), metrics
+
+    verdict, _ = train_step(model, opt, nan_loss, batch, 0.0)
+    assert int(verdict) == BAD_LOSS and same(before, snapshot(model, opt))
+    verdict, _ = train_step(model, opt, loss, batch, 0.0)  # and training goes on from there
+    assert int(verdict) == OK and not same(before, snapshot(model, opt))
+
+
+def test_reading_back_every_n_steps_changes_nothing():
+    x = DATA.split("train")
+    results = []
+    for sync_every in (1, 7, 1000):
+        model, opt, loss = fresh()
+        state = LoopState()
+        metrics = train_epoch(model, opt, loss, x, 64, 3, state, sync_every=sync_every)
+        results.append((torch.cat([p.detach().flatten() for p in model.parameters()]), metrics, state.step))
+    for params, metrics, steps in results[1:]:
+        assert torch.equal(params, results[0][0]) and metrics == results[0][1] and steps == results[0][2]
+
+
+def test_deferred_nonfinite_batches_are_counted_and_named_when_read_back():
+    x = DATA.split("train")[:640]  # 10 batches of 64
+    calls = {"n": 0}
+
+    def poison(g):
+        calls["n"] += 1
+        return g * float("nan") if calls["n"] in (2, 5) else g
+
+    model, opt, loss = fresh()
+    hook = model.generative.decoder[-1].bias.register_hook(poison)
+    state = LoopState(epoch=3, step=30)
+    metrics = train_epoch(model, opt, loss, x, 64, 0, state, skip_nonfinite=2, sync_every=100)
+    assert (state.skipped, state.step, state.epoch) == (2, 38, 4)
+    # the means are over the 8 good batches only: recompute them from a clean replay below
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    calls["n"] = 0
+    model2, opt2, loss2 = fresh()
+    hook2 = model2.generative.decoder[-1].bias.register_hook(poison)
+    with pytest.raises(NonFiniteLossError, match=r"a gradient is NaN or Inf at epoch 4, step 5 \(global step 34\)"):
+        train_epoch(model2, opt2, loss2, x, 64, 0, LoopState(epoch=3, step=30, skipped=1), skip_nonfinite=2,
+                    sync_every=100)
+    hook.remove(), hook2.remove()
+    assert set(metrics) == {"elbo", "reconstruction", "kl"} and all(v == v for v in metrics.values())
+
+
+def test_bf16_autocast_keeps_log_densities_in_float32_and_close_to_fp32():
+    mnist_like = torch.rand(256, 64).round()
+    torch.manual_seed(0)
+    model = VAE(64, latent_dim=8, hidden=(128,))
+    eps = torch.randn(1, 256, 8)
+    with torch.no_grad():
+        full = elbo(model, mnist_like, eps=eps)
+        with torch.autocast("cpu", torch.bfloat16):
+            assert model.encoder.net(mnist_like).dtype == torch.bfloat16  # the matmuls do run in bf16
+            half = elbo(model, mnist_like, eps=eps)
+    assert half.elbo.dtype == torch.float32 and model.generative.decode(eps[0]).dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: per-example ELBOs (≈ 44 nats here) agree to a fraction of a nat
+    gap = (half.elbo - full.elbo).abs()
+    assert gap.max() < 0.5 and gap.mean() < 0.1 and gap.max() > 0  # and it is bf16 that ran
+
+
+def test_warmup_ramp_as_tensor_matches_float():
+    for p in (0.0, 0.3, 1.7, 5.0):
+        assert warmup_ramp(torch.tensor(p), 2.0).item() == pytest.approx(warmup_ramp(p, 2.0))
+    assert warmup_ramp(0.0, 0.0) == 1.0
+
+
+def test_compiled_objective_equals_eager():
+    pytest.importorskip("torch._inductor")
+    batch = DATA.split("train")[:64]
+    values = []
+    for compile_ in (False, True):
+        model, opt, loss = fresh(compile=compile_, kl_warmup_epochs=2.0)
+        torch.manual_seed(1)
+        values.append([loss(batch, p)[0].item() for p in (0.0, 0.5, 1.0)])  # β changes: no recompile per value
+    assert values[1] == pytest.approx(values[0], rel=1e-5)
+
+
+def test_precision_and_compile_are_config_fields():
+    cfg = Config().replace(train={"precision": "bf16", "compile": True, "cuda_graphs": True})
+    assert (cfg.train.precision, cfg.train.compile, cfg.train.cuda_graphs) == ("bf16", True, True)
+    with pytest.raises(Exception, match=r"\[train\] precision = 'fp16' is not one of fp32, bf16"):
+        Config().replace(train={"precision": "fp16"})
