@@ -12,7 +12,7 @@ from vaekit.config import Config
 from vaekit.evaluate import evaluate_elbo, log_likelihood
 from vaekit.model import VAE
 from vaekit.run import load_data, resolve, vae_loss
-from vaekit.train import LoopState, make_adam, train_epoch
+from vaekit.train import GraphedStep, LoopState, make_adam, set_lr, train_epoch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -21,7 +21,7 @@ def default_data_dir() -> str:
     return os.environ.get("VAEKIT_DATA", str(SHARED_DATA))
 
 
-def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print):
+def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, device: str = "cpu"):
     """Train `cfg` through stages of (passes, learning rate); fractional passes end an epoch early.
 
     Returns (model, dataset, seconds of training).
@@ -29,22 +29,23 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print):
     ds = load_data(cfg)
     cfg = resolve(cfg, ds)
     torch.manual_seed(cfg.train.seed)
-    model = VAE.from_config(cfg.model)
-    opt = make_adam(model.parameters(), lr=stages[0][1], eps=cfg.train.adam_eps)
-    loss_fn, x = vae_loss(model, cfg.train, ds), ds.split("train")
+    model = VAE.from_config(cfg.model).to(device)
+    graphs = cfg.train.cuda_graphs and device.startswith("cuda")
+    opt = make_adam(model.parameters(), lr=stages[0][1], eps=cfg.train.adam_eps, capturable=graphs)
+    loss_fn, x = vae_loss(model, cfg.train, ds), ds.split("train").to(device)
+    step_fn = GraphedStep(model, opt, loss_fn) if graphs else None
     steps_per_pass = -(-x.shape[0] // cfg.train.batch_size)
     state, seconds = LoopState(), 0.0
     for i, (passes, lr) in enumerate(stages):
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, lr)
         steps_left = max(1, round(passes * steps_per_pass))
         while steps_left > 0:
             t0 = time.perf_counter()
             metrics = train_epoch(model, opt, loss_fn, x, cfg.train.batch_size, cfg.train.seed, state,
-                                  max_steps=min(steps_left, steps_per_pass))
+                                  max_steps=min(steps_left, steps_per_pass), step_fn=step_fn)
             seconds += time.perf_counter() - t0
             steps_left -= steps_per_pass
-        val = evaluate_elbo(model, ds.eval_split("val"))["elbo"]
+        val = evaluate_elbo(model, ds.eval_split("val").to(device))["elbo"]
         shown = " ".join(f"{k} {v:.2f}" for k, v in metrics.items())
         log(f"stage {i}: {passes:g} passes at lr {lr:.2e}; train {shown}; val ELBO {val:.2f}; {seconds:.0f}s so far")
     return model, ds, seconds
@@ -52,7 +53,7 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print):
 
 def test_nll(model, ds, k: int, n: int | None = None) -> tuple[float, float, float]:
     """(test ELBO, test NLL by k importance samples, its standard error), in nats, on the first n test images."""
-    x = ds.eval_split("test")[:n]
+    x = ds.eval_split("test")[:n].to(next(model.parameters()).device)
     elbo = evaluate_elbo(model, x)["elbo"]
     ll = log_likelihood(model, x, k=k)
     return elbo, -ll.mean, ll.stderr

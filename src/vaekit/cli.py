@@ -132,9 +132,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg, model = load_run(args.run)
     dataset = load_data(cfg)
-    x = dataset.eval_split(args.split)
+    device = resolve_device(args.device)
+    model, x = model.to(device), dataset.eval_split(args.split).to(device)
     k = args.k or cfg.train.eval_k
-    with launched() as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
+    with launched(device) as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx)
     metrics["split"] = args.split
     if not ctx.is_main:
@@ -286,6 +287,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--k", type=int, help="importance samples (default: the run's eval_k)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true")
+    e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
     e.add_argument("--amortization-gap", action="store_true",
                    help="also fit a diagonal Q per example and report ELBO(Q*) − ELBO(encoder) (Cremer et al. 2018)")
     e.set_defaults(func=cmd_evaluate)

@@ -22,6 +22,14 @@ MAX_CHUNK_ELEMENTS = 1 << 24  # k-chunk × batch × D decoder outputs held at on
 CPU_CHUNK_ELEMENTS = 1 << 20  # on CPU, 4 MB: the decoder output stays in cache for the log-density (2× faster)
 
 
+def forked_rng(device: torch.device | str):
+    """`torch.random.fork_rng` for the CPU and `device`: seeding inside leaves the caller's RNG, the
+    training noise on a GPU included, exactly as it was."""
+    device = torch.device(device)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
+
+
 def batch_seed(seed: int, b: int) -> int:
     """The RNG seed of evaluation batch b."""
     return seed * 1_000_003 + b
@@ -45,7 +53,7 @@ def evaluate_elbo(
     """
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=x.device)
-    with torch.random.fork_rng(devices=[]):
+    with forked_rng(x.device):
         for b, xb in _my_batches(x, batch_size, ctx):
             torch.manual_seed(batch_seed(seed, b))
             r = elbo(model, xb, num_samples=num_samples)
@@ -85,7 +93,7 @@ def log_likelihood(
     """
     model.eval()
     out = []
-    with torch.random.fork_rng(devices=[]):
+    with forked_rng(x.device):
         for b, xb in _my_batches(x, batch_size, ctx):
             torch.manual_seed(batch_seed(seed, b))
             out.append(_log_likelihood_batch(model, xb, k, chunk_size))

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .errors import VaekitError
-from .evaluate import latent_statistics
+from .evaluate import forked_rng, latent_statistics
 from .plots import image_grid, save_grid
 
 SEED = 0  # every picture's randomness (prior draws, which inputs are shown)
@@ -60,7 +60,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     dataset = load_data(cfg)
     x, labels = dataset.eval_split(split), dataset.labels.get(split)
     shape = tuple(cfg.model.data_shape)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with forked_rng(next(model.parameters()).device), torch.no_grad():
         torch.manual_seed(SEED)
         paths = [plot_samples(model, shape, out / "samples.png"),
                  plot_reconstructions(model, x, shape, out / "reconstructions.png"),

@@ -261,6 +261,9 @@ def _restore(
     except (KeyError, RuntimeError, ValueError) as e:
         raise VaekitError(f"{out / ckpt.STATE}: does not match the model in {ckpt.CONFIG} ({str(e).splitlines()[0]})") from None
     torch.set_rng_state(saved["rng"])
+    device = next(model.parameters()).device
+    if device.type == "cuda" and "cuda_rng" in saved:  # the training noise drawn on the GPU continues too
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
     state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
     state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
     log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
@@ -272,7 +275,9 @@ def _restore(
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
     """train_state.pt (everything to continue, weights included) first, then model.safetensors."""
     settle(state)  # the steps still in flight on the device are counted first
-    ckpt.save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    device = next(model.parameters()).device
+    cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
+    ckpt.save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
                           "skipped": state.skipped, "examples": state.examples})

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .errors import VaekitError
+from .evaluate import forked_rng
 from .plots import image_grid
 
 
@@ -31,7 +32,7 @@ class TensorBoardLogger:
         for tag, value in record.items():
             if "/" in tag:  # train/… and val/… metrics; epoch, step and seconds are the x-axis or noise
                 self.writer.add_scalar(tag, value, step)
-        with torch.random.fork_rng(devices=[]):
+        with forked_rng(next(model.parameters()).device):
             torch.manual_seed(self.seed)  # the same z every epoch: the grid shows the model change
             samples = model.sample(self.n).cpu()
         self.writer.add_image("samples", image_grid(samples, cfg.model.data_shape), step, dataformats="HWC")

@@ -55,13 +55,25 @@ def make_adam(params, lr: float, eps: float = 1e-8, capturable: bool = False) ->
 
     The fused kernel also skips a step on the device when told a gradient is non-finite, which is
     what lets `train_step` run without a host synchronization. `capturable=True` keeps its step
-    counters on the device, as a CUDA graph capture of the whole step needs.
+    counters and learning rate on the device, as a CUDA graph capture of the whole step needs
+    (change the rate with `set_lr`, which writes into that tensor).
     """
     params = list(params)
+    if capturable:
+        lr = torch.tensor(lr, device=params[0].device)
     try:
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True, capturable=capturable)
-    except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
         return torch.optim.Adam(params, lr=lr, eps=eps, capturable=capturable)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate; in place where it is a tensor, so a captured step sees it."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
