@@ -4,6 +4,8 @@ The GPU runs the same `train_step`; benchmarks/gpu.py checks the CUDA-graphed re
 this eager step on a device (BENCHMARKS.md records the result).
 """
 
+import math
+
 import pytest
 import torch
 
@@ -12,7 +14,17 @@ from vaekit.data import load_dataset
 from vaekit.model import VAE
 from vaekit.objectives import elbo
 from vaekit.run import VAEObjective, warmup_ramp
-from vaekit.train import BAD_GRADIENT, BAD_LOSS, OK, LoopState, NonFiniteLossError, make_adam, train_epoch, train_step
+from vaekit.train import (
+    BAD_GRADIENT,
+    BAD_LOSS,
+    OK,
+    LoopState,
+    NonFiniteLossError,
+    make_adam,
+    set_lr,
+    train_epoch,
+    train_step,
+)
 
 DATA = load_dataset("digits")
 
@@ -90,7 +102,7 @@ def test_deferred_nonfinite_batches_are_counted_and_named_when_read_back():
         train_epoch(model2, opt2, loss2, x, 64, 0, LoopState(epoch=3, step=30, skipped=1), skip_nonfinite=2,
                     sync_every=100)
     hook.remove(), hook2.remove()
-    assert set(metrics) == {"elbo", "reconstruction", "kl"} and all(v == v for v in metrics.values())
+    assert set(metrics) == {"elbo", "reconstruction", "kl"} and all(math.isfinite(v) for v in metrics.values())
 
 
 def test_bf16_autocast_keeps_log_densities_in_float32_and_close_to_fp32():
@@ -120,7 +132,7 @@ def test_compiled_objective_equals_eager():
     batch = DATA.split("train")[:64]
     values = []
     for compile_ in (False, True):
-        model, opt, loss = fresh(compile=compile_, kl_warmup_epochs=2.0)
+        _, _, loss = fresh(compile=compile_, kl_warmup_epochs=2.0)
         torch.manual_seed(1)
         values.append([loss(batch, p)[0].item() for p in (0.0, 0.5, 1.0)])  # β changes: no recompile per value
     assert values[1] == pytest.approx(values[0], rel=1e-5)
@@ -131,3 +143,17 @@ def test_precision_and_compile_are_config_fields():
     assert (cfg.train.precision, cfg.train.compile, cfg.train.cuda_graphs) == ("bf16", True, True)
     with pytest.raises(Exception, match=r"\[train\] precision = 'fp16' is not one of fp32, bf16"):
         Config().replace(train={"precision": "fp16"})
+
+
+def test_set_lr_reaches_a_captured_step_through_the_tensor_learning_rate():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = make_adam([p], 1e-3, capturable=True)  # what a CUDA-graphed step uses
+    lr = opt.param_groups[0]["lr"]
+    set_lr(opt, 0.25)
+    assert opt.param_groups[0]["lr"] is lr and lr.item() == 0.25  # written in place, not replaced
+    p.grad = torch.ones(3)
+    opt.step()  # Adam's first step moves each coordinate by lr (m̂/√v̂ = 1)
+    assert torch.allclose(p.detach(), torch.full((3,), 0.75))
+    plain = make_adam([p], 1e-3)
+    set_lr(plain, 0.1)
+    assert plain.param_groups[0]["lr"] == 0.1
