@@ -23,3 +23,18 @@ def test_active_units_and_kl_per_dim():
 
 def test_bits_per_dim():
     assert abs(bits_per_dim(-784 * math.log(2), 784) - 1.0) < 1e-12
+
+
+def test_evaluation_is_seeded_and_leaves_the_callers_rng_alone():
+    from vaekit.evaluate import log_likelihood
+
+    torch.manual_seed(0)
+    model = VAE(16, latent_dim=2, hidden=(8,))
+    x = (torch.rand(50, 16) < 0.5).float()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = evaluate_elbo(model, x, seed=4), log_likelihood(model, x, k=20, seed=4).mean
+    assert torch.equal(torch.get_rng_state(), before)  # training noise after a validation pass is unchanged
+    torch.manual_seed(999)
+    assert (evaluate_elbo(model, x, seed=4), log_likelihood(model, x, k=20, seed=4).mean) == first
+    assert log_likelihood(model, x, k=20, seed=5).mean != first[1]
