@@ -99,6 +99,8 @@ ROWS = [
     ("config", "a non-positive k", lambda d: ["evaluate", "{d}", "--k", "0"], "--k must be > 0, got 0"),
     ("config", "σ ≤ 0", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "-1"], "sigma must be > 0, got -1.0"),
     ("config", "β < 0", lambda d: [*TRAIN, "--beta", "-0.5"], "beta must be >= 0, got -0.5"),
+    ("config", "an unsupported precision", lambda d: [*TRAIN, "--config", write(d, "c.json", {"train": {"precision": "fp16"}})], "precision = 'fp16' is not one of fp32, bf16"),
+    ("config", "an unknown device", lambda d: [*TRAIN, "--device", "tpu"], "--device 'tpu': use cpu, cuda, cuda:N or auto"),
     ("config", "invalid TOML", lambda d: [*TRAIN, "--config", write_text(d, "c.toml", "[model\n")], "not valid TOML"),
     ("run", "a missing run directory", lambda d: ["evaluate", "{d}/nowhere"], "no such run directory"),
     ("run", "a missing config.json", lambda d: ["evaluate", str(unlink(run_dir(d), "config.json"))], "config.json: missing"),
