@@ -106,7 +106,6 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
     return verdict, {name: value.detach() for name, value in metrics.items()}  # and let the graph go
 
 
-
 class GraphedStep:
     """`train_step` captured once in a CUDA graph and replayed: one launch per step instead of hundreds.
 
@@ -114,8 +113,9 @@ class GraphedStep:
     the same shape is captured and every later one is copied into the captured input and replayed.
     A batch of another shape (an epoch's short last batch) runs eagerly. The random draws inside
     are replayed from fresh Philox offsets, so each step still gets new noise. Needs Adam with
-    `capturable=True`; the learning rate and any float the loss reads are fixed at capture (progress
-    is passed as a device tensor, so a KL warm-up still ramps).
+    `capturable=True` (`make_adam`), whose learning rate is a device tensor that `set_lr` writes;
+    progress is passed as a device tensor too, so a KL warm-up still ramps. Any other Python number
+    the loss reads is fixed at capture.
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, warmup: int = 3):
@@ -147,6 +147,7 @@ class GraphedStep:
         with torch.cuda.graph(graph):
             self.out = train_step(self.module, self.optimizer, self.loss_fn, self.batch, self.progress)
         self.graph = graph
+
 
 def train_epoch(
     module: nn.Module,
