@@ -33,7 +33,7 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, devi
     graphs = cfg.train.cuda_graphs and device.startswith("cuda")
     opt = make_adam(model.parameters(), lr=stages[0][1], eps=cfg.train.adam_eps, capturable=graphs)
     loss_fn, x = vae_loss(model, cfg.train, ds), ds.split("train").to(device)
-    step_fn = GraphedStep(model, opt, loss_fn) if graphs else None
+    step_fn = GraphedStep(model, opt, loss_fn, cfg.train.batch_size) if graphs else None
     steps_per_pass = -(-x.shape[0] // cfg.train.batch_size)
     state, seconds = LoopState(), 0.0
     for i, (passes, lr) in enumerate(stages):

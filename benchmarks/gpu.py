@@ -52,7 +52,7 @@ def setup(ds: Dataset, batch: int, mode: dict, device: str, hidden=(400,), seed:
     objective = VAEObjective(model, tc, ds)
     graphs = tc.cuda_graphs and device.startswith("cuda")
     opt = make_adam(model.parameters(), lr=1e-3, capturable=graphs)
-    step_fn = GraphedStep(objective, opt, objective) if graphs else None
+    step_fn = GraphedStep(objective, opt, objective, batch) if graphs else None
     return model, objective, opt, step_fn
 
 

@@ -24,7 +24,7 @@ def trained(graphs: bool, steps: int, **train):
     model = VAE(64, latent_dim=4, hidden=(32,)).cuda()
     opt = make_adam(model.parameters(), 1e-2, capturable=graphs)
     loss = VAEObjective(model, TrainConfig(**train), DATA)
-    step_fn = GraphedStep(model, opt, loss) if graphs else None
+    step_fn = GraphedStep(model, opt, loss, 48) if graphs else None
     x = DATA.split("train").cuda()
     torch.cuda.manual_seed(1)
     state = LoopState()
@@ -84,3 +84,42 @@ def test_evaluation_leaves_the_training_noise_alone():
     evaluate_elbo(model, x)
     log_likelihood(model, x, k=10)
     assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
+def test_graph_is_captured_on_a_full_batch_only():
+    torch.manual_seed(0)
+    model = VAE(64, latent_dim=4, hidden=(32,)).cuda()
+    opt = make_adam(model.parameters(), 1e-2, capturable=True)
+    loss = VAEObjective(model, TrainConfig(), DATA)
+    step_fn = GraphedStep(model, opt, loss, 48)
+    x = DATA.split("train")[: 48 * 3 + 20].cuda()  # the batch after the 3 warm-up steps is the short one
+    for epoch in range(2):
+        train_epoch(model, opt, loss, x, 48, 0, LoopState(epoch=epoch), step_fn=step_fn)
+    assert step_fn.graph is not None and step_fn.batch.shape[0] == 48
+
+
+def test_a_loaded_tensor_learning_rate_goes_back_to_the_gpu():
+    from vaekit.train import lr_to_device, set_lr
+
+    p = torch.nn.Parameter(torch.ones(3, device="cuda"))
+    saved = make_adam([p], 1e-3, capturable=True).state_dict()
+    opt = make_adam([p], 1e-3, capturable=True)
+    opt.load_state_dict(saved)
+    lr_to_device(opt)
+    assert opt.param_groups[0]["lr"].device.type == "cuda"
+    set_lr(opt, 0.5)
+    assert opt.param_groups[0]["lr"].item() == 0.5
+
+
+def test_resume_at_the_end_of_an_epoch_on_the_gpu(tmp_path):
+    from vaekit import checkpoint as ckpt
+
+    cfg = Config().replace(train={"epochs": 1, "seed": 3})
+    train_run(cfg, out=tmp_path / "run", device="cuda")
+    state = ckpt.load_state(tmp_path / "run")  # as if killed after the last step, before the epoch closed
+    steps = -(-DATA.split("train").shape[0] // cfg.train.batch_size)
+    state.update(epoch=0, batch=steps, sums={"elbo": torch.tensor(-1e4), "reconstruction": torch.tensor(-9e3),
+                                             "kl": torch.tensor(-1e3)}, examples=100)
+    ckpt.save_state(tmp_path / "run", state)
+    result = train_run(cfg.replace(train={"epochs": 2}), out=tmp_path / "run", resume=True, device="cuda")
+    assert result.history[0]["train/elbo"] == pytest.approx(-100.0)  # the saved sums over the saved count

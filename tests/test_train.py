@@ -4,6 +4,7 @@ The GPU runs the same `train_step`; benchmarks/gpu.py checks the CUDA-graphed re
 this eager step on a device (BENCHMARKS.md records the result).
 """
 
+import itertools
 import math
 
 import pytest
@@ -157,3 +158,30 @@ def test_set_lr_reaches_a_captured_step_through_the_tensor_learning_rate():
     plain = make_adam([p], 1e-3)
     set_lr(plain, 0.1)
     assert plain.param_groups[0]["lr"] == 0.1
+
+
+def test_metric_names_must_stay_the_same_and_may_be_empty():
+    from vaekit.errors import VaekitError
+
+    x = DATA.split("train")[:256]
+    model, opt, loss = fresh()
+    assert train_epoch(model, opt, lambda b, p: (loss(b, p)[0], {}), x, 64, 0, LoopState()) == {}
+    calls = {"n": 0}
+
+    def changing(b, p):
+        calls["n"] += 1
+        value, metrics = loss(b, p)
+        return value, metrics if calls["n"] < 3 else {"elbo": metrics["elbo"]}
+
+    with pytest.raises(VaekitError, match=r"epoch 1, step 3, but \['elbo', 'kl', 'reconstruction'\] before"):
+        train_epoch(model, opt, changing, x, 64, 0, LoopState())
+
+
+def test_settled_sums_are_a_snapshot():
+    x = DATA.split("train")[:256]
+    model, opt, loss = fresh()
+    seen = []
+    train_epoch(model, opt, loss, x, 64, 0, LoopState(), on_step=lambda st: seen.append(dict(st.sums)))
+    firsts = [d["elbo"].item() for d in seen]
+    assert len(set(firsts)) == len(firsts)  # each step's snapshot differs, and none moved afterwards
+    assert all(a > b for a, b in itertools.pairwise(firsts))  # sums of negative ELBOs only fall

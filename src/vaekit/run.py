@@ -29,7 +29,7 @@ from .errors import VaekitError
 from .evaluate import evaluate_elbo
 from .model import VAE
 from .objectives import elbo, iwae
-from .train import GraphedStep, LoopState, LossFn, make_adam, settle, train_epoch
+from .train import GraphedStep, LoopState, LossFn, lr_to_device, make_adam, settle, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +166,13 @@ def train_run(
     model = VAE.from_config(cfg.model).to(device)
     graphs = tc.cuda_graphs and _graphs_possible(device, ctx)
     optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
+    if graphs and not all(g.get("fused") for g in optimizer.param_groups):
+        log.warning("cuda_graphs = true needs fused Adam, which this torch build lacks; the step runs eagerly")
+        graphs = False
     state = LoopState()
     history: list[dict[str, Any]] = []
     if resume:
-        history = _restore(out, model, optimizer, state, write=ctx.is_main)
+        history = _restore(out, model, optimizer, state, main=ctx.is_main)
     elif out is not None and ctx.is_main:
         ckpt.save_config(out, cfg)
     if ctx.is_main:
@@ -181,12 +184,13 @@ def train_run(
     if ctx.distributed:
         objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
     train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
-    step_fn = GraphedStep(objective, optimizer, objective) if graphs else None
+    step_fn = GraphedStep(objective, optimizer, objective, tc.batch_size) if graphs else None
     save = (lambda: save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_sigint() as interrupted:
 
         def on_step(st: LoopState) -> None:
-            if tc.checkpoint_every and st.step % tc.checkpoint_every == 0:
+            if tc.checkpoint_every and (st.step + st.skipped) % tc.checkpoint_every == 0:  # steps taken
+                settle(st)  # on every rank, so a non-finite batch stops all of them at the same step
                 save()
             if interrupted():
                 save()
@@ -251,13 +255,19 @@ def _stop_on_sigint():
 
 
 def _restore(
-    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, write: bool = True
+    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True
 ) -> list[dict[str, Any]]:
-    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own."""
+    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
+
+    Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
+    sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
+    before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
+    """
     saved = ckpt.load_state(out)
     try:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        lr_to_device(optimizer)
     except (KeyError, RuntimeError, ValueError) as e:
         raise VaekitError(f"{out / ckpt.STATE}: does not match the model in {ckpt.CONFIG} ({str(e).splitlines()[0]})") from None
     torch.set_rng_state(saved["rng"])
@@ -266,8 +276,10 @@ def _restore(
         torch.cuda.set_rng_state(saved["cuda_rng"], device)
     state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
     state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
+    if not main:
+        state.sums, state.examples = {}, 0
     log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
-    if write:
+    if main:
         return ckpt.truncate_metrics(out, state.epoch)
     return [r for r in ckpt.read_metrics(out) if r.get("epoch", 0) <= state.epoch]
 

@@ -67,6 +67,14 @@ def make_adam(params, lr: float, eps: float = 1e-8, capturable: bool = False) ->
         return torch.optim.Adam(params, lr=lr, eps=eps, capturable=capturable)
 
 
+def lr_to_device(optimizer: torch.optim.Optimizer) -> None:
+    """Put tensor learning rates back beside their parameters (`load_state_dict` leaves them where
+    the checkpoint was loaded, the CPU, where a captured step would read them only once)."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], Tensor):
+            group["lr"] = group["lr"].to(group["params"][0].device)
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every group's learning rate; in place where it is a tensor, so a captured step sees it."""
     for group in optimizer.param_groups:
@@ -110,22 +118,26 @@ class GraphedStep:
     """`train_step` captured once in a CUDA graph and replayed: one launch per step instead of hundreds.
 
     The first `warmup` steps run eagerly on a side stream (as capture requires), the next batch of
-    the same shape is captured and every later one is copied into the captured input and replayed.
-    A batch of another shape (an epoch's short last batch) runs eagerly. The random draws inside
+    `batch_size` rows is captured and every later one is copied into the captured input and replayed.
+    A batch of another size (an epoch's short last batch) runs eagerly. The random draws inside
     are replayed from fresh Philox offsets, so each step still gets new noise. Needs Adam with
     `capturable=True` (`make_adam`), whose learning rate is a device tensor that `set_lr` writes;
     progress is passed as a device tensor too, so a KL warm-up still ramps. Any other Python number
     the loss reads is fixed at capture.
     """
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, warmup: int = 3):
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, batch_size: int,
+                 warmup: int = 3):
+        if not all(g.get("fused") and g.get("capturable") for g in optimizer.param_groups):
+            raise ValueError("GraphedStep needs fused Adam with capturable=True (make_adam(..., capturable=True))")
         self.module, self.optimizer, self.loss_fn, self.warmup = module, optimizer, loss_fn, warmup
+        self.batch_size = batch_size
         self.graph: torch.cuda.CUDAGraph | None = None
         self.batch = self.progress = self.out = None
         self.eager_steps = 0
 
     def __call__(self, batch: Tensor, progress: float) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.graph is None and self.eager_steps >= self.warmup:
+        if self.graph is None and self.eager_steps >= self.warmup and batch.shape[0] == self.batch_size:
             self._capture(batch)
         if self.graph is None or batch.shape != self.batch.shape:
             self.eager_steps += 1
@@ -192,7 +204,11 @@ def train_epoch(
     bar = _Progress(steps, state.epoch + 1) if show_progress else None
     for i in range(state.batch, steps):
         batch = data.index_select(0, perm[i * batch_size : (i + 1) * batch_size])
-        verdict, metrics = step_fn(batch, state.epoch + i / steps)
+        try:
+            verdict, metrics = step_fn(batch, state.epoch + i / steps)
+        except ValueError as e:  # torch.distributions refusing NaN parameters, where validation is on
+            raise NonFiniteLossError(f"non-finite values at epoch {state.epoch + 1}, step {i + 1}: "
+                                     f"{str(e).splitlines()[0]}") from None
         state.pending.add(state, verdict, metrics, batch.shape[0])
         if (i + 1) % sync_every == 0 or i + 1 == steps:
             settle(state)
@@ -204,7 +220,8 @@ def train_epoch(
     if bar is not None:
         bar.close()
     names = list(state.sums)
-    totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64) for k in names] + [
+    totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64, device=data.device)
+                                         for k in names] + [
         torch.tensor(float(state.examples), dtype=torch.float64, device=data.device)]), ctx).tolist()
     state.epoch, state.batch, state.sums, state.examples, state.pending = state.epoch + 1, 0, {}, 0, None
     if not totals[-1]:  # every batch was skipped: no means to give
@@ -228,9 +245,9 @@ class _Pending:
 
     def __init__(self, state: LoopState, steps: int, skip_limit: int, device: torch.device):
         self.verdicts = torch.zeros(steps, dtype=torch.int64, device=device)
-        self.names = list(state.sums)
-        self.acc = torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float32) for k in self.names]).to(device) \
-            if self.names else None
+        self.names: list[str] | None = list(state.sums) or None  # else the first step's metric names
+        self.acc = torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float32, device=device)
+                                for k in self.names]) if self.names else None
         self.skip_limit, self.sizes = skip_limit, {}
         self.first = state.batch  # the first batch not yet read back
         self.first_step = state.step  # the global step count when it was taken
@@ -238,18 +255,23 @@ class _Pending:
     def add(self, state: LoopState, verdict: Tensor, metrics: dict[str, Tensor], size: int) -> None:
         i = state.batch
         self.verdicts[i] = verdict
-        if self.acc is None:
+        if self.names is None:
             self.names = list(metrics)
             self.acc = torch.zeros(len(self.names), device=verdict.device)
-        values = torch.stack([metrics[k].detach().float() for k in self.names]) * size
-        self.acc += torch.where(verdict == OK, values, 0.0)  # a NaN batch adds nothing, not even NaN
+        elif set(metrics) != set(self.names):
+            raise VaekitError(f"the loss returned metrics {sorted(metrics)} at epoch {state.epoch + 1}, step {i + 1}, "
+                              f"but {sorted(self.names)} before; it must return the same names every step")
+        if self.names:
+            values = torch.stack([metrics[k].detach().float() for k in self.names]) * size
+            self.acc += torch.where(verdict == OK, values, 0.0)  # a NaN batch adds nothing, not even NaN
         self.sizes[i] = size
         state.batch, state.step, state.examples = i + 1, state.step + 1, state.examples + size
 
     def settle(self, state: LoopState) -> None:
         if self.first == state.batch:
             return
-        state.sums = dict(zip(self.names, self.acc.unbind()))
+        if self.names:
+            state.sums = dict(zip(self.names, self.acc.clone().unbind()))  # a snapshot: later steps add to acc
         verdicts = self.verdicts[self.first : state.batch].tolist()  # the one synchronization
         for j, verdict in enumerate(verdicts):
             if verdict == OK:
