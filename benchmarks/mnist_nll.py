@@ -51,10 +51,11 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA: capture the whole step once and replay it")
+    p.add_argument("--compile", action="store_true", help="torch.compile the objective (fewer kernels a step)")
     args = p.parse_args(argv)
 
     cfg = protocol_config(args.objective, args.k, args.data_dir, args.dreg, args.seed)
-    cfg = cfg.replace(train={"cuda_graphs": args.cuda_graphs})
+    cfg = cfg.replace(train={"cuda_graphs": args.cuda_graphs, "compile": args.compile})
     stages = schedule(args.passes_scale)
     model, ds, seconds = train_stages(cfg, stages, device=args.device)
     elbo, nll, se = test_nll(model, ds, args.eval_k, args.eval_n)
