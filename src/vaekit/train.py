@@ -273,11 +273,12 @@ class _Pending:
         if self.names:
             state.sums = dict(zip(self.names, self.acc.clone().unbind()))  # a snapshot: later steps add to acc
         verdicts = self.verdicts[self.first : state.batch].tolist()  # the one synchronization
+        bad = 0  # non-finite batches earlier in this window: they took no step
         for j, verdict in enumerate(verdicts):
             if verdict == OK:
                 continue
-            i = self.first + j
-            step = self.first_step + j + 1 - (sum(1 for v in verdicts[:j] if v != OK))
+            i, step = self.first + j, self.first_step + j - bad + 1
+            bad += 1
             problem = "loss is NaN or Inf" if verdict == BAD_LOSS else "a gradient is NaN or Inf"
             where = f"epoch {state.epoch + 1}, step {i + 1} (global step {step})"
             if state.skipped >= self.skip_limit:
