@@ -11,8 +11,8 @@ import torch
 from vaekit.config import Config
 from vaekit.evaluate import evaluate_elbo, log_likelihood
 from vaekit.model import VAE
-from vaekit.run import load_data, resolve, vae_loss
-from vaekit.train import GraphedStep, LoopState, make_adam, set_lr, train_epoch
+from vaekit.run import build_trainer, load_data, resolve
+from vaekit.train import LoopState, set_lr, train_epoch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -30,10 +30,8 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, devi
     cfg = resolve(cfg, ds)
     torch.manual_seed(cfg.train.seed)
     model = VAE.from_config(cfg.model).to(device)
-    graphs = cfg.train.cuda_graphs and device.startswith("cuda")
-    opt = make_adam(model.parameters(), lr=stages[0][1], eps=cfg.train.adam_eps, capturable=graphs)
-    loss_fn, x = vae_loss(model, cfg.train, ds), ds.split("train").to(device)
-    step_fn = GraphedStep(model, opt, loss_fn, cfg.train.batch_size) if graphs else None
+    loss_fn, opt, step_fn = build_trainer(model, cfg.train, ds, device)
+    x = ds.split("train").to(device)
     steps_per_pass = -(-x.shape[0] // cfg.train.batch_size)
     state, seconds = LoopState(), 0.0
     for i, (passes, lr) in enumerate(stages):

@@ -27,8 +27,8 @@ from vaekit.data import Dataset
 from vaekit.evaluate import evaluate_elbo, log_likelihood
 from vaekit.mnist import load_mnist_family
 from vaekit.model import VAE
-from vaekit.run import VAEObjective, train_run
-from vaekit.train import GraphedStep, LoopState, make_adam, settle, train_epoch
+from vaekit.run import build_trainer, train_run
+from vaekit.train import LoopState, settle, train_epoch
 
 MODES = {  # name → TrainConfig settings
     "eager": {},
@@ -48,11 +48,7 @@ def sync(device: str) -> None:
 def setup(ds: Dataset, batch: int, mode: dict, device: str, hidden=(400,), seed: int = 0):
     torch.manual_seed(seed)
     model = VAE(784, latent_dim=20, hidden=hidden).to(device)
-    tc = TrainConfig(batch_size=batch, **mode)
-    objective = VAEObjective(model, tc, ds)
-    graphs = tc.cuda_graphs and device.startswith("cuda")
-    opt = make_adam(model.parameters(), lr=1e-3, capturable=graphs)
-    step_fn = GraphedStep(objective, opt, objective, batch) if graphs else None
+    objective, opt, step_fn = build_trainer(model, TrainConfig(batch_size=batch, **mode), ds, device)
     return model, objective, opt, step_fn
 
 

@@ -29,7 +29,7 @@ from .errors import VaekitError
 from .evaluate import evaluate_elbo
 from .model import VAE
 from .objectives import elbo, iwae
-from .train import GraphedStep, LoopState, LossFn, lr_to_device, make_adam, settle, train_epoch
+from .train import GraphedStep, LoopState, LossFn, StepFn, fused, lr_to_device, make_adam, settle, train_epoch
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,7 @@ def train_run(
 
     torch.manual_seed(tc.seed)
     model = VAE.from_config(cfg.model).to(device)
-    graphs = tc.cuda_graphs and _graphs_possible(device, ctx)
-    optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
-    if graphs and not all(g.get("fused") for g in optimizer.param_groups):
-        log.warning("cuda_graphs = true needs fused Adam, which this torch build lacks; the step runs eagerly")
-        graphs = False
+    objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
     state = LoopState()
     history: list[dict[str, Any]] = []
     if resume:
@@ -180,11 +176,7 @@ def train_run(
         if ctx.distributed:
             log.info("%d processes × batch %d = global batch %d", ctx.world_size, tc.batch_size, ctx.world_size * tc.batch_size)
 
-    objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
-    if ctx.distributed:
-        objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
     train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
-    step_fn = GraphedStep(objective, optimizer, objective, tc.batch_size) if graphs else None
     save = (lambda: save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_sigint() as interrupted:
 
@@ -218,6 +210,23 @@ def train_run(
             save()
     barrier(ctx)
     return TrainResult(model, cfg, history, dataset)
+
+
+def build_trainer(
+    model: VAE, tc: TrainConfig, dataset: Dataset, device: str = "cpu", ctx: Context = SINGLE
+) -> tuple[nn.Module, torch.optim.Optimizer, StepFn | None]:
+    """(objective, Adam, step function) for `model`, already on `device`: the objective wrapped in
+    DistributedDataParallel under torch.distributed, and with `cuda_graphs` where it can run (one
+    process, CUDA, fused Adam) a `GraphedStep`; else step_fn is None (the plain `train_step`)."""
+    graphs = tc.cuda_graphs and _graphs_possible(device, ctx)
+    optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
+    if graphs and not fused(optimizer, capturable=True):
+        log.warning("cuda_graphs = true needs fused Adam, which this torch build lacks; the step runs eagerly")
+        graphs = False
+    objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
+    if ctx.distributed:
+        objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
+    return objective, optimizer, GraphedStep(objective, optimizer, objective, tc.batch_size) if graphs else None
 
 
 def _graphs_possible(device: str, ctx: Context) -> bool:

@@ -67,6 +67,12 @@ def make_adam(params, lr: float, eps: float = 1e-8, capturable: bool = False) ->
         return torch.optim.Adam(params, lr=lr, eps=eps, capturable=capturable)
 
 
+def fused(optimizer: torch.optim.Optimizer, capturable: bool = False) -> bool:
+    """Whether every group runs fused Adam (which can skip a step on the device), and, with
+    `capturable`, keeps its state on the device as a CUDA graph capture needs."""
+    return all(g.get("fused") and (g.get("capturable") or not capturable) for g in optimizer.param_groups)
+
+
 def lr_to_device(optimizer: torch.optim.Optimizer) -> None:
     """Put tensor learning rates back beside their parameters (`load_state_dict` leaves them where
     the checkpoint was loaded, the CPU, where a captured step would read them only once)."""
@@ -106,7 +112,7 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     grads_ok = torch.stack(torch._foreach_norm(grads)).isfinite().all() if grads else loss.new_ones((), dtype=torch.bool)
     verdict = torch.where(loss.detach().isfinite(), torch.where(grads_ok, OK, BAD_GRADIENT), BAD_LOSS)
-    if all(group.get("fused") for group in optimizer.param_groups):
+    if fused(optimizer):
         optimizer.found_inf = (verdict != OK).float()  # the fused kernel leaves everything as it was
         optimizer.step()
     elif int(verdict) == OK:  # an optimizer without a device-side skip: ask (a synchronization)
@@ -128,7 +134,7 @@ class GraphedStep:
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, batch_size: int,
                  warmup: int = 3):
-        if not all(g.get("fused") and g.get("capturable") for g in optimizer.param_groups):
+        if not fused(optimizer, capturable=True):
             raise ValueError("GraphedStep needs fused Adam with capturable=True (make_adam(..., capturable=True))")
         self.module, self.optimizer, self.loss_fn, self.warmup = module, optimizer, loss_fn, warmup
         self.batch_size = batch_size
