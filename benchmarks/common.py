@@ -10,9 +10,9 @@ import torch
 
 from vaekit.config import Config
 from vaekit.evaluate import evaluate_elbo, log_likelihood
+from vaekit.experiment import build_trainer, load_data, resolve
+from vaekit.loop import LoopState, set_lr, train_epoch
 from vaekit.model import VAE
-from vaekit.run import build_trainer, load_data, resolve
-from vaekit.train import LoopState, set_lr, train_epoch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -25,10 +25,10 @@ from common import default_data_dir
 from vaekit.config import Config, TrainConfig
 from vaekit.data import Dataset
 from vaekit.evaluate import evaluate_elbo, log_likelihood
+from vaekit.experiment import build_trainer, train_run
+from vaekit.loop import LoopState, settle, train_epoch
 from vaekit.mnist import load_mnist_family
 from vaekit.model import VAE
-from vaekit.run import build_trainer, train_run
-from vaekit.train import LoopState, settle, train_epoch
 
 MODES = {  # name → TrainConfig settings
     "eager": {},

@@ -16,10 +16,10 @@ from common import default_data_dir
 from vaekit.config import TrainConfig
 from vaekit.data import Dataset
 from vaekit.evaluate import evaluate_elbo, log_likelihood
+from vaekit.loop import LoopState, make_adam, train_epoch
+from vaekit.loss import vae_loss
 from vaekit.mnist import load_mnist_family
 from vaekit.model import VAE
-from vaekit.run import vae_loss
-from vaekit.train import LoopState, make_adam, train_epoch
 
 
 def main(argv=None) -> None:

@@ -29,10 +29,10 @@ from torch import nn
 from vaekit.config import TrainConfig
 from vaekit.data import Dataset
 from vaekit.evaluate import log_likelihood
+from vaekit.loop import LoopState, make_adam, train_epoch
+from vaekit.loss import vae_loss
 from vaekit.mnist import load_mnist_family
 from vaekit.model import VAE
-from vaekit.run import vae_loss
-from vaekit.train import LoopState, make_adam, train_epoch
 
 
 def mlp_macs(sizes: list[int]) -> int:

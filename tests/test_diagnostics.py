@@ -20,7 +20,7 @@ def digits_run(tmp_path_factory):
 
 
 def test_gap_is_non_negative_on_a_trained_model(digits_run):
-    _, model = vaekit.run.load_run(digits_run)
+    _, model = vaekit.checkpoint.load_run(digits_run)
     x = vaekit.load_dataset("digits").eval_split("test")[:100]
     before = [p.detach().clone() for p in model.parameters()]
     r = amortization_gap(model, x, steps=100)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vaekit.cli import main, parser
-from vaekit.distributions import diagonal_normal
 from vaekit.errors import VaekitError
 from vaekit.explain import TOPICS, explain, format_result, gauss_hermite_elbo, linear_problem, toy_problem
+from vaekit.likelihoods import diagonal_normal
 
 pytest.importorskip("matplotlib")  # the figures; the numbers alone would not need it
 

@@ -11,9 +11,10 @@ import torch
 from vaekit.config import Config, TrainConfig
 from vaekit.data import load_dataset
 from vaekit.evaluate import evaluate_elbo, log_likelihood
+from vaekit.experiment import train_run
+from vaekit.loop import GraphedStep, LoopState, make_adam, train_epoch
+from vaekit.loss import VAEObjective
 from vaekit.model import VAE
-from vaekit.run import VAEObjective, train_run
-from vaekit.train import GraphedStep, LoopState, make_adam, train_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DATA = load_dataset("digits")
@@ -99,7 +100,7 @@ def test_graph_is_captured_on_a_full_batch_only():
 
 
 def test_a_loaded_tensor_learning_rate_goes_back_to_the_gpu():
-    from vaekit.train import lr_to_device, set_lr
+    from vaekit.loop import lr_to_device, set_lr
 
     p = torch.nn.Parameter(torch.ones(3, device="cuda"))
     saved = make_adam([p], 1e-3, capturable=True).state_dict()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vaekit import VAE, elbo
-from vaekit.distributions import diagonal_normal
+from vaekit.likelihoods import diagonal_normal
 from vaekit.objectives import expectation
 
 D = torch.float64

@@ -1,15 +1,20 @@
 """vaekit: variational auto-encoders on PyTorch, correct to the last nat."""
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version("vaekit")
+except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import VaekitError
 from .evaluate import evaluate_elbo, log_likelihood
-from .exact import LinearGaussian
+from .experiment import load, train_run
 from .model import VAE, Encoder, GenerativeModel
 from .objectives import ELBO, elbo, iwae_bound
-from .run import load, train_run
+from .references import LinearGaussian
 
 __all__ = [
     "ELBO",

@@ -1,4 +1,4 @@
-"""The run directory: config.json, model.safetensors, train_state.pt, metrics.jsonl.
+"""The run directory: config.json, model.safetensors, train_state.pt, metrics.jsonl, and what they hold.
 
 Every file is written to a temporary file in the same directory and then `os.replace`d, so a
 crash leaves either the old file or the new one, never half of one. Weights are read only through
@@ -8,7 +8,9 @@ run code. The architecture is rebuilt from config.json, never unpickled.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -21,9 +23,12 @@ from torch import nn
 
 from .config import Config
 from .errors import VaekitError
+from .loop import LoopState, lr_to_device, settle
+from .model import VAE
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE, METRICS = "config.json", "model.safetensors", "train_state.pt", "metrics.jsonl"
 
 
@@ -43,10 +48,16 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
-def versions() -> dict[str, str]:
-    from . import __version__
+def vaekit_version() -> str:
+    """The installed package's version (from its metadata: nothing here imports the package root)."""
+    try:
+        return importlib.metadata.version("vaekit")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "0+unknown"
 
-    return {"vaekit": __version__, "torch": torch.__version__}
+
+def versions() -> dict[str, str]:
+    return {"vaekit": vaekit_version(), "torch": torch.__version__}
 
 
 def save_config(run: Path, cfg: Config) -> None:
@@ -134,3 +145,56 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def restore(
+    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True
+) -> list[dict[str, Any]]:
+    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
+
+    Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
+    sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
+    before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
+    """
+    saved = load_state(out)
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        lr_to_device(optimizer)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise VaekitError(f"{out / STATE}: does not match the model in {CONFIG} ({str(e).splitlines()[0]})") from None
+    torch.set_rng_state(saved["rng"])
+    device = next(model.parameters()).device
+    if device.type == "cuda" and "cuda_rng" in saved:  # the training noise drawn on the GPU continues too
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+    state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
+    state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
+    if not main:
+        state.sums, state.examples = {}, 0
+    log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
+    if main:
+        return truncate_metrics(out, state.epoch)
+    return [r for r in read_metrics(out) if r.get("epoch", 0) <= state.epoch]
+
+
+def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
+    """train_state.pt (everything to continue, weights included) first, then model.safetensors."""
+    settle(state)  # the steps still in flight on the device are counted first
+    device = next(model.parameters()).device
+    cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
+    save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **cuda_rng,
+                          "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
+                          "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
+                          "skipped": state.skipped, "examples": state.examples})
+    save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+
+
+def load_run(run: str | Path) -> tuple[Config, VAE]:
+    run = Path(run)
+    cfg = load_config(run)
+    if not cfg.model.data_shape:
+        raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
+    model = VAE.from_config(cfg.model)
+    load_weights(run, model)
+    model.eval()
+    return cfg, model

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .config import Config, load_config_file
-from .errors import VaekitError
+from .errors import TrainingInterrupted, VaekitError
 
 log = logging.getLogger("vaekit")
 
@@ -63,7 +63,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Train; under torchrun every rank runs this and rank 0 alone writes and prints."""
     from .distributed import launched
-    from .run import train_run
+    from .experiment import train_run
 
     cfg = build_config(args)
     device = resolve_device(args.device)
@@ -126,9 +126,10 @@ def resolve_device(name: str) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from .checkpoint import load_run
     from .distributed import launched
     from .evaluate import evaluate_all
-    from .run import load_data, load_run
+    from .experiment import load_data
 
     cfg, model = load_run(args.run)
     dataset = load_data(cfg)
@@ -177,8 +178,8 @@ def print_diagnostics(metrics: dict[str, Any]) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> Path:
+    from .checkpoint import load_run
     from .plots import save_grid
-    from .run import load_run
 
     cfg, model = load_run(args.run)
     torch.manual_seed(args.seed)
@@ -191,8 +192,9 @@ def cmd_sample(args: argparse.Namespace) -> Path:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> Path:
+    from .checkpoint import load_run
+    from .experiment import load_data
     from .plots import save_grid
-    from .run import load_data, load_run
 
     cfg, model = load_run(args.run)
     x = load_data(cfg).eval_split(args.split)[: args.n]
@@ -205,7 +207,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
 
 
 def cmd_plot(args: argparse.Namespace) -> list[Path]:
-    from .figures import plot_run
+    from .report import plot_run
 
     paths = plot_run(args.run, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
@@ -339,5 +341,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"vaekit: error: {e}" if str(e) else "vaekit: interrupted", file=sys.stderr)
-        return 130 if isinstance(e, KeyboardInterrupt) or type(e).__name__ == "TrainingInterrupted" else 2
+        return 130 if isinstance(e, (KeyboardInterrupt, TrainingInterrupted)) else 2
     return 0

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
-from .distributions import diagonal_normal, unchecked
 from .errors import VaekitError
+from .likelihoods import diagonal_normal, unchecked
 from .objectives import check_data, elbo
 
 

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 
 from .distributed import SINGLE, Context, all_reduce_sum
-from .distributions import kl_diagonal_normal, unchecked
 from .errors import VaekitError
+from .likelihoods import kl_diagonal_normal, unchecked
 from .objectives import elbo, log_weights
 
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. 2016, §5.2

@@ -27,12 +27,21 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, kl_divergence
 
-from .distributions import diagonal_normal
 from .errors import VaekitError
-from .exact import LinearGaussian
+from .likelihoods import diagonal_normal
 from .model import GenerativeModel
 from .objectives import elbo, expectation, iwae_bound
-from .quadrature import DTYPE, Grid, fit_diagonal_q, gauss_hermite_elbo, grid_kl, grid_moments, posterior_grid
+from .plots import new_figure, save_figure
+from .references import (
+    DTYPE,
+    Grid,
+    LinearGaussian,
+    fit_diagonal_q,
+    gauss_hermite_elbo,
+    grid_kl,
+    grid_moments,
+    posterior_grid,
+)
 
 TOPICS = ("posterior", "elbo", "mean-field", "reparameterization", "beta")
 
@@ -135,8 +144,6 @@ def explain_posterior(path: Path) -> dict[str, Any]:
 
 
 def draw_posterior(path: Path, grid: Grid, q: Independent, lin_grid: Grid, exact: MultivariateNormal) -> Path:
-    from .figures import new_figure, save_figure
-
     fig, axes = new_figure(ncols=3, size=(4.0, 3.8))
     t, post = grid.axis.numpy(), grid.log_posterior().exp().numpy()  # matplotlib takes arrays, not tensors
     axes[0].contourf(t, t, post, levels=14, cmap="Blues")
@@ -203,8 +210,6 @@ def iwae_curve(model, x: Tensor, q: Independent, ks: tuple[int, ...], repeats: i
 
 
 def draw_elbo(path: Path, ks, bounds, ses, log_px: float, value: float) -> Path:
-    from .figures import new_figure, save_figure
-
     fig, (ax,) = new_figure(size=(6.0, 4.2))
     ax.errorbar(ks, bounds, yerr=ses, marker="o", capsize=3, label="IWAE bound L_k (Burda et al. 2016)")
     ax.axhline(log_px, color="black", label=f"log p(x) = {log_px:.3f} (grid)")
@@ -262,8 +267,6 @@ def fit_linear_diagonal(lg: LinearGaussian, x: Tensor, m: Tensor) -> Tensor:
 
 
 def draw_mean_field(path: Path, m: Tensor, cov: Tensor, var_q: Tensor) -> Path:
-    from .figures import new_figure, save_figure
-
     fig, (ax,) = new_figure(size=(5.0, 4.6))
     r = 3.2 * float(cov.diagonal().max().sqrt())
     axis = torch.linspace(-r, r, 301, dtype=DTYPE)
@@ -322,8 +325,6 @@ def gradient_stats(model, x: Tensor, q: Independent, num_samples: int, estimator
 
 
 def draw_reparameterization(path: Path, sample_counts, var: dict[str, list[float]]) -> Path:
-    from .figures import new_figure, save_figure
-
     fig, (ax,) = new_figure(size=(5.5, 4.2))
     for name, values in var.items():
         ax.plot(sample_counts, values, marker="o", label=name)
@@ -342,10 +343,10 @@ def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.
     et al. 2018). The reported ELBO = −(D + R) is β-free."""
     from .config import Config
     from .evaluate import evaluate_elbo
-    from .run import load_data, train_run
+    from .experiment import load_data, train_run
 
     rates, distortions = [], []
-    run_log = logging.getLogger("vaekit.run")
+    run_log = logging.getLogger("vaekit.experiment")
     level = run_log.level
     run_log.setLevel(logging.WARNING)  # five training logs would drown the numbers
     try:
@@ -371,8 +372,6 @@ def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.
 
 
 def draw_beta(path: Path, betas, rates, distortions) -> Path:
-    from .figures import new_figure, save_figure
-
     fig, (ax,) = new_figure(size=(5.5, 4.2))
     ax.plot(rates, distortions, marker="o")
     for b, r, d in zip(betas, rates, distortions):

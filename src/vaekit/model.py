@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
-from .distributions import diagonal_normal, make_observation
+from .likelihoods import diagonal_normal, make_observation
 from .networks import ConvDecoderNet, ConvEncoderNet, mlp
 
 

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal, kl_divergence
 
-from .distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal
 from .errors import VaekitError
+from .likelihoods import diagonal_normal, is_diagonal_normal, kl_diagonal_normal
 
 ESTIMATORS = ("reparameterization", "score-function")
 KL_MODES = ("auto", "analytic", "mc")

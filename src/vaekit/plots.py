@@ -1,5 +1,9 @@
-"""Pictures. Image grids are written as PNG with the standard library alone (no extra needed);
-figures that need matplotlib import it lazily behind the `plot` extra.
+"""Pictures: tensors and models in, files out. A run's set of pictures is assembled in `report.py`.
+
+Image grids are written as PNG with the standard library alone (no extra needed); annotated figures
+(latent map, traversals, curves) need matplotlib, imported lazily behind the `plot` extra. Figures are
+drawn on `matplotlib.figure.Figure` with the Agg canvas, so nothing opens a window and the caller's
+pyplot backend is left alone. Shapes follow the data: grey for 1 channel, colour for 3, any H×W.
 """
 
 from __future__ import annotations
@@ -7,10 +11,14 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .errors import VaekitError
+from .evaluate import latent_statistics
 
 
 def image_grid(images: Tensor, shape: tuple[int, ...], ncol: int | None = None, pad: int = 1) -> Tensor:
@@ -54,3 +62,143 @@ def save_grid(path: str | Path, images: Tensor, shape: tuple[int, ...], ncol: in
     upscale = max(1, 256 // max(grid.shape[0], grid.shape[1]) + 1)
     write_png(path, grid, upscale=min(upscale, 8))
     return Path(path)
+
+
+SEED = 0  # every picture's randomness (prior draws, which inputs are shown)
+MAX_MAP_POINTS = 5000  # a scatter of more points says no more and slows the PNG down
+MAX_TRAVERSAL_DIMS = 10  # rows of the traversal figure: the dimensions with the largest KL
+
+
+def new_figure(ncols: int = 1, size: tuple[float, float] = (5.0, 4.5)):
+    """(figure, axes) on the Agg canvas; an actionable error when matplotlib is missing."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise VaekitError("figures need matplotlib: pip install vaekit[plot]") from None
+    fig = Figure(figsize=(size[0] * ncols, size[1]), layout="constrained")
+    FigureCanvasAgg(fig)  # headless: the same as matplotlib.use("Agg"), without touching global state
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> Path:
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def plot_samples(model, shape: Sequence[int], path: Path, n: int = 64) -> Path:
+    """E[x|z] for n draws z ~ p(z), as a grid."""
+    return save_grid(path, model.sample(n, mean=True), tuple(shape))
+
+
+def plot_reconstructions(model, x: Tensor, shape: Sequence[int], path: Path, n: int = 32) -> Path:
+    """Each input followed by its reconstruction E[x|z = E_Q[z]], 8 pairs a row."""
+    x = x[:n]
+    pairs = torch.stack([x, model.reconstruct(x)], 1).reshape(-1, x.shape[1])
+    return save_grid(path, pairs, tuple(shape), ncol=16)
+
+
+def posterior_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """E_Q[z|x] for every row of x: [N, k]."""
+    return torch.cat([model.posterior(xb).mean for xb in x.split(batch_size)])
+
+
+def project_2d(z: Tensor) -> tuple[Tensor, list[str]]:
+    """[N, k] → ([N, 2], axis names): the identity for k = 2, PCA for k > 2, jittered for k = 1."""
+    k = z.shape[1]
+    if k == 2:
+        return z, ["z₁", "z₂"]
+    if k == 1:  # a strip: the vertical spread only keeps points apart
+        return torch.cat([z, 0.1 * torch.randn_like(z)], 1), ["z₁", "(jitter)"]
+    centred = z - z.mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    share = (s**2 / (s**2).sum()).tolist()
+    return centred @ vh[:2].T, [f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2)]
+
+
+def plot_latent_map(model, x: Tensor, labels: Tensor | None, path: Path) -> Path:
+    """Posterior means of x in 2-D (PCA when k > 2), coloured by label when there are labels."""
+    n = min(len(x), MAX_MAP_POINTS)
+    points, names = project_2d(posterior_means(model, x[:n]).double())
+    points = points.numpy()  # matplotlib takes arrays, not tensors
+    fig, (ax,) = new_figure()
+    if labels is not None:
+        y = labels[:n].numpy()
+        classes = sorted(set(y.tolist()))
+        cmap = "tab10" if len(classes) <= 10 else "viridis"
+        sc = ax.scatter(points[:, 0], points[:, 1], c=y, cmap=cmap, s=8, alpha=0.8)
+        if len(classes) <= 10:
+            ax.legend(*sc.legend_elements(), title="label", fontsize=7, loc="best")
+        else:
+            fig.colorbar(sc, ax=ax, label="label")
+    else:
+        ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.6)
+    ax.set(xlabel=names[0], ylabel=names[1], title=f"posterior means E_Q[z|x], {n} examples")
+    return save_figure(fig, path)
+
+
+def plot_manifold(model, shape: Sequence[int], path: Path, n: int = 15) -> Path:
+    """latent_dim = 2: E[x|z] on an n×n grid of N(0, 1) quantiles (Kingma & Welling 2013, fig. 4)."""
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.5 / n, 1 - 0.5 / n, n))
+    z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")  # z₂ grows upwards, as on a plot
+    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
+    return save_grid(path, model.p_x_given_z(z).mean, tuple(shape), ncol=n)
+
+
+def plot_traversals(model, x: Tensor, shape: Sequence[int], path: Path, steps: int = 9, span: float = 3.0) -> Path:
+    """Vary one z_j over [−span, span] from the posterior mean of one input; rows by decreasing KL."""
+    kl = torch.tensor(latent_statistics(model, x)["kl_per_dim"])
+    order = kl.argsort(descending=True)[:MAX_TRAVERSAL_DIMS]
+    z0 = model.posterior(x[:1]).mean[0]
+    values = torch.linspace(-span, span, steps)
+    z = z0.repeat(len(order), steps, 1)
+    z[torch.arange(len(order)), :, order] = values  # row r sweeps dimension order[r]
+    images = model.p_x_given_z(z.reshape(-1, z0.shape[0])).mean
+    labels = [f"z{j + 1}: {kl[j].item():.2f} nats" for j in order.tolist()]
+    return grid_figure(images, shape, steps, labels, [f"{v:+.1f}" for v in values.tolist()], path,
+                       title="traversals: one latent varied, rows by KL(Q(z_j|x) ‖ p(z_j))")
+
+
+def grid_figure(images: Tensor, shape: Sequence[int], ncol: int, row_labels: list[str], col_labels: list[str],
+                path: Path, title: str) -> Path:
+    """An image grid with named rows and columns (grey for 1 channel, colour for 3)."""
+    pad = 1
+    grid = image_grid(images, tuple(shape), ncol=ncol, pad=pad).numpy()
+    h, w = (shape[1], shape[2]) if len(shape) == 3 else (1, math.prod(shape))
+    rows = len(row_labels)
+    fig, (ax,) = new_figure(size=(2.0 + 0.6 * ncol, 0.8 + 0.6 * rows))
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest", aspect="auto" if h == 1 else "equal")
+    ax.set_yticks([pad + r * (h + pad) + (h - 1) / 2 for r in range(rows)], row_labels, fontsize=8)
+    ax.set_xticks([pad + c * (w + pad) + (w - 1) / 2 for c in range(ncol)], col_labels, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def plot_interpolations(model, x: Tensor, shape: Sequence[int], path: Path, pairs: int = 6, steps: int = 8) -> Path:
+    """Rows: input a, E[x|z] along the line between the posterior means of a and b, input b."""
+    idx = torch.randperm(len(x))[: 2 * pairs]
+    pairs = len(idx) // 2
+    a, b = x[idx[:pairs]], x[idx[pairs : 2 * pairs]]
+    za, zb = model.posterior(a).mean, model.posterior(b).mean
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    decoded = model.p_x_given_z(za[:, None] + t * (zb - za)[:, None]).mean  # [pairs, steps, D]
+    rows = torch.cat([a[:, None], decoded, b[:, None]], 1).reshape(-1, x.shape[1])
+    return save_grid(path, rows, tuple(shape), ncol=steps + 2)
+
+
+CURVES = (("elbo", "ELBO"), ("reconstruction", "reconstruction E_Q[log p(x|z)]"), ("kl", "KL(Q ‖ p(z))"))
+
+
+def plot_curves(metrics: list[dict], path: Path) -> Path:
+    """ELBO, reconstruction and KL per epoch, train and validation, in nats per example."""
+    fig, axes = new_figure(ncols=len(CURVES), size=(4.2, 3.4))
+    for ax, (key, name) in zip(axes, CURVES):
+        for split, style in (("train", "-"), ("val", "--")):
+            points = [(r["epoch"], r[f"{split}/{key}"]) for r in metrics if f"{split}/{key}" in r]
+            if points:
+                ax.plot(*zip(*points), style, label=split)
+        ax.set(xlabel="epoch", ylabel="nats per example", title=name)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,6 +1,7 @@
-"""One self-contained HTML page per run: the config, the numbers, and every picture.
+"""A run's pictures (`plot_run`) and one self-contained HTML page: the config, the numbers, every picture.
 
-    from vaekit.report import write_report
+    from vaekit.report import plot_run, write_report
+    plot_run("runs/digits")                    # PNGs written into the run directory
     write_report("runs/digits", k=1000)        # runs/digits/report.html
 
 Pictures are embedded as base64 `data:` URIs and the page loads nothing from the network, so the
@@ -15,7 +16,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write
+import torch
+
+from .checkpoint import atomic_write, load_config, load_run, read_metrics
+from .diagnostics import collapse_warning
+from .evaluate import evaluate_all
+from .experiment import load_data
+from .plots import (
+    SEED,
+    plot_curves,
+    plot_interpolations,
+    plot_latent_map,
+    plot_manifold,
+    plot_reconstructions,
+    plot_samples,
+    plot_traversals,
+)
+from .rng import forked_rng
 
 REPORT = "report.html"
 CAPTIONS = {
@@ -37,8 +54,7 @@ figure{margin:1.5em 0}img{max-width:100%;image-rendering:pixelated;border:1px so
 def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0) -> dict[str, Any]:
     """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples), NLL,
     bits/dim, active units and per-dimension KL, on `split`."""
-    from .evaluate import evaluate_all
-    from .run import load_data, load_run
+    from .experiment import load_data
 
     cfg, model = load_run(run_dir)
     metrics = evaluate_all(model, load_data(cfg).eval_split(split), k=k, seed=seed)
@@ -47,11 +63,7 @@ def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: in
 
 
 def write_report(run_dir: str | Path, k: int = 100) -> Path:
-    """Evaluate the run, draw its pictures (`figures.plot_run`) and write run_dir/report.html."""
-    from .checkpoint import load_config
-    from .diagnostics import collapse_warning
-    from .figures import plot_run
-
+    """Evaluate the run, draw its pictures (`plot_run`) and write run_dir/report.html."""
     run_dir = Path(run_dir)
     metrics = run_metrics(run_dir, k=k)
     pictures = plot_run(run_dir)
@@ -69,6 +81,34 @@ def write_report(run_dir: str | Path, k: int = 100) -> Path:
     out = run_dir / REPORT
     atomic_write(out, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     return out
+
+
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test") -> list[Path]:
+    """Write every picture of the run in `run_dir` (default: into it) and return their paths.
+
+    samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2 only),
+    traversals.png, interpolations.png, curves.png (when metrics.jsonl has lines).
+    """
+
+    cfg, model = load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_data(cfg)
+    x, labels = dataset.eval_split(split), dataset.labels.get(split)
+    shape = tuple(cfg.model.data_shape)
+    with forked_rng(next(model.parameters()).device), torch.no_grad():
+        torch.manual_seed(SEED)
+        paths = [plot_samples(model, shape, out / "samples.png"),
+                 plot_reconstructions(model, x, shape, out / "reconstructions.png"),
+                 plot_latent_map(model, x, labels, out / "latent_map.png")]
+        if model.latent_dim == 2:
+            paths.append(plot_manifold(model, shape, out / "manifold.png"))
+        paths += [plot_traversals(model, x, shape, out / "traversals.png"),
+                  plot_interpolations(model, x, shape, out / "interpolations.png")]
+    metrics = read_metrics(Path(run_dir))
+    if metrics:
+        paths.append(plot_curves(metrics, out / "curves.png"))
+    return paths
 
 
 def metrics_table(m: dict[str, Any]) -> str:

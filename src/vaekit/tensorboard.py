@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from .errors import VaekitError
-from .evaluate import forked_rng
 from .plots import image_grid
+from .rng import forked_rng
 
 
 class TensorBoardLogger:

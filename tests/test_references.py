@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vaekit import VAE, LinearGaussian, elbo, iwae_bound, log_likelihood
-from vaekit.distributions import diagonal_normal
-from vaekit.evaluate import batch_seed
+from vaekit.likelihoods import diagonal_normal
+from vaekit.rng import batch_seed
 
 D = torch.float64
 

@@ -9,8 +9,8 @@ from vaekit import Config, load, train_run
 from vaekit.checkpoint import read_metrics
 from vaekit.errors import VaekitError
 from vaekit.evaluate import evaluate_elbo
-from vaekit.run import load_data
-from vaekit.train import NonFiniteLossError
+from vaekit.experiment import load_data
+from vaekit.loop import NonFiniteLossError
 
 
 def small(epochs=3, **train):
@@ -25,8 +25,8 @@ def test_training_raises_validation_elbo():
     cfg = small(epochs=30, lr=3e-3)
     data = load_data(cfg)
     torch.manual_seed(0)
+    from vaekit.experiment import resolve
     from vaekit.model import VAE
-    from vaekit.run import resolve
 
     untrained = VAE.from_config(resolve(cfg, data).model)
     before = evaluate_elbo(untrained, data.eval_split("val"))["elbo"]
@@ -77,8 +77,8 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path):
     result = train_run(small(epochs=1), out=tmp_path / "run")
     with torch.no_grad():
         result.model.encoder.net[0].weight.fill_(float("nan"))
-    from vaekit.run import save_checkpoint
-    from vaekit.train import LoopState
+    from vaekit.checkpoint import save_checkpoint
+    from vaekit.loop import LoopState
 
     save_checkpoint(tmp_path / "run", result.model, torch.optim.Adam(result.model.parameters()), LoopState(1, 21))
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, step 1 \(global step 22\)"):

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from .distributed import SINGLE, Context, all_reduce_sum, shard_indices
-from .errors import VaekitError
+from .errors import NonFiniteLossError, VaekitError
+from .rng import epoch_permutation
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ StepFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 
 OK, BAD_LOSS, BAD_GRADIENT = 0, 1, 2  # a step's verdict
 GPU_SYNC_EVERY = 100  # steps between reads of the verdicts on an accelerator
-
-
-class NonFiniteLossError(VaekitError):
-    """The loss became NaN or Inf; nothing was stepped with it."""
 
 
 @dataclass
@@ -90,12 +87,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
-    """The order of examples in `epoch`: a function of (seed, epoch) only, so a resumed run sees the same."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
-
-
 def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, batch: Tensor,
                progress: float | Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """One optimizer step on `batch`, with no host synchronization.
@@ -110,7 +101,7 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
     # and the averaged gradients, identical on all ranks, then carry the verdict to all of them.
     loss.backward()
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    grads_ok = torch.stack(torch._foreach_norm(grads)).isfinite().all() if grads else loss.new_ones((), dtype=torch.bool)
+    grads_ok = all_finite(grads) if grads else loss.new_ones((), dtype=torch.bool)
     verdict = torch.where(loss.detach().isfinite(), torch.where(grads_ok, OK, BAD_GRADIENT), BAD_LOSS)
     if fused(optimizer):
         optimizer.found_inf = (verdict != OK).float()  # the fused kernel leaves everything as it was
@@ -118,6 +109,16 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
     elif int(verdict) == OK:  # an optimizer without a device-side skip: ask (a synchronization)
         optimizer.step()
     return verdict, {name: value.detach() for name, value in metrics.items()}  # and let the graph go
+
+
+def all_finite(tensors: list[Tensor]) -> Tensor:
+    """A 0-d bool tensor on the device: every element of every tensor is finite (no host sync).
+
+    One fused norm per tensor list (torch's private `_foreach_norm`, used here and nowhere else; a
+    norm is non-finite exactly when some element is), with a plain fallback where it is missing."""
+    norm = getattr(torch, "_foreach_norm", None)
+    norms = norm(tensors) if norm is not None else [t.norm() for t in tensors]
+    return torch.stack(list(norms)).isfinite().all()
 
 
 class GraphedStep:

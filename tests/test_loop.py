@@ -12,10 +12,7 @@ import torch
 
 from vaekit.config import Config, TrainConfig
 from vaekit.data import load_dataset
-from vaekit.model import VAE
-from vaekit.objectives import elbo
-from vaekit.run import VAEObjective, warmup_ramp
-from vaekit.train import (
+from vaekit.loop import (
     BAD_GRADIENT,
     BAD_LOSS,
     OK,
@@ -26,6 +23,9 @@ from vaekit.train import (
     train_epoch,
     train_step,
 )
+from vaekit.loss import VAEObjective, warmup_ramp
+from vaekit.model import VAE
+from vaekit.objectives import elbo
 
 DATA = load_dataset("digits")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from vaekit.distributions import (
+from vaekit.likelihoods import (
     BernoulliObservation,
     GaussianObservation,
     LearnedGaussianObservation,

@@ -1,7 +1,7 @@
 """Experiments: a config and a run directory in, a trained and saved VAE out.
 
 This is where data, model, objective, trainer and checkpoints meet (the generic loop in
-`train.py` knows none of them). The CLI and Python users call the same functions.
+`loop.py` knows none of them). The CLI and Python users call the same functions.
 """
 
 from __future__ import annotations
@@ -24,89 +24,13 @@ from . import checkpoint as ckpt
 from .config import Config, TrainConfig
 from .data import Dataset, load_dataset
 from .distributed import SINGLE, Context, barrier
-from .distributions import unchecked
-from .errors import VaekitError
+from .errors import TrainingInterrupted, VaekitError
 from .evaluate import evaluate_elbo
+from .loop import GraphedStep, LoopState, StepFn, fused, make_adam, settle, train_epoch
+from .loss import VAEObjective
 from .model import VAE
-from .objectives import elbo, iwae
-from .train import GraphedStep, LoopState, LossFn, StepFn, fused, lr_to_device, make_adam, settle, train_epoch
 
 log = logging.getLogger(__name__)
-
-
-class VAEObjective(nn.Module):
-    """The training objective as a module, so that DistributedDataParallel can wrap it.
-
-    forward(raw batch, progress in epochs) → (loss to minimize, {name: batch mean}). elbo: β warmed
-    up linearly over `kl_warmup_epochs`; iwae: L_k with k = `train_k`, DReG optional. The noise
-    (binarization and ε) is drawn for the global batch and each rank keeps its own rows, so N ranks
-    with batch B/N follow the same trajectory as one process with batch B (up to float rounding).
-    """
-
-    def __init__(self, model: VAE, tc: TrainConfig, dataset: Dataset, ctx: Context = SINGLE):
-        super().__init__()
-        self.model, self.tc, self.dataset, self.ctx = model, tc, dataset, ctx
-        self._core = compile_or_eager(self._loss) if tc.compile else self._loss
-        self._beta: torch.Tensor | None = None  # β on the device, for a compiled core (a float is baked in)
-
-    def forward(self, raw: torch.Tensor, progress: float | torch.Tensor):
-        """progress: epochs done, a float or a 0-d device tensor (a CUDA-graphed step passes a tensor)."""
-        tc, b = self.tc, raw.shape[0]
-        u = self._noise(torch.rand, (b, raw.shape[1]), 0, raw.device) if self.dataset.binarize == "dynamic" else None
-        x = self.dataset.prepare(raw, u=u)
-        samples = tc.train_k if tc.objective == "iwae" else tc.num_samples
-        eps = self._noise(torch.randn, (samples, b, self.model.latent_dim), 1, raw.device)
-        beta = tc.beta * warmup_ramp(progress, tc.kl_warmup_epochs)
-        if tc.compile and isinstance(beta, float) and tc.kl_warmup_epochs > 0:
-            if self._beta is None:
-                self._beta = torch.zeros((), device=raw.device)
-            beta = self._beta.fill_(beta)
-        with unchecked(), torch.autocast(raw.device.type, torch.bfloat16, enabled=tc.precision == "bf16"):
-            return self._core(x, eps, beta)
-
-    def _loss(self, x: torch.Tensor, eps: torch.Tensor, beta: float | torch.Tensor):
-        tc = self.tc
-        if tc.objective == "iwae":
-            r = iwae(self.model, x, tc.train_k, dreg=tc.dreg, eps=eps)
-            return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
-        r = elbo(self.model, x, kl=tc.kl, beta=beta, estimator=tc.estimator, eps=eps)
-        return -r.surrogate.mean(), {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
-
-    def _noise(self, draw, shape: tuple[int, ...], dim: int, device) -> torch.Tensor:
-        """Noise of `shape` for this rank: drawn for the global batch (dimension `dim` × world) from
-        the RNG every rank shares, then rows rank::world, the examples `perm[rank::world]` gave it."""
-        world = self.ctx.world_size
-        if world == 1:
-            return draw(shape, device=device)
-        full = list(shape)
-        full[dim] *= world
-        return draw(full, device=device)[(slice(None),) * dim + (slice(self.ctx.rank, None, world),)]
-
-
-def warmup_ramp(progress: float | torch.Tensor, warmup_epochs: float) -> float | torch.Tensor:
-    """The KL weight's linear warm-up: progress / warmup_epochs, at most 1 (1 without a warm-up)."""
-    if warmup_epochs <= 0:
-        return 1.0
-    if isinstance(progress, torch.Tensor):
-        return torch.clamp(progress / warmup_epochs, max=1.0)
-    return min(1.0, progress / warmup_epochs)
-
-
-def compile_or_eager(fn: Callable) -> Callable:
-    """torch.compile(fn); where this platform cannot compile, fn itself, with a warning."""
-    try:
-        import torch._dynamo
-
-        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
-        return torch.compile(fn, dynamic=False)
-    except Exception as e:  # noqa: BLE001 - e.g. a Python version that dynamo does not support yet
-        log.warning("torch.compile unavailable here (%s); training eagerly", str(e).splitlines()[0])
-        return fn
-
-
-def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
-    """The single-process training loss of `VAEObjective` as a plain function."""
-    return VAEObjective(model, tc, dataset)
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -168,7 +92,7 @@ def train_run(
     state = LoopState()
     history: list[dict[str, Any]] = []
     if resume:
-        history = _restore(out, model, optimizer, state, main=ctx.is_main)
+        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main)
     elif out is not None and ctx.is_main:
         ckpt.save_config(out, cfg)
     if ctx.is_main:
@@ -177,7 +101,7 @@ def train_run(
             log.info("%d processes × batch %d = global batch %d", ctx.world_size, tc.batch_size, ctx.world_size * tc.batch_size)
 
     train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
-    save = (lambda: save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
+    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_sigint() as interrupted:
 
         def on_step(st: LoopState) -> None:
@@ -238,10 +162,6 @@ def _graphs_possible(device: str, ctx: Context) -> bool:
     return True
 
 
-class TrainingInterrupted(VaekitError):
-    """Ctrl-C: the run stopped after a whole step and saved a checkpoint."""
-
-
 @contextlib.contextmanager
 def _stop_on_sigint():
     """SIGINT sets a flag that the loop reads after each step, so a checkpoint is never written from
@@ -263,59 +183,8 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-def _restore(
-    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True
-) -> list[dict[str, Any]]:
-    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
-
-    Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
-    sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
-    before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
-    """
-    saved = ckpt.load_state(out)
-    try:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        lr_to_device(optimizer)
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise VaekitError(f"{out / ckpt.STATE}: does not match the model in {ckpt.CONFIG} ({str(e).splitlines()[0]})") from None
-    torch.set_rng_state(saved["rng"])
-    device = next(model.parameters()).device
-    if device.type == "cuda" and "cuda_rng" in saved:  # the training noise drawn on the GPU continues too
-        torch.cuda.set_rng_state(saved["cuda_rng"], device)
-    state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
-    state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
-    if not main:
-        state.sums, state.examples = {}, 0
-    log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
-    if main:
-        return ckpt.truncate_metrics(out, state.epoch)
-    return [r for r in ckpt.read_metrics(out) if r.get("epoch", 0) <= state.epoch]
-
-
-def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
-    """train_state.pt (everything to continue, weights included) first, then model.safetensors."""
-    settle(state)  # the steps still in flight on the device are counted first
-    device = next(model.parameters()).device
-    cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
-    ckpt.save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **cuda_rng,
-                          "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
-                          "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
-                          "skipped": state.skipped, "examples": state.examples})
-    ckpt.save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
-
-
 def load(run: str | Path) -> VAE:
     """The trained model of a run directory, rebuilt from its config.json and safetensors weights."""
-    return load_run(run)[1]
+    return ckpt.load_run(run)[1]
 
 
-def load_run(run: str | Path) -> tuple[Config, VAE]:
-    run = Path(run)
-    cfg = ckpt.load_config(run)
-    if not cfg.model.data_shape:
-        raise VaekitError(f"{run / ckpt.CONFIG}: [model] data_shape is empty; the run was never trained")
-    model = VAE.from_config(cfg.model)
-    ckpt.load_weights(run, model)
-    model.eval()
-    return cfg, model
