@@ -12,7 +12,7 @@ from vaekit.config import Config
 from vaekit.evaluate import evaluate_elbo, log_likelihood
 from vaekit.experiment import build_trainer, load_data, resolve
 from vaekit.loop import LoopState, set_lr, train_epoch
-from vaekit.model import VAE
+from vaekit.model import build_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -29,7 +29,7 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, devi
     ds = load_data(cfg)
     cfg = resolve(cfg, ds)
     torch.manual_seed(cfg.train.seed)
-    model = VAE.from_config(cfg.model).to(device)
+    model = build_model(cfg.model).to(device)
     loss_fn, opt, step_fn = build_trainer(model, cfg.train, ds, device)
     x = ds.split("train").to(device)
     steps_per_pass = -(-x.shape[0] // cfg.train.batch_size)

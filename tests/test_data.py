@@ -1,11 +1,20 @@
-"""Datasets: the embedded digits, user arrays, and the stated binarization."""
+"""Datasets: the named ones, user arrays, supports, the stated binarization, standardization."""
+
+import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from vaekit.data import load_dataset
+from vaekit.data import load_dataset, standardization
+from vaekit.datasets_builtin import read_builtin
 from vaekit.errors import VaekitError
+
+# The verified data lives beside the repository (CI clones it to ../shared), not inside it.
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FREY = SHARED / "frey_faces" / "frey_faces.npy"
 
 
 def test_digits_split_is_fixed_and_complete():
@@ -33,8 +42,8 @@ def test_dynamic_binarization_draws_afresh_with_the_pixel_probability():
 
 def test_grey_levels_with_bernoulli_need_a_binarization_choice():
     with pytest.raises(VaekitError, match="Bernoulli likelihood needs 0/1 data"):
-        load_dataset("digits", binarize="none", likelihood="bernoulli")
-    ds = load_dataset("digits", binarize="none", likelihood="gaussian")
+        load_dataset("digits", binarize="none", support="binary")
+    ds = load_dataset("digits", binarize="none", support="real")
     assert ds.prepare(ds.split("test")).max() == 1.0
     static = load_dataset("digits", binarize="static")
     assert set(static.split("train").unique().tolist()) == {0, 1}
@@ -46,7 +55,7 @@ def test_user_arrays(tmp_path):
     ds = load_dataset(str(tmp_path / "a.npy"))
     assert ds.shape == (1, 6, 5) and sum(len(v) for v in ds.splits.values()) == 50 and ds.scale == 255.0
     np.savez(tmp_path / "b.npz", train=x[:40] / 255.0, test=x[40:] / 255.0)
-    ds = load_dataset(str(tmp_path / "b.npz"), binarize="none", likelihood="gaussian")
+    ds = load_dataset(str(tmp_path / "b.npz"), binarize="none", support="real")
     # no val array: 10% of train becomes the validation split
     assert ds.split("train").shape == (36, 30) and ds.split("val").shape == (4, 30)
     assert ds.split("test").dtype == torch.float32
@@ -55,7 +64,7 @@ def test_user_arrays(tmp_path):
 def test_csv_with_header(tmp_path):
     rows = np.random.default_rng(1).integers(0, 256, size=(30, 4))
     (tmp_path / "d.csv").write_text("a,b,c,d\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
-    ds = load_dataset(str(tmp_path / "d.csv"), binarize="none", likelihood="gaussian")
+    ds = load_dataset(str(tmp_path / "d.csv"), binarize="none", support="real")
     assert ds.split("train").dtype == torch.uint8 and ds.scale == 255.0
     got = torch.cat([ds.split(k) for k in ("train", "val", "test")]).sort(0).values
     assert torch.equal(got, torch.from_numpy(rows.astype(np.uint8)).sort(0).values)
@@ -80,7 +89,7 @@ def test_image_folder(tmp_path):
     pixels = rng.integers(0, 256, size=(12, 5, 7), dtype=np.uint8)
     for i, p in enumerate(pixels):
         Image.fromarray(p).save(tmp_path / f"{i:02d}.png")
-    ds = load_dataset(str(tmp_path), binarize="none", likelihood="gaussian")
+    ds = load_dataset(str(tmp_path), binarize="none", support="real")
     assert ds.shape == (1, 5, 7)
     got = torch.cat([ds.split(k) for k in ("train", "val", "test")]).sort(0).values
     assert torch.equal(got, torch.from_numpy(pixels.reshape(12, -1)).sort(0).values)
@@ -102,15 +111,188 @@ def test_truncated_npy(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "array, message",
+    "array, support, message",
     [
-        (np.full((10, 3), np.nan), "contains NaN or Inf"),
-        (np.full((10, 3), 2.0), r"values must lie in \[0, 1\]"),
-        (np.array(["a", "b", "c"]), "expected numeric data"),
-        (np.zeros(5), r"expected shape \[N, ...\]"),
+        (np.full((10, 3), np.nan), "real", "contains NaN or Inf"),
+        (np.full((10, 3), np.inf), "count", "contains NaN or Inf"),
+        (np.full((10, 3), 2.0), "unit", r"values must lie in \[0, 1\]"),
+        (np.array(["a", "b", "c"]), "real", "expected numeric data"),
+        (np.zeros(5), "real", r"expected shape \[N, ...\]"),
     ],
 )
-def test_bad_arrays_are_named(tmp_path, array, message):
+def test_bad_arrays_are_named(tmp_path, array, support, message):
     np.save(tmp_path / "bad.npy", array)
-    with pytest.raises(VaekitError, match=message):
-        load_dataset(str(tmp_path / "bad.npy"), binarize="none", likelihood="gaussian")
+    with pytest.raises(VaekitError, match=message) as info:
+        load_dataset(str(tmp_path / "bad.npy"), binarize="none", support=support)
+    assert "bad.npy" in str(info.value)
+
+
+def _rows(ds):
+    """All stored examples over the splits, rows sorted: order-free comparison with the source array."""
+    x = torch.cat([ds.split(k) for k in ("train", "val", "test")]).numpy()
+    return x[np.lexsort(x.T[::-1])]
+
+
+def _sorted_rows(x):
+    x = x.reshape(len(x), -1)
+    return x[np.lexsort(x.T[::-1])]
+
+
+def test_standardization_maps_training_columns_to_mean_0_std_1(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.normal([5.0, -3.0, 1000.0, 0.5], [2.0, 0.1, 300.0, 1.0], size=(200, 4))
+    x = np.concatenate([x, np.full((200, 1), 7.25)], axis=1).astype(np.float32)  # a constant column
+    np.save(tmp_path / "r.npy", x)
+    ds = load_dataset(str(tmp_path / "r.npy"), support="real", standardize=True)
+    assert ds.binarize == "none" and ds.scale == 1.0 and ds.shift.shape == (5,) and ds.spread.dtype == torch.float32
+    train = ds.split("train").numpy().astype(np.float64)  # the stored rows, statistics by numpy
+    z = ds.prepare(ds.split("train")).double().numpy()
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z[:, :4].std(0), 1.0, atol=1e-5)
+    assert ds.spread[4].item() == 1.0 and np.all(z[:, 4] == 0.0)  # constant: shifted, not rescaled
+    std = train.std(0)
+    std[4] = 1.0
+    assert ds.log_det_jacobian == pytest.approx(-np.log(std).sum(), abs=1e-5)
+    test = ds.split("test")
+    torch.testing.assert_close(ds.restore(ds.prepare(test)), test / ds.scale, rtol=1e-5, atol=1e-5)
+    # blockwise accumulation (Chan's update) gives numpy's mean and std
+    shift, spread = standardization(ds.split("train"), block=7)
+    np.testing.assert_allclose(shift.numpy(), train.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(spread.numpy()[:4], train.std(0)[:4], rtol=1e-6)
+
+
+def test_saved_standardization_is_reapplied_not_recomputed(tmp_path):
+    x = np.random.default_rng(5).normal(10.0, 3.0, size=(60, 3)).astype(np.float32)
+    np.save(tmp_path / "r.npy", x)
+    first = load_dataset(str(tmp_path / "r.npy"), support="real", standardize=True)
+    other = load_dataset(str(tmp_path / "r.npy"), support="real", split_seed=1, standardize=True)
+    assert not torch.equal(other.shift, first.shift)  # another training split, other statistics
+    again = load_dataset(str(tmp_path / "r.npy"), support="real", split_seed=1, standardize=True,
+                         shift=first.shift.numpy(), spread=first.spread.tolist())
+    assert torch.equal(again.shift, first.shift) and torch.equal(again.spread, first.spread)
+    raw = again.split("test")
+    torch.testing.assert_close(again.prepare(raw), (raw - first.shift) / first.spread)
+    plain = load_dataset(str(tmp_path / "r.npy"), support="real")
+    assert plain.shift is None and plain.log_det_jacobian == 0.0 and plain.restore(raw) is raw
+    with pytest.raises(VaekitError, match="only; this likelihood's support is 'binary'"):
+        load_dataset(str(tmp_path / "r.npy"), standardize=True)
+    with pytest.raises(VaekitError, match="both shift and spread"):
+        load_dataset(str(tmp_path / "r.npy"), support="real", standardize=True, shift=first.shift)
+    with pytest.raises(VaekitError, match=r"spread has shape \[2\]; the data need \[3\]"):
+        first.with_standardization(first.shift, [1.0, 2.0])
+
+
+def test_real_data_need_a_real_support(tmp_path):
+    x = np.full((30, 4), 2.5, dtype=np.float32)
+    x[:, 0] = -1.5
+    x[:, 1] = np.arange(30)
+    path = tmp_path / "wide.npy"
+    np.save(path, x)
+    ds = load_dataset(str(path), support="real")
+    assert np.array_equal(_rows(ds), _sorted_rows(x))
+    assert ds.prepare(ds.split("train")).min().item() == -1.5
+    for support in ("binary", "unit"):
+        with pytest.raises(VaekitError, match="values must lie in") as info:
+            load_dataset(str(path), support=support)
+        msg = str(info.value)
+        assert "wide.npy [train]" in msg and f"support {support!r}" in msg
+        lo, hi = map(float, re.search(r"found range \[(\S+), (\S+)\]", msg).groups())
+        assert lo == -1.5 and 2.5 <= hi <= 29
+
+
+def test_auto_binarization_follows_the_support():
+    binary = load_dataset("digits")
+    assert binary.binarize == "dynamic"
+    real = load_dataset("digits", support="real")
+    assert real.binarize == "none" and real.prepare(real.split("train")).unique().numel() == 17  # 0/16 .. 16/16
+    assert load_dataset("digits", support="unit").binarize == "none"
+    for value, support in (("dynamic", "real"), ("static", "unit"), ("dynamic", "count")):
+        with pytest.raises(VaekitError, match=f"binarize='{value}' applies to a Bernoulli") as info:
+            load_dataset("digits", binarize=value, support=support)
+        assert f"support is '{support}'" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(VaekitError, match="unknown support 'gaussian'"):
+        load_dataset("digits", support="gaussian")
+
+
+def test_bool_arrays_load_as_0_1(tmp_path):
+    x = np.random.default_rng(6).random((40, 3, 4)) < 0.3
+    np.save(tmp_path / "b.npy", x)
+    ds = load_dataset(str(tmp_path / "b.npy"), binarize="none")
+    assert ds.shape == (1, 3, 4) and ds.scale == 1.0 and ds.split("train").dtype == torch.uint8
+    assert np.array_equal(_rows(ds), _sorted_rows(x.astype(np.uint8)))
+    auto = load_dataset(str(tmp_path / "b.npy"))  # dynamic, but a draw from 0/1 is the data itself
+    train = auto.split("train")
+    assert torch.equal(auto.prepare(train), train.float()) and int(train.sum()) > 0
+
+
+def test_count_support(tmp_path):
+    counts = np.random.default_rng(7).integers(0, 200, size=(30, 5)).astype(np.uint8)
+    np.save(tmp_path / "c.npy", counts)
+    ds = load_dataset(str(tmp_path / "c.npy"), support="count")
+    assert ds.scale == 1.0 and ds.binarize == "none"
+    assert torch.equal(ds.prepare(ds.split("test")), ds.split("test").float())  # counts, not counts/255
+    assert np.array_equal(_rows(ds), _sorted_rows(counts))
+    np.save(tmp_path / "i.npy", counts.astype(np.int64) * 100)  # beyond 255: float, still whole
+    assert load_dataset(str(tmp_path / "i.npy"), support="count").prepare(ds.split("test")).max() > 1
+    frac = counts.astype(np.float32)
+    frac[3, 2] = 1.5
+    np.save(tmp_path / "f.npy", frac)
+    with pytest.raises(VaekitError, match=r"f.npy \[\w+\]: count data must be whole numbers; example \d+ is not"):
+        load_dataset(str(tmp_path / "f.npy"), support="count")
+    neg = counts.astype(np.float32)
+    neg[:, 0] = -2
+    np.save(tmp_path / "n.npy", neg)
+    with pytest.raises(VaekitError, match=r"n.npy \[train\]: count data must be non-negative, found range \[-2, "):
+        load_dataset(str(tmp_path / "n.npy"), support="count")
+
+
+WINE_SUM = 159975.295999  # sklearn.datasets.load_wine().data.sum(): the 178 × 13 features, exact decimals
+
+
+def test_wine_is_sklearns_wine():
+    ds = load_dataset("wine", support="real")
+    assert ds.shape == (13,) and ds.scale == 1.0 and ds.binarize == "none"
+    assert {k: len(v) for k, v in ds.splits.items()} == {"test": 18, "train": 144, "val": 16}
+    assert torch.cat(list(ds.labels.values())).bincount().tolist() == [59, 71, 48]
+    x = torch.cat(list(ds.splits.values())).double()
+    assert x.sum().item() == pytest.approx(WINE_SUM, abs=1e-4)  # float32 storage moves it by 4e-6
+    assert x[:, 12].max().item() == 1680 and x[:, 10].max().item() == pytest.approx(1.71)  # proline, hue
+    with pytest.raises(VaekitError, match=r"wine \[\w+\]: values must lie in \[0, 1\] .* found range \[0.1"):
+        load_dataset("wine")  # a Bernoulli likelihood: not for these data
+
+
+def test_wine_matches_sklearn_when_installed():
+    datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is not installed (only a cross-check)")
+    wine = datasets.load_wine()
+    x, y = read_builtin("wine")
+    np.testing.assert_allclose(x.astype(np.float64).mean(0), wine.data.mean(0), rtol=1e-7)
+    assert np.array_equal(x, wine.data.astype(np.float32)) and np.array_equal(y, wine.target)
+
+
+frey = pytest.mark.skipif(not FREY.is_file(), reason=f"Frey faces not found at {FREY} (the shared data folder)")
+
+
+@frey
+def test_frey_faces_splits_and_pixels():
+    ds = load_dataset("frey-faces", support="real", data_dir=str(SHARED))
+    assert ds.shape == (1, 28, 20) and ds.scale == 255.0 and ds.labels == {}
+    assert {k: len(v) for k, v in ds.splits.items()} == {"test": 196, "train": 1593, "val": 176}
+    assert sum(int(v.sum()) for v in ds.splits.values()) == 169968741 and ds.split("train").dtype == torch.uint8
+    other = load_dataset("frey-faces", support="real", split_seed=1, data_dir=str(SHARED))
+    assert not torch.equal(other.split("test"), ds.split("test"))  # the held-out test split follows the seed
+    assert load_dataset("frey-faces", data_dir=str(SHARED)).binarize == "dynamic"  # grey levels in [0, 1]
+
+
+@frey
+def test_frey_faces_corrupt_or_missing(tmp_path):
+    (tmp_path / "frey_faces").mkdir()
+    with pytest.raises(VaekitError, match="no download") as info:
+        load_dataset("frey-faces", data_dir=str(tmp_path))
+    assert str(tmp_path / "frey_faces" / "frey_faces.npy") in str(info.value) and "\n" not in str(info.value)
+    raw = bytearray(FREY.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one pixel off by one: still a valid .npy
+    (tmp_path / "frey_faces" / "frey_faces.npy").write_bytes(raw)
+    with pytest.raises(VaekitError, match="ba92189c966bec4ac7b48dd0f55cb805"):
+        load_dataset("frey-faces", support="real", data_dir=str(tmp_path))
+    shutil.copyfile(FREY, tmp_path / "frey_faces" / "frey_faces.npy")
+    assert load_dataset("frey-faces", support="real", data_dir=str(tmp_path)).dim == 560

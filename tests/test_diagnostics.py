@@ -37,7 +37,7 @@ def test_optimum_of_the_linear_gaussian_model():
     """The best diagonal Q of N(m, Λ⁻¹) is N(m, diag(1/Λ_jj)); its ELBO is known in closed form."""
     torch.manual_seed(0)
     model = VAE(6, 3, hidden=(), likelihood="gaussian", sigma=0.5).double()
-    lg = LinearGaussian.from_model(model.generative)
+    lg = LinearGaussian.from_model(model)
     x = lg.marginal().sample((20,))
     post = lg.posterior(x)
     var = 1 / torch.linalg.inv(post.covariance_matrix[0]).diagonal()
@@ -63,10 +63,13 @@ def test_summary_and_bad_steps():
 
 
 def test_collapse_warning():
-    stats = {"active_units": 1, "kl_per_dim": [2.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}
+    stats = {"active_units": 1, "unit_activity": [0.5] + [0.0] * 7, "kl_per_dim": [2.0, 0.01] + [0.0] * 6}
     assert "1 of 8" in collapse_warning(stats) and "2.01 nats" in collapse_warning(stats)
     assert collapse_warning({**stats, "active_units": 4}) is None
-    assert collapse_warning({"active_units": 0, "kl_per_dim": []}) is None
+    assert collapse_warning({"active_units": 0, "unit_activity": [], "kl_per_dim": []}) is None
+    # a mixture prior: no KL per dimension, the total KL is named instead
+    mixture = {**stats, "kl_per_dim": None, "kl": 3.5}
+    assert "1 of 8" in collapse_warning(mixture) and "3.50 nats" in collapse_warning(mixture)
 
 
 def test_evaluate_amortization_gap_flag(digits_run, capsys):

@@ -26,9 +26,9 @@ def test_training_raises_validation_elbo():
     data = load_data(cfg)
     torch.manual_seed(0)
     from vaekit.experiment import resolve
-    from vaekit.model import VAE
+    from vaekit.model import build_model
 
-    untrained = VAE.from_config(resolve(cfg, data).model)
+    untrained = build_model(resolve(cfg, data).model)
     before = evaluate_elbo(untrained, data.eval_split("val"))["elbo"]
     result = train_run(cfg)
     after = result.history[-1]["val/elbo"]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vaekit import Config
-from vaekit.data import load_dataset
+from vaekit.data import SUPPORTS, load_dataset
 from vaekit.errors import VaekitError
 from vaekit.mnist import read_amat, read_idx
 
@@ -46,12 +46,12 @@ arrays = st.one_of(
 
 
 @SETTINGS
-@given(arrays, st.sampled_from(["bernoulli", "gaussian"]), st.sampled_from(["dynamic", "static", "none"]))
-def test_array_loader_never_escapes(tmp_path_factory, arr, likelihood, binarize):
+@given(arrays, st.sampled_from(SUPPORTS), st.sampled_from(["auto", "dynamic", "static", "none"]))
+def test_array_loader_never_escapes(tmp_path_factory, arr, support, binarize):
     path = tmp_path_factory.mktemp("fuzz") / "a.npy"
     np.save(path, arr)
     try:
-        ds = load_dataset(str(path), binarize=binarize, likelihood=likelihood)
+        ds = load_dataset(str(path), binarize=binarize, support=support)
     except VaekitError:
         return
     assert sum(v.shape[0] for v in ds.splits.values()) == arr.shape[0]
@@ -65,7 +65,7 @@ def test_npy_bytes_never_escape(tmp_path_factory, data):
     np.save(buf, np.zeros((6, 4), dtype=np.float32))
     path.write_bytes(buf.getvalue()[: len(data) % 250] + data)  # a real header cut anywhere, then noise
     try:
-        load_dataset(str(path), binarize="none", likelihood="gaussian")
+        load_dataset(str(path), binarize="none", support="real")
     except VaekitError:
         pass
 

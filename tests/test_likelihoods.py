@@ -59,7 +59,7 @@ def test_prior_and_joint():
     g = GenerativeModel(data_dim=3, latent_dim=2, hidden=(), likelihood="gaussian", sigma=0.5).double()
     z, x = torch.randn(6, 2, dtype=D), torch.randn(6, 3, dtype=D)
     want_pz = -0.5 * (z**2).sum(-1) - math.log(2 * math.pi)
-    torch.testing.assert_close(g.log_prob_z(z), want_pz, atol=1e-6, rtol=0)
+    torch.testing.assert_close(g.prior().log_prob(z), want_pz, atol=1e-6, rtol=0)
     mu = g.decode(z)
     want_px = gaussian_logpdf(x, mu, torch.full_like(mu, 0.5))
     torch.testing.assert_close(g.log_joint(x, z), want_pz + want_px, atol=1e-6, rtol=0)

@@ -28,12 +28,13 @@ def test_conv_needs_image_shape():
 def test_separate_encoder_networks_for_mean_and_scale():
     vae = VAE(data_dim=6, latent_dim=2, hidden=(5,), shared_encoder=False)
     x = torch.rand(3, 6)
+    mean_net, log_var_net = vae.encoder.net.nets  # q(x; φ) and v(x; ψ)
     with torch.no_grad():  # changing ψ moves only the scale, φ only the mean
-        for p in vae.encoder.log_var_net.parameters():
+        for p in log_var_net.parameters():
             p.add_(0.5)
     q = vae.posterior(x)
-    assert torch.equal(q.base_dist.loc, vae.encoder.mean_net(x))
-    torch.testing.assert_close(q.base_dist.scale, torch.exp(0.5 * vae.encoder.log_var_net(x)))
+    assert torch.equal(q.base_dist.loc, mean_net(x))
+    torch.testing.assert_close(q.base_dist.scale, torch.exp(0.5 * log_var_net(x)))
 
 
 @pytest.mark.parametrize("arch, objective", [("conv", "elbo"), ("mlp", "iwae")])

@@ -54,7 +54,7 @@ def test_elbo_gradient_matches_finite_difference():
         torch.manual_seed(11)  # the same ξ every call: the reparameterized ELBO is a smooth function of the weights
         return elbo(vae, x, num_samples=3).elbo.sum()
 
-    params = {"θ (decoder)": vae.generative.decoder[0].weight, "φ,ψ (encoder)": vae.encoder.net[0].weight}
+    params = {"θ (decoder)": vae.decoder.net[0].weight, "φ,ψ (encoder)": vae.encoder.net[0].weight}
     grads_ = torch.autograd.grad(value(), list(params.values()))
     eps = 1e-6
     for (name, p), g in zip(params.items(), grads_):
@@ -107,7 +107,7 @@ def test_score_function_elbo_gradient_is_unbiased_for_decoder_and_encoder():
 def _iwae_grads(vae, x, k, dreg, reps):
     from vaekit.objectives import iwae
 
-    params = [vae.encoder.net[0].weight, vae.generative.decoder[0].weight]
+    params = [vae.encoder.net[0].weight, vae.decoder.net[0].weight]
     out = []
     for _ in range(reps):
         g = torch.autograd.grad(iwae(vae, x, k, dreg=dreg).surrogate.sum(), params)

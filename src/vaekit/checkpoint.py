@@ -22,14 +22,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import Config
-from .errors import VaekitError
+from .errors import PluginError, VaekitError
 from .loop import LoopState, lr_to_device, settle
-from .model import VAE
+from .model import VAE, build_model
+from .plugins import is_loaded
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE, METRICS = "config.json", "model.safetensors", "train_state.pt", "metrics.jsonl"
+STANDARDIZATION = "standardization.safetensors"  # the training split's mean and spread, when standardizing
+LAYOUT_VERSION = (0, 2)  # runs written before VAE(encoder, decoder, prior) hold another state-dict layout
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -81,6 +84,15 @@ def load_config(run: Path) -> Config:
     if _version_tuple(written_by) > _version_tuple(versions()["vaekit"]):
         raise VaekitError(f"{path}: written by vaekit {written_by}, newer than this vaekit {versions()['vaekit']}; "
                           "upgrade vaekit to read it")
+    if _version_tuple(written_by)[:2] < LAYOUT_VERSION:
+        raise VaekitError(f"{path}: written by vaekit {written_by}, whose model layout this vaekit "
+                          f"{versions()['vaekit']} does not read; retrain it, or read it with vaekit {written_by}")
+    model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    missing = [p for p in model.get("plugins", []) if isinstance(p, str) and not is_loaded(p)]
+    if missing:
+        flags = " ".join(f"--plugin {p}" for p in missing)
+        raise PluginError(f"{path}: this run's parts come from the plugin {', '.join(missing)}, which is not loaded; "
+                          f"pass {flags} (a run directory never imports code by itself)")
     return Config.from_dict(d, source=str(path))
 
 
@@ -111,6 +123,23 @@ def load_weights(run: Path, model: nn.Module) -> None:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
         raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
     model.load_state_dict(tensors)
+
+
+def save_standardization(run: Path, shift: torch.Tensor, spread: torch.Tensor) -> None:
+    tensors = {"shift": shift.detach().cpu().contiguous(), "spread": spread.detach().cpu().contiguous()}
+    atomic_write(run / STANDARDIZATION, lambda tmp: save_file(tensors, tmp))
+
+
+def load_standardization(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, spread) saved when the run was trained with standardize = true."""
+    path = Path(run) / STANDARDIZATION
+    try:
+        tensors = load_file(path)
+        return tensors["shift"], tensors["spread"]
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: missing; the run standardizes its data but its statistics are gone") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise VaekitError(f"{path}: corrupt or not a standardization file ({str(e).splitlines()[0]})") from None
 
 
 def save_state(run: Path, state: dict[str, Any]) -> None:
@@ -194,7 +223,7 @@ def load_run(run: str | Path) -> tuple[Config, VAE]:
     cfg = load_config(run)
     if not cfg.model.data_shape:
         raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
-    model = VAE.from_config(cfg.model)
+    model = build_model(cfg.model)
     load_weights(run, model)
     model.eval()
     return cfg, model

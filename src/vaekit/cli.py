@@ -16,34 +16,19 @@ import argparse
 import json
 import logging
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import Config, load_config_file
+from .config import SECTIONS, Config, load_config_file, settings
 from .errors import TrainingInterrupted, VaekitError
+from .plugins import load_plugin
+from .registry import Registry
 
 log = logging.getLogger("vaekit")
-
-# flag → (section, field); argparse defaults are None so that only given flags override.
-TRAIN_FLAGS = {
-    "dataset": ("data", "dataset"), "binarize": ("data", "binarize"), "split_seed": ("data", "split_seed"),
-    "val_size": ("data", "val_size"), "data_dir": ("data", "data_dir"), "mmap": ("data", "mmap"),
-    "arch": ("model", "arch"), "objective": ("train", "objective"), "train_k": ("train", "train_k"),
-    "dreg": ("train", "dreg"), "eval_k": ("train", "eval_k"),
-    "checkpoint_every": ("train", "checkpoint_every"), "skip_nonfinite": ("train", "skip_nonfinite"),
-    "precision": ("train", "precision"), "compile": ("train", "compile"), "cuda_graphs": ("train", "cuda_graphs"),
-    "latent_dim": ("model", "latent_dim"), "hidden": ("model", "hidden"), "decoder_hidden": ("model", "decoder_hidden"),
-    "activation": ("model", "activation"), "likelihood": ("model", "likelihood"), "sigma": ("model", "sigma"),
-    "init": ("model", "init"), "shared_encoder": ("model", "shared_encoder"),
-    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
-    "beta": ("train", "beta"), "kl_warmup_epochs": ("train", "kl_warmup_epochs"),
-    "num_samples": ("train", "num_samples"), "kl": ("train", "kl"), "estimator": ("train", "estimator"),
-    "seed": ("train", "seed"),
-}
-
 
 def build_config(args: argparse.Namespace) -> Config:
     """defaults < --config file < flags."""
@@ -53,11 +38,39 @@ def build_config(args: argparse.Namespace) -> Config:
         Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file
         for section, values in file_cfg.items():
             merged[section].update(values)
-    for flag, (section, name) in TRAIN_FLAGS.items():
-        value = getattr(args, flag)
+    for section, f in settings():
+        value = getattr(args, f.name, None)
         if value is not None:
-            merged[section][name] = list(value) if isinstance(value, list) else value
+            merged[section][f.name] = list(value) if isinstance(value, list) else value
+    if getattr(args, "plugin", None):
+        merged["model"]["plugins"] = list(args.plugin)
     return Config.from_dict(merged, source="command line")
+
+
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per config setting (`--latent-dim`, `--prior`, …), its type, choices and help taken from
+    the config's fields and the registries. Defaults are None, so only given flags override."""
+    hints = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
+    for section, f in settings():
+        flag = f.metadata.get("flag")
+        if flag == "":
+            continue
+        flag = flag or "--" + f.name.replace("_", "-")
+        hint = hints[section][f.name]
+        optional = type(None) in typing.get_args(hint)  # X | None: the flag takes an X
+        base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+        choices = f.metadata.get("choices")
+        help_text = f.metadata["help"]
+        if isinstance(choices, Registry):
+            help_text += " (" + choices.help().replace("%", "%%") + ")"
+            choices = choices.names()
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
+        if base is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif typing.get_origin(base) is tuple:
+            p.add_argument(flag, type=typing.get_args(base)[0], action="append", **kwargs)
+        else:
+            p.add_argument(flag, type=base, choices=choices, **kwargs)
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,11 +114,17 @@ def _report_latents(result) -> None:
     from .evaluate import latent_statistics
 
     stats = latent_statistics(result.model.cpu(), result.dataset.eval_split("val"))
-    print(f"active units {stats['active_units']} of {result.config.model.latent_dim}; KL per dimension (nats) "
-          + " ".join(f"{v:.2f}" for v in stats["kl_per_dim"]))
+    print(f"active units {stats['active_units']} of {stats['latent_dim']}; KL per dimension (nats) "
+          + format_kl_per_dim(stats["kl_per_dim"]))
     warning = collapse_warning(stats)
     if warning:
         log.warning("%s", warning)
+
+
+def format_kl_per_dim(kl_per_dim: list[float] | None) -> str:
+    if kl_per_dim is None:
+        return "n/a (the prior is not a product of 1-D Gaussians: the KL does not split by dimension)"
+    return " ".join(f"{v:.2f}" for v in kl_per_dim)
 
 
 def resolve_device(name: str) -> str:
@@ -132,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from .experiment import load_data
 
     cfg, model = load_run(args.run)
-    dataset = load_data(cfg)
+    dataset = load_data(cfg, args.run)
     device = resolve_device(args.device)
     model, x = model.to(device), dataset.eval_split(args.split).to(device)
     k = args.k or cfg.train.eval_k
@@ -151,8 +170,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{key:<16}{metrics[key]:10.3f} nats")
         print(f"{'':<16}± {metrics['log_likelihood_stderr']:.3f} standard error, k = {k} importance samples")
         print(f"{'NLL':<16}{metrics['nll']:10.3f} nats = {metrics['bits_per_dim']:.4f} bits/dim")
-        print(f"{'active units':<16}{metrics['active_units']:10d} of {cfg.model.latent_dim} (Cov_x E_q[z_j] > 0.01)")
-        print(f"{'KL per dim':<16}" + " ".join(f"{v:.2f}" for v in metrics["kl_per_dim"]))
+        print(f"{'active units':<16}{metrics['active_units']:10d} of {metrics['latent_dim']} (Cov_x E_q[z_j] > 0.01)")
+        print(f"{'KL per dim':<16}" + format_kl_per_dim(metrics["kl_per_dim"]))
         print_diagnostics(metrics)
     return metrics
 
@@ -179,11 +198,12 @@ def print_diagnostics(metrics: dict[str, Any]) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> Path:
     from .checkpoint import load_run
+    from .experiment import to_data_units
     from .plots import save_grid
 
     cfg, model = load_run(args.run)
     torch.manual_seed(args.seed)
-    x = model.sample(args.n, mean=not args.draw)
+    x = to_data_units(cfg, args.run, model.sample(args.n, mean=not args.draw))
     out = Path(args.output or Path(args.run) / "samples.png")
     save_grid(out, x, cfg.model.data_shape)
     np.save(out.with_suffix(".npy"), x.numpy().reshape(args.n, *cfg.model.data_shape))
@@ -197,8 +217,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
     from .plots import save_grid
 
     cfg, model = load_run(args.run)
-    x = load_data(cfg).eval_split(args.split)[: args.n]
-    x_hat = model.reconstruct(x)
+    dataset = load_data(cfg, args.run)
+    x = dataset.eval_split(args.split)[: args.n]
+    x, x_hat = dataset.restore(x), dataset.restore(model.reconstruct(x))  # in the data's units
     pairs = torch.stack([x, x_hat], 1).reshape(-1, x.shape[1])  # input, reconstruction, input, …
     out = Path(args.output or Path(args.run) / "reconstructions.png")
     save_grid(out, pairs, cfg.model.data_shape, ncol=16)
@@ -230,6 +251,9 @@ def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+PLUGIN_HELP = "the plugin (file or module) the run's parts come from, as given to train; repeat for more"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vaekit", description="Variational auto-encoders on PyTorch.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -240,47 +264,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--config", help="TOML or JSON file with [model], [data], [train] tables")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    t.add_argument("--dataset", help="digits (embedded), mnist, fashion-mnist, binarized-mnist, "
-                   "or a path: .npy, .npz, .csv, or a folder of images")
-    t.add_argument("--data-dir", help="root holding mnist/, fashion-mnist/, binarized_mnist/ (else $VAEKIT_DATA, "
-                   "else ~/.cache/vaekit)")
-    t.add_argument("--binarize", choices=["dynamic", "static", "none"])
-    t.add_argument("--split-seed", type=int)
-    t.add_argument("--val-size", type=int, help="validation examples held out of train (seeded)")
-    t.add_argument("--mmap", action="store_const", const=True, default=None,
-                   help="memory-map a .npy instead of reading it (data larger than memory)")
-    t.add_argument("--arch", choices=["mlp", "conv"])
-    t.add_argument("--latent-dim", type=int)
-    t.add_argument("--hidden", type=int, action="append", help="hidden layer size; repeat for more layers")
-    t.add_argument("--decoder-hidden", type=int, action="append", help="decoder sizes (default: mirror --hidden)")
-    t.add_argument("--activation", choices=["relu", "tanh", "elu", "gelu", "softplus"])
-    t.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-per-dim"])
-    t.add_argument("--sigma", type=float, help="σ of the Gaussian likelihood (initial σ if learned)")
-    t.add_argument("--init", choices=["default", "glorot"])
+    t.add_argument("--plugin", action="append", help="a .py file or an importable module that registers parts "
+                   "(priors, posteriors, likelihoods, …); repeat for more. The run records it")
+    add_setting_flags(t)
     t.add_argument("--separate-encoder", dest="shared_encoder", action="store_const", const=False, default=None,
-                   help="separate networks q(x; φ) and v(x; ψ) for the mean and scale")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--beta", type=float, help="KL weight in the training objective (reported ELBO stays β=1)")
-    t.add_argument("--kl-warmup-epochs", type=float)
-    t.add_argument("--num-samples", type=int, help="Monte Carlo samples of z per example")
-    t.add_argument("--kl", choices=["auto", "analytic", "mc"])
-    t.add_argument("--estimator", choices=["reparameterization", "score-function"])
-    t.add_argument("--objective", choices=["elbo", "iwae"])
-    t.add_argument("--train-k", type=int, help="importance samples per example for --objective iwae")
-    t.add_argument("--dreg", action="store_const", const=True, default=None,
-                   help="doubly reparameterized gradients for --objective iwae (Tucker et al. 2018)")
-    t.add_argument("--eval-k", type=int, help="default k of `vaekit evaluate` for this run")
-    t.add_argument("--seed", type=int)
+                   help="= --no-shared-encoder: separate networks q(x; φ) and v(x; ψ) for Q's parameters")
     t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
     t.add_argument("--tensorboard", action="store_true", help="log scalars and sample grids to RUN/tensorboard")
-    t.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: each epoch)")
-    t.add_argument("--skip-nonfinite", type=int, help="skip up to N batches with a NaN/Inf loss or gradient")
-    t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast matmuls (log-densities stay float32)")
-    t.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the objective")
-    t.add_argument("--cuda-graphs", action="store_const", const=True, default=None,
-                   help="CUDA, one process: capture the whole training step once and replay it")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ELBO and importance-sampled log-likelihood of a run")
@@ -292,6 +282,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
     e.add_argument("--amortization-gap", action="store_true",
                    help="also fit a diagonal Q per example and report ELBO(Q*) − ELBO(encoder) (Cremer et al. 2018)")
+    e.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="a PNG grid and .npy of samples from the model")
@@ -300,6 +291,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z]")
     s.add_argument("--output", help="PNG path (default RUN/samples.png)")
+    s.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("reconstruct", help="inputs beside their reconstructions as a PNG")
@@ -307,16 +299,19 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--n", type=int, default=32)
     r.add_argument("--split", default="test", choices=["train", "val", "test"])
     r.add_argument("--output", help="PNG path (default RUN/reconstructions.png)")
+    r.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     r.set_defaults(func=cmd_reconstruct)
 
     pl = sub.add_parser("plot", help="every picture of a run: samples, latent map, traversals, curves, …")
     pl.add_argument("run")
     pl.add_argument("--out", help="folder for the PNGs (default: the run directory)")
+    pl.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     pl.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every picture")
     rp.add_argument("run")
     rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood")
+    rp.add_argument("--plugin", action="append", help=PLUGIN_HELP)
     rp.set_defaults(func=cmd_report)
 
     topics = ("posterior", "elbo", "mean-field", "reparameterization", "beta")  # = explain.TOPICS, kept import-free
@@ -336,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, name, None)
             if value is not None and value <= 0:
                 raise VaekitError(f"--{name} must be > 0, got {value}")
+        for spec in getattr(args, "plugin", None) or []:
+            load_plugin(spec)
         args.func(args)
     except (VaekitError, KeyboardInterrupt) as e:
         if args.debug:

@@ -16,20 +16,44 @@ from pathlib import Path
 from typing import Any
 
 from .errors import VaekitError
+from .likelihoods import LIKELIHOODS
+from .loss import OBJECTIVES
+from .networks import ACTIVATIONS, ARCHITECTURES
+from .objectives import ESTIMATORS, KL_MODES
+from .plugins import source_of
+from .posteriors import POSTERIORS
+from .priors import PRIORS
+from .registry import Registry
+
+
+def setting(default: Any, help: str, choices: Any = None, flag: str | None = None) -> Any:
+    """A config field with its --help line and, where it names a registered part, its registry
+    (or a tuple) of choices; `flag` overrides the command-line flag (default: --field-name)."""
+    meta = {"help": help, "choices": choices, "flag": flag}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    data_shape: tuple[int, ...] = ()  # filled from the data: (C, H, W) for images, (D,) otherwise
-    latent_dim: int = 20  # k, the dimension of z
-    hidden: tuple[int, ...] = (400,)  # encoder hidden sizes; () gives linear maps
-    decoder_hidden: tuple[int, ...] | None = None  # None mirrors `hidden`
-    activation: str = "relu"  # relu | tanh | elu | gelu | softplus
-    likelihood: str = "bernoulli"  # bernoulli | gaussian | gaussian-learned | gaussian-learned-per-dim
-    sigma: float = 0.1  # σ of the known-σ Gaussian (initial σ when learned)
-    shared_encoder: bool = True  # one trunk for μ and log σ²; False: separate q(x; φ), v(x; ψ)
-    init: str = "default"  # default (PyTorch) | glorot (Glorot-uniform, zero biases: the IWAE paper's)
-    arch: str = "mlp"  # mlp | conv (images; the last `hidden` size is the conv nets' dense layer)
+    data_shape: tuple[int, ...] = setting((), "filled from the data: (C, H, W) for images, (D,) otherwise", flag="")
+    latent_dim: int = setting(20, "k, the dimension of z")
+    hidden: tuple[int, ...] = setting((400,), "encoder hidden layer size; repeat for more layers (none: linear maps)")
+    decoder_hidden: tuple[int, ...] | None = setting(None, "decoder hidden sizes (default: --hidden mirrored)")
+    activation: str = setting("relu", "nonlinearity between layers", tuple(ACTIVATIONS))
+    arch: str = setting("mlp", "encoder and decoder networks", ARCHITECTURES)
+    likelihood: str = setting("bernoulli", "p(x|z)", LIKELIHOODS)
+    sigma: float = setting(0.1, "σ of the known-σ Gaussian likelihood (initial σ when learned)")
+    posterior: str = setting("diagonal", "the family of Q(z|x)", POSTERIORS)
+    prior: str = setting("standard", "p(z)", PRIORS)
+    prior_components: int = setting(10, "components K of a mixture prior")
+    shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "
+                                   "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")
+    init: str = setting("default", "weights: default (PyTorch) or glorot (Glorot-uniform, zero biases: the "
+                        "IWAE paper's)", ("default", "glorot"))
+    plugins: tuple[str, ...] = setting((), "plugin files or modules that define this run's registered parts "
+                                       "(recorded; never imported because a run directory names them)", flag="")
 
     @property
     def data_dim(self) -> int:
@@ -38,35 +62,43 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"  # digits | mnist | fashion-mnist | binarized-mnist | PATH (.npy .npz .csv or image folder)
-    binarize: str = "dynamic"  # dynamic (fresh Bernoulli draw per use) | static (one seeded draw) | none
-    split_seed: int = 0  # seeds the validation (and test) split drawn from data that has none
-    val_size: int | None = None  # validation examples taken from train; None: 200 digits, 10000 MNIST-like
-    data_dir: str | None = None  # root of mnist/, fashion-mnist/, binarized_mnist/; else $VAEKIT_DATA, else cache
-    mmap: bool = False  # .npy only: memory-map instead of reading into RAM (for data larger than memory)
+    dataset: str = setting("digits", "digits, wine (embedded), mnist, fashion-mnist, binarized-mnist, frey-faces, "
+                           "or a path: .npy .npz .csv or a folder of images")
+    binarize: str = setting("auto", "for a Bernoulli likelihood: dynamic (a fresh draw per use), static (one seeded "
+                            "draw) or none; auto: dynamic for binary likelihoods, none otherwise",
+                            ("auto", "dynamic", "static", "none"))
+    standardize: bool = setting(False, "real-valued data: subtract the training mean and divide by the training "
+                                "standard deviation per dimension (saved in the run, undone for samples)")
+    split_seed: int = setting(0, "seeds the validation (and test) split drawn from data that has none")
+    val_size: int | None = setting(None, "validation examples held out of train (default: 200 digits, 10000 "
+                                   "MNIST-like, 10%% otherwise)")
+    data_dir: str | None = setting(None, "root of mnist/, fashion-mnist/, binarized_mnist/, frey_faces/ "
+                                   "(else $VAEKIT_DATA, else ~/.cache/vaekit)")
+    mmap: bool = setting(False, ".npy only: memory-map instead of reading into RAM (data larger than memory)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 50
-    batch_size: int = 128
-    lr: float = 1e-3
-    adam_eps: float = 1e-8  # Adam's ε (the IWAE paper uses 1e-4)
-    beta: float = 1.0  # KL weight in the training objective only; the reported ELBO is β = 1
-    kl_warmup_epochs: float = 0.0  # β ramps linearly from 0 to `beta` over this many epochs
-    num_samples: int = 1  # Monte Carlo samples of z per example in the training ELBO
-    kl: str = "auto"  # auto (closed form where it exists) | analytic | mc
-    estimator: str = "reparameterization"  # reparameterization | score-function (objective elbo only)
-    objective: str = "elbo"  # elbo | iwae (Burda et al. 2016, with k = train_k samples)
-    train_k: int = 1  # importance samples per example for objective = iwae
-    dreg: bool = False  # iwae: doubly reparameterized encoder gradients (Tucker et al. 2018)
-    seed: int = 0
-    eval_k: int = 100  # importance samples for the log-likelihood in `vaekit evaluate` defaults
-    checkpoint_every: int = 0  # also checkpoint every this many steps (0: at the end of each epoch only)
-    skip_nonfinite: int = 0  # skip up to this many batches with a NaN/Inf loss or gradient (0: stop at the first)
-    precision: str = "fp32"  # fp32 | bf16 (autocast: matmuls in bfloat16, log-densities and sums in float32)
-    compile: bool = False  # torch.compile the objective (falls back to eager, with a warning, where it cannot)
-    cuda_graphs: bool = False  # CUDA only, one process: capture the whole step once and replay it
+    epochs: int = setting(50, "passes over the training split")
+    batch_size: int = setting(128, "examples per step (per process under torchrun)")
+    lr: float = setting(1e-3, "Adam's learning rate")
+    adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)")
+    objective: str = setting("elbo", "what training maximizes", OBJECTIVES)
+    beta: float = setting(1.0, "KL weight in the training objective only; the reported ELBO is β = 1")
+    kl_warmup_epochs: float = setting(0.0, "β ramps linearly from 0 to --beta over this many epochs")
+    num_samples: int = setting(1, "Monte Carlo samples of z per example in the training ELBO")
+    kl: str = setting("auto", "KL term: auto (closed form where it exists, else Monte Carlo), analytic, mc",
+                      KL_MODES)
+    estimator: str = setting("reparameterization", "gradient estimator of the ELBO", ESTIMATORS)
+    train_k: int = setting(1, "importance samples per example for --objective iwae")
+    dreg: bool = setting(False, "--objective iwae: doubly reparameterized encoder gradients (Tucker et al. 2018)")
+    seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise")
+    eval_k: int = setting(100, "default k of `vaekit evaluate` for this run")
+    checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)")
+    skip_nonfinite: int = setting(0, "skip up to N batches with a NaN/Inf loss or gradient (0: stop at the first)")
+    precision: str = setting("fp32", "bf16: autocast matmuls (log-densities stay float32)", ("fp32", "bf16"))
+    compile: bool = setting(False, "torch.compile the objective (falls back to eager, with a warning)")
+    cuda_graphs: bool = setting(False, "CUDA, one process: capture the whole training step once and replay it")
 
 
 @dataclass(frozen=True)
@@ -123,8 +155,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise VaekitError(f"{where}: expected a list of integers, got {value!r}")
+        item = args[0]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+        if not ok:
+            kind = "integers" if item is int else "strings"
+            raise VaekitError(f"{where}: expected a list of {kind}, got {value!r}")
         return tuple(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -133,19 +168,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-_CHOICES = {
-    ("model", "activation"): ("relu", "tanh", "elu", "gelu", "softplus"),
-    ("model", "likelihood"): ("bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-per-dim"),
-    ("model", "init"): ("default", "glorot"),
-    ("model", "arch"): ("mlp", "conv"),
-    ("train", "objective"): ("elbo", "iwae"),
-    ("data", "binarize"): ("dynamic", "static", "none"),
-    ("train", "kl"): ("auto", "analytic", "mc"),
-    ("train", "estimator"): ("reparameterization", "score-function"),
-    ("train", "precision"): ("fp32", "bf16"),
-}
 _POSITIVE = {
-    ("model", "latent_dim"), ("model", "sigma"), ("train", "epochs"), ("train", "batch_size"),
+    ("model", "latent_dim"), ("model", "sigma"), ("model", "prior_components"), ("train", "epochs"), ("train", "batch_size"),
     ("train", "lr"), ("train", "adam_eps"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
 }
 _NON_NEGATIVE = {("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite")}
@@ -153,10 +177,12 @@ _NON_NEGATIVE = {("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "ch
 
 def validate(cfg: Config, source: str = "config") -> None:
     """Range and choice checks; the message names the field and the value."""
-    for (sec, name), choices in _CHOICES.items():
-        v = getattr(getattr(cfg, sec), name)
-        if v not in choices:
-            raise VaekitError(f"{source}: [{sec}] {name} = {v!r} is not one of {', '.join(choices)}")
+    for sec, f in settings():
+        choices = f.metadata.get("choices")
+        names = choices.names() if isinstance(choices, Registry) else choices
+        v = getattr(getattr(cfg, sec), f.name)
+        if names is not None and v not in names:
+            raise VaekitError(f"{source}: [{sec}] {f.name} = {v!r} is not one of {', '.join(names)}")
     for sec, name in _POSITIVE:
         v = getattr(getattr(cfg, sec), name)
         if not (v > 0 and math.isfinite(v)):
@@ -176,6 +202,25 @@ def validate(cfg: Config, source: str = "config") -> None:
         sizes = getattr(cfg.model, name) or ()
         if any(h <= 0 for h in sizes):
             raise VaekitError(f"{source}: [model] {name} sizes must be > 0, got {list(sizes)}")
+
+
+def plugins_needed(cfg: Config) -> tuple[str, ...]:
+    """The plugins (as `plugins.source_of` records them) whose registered parts `cfg` names."""
+    needed = set()
+    for section, f in settings():
+        registry = f.metadata.get("choices")
+        if isinstance(registry, Registry):
+            entry = registry.entry(getattr(getattr(cfg, section), f.name))
+            if not entry.builtin:
+                needed.add(source_of(entry.module))
+    return tuple(sorted(needed))
+
+
+def settings():
+    """(section, dataclass field) for every setting, in order: what the CLI's flags are made from."""
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield name, f
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

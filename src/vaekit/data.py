@@ -1,29 +1,42 @@
-"""Datasets as tensors: the embedded digits, and user arrays (.npy/.npz).
+"""Datasets as tensors: the named datasets, user arrays, and what a likelihood's support admits.
 
 A `Dataset` keeps each split as one flattened tensor [N, D] in its stored dtype (uint8 stays uint8)
-and converts per batch with `prepare`: scale to [0, 1], then binarize if the config says so.
-Binarization is stated, never implied: "dynamic" draws x ~ Bernoulli(pixel) afresh every time an
-image is used (Burda et al. 2016), "static" draws once with a fixed seed, "none" keeps grey levels
-(then a Bernoulli likelihood requires the data to be 0/1 already).
+and converts per batch with `prepare`: divide by `scale` (to the data's units: [0, 1] for grey
+levels), binarize if the config says so, standardize if asked.
+
+The likelihood's support decides what data are acceptable (SUPPORTS): "binary" (Bernoulli: 0/1, or
+grey levels in [0, 1] that are binarized), "unit" (values in [0, 1], e.g. continuous Bernoulli),
+"real" (any finite value, e.g. Gaussian), "count" (whole numbers ≥ 0, kept unscaled). Binarization is
+stated, never implied, and only for a binary support: "dynamic" draws x ~ Bernoulli(pixel) afresh every
+time an image is used (Burda et al. 2016), "static" draws once with a fixed seed, "none" keeps the
+values (then a binary support requires 0/1 data), "auto" is dynamic for binary and none otherwise.
+Standardization (real support only) maps each dimension to mean 0 and standard deviation 1 over the
+training split; `restore` and `log_det_jacobian` take samples and densities back to the data's units.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 import zipfile
-from dataclasses import dataclass, field
-from importlib import resources
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .datasets_builtin import BUILTIN, read_builtin
 from .errors import VaekitError
+from .mnist import load_mnist_family
 
 SPLITS = ("train", "val", "test")
+SUPPORTS = ("binary", "unit", "real", "count")
+BINARIZE = ("auto", "dynamic", "static", "none")
+MNIST_FAMILY = ("mnist", "fashion-mnist", "binarized-mnist")
+DATASETS = (*BUILTIN, *MNIST_FAMILY)  # the named datasets; any other name is a path
 EVAL_BINARIZATION_SEED = 1234  # evaluation binarizes each split once with this seed, so numbers repeat
+MIN_SPREAD = 1e-12  # a dimension whose training std is below this (constant) is not rescaled: spread 1
 
 
 @dataclass
@@ -33,9 +46,13 @@ class Dataset:
     name: str
     shape: tuple[int, ...]
     splits: dict[str, Tensor]
-    scale: float = 1.0  # stored value / scale ∈ [0, 1]
-    binarize: str = "none"
+    scale: float = 1.0  # stored value / scale: the data in its units (∈ [0, 1] for binary and unit supports)
+    binarize: str = "none"  # "dynamic" or "none" once loaded (a static draw is stored, then "none")
     labels: dict[str, Tensor] = field(default_factory=dict)
+    shift: Tensor | None = None  # float32 [D]: training mean per dimension when standardizing (set it with
+    # with_standardization: prepare caches device copies), else None
+    spread: Tensor | None = None  # float32 [D]: the training std per dimension (1 if constant), else None
+    _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device → (shift, spread)
 
     @property
     def dim(self) -> int:
@@ -47,7 +64,8 @@ class Dataset:
         return self.splits[name]
 
     def prepare(self, raw: Tensor, generator: torch.Generator | None = None, u: Tensor | None = None) -> Tensor:
-        """A raw batch [B, D] → float32 in [0, 1], binarized by a fresh draw when binarize='dynamic'.
+        """A raw batch [B, D] → float32 raw/scale, binarized by a fresh draw when binarize='dynamic',
+        standardized, (raw/scale − shift)/spread, when `shift` is set.
 
         u: optional uniform noise [B, D] for the draw (else drawn here from `generator`).
         """
@@ -59,53 +77,122 @@ class Dataset:
             if u is None:
                 u = torch.rand(x.shape, generator=generator, device=x.device)
             x = (u < x).to(torch.float32)
+        if self.shift is not None:
+            shift, spread = self._affine(x)
+            x = (x - shift) / spread
         return x
+
+    def restore(self, x: Tensor) -> Tensor:
+        """Undo the standardization of prepared values (samples, reconstructions, decoder means):
+        x·spread + shift, in the data's units (raw/scale). x: [..., D] or [..., *shape]; identity when
+        not standardizing."""
+        if self.shift is None:
+            return x
+        shift, spread = self._affine(x)
+        return x * spread + shift
+
+    @property
+    def log_det_jacobian(self) -> float:
+        """−Σ_d log spread_d: the nats to add to a log-density of standardized data to get the log-density
+        in the data's units (raw/scale; the scale's own −D log scale is not included). 0.0 when not
+        standardizing."""
+        return 0.0 if self.spread is None else -float(self.spread.double().log().sum())
+
+    def with_standardization(self, shift: Tensor | np.ndarray | Sequence[float],
+                             spread: Tensor | np.ndarray | Sequence[float]) -> Dataset:
+        """This dataset (its split tensors shared, not copied) with `prepare` standardizing by the given
+        statistics: [D] each, e.g. those saved with a run at training time; spread > 0."""
+        stats = {}
+        for what, v in (("shift", shift), ("spread", spread)):
+            t = torch.as_tensor(v).detach().to("cpu", torch.float32).clone()
+            if tuple(t.shape) != (self.dim,):
+                raise VaekitError(f"{self.name}: {what} has shape {list(t.shape)}; the data need [{self.dim}]")
+            if not bool(torch.isfinite(t).all()):
+                raise VaekitError(f"{self.name}: {what} holds NaN or Inf")
+            stats[what] = t
+        if not bool((stats["spread"] > 0).all()):
+            raise VaekitError(f"{self.name}: spread must be positive, found minimum {float(stats['spread'].min()):g}")
+        return replace(self, **stats)
 
     def eval_split(self, name: str) -> Tensor:
         """A split ready for evaluation: float, and for dynamic binarization one fixed seeded draw."""
         g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
         return self.prepare(self.split(name), generator=g)
 
+    def _affine(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(shift, spread) on x's device, copied there once (a copy per batch would stall a CUDA graph),
+        shaped [D] for flat x and `shape` for unflattened x."""
+        if x.device not in self._on_device:
+            self._on_device[x.device] = (self.shift.to(x.device), self.spread.to(x.device))
+        shift, spread = self._on_device[x.device]
+        if x.shape[-1] != self.dim:
+            shift, spread = shift.view(self.shape), spread.view(self.shape)
+        return shift, spread
+
 
 def load_dataset(
     name: str,
-    binarize: str = "dynamic",
-    likelihood: str = "bernoulli",
+    binarize: str = "auto",
+    support: str = "binary",
     split_seed: int = 0,
     val_size: int | None = None,
     data_dir: str | None = None,
     mmap: bool = False,
+    standardize: bool = False,
+    shift: Tensor | np.ndarray | Sequence[float] | None = None,
+    spread: Tensor | np.ndarray | Sequence[float] | None = None,
 ) -> Dataset:
-    """The dataset a `DataConfig` names, split into train/val/test and checked against the likelihood.
+    """The dataset a `DataConfig` names, split into train/val/test and checked against the likelihood's
+    support (one of SUPPORTS).
 
-    name: "digits" (embedded), "mnist", "fashion-mnist", "binarized-mnist" (files under `data_dir`,
-    verified by MD5), or a path: .npy, .npz, .csv, or a folder of PNG/JPEG images.
-    val_size: validation examples drawn (seeded by `split_seed`) from the training split;
-    None takes the dataset's default (200 for digits, 10000 for MNIST-like, 10% for user data).
+    name: "digits", "wine" (embedded), "frey-faces", "mnist", "fashion-mnist", "binarized-mnist" (files
+    under `data_dir`, verified by MD5), or a path: .npy, .npz, .csv, or a folder of PNG/JPEG images.
+    binarize: auto | dynamic | static | none (see the module docstring); the result's `binarize` is the
+    resolved "dynamic" or "none". val_size: validation examples drawn (seeded by `split_seed`) from the
+    training split; None takes the dataset's default (see datasets_builtin; 10000 for MNIST-like, 10%
+    for user data). standardize (support "real" only): per-dimension mean and std of the training split,
+    or the given `shift` and `spread` (statistics saved at training time) instead of recomputing them.
     """
-    if name == "digits":
-        x, y = _digits_arrays()
-        test_idx, rest = _seeded_split(len(x), 297, split_seed)
-        splits = {"test": torch.from_numpy(x[test_idx]), "train": torch.from_numpy(x[rest])}
-        labels = {"test": torch.from_numpy(y[test_idx]), "train": torch.from_numpy(y[rest])}
-        ds = Dataset("digits", (1, 8, 8), splits, scale=16.0, labels=labels)
-    elif name in MNIST_FAMILY:
-        from .mnist import load_mnist_family
-
-        d = load_mnist_family(name, data_dir)
-        ds = Dataset(name, tuple(d["shape"]), d["splits"], scale=d["scale"], labels=d["labels"])
-        if "val" in ds.splits and val_size is not None:
-            raise VaekitError(f"{name} comes with its own validation split; leave val_size unset")
-    else:
-        ds = _load_user_data(Path(name), split_seed, mmap)
+    resolve_binarize(binarize, support)  # argument errors before any file is read
+    _check_standardize(support, standardize, shift, spread)
+    ds, default_val = _load_source(name, split_seed, data_dir, mmap)
+    if "val" in ds.splits and val_size is not None and name in DATASETS:
+        raise VaekitError(f"{name} comes with its own validation split; leave val_size unset")
     if "val" not in ds.splits:
-        n_train = ds.splits["train"].shape[0]
-        default = {"digits": 200}.get(name, 10_000 if name in MNIST_FAMILY else max(1, n_train // 10))
-        _carve_validation(ds, default if val_size is None else val_size, split_seed, contiguous=mmap)
-    return finalize(ds, binarize, likelihood, split_seed)
+        _carve_validation(ds, default_val if val_size is None else val_size, split_seed, contiguous=mmap)
+    ds = finalize(ds, binarize, support, split_seed)
+    if standardize:
+        if shift is None:
+            shift, spread = standardization(ds.split("train"), ds.scale)
+        ds = ds.with_standardization(shift, spread)
+    return ds
 
 
-MNIST_FAMILY = ("mnist", "fashion-mnist", "binarized-mnist")
+def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool) -> tuple[Dataset, int]:
+    """The named dataset or user data, with train and test splits (and val where published), and
+    the default validation size."""
+    if name in BUILTIN:
+        spec = BUILTIN[name]
+        x, y = read_builtin(name, data_dir)
+        test_idx, rest = _seeded_split(len(x), spec.test, split_seed)
+        splits = {"test": torch.from_numpy(x[test_idx]), "train": torch.from_numpy(x[rest])}
+        labels = {} if y is None else {"test": torch.from_numpy(y[test_idx]), "train": torch.from_numpy(y[rest])}
+        return Dataset(name, spec.shape, splits, scale=spec.scale, labels=labels), spec.val
+    if name in MNIST_FAMILY:
+        d = load_mnist_family(name, data_dir)
+        return Dataset(name, tuple(d["shape"]), d["splits"], scale=d["scale"], labels=d["labels"]), 10_000
+    ds = _load_user_data(Path(name), split_seed, mmap)
+    return ds, max(1, ds.splits["train"].shape[0] // 10)
+
+
+def _check_standardize(support: str, standardize: bool, shift: object, spread: object) -> None:
+    if standardize and support != "real":
+        raise VaekitError(f"standardize applies to real-valued data (support 'real') only; this likelihood's "
+                          f"support is {support!r}")
+    if (shift is None) != (spread is None):
+        raise VaekitError("give both shift and spread (saved standardization statistics) or neither")
+    if shift is not None and not standardize:
+        raise VaekitError("shift and spread re-apply a saved standardization: pass them with standardize=True")
 
 
 def _seeded_split(n: int, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,53 +218,93 @@ def _carve_validation(ds: Dataset, n_val: int, seed: int, contiguous: bool = Fal
         ds.labels["val"], ds.labels["train"] = y[val_idx], y[train_idx]
 
 
-def finalize(ds: Dataset, binarize: str, likelihood: str, seed: int = 0) -> Dataset:
-    """Check values against the likelihood and apply the binarization choice."""
+def resolve_binarize(binarize: str, support: str) -> str:
+    """The binarization a choice means for a support: "auto" → "dynamic" (binary) or "none" (others);
+    dynamic or static with a support other than binary is refused."""
+    if support not in SUPPORTS:
+        raise VaekitError(f"unknown support {support!r}: choose {', '.join(SUPPORTS)}")
+    if binarize not in BINARIZE:
+        raise VaekitError(f"unknown binarize {binarize!r}: choose {', '.join(BINARIZE)}")
+    if binarize == "auto":
+        return "dynamic" if support == "binary" else "none"
+    if binarize != "none" and support != "binary":
+        raise VaekitError(f"binarize={binarize!r} applies to a Bernoulli (binary) likelihood only; this "
+                          f"likelihood's support is {support!r}: use binarize none or auto")
+    return binarize
+
+
+def finalize(ds: Dataset, binarize: str = "auto", support: str = "binary", seed: int = 0) -> Dataset:
+    """Check values against the support and apply the binarization choice (`resolve_binarize`).
+
+    A count support keeps stored values unscaled (scale 1). Afterwards ds.binarize is "dynamic" or
+    "none": a static draw (seeded by `seed`) is stored as 0/1 uint8."""
+    binarize = resolve_binarize(binarize, support)
+    if support == "count":
+        ds.scale = 1.0
     for name, x in ds.splits.items():
-        check_values(x, ds.scale, f"{ds.name} [{name}]")
+        check_values(x, ds.scale, f"{ds.name} [{name}]", support)
     if binarize == "static":
         g = torch.Generator().manual_seed(seed)
         ds.splits = {k: torch.bernoulli(v.to(torch.float32) / ds.scale, generator=g).to(torch.uint8) for k, v in ds.splits.items()}
         ds.scale = 1.0
-    elif binarize == "none" and likelihood == "bernoulli":
+    elif binarize == "none" and support == "binary":
         for name, x in ds.splits.items():
             if not bool(((x == 0) | (x == ds.scale)).all()):
                 raise VaekitError(
                     f"{ds.name} [{name}]: a Bernoulli likelihood needs 0/1 data but these are grey levels; "
-                    "use --binarize dynamic|static or a Gaussian likelihood"
+                    "use --binarize auto|dynamic|static or a likelihood with unit or real support"
                 )
-    elif binarize not in ("dynamic", "none"):
-        raise VaekitError(f"unknown binarize {binarize!r}: choose dynamic, static or none")
-    ds.binarize = "dynamic" if binarize == "dynamic" else "none"
+    ds.binarize = binarize if binarize == "dynamic" else "none"
     return ds
 
 
-def check_values(x: Tensor, scale: float, where: str, block: int = 65536) -> None:
-    """Non-empty, finite, and in [0, 1] after scaling; checked in blocks so a memory map is streamed."""
+def check_values(x: Tensor, scale: float, where: str, support: str = "unit", block: int = 65536) -> None:
+    """Non-empty, finite, and what `support` admits: "real" any finite value, "unit" and "binary" [0, 1]
+    after scaling, "count" whole numbers ≥ 0. Checked in blocks so a memory map is streamed."""
     if x.shape[0] == 0:
         raise VaekitError(f"{where}: the dataset is empty")
     lo, hi = math.inf, -math.inf
     for start in range(0, x.shape[0], block):
         xb = x[start : start + block]
         if xb.is_floating_point():
-            bad = ~torch.isfinite(xb)
-            if bool(bad.any()):
-                i = start + int(bad.nonzero()[0, 0])
-                raise VaekitError(f"{where}: example {i} contains NaN or Inf")
+            _refuse_first(~torch.isfinite(xb), start, f"{where}: example {{}} contains NaN or Inf")
+            if support == "count":
+                _refuse_first(xb != xb.round(), start, f"{where}: count data must be whole numbers; example {{}} is not")
         lo, hi = min(lo, float(xb.min()) / scale), max(hi, float(xb.max()) / scale)
-    if lo < 0 or hi > 1:
-        raise VaekitError(f"{where}: values must lie in [0, 1] after scaling, found range [{lo:g}, {hi:g}]")
+    if support in ("unit", "binary") and (lo < 0 or hi > 1):
+        raise VaekitError(f"{where}: values must lie in [0, 1] after scaling for support {support!r}, found range "
+                          f"[{lo:g}, {hi:g}]; real-valued data need a likelihood with real support (e.g. Gaussian)")
+    if support == "count" and lo < 0:
+        raise VaekitError(f"{where}: count data must be non-negative, found range [{lo:g}, {hi:g}]")
 
 
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's copy of the UCI optical digits: 1797 images 8×8, grey levels 0..16 (embedded)."""
-    with resources.files("vaekit.resources").joinpath("digits.csv.gz").open("rb") as f, gzip.open(f) as g:
-        table = np.loadtxt(g, delimiter=",", dtype=np.uint8)
-    return table[:, :64], table[:, 64].astype(np.int64)
+def _refuse_first(bad: Tensor, start: int, message: str) -> None:
+    """Raise `message` naming the first example (row start + i) of a block with a True in `bad` [B, D]."""
+    if bool(bad.any()):
+        raise VaekitError(message.format(start + int(bad.nonzero()[0, 0])))
+
+
+def standardization(x: Tensor, scale: float = 1.0, block: int = 65536) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean and standard deviation (divisor N) of x/scale, x: [N, D], as float32 [D] each.
+
+    Accumulated in float64 block by block (so a memory map is streamed) with Chan et al.'s pairwise
+    update (1979), which does not cancel when a mean is large against its spread. A dimension whose
+    std is below MIN_SPREAD (constant) gets spread 1: it is shifted to 0, not blown up."""
+    n, mean, m2 = 0, torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
+    for start in range(0, x.shape[0], block):
+        xb = x[start : start + block].to(torch.float64) / scale
+        nb, mean_b = xb.shape[0], xb.mean(0)
+        delta, total = mean_b - mean, n + nb
+        mean = mean + delta * (nb / total)
+        m2 = m2 + ((xb - mean_b) ** 2).sum(0) + delta**2 * (n * nb / total)
+        n = total
+    std = (m2 / n).sqrt()
+    return mean.float(), torch.where(std < MIN_SPREAD, torch.ones_like(std), std).float()
 
 
 def _as_examples(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    if arr.dtype.kind not in "uif" or arr.dtype == np.bool_:
+    """arr [N, ...] → (a view [N, D], one example's shape); a bool array is viewed as uint8 0/1."""
+    if arr.dtype.kind not in "buif":
         raise VaekitError(f"{where}: expected numeric data, got dtype {arr.dtype}")
     if arr.ndim < 2:
         raise VaekitError(f"{where}: expected shape [N, ...] with one example per row, got {tuple(arr.shape)}")
@@ -186,15 +313,18 @@ def _as_examples(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[int, ..
         raise VaekitError(f"{where}: each example must hold at least one value, got shape {tuple(arr.shape)}")
     if len(shape) == 2:  # [N, H, W] greyscale images
         shape = (1, *shape)
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)  # same bytes, no copy: a memory map stays one
     return arr.reshape(len(arr), math.prod(shape)), shape
 
 
 def _load_user_data(path: Path, seed: int, mmap: bool = False) -> Dataset:
     """User data: .npy ([N, ...]), .npz (train/test[/val] arrays, or x [+ y]), .csv (one example a
     row, optional header), or a folder of PNG/JPEG images. Without a given test split, a seeded 10%
-    is held out (the last 10% for a memory-mapped .npy). uint8 data are kept as uint8, scaled by 1/255."""
+    is held out (the last 10% for a memory-mapped .npy). uint8 data are kept as uint8, scaled by 1/255;
+    bool data become uint8 0/1 (scale 1)."""
     if not path.exists():
-        raise VaekitError(f"{path}: no such file or directory")
+        raise VaekitError(f"{path}: no such file or directory, and not a named dataset ({', '.join(DATASETS)})")
     if path.is_dir():
         from .images import read_image_folder
 
@@ -204,7 +334,7 @@ def _load_user_data(path: Path, seed: int, mmap: bool = False) -> Dataset:
     elif path.suffix == ".csv":
         arrays = {"x": _read_csv(path)}
     else:
-        raise VaekitError(f"{path}: unknown dataset; use digits, mnist, fashion-mnist, binarized-mnist, "
+        raise VaekitError(f"{path}: unknown dataset; use {', '.join(DATASETS)}, "
                           "or a .npy, .npz or .csv file or an image folder")
     if "train" in arrays and "test" in arrays:
         named = {"train": arrays["train"], "test": arrays["test"]}
@@ -236,7 +366,8 @@ def _load_user_data(path: Path, seed: int, mmap: bool = False) -> Dataset:
         if shape is not None and shape_k != shape:
             raise VaekitError(f"{path} [{k}]: example shape {shape_k} differs from {shape}")
         splits[k], shape = _to_tensor(flat), shape_k
-    scale = 255.0 if splits["train"].dtype == torch.uint8 else 1.0
+    bits = named["train"].dtype == np.bool_
+    scale = 255.0 if splits["train"].dtype == torch.uint8 and not bits else 1.0
     return Dataset(path.name, shape, splits, scale=scale, labels=labels)
 
 

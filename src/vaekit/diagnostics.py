@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.distributions import Independent
 
 from .errors import VaekitError
-from .likelihoods import diagonal_normal, unchecked
+from .likelihoods import diagonal_normal, is_diagonal_normal, validating
 from .objectives import check_data, elbo
 
 
@@ -66,12 +66,16 @@ def _gap_batch(model, x: Tensor, steps: int, lr: float, num_samples: int, eval_s
     g = torch.Generator(device=x.device).manual_seed(seed)
     with torch.no_grad():
         q_enc = model.posterior(x)
-    loc, log_scale = optimize_diagonal_q(model, x, q_enc.mean, q_enc.stddev.log(), steps, lr, num_samples, g)
+    if not is_diagonal_normal(q_enc):
+        raise VaekitError(f"the amortization gap is measured against the best diagonal Q, so it needs a diagonal "
+                          f"Gaussian encoder; this one gives {type(q_enc).__name__}")
+    loc0, scale0 = q_enc.base_dist.loc, q_enc.base_dist.scale
+    loc, log_scale = optimize_diagonal_q(model, x, loc0, scale0.log(), steps, lr, num_samples, g)
     eps = torch.randn((eval_samples, *loc.shape), generator=g, device=x.device, dtype=loc.dtype)
     with torch.no_grad():
-        enc = elbo(model, x, q_z=q_enc, kl="analytic", eps=eps).elbo
+        enc = elbo(model, x, q_z=q_enc, z=loc0 + scale0 * eps).elbo
         scale = log_scale.exp()
-        opt = elbo(model, x, q_z=diagonal_normal(loc, scale), kl="analytic", eps=eps).elbo
+        opt = elbo(model, x, q_z=diagonal_normal(loc, scale), z=loc + scale * eps).elbo
     return enc, opt, loc, scale
 
 
@@ -85,11 +89,11 @@ def optimize_diagonal_q(
     opt = torch.optim.Adam([loc, log_scale], lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
     avg_loc, avg_log_scale, n_avg = torch.zeros_like(loc), torch.zeros_like(log_scale), 0
-    with unchecked():  # x was checked once; the distributions need no re-validation each step
+    with validating(model, False):  # x was checked once; the distributions need no re-validation each step
         for t in range(steps):
             eps = torch.randn((num_samples, *loc.shape), generator=generator, device=x.device, dtype=loc.dtype)
-            q_z = diagonal_normal(loc, log_scale.exp())
-            loss = -elbo(model, x, q_z=q_z, kl="analytic", eps=eps).elbo.sum()
+            scale = log_scale.exp()
+            loss = -elbo(model, x, q_z=diagonal_normal(loc, scale), z=loc + scale * eps).elbo.sum()
             # torch.autograd.grad, not backward: the model's .grad fields stay untouched
             opt.zero_grad(set_to_none=True)
             loc.grad, log_scale.grad = torch.autograd.grad(loss, [loc, log_scale])
@@ -112,14 +116,15 @@ def gap_summary(result: AmortizationGap) -> dict[str, float]:
 def collapse_warning(stats: dict[str, object], share: float = 0.5) -> str | None:
     """A warning when fewer than `share` of the latent units are active, else None.
 
-    stats: the dict of `evaluate.latent_statistics` (`active_units`, `kl_per_dim`). An inactive unit
+    stats: the dict of `evaluate.latent_statistics` (`active_units`, `unit_activity`; the total `kl` when
+    present, else the sum of `kl_per_dim`). An inactive unit
     has Cov_x E_Q[z_j|x] ≤ 10⁻² (Burda et al. 2016): its Q(z_j|x) ignores x, i.e. posterior collapse
     (Bowman et al. 2016), usually with KL(Q(z_j|x) ‖ p(z_j)) ≈ 0.
     """
-    kl_per_dim = list(stats["kl_per_dim"])  # type: ignore[call-overload]
-    k, active = len(kl_per_dim), int(stats["active_units"])  # type: ignore[call-overload]
+    k, active = len(stats["unit_activity"]), int(stats["active_units"])  # type: ignore[arg-type]
     if k == 0 or active >= share * k:
         return None
+    kl = stats.get("kl") if stats.get("kl") is not None else sum(stats["kl_per_dim"] or [float("nan")])  # type: ignore[arg-type]
     return (f"posterior collapse: only {active} of {k} latent units are active (Cov_x E_Q[z_j] > 0.01), "
-            f"total KL {sum(kl_per_dim):.2f} nats; try --kl-warmup-epochs, a smaller --latent-dim, "
+            f"KL {kl:.2f} nats; try --kl-warmup-epochs, a smaller --latent-dim, "
             "or a weaker decoder")

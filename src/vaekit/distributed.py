@@ -71,12 +71,23 @@ def launched(device: str = "cpu", timeout_s: float = 300.0) -> Iterator[Context]
         dist.destroy_process_group()
 
 
-def shard_indices(perm: Tensor, ctx: Context) -> Tensor:
-    """perm[rank::world], trimmed to len(perm) // world so every rank runs the same number of steps
-    (uneven counts would leave one rank waiting in an all-reduce forever)."""
+def shard_indices(perm: Tensor, ctx: Context, batch_size: int) -> Tensor:
+    """This rank's examples, in order: each global batch of world × `batch_size` examples of `perm` is
+    split into contiguous blocks, block `rank` to this rank (the last, shorter global batch too).
+
+    `perm` is first trimmed to a multiple of the world size, so every rank takes the same number of
+    steps (uneven counts would leave one rank waiting in an all-reduce forever) and a rank's last
+    batch holds exactly its share of the global one. Contiguous blocks let a rank draw the noise of
+    the whole global batch as one process would and keep its own block (`loss.VAEObjective`).
+    """
     if not ctx.distributed:
         return perm
-    return perm[ctx.rank :: ctx.world_size][: perm.shape[0] // ctx.world_size]
+    world, rank = ctx.world_size, ctx.rank
+    perm = perm[: perm.shape[0] // world * world]
+    whole = perm.shape[0] // (world * batch_size) * (world * batch_size)
+    full = perm[:whole].reshape(-1, world, batch_size)[:, rank].reshape(-1)
+    last = perm[whole:].reshape(world, -1)[rank]
+    return torch.cat([full, last])
 
 
 def all_reduce_sum(t: Tensor, ctx: Context) -> Tensor:

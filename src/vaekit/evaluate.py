@@ -11,10 +11,12 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution, Independent, MultivariateNormal
 
 from .distributed import SINGLE, Context, all_reduce_sum
 from .errors import VaekitError
-from .likelihoods import kl_diagonal_normal, unchecked
+from .likelihoods import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, validating
+from .model import mean_of
 from .objectives import elbo, log_weights
 
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. 2016, §5.2
@@ -114,35 +116,53 @@ def log_likelihood(
 def _log_likelihood_batch(model, xb: Tensor, k: int, chunk_size: int | None) -> Tensor:
     c = chunk_size or _chunk_size(k, xb.shape[0], xb.shape[1], xb.device)
     q_z = model.posterior(xb)
-    model.p_x_given_z(q_z.mean).log_prob(xb)  # validates x against the likelihood's support, once
+    model.p_x_given_z(mean_of(q_z)).log_prob(xb)  # validates x against the likelihood's support, once
     total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
-    with unchecked():  # the k samples need no re-validation of x or of finite network outputs
+    with validating(model, False):  # the k samples need no re-validation of x or of finite network outputs
         for start in range(0, k, c):
             lw = log_weights(model, xb, min(c, k - start), q_z).double()
             total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
     return total - math.log(k)
 
 
+def marginals(d: Distribution) -> Independent | None:
+    """The per-dimension marginals of a Gaussian over z as one diagonal Gaussian (a diagonal one
+    itself, a full-covariance one N(μ_j, Σ_jj)); None for any other family."""
+    if is_diagonal_normal(d):
+        return d
+    if isinstance(d, MultivariateNormal):
+        return diagonal_normal(d.loc, d.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt())
+    return None
+
+
 @torch.no_grad()
 def latent_statistics(model, x: Tensor, batch_size: int = 1000) -> dict[str, object]:
-    """Active units and KL per latent dimension over x: [N, D].
+    """Active units and KL per latent dimension over x: [N, D], for any prior and posterior.
 
-    A unit j is active when A_j = Cov_x(E_Q[z_j|x]) > 10⁻² (Burda et al. 2016); `kl_per_dim[j]` is the
-    mean over x of KL(Q(z_j|x) ‖ p(z_j)) in nats, and the list sums to the mean KL term of the ELBO.
+    A unit j is active when A_j = Cov_x(E_Q[z_j|x]) > 10⁻² (Burda et al. 2016; E_Q by Monte Carlo
+    where Q has no closed-form mean). `kl_per_dim[j]` is the mean over x of KL(Q(z_j|x) ‖ p(z_j)) in
+    nats, in closed form, where Q and p(z) are Gaussians (the marginals of a full-covariance Q); it
+    sums to the ELBO's KL term when both are diagonal (`kl_per_dim_sums_to_kl`). For other families,
+    a mixture prior say, the KL does not split by dimension: `kl_per_dim` is None.
     """
     model.eval()
-    p_z = model.prior()
+    p_marginals = marginals(model.prior())
     locs, kls = [], []
     for xb in x.split(batch_size):
         q_z = model.posterior(xb)
-        locs.append(q_z.base_dist.loc.double())
-        kls.append(kl_diagonal_normal(q_z, p_z, per_dimension=True).double().sum(0))
+        locs.append(mean_of(q_z).double())
+        q_marginals = marginals(q_z) if p_marginals is not None else None
+        if q_marginals is not None:
+            kls.append(kl_diagonal_normal(q_marginals, p_marginals, per_dimension=True).double().sum(0))
     activity = torch.cat(locs).var(0, unbiased=False)
-    kl_per_dim = torch.stack(kls).sum(0) / x.shape[0]
+    kl_per_dim = (torch.stack(kls).sum(0) / x.shape[0]).tolist() if len(kls) == len(locs) else None
     return {
         "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+        "latent_dim": int(activity.shape[0]),
         "unit_activity": activity.tolist(),
-        "kl_per_dim": kl_per_dim.tolist(),
+        "kl_per_dim": kl_per_dim,
+        "kl_per_dim_sums_to_kl": kl_per_dim is not None and is_diagonal_normal(model.prior()) and
+        is_diagonal_normal(model.posterior(x[:1])),
     }
 
 

@@ -21,29 +21,46 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
-from .config import Config, TrainConfig
-from .data import Dataset, load_dataset
+from .config import Config, TrainConfig, plugins_needed
+from .data import Dataset, load_dataset, resolve_binarize
 from .distributed import SINGLE, Context, barrier
 from .errors import TrainingInterrupted, VaekitError
 from .evaluate import evaluate_elbo
+from .likelihoods import likelihood_support
 from .loop import GraphedStep, LoopState, StepFn, fused, make_adam, settle, train_epoch
 from .loss import VAEObjective
-from .model import VAE
+from .model import VAE, build_model
 
 log = logging.getLogger(__name__)
 
 
-def load_data(cfg: Config) -> Dataset:
+def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
+    """The data `cfg` names, checked against its likelihood's support; with `run`, standardized by the
+    statistics saved there at training time (not recomputed)."""
     d = cfg.data
-    return load_dataset(d.dataset, d.binarize, cfg.model.likelihood, d.split_seed, d.val_size, d.data_dir, d.mmap)
+    saved = ckpt.load_standardization(Path(run)) if run is not None and d.standardize else (None, None)
+    return load_dataset(d.dataset, d.binarize, likelihood_support(cfg.model.likelihood), d.split_seed, d.val_size,
+                        d.data_dir, d.mmap, d.standardize, *saved)
 
 
 def resolve(cfg: Config, dataset: Dataset) -> Config:
-    """Fill what the data decides (the example shape); refuse a model built for other data."""
+    """Fill what the data and the registries decide (the example shape, the binarization "auto" stands
+    for, the plugins the parts come from); refuse a model built for other data."""
     shape = tuple(dataset.shape)
     if cfg.model.data_shape and tuple(cfg.model.data_shape) != shape:
         raise VaekitError(f"model expects data of shape {tuple(cfg.model.data_shape)} but {dataset.name} has {shape}")
-    return replace(cfg, model=replace(cfg.model, data_shape=shape))
+    binarize = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
+    plugins = tuple(sorted(set(cfg.model.plugins) | set(plugins_needed(cfg))))
+    return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins),
+                   data=replace(cfg.data, binarize=binarize))
+
+
+def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor:
+    """Undo the run's standardization on model outputs x: [..., D] (the identity without one)."""
+    if not cfg.data.standardize:
+        return x
+    shift, spread = ckpt.load_standardization(Path(run))
+    return x * spread + shift
 
 
 @dataclass
@@ -81,13 +98,13 @@ def train_run(
         cfg = replace(saved, train=replace(saved.train, epochs=cfg.train.epochs))
     elif out is not None and (out / ckpt.CONFIG).exists():
         raise VaekitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    dataset = load_data(cfg)
+    dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
     cfg = resolve(cfg, dataset)
     tc = cfg.train
     barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
 
     torch.manual_seed(tc.seed)
-    model = VAE.from_config(cfg.model).to(device)
+    model = build_model(cfg.model).to(device)
     objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
     state = LoopState()
     history: list[dict[str, Any]] = []
@@ -95,6 +112,8 @@ def train_run(
         history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main)
     elif out is not None and ctx.is_main:
         ckpt.save_config(out, cfg)
+        if dataset.shift is not None:
+            ckpt.save_standardization(out, dataset.shift, dataset.spread)
     if ctx.is_main:
         log.info("config %s", cfg.to_dict())
         if ctx.distributed:

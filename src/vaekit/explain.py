@@ -88,7 +88,7 @@ def toy_problem(seed: int = 0, data_dim: int = 12, weight_scale: float = 3.0) ->
         for p in model.parameters():
             p.mul_(weight_scale)
     torch.manual_seed(seed + 1)
-    return model, model.sample(1)
+    return model, model.sample(1, mean=False)
 
 
 def linear_problem(W: Tensor, sigma: float, seed: int = 0) -> tuple[GenerativeModel, LinearGaussian, Tensor]:
@@ -96,8 +96,8 @@ def linear_problem(W: Tensor, sigma: float, seed: int = 0) -> tuple[GenerativeMo
     d, k = W.shape
     model = GenerativeModel(d, k, hidden=(), likelihood="gaussian", sigma=sigma).to(DTYPE)
     with torch.no_grad():
-        model.decoder[0].weight.copy_(W)
-        model.decoder[0].bias.zero_()
+        model.decoder.net[0].weight.copy_(W)
+        model.decoder.net[0].bias.zero_()
     lg = LinearGaussian.from_model(model)
     torch.manual_seed(seed)
     return model, lg, lg.marginal().sample((1,))

@@ -1,4 +1,4 @@
-"""Observation models p(x|z) and the diagonal-Gaussian algebra the VAE needs.
+"""Observation models p(x|z) (registered by name) and the diagonal-Gaussian algebra the VAE needs.
 
 Every observation model turns the decoder output g(z; θ) into a torch distribution over x whose
 `log_prob` returns one value per example (the pixel dimension is reinterpreted with `Independent`).
@@ -15,28 +15,39 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 
+from .registry import Registry
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-@contextlib.contextmanager
-def unchecked():
-    """Skip torch.distributions' argument checks inside the training step (≈15% of a small step).
+class Part(nn.Module):
+    """A module that turns tensors into a torch distribution (a likelihood, posterior or prior head).
 
-    Safe there because what they would check is checked elsewhere: data at load time (finite, in
-    [0, 1], 0/1 for a Bernoulli likelihood), network outputs by the trainer's non-finite loss guard.
-    Public calls outside this context keep full validation.
+    `validate_args` is handed to every distribution it builds: None keeps torch's default (argument
+    checks on), False skips them where the caller has checked the data already (the trainer does,
+    per step: the checks cost ≈15% of a small step). Set it for a whole model with `validating`.
     """
-    previous = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
+
+    validate_args: bool | None = None
+
+
+@contextlib.contextmanager
+def validating(module: nn.Module, flag: bool | None):
+    """Set `validate_args` of every `Part` inside `module` for the duration (restored afterwards)."""
+    parts = [m for m in module.modules() if isinstance(m, Part)]
+    previous = [m.validate_args for m in parts]
+    for m in parts:
+        m.validate_args = flag
     try:
         yield
     finally:
-        Distribution.set_default_validate_args(previous)
+        for m, v in zip(parts, previous):
+            m.validate_args = v
 
 
-def diagonal_normal(loc: Tensor, scale: Tensor) -> Independent:
+def diagonal_normal(loc: Tensor, scale: Tensor, validate_args: bool | None = None) -> Independent:
     """N(loc, diag(scale)²) over the last dimension: `Independent(Normal(loc, scale), 1)`."""
-    return Independent(Normal(loc, scale), 1)
+    return Independent(Normal(loc, scale, validate_args=validate_args), 1, validate_args=validate_args)
 
 
 def kl_diagonal_normal(q: Independent, p: Independent, per_dimension: bool = False) -> Tensor:
@@ -79,8 +90,14 @@ class BernoulliLogits(Independent):
         return (value * logits).sum(-1) - F.softplus(logits).sum(-1)
 
 
-class ObservationModel(nn.Module):
-    """Maps the decoder output to p(x|z). `out_features(d)` says how many outputs it needs per pixel-set."""
+SUPPORTS = ("binary", "unit", "real", "count")  # what data a likelihood takes; the data layer checks it
+
+
+class Likelihood(Part):
+    """Maps the decoder output h to p(x|z), event shape [D]. `out_features(D)`: how many outputs it
+    needs; `support`: one of SUPPORTS, which decides binarization and the data checks."""
+
+    support = "real"
 
     def out_features(self, data_dim: int) -> int:
         return data_dim
@@ -88,19 +105,20 @@ class ObservationModel(nn.Module):
     def forward(self, h: Tensor) -> Distribution:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def mean(self, h: Tensor) -> Tensor:
-        """E[x|z], the picture a decoder output stands for."""
-        return self(h).mean
+
+LIKELIHOODS = Registry("likelihood")
 
 
-class BernoulliObservation(ObservationModel):
+class BernoulliObservation(Likelihood):
     """x|z ~ Bernoulli(sigmoid(h)) per pixel, parameterized by logits (never a sigmoid then BCE)."""
 
+    support = "binary"
+
     def forward(self, h: Tensor) -> Distribution:
-        return BernoulliLogits(h)
+        return BernoulliLogits(h, validate_args=self.validate_args)
 
 
-class GaussianObservation(ObservationModel):
+class GaussianObservation(Likelihood):
     """x|z ~ N(g(z), σ²I) with a known σ: the seed's model, log N keeps −d/2·log(2πσ²)."""
 
     def __init__(self, sigma: float):
@@ -110,10 +128,10 @@ class GaussianObservation(ObservationModel):
         self.sigma = float(sigma)  # a config value, not a weight: exact in every dtype
 
     def forward(self, h: Tensor) -> Distribution:
-        return diagonal_normal(h, torch.full_like(h, self.sigma))
+        return diagonal_normal(h, torch.full_like(h, self.sigma), self.validate_args)
 
 
-class LearnedGaussianObservation(ObservationModel):
+class LearnedGaussianObservation(Likelihood):
     """x|z ~ N(g(z), diag(σ²)) with log σ learned: one scalar, or one value per data dimension."""
 
     def __init__(self, data_dim: int, per_dimension: bool = False, init_sigma: float = 1.0):
@@ -122,17 +140,36 @@ class LearnedGaussianObservation(ObservationModel):
         self.log_sigma = nn.Parameter(torch.full(shape, math.log(init_sigma)))
 
     def forward(self, h: Tensor) -> Distribution:
-        return diagonal_normal(h, self.log_sigma.exp().to(h.dtype).expand_as(h))
+        return diagonal_normal(h, self.log_sigma.exp().to(h.dtype).expand_as(h), self.validate_args)
 
 
-def make_observation(kind: str, data_dim: int, sigma: float = 1.0) -> ObservationModel:
-    """The observation model named by a config: bernoulli | gaussian | gaussian-learned | gaussian-learned-per-dim."""
-    if kind == "bernoulli":
-        return BernoulliObservation()
-    if kind == "gaussian":
-        return GaussianObservation(sigma)
-    if kind == "gaussian-learned":
-        return LearnedGaussianObservation(data_dim, per_dimension=False, init_sigma=sigma)
-    if kind == "gaussian-learned-per-dim":
-        return LearnedGaussianObservation(data_dim, per_dimension=True, init_sigma=sigma)
-    raise ValueError(f"unknown likelihood {kind!r}")
+@LIKELIHOODS.register("bernoulli")
+def bernoulli() -> Likelihood:
+    """Bernoulli(logits) per value: binary data, or grey levels binarized (--binarize)"""
+    return BernoulliObservation()
+
+
+@LIKELIHOODS.register("gaussian")
+def gaussian(sigma: float) -> Likelihood:
+    """N(g(z), σ²I) with a known σ (--sigma): the seed's model for real data"""
+    return GaussianObservation(sigma)
+
+
+@LIKELIHOODS.register("gaussian-learned")
+def gaussian_learned(data_dim: int, sigma: float) -> Likelihood:
+    """N(g(z), σ²I) with one learned σ (initial --sigma)"""
+    return LearnedGaussianObservation(data_dim, per_dimension=False, init_sigma=sigma)
+
+
+@LIKELIHOODS.register("gaussian-learned-per-dim")
+def gaussian_learned_per_dim(data_dim: int, sigma: float) -> Likelihood:
+    """N(g(z), diag σ²) with a learned σ per data dimension (initial --sigma)"""
+    return LearnedGaussianObservation(data_dim, per_dimension=True, init_sigma=sigma)
+
+
+def likelihood_support(name: str) -> str:
+    """The support of the likelihood registered as `name` (what data it takes: SUPPORTS)."""
+    support = getattr(LIKELIHOODS.build(name, data_dim=1, sigma=1.0), "support", "real")
+    if support not in SUPPORTS:
+        raise ValueError(f"likelihood {name!r} declares support {support!r}; use one of {', '.join(SUPPORTS)}")
+    return support

@@ -194,11 +194,11 @@ def train_epoch(
     `sync_every` (default: 1 on CPU, GPU_SYNC_EVERY elsewhere) is how often it reads back; on CPU the
     error therefore comes before any later batch is stepped. `step_fn(batch, progress)` replaces
     `train_step` (a CUDA-graphed step, say). Under torch.distributed each rank takes
-    `perm[rank::world]` (trimmed to equal lengths) with its own `batch_size`; the returned means are
+    its block of each global batch (`distributed.shard_indices`) with its own `batch_size`; the returned means are
     over all ranks' examples.
     """
     module.train()
-    perm = shard_indices(epoch_permutation(data.shape[0], seed, state.epoch), ctx).to(data.device)
+    perm = shard_indices(epoch_permutation(data.shape[0], seed, state.epoch), ctx, batch_size).to(data.device)
     steps = (perm.shape[0] + batch_size - 1) // batch_size
     if max_steps is not None:
         steps = min(steps, max_steps)

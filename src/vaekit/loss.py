@@ -1,101 +1,137 @@
 """The trained loss: what one training step minimizes, apart from the loop that steps it.
 
-It owns everything between a raw batch and a scalar: scaling and binarization noise, the β warm-up,
-bf16 autocast and torch.compile. The objectives it calls (`objectives.py`) are pure functions that
-return the true ELBO or IWAE bound per example; this module only chooses and reduces them.
+It owns everything between a raw batch and a scalar: scaling and binarization noise, the draws of
+z, the β warm-up, bf16 autocast and torch.compile. The objectives are registered by name
+(`--objective`); each calls the pure functions of `objectives.py`, which return the true ELBO or IWAE
+bound per example, and reduces them. Nothing here knows which prior, posterior or likelihood it trains.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.distributions import Distribution
 
-from .config import TrainConfig
-from .data import Dataset
 from .distributed import SINGLE, Context
-from .likelihoods import unchecked
+from .likelihoods import validating
 from .loop import LossFn
-from .model import VAE
-from .objectives import elbo, iwae
+from .objectives import draw, elbo, iwae
+from .registry import Registry
 
 log = logging.getLogger(__name__)
+
+OBJECTIVES = Registry("objective")
+Draw = Callable[[Distribution, int, str], Tensor]
+"""draw(q_z, num_samples, estimator) → [S, B, k]: the trainer's sampler, rank-aware under DDP."""
+
+
+@OBJECTIVES.register("elbo")
+def elbo_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample: Draw):
+    """the ELBO (Kingma & Welling 2013): --num-samples, --beta, --kl, --estimator"""
+    q_z = model.posterior(x)
+    z = sample(q_z, tc.num_samples, tc.estimator)
+    r = elbo(model, x, q_z=q_z, kl=tc.kl, beta=beta, estimator=tc.estimator, z=z)
+    return -r.surrogate.mean(), {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
+
+
+@OBJECTIVES.register("iwae")
+def iwae_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample: Draw):
+    """the importance-weighted bound L_k (Burda et al. 2016): --train-k, --dreg"""
+    q_z = model.posterior(x)
+    r = iwae(model, x, tc.train_k, q_z=q_z, dreg=tc.dreg, z=sample(q_z, tc.train_k, "reparameterization"))
+    return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
 
 
 class VAEObjective(nn.Module):
     """The training objective as a module, so that DistributedDataParallel can wrap it.
 
-    forward(raw batch, progress in epochs) → (loss to minimize, {name: batch mean}). elbo: β warmed
-    up linearly over `kl_warmup_epochs`; iwae: L_k with k = `train_k`, DReG optional. The noise
-    (binarization and ε) is drawn for the global batch and each rank keeps its own rows, so N ranks
-    with batch B/N follow the same trajectory as one process with batch B (up to float rounding).
+    forward(raw batch, progress in epochs) → (loss to minimize, {name: batch mean}), with β warmed up
+    linearly over `kl_warmup_epochs`. Each global batch is split into contiguous blocks, one per rank,
+    and every random draw (binarization, then z by Q's own `rsample`) is made for the whole global
+    batch, each rank keeping its block: N ranks with batch B/N follow one process with batch B up to
+    float rounding, for any Q whose distribution can be `expand`ed (every torch distribution can).
     """
 
-    def __init__(self, model: VAE, tc: TrainConfig, dataset: Dataset, ctx: Context = SINGLE):
+    def __init__(self, model: nn.Module, tc: Any, dataset: Any, ctx: Context = SINGLE):
         super().__init__()
         self.model, self.tc, self.dataset, self.ctx = model, tc, dataset, ctx
+        self.objective = OBJECTIVES.entry(tc.objective).factory
         self._core = compile_or_eager(self._loss) if tc.compile else self._loss
+        if tc.compile:  # the draws run eagerly inside a compiled objective, so they are the same numbers
+            self._sample = torch.compiler.disable(self._sample)
         self._beta: torch.Tensor | None = None  # β on the device, for a compiled core (a float is baked in)
 
-    def forward(self, raw: torch.Tensor, progress: float | torch.Tensor):
+    def forward(self, raw: Tensor, progress: float | Tensor):
         """progress: epochs done, a float or a 0-d device tensor (a CUDA-graphed step passes a tensor)."""
-        tc, b = self.tc, raw.shape[0]
-        u = self._noise(torch.rand, (b, raw.shape[1]), 0, raw.device) if self.dataset.binarize == "dynamic" else None
+        tc = self.tc
+        u = self._uniform(raw) if self.dataset.binarize == "dynamic" else None
         x = self.dataset.prepare(raw, u=u)
-        samples = tc.train_k if tc.objective == "iwae" else tc.num_samples
-        eps = self._noise(torch.randn, (samples, b, self.model.latent_dim), 1, raw.device)
         beta = tc.beta * warmup_ramp(progress, tc.kl_warmup_epochs)
         if tc.compile and isinstance(beta, float) and tc.kl_warmup_epochs > 0:
             if self._beta is None:
                 self._beta = torch.zeros((), device=raw.device)
             beta = self._beta.fill_(beta)
-        with unchecked(), torch.autocast(raw.device.type, torch.bfloat16, enabled=tc.precision == "bf16"):
-            return self._core(x, eps, beta)
+        # The data were checked when loaded and non-finite outputs are caught by the step's verdict:
+        # the distributions skip their argument checks.
+        with validating(self.model, False), torch.autocast(raw.device.type, torch.bfloat16,
+                                                           enabled=tc.precision == "bf16"):
+            return self._core(x, beta)
 
-    def _loss(self, x: torch.Tensor, eps: torch.Tensor, beta: float | torch.Tensor):
-        tc = self.tc
-        if tc.objective == "iwae":
-            r = iwae(self.model, x, tc.train_k, dreg=tc.dreg, eps=eps)
-            return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
-        r = elbo(self.model, x, kl=tc.kl, beta=beta, estimator=tc.estimator, eps=eps)
-        return -r.surrogate.mean(), {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
+    def _loss(self, x: Tensor, beta: float | Tensor):
+        return self.objective(self.model, x, self.tc, beta, self._sample)
 
-    def _noise(self, draw, shape: tuple[int, ...], dim: int, device) -> torch.Tensor:
-        """Noise of `shape` for this rank: drawn for the global batch (dimension `dim` × world) from
-        the RNG every rank shares, then rows rank::world, the examples `perm[rank::world]` gave it."""
+    def _uniform(self, raw: Tensor) -> Tensor:
+        """U(0, 1) noise for this rank's block of the global batch (drawn for all of it)."""
+        world, rank, b = self.ctx.world_size, self.ctx.rank, raw.shape[0]
+        u = torch.rand((b * world, raw.shape[1]), device=raw.device)
+        return u if world == 1 else u[rank * b : (rank + 1) * b]
+
+    def _sample(self, q_z: Distribution, num_samples: int, estimator: str) -> Tensor:
         world = self.ctx.world_size
         if world == 1:
-            return draw(shape, device=device)
-        full = list(shape)
-        full[dim] *= world
-        return draw(full, device=device)[(slice(None),) * dim + (slice(self.ctx.rank, None, world),)]
+            return draw(q_z, num_samples, estimator)
+        # Q of the whole global batch laid out as [world, B/N]: this rank's rows are block `rank`.
+        whole = q_z.expand(torch.Size((world,)) + q_z.batch_shape)
+        return draw(whole, num_samples, estimator).select(1, self.ctx.rank)
 
 
-def warmup_ramp(progress: float | torch.Tensor, warmup_epochs: float) -> float | torch.Tensor:
+def warmup_ramp(progress: float | Tensor, warmup_epochs: float) -> float | Tensor:
     """The KL weight's linear warm-up: progress / warmup_epochs, at most 1 (1 without a warm-up)."""
     if warmup_epochs <= 0:
         return 1.0
-    if isinstance(progress, torch.Tensor):
+    if isinstance(progress, Tensor):
         return torch.clamp(progress / warmup_epochs, max=1.0)
     return min(1.0, progress / warmup_epochs)
 
 
 def compile_or_eager(fn: Callable) -> Callable:
-    """torch.compile(fn); where this platform cannot compile, fn itself, with a warning."""
+    """torch.compile(fn); where this platform cannot compile (at wrapping or at the first call),
+    fn itself, with a warning. Nothing global is switched."""
     try:
-        import torch._dynamo
-
-        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
-        return torch.compile(fn, dynamic=False)
+        compiled = torch.compile(fn, dynamic=False)
     except Exception as e:  # noqa: BLE001 - e.g. a Python version that dynamo does not support yet
         log.warning("torch.compile unavailable here (%s); training eagerly", str(e).splitlines()[0])
         return fn
+    state = {"fn": compiled, "tried": False}
+
+    def call(*args, **kwargs):
+        if state["tried"]:
+            return state["fn"](*args, **kwargs)
+        state["tried"] = True
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - a backend that fails to compile this graph
+            log.warning("torch.compile failed (%s); training eagerly", str(e).splitlines()[0][:200])
+            state["fn"] = fn
+            return fn(*args, **kwargs)
+
+    return call
 
 
-def vae_loss(model: VAE, tc: TrainConfig, dataset: Dataset) -> LossFn:
+def vae_loss(model: nn.Module, tc: Any, dataset: Any) -> LossFn:
     """The single-process training loss of `VAEObjective` as a plain function."""
     return VAEObjective(model, tc, dataset)
-
-

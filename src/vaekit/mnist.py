@@ -1,8 +1,9 @@
-"""MNIST, Fashion-MNIST and binarized MNIST from their published files, checked byte for byte.
+"""MNIST, Fashion-MNIST, binarized MNIST and Frey faces from their published files, checked byte for byte.
 
 The data root (see `data_root`) holds one folder per dataset, files named as published:
   mnist/, fashion-mnist/: {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz   (IDX inside gzip)
   binarized_mnist/:       binarized_mnist_{train,valid,test}.amat[.gz]      (784 "0"/"1" a line)
+  frey_faces/:            frey_faces.npy                                   (uint8 [1965, 560], no download)
 Every file is MD5-checked against the published checksum before it is parsed, so a result reported
 "on MNIST" is on MNIST and not on a truncated download. Pixels stay uint8 [N, 784] in memory (47 MB
 for MNIST train instead of 188 MB as float32); `scale` says how to map them to [0, 1].
@@ -58,7 +59,9 @@ _MD5 = {
     "binarized_mnist/binarized_mnist_train.amat": "db28b1a6ae0fe70cbd3da91acf46e477",
     "binarized_mnist/binarized_mnist_valid.amat": "bf37822a04e94123630de6a7dfd9c9ef",
     "binarized_mnist/binarized_mnist_test.amat": "14e41ae11040adba6ab8cb291eda0dd8",
+    "frey_faces/frey_faces.npy": "ba92189c966bec4ac7b48dd0f55cb805",
 }
+_REDOWNLOAD = "delete it and download it again"
 
 # (resolved path, mtime_ns, size, expected md5) of files already hashed: hashing 30 MB on every load
 # would cost more than parsing; a rewritten file changes mtime or size and is hashed again.
@@ -127,8 +130,9 @@ def _md5(path: Path) -> str:
         return hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
-def _verify(path: Path) -> None:
-    """Raise VaekitError unless `path` has its published MD5; hashes each file once per process."""
+def _verify(path: Path, fix: str = _REDOWNLOAD) -> None:
+    """Raise VaekitError unless `path` has its published MD5 (`fix` says what to do); hashes each file
+    once per process."""
     expected = _MD5[_key(path)]
     st = path.stat()
     tag = (str(path.resolve()), st.st_mtime_ns, st.st_size, expected)
@@ -138,7 +142,7 @@ def _verify(path: Path) -> None:
     if actual != expected:
         raise VaekitError(
             f"{path}: md5 {actual} differs from the published md5 {expected}; the file is corrupt or "
-            "incomplete: delete it and download it again"
+            f"incomplete: {fix}"
         )
     _verified.add(tag)
 
@@ -197,6 +201,26 @@ def _ensure_present(name: str, paths: list[Path], download: bool) -> None:
     why = "could not download them" if download else "download=False"
     names = ", ".join(p.name for p in missing)
     raise VaekitError(f"{name}: missing {names} ({why}); fetch {urls}{also} and put them in {paths[0].parent}")
+
+
+FREY_SHAPE = (1965, 560)  # 1965 images of 28 rows × 20 columns, row-major
+_FREY_SOURCE = (
+    "it has no download: it is Sam Roweis's frey_rawface.mat (also freyfaces.pkl in GitHub "
+    "jmtomczak/vae_vampprior), saved as a uint8 array [1965, 560] with np.save(..., allow_pickle=False)"
+)
+
+
+def read_frey_faces(data_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Brendan Frey's faces (the real-valued data of Kingma & Welling 2013, Fig. 2) from
+    `data_root(data_dir)/frey_faces/frey_faces.npy`, MD5-checked: uint8 [1965, 560], grey levels 8..238."""
+    path = data_root(data_dir) / "frey_faces" / "frey_faces.npy"
+    if not path.is_file():
+        raise VaekitError(f"frey-faces: missing {path}; {_FREY_SOURCE}")
+    _verify(path, fix=f"replace it with a good copy ({_FREY_SOURCE})")
+    x = np.load(path, allow_pickle=False)
+    if x.dtype != np.uint8 or x.shape != FREY_SHAPE:  # cannot happen with the right MD5: a guard for edits above
+        raise VaekitError(f"{path}: expected uint8 {list(FREY_SHAPE)}, found {x.dtype} {list(x.shape)}")
+    return x
 
 
 def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:

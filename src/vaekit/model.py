@@ -1,213 +1,206 @@
-"""The generative model p(x, z; θ) = p(z) p(x|z; θ), the encoder Q(z|x; φ, ψ), and the VAE joining them.
+"""A VAE is three parts that return torch distributions: VAE(encoder, decoder, prior).
 
-Seed §"Neural Network Parameterization": z ~ N(0, I_k), x|z ~ N(g(z; θ), σ²I) (or Bernoulli(logits=g)).
-Seed §"Gaussian Q and the Encoder/Decoder": Q_i = N(q(x⁽ⁱ⁾; φ), diag(v(x⁽ⁱ⁾; ψ))²).
-Every method returns torch distributions or per-example tensors; reducing over a batch is the caller's.
-Shapes: x is [..., D] (flattened data), z is [..., k]; leading sample dimensions broadcast.
+- encoder: x → Q(z|x), any module returning a `Distribution` with `rsample`/`log_prob`, batch shape
+  [B], event shape [k]; `Encoder(net, head)` turns any network's output into one (a posterior head).
+- decoder: z → p(x|z), event shape [D]; `Decoder(net, head)` with a likelihood head.
+- prior: a module whose `forward()` returns p(z); the VAE owns it, so it may have parameters.
+
+Seed §"Neural Network Parameterization": z ~ N(0, I_k), x|z ~ N(g(z; θ), σ²I) (or Bernoulli(logits=g));
+§"Gaussian Q and the Encoder/Decoder": Q_i = N(q(x⁽ⁱ⁾; φ), diag(v(x⁽ⁱ⁾; ψ))²). That composition is
+the default of `compose`/`build_model`; every family is a registered part (priors.py, posteriors.py,
+likelihoods.py, networks.py), and nothing here names one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent
+from torch.distributions import Distribution
 
-from .likelihoods import diagonal_normal, make_observation
-from .networks import ConvDecoderNet, ConvEncoderNet, mlp
-
-
-def _image_shape(data_shape: Sequence[int] | None, data_dim: int) -> tuple[int, int, int]:
-    if data_shape is None or len(data_shape) != 3:
-        raise ValueError(f"arch='conv' needs image data of shape (C, H, W), got {data_shape} ({data_dim} values)")
-    return tuple(data_shape)  # type: ignore[return-value]
+from .likelihoods import LIKELIHOODS
+from .networks import ARCHITECTURES, Concat
+from .posteriors import POSTERIORS
+from .priors import PRIORS
 
 
-def _widen(t: Tensor) -> Tensor:
-    """A network output as float32 (a no-op unless autocast made it bf16/fp16)."""
+def widen(t: Tensor) -> Tensor:
+    """A network output as float32 (a no-op unless autocast made it bf16/fp16): no log-density is
+    summed in bf16."""
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
-def _head(hidden: Sequence[int]) -> int:
-    """The conv nets' fully connected layer: the last hidden size given, else 256."""
-    return hidden[-1] if hidden else 256
+class Encoder(nn.Module):
+    """x: [..., D] → Q(z|x): `head(net(x))`. Any `nn.Module` can be the net; the head (a posterior
+    family, e.g. `posteriors.DiagonalGaussian()`) needs `head.out_features(k)` outputs from it."""
 
-
-class GenerativeModel(nn.Module):
-    """p(z) = N(0, I_k) and p(x|z; θ) = observation(g(z; θ)), with g an MLP (`hidden=()`: linear)."""
-
-    def __init__(
-        self,
-        data_dim: int,
-        latent_dim: int,
-        hidden: Sequence[int] = (400,),
-        activation: str = "relu",
-        likelihood: str = "bernoulli",
-        sigma: float = 1.0,
-        init: str = "default",
-        arch: str = "mlp",
-        data_shape: Sequence[int] | None = None,
-    ):
+    def __init__(self, net: nn.Module, head: nn.Module):
         super().__init__()
-        self.data_dim, self.latent_dim = data_dim, latent_dim
-        self.observation = make_observation(likelihood, data_dim, sigma)
-        out = self.observation.out_features(data_dim)
-        if arch == "conv":
-            shape = _image_shape(data_shape, data_dim)
-            self.decoder = ConvDecoderNet(latent_dim, shape, out // (shape[1] * shape[2]),
-                                          hidden=_head(hidden), activation=activation)
-        else:
-            self.decoder = mlp(latent_dim, hidden, out, activation, init)
-        # Buffers, not constants: they follow .to(device/dtype) and are saved with the weights.
-        self.register_buffer("prior_loc", torch.zeros(latent_dim))
-        self.register_buffer("prior_scale", torch.ones(latent_dim))
+        self.net, self.head = net, head
 
-    def prior(self) -> Independent:
-        """p(z) = N(0, I_k) as an `Independent(Normal)` with event shape [k]."""
-        return diagonal_normal(self.prior_loc, self.prior_scale)
+    def forward(self, x: Tensor) -> Distribution:
+        return self.head(widen(self.net(x)))
 
-    def decode(self, z: Tensor) -> Tensor:
-        """g(z; θ): [..., k] → [..., D] (logits for Bernoulli, means for Gaussian), always float32
-        or wider: under bf16 autocast the matmuls run in bf16 but no log-density is summed in it."""
-        return _widen(self.decoder(z))
+
+class Decoder(nn.Module):
+    """z: [..., k] → p(x|z): `head(net(z))`, the head a likelihood (`likelihoods.BernoulliObservation()`, …)."""
+
+    def __init__(self, net: nn.Module, head: nn.Module, data_dim: int | None = None):
+        super().__init__()
+        self.net, self.head, self.data_dim = net, head, data_dim
+
+    @property
+    def support(self) -> str | None:
+        """What data the likelihood takes (likelihoods.SUPPORTS), when the head says."""
+        return getattr(self.head, "support", None)
+
+    def forward(self, z: Tensor) -> Distribution:
+        return self.head(widen(self.net(z)))
+
+
+def mean_of(d: Distribution, samples: int = 256) -> Tensor:
+    """E[d]: the closed form where torch has one, else a Monte Carlo average of `samples` draws."""
+    try:
+        return d.mean
+    except NotImplementedError:
+        return d.sample((samples,)).mean(0)
+
+
+class Generative(nn.Module):
+    """p(x, z) = p(z) p(x|z) from `self.prior` and `self.decoder`: what the model and the references share."""
+
+    prior: nn.Module
+    decoder: nn.Module
 
     def p_x_given_z(self, z: Tensor) -> Distribution:
         """p(x|z; θ) with batch shape z.shape[:-1] and event shape [D]."""
-        return self.observation(self.decode(z))
-
-    def sample_prior(self, n: int) -> Tensor:
-        """z ~ p(z): [n, k]."""
-        return self.prior().sample((n,))
-
-    @torch.no_grad()
-    def sample(self, n: int, mean: bool = False) -> Tensor:
-        """x ~ p(x) by ancestral sampling: [n, D]. `mean=True` returns E[x|z] instead of a draw."""
-        p = self.p_x_given_z(self.sample_prior(n))
-        return p.mean if mean else p.sample()
-
-    def log_prob_z(self, z: Tensor) -> Tensor:
-        """log p(z): [...]."""
-        return self.prior().log_prob(z)
-
-    def log_prob_x_given_z(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z; θ): [...], with all constants."""
-        return self.p_x_given_z(z).log_prob(x)
+        return self.decoder(z)
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x, z; θ) = log p(z) + log p(x|z; θ): [...]."""
-        return self.log_prob_z(z) + self.log_prob_x_given_z(x, z)
+        return self.prior().log_prob(z) + self.p_x_given_z(z).log_prob(x)
 
+    @property
+    def latent_dim(self) -> int:
+        return int(self.prior().event_shape[-1])
 
-class Encoder(nn.Module):
-    """Q(z|x) = N(q(x; φ), diag(v(x; ψ))²), the mean-field Gaussian family of the seed.
-
-    `shared=True` (default) computes μ and log σ² from one trunk; `shared=False` uses two networks,
-    q(·; φ) for the mean and v(·; ψ) for the scale, as the text writes them. The scale is
-    parameterized by its log-variance, so it is positive without a constraint: σ = exp(½·log σ²).
-    """
-
-    def __init__(
-        self,
-        data_dim: int,
-        latent_dim: int,
-        hidden: Sequence[int] = (400,),
-        activation: str = "relu",
-        shared: bool = True,
-        init: str = "default",
-        arch: str = "mlp",
-        data_shape: Sequence[int] | None = None,
-    ):
-        super().__init__()
-        self.latent_dim, self.shared = latent_dim, shared
-
-        def net(out: int) -> nn.Module:
-            if arch == "conv":
-                return ConvEncoderNet(_image_shape(data_shape, data_dim), out, hidden=_head(hidden), activation=activation)
-            return mlp(data_dim, hidden, out, activation, init)
-
-        if shared:
-            self.net = net(2 * latent_dim)
-        else:
-            self.mean_net, self.log_var_net = net(latent_dim), net(latent_dim)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: [B, D] → (μ, log σ²), each [B, k]."""
-        if self.shared:
-            loc, log_var = _widen(self.net(x)).chunk(2, dim=-1)
-            return loc, log_var
-        return _widen(self.mean_net(x)), _widen(self.log_var_net(x))
-
-    def posterior(self, x: Tensor) -> Independent:
-        loc, log_var = self(x)
-        return diagonal_normal(loc, torch.exp(0.5 * log_var))
-
-
-class VAE(nn.Module):
-    """A variational auto-encoder: `encoder` Q(z|x; φ, ψ) and `generative` p(x, z; θ).
-
-    Build it directly, or from a config with `VAE.from_config(cfg)` (the one way the CLI and
-    checkpoints build models). `decoder_hidden=None` mirrors the encoder's hidden sizes.
-    """
-
-    def __init__(
-        self,
-        data_dim: int,
-        latent_dim: int = 20,
-        hidden: Sequence[int] = (400,),
-        activation: str = "relu",
-        likelihood: str = "bernoulli",
-        sigma: float = 1.0,
-        shared_encoder: bool = True,
-        init: str = "default",
-        decoder_hidden: Sequence[int] | None = None,
-        arch: str = "mlp",
-        data_shape: Sequence[int] | None = None,
-    ):
-        super().__init__()
-        dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
-        self.encoder = Encoder(data_dim, latent_dim, hidden, activation, shared_encoder, init, arch, data_shape)
-        self.generative = GenerativeModel(
-            data_dim, latent_dim, dec_hidden, activation, likelihood, sigma, init, arch, data_shape
-        )
-        self.data_dim, self.latent_dim = data_dim, latent_dim
-
-    @classmethod
-    def from_config(cls, cfg) -> VAE:
-        """Build from a `vaekit.config.ModelConfig` (needs `data_dim` resolved)."""
-        return cls(
-            data_dim=cfg.data_dim,
-            latent_dim=cfg.latent_dim,
-            hidden=cfg.hidden,
-            activation=cfg.activation,
-            likelihood=cfg.likelihood,
-            sigma=cfg.sigma,
-            shared_encoder=cfg.shared_encoder,
-            init=cfg.init,
-            decoder_hidden=cfg.decoder_hidden,
-            arch=cfg.arch,
-            data_shape=cfg.data_shape,
-        )
-
-    def posterior(self, x: Tensor) -> Independent:
-        """Q(z|x): batch shape [B], event shape [k]."""
-        return self.encoder.posterior(x)
-
-    def prior(self) -> Independent:
-        return self.generative.prior()
-
-    def p_x_given_z(self, z: Tensor) -> Distribution:
-        return self.generative.p_x_given_z(z)
-
-    def forward(self, x: Tensor) -> Independent:
-        return self.posterior(x)
+    @property
+    def data_dim(self) -> int | None:
+        return getattr(self.decoder, "data_dim", None)
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> Tensor:
-        """n draws from the model: E[x|z] for z ~ p(z) by default (what pictures show), [n, D]."""
-        return self.generative.sample(n, mean=mean)
+        """n draws from the model, [n, D]: E[x|z] for z ~ p(z) by default (what pictures show);
+        `mean=False` draws x ~ p(x|z) too."""
+        p = self.p_x_given_z(self.prior().sample((n,)))
+        return p.mean if mean else p.sample()
+
+    @torch.no_grad()
+    def decode(self, z: Tensor) -> Tensor:
+        """E[x|z], the mean of p(x|z) (probabilities for a Bernoulli, not logits): [..., D]."""
+        return self.p_x_given_z(z).mean
+
+
+class GenerativeModel(Generative):
+    """p(z) = N(0, I_k) and p(x|z; θ) from an MLP g(z; θ) (`hidden=()`: linear), without an encoder:
+    the half that the references (`references.py`) and `vaekit explain` integrate exactly."""
+
+    def __init__(self, data_dim: int, latent_dim: int, hidden: Sequence[int] = (400,), activation: str = "relu",
+                 likelihood: str = "bernoulli", sigma: float = 1.0, init: str = "default"):
+        super().__init__()
+        head = LIKELIHOODS.build(likelihood, data_dim=data_dim, sigma=sigma)
+        net = ARCHITECTURES.build("mlp", role="decoder", in_features=latent_dim, out_features=head.out_features(data_dim),
+                                  hidden=tuple(hidden), activation=activation, init=init)
+        self.decoder = Decoder(net, head, data_dim)
+        self.prior = PRIORS.build("standard", latent_dim=latent_dim)
+
+
+class VAE(Generative):
+    """A variational auto-encoder: `VAE(encoder, decoder, prior)` (see the module docstring).
+
+    `VAE(data_dim=…, latent_dim=…, hidden=…, …)`, the seed's model by keywords, still builds the
+    default composition (`compose`); `vaekit.build_model(cfg)` builds one from a config.
+    """
+
+    def __init__(self, encoder: nn.Module | int | None = None, decoder: nn.Module | int | None = None,
+                 prior: nn.Module | None = None, **settings: Any):
+        super().__init__()
+        if not isinstance(encoder, nn.Module):  # the seed's model by keywords: VAE(64, latent_dim=8, …)
+            for name, value in (("data_dim", encoder), ("latent_dim", decoder)):
+                if value is not None:
+                    settings[name] = value
+            encoder, decoder, prior = compose(**settings)
+        elif decoder is None or prior is None or settings:
+            raise TypeError("VAE(encoder, decoder, prior) takes three modules; for the seed's model by "
+                            "settings write VAE(data_dim=…, latent_dim=…, …) or vaekit.build_model(cfg)")
+        self.encoder, self.decoder, self.prior = encoder, decoder, prior
+
+    def posterior(self, x: Tensor) -> Distribution:
+        """Q(z|x): batch shape [B], event shape [k]."""
+        return self.encoder(x)
+
+    def forward(self, x: Tensor) -> Distribution:
+        return self.posterior(x)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, distribution: bool = False) -> Tensor | Distribution:
+        """The posterior mean E_Q[z|x], [B, k]; with `distribution=True`, Q(z|x) itself."""
+        q_z = self.posterior(x)
+        return q_z if distribution else mean_of(q_z)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """E[x|z] at z = the posterior mean of Q(z|x): [B, D]."""
-        return self.p_x_given_z(self.posterior(x).mean).mean
+        return self.decode(mean_of(self.posterior(x)))
+
+
+def compose(
+    data_dim: int,
+    latent_dim: int = 20,
+    hidden: Sequence[int] = (400,),
+    activation: str = "relu",
+    likelihood: str = "bernoulli",
+    sigma: float = 1.0,
+    shared_encoder: bool = True,
+    init: str = "default",
+    decoder_hidden: Sequence[int] | None = None,
+    arch: str = "mlp",
+    data_shape: Sequence[int] | None = None,
+    prior: str = "standard",
+    prior_components: int = 10,
+    posterior: str = "diagonal",
+    **ignored: Any,
+) -> tuple[Encoder, Decoder, nn.Module]:
+    """(encoder, decoder, prior) from registered parts by name; `decoder_hidden=None` mirrors `hidden`.
+
+    `shared_encoder=False` gives the posterior head's outputs from separate networks, half each
+    (the seed's q(x; φ) for the mean and v(x; ψ) for the scale of a diagonal Q).
+    """
+    data_shape = tuple(data_shape) if data_shape else (data_dim,)
+    q_head = POSTERIORS.build(posterior, latent_dim=latent_dim)
+    p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, sigma=sigma)
+    common = {"activation": activation, "init": init, "data_shape": data_shape}
+
+    def net(role: str, n_in: int, n_out: int, sizes: Sequence[int]) -> nn.Module:
+        return ARCHITECTURES.build(arch, role=role, in_features=n_in, out_features=n_out, hidden=tuple(sizes), **common)
+
+    n_q = q_head.out_features(latent_dim)
+    if shared_encoder:
+        enc_net = net("encoder", data_dim, n_q, hidden)
+    else:
+        enc_net = Concat(net("encoder", data_dim, n_q // 2, hidden), net("encoder", data_dim, n_q - n_q // 2, hidden))
+    dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
+    dec_net = net("decoder", latent_dim, p_head.out_features(data_dim), dec_hidden)
+    encoder = Encoder(enc_net, q_head)
+    # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
+    p_z = PRIORS.build(prior, latent_dim=latent_dim, components=prior_components, encoder=encoder,
+                       data_dim=data_dim, data_shape=data_shape)
+    return encoder, Decoder(dec_net, p_head, data_dim), p_z
+
+
+def build_model(cfg: Any) -> VAE:
+    """The VAE a `vaekit.config.ModelConfig` describes (its `data_shape` resolved from the data)."""
+    settings = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    return VAE(data_dim=cfg.data_dim, **settings)

@@ -1,12 +1,20 @@
-"""Network building blocks. No probability here: these map tensors to tensors."""
+"""Network building blocks and the registered architectures. No probability here: tensors to tensors.
+
+An architecture (`--arch`) is a factory `(role, in_features, out_features, …) → nn.Module` for the
+encoder network (x → h, role "encoder") and the decoder network (z → h, role "decoder").
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
 
+import torch
 from torch import Tensor, nn
 
+from .registry import Registry
+
+ARCHITECTURES = Registry("architecture")
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
 
 
@@ -93,3 +101,39 @@ class ConvDecoderNet(nn.Module):
         y = self.stem(z.reshape(-1, z.shape[-1])).reshape(-1, self.c0, self.h0, self.w0)
         y = self.up(y)[:, :, : self.h, : self.w]
         return y.reshape(*lead, -1)
+
+
+class Concat(nn.Module):
+    """Several networks on one input, their outputs side by side: e.g. the seed's separate q(x; φ)
+    and v(x; ψ) for the mean and the log-variance of Q."""
+
+    def __init__(self, *nets: nn.Module):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([net(x) for net in self.nets], dim=-1)
+
+
+def _image_shape(data_shape: Sequence[int] | None) -> tuple[int, int, int]:
+    if data_shape is None or len(data_shape) != 3:
+        raise ValueError(f"arch='conv' needs image data of shape (C, H, W), got {data_shape}")
+    return tuple(data_shape)  # type: ignore[return-value]
+
+
+@ARCHITECTURES.register("mlp")
+def mlp_architecture(role: str, in_features: int, out_features: int, hidden: Sequence[int], activation: str = "relu",
+                     init: str = "default") -> nn.Module:
+    """fully connected layers (--hidden sizes, --activation, --init)"""
+    return mlp(in_features, hidden, out_features, activation, init)
+
+
+@ARCHITECTURES.register("conv")
+def conv_architecture(role: str, in_features: int, out_features: int, hidden: Sequence[int],
+                      data_shape: Sequence[int] | None, activation: str = "relu") -> nn.Module:
+    """two stride-2 convolutions and a dense layer (the last --hidden size), for images"""
+    shape = _image_shape(data_shape)
+    dense = hidden[-1] if hidden else 256
+    if role == "encoder":
+        return ConvEncoderNet(shape, out_features, hidden=dense, activation=activation)
+    return ConvDecoderNet(in_features, shape, out_features // (shape[1] * shape[2]), hidden=dense, activation=activation)

@@ -44,19 +44,10 @@ def check_data(model, x: Tensor) -> None:
         raise VaekitError(f"x has shape {tuple(x.shape)} and dtype {x.dtype}; the model expects floats of shape [B, {d}]")
 
 
-def draw(q_z: Distribution, num_samples: int, estimator: str = "reparameterization", eps: Tensor | None = None) -> Tensor:
-    """[S, B, k] samples of Q: reparameterized (gradients flow) or plain (for the score function).
-
-    eps: optional standard-normal noise [S, B, k] for a diagonal-Gaussian Q, z = μ + σ ⊙ ε (common
-    random numbers; the distributed trainer uses it to give each example the same ε on any rank).
-    """
+def draw(q_z: Distribution, num_samples: int, estimator: str = "reparameterization") -> Tensor:
+    """[S, B, k] samples of Q: reparameterized (gradients flow) or plain (for the score function)."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
-    if eps is not None:
-        if not is_diagonal_normal(q_z):
-            raise ValueError("explicit eps needs a diagonal-Gaussian Q")
-        z = q_z.base_dist.loc + q_z.base_dist.scale * eps
-        return z if estimator == "reparameterization" else z.detach()
     shape = torch.Size((num_samples,))
     return q_z.rsample(shape) if estimator == "reparameterization" else q_z.sample(shape)
 
@@ -105,7 +96,7 @@ def elbo(
     kl: str = "auto",
     beta: float = 1.0,
     estimator: str = "reparameterization",
-    eps: Tensor | None = None,
+    z: Tensor | None = None,
 ) -> ELBO:
     """Monte Carlo estimate of ELBO(x; Q, θ) with `num_samples` draws of z per example.
 
@@ -114,6 +105,8 @@ def elbo(
     kl: "auto" uses the closed form when one exists (Kingma & Welling 2013, App. B) and Monte Carlo
     E_Q[log Q(z) − log p(z)] otherwise; "analytic" requires it; "mc" forces Monte Carlo.
     beta: weight of the KL in `surrogate` only (β-VAE); `elbo` is always the β = 1 value.
+    z: optional draws of Q, [S, B, k], used instead of drawing here (common random numbers; the
+    distributed trainer draws each example's noise as one process would); detached for the score function.
     """
     if kl not in KL_MODES:
         raise ValueError(f"unknown kl mode {kl!r}; choose from {KL_MODES}")
@@ -125,7 +118,10 @@ def elbo(
     if kl == "analytic" and kl_closed is None:
         raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__}")
 
-    z = draw(q_z, num_samples, estimator, eps)  # [S, B, k]
+    if z is None:
+        z = draw(q_z, num_samples, estimator)  # [S, B, k]
+    elif estimator == "score-function":
+        z = z.detach()
     log_px = model.p_x_given_z(z).log_prob(x)  # [S, B]
     needs_log_q = kl_closed is None or estimator == "score-function"
     log_q = q_z.log_prob(z) if needs_log_q else None
@@ -170,7 +166,7 @@ class IWAE(NamedTuple):
 
 
 def iwae(
-    model, x: Tensor, k: int, q_z: Distribution | None = None, dreg: bool = False, eps: Tensor | None = None
+    model, x: Tensor, k: int, q_z: Distribution | None = None, dreg: bool = False, z: Tensor | None = None
 ) -> IWAE:
     """L_k with its training surrogate; `dreg=True` gives doubly reparameterized encoder gradients.
 
@@ -179,11 +175,15 @@ def iwae(
     drops the score term whose signal-to-noise ratio vanishes as k grows (Rainforth et al. 2018).
     Here log Q is evaluated with Q's parameters detached, so φ is reached only through z_i, and a
     hook multiplies the gradient arriving at z_i by w̃_i; the decoder still gets Σ_i w̃_i ∇θ log w_i.
+    DReG needs Q's parameters to be detachable: a diagonal or full-covariance Gaussian, or any Q with
+    a `detach()` method returning the same distribution with detached parameters.
+    z: optional reparameterized draws of Q, [k, B, dim z], used instead of drawing here.
     """
     check_data(model, x)
     if q_z is None:
         q_z = model.posterior(x)
-    z = draw(q_z, k, eps=eps)
+    if z is None:
+        z = draw(q_z, k)
     log_w = _log_weights(model, x, z, _detached(q_z) if dreg else q_z)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     if not dreg:
@@ -195,6 +195,12 @@ def iwae(
 
 
 def _detached(q_z: Distribution) -> Distribution:
-    if not is_diagonal_normal(q_z):
-        raise ValueError("DReG is implemented for a diagonal-Gaussian Q")
-    return diagonal_normal(q_z.base_dist.loc.detach(), q_z.base_dist.scale.detach())
+    """Q with its parameters cut from the graph (the same density, no gradient to φ through them)."""
+    if hasattr(q_z, "detach"):
+        return q_z.detach()
+    if is_diagonal_normal(q_z):
+        return diagonal_normal(q_z.base_dist.loc.detach(), q_z.base_dist.scale.detach(), validate_args=False)
+    if isinstance(q_z, MultivariateNormal):
+        return MultivariateNormal(q_z.loc.detach(), scale_tril=q_z.scale_tril.detach(), validate_args=False)
+    raise ValueError(f"DReG needs a Q whose parameters can be detached (a diagonal or full-covariance Gaussian, "
+                     f"or a distribution with a detach() method); got {type(q_z).__name__}")

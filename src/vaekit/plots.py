@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .errors import VaekitError
-from .evaluate import latent_statistics
+from .evaluate import latent_statistics, marginals
 
 
 def image_grid(images: Tensor, shape: tuple[int, ...], ncol: int | None = None, pad: int = 1) -> Tensor:
@@ -100,7 +100,7 @@ def plot_reconstructions(model, x: Tensor, shape: Sequence[int], path: Path, n: 
 
 def posterior_means(model, x: Tensor, batch_size: int = 1000) -> Tensor:
     """E_Q[z|x] for every row of x: [N, k]."""
-    return torch.cat([model.posterior(xb).mean for xb in x.split(batch_size)])
+    return torch.cat([model.encode(xb) for xb in x.split(batch_size)])
 
 
 def project_2d(z: Tensor) -> tuple[Tensor, list[str]]:
@@ -137,26 +137,45 @@ def plot_latent_map(model, x: Tensor, labels: Tensor | None, path: Path) -> Path
     return save_figure(fig, path)
 
 
+def prior_quantiles(model, levels: Tensor, samples: int = 20_000) -> Tensor:
+    """Quantiles of each marginal p(z_j) at `levels`: [len(levels), k]. Exact (icdf) for a Gaussian
+    prior, else empirical from `samples` draws (a mixture, say)."""
+    p_z = model.prior()
+    m = marginals(p_z)
+    if m is not None:
+        return torch.distributions.Normal(m.base_dist.loc, m.base_dist.scale).icdf(levels[:, None])
+    return torch.quantile(p_z.sample((samples,)), levels.to(torch.float32), dim=0)
+
+
 def plot_manifold(model, shape: Sequence[int], path: Path, n: int = 15) -> Path:
-    """latent_dim = 2: E[x|z] on an n×n grid of N(0, 1) quantiles (Kingma & Welling 2013, fig. 4)."""
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.5 / n, 1 - 0.5 / n, n))
-    z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")  # z₂ grows upwards, as on a plot
+    """latent_dim = 2: E[x|z] on an n×n grid of the prior's quantiles (Kingma & Welling 2013, fig. 4)."""
+    q = prior_quantiles(model, torch.linspace(0.5 / n, 1 - 0.5 / n, n))
+    z1, z2 = torch.meshgrid(q[:, 0], q[:, 1].flip(0), indexing="xy")  # z₂ grows upwards, as on a plot
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
-    return save_grid(path, model.p_x_given_z(z).mean, tuple(shape), ncol=n)
+    return save_grid(path, model.decode(z), tuple(shape), ncol=n)
 
 
 def plot_traversals(model, x: Tensor, shape: Sequence[int], path: Path, steps: int = 9, span: float = 3.0) -> Path:
-    """Vary one z_j over [−span, span] from the posterior mean of one input; rows by decreasing KL."""
-    kl = torch.tensor(latent_statistics(model, x)["kl_per_dim"])
-    order = kl.argsort(descending=True)[:MAX_TRAVERSAL_DIMS]
-    z0 = model.posterior(x[:1]).mean[0]
-    values = torch.linspace(-span, span, steps)
+    """Vary one z_j from the posterior mean of one input over the prior's quantiles at ±`span`
+    standard deviations (±3 for N(0, 1)); rows by decreasing KL(Q(z_j|x) ‖ p(z_j)), or by decreasing
+    activity Cov_x E_Q[z_j] where the KL does not split by dimension (a mixture prior)."""
+    stats = latent_statistics(model, x)
+    by_kl = stats["kl_per_dim"] is not None
+    score = torch.tensor(stats["kl_per_dim"] if by_kl else stats["unit_activity"])
+    order = score.argsort(descending=True)[:MAX_TRAVERSAL_DIMS]
+    z0 = model.encode(x[:1])[0]
+    normal = torch.distributions.Normal(0.0, 1.0)
+    levels = normal.cdf(torch.linspace(-span, span, steps))
+    values = prior_quantiles(model, levels)  # [steps, k]
     z = z0.repeat(len(order), steps, 1)
-    z[torch.arange(len(order)), :, order] = values  # row r sweeps dimension order[r]
-    images = model.p_x_given_z(z.reshape(-1, z0.shape[0])).mean
-    labels = [f"z{j + 1}: {kl[j].item():.2f} nats" for j in order.tolist()]
-    return grid_figure(images, shape, steps, labels, [f"{v:+.1f}" for v in values.tolist()], path,
-                       title="traversals: one latent varied, rows by KL(Q(z_j|x) ‖ p(z_j))")
+    z[torch.arange(len(order)), :, order] = values[:, order].T  # row r sweeps dimension order[r]
+    images = model.decode(z.reshape(-1, z0.shape[0]))
+    unit = "nats" if by_kl else "activity"
+    labels = [f"z{j + 1}: {score[j].item():.2f} {unit}" for j in order.tolist()]
+    columns = [f"{v:+.1f}σ" for v in torch.linspace(-span, span, steps).tolist()]
+    title = ("traversals: one latent varied over p(z_j)'s quantiles, rows by "
+             + ("KL(Q(z_j|x) ‖ p(z_j))" if by_kl else "activity Cov_x E_Q[z_j]"))
+    return grid_figure(images, shape, steps, labels, columns, path, title=title)
 
 
 def grid_figure(images: Tensor, shape: Sequence[int], ncol: int, row_labels: list[str], col_labels: list[str],
@@ -180,9 +199,9 @@ def plot_interpolations(model, x: Tensor, shape: Sequence[int], path: Path, pair
     idx = torch.randperm(len(x))[: 2 * pairs]
     pairs = len(idx) // 2
     a, b = x[idx[:pairs]], x[idx[pairs : 2 * pairs]]
-    za, zb = model.posterior(a).mean, model.posterior(b).mean
+    za, zb = model.encode(a), model.encode(b)
     t = torch.linspace(0, 1, steps).view(1, steps, 1)
-    decoded = model.p_x_given_z(za[:, None] + t * (zb - za)[:, None]).mean  # [pairs, steps, D]
+    decoded = model.decode(za[:, None] + t * (zb - za)[:, None])  # [pairs, steps, D]
     rows = torch.cat([a[:, None], decoded, b[:, None]], 1).reshape(-1, x.shape[1])
     return save_grid(path, rows, tuple(shape), ncol=steps + 2)
 

@@ -39,11 +39,11 @@ class LinearGaussian:
     @classmethod
     def from_model(cls, generative) -> LinearGaussian:
         """Read W, b, σ off a `GenerativeModel` built with `hidden=()` and a known-σ Gaussian likelihood."""
-        layers = list(generative.decoder)
-        if len(layers) != 1 or not isinstance(generative.observation, GaussianObservation):
+        layers, head = list(generative.decoder.net), generative.decoder.head
+        if len(layers) != 1 or not isinstance(head, GaussianObservation):
             raise ValueError("exact references need a linear decoder (hidden=()) and likelihood='gaussian'")
         lin = layers[0]
-        return cls(lin.weight.detach(), lin.bias.detach(), float(generative.observation.sigma))
+        return cls(lin.weight.detach(), lin.bias.detach(), float(head.sigma))
 
     def _cov_x(self) -> Tensor:
         d = self.W.shape[0]

@@ -57,7 +57,7 @@ def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: in
     from .experiment import load_data
 
     cfg, model = load_run(run_dir)
-    metrics = evaluate_all(model, load_data(cfg).eval_split(split), k=k, seed=seed)
+    metrics = evaluate_all(model, load_data(cfg, run_dir).eval_split(split), k=k, seed=seed)
     metrics.update(split=split, latent_dim=cfg.model.latent_dim)
     return metrics
 
@@ -93,7 +93,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     cfg, model = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset = load_data(cfg)
+    dataset = load_data(cfg, run_dir)
     x, labels = dataset.eval_split(split), dataset.labels.get(split)
     shape = tuple(cfg.model.data_shape)
     with forked_rng(next(model.parameters()).device), torch.no_grad():
@@ -129,8 +129,12 @@ def metrics_table(m: dict[str, Any]) -> str:
             f"<table><tr><th>quantity</th><th>value</th><th>note</th></tr>{body}</table>")
 
 
-def kl_table(kl_per_dim: list[float]) -> str:
-    """KL(Q(z_j|x) ‖ p(z_j)) per latent dimension, averaged over the split; the row sums to the KL term."""
+def kl_table(kl_per_dim: list[float] | None) -> str:
+    """KL(Q(z_j|x) ‖ p(z_j)) per latent dimension, averaged over the split; the row sums to the KL term
+    for a diagonal Q and prior. A note where the KL does not split by dimension."""
+    if kl_per_dim is None:
+        return ("<h2>KL per latent dimension</h2><p>Not defined for this model: the prior is not a product of "
+                "one-dimensional Gaussians (e.g. a mixture), so the KL does not split by dimension.</p>")
     head = "".join(f"<th>z{j + 1}</th>" for j in range(len(kl_per_dim)))
     cells = "".join(f"<td>{v:.3f}</td>" for v in kl_per_dim)
     return f"<h2>KL per latent dimension (nats)</h2><table><tr>{head}</tr><tr>{cells}</tr></table>"

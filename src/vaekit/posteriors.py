@@ -1,0 +1,73 @@
+"""Posterior families Q(z|x) as heads: the encoder network's output h in, a torch distribution out.
+
+Registered by name (`--posterior`); each head says how many network outputs it needs for a latent
+dimension k. Every Q here has `rsample` (the reparameterization trick) and an exact `log_prob`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, MultivariateNormal
+
+from .likelihoods import Part, diagonal_normal
+from .registry import Registry
+
+POSTERIORS = Registry("posterior")
+
+
+class PosteriorHead(Part):
+    """h: [..., out_features(k)] → Q with batch shape [...] and event shape [k]."""
+
+    def out_features(self, latent_dim: int) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def forward(self, h: Tensor) -> Distribution:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class DiagonalGaussian(PosteriorHead):
+    """Q(z|x) = N(μ, diag σ²) from h = (μ, log σ²): the mean-field family of the seed (Kingma &
+    Welling 2013). The log-variance keeps σ = exp(½·log σ²) positive without a constraint."""
+
+    def out_features(self, latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    def forward(self, h: Tensor) -> Distribution:
+        loc, log_var = h.chunk(2, dim=-1)
+        return diagonal_normal(loc, torch.exp(0.5 * log_var), self.validate_args)
+
+
+class FullCovarianceGaussian(PosteriorHead):
+    """Q(z|x) = N(μ, LLᵀ) with L lower triangular from the encoder: the diagonal of L is exp(½·log σ²)
+    (positive), the k(k−1)/2 entries below it are free. h = (μ [k], log σ² [k], below-diagonal [k(k−1)/2])."""
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.latent_dim = latent_dim
+
+    def out_features(self, latent_dim: int) -> int:
+        return 2 * latent_dim + latent_dim * (latent_dim - 1) // 2
+
+    def forward(self, h: Tensor) -> Distribution:
+        k = self.latent_dim
+        loc, log_var, below = h[..., :k], h[..., k : 2 * k], h[..., 2 * k :]
+        below_diagonal = h.new_zeros(*h.shape[:-1], k, k)
+        below_diagonal[..., self.rows, self.cols] = below
+        scale_tril = below_diagonal + torch.diag_embed(torch.exp(0.5 * log_var))
+        return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=self.validate_args)
+
+
+@POSTERIORS.register("diagonal")
+def diagonal() -> PosteriorHead:
+    """N(μ(x), diag σ²(x)): the seed's mean-field Gaussian"""
+    return DiagonalGaussian()
+
+
+@POSTERIORS.register("full")
+def full(latent_dim: int) -> PosteriorHead:
+    """N(μ(x), L(x)L(x)ᵀ), a full covariance by its Cholesky factor"""
+    return FullCovarianceGaussian(latent_dim)
