@@ -7,14 +7,27 @@ try:
 except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
     __version__ = "0+unknown"
 
+from .checkpoint import save
 from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import VaekitError
 from .evaluate import evaluate_elbo, log_likelihood
-from .experiment import load, train_run
-from .model import VAE, Encoder, GenerativeModel
-from .objectives import ELBO, elbo, iwae_bound
+from .experiment import fit, load, train_run
+from .likelihoods import LIKELIHOODS
+from .loss import OBJECTIVES
+from .model import VAE, Decoder, Encoder, GenerativeModel, build_model
+from .networks import ARCHITECTURES
+from .objectives import ELBO, elbo, iwae, iwae_bound
+from .plugins import load_plugin
+from .posteriors import POSTERIORS
+from .priors import PRIORS
 from .references import LinearGaussian
+
+register_prior = PRIORS.register  # @vaekit.register_prior("name") on a factory: (latent_dim, …) → module
+register_posterior = POSTERIORS.register  # factory: (latent_dim, …) → head mapping h to Q(z|x)
+register_likelihood = LIKELIHOODS.register  # factory: (data_dim, sigma, …) → head mapping h to p(x|z)
+register_architecture = ARCHITECTURES.register  # factory: (role, in_features, out_features, hidden, …) → nn.Module
+register_objective = OBJECTIVES.register  # function: (model, x, train_config, beta, draw) → (loss, metrics)
 
 __all__ = [
     "ELBO",
@@ -22,6 +35,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "Dataset",
+    "Decoder",
     "Encoder",
     "GenerativeModel",
     "LinearGaussian",
@@ -29,11 +43,21 @@ __all__ = [
     "TrainConfig",
     "VaekitError",
     "__version__",
+    "build_model",
     "elbo",
     "evaluate_elbo",
+    "fit",
+    "iwae",
     "iwae_bound",
     "load",
     "load_dataset",
+    "load_plugin",
     "log_likelihood",
+    "register_architecture",
+    "register_likelihood",
+    "register_objective",
+    "register_posterior",
+    "register_prior",
+    "save",
     "train_run",
 ]

@@ -8,6 +8,7 @@ run code. The architecture is rebuilt from config.json, never unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import Config
+from .config import Config, ModelConfig, plugins_needed
 from .errors import PluginError, VaekitError
 from .loop import LoopState, lr_to_device, settle
 from .model import VAE, build_model
@@ -218,12 +219,52 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 
 
-def load_run(run: str | Path) -> tuple[Config, VAE]:
+def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, nn.Module]:
+    """(config, model) of a run directory: the model rebuilt from config.json (or `model`, built by the
+    caller, for a model built in Python) with the safetensors weights loaded, in eval mode."""
     run = Path(run)
     cfg = load_config(run)
-    if not cfg.model.data_shape:
-        raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
-    model = build_model(cfg.model)
+    if model is None:
+        if cfg.model.built_in_python:
+            raise VaekitError(f"{run / CONFIG}: the model was built in Python, and code is never unpickled; "
+                              "rebuild it and load the weights into it: vaekit.load(DIR, model=…)")
+        if not cfg.model.data_shape:
+            raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
+        model = build_model(cfg.model)
     load_weights(run, model)
     model.eval()
     return cfg, model
+
+
+def model_config(model: nn.Module) -> ModelConfig:
+    """The config that rebuilds `model`: its settings where it was built from settings (`VAE(data_dim=…)`,
+    `build_model`), else one that marks it as built in Python (the user rebuilds it to load it)."""
+    settings = getattr(model, "settings", None)
+    if settings is None:
+        data_dim = getattr(model, "data_dim", None)
+        return ModelConfig(data_shape=(data_dim,) if data_dim else (), built_in_python=True)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    values = {k: v for k, v in settings.items() if k in known and v is not None}
+    values["data_shape"] = tuple(settings.get("data_shape") or (settings["data_dim"],))
+    for name in ("hidden", "decoder_hidden", "plugins"):
+        if name in values:
+            values[name] = tuple(values[name])
+    return ModelConfig(**values)
+
+
+def save(model: nn.Module, run: str | Path) -> Path:
+    """Write `model` as a run directory: config.json (what rebuilds it) and model.safetensors.
+    `vaekit.load(run)` rebuilds a model made of registered parts; a model with the user's own
+    networks loads with `vaekit.load(run, model=the same architecture)`."""
+    run = Path(run)
+    cfg = Config(model=model_config(model))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, plugins=plugins_needed(cfg)))
+    save_config(run, cfg)
+    save_weights(run, model)
+    return run
+
+
+def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The trained model of a run directory (`vaekit.load`): rebuilt from config.json, or `model`
+    (the same architecture, built by the caller) with the saved weights loaded into it."""
+    return load_run(run, model)[1]

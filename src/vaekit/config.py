@@ -52,6 +52,8 @@ class ModelConfig:
                                    "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")
     init: str = setting("default", "weights: default (PyTorch) or glorot (Glorot-uniform, zero biases: the "
                         "IWAE paper's)", ("default", "glorot"))
+    built_in_python: bool = setting(False, "the networks were built in Python (vaekit.fit/save): the weights load "
+                                    "only into the same model, rebuilt by the user (vaekit.load(DIR, model=…))", flag="")
     plugins: tuple[str, ...] = setting((), "plugin files or modules that define this run's registered parts "
                                        "(recorded; never imported because a run directory names them)", flag="")
 

@@ -168,6 +168,31 @@ def load_dataset(
     return ds
 
 
+def tensor_dataset(
+    x_train: Tensor | np.ndarray,
+    x_val: Tensor | np.ndarray | None = None,
+    support: str = "real",
+    binarize: str = "none",
+    seed: int = 0,
+) -> Dataset:
+    """In-memory data as a Dataset (what `vaekit.fit` trains on): x_train [N, ...] and optionally
+    x_val; without x_val a seeded 10% of x_train is held out for validation. Values are checked
+    against `support` like a file's; bool arrays are 0/1 data; no test split."""
+    arrays = {"train": x_train} if x_val is None else {"train": x_train, "val": x_val}
+    splits, shape = {}, None
+    for name, a in arrays.items():
+        a = a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+        flat, shape_k = _as_examples(a, f"x_{name}")
+        if shape is not None and shape_k != shape:
+            raise VaekitError(f"x_val: example shape {shape_k} differs from x_train's {shape}")
+        splits[name], shape = _to_tensor(flat), shape_k
+    ds = Dataset("tensors", shape, splits, scale=255.0 if splits["train"].dtype == torch.uint8 and support != "count"
+                 and bool((splits["train"] > 1).any()) else 1.0)
+    if x_val is None:
+        _carve_validation(ds, max(1, len(splits["train"]) // 10), seed)
+    return finalize(ds, binarize, support, seed)
+
+
 def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool) -> tuple[Dataset, int]:
     """The named dataset or user data, with train and test splits (and val where published), and
     the default validation size."""

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig, plugins_needed
-from .data import Dataset, load_dataset, resolve_binarize
+from .data import Dataset, load_dataset, resolve_binarize, tensor_dataset
 from .distributed import SINGLE, Context, barrier
 from .errors import TrainingInterrupted, VaekitError
 from .evaluate import evaluate_elbo
@@ -88,23 +88,45 @@ def train_run(
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
+    out, resume, cfg = open_run(cfg, out, resume, ctx)
+    dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
+    cfg = resolve(cfg, dataset)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model).to(device)
+    return train_model(model, cfg, dataset, out, resume, show_progress, ctx, device, on_epoch)
+
+
+def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE) -> tuple[Path | None, bool, Config]:
+    """Check the run directory before anything is trained: (out, resume, the config to train).
+    A resumed run keeps its saved config; only the epoch count may change."""
     out = Path(out) if out is not None else None
     if ctx.distributed and out is not None and (out / ckpt.STATE).exists():
         resume = True  # an elastic restart continues where the job stopped
     if resume:
         if out is None or not (out / ckpt.STATE).exists():
             raise VaekitError(f"{out}: no checkpoint to resume from")
-        saved = ckpt.load_config(out)  # a resumed run keeps its saved config; only the epoch count may change
+        saved = ckpt.load_config(out)
         cfg = replace(saved, train=replace(saved.train, epochs=cfg.train.epochs))
     elif out is not None and (out / ckpt.CONFIG).exists():
         raise VaekitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
-    cfg = resolve(cfg, dataset)
+    return out, resume, cfg
+
+
+def train_model(
+    model: nn.Module,
+    cfg: Config,
+    dataset: Dataset,
+    out: Path | None = None,
+    resume: bool = False,
+    show_progress: bool = False,
+    ctx: Context = SINGLE,
+    device: str = "cpu",
+    on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
+) -> TrainResult:
+    """The loop of `train_run` and `fit`: train `model` (already built, seeded) on `dataset` as
+    `cfg.train` says, checkpointing into `out` (checked by `open_run`) after every epoch."""
     tc = cfg.train
     barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
-
-    torch.manual_seed(tc.seed)
-    model = build_model(cfg.model).to(device)
     objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
     state = LoopState()
     history: list[dict[str, Any]] = []
@@ -202,8 +224,38 @@ def _stop_on_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-def load(run: str | Path) -> VAE:
-    """The trained model of a run directory, rebuilt from its config.json and safetensors weights."""
-    return ckpt.load_run(run)[1]
+def fit(
+    model: nn.Module,
+    x_train: torch.Tensor | Any,
+    x_val: torch.Tensor | Any | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    device: str = "cpu",
+    binarize: str = "none",
+    **train: Any,
+) -> TrainResult:
+    """Train any VAE (`VAE(encoder, decoder, prior)`, your own networks included) on in-memory data,
+    with the CLI's loop, checkpoints and seeds: `vaekit.fit(model, x, epochs=20, lr=1e-3)`.
+
+    x_train, x_val: tensors or arrays [N, ...] (a seeded 10% of x_train is held out when x_val is
+    None), checked against the likelihood's support; `binarize="dynamic"` draws binary data from grey
+    levels for a Bernoulli likelihood. `train`: any `TrainConfig` field (epochs, batch_size, lr,
+    objective, beta, seed, …). With `out`, a run directory is written (and `resume=True` continues it:
+    pass the same model, built the same way, and the same data).
+    """
+    cfg = Config.from_dict({"train": train}, source="vaekit.fit")
+    support = getattr(getattr(model, "decoder", None), "support", None) or "real"
+    dataset = tensor_dataset(x_train, x_val, support, binarize, cfg.train.seed)
+    mc = ckpt.model_config(model)
+    mc = replace(mc, data_shape=mc.data_shape or tuple(dataset.shape))
+    cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset="tensors", binarize=dataset.binarize))
+    out, resume, cfg = open_run(cfg, out, resume)
+    return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
 
 
+def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The trained model of a run directory, rebuilt from its config.json (or, for a model built in
+    Python, `model` itself) with its safetensors weights."""
+    return ckpt.load(run, model)

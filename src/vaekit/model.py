@@ -13,6 +13,7 @@ likelihoods.py, networks.py), and nothing here names one.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,23 +34,28 @@ def widen(t: Tensor) -> Tensor:
 
 
 class Encoder(nn.Module):
-    """x: [..., D] → Q(z|x): `head(net(x))`. Any `nn.Module` can be the net; the head (a posterior
-    family, e.g. `posteriors.DiagonalGaussian()`) needs `head.out_features(k)` outputs from it."""
+    """x: [..., D] → Q(z|x): `head(net(x))`. Any `nn.Module` can be the net; the head is a posterior
+    family, a module or a registered name (`Encoder(my_net, "full", latent_dim=8)`), and needs
+    `head.out_features(k)` outputs from the net."""
 
-    def __init__(self, net: nn.Module, head: nn.Module):
+    def __init__(self, net: nn.Module, head: nn.Module | str = "diagonal", **settings: Any):
         super().__init__()
-        self.net, self.head = net, head
+        self.net = net
+        self.head = POSTERIORS.build(head, **settings) if isinstance(head, str) else head
 
     def forward(self, x: Tensor) -> Distribution:
         return self.head(widen(self.net(x)))
 
 
 class Decoder(nn.Module):
-    """z: [..., k] → p(x|z): `head(net(z))`, the head a likelihood (`likelihoods.BernoulliObservation()`, …)."""
+    """z: [..., k] → p(x|z): `head(net(z))`, the head a likelihood module or a registered name with its
+    settings (`Decoder(my_net, "gaussian", sigma=0.1)`); the net gives `head.out_features(D)` outputs."""
 
-    def __init__(self, net: nn.Module, head: nn.Module, data_dim: int | None = None):
+    def __init__(self, net: nn.Module, head: nn.Module | str = "bernoulli", data_dim: int | None = None,
+                 **settings: Any):
         super().__init__()
-        self.net, self.head, self.data_dim = net, head, data_dim
+        self.net, self.data_dim = net, data_dim
+        self.head = LIKELIHOODS.build(head, data_dim=data_dim, **settings) if isinstance(head, str) else head
 
     @property
     def support(self) -> str | None:
@@ -125,13 +131,16 @@ class VAE(Generative):
     """
 
     def __init__(self, encoder: nn.Module | int | None = None, decoder: nn.Module | int | None = None,
-                 prior: nn.Module | None = None, **settings: Any):
+                 prior: nn.Module | str | None = None, **settings: Any):
         super().__init__()
         if not isinstance(encoder, nn.Module):  # the seed's model by keywords: VAE(64, latent_dim=8, …)
-            for name, value in (("data_dim", encoder), ("latent_dim", decoder)):
+            for name, value in (("data_dim", encoder), ("latent_dim", decoder), ("prior", prior)):
                 if value is not None:
                     settings[name] = value
+            bound = inspect.signature(compose).bind(**settings)
+            bound.apply_defaults()
             encoder, decoder, prior = compose(**settings)
+            self.settings = {k: v for k, v in bound.arguments.items() if k != "ignored"}  # what rebuilds it
         elif decoder is None or prior is None or settings:
             raise TypeError("VAE(encoder, decoder, prior) takes three modules; for the seed's model by "
                             "settings write VAE(data_dim=…, latent_dim=…, …) or vaekit.build_model(cfg)")
