@@ -218,6 +218,17 @@ def plugins_needed(cfg: Config) -> tuple[str, ...]:
     return tuple(sorted(needed))
 
 
+def registry_tables() -> str:
+    """The README's table of every built-in registered choice, one row per name (a test keeps them equal)."""
+    rows = ["| flag | name | what it is |", "|---|---|---|"]
+    for _, f in settings():
+        registry = f.metadata.get("choices")
+        if isinstance(registry, Registry):
+            flag = "--" + f.name.replace("_", "-")
+            rows += [f"| `{flag}` | `{e.name}` | {e.help} |" for e in map(registry.entry, registry.names()) if e.builtin]
+    return "\n".join(rows) + "\n"
+
+
 def settings():
     """(section, dataclass field) for every setting, in order: what the CLI's flags are made from."""
     for name, cls in SECTIONS.items():
