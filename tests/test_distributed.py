@@ -10,6 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vaekit import build_model
+from vaekit.checkpoint import load_config
+
 COMMON = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "32", "--lr", "3e-3", "--seed", "3"]
 
 
@@ -43,6 +46,37 @@ def test_two_processes_with_half_batches_match_one_process(runs):
     metrics_two = [json.loads(line) for line in (runs / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics_two] == [m["step"] for m in metrics_one] == [21, 42]
     assert abs(metrics_two[-1]["train/elbo"] - metrics_one[-1]["train/elbo"]) < 1e-3
+
+
+FULL_MOG = [*COMMON, "--posterior", "full", "--prior", "mog", "--prior-components", "3"]
+
+
+@pytest.fixture(scope="module")
+def full_mog_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp_full_mog")
+    run(["train", "--out", root / "one", "--batch-size", "64", "--epochs", "2", *FULL_MOG])
+    run(["train", "--out", root / "two", "--batch-size", "32", "--epochs", "2", *FULL_MOG], nproc=2)
+    return root
+
+
+def test_two_processes_match_one_with_a_full_covariance_q_and_a_learned_mixture_prior(full_mog_runs):
+    one, two = (load_file(full_mog_runs / name / "model.safetensors") for name in ("one", "two"))
+    config = json.loads((full_mog_runs / "two" / "config.json").read_text())["model"]
+    assert config["posterior"] == "full" and config["prior"] == "mog"
+    assert one.keys() == two.keys() and {"prior.means", "prior.log_scales", "prior.logits"} <= one.keys()
+    # Q's draws are made for the global batch by the MultivariateNormal's own rsample, each rank keeping
+    # its block, and the prior's parameters are averaged like the networks': only float rounding differs
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-4, rtol=1e-4)
+    cfg = load_config(full_mog_runs / "one")
+    torch.manual_seed(cfg.train.seed)  # as train_run does before building the model
+    initial = build_model(cfg.model).state_dict()
+    assert (one["prior.means"] - initial["prior.means"]).abs().max() > 1e-3  # the prior was trained
+    metrics_one = [json.loads(line) for line in (full_mog_runs / "one" / "metrics.jsonl").read_text().splitlines()]
+    metrics_two = [json.loads(line) for line in (full_mog_runs / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics_two] == [m["step"] for m in metrics_one] == [21, 42]
+    assert abs(metrics_two[-1]["train/elbo"] - metrics_one[-1]["train/elbo"]) < 1e-3
+    assert abs(metrics_two[-1]["val/elbo"] - metrics_one[-1]["val/elbo"]) < 1e-3
 
 
 def test_distributed_evaluation_equals_single_process(runs):

@@ -42,8 +42,6 @@ def build_config(args: argparse.Namespace) -> Config:
         value = getattr(args, f.name, None)
         if value is not None:
             merged[section][f.name] = list(value) if isinstance(value, list) else value
-    if getattr(args, "plugin", None):
-        merged["model"]["plugins"] = list(args.plugin)
     return Config.from_dict(merged, source="command line")
 
 
@@ -323,7 +321,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _load_plugins_first(argv: list[str] | None) -> None:
+    """Import every --plugin before the parser is built, so the names it registers are valid choices."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    for spec in pre.parse_known_args(argv)[0].plugin:
+        load_plugin(spec)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        _load_plugins_first(argv)
+    except VaekitError as e:
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return 2
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
@@ -331,8 +342,6 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, name, None)
             if value is not None and value <= 0:
                 raise VaekitError(f"--{name} must be > 0, got {value}")
-        for spec in getattr(args, "plugin", None) or []:
-            load_plugin(spec)
         args.func(args)
     except (VaekitError, KeyboardInterrupt) as e:
         if args.debug:

@@ -124,7 +124,9 @@ def collapse_warning(stats: dict[str, object], share: float = 0.5) -> str | None
     k, active = len(stats["unit_activity"]), int(stats["active_units"])  # type: ignore[arg-type]
     if k == 0 or active >= share * k:
         return None
-    kl = stats.get("kl") if stats.get("kl") is not None else sum(stats["kl_per_dim"] or [float("nan")])  # type: ignore[arg-type]
+    kl = stats.get("kl") if stats.get("kl") is not None else (
+        sum(stats["kl_per_dim"]) if stats.get("kl_per_dim") is not None else None)  # type: ignore[arg-type]
+    kl_text = f"KL {kl:.2f} nats; " if kl is not None else ""
     return (f"posterior collapse: only {active} of {k} latent units are active (Cov_x E_Q[z_j] > 0.01), "
-            f"KL {kl:.2f} nats; try --kl-warmup-epochs, a smaller --latent-dim, "
+            f"{kl_text}try --kl-warmup-epochs, a smaller --latent-dim, "
             "or a weaker decoder")

@@ -59,7 +59,7 @@ def evaluate_elbo(
         for b, xb in _my_batches(x, batch_size, ctx):
             torch.manual_seed(batch_seed(seed, b))
             r = elbo(model, xb, num_samples=num_samples)
-            sums += torch.stack([r.elbo.sum(), r.reconstruction.sum(), r.kl.sum()]).double()
+            sums += torch.stack([r.elbo, r.reconstruction, r.kl]).double().sum(1)
     means = (all_reduce_sum(sums, ctx) / x.shape[0]).tolist()
     return {"elbo": means[0], "reconstruction": means[1], "kl": means[2], "n": int(x.shape[0])}
 
