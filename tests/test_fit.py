@@ -1,12 +1,11 @@
 """The Python user's path: vaekit.fit on in-memory tensors, save/load, encode/decode, real-valued data."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from run_cli import vaekit_cli
 from torch import nn
 
 import vaekit
@@ -106,24 +105,21 @@ def test_fit_checks_data_against_the_likelihood():
         vaekit.fit(model, torch.rand(50, 4).round(), epoch=1)
 
 
-def vaekit_cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "vaekit", "--quiet", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+def cli_stdout(*args):
+    return vaekit_cli("--quiet", *args).stdout
 
 
 def test_real_tabular_data_standardized_train_and_evaluate_in_nats(tmp_path):
     run = tmp_path / "wine"
-    vaekit_cli("train", "--dataset", "wine", "--likelihood", "gaussian-learned-per-dim", "--sigma", "1",
+    cli_stdout("train", "--dataset", "wine", "--likelihood", "gaussian-learned-per-dim", "--sigma", "1",
                "--standardize", "--latent-dim", "2", "--hidden", "32", "--epochs", "30", "--batch-size", "32",
                "--lr", "3e-3", "--out", run)
-    m = json.loads(vaekit_cli("evaluate", run, "--k", "200", "--json"))
+    m = json.loads(cli_stdout("evaluate", run, "--k", "200", "--json"))
     assert m["elbo"] == pytest.approx(m["reconstruction"] - m["kl"], abs=1e-6)
     # 13 standardized features: a good model beats independent N(0, 1) per feature, −13·½·log(2πe) ≈ −18.4
     assert -18.4 < m["elbo"] <= m["log_likelihood"] + 3 * m["log_likelihood_stderr"]
     # samples come back in the data's units: proline (the last feature) is in the hundreds
-    vaekit_cli("sample", run, "--n", "400", "--draw")
+    cli_stdout("sample", run, "--n", "400", "--draw")
     samples = np.load(run / "samples.npy")
     data = vaekit.load_dataset("wine", support="real").split("train").numpy()
     assert samples.shape == (400, 13)

@@ -6,13 +6,13 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 from pngread import read_png
+from run_cli import vaekit_cli
 from safetensors.torch import load_file
 from torch.distributions import Bernoulli
 
@@ -69,14 +69,6 @@ def tempered():
 
 FLAGS = ["--prior", "laplace", "--likelihood", "bernoulli-tempered", "--dataset", "digits", "--latent-dim", "2",
          "--hidden", "16"]
-
-
-def vaekit_cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "vaekit", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stderr)
-    return proc
 
 
 @pytest.fixture(scope="module")

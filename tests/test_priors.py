@@ -4,12 +4,11 @@ ELBO it forces, and a run trained with it through the command line."""
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from pngread import read_png
+from run_cli import vaekit_cli
 from safetensors.torch import load_file
 
 import vaekit
@@ -101,14 +100,6 @@ def test_evaluate_elbo_accumulates_the_per_example_terms_in_float64():
 # --- a run trained with the mixture prior through the command line ------------------------------
 
 FLAGS = ["--dataset", "digits", "--prior", "mog", "--prior-components", "4", "--latent-dim", "2", "--hidden", "32"]
-
-
-def vaekit_cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "vaekit", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stderr)
-    return proc
 
 
 @pytest.fixture(scope="module")
