@@ -24,10 +24,10 @@ from common import default_data_dir
 
 from vaekit.config import Config, TrainConfig
 from vaekit.data import Dataset
+from vaekit.data.mnist import load_mnist_family
 from vaekit.evaluate import evaluate_elbo, log_likelihood
 from vaekit.experiment import build_trainer, train_run
 from vaekit.loop import LoopState, settle, train_epoch
-from vaekit.mnist import load_mnist_family
 from vaekit.model import VAE
 
 MODES = {  # name → TrainConfig settings

@@ -28,10 +28,10 @@ from torch import nn
 
 from vaekit.config import TrainConfig
 from vaekit.data import Dataset
+from vaekit.data.mnist import load_mnist_family
 from vaekit.evaluate import log_likelihood
 from vaekit.loop import LoopState, make_adam, train_epoch
 from vaekit.loss import vae_loss
-from vaekit.mnist import load_mnist_family
 from vaekit.model import VAE
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vaekit.data import load_dataset, standardization
-from vaekit.datasets_builtin import read_builtin
+from vaekit.data.builtin import read_builtin
 from vaekit.errors import VaekitError
 
 # The verified data lives beside the repository (CI clones it to ../shared), not inside it.

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from vaekit import Config
 from vaekit.data import SUPPORTS, load_dataset
+from vaekit.data.mnist import read_amat, read_idx
 from vaekit.errors import VaekitError
-from vaekit.mnist import read_amat, read_idx
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,  # CI sees the same cases every run
                      suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit import mnist
+from vaekit.data import mnist
+from vaekit.data.mnist import data_root, load_mnist_family, read_amat, read_idx
 from vaekit.errors import VaekitError
-from vaekit.mnist import data_root, load_mnist_family, read_amat, read_idx
 
 # The verified data lives beside the repository (CI clones it to ../shared), not inside it.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

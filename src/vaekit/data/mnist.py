@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import VaekitError
+from ..errors import VaekitError
 
 DATASETS = ("mnist", "fashion-mnist", "binarized-mnist")
 SHAPE = (1, 28, 28)

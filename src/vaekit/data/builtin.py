@@ -53,5 +53,5 @@ def read_builtin(name: str, data_dir: str | None = None) -> tuple[np.ndarray, np
 
 
 def _embedded_table(file: str, dtype: type) -> np.ndarray:
-    with resources.files("vaekit.resources").joinpath(file).open("rb") as f, gzip.open(f) as g:
+    with resources.files("vaekit.data.resources").joinpath(file).open("rb") as f, gzip.open(f) as g:
         return np.loadtxt(g, delimiter=",", dtype=dtype)

@@ -1,0 +1,39 @@
+"""Datasets as tensors: the named datasets, user arrays, and what a likelihood's support admits.
+
+dataset.py  the Dataset (splits as tensors, `prepare`), supports, binarization, standardization
+load.py     load_dataset (a name or a path → Dataset), tensor_dataset (in-memory arrays)
+files.py    user data: .npy, .npz, .csv, image folders
+builtin.py  digits and wine (embedded in resources/), Frey faces
+mnist.py    MNIST, Fashion-MNIST, binarized MNIST (and the Frey faces file): download, MD5 check, parse
+"""
+
+from .dataset import (
+    BINARIZE,
+    EVAL_BINARIZATION_SEED,
+    MIN_SPREAD,
+    SPLITS,
+    SUPPORTS,
+    Dataset,
+    check_values,
+    finalize,
+    resolve_binarize,
+    standardization,
+)
+from .load import DATASETS, MNIST_FAMILY, load_dataset, tensor_dataset
+
+__all__ = [
+    "BINARIZE",
+    "DATASETS",
+    "EVAL_BINARIZATION_SEED",
+    "MIN_SPREAD",
+    "MNIST_FAMILY",
+    "SPLITS",
+    "SUPPORTS",
+    "Dataset",
+    "check_values",
+    "finalize",
+    "load_dataset",
+    "resolve_binarize",
+    "standardization",
+    "tensor_dataset",
+]

@@ -1,0 +1,214 @@
+"""The Dataset: splits as tensors, what a likelihood's support admits, binarization and standardization.
+
+A `Dataset` keeps each split as one flattened tensor [N, D] in its stored dtype (uint8 stays uint8)
+and converts per batch with `prepare`: divide by `scale` (to the data's units: [0, 1] for grey
+levels), binarize if the config says so, standardize if asked.
+
+The likelihood's support decides what data are acceptable (SUPPORTS): "binary" (Bernoulli: 0/1, or
+grey levels in [0, 1] that are binarized), "unit" (values in [0, 1], e.g. continuous Bernoulli),
+"real" (any finite value, e.g. Gaussian), "count" (whole numbers ≥ 0, kept unscaled). Binarization is
+stated, never implied, and only for a binary support: "dynamic" draws x ~ Bernoulli(pixel) afresh every
+time an image is used (Burda et al. 2016), "static" draws once with a fixed seed, "none" keeps the
+values (then a binary support requires 0/1 data), "auto" is dynamic for binary and none otherwise.
+Standardization (real support only) maps each dimension to mean 0 and standard deviation 1 over the
+training split; `restore` and `log_det_jacobian` take samples and densities back to the data's units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import VaekitError
+
+SPLITS = ("train", "val", "test")
+SUPPORTS = ("binary", "unit", "real", "count")
+BINARIZE = ("auto", "dynamic", "static", "none")
+EVAL_BINARIZATION_SEED = 1234  # evaluation binarizes each split once with this seed, so numbers repeat
+MIN_SPREAD = 1e-12  # a dimension whose training std is below this (constant) is not rescaled: spread 1
+
+
+@dataclass
+class Dataset:
+    """name; shape: one example's shape (C, H, W) or (D,); splits: {"train"|"val"|"test": [N, D]}."""
+
+    name: str
+    shape: tuple[int, ...]
+    splits: dict[str, Tensor]
+    scale: float = 1.0  # stored value / scale: the data in its units (∈ [0, 1] for binary and unit supports)
+    binarize: str = "none"  # "dynamic" or "none" once loaded (a static draw is stored, then "none")
+    labels: dict[str, Tensor] = field(default_factory=dict)
+    shift: Tensor | None = None  # float32 [D]: training mean per dimension when standardizing (set it with
+    # with_standardization: prepare caches device copies), else None
+    spread: Tensor | None = None  # float32 [D]: the training std per dimension (1 if constant), else None
+    _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device → (shift, spread)
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.shape)
+
+    def split(self, name: str) -> Tensor:
+        if name not in self.splits:
+            raise VaekitError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(self.splits)}")
+        return self.splits[name]
+
+    def prepare(self, raw: Tensor, generator: torch.Generator | None = None, u: Tensor | None = None) -> Tensor:
+        """A raw batch [B, D] → float32 raw/scale, binarized by a fresh draw when binarize='dynamic',
+        standardized, (raw/scale − shift)/spread, when `shift` is set.
+
+        u: optional uniform noise [B, D] for the draw (else drawn here from `generator`).
+        """
+        x = raw.to(torch.float32)
+        if self.scale != 1.0:
+            x = x / self.scale
+        if self.binarize == "dynamic":
+            # u < p with u ~ U(0, 1) is a Bernoulli(p) draw; 4× faster than torch.bernoulli on CPU
+            if u is None:
+                u = torch.rand(x.shape, generator=generator, device=x.device)
+            x = (u < x).to(torch.float32)
+        if self.shift is not None:
+            shift, spread = self._affine(x)
+            x = (x - shift) / spread
+        return x
+
+    def restore(self, x: Tensor) -> Tensor:
+        """Undo the standardization of prepared values (samples, reconstructions, decoder means):
+        x·spread + shift, in the data's units (raw/scale). x: [..., D] or [..., *shape]; identity when
+        not standardizing."""
+        if self.shift is None:
+            return x
+        shift, spread = self._affine(x)
+        return x * spread + shift
+
+    @property
+    def log_det_jacobian(self) -> float:
+        """−Σ_d log spread_d: the nats to add to a log-density of standardized data to get the log-density
+        in the data's units (raw/scale; the scale's own −D log scale is not included). 0.0 when not
+        standardizing."""
+        return 0.0 if self.spread is None else -float(self.spread.double().log().sum())
+
+    def with_standardization(self, shift: Tensor | np.ndarray | Sequence[float],
+                             spread: Tensor | np.ndarray | Sequence[float]) -> Dataset:
+        """This dataset (its split tensors shared, not copied) with `prepare` standardizing by the given
+        statistics: [D] each, e.g. those saved with a run at training time; spread > 0."""
+        stats = {}
+        for what, v in (("shift", shift), ("spread", spread)):
+            t = torch.as_tensor(v).detach().to("cpu", torch.float32).clone()
+            if tuple(t.shape) != (self.dim,):
+                raise VaekitError(f"{self.name}: {what} has shape {list(t.shape)}; the data need [{self.dim}]")
+            if not bool(torch.isfinite(t).all()):
+                raise VaekitError(f"{self.name}: {what} holds NaN or Inf")
+            stats[what] = t
+        if not bool((stats["spread"] > 0).all()):
+            raise VaekitError(f"{self.name}: spread must be positive, found minimum {float(stats['spread'].min()):g}")
+        return replace(self, **stats)
+
+    def eval_split(self, name: str) -> Tensor:
+        """A split ready for evaluation: float, and for dynamic binarization one fixed seeded draw."""
+        g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
+        return self.prepare(self.split(name), generator=g)
+
+    def _affine(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(shift, spread) on x's device, copied there once (a copy per batch would stall a CUDA graph),
+        shaped [D] for flat x and `shape` for unflattened x."""
+        if x.device not in self._on_device:
+            self._on_device[x.device] = (self.shift.to(x.device), self.spread.to(x.device))
+        shift, spread = self._on_device[x.device]
+        if x.shape[-1] != self.dim:
+            shift, spread = shift.view(self.shape), spread.view(self.shape)
+        return shift, spread
+
+
+def seeded_split(n: int, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded random subset of size n_out and of the rest, each in increasing order."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(perm[:n_out]), np.sort(perm[n_out:])
+
+
+def resolve_binarize(binarize: str, support: str) -> str:
+    """The binarization a choice means for a support: "auto" → "dynamic" (binary) or "none" (others);
+    dynamic or static with a support other than binary is refused."""
+    if support not in SUPPORTS:
+        raise VaekitError(f"unknown support {support!r}: choose {', '.join(SUPPORTS)}")
+    if binarize not in BINARIZE:
+        raise VaekitError(f"unknown binarize {binarize!r}: choose {', '.join(BINARIZE)}")
+    if binarize == "auto":
+        return "dynamic" if support == "binary" else "none"
+    if binarize != "none" and support != "binary":
+        raise VaekitError(f"binarize={binarize!r} applies to a Bernoulli (binary) likelihood only; this "
+                          f"likelihood's support is {support!r}: use binarize none or auto")
+    return binarize
+
+
+def finalize(ds: Dataset, binarize: str = "auto", support: str = "binary", seed: int = 0) -> Dataset:
+    """Check values against the support and apply the binarization choice (`resolve_binarize`).
+
+    A count support keeps stored values unscaled (scale 1). Afterwards ds.binarize is "dynamic" or
+    "none": a static draw (seeded by `seed`) is stored as 0/1 uint8."""
+    binarize = resolve_binarize(binarize, support)
+    if support == "count":
+        ds.scale = 1.0
+    for name, x in ds.splits.items():
+        check_values(x, ds.scale, f"{ds.name} [{name}]", support)
+    if binarize == "static":
+        g = torch.Generator().manual_seed(seed)
+        ds.splits = {k: torch.bernoulli(v.to(torch.float32) / ds.scale, generator=g).to(torch.uint8) for k, v in ds.splits.items()}
+        ds.scale = 1.0
+    elif binarize == "none" and support == "binary":
+        for name, x in ds.splits.items():
+            if not bool(((x == 0) | (x == ds.scale)).all()):
+                raise VaekitError(
+                    f"{ds.name} [{name}]: a Bernoulli likelihood needs 0/1 data but these are grey levels; "
+                    "use --binarize auto|dynamic|static or a likelihood with unit or real support"
+                )
+    ds.binarize = binarize if binarize == "dynamic" else "none"
+    return ds
+
+
+def check_values(x: Tensor, scale: float, where: str, support: str = "unit", block: int = 65536) -> None:
+    """Non-empty, finite, and what `support` admits: "real" any finite value, "unit" and "binary" [0, 1]
+    after scaling, "count" whole numbers ≥ 0. Checked in blocks so a memory map is streamed."""
+    if x.shape[0] == 0:
+        raise VaekitError(f"{where}: the dataset is empty")
+    lo, hi = math.inf, -math.inf
+    for start in range(0, x.shape[0], block):
+        xb = x[start : start + block]
+        if xb.is_floating_point():
+            _refuse_first(~torch.isfinite(xb), start, f"{where}: example {{}} contains NaN or Inf")
+            if support == "count":
+                _refuse_first(xb != xb.round(), start, f"{where}: count data must be whole numbers; example {{}} is not")
+        lo, hi = min(lo, float(xb.min()) / scale), max(hi, float(xb.max()) / scale)
+    if support in ("unit", "binary") and (lo < 0 or hi > 1):
+        raise VaekitError(f"{where}: values must lie in [0, 1] after scaling for support {support!r}, found range "
+                          f"[{lo:g}, {hi:g}]; real-valued data need a likelihood with real support (e.g. Gaussian)")
+    if support == "count" and lo < 0:
+        raise VaekitError(f"{where}: count data must be non-negative, found range [{lo:g}, {hi:g}]")
+
+
+def _refuse_first(bad: Tensor, start: int, message: str) -> None:
+    """Raise `message` naming the first example (row start + i) of a block with a True in `bad` [B, D]."""
+    if bool(bad.any()):
+        raise VaekitError(message.format(start + int(bad.nonzero()[0, 0])))
+
+
+def standardization(x: Tensor, scale: float = 1.0, block: int = 65536) -> tuple[Tensor, Tensor]:
+    """Per-dimension mean and standard deviation (divisor N) of x/scale, x: [N, D], as float32 [D] each.
+
+    Accumulated in float64 block by block (so a memory map is streamed) with Chan et al.'s pairwise
+    update (1979), which does not cancel when a mean is large against its spread. A dimension whose
+    std is below MIN_SPREAD (constant) gets spread 1: it is shifted to 0, not blown up."""
+    n, mean, m2 = 0, torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
+    for start in range(0, x.shape[0], block):
+        xb = x[start : start + block].to(torch.float64) / scale
+        nb, mean_b = xb.shape[0], xb.mean(0)
+        delta, total = mean_b - mean, n + nb
+        mean = mean + delta * (nb / total)
+        m2 = m2 + ((xb - mean_b) ** 2).sum(0) + delta**2 * (n * nb / total)
+        n = total
+    std = (m2 / n).sqrt()
+    return mean.float(), torch.where(std < MIN_SPREAD, torch.ones_like(std), std).float()

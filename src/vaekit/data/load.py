@@ -1,0 +1,143 @@
+"""From a name to a Dataset: the named datasets (builtin.py, mnist.py) or a path (files.py), split into
+train/val/test, checked against the likelihood's support, binarized and standardized as stated; and
+in-memory arrays (`tensor_dataset`) the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import VaekitError
+from .builtin import BUILTIN, read_builtin
+from .dataset import Dataset, finalize, resolve_binarize, seeded_split, standardization
+from .files import as_examples, read_csv, read_image_folder, read_numpy, to_tensor, user_dataset
+from .mnist import DATASETS as MNIST_FAMILY
+from .mnist import load_mnist_family
+
+DATASETS = (*BUILTIN, *MNIST_FAMILY)  # the named datasets; any other name is a path
+
+
+def load_dataset(
+    name: str,
+    binarize: str = "auto",
+    support: str = "binary",
+    split_seed: int = 0,
+    val_size: int | None = None,
+    data_dir: str | None = None,
+    mmap: bool = False,
+    standardize: bool = False,
+    shift: Tensor | np.ndarray | Sequence[float] | None = None,
+    spread: Tensor | np.ndarray | Sequence[float] | None = None,
+) -> Dataset:
+    """The dataset a `DataConfig` names, split into train/val/test and checked against the likelihood's
+    support (one of SUPPORTS).
+
+    name: "digits", "wine" (embedded), "frey-faces", "mnist", "fashion-mnist", "binarized-mnist" (files
+    under `data_dir`, verified by MD5), or a path: .npy, .npz, .csv, or a folder of PNG/JPEG images.
+    binarize: auto | dynamic | static | none (see vaekit.data.dataset); the result's `binarize` is the
+    resolved "dynamic" or "none". val_size: validation examples drawn (seeded by `split_seed`) from the
+    training split; None takes the dataset's default (see vaekit.data.builtin; 10000 for MNIST-like, 10%
+    for user data). standardize (support "real" only): per-dimension mean and std of the training split,
+    or the given `shift` and `spread` (statistics saved at training time) instead of recomputing them.
+    """
+    resolve_binarize(binarize, support)  # argument errors before any file is read
+    _check_standardize(support, standardize, shift, spread)
+    ds, default_val = _load_source(name, split_seed, data_dir, mmap)
+    if "val" in ds.splits and val_size is not None and name in DATASETS:
+        raise VaekitError(f"{name} comes with its own validation split; leave val_size unset")
+    if "val" not in ds.splits:
+        _carve_validation(ds, default_val if val_size is None else val_size, split_seed, contiguous=mmap)
+    ds = finalize(ds, binarize, support, split_seed)
+    if standardize:
+        if shift is None:
+            shift, spread = standardization(ds.split("train"), ds.scale)
+        ds = ds.with_standardization(shift, spread)
+    return ds
+
+
+def tensor_dataset(
+    x_train: Tensor | np.ndarray,
+    x_val: Tensor | np.ndarray | None = None,
+    support: str = "real",
+    binarize: str = "none",
+    seed: int = 0,
+) -> Dataset:
+    """In-memory data as a Dataset (what `vaekit.fit` trains on): x_train [N, ...] and optionally
+    x_val; without x_val a seeded 10% of x_train is held out for validation. Values are checked
+    against `support` like a file's; bool arrays are 0/1 data; no test split."""
+    arrays = {"train": x_train} if x_val is None else {"train": x_train, "val": x_val}
+    splits, shape = {}, None
+    for name, a in arrays.items():
+        a = a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+        flat, shape_k = as_examples(a, f"x_{name}")
+        if shape is not None and shape_k != shape:
+            raise VaekitError(f"x_val: example shape {shape_k} differs from x_train's {shape}")
+        splits[name], shape = to_tensor(flat), shape_k
+    ds = Dataset("tensors", shape, splits, scale=255.0 if splits["train"].dtype == torch.uint8 and support != "count"
+                 and bool((splits["train"] > 1).any()) else 1.0)
+    if x_val is None:
+        _carve_validation(ds, max(1, len(splits["train"]) // 10), seed)
+    return finalize(ds, binarize, support, seed)
+
+
+def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool) -> tuple[Dataset, int]:
+    """The named dataset or user data, with train and test splits (and val where published), and
+    the default validation size."""
+    if name in BUILTIN:
+        spec = BUILTIN[name]
+        x, y = read_builtin(name, data_dir)
+        test_idx, rest = seeded_split(len(x), spec.test, split_seed)
+        splits = {"test": torch.from_numpy(x[test_idx]), "train": torch.from_numpy(x[rest])}
+        labels = {} if y is None else {"test": torch.from_numpy(y[test_idx]), "train": torch.from_numpy(y[rest])}
+        return Dataset(name, spec.shape, splits, scale=spec.scale, labels=labels), spec.val
+    if name in MNIST_FAMILY:
+        d = load_mnist_family(name, data_dir)
+        return Dataset(name, tuple(d["shape"]), d["splits"], scale=d["scale"], labels=d["labels"]), 10_000
+    path = Path(name)
+    ds = user_dataset(path, _read_user_arrays(path, mmap), split_seed, mmap)
+    return ds, max(1, ds.splits["train"].shape[0] // 10)
+
+
+def _read_user_arrays(path: Path, mmap: bool) -> dict[str, np.ndarray]:
+    """The arrays of a user's file or image folder, by name ("x" for a single array)."""
+    if not path.exists():
+        raise VaekitError(f"{path}: no such file or directory, and not a named dataset ({', '.join(DATASETS)})")
+    if path.is_dir():
+        return {"x": read_image_folder(path)}
+    if path.suffix in (".npy", ".npz"):
+        return read_numpy(path, mmap)
+    if path.suffix == ".csv":
+        return {"x": read_csv(path)}
+    raise VaekitError(f"{path}: unknown dataset; use {', '.join(DATASETS)}, "
+                      "or a .npy, .npz or .csv file or an image folder")
+
+
+def _check_standardize(support: str, standardize: bool, shift: object, spread: object) -> None:
+    if standardize and support != "real":
+        raise VaekitError(f"standardize applies to real-valued data (support 'real') only; this likelihood's "
+                          f"support is {support!r}")
+    if (shift is None) != (spread is None):
+        raise VaekitError("give both shift and spread (saved standardization statistics) or neither")
+    if shift is not None and not standardize:
+        raise VaekitError("shift and spread re-apply a saved standardization: pass them with standardize=True")
+
+
+def _carve_validation(ds: Dataset, n_val: int, seed: int, contiguous: bool = False) -> None:
+    """Move n_val training examples to a "val" split: a seeded random subset, or the last n_val rows
+    of a memory-mapped array (a random subset would copy it into memory)."""
+    train = ds.splits["train"]
+    n = train.shape[0]
+    if not 0 <= n_val < n:
+        raise VaekitError(f"{ds.name}: val_size {n_val} must be smaller than the {n} training examples")
+    if contiguous:
+        ds.splits["val"], ds.splits["train"] = train[n - n_val :], train[: n - n_val]
+        return
+    val_idx, train_idx = (torch.from_numpy(i) for i in seeded_split(n, n_val, seed))
+    ds.splits["val"], ds.splits["train"] = train[val_idx], train[train_idx]
+    if "train" in ds.labels:
+        y = ds.labels["train"]
+        ds.labels["val"], ds.labels["train"] = y[val_idx], y[train_idx]
