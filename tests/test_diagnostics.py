@@ -8,7 +8,9 @@ import torch
 import vaekit
 from vaekit import VAE, LinearGaussian
 from vaekit.cli import main
-from vaekit.diagnostics import amortization_gap, collapse_warning, gap_summary
+from vaekit.diagnostics import amortization_gap, collapse_warning, fit_diagonal_q, gap_summary
+from vaekit.likelihoods import diagonal_normal
+from vaekit.references import gauss_hermite_elbo
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,28 @@ def test_optimum_of_the_linear_gaussian_model():
         q_enc = model.posterior(x)
     encoder = lg.elbo(x, q_enc.mean, torch.diag_embed(q_enc.variance))
     assert r.gap.mean() > 1.0 and abs(float(r.encoder_elbo.mean() - encoder.mean())) < 0.1  # untrained encoder
+
+
+def test_fit_diagonal_q_on_a_deterministic_elbo():
+    """L-BFGS from the prior on the Gauss–Hermite ELBO (exact here: log p(x|z) is quadratic in z) through
+    the model: the closed-form best diagonal Q per example, and the model's .grad left alone."""
+    torch.manual_seed(0)
+    model = VAE(6, 2, hidden=(), likelihood="gaussian", sigma=0.5).double()
+    lg = LinearGaussian.from_model(model)
+    x = lg.marginal().sample((5,))
+    post = lg.posterior(x)
+    var = 1 / torch.linalg.inv(post.covariance_matrix[0]).diagonal()
+    zeros = torch.zeros(5, 2, dtype=torch.float64)
+
+    def elbo_of(loc, scale):
+        return gauss_hermite_elbo(model, x, diagonal_normal(loc, scale), nodes=4)[0]
+
+    q = fit_diagonal_q(elbo_of, zeros, zeros)
+    torch.testing.assert_close(q.mean, post.loc, rtol=0, atol=1e-6)
+    torch.testing.assert_close(q.variance, var.expand(5, 2), rtol=0, atol=1e-6)
+    assert not q.mean.requires_grad and all(p.grad is None for p in model.parameters())
+    with pytest.raises(vaekit.VaekitError, match="steps"):
+        fit_diagonal_q(elbo_of, zeros, zeros, steps=0)
 
 
 def test_summary_and_bad_steps():

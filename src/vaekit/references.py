@@ -10,7 +10,8 @@ For a nonlinear model with a 2-D latent space, integrals can be done on a grid:
 - `posterior_grid`: p(x) = ∫ p(x, z) dz by the rectangle rule on a fine grid, hence log p(x) and the
   true posterior p(z|x) pointwise (`Grid.log_posterior`), its moments, and KL(Q ‖ p(z|x)) for any Q.
 - `gauss_hermite_elbo`: the ELBO of a diagonal Gaussian Q with no sampling (product Gauss–Hermite
-  rule for E_Q[log p(x|z)], closed-form KL), differentiable in Q; `fit_diagonal_q` maximizes it.
+  rule for E_Q[log p(x|z)], closed-form KL), differentiable in Q; `vaekit.explain` maximizes it
+  with `diagnostics.fit_diagonal_q`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal
 
-from .likelihoods import GaussianObservation, diagonal_normal, kl_diagonal_normal
+from .likelihoods import GaussianObservation, kl_diagonal_normal
 from .model import GenerativeModel
 
 
@@ -136,19 +137,3 @@ def gauss_hermite_elbo(model, x: Tensor, q_z: Independent, nodes: int = 48) -> t
     kl = kl_diagonal_normal(q_z, model.prior())
     return reconstruction - kl, reconstruction, kl
 
-
-def fit_diagonal_q(model, x: Tensor, loc: Tensor, scale: Tensor) -> Independent:
-    """argmax over diagonal Gaussians of the (deterministic, Gauss–Hermite) ELBO, by L-BFGS from (loc, scale)."""
-    loc = loc.detach().clone().reshape(1, -1).requires_grad_(True)
-    log_scale = scale.detach().log().reshape(1, -1).clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([loc, log_scale], max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-13,
-                            line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = -gauss_hermite_elbo(model, x, diagonal_normal(loc, log_scale.exp()))[0].sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return diagonal_normal(loc.detach(), log_scale.detach().exp())
