@@ -110,7 +110,38 @@ ROWS = [
     ("run", "a file from a newer vaekit", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["versions"].update(vaekit="99.0"))], "newer than this vaekit"),
     ("run", "a run directory that already holds a run", lambda d: ["train", "--out", str(run_dir(d)), "--epochs", "1"], "already holds a run; pass --resume"),
     ("run", "--resume with nothing to resume", lambda d: [*TRAIN, "--resume"], "no checkpoint to resume from"),
+    ("run", "a train_state.pt whose Adam moment is smaller than its parameter", lambda d: [*RESUME(shrunk_moment(run_dir(d)))], "exp_avg has shape [1, 64], expected [16, 64]"),
+    ("run", "a train_state.pt with a negative batch position", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s.update(batch=-3)))], "batch is -3, below 0"),
+    ("run", "weights holding NaN or Inf", lambda d: ["evaluate", str(nan_weights(run_dir(d)))], "the weights hold NaN or Inf"),
+    ("run", "--out that is a file", lambda d: ["train", "--out", write_text(d, "file", "x"), "--epochs", "1"], "is a file, not a folder"),
+    ("run", "a run written by vaekit 0.1", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["versions"].update(vaekit="0.1.0"))], "written by vaekit 0.1.0, whose model layout"),
 ]
+
+
+def RESUME(run):
+    return ["train", "--out", str(run), "--resume", "--epochs", "2"]
+
+
+def edit_state(run, fn):
+    import torch
+
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    fn(state)
+    torch.save(state, run / "train_state.pt")
+    return run
+
+
+def shrunk_moment(run):
+    return edit_state(run, lambda s: s["optimizer"]["state"][0].update(exp_avg=s["optimizer"]["state"][0]["exp_avg"][:1]))
+
+
+def nan_weights(run):
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(run / "model.safetensors")
+    weights["decoder.net.0.weight"][0, 0] = float("nan")
+    save_file(weights, run / "model.safetensors")
+    return run
 
 
 def write(d, name, obj):

@@ -8,18 +8,18 @@ run code. The architecture is rebuilt from config.json, never unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
+import io
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .config import Config, ModelConfig, plugins_needed
@@ -27,29 +27,13 @@ from .errors import PluginError, VaekitError
 from .loop import LoopState, lr_to_device, settle
 from .model import VAE, build_model
 from .plugins import is_loaded
+from .rundir import LOCK, RunLock, append_line, atomic_write, remove_stale_temporaries
+from .state_check import check_state
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE, METRICS = "config.json", "model.safetensors", "train_state.pt", "metrics.jsonl"
 STANDARDIZATION = "standardization.safetensors"  # the training split's mean and spread, when standardizing
 LAYOUT_VERSION = (0, 2)  # runs written before VAE(encoder, decoder, prior) hold another state-dict layout
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def vaekit_version() -> str:
@@ -107,7 +91,20 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 def save_weights(run: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run / WEIGHTS, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    data = canonical_safetensors(safetensors_bytes(tensors, metadata=metadata))
+    atomic_write(run / WEIGHTS, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its header's metadata in sorted key order (safetensors writes
+    the metadata from a hash map, whose order changes per process), so equal weights give equal bytes."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data start 8-byte aligned, as safetensors pads them
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
 
 
 def load_weights(run: Path, model: nn.Module) -> None:
@@ -123,6 +120,10 @@ def load_weights(run: Path, model: nn.Module) -> None:
     if expected != found:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
         raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise VaekitError(f"{path}: the weights hold NaN or Inf (in {bad[0]}{' and others' if len(bad) > 1 else ''}); "
+                          "the run diverged: retrain it with a smaller --lr")
     model.load_state_dict(tensors)
 
 
@@ -144,7 +145,9 @@ def load_standardization(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def save_state(run: Path, state: dict[str, Any]) -> None:
-    atomic_write(run / STATE, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()  # not the temporary file: torch.save names the archive after it, so bytes would differ
+    torch.save(state, buffer)
+    atomic_write(run / STATE, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
 def load_state(run: Path) -> dict[str, Any]:
@@ -158,8 +161,8 @@ def load_state(run: Path) -> dict[str, Any]:
 
 
 def append_metrics(run: Path, record: dict[str, Any]) -> None:
-    with open(Path(run) / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """One line per epoch, added whole or not at all (`rundir.append_line`)."""
+    append_line(Path(run) / METRICS, json.dumps(record))
 
 
 def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
@@ -171,22 +174,48 @@ def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl. A torn last line (a crash or a full disk mid-append, from a
+    writer older than `append_line`) is dropped with a warning; `--resume` rewrites the file without
+    it. A damaged line before the last is refused, naming it."""
     path = Path(run) / METRICS
-    if not path.exists():
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            if i == len(lines):  # no newline after it: the write never finished
+                log.warning("%s: dropping a torn last line (%d bytes)", path, len(line))
+                break
+            raise VaekitError(f"{path}: line {i} is not a metrics record ({e})") from None
+        if not isinstance(record, dict):
+            raise VaekitError(f"{path}: line {i} is not a metrics record (not a JSON object)")
+        records.append(record)
+    return records
 
 
 def restore(
-    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True
+    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
+    max_batch: int = 2**62,
 ) -> list[dict[str, Any]]:
     """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
+    Every field is checked against `model` and `optimizer` first (`state_check`); `max_batch` is the
+    number of batches in an epoch.
 
     Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
     sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
     before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
     """
     saved = load_state(out)
+    check_state(saved, model, optimizer, out / STATE, max_batch)
     try:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -205,6 +234,35 @@ def restore(
     if main:
         return truncate_metrics(out, state.epoch)
     return [r for r in read_metrics(out) if r.get("epoch", 0) <= state.epoch]
+
+
+@contextlib.contextmanager
+def writing(run: Path):
+    """Hold the run directory's lock while writing it (`rundir.RunLock`: a second trainer is refused,
+    naming the holder), after removing temporaries a process killed mid-write left. A directory this
+    call created is removed again if nothing was written into it."""
+    run = Path(run)
+    created = not run.exists()
+    try:
+        with RunLock(run):
+            for stale in remove_stale_temporaries(run, (CONFIG, WEIGHTS, STATE, METRICS, STANDARDIZATION)):
+                log.info("removed %s, left by a process that stopped mid-write", stale.name)
+            yield run
+    except BaseException:
+        if created and run.is_dir() and {p.name for p in run.iterdir()} <= {LOCK}:
+            (run / LOCK).unlink(missing_ok=True)
+            run.rmdir()
+        raise
+
+
+def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
+    """A fresh run's first files: config.json, the standardization if any, and an empty metrics log
+    (a run restarted from step 0 drops the lines of its first attempt)."""
+    save_config(run, cfg)
+    if shift is not None:
+        save_standardization(run, shift, spread)
+    if (Path(run) / METRICS).exists():
+        atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(""))
 
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:

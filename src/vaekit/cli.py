@@ -347,5 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"vaekit: error: {e}" if str(e) else "vaekit: interrupted", file=sys.stderr)
-        return 130 if isinstance(e, (KeyboardInterrupt, TrainingInterrupted)) else 2
+        if isinstance(e, TrainingInterrupted):
+            return 128 + e.signum
+        return 130 if isinstance(e, KeyboardInterrupt) else 2
     return 0

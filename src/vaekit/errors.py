@@ -1,5 +1,7 @@
-"""Every exception type vaekit raises. The CLI prints any of them as one line (exit status 2; 130 for
-an interruption)."""
+"""Every exception type vaekit raises. The CLI prints any of them as one line (exit status 2; 128 + the
+signal's number for an interruption: 130 for Ctrl-C, 143 for SIGTERM)."""
+
+import signal
 
 
 class VaekitError(ValueError):
@@ -7,11 +9,15 @@ class VaekitError(ValueError):
 
 
 class NonFiniteLossError(VaekitError):
-    """The loss or a gradient became NaN or Inf; nothing was stepped with it."""
+    """The loss, a gradient or an update became NaN or Inf; nothing was saved from it."""
 
 
 class TrainingInterrupted(VaekitError):
-    """Ctrl-C: the run stopped after a whole step and saved a checkpoint."""
+    """Ctrl-C or SIGTERM: the run stopped after a whole step and saved a checkpoint."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 class PluginError(VaekitError):

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig, plugins_needed
 from .data import Dataset, load_dataset, resolve_binarize, tensor_dataset
-from .distributed import SINGLE, Context, barrier
+from .distributed import SINGLE, Context, barrier, shard_indices
 from .errors import TrainingInterrupted, VaekitError
 from .evaluate import evaluate_elbo
 from .likelihoods import likelihood_support
@@ -88,28 +88,47 @@ def train_run(
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
-    out, resume, cfg = open_run(cfg, out, resume, ctx)
-    dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
-    cfg = resolve(cfg, dataset)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model).to(device)
-    return train_model(model, cfg, dataset, out, resume, show_progress, ctx, device, on_epoch)
+    with _writing(Path(out) if out is not None else None, ctx):
+        out, resume, cfg = open_run(cfg, out, resume, ctx)
+        dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
+        cfg = resolve(cfg, dataset)
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model).to(device)
+        return train_model(model, cfg, dataset, out, resume, show_progress, ctx, device, on_epoch)
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE) -> tuple[Path | None, bool, Config]:
     """Check the run directory before anything is trained: (out, resume, the config to train).
-    A resumed run keeps its saved config; only the epoch count may change."""
+
+    A resumed run keeps its saved config; only the epoch count may change. A run killed before its
+    first checkpoint (a config.json and nothing else to continue from) starts again from step 0
+    with its saved config, under `--resume` and under torchrun's elastic restart alike."""
     out = Path(out) if out is not None else None
-    if ctx.distributed and out is not None and (out / ckpt.STATE).exists():
+    if ctx.distributed and out is not None and (out / ckpt.CONFIG).exists():
         resume = True  # an elastic restart continues where the job stopped
-    if resume:
-        if out is None or not (out / ckpt.STATE).exists():
-            raise VaekitError(f"{out}: no checkpoint to resume from")
-        saved = ckpt.load_config(out)
-        cfg = replace(saved, train=replace(saved.train, epochs=cfg.train.epochs))
-    elif out is not None and (out / ckpt.CONFIG).exists():
-        raise VaekitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    return out, resume, cfg
+    if not resume:
+        if out is not None and (out / ckpt.CONFIG).exists():
+            raise VaekitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        return out, False, cfg
+    if out is None or not (out / ckpt.CONFIG).exists():
+        raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without --resume")
+    saved = ckpt.load_config(out)
+    cfg = replace(saved, train=replace(saved.train, epochs=cfg.train.epochs))
+    if (out / ckpt.STATE).exists():
+        return out, True, cfg
+    if (out / ckpt.WEIGHTS).exists():
+        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from; "
+                          "train into another --out (vaekit.save writes no trainer state)")
+    log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
+    return out, False, cfg
+
+
+def _writing(out: Path | None, ctx: Context) -> contextlib.AbstractContextManager:
+    """The run directory's lock, held by the process that writes it (rank 0); stale temporaries
+    of a process that died mid-write are removed once it is held."""
+    if out is None or not ctx.is_main:
+        return contextlib.nullcontext()
+    return ckpt.writing(out)
 
 
 def train_model(
@@ -130,12 +149,14 @@ def train_model(
     objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
     state = LoopState()
     history: list[dict[str, Any]] = []
+    steps = -(-len(shard_indices(torch.arange(dataset.split("train").shape[0]), ctx, tc.batch_size)) // tc.batch_size)
+    if steps == 0:
+        raise VaekitError(f"{dataset.name}: {dataset.split('train').shape[0]} training examples give no step per epoch "
+                          f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
-        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main)
+        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps)
     elif out is not None and ctx.is_main:
-        ckpt.save_config(out, cfg)
-        if dataset.shift is not None:
-            ckpt.save_standardization(out, dataset.shift, dataset.spread)
+        ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
     if ctx.is_main:
         log.info("config %s", cfg.to_dict())
         if ctx.distributed:
@@ -143,7 +164,7 @@ def train_model(
 
     train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
     save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
-    with _stop_on_sigint() as interrupted:
+    with _stop_on_signals() as interrupted:
 
         def on_step(st: LoopState) -> None:
             if tc.checkpoint_every and (st.step + st.skipped) % tc.checkpoint_every == 0:  # steps taken
@@ -151,8 +172,10 @@ def train_model(
                 save()
             if interrupted():
                 save()
-                where = f"interrupted at epoch {st.epoch + 1}, step {st.step}"
-                raise TrainingInterrupted(f"{where}; checkpoint saved in {out}; continue with --resume" if out else where)
+                name = signal.Signals(interrupted()).name
+                where = f"interrupted by {name} at epoch {st.epoch + 1}, step {st.step}"
+                raise TrainingInterrupted(f"{where}; checkpoint saved in {out}; continue with --resume" if out else where,
+                                          signum=interrupted())
 
         while state.epoch < tc.epochs:
             t0 = time.perf_counter()
@@ -204,24 +227,27 @@ def _graphs_possible(device: str, ctx: Context) -> bool:
 
 
 @contextlib.contextmanager
-def _stop_on_sigint():
-    """SIGINT sets a flag that the loop reads after each step, so a checkpoint is never written from
-    the middle of an optimizer step. A second Ctrl-C interrupts at once."""
-    flag = {"set": False}
+def _stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """SIGINT (Ctrl-C) and SIGTERM (schedulers, `timeout`, torchrun on preemption) set a flag that
+    the loop reads after each step, so the step finishes, a checkpoint is saved, and the process
+    exits with a clear line; never from the middle of an optimizer step. A second signal stops at once.
+    Yields a function giving the signal received (0 for none)."""
+    received = {"signum": 0}
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
+        yield lambda: 0
         return
 
     def handler(signum, frame):
-        if flag["set"]:
+        if received["signum"]:
             raise KeyboardInterrupt
-        flag["set"] = True
+        received["signum"] = signum
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {s: signal.signal(s, handler) for s in signums}
     try:
-        yield lambda: flag["set"]
+        yield lambda: received["signum"]
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def fit(
@@ -251,8 +277,9 @@ def fit(
     mc = ckpt.model_config(model)
     mc = replace(mc, data_shape=mc.data_shape or tuple(dataset.shape))
     cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset="tensors", binarize=dataset.binarize))
-    out, resume, cfg = open_run(cfg, out, resume)
-    return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
+    with _writing(Path(out) if out is not None else None, SINGLE):
+        out, resume, cfg = open_run(cfg, out, resume)
+        return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
 
 
 def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:

@@ -3,8 +3,9 @@
 The data stay one in-memory tensor (on the training device); each epoch draws a seeded permutation
 and slices batches from it, so no per-example Python runs on the hot path. One function,
 `train_step`, takes a step; it never waits for the device: a NaN or Inf loss or gradient turns
-the optimizer step into a no-op on the device itself, and the loop reads the verdicts (and the
-metric sums) only every `sync_every` steps — every step on CPU, where reading is free.
+the optimizer step into a no-op on the device itself, an update that makes a weight NaN or Inf is
+flagged, and the loop reads the verdicts (and the metric sums) only every `sync_every` steps —
+every step on CPU, where reading is free — and always before a checkpoint is written.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ LossFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 StepFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 """step(raw_batch, progress) → (verdict, metrics): `train_step` with its module, optimizer and loss bound."""
 
-OK, BAD_LOSS, BAD_GRADIENT = 0, 1, 2  # a step's verdict
+OK, BAD_LOSS, BAD_GRADIENT, BAD_UPDATE = 0, 1, 2, 3  # a step's verdict
 GPU_SYNC_EVERY = 100  # steps between reads of the verdicts on an accelerator
 
 
@@ -91,9 +92,11 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
                progress: float | Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """One optimizer step on `batch`, with no host synchronization.
 
-    Returns (verdict, metrics): verdict is a 0-d int tensor, OK, BAD_LOSS or BAD_GRADIENT; for a bad
-    one the parameters and the optimizer state are left exactly as they were. Everything here is
-    device work, so the whole step can be captured in a CUDA graph.
+    Returns (verdict, metrics): verdict is a 0-d int tensor, OK, BAD_LOSS or BAD_GRADIENT (the
+    parameters and the optimizer state are then left exactly as they were), or BAD_UPDATE: finite
+    gradients, but the step itself overflowed (a learning rate of 1e38, NaN moments) and the weights
+    now hold NaN or Inf; `settle` refuses to go on from there. Everything here is device work, so the
+    whole step can be captured in a CUDA graph.
     """
     optimizer.zero_grad(set_to_none=True)
     loss, metrics = loss_fn(batch, progress)
@@ -108,6 +111,8 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
         optimizer.step()
     elif int(verdict) == OK:  # an optimizer without a device-side skip: ask (a synchronization)
         optimizer.step()
+    weights_ok = all_finite([p.detach() for p in module.parameters()])
+    verdict = torch.where((verdict == OK) & ~weights_ok, BAD_UPDATE, verdict)
     return verdict, {name: value.detach() for name, value in metrics.items()}  # and let the graph go
 
 
@@ -285,6 +290,11 @@ class _Pending:
             if verdict == OK:
                 continue
             i, step = self.first + j, self.first_step + j - bad + 1
+            if verdict == BAD_UPDATE:
+                raise NonFiniteLossError(
+                    f"the update at epoch {state.epoch + 1}, step {i + 1} (global step {step}) made a weight NaN or Inf "
+                    "(is the learning rate too large?); nothing was saved from it: continue from the last checkpoint "
+                    "with --resume and a smaller --lr")
             bad += 1
             problem = "loss is NaN or Inf" if verdict == BAD_LOSS else "a gradient is NaN or Inf"
             where = f"epoch {state.epoch + 1}, step {i + 1} (global step {step})"

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write, load_config, load_run, read_metrics
+from .checkpoint import load_config, load_run, read_metrics
 from .diagnostics import collapse_warning
 from .evaluate import evaluate_all
 from .experiment import load_data
@@ -33,6 +33,7 @@ from .plots import (
     plot_traversals,
 )
 from .rng import forked_rng
+from .rundir import atomic_write
 
 REPORT = "report.html"
 CAPTIONS = {

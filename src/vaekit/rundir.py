@@ -1,0 +1,150 @@
+"""Writing files safely: whole files by rename, whole lines by one append, one writer per run directory.
+
+Every file vaekit writes goes through `atomic_write` (a temporary file in the same directory,
+fsync, `os.replace`), so a crash leaves the old file or the new one, never half of one; a log line
+through `append_line`, which either adds the whole line or leaves the file as it was. An `OSError`
+on the way (a full disk, a read-only file system, no permission, a path that is a file, a name too
+long) becomes one `VaekitError` line naming the file and what to do. `RunLock` keeps a second
+process from training into a run directory that one is already writing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import VaekitError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks, so no protection against two writers
+    fcntl = None  # type: ignore[assignment]
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+LOCK = ".vaekit.lock"
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free space, then continue with --resume",
+    errno.EDQUOT: "the disk quota is exhausted: free space, then continue with --resume",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.EACCES: "permission denied: choose another --out or fix its permissions",
+    errno.EPERM: "permission denied: choose another --out or fix its permissions",
+    errno.ENAMETOOLONG: "the name is too long for the file system: choose a shorter path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EEXIST: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "the path is a folder: name a file",
+}
+
+
+def write_error(path: Path, e: OSError) -> VaekitError:
+    """The one line for an OSError met while writing `path`."""
+    reason = _ADVICE.get(e.errno, f"{e.strerror or e}")
+    return VaekitError(f"{path}: cannot write ({reason})")
+
+
+def make_dirs(path: Path) -> None:
+    """`path.mkdir(parents=True, exist_ok=True)`, with a failure said in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise VaekitError(f"{path}: is a file, not a folder; choose another path") from None
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path) for a temporary file beside `path`, fsync, then rename it over `path`.
+
+    A failure at any point removes the temporary file and leaves `path` as it was."""
+    path = Path(path)
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, e) from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` + newline with one write and fsync; on failure cut the file back to where it was,
+    so a reader never sees half a line of ours."""
+    data = (line.rstrip("\n") + "\n").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):  # a short write is a full disk that did not say so
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass  # the reader drops a torn last line anyway
+            raise write_error(path, e) from None
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(run: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files `atomic_write` leaves for `names` when a process dies mid-write.
+    Call it only while holding the run's lock (another writer's temporaries are not stale)."""
+    stale = [p for name in names for p in Path(run).glob(f".{name}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+class RunLock:
+    """An exclusive advisory lock on `run/.vaekit.lock`, held while a process writes the run.
+
+    The OS releases it when the process ends, however it ends (kill -9 included), so it never
+    stays stuck; a second process is refused in one line naming the holder's pid."""
+
+    def __init__(self, run: Path):
+        self.path, self.fd = Path(run) / LOCK, None
+
+    def __enter__(self) -> RunLock:  # noqa: PYI034 - not subclassed
+        make_dirs(self.path.parent)
+        if fcntl is None:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise write_error(self.path, e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise VaekitError(f"{self.path.parent}: another vaekit process (pid {holder}) is training into this run; "
+                              "wait for it to finish or stop it, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
+            self.fd = None

@@ -1,0 +1,304 @@
+"""Trust, round two: a trainer state that would drive memory, a torn or unwritable metrics log, a run
+killed before its first checkpoint, SIGTERM, an update that overflows, two trainers on one run.
+
+Each test reproduces the fault for real (a crafted file, an OSError injected at the write, a real
+signal, a second process) and asserts what the user sees and what is left on disk.
+"""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from run_cli import vaekit_cli
+from safetensors.torch import load_file, save_file
+
+from vaekit import Config, train_run
+from vaekit import checkpoint as ckpt
+from vaekit.errors import NonFiniteLossError, VaekitError
+from vaekit.rundir import RunLock
+
+
+def small(epochs=1, **train):
+    return Config().replace(model={"latent_dim": 3, "hidden": [32]},
+                            train={"epochs": epochs, "batch_size": 64, "seed": 3, **train})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 1-epoch run and the weights of the same run trained straight to 2 epochs."""
+    root = tmp_path_factory.mktemp("trust")
+    train_run(small(1), out=root / "one")
+    train_run(small(2), out=root / "two")
+    return root
+
+
+def copy_run(trained, tmp_path, name="one"):
+    import shutil
+
+    shutil.copytree(trained / name, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def edited_state(run, edit):
+    state = ckpt.load_state(run)
+    edit(state)
+    torch.save(state, run / ckpt.STATE)
+    return run
+
+
+# ---- 1. a train_state.pt never drives memory ----
+
+def _shrink(s):
+    s["optimizer"]["state"][0]["exp_avg"] = s["optimizer"]["state"][0]["exp_avg"][:1]
+
+
+def _empty(s):
+    s["optimizer"]["state"][0]["exp_avg_sq"] = torch.empty(0)
+
+
+def _grow(s):
+    m = s["optimizer"]["state"][0]["exp_avg"]
+    s["optimizer"]["state"][0]["exp_avg"] = torch.zeros(m.shape[0] + 1, *m.shape[1:])
+
+
+def _nan_moment(s):
+    s["optimizer"]["state"][1]["exp_avg_sq"][0] = float("nan")
+
+
+def _set(key, value):
+    def edit(s):
+        s[key] = value
+    return edit
+
+
+def _lr(value):
+    def edit(s):
+        s["optimizer"]["param_groups"][0]["lr"] = value
+    return edit
+
+
+STATE_FAULTS = [
+    ("moment smaller than its parameter", _shrink, "optimizer.state[0] (encoder.net.0.weight).exp_avg has shape [1, 64]"),
+    ("empty moment", _empty, "exp_avg_sq has shape [0]"),
+    ("moment larger than its parameter", _grow, "exp_avg has shape [33, 64], expected [32, 64]"),
+    ("NaN second moment", _nan_moment, "exp_avg_sq holds NaN or Inf"),
+    ("negative batch", _set("batch", -1), "batch is -1, below 0"),
+    ("batch past the epoch", _set("batch", 10**6), "batch is 1000000, above"),
+    ("step as a float", _set("step", 3.5), "step is a float, not an integer"),
+    ("no rng", lambda s: s.pop("rng"), "rng is missing"),
+    ("rng of the wrong size", _set("rng", torch.zeros(7, dtype=torch.uint8)), "rng has 7 bytes"),
+    ("NaN learning rate", _lr(float("nan")), "lr is nan"),
+    ("weights of another dtype", lambda s: s["model"].update({"decoder.net.0.bias": torch.zeros(32, dtype=torch.float64)}),
+     "model.decoder.net.0.bias has dtype torch.float64"),
+    ("not a dict", lambda s: s.clear(), "model is missing"),
+]
+
+
+@pytest.mark.parametrize("name, edit, fragment", STATE_FAULTS, ids=[f[0] for f in STATE_FAULTS])
+def test_crafted_train_state_is_refused_naming_the_field(trained, tmp_path, name, edit, fragment):
+    run = edited_state(copy_run(trained, tmp_path), edit)
+    with pytest.raises(VaekitError, match="train_state.pt: ") as info:
+        train_run(small(2), out=run, resume=True)
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_smaller_moment_through_the_cli_is_one_line_not_a_crash(trained, tmp_path):
+    """The fault that used to end in SIGSEGV or a heap-corruption abort, in its own process."""
+    run = edited_state(copy_run(trained, tmp_path), _shrink)
+    proc = vaekit_cli("train", "--out", run, "--resume", "--epochs", "2", check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("vaekit: error: ") and "exp_avg has shape [1, 64], expected [32, 64]" in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+# ---- 2. the metrics log: never torn, repaired when it is, write errors in one line ----
+
+def test_torn_last_metrics_line_is_dropped_and_resume_repairs_it(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    good = (run / ckpt.METRICS).read_text()
+    (run / ckpt.METRICS).write_text(good + '{"epoch": 2, "step": 3')  # a crash mid-append
+    assert ckpt.read_metrics(run) == [json.loads(good)]
+    train_run(small(2), out=run, resume=True)
+    records = [json.loads(line) for line in (run / ckpt.METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    straight = load_file(trained / "two" / ckpt.WEIGHTS)
+    assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in straight.items())
+
+
+def test_damaged_metrics_line_before_the_last_is_named(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    (run / ckpt.METRICS).write_text("not json\n" + (run / ckpt.METRICS).read_text())
+    with pytest.raises(VaekitError, match=r"metrics.jsonl: line 1 is not a metrics record"):
+        ckpt.read_metrics(run)
+
+
+def test_full_disk_during_metrics_append_leaves_no_half_line(trained, tmp_path, monkeypatch):
+    run = copy_run(trained, tmp_path)
+    before = (run / ckpt.METRICS).read_bytes()
+    real_write = os.write
+
+    def full(fd, data):  # half the line reaches the disk, then ENOSPC
+        if data.startswith(b'{"epoch": 2'):
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(VaekitError, match=r"metrics.jsonl: cannot write \(the disk is full: free space, then continue "
+                                          r"with --resume\)"):
+        train_run(small(2), out=run, resume=True)
+    monkeypatch.setattr(os, "write", real_write)
+    assert (run / ckpt.METRICS).read_bytes() == before  # cut back to the whole lines it had
+    train_run(small(2), out=run, resume=True)  # and the run continues
+    assert [r["epoch"] for r in ckpt.read_metrics(run)] == [1, 2]
+
+
+@pytest.mark.parametrize("code, advice", [(errno.EROFS, "the file system is read-only"),
+                                          (errno.EACCES, "permission denied"),
+                                          (errno.ENAMETOOLONG, "the name is too long")])
+def test_write_errors_are_one_line_and_keep_the_checkpoint(trained, tmp_path, monkeypatch, code, advice):
+    run = copy_run(trained, tmp_path)
+    before = load_file(run / ckpt.WEIGHTS)
+
+    def refuse(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(VaekitError, match=f"cannot write \\({advice}"):
+        train_run(small(2), out=run, resume=True)
+    monkeypatch.undo()
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in before.items())
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "f").write_text("x")
+    proc = vaekit_cli("train", "--out", tmp_path / "f", "--epochs", "1", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("is a file, not a folder; choose another path")
+
+
+# ---- 3. killed before the first checkpoint ----
+
+def test_resume_before_the_first_checkpoint_starts_from_step_zero(trained, tmp_path):
+    run = copy_run(trained, tmp_path, "two")
+    for name in (ckpt.STATE, ckpt.WEIGHTS):
+        (run / name).unlink()  # what a kill in epoch 1 leaves: config.json (and maybe a metrics line)
+    (run / ckpt.METRICS).write_text((run / ckpt.METRICS).read_text().splitlines()[0] + "\n")
+    with pytest.raises(VaekitError, match="already holds a run; pass --resume"):
+        train_run(small(2), out=run)
+    train_run(small(2), out=run, resume=True)
+    straight = load_file(trained / "two" / ckpt.WEIGHTS)
+    assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in straight.items())
+    assert [r["epoch"] for r in ckpt.read_metrics(run)] == [1, 2]
+
+
+def test_resume_refuses_weights_without_trainer_state(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    (run / ckpt.STATE).unlink()
+    with pytest.raises(VaekitError, match="holds weights but no train_state.pt"):
+        train_run(small(2), out=run, resume=True)
+
+
+# ---- 4. SIGTERM and stale temporaries ----
+
+TRAIN = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "256", "--hidden", "256", "--batch-size", "16",
+         "--seed", "5", "--checkpoint-every", "7"]
+
+
+def start(out, epochs, extra=()):
+    return subprocess.Popen([sys.executable, "-m", "vaekit", "--quiet", "train", "--out", str(out), "--epochs",
+                             str(epochs), *TRAIN, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_state(run, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (run / ckpt.STATE).exists():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_sigterm_saves_and_exits_143_then_resume_equals_straight(tmp_path):
+    straight = tmp_path / "straight"
+    vaekit_cli("--quiet", "train", "--out", straight, "--epochs", "3", *TRAIN)
+    proc = start(tmp_path / "run", 3)
+    wait_for_state(tmp_path / "run", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "interrupted by SIGTERM at epoch" in err and "continue with --resume" in err and "Traceback" not in err
+    assert ckpt.load_state(tmp_path / "run")["epoch"] < 3
+    (tmp_path / "run" / ".train_state.pt.k1ll3d.tmp").write_bytes(b"half a file")  # a kill -9 mid-write
+    vaekit_cli("--quiet", "train", "--out", tmp_path / "run", "--epochs", "3", "--resume", *TRAIN)
+    assert not list((tmp_path / "run").glob("*.tmp")) and not list((tmp_path / "run").glob(".*.tmp"))
+    a, b = load_file(straight / ckpt.WEIGHTS), load_file(tmp_path / "run" / ckpt.WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- 5. an update that makes the weights non-finite ----
+
+def test_overflowing_update_is_caught_before_any_checkpoint(trained, tmp_path):
+    run = edited_state(copy_run(trained, tmp_path), _lr(1e38))
+    before = load_file(run / ckpt.WEIGHTS)
+    state_before = (run / ckpt.STATE).read_bytes()
+    with pytest.raises(NonFiniteLossError, match=r"the update at epoch 2, step 1 .* made a weight NaN or Inf"):
+        train_run(small(2), out=run, resume=True)
+    assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in before.items())
+    assert (run / ckpt.STATE).read_bytes() == state_before
+
+
+def test_nonfinite_weights_on_disk_are_named(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    weights = load_file(run / ckpt.WEIGHTS)
+    weights["decoder.net.0.weight"][0, 0] = float("inf")
+    save_file(weights, run / ckpt.WEIGHTS)
+    for command in (["evaluate", run], ["sample", run, "--n", "4", "--output", tmp_path / "s.png"]):
+        proc = vaekit_cli(*command, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "model.safetensors: the weights hold NaN or Inf (in decoder.net.0.weight)" in proc.stderr.strip().splitlines()[-1]
+
+
+# ---- 6. one trainer per run directory ----
+
+def test_second_trainer_is_refused_naming_the_holder(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    refused = pytest.raises(VaekitError, match=rf"another vaekit process \(pid {os.getpid()}\) is training into this run")
+    with ckpt.writing(run), refused:
+        train_run(small(2), out=run, resume=True)
+    train_run(small(2), out=run, resume=True)  # released when the holder is done
+
+
+def test_lock_of_a_killed_process_is_released(tmp_path):
+    code = ("import time; from vaekit.rundir import RunLock\n"
+            f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(VaekitError, match=rf"pid {holder.pid}"):
+        RunLock(tmp_path).__enter__()
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()
+    with RunLock(tmp_path):
+        pass
+
+
+def test_identical_runs_write_identical_files(tmp_path):
+    """Two processes, one seed: every file of the run is the same bytes (safetensors' metadata order
+    used to change with the process's hash seed)."""
+    runs = []
+    for name, hash_seed in (("a", "1"), ("b", "2")):
+        vaekit_cli("--quiet", "train", "--out", tmp_path / name, "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+                   env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        runs.append(tmp_path / name)
+    for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.CONFIG):
+        assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
