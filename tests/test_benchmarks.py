@@ -9,6 +9,13 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 
+def _mnist_folder() -> Path:
+    from common import default_data_dir  # the benchmarks' data root: $VAEKIT_DATA, else ../shared/data
+
+    return Path(default_data_dir()) / "mnist"
+
+
+@pytest.mark.skipif(not _mnist_folder().is_dir(), reason=f"{_mnist_folder()} not found (shared data)")
 def test_mnist_nll_protocol_smoke():
     import mnist_nll
 

@@ -45,6 +45,40 @@ def test_evaluate_json(run):
     assert abs(result["bits_per_dim"] + result["log_likelihood"] / (64 * 0.6931471805599453)) < 1e-9
     assert len(result["kl_per_dim"]) == 3 and 0 <= result["active_units"] <= 3
     assert abs(sum(result["kl_per_dim"]) - result["kl"]) < 1e-3
+    # two kinds of error: over the 297 examples (another test set), and Monte Carlo (another seed)
+    assert 0 < result["log_likelihood_mc_stderr"] < result["log_likelihood_stderr"] / 5
+    assert result["elbo_samples"] == 200 and 0 < result["elbo_mc_stderr"] < 0.05
+    assert 1 <= result["ess_min"] <= result["ess_median"] <= 50 and 0 <= result["ess_low_fraction"] <= 1
+    assert result["bound_check"] == "ok"
+
+
+def test_evaluate_json_records_the_protocol(run):
+    import hashlib
+
+    from vaekit.checkpoint import versions
+
+    result = json.loads(vaekit("evaluate", run, "--k", "20", "--elbo-samples", "1", "--seed", "3", "--json").stdout)
+    p = result["protocol"]
+    model = json.loads((run / "config.json").read_text())["model"]
+    canonical = json.dumps(model, sort_keys=True, separators=(",", ":"))
+    assert p["model_config_sha256"] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert p["weights_sha256"] == hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()
+    assert p["versions"] == versions()
+    assert (p["split"], p["n"], p["k"], p["elbo_samples"], p["seed"]) == ("test", 297, 20, 1, 3)
+    assert (p["dataset"], p["binarization"], p["binarization_seed"]) == ("digits", "dynamic", 1234)
+    # one ELBO draw has no Monte Carlo error to give: null in the JSON, and the bound goes unchecked
+    assert result["elbo_mc_stderr"] is None and result["bound_check"] == "unchecked"
+
+
+def test_evaluate_text_names_each_error(run):
+    out = vaekit("evaluate", run, "--k", "20", "--elbo-samples", "10").stdout
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "Monte Carlo (10 draws of z per example)" in lines["elbo"]
+    assert "Monte Carlo (k = 20 importance samples; delta method)" in lines["log_likelihood"]
+    assert "over examples (standard error of the mean over the 297 test examples" in lines["±"]
+    assert lines["ESS"].startswith("ESS             median ") and lines["bound"].endswith("within Monte Carlo error)")
+    bad = vaekit("evaluate", run, "--elbo-samples", "0", check=False)
+    assert bad.returncode == 2 and "--elbo-samples must be > 0, got 0" in bad.stderr
 
 
 def test_sample_and_reconstruct_write_pictures(run):

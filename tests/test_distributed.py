@@ -83,8 +83,10 @@ def test_distributed_evaluation_equals_single_process(runs):
     args = ["evaluate", runs / "two", "--k", "20", "--json"]
     single = json.loads(run(args).stdout)
     multi = json.loads(run(args, nproc=2).stdout)
-    for key in ("elbo", "reconstruction", "kl", "log_likelihood", "log_likelihood_stderr"):
+    for key in ("elbo", "reconstruction", "kl", "log_likelihood", "log_likelihood_stderr", "elbo_mc_stderr",
+                "log_likelihood_mc_stderr", "ess_min", "ess_median", "ess_low_fraction"):
         assert abs(single[key] - multi[key]) < 1e-9, (key, single[key], multi[key])
+    assert single["bound_check"] == multi["bound_check"] == "ok"
 
 
 def test_torchrun_resumes_automatically(runs, tmp_path):
@@ -113,3 +115,15 @@ def test_a_failing_rank_ends_the_job_with_its_cause(tmp_path):
     # the failing rank's one-line cause, and the other rank's one line instead of a hang
     assert "vaekit: error: data1.npy [train]: example" in proc.stderr and "contains NaN or Inf" in proc.stderr
     assert "vaekit: error: rank 0: lost contact with another rank" in proc.stderr
+
+
+def test_an_epoch_with_no_step_is_refused(tmp_path):
+    """2 processes and 1 training example: each rank's block of the one global batch is empty for one
+    of them; an epoch that takes no step is refused instead of 'training' for zero steps and exiting 0."""
+    data = tmp_path / "one.npz"
+    ones = np.ones((2, 4), dtype=np.float32)
+    np.savez(data, train=ones[:1], val=ones, test=ones)
+    proc = run(["train", "--out", tmp_path / "run", "--dataset", data, "--epochs", "1", "--batch-size", "4",
+                "--binarize", "none"], nproc=2, check=False)
+    assert proc.returncode != 0
+    assert "1 training examples give no step per epoch on each of 2 processes" in proc.stderr

@@ -131,3 +131,44 @@ def test_dreg_is_unbiased_and_lowers_encoder_variance():
     assert ((plain.mean(0) - dreg.mean(0)).abs() < 4.5 * se + 1e-9).all()
     # the encoder's gradient variance drops (Tucker et al. 2018), summed over its weights
     assert dreg[:, :n_enc].var(0).sum() < 0.7 * plain[:, :n_enc].var(0).sum()
+
+
+def _linear_gaussian():
+    from vaekit import LinearGaussian
+
+    torch.manual_seed(1)
+    vae = VAE(data_dim=5, latent_dim=2, hidden=(), likelihood="gaussian", sigma=0.7).double()
+    lg = LinearGaussian.from_model(vae)
+    return vae, lg, lg.marginal().sample((6,))
+
+
+def test_iwae_bound_and_log_weights_use_the_draws_they_are_given():
+    from vaekit import iwae_bound
+    from vaekit.objectives import iwae, log_weights
+
+    vae, lg, x = _linear_gaussian()
+    post = lg.posterior(x)
+    # with Q = p(z|x), log p(x, z) − log Q(z) = log p(x) at every z, drawn from Q or not
+    z = torch.randn(3, 6, 2, dtype=D) * 4
+    torch.testing.assert_close(log_weights(vae, x, 3, q_z=post, z=z), lg.log_marginal(x).expand(3, 6), atol=1e-8, rtol=0)
+    torch.testing.assert_close(iwae_bound(vae, x, 3, q_z=post, z=z), lg.log_marginal(x), atol=1e-8, rtol=0)
+    # any Q: the log-weights at the given z by hand, and the same bound as `iwae` on the same draws
+    q = vae.posterior(x)
+    z = q.rsample((4,))
+    by_hand = vae.prior().log_prob(z) + vae.p_x_given_z(z).log_prob(x) - q.log_prob(z)
+    torch.testing.assert_close(log_weights(vae, x, 4, z=z), by_hand, atol=1e-12, rtol=0)
+    torch.testing.assert_close(iwae_bound(vae, x, 4, z=z), iwae(vae, x, 4, z=z).bound, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="z holds 4 draws per example"):
+        iwae_bound(vae, x, 5, z=z)
+
+
+def test_elbo_draws_average_to_the_elbo():
+    from vaekit.objectives import elbo_draws
+
+    vae, _, x = _linear_gaussian()
+    q = vae.posterior(x)
+    z = q.rsample((7,))
+    for kl in ("analytic", "mc"):
+        log_px, kl_term = elbo_draws(vae, x, z, kl=kl)
+        assert log_px.shape == (7, 6) and kl_term.shape == ((6,) if kl == "analytic" else (7, 6))
+        torch.testing.assert_close((log_px - kl_term).mean(0), elbo(vae, x, q_z=q, kl=kl, z=z).elbo, atol=1e-12, rtol=0)

@@ -45,6 +45,10 @@ def test_report_holds_the_metrics(report):
     for key in ("elbo", "reconstruction", "kl", "nll"):
         assert f"{m[key]:.3f}" in page
     assert f"{m['bits_per_dim']:.4f}" in page
+    # both errors, each named: over the examples (±) and Monte Carlo (its own row), with the ESS
+    assert f"{m['log_likelihood']:.3f} ± {m['log_likelihood_stderr']:.3f}" in page
+    assert f"<td>Monte Carlo standard error</td><td>{m['log_likelihood_mc_stderr']:.4f}</td>" in page
+    assert f"median {m['ess_median']:.1f}, min {m['ess_min']:.1f}" in page and m["bound_check"] == "ok"
     assert f"{m['active_units']} of 3" in page
     for v in m["kl_per_dim"]:
         assert f"<td>{v:.3f}</td>" in page

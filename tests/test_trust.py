@@ -248,11 +248,11 @@ def test_sigterm_saves_and_exits_143_then_resume_equals_straight(tmp_path):
 # ---- 5. an update that makes the weights non-finite ----
 
 def test_overflowing_update_is_caught_before_any_checkpoint(trained, tmp_path):
-    run = edited_state(copy_run(trained, tmp_path), _lr(1e38))
+    run = copy_run(trained, tmp_path)
     before = load_file(run / ckpt.WEIGHTS)
     state_before = (run / ckpt.STATE).read_bytes()
     with pytest.raises(NonFiniteLossError, match=r"the update at epoch 2, step 1 .* made a weight NaN or Inf"):
-        train_run(small(2), out=run, resume=True)
+        train_run(small(2, lr=1e38), out=run, resume=True)
     assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in before.items())
     assert (run / ckpt.STATE).read_bytes() == state_before
 
@@ -266,6 +266,26 @@ def test_nonfinite_weights_on_disk_are_named(trained, tmp_path):
         proc = vaekit_cli(*command, check=False)
         assert proc.returncode == 2, proc.stderr
         assert "model.safetensors: the weights hold NaN or Inf (in decoder.net.0.weight)" in proc.stderr.strip().splitlines()[-1]
+
+
+# ---- 7. what --resume keeps and what it may change ----
+
+def test_resume_keeps_the_runs_config_and_writes_back_what_changed(trained, tmp_path):
+    run = copy_run(trained, tmp_path)
+    vaekit_cli("--quiet", "train", "--out", run, "--resume")  # no --epochs: the run's own count (1), not 50
+    assert ckpt.load_state(run)["epoch"] == 1
+    vaekit_cli("--quiet", "train", "--out", run, "--resume", "--epochs", "2", "--lr", "0.002", "--checkpoint-every", "5")
+    saved = json.loads((run / ckpt.CONFIG).read_text())["train"]
+    assert (saved["epochs"], saved["lr"], saved["checkpoint_every"]) == (2, 0.002, 5)
+    assert ckpt.load_state(run)["optimizer"]["param_groups"][0]["lr"] == 0.002
+    proc = vaekit_cli("train", "--out", run, "--resume", "--epochs", "3", "--batch-size", "32", check=False)
+    assert proc.returncode == 2
+    assert "[train] batch_size = 32 differs from the run's 64, and it cannot change on --resume" in proc.stderr
+
+
+def test_a_runs_own_config_is_a_valid_config_file(trained, tmp_path):
+    vaekit_cli("--quiet", "train", "--out", tmp_path / "again", "--config", trained / "one" / ckpt.CONFIG)
+    assert (tmp_path / "again" / ckpt.WEIGHTS).read_bytes() == (trained / "one" / ckpt.WEIGHTS).read_bytes()
 
 
 # ---- 6. one trainer per run directory ----

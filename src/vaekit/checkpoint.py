@@ -61,8 +61,8 @@ def load_config(run: Path) -> Config:
         d = json.loads(path.read_text())
     except FileNotFoundError:
         raise VaekitError(f"{path}: missing; is {run} a vaekit run directory?") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise VaekitError(f"{path}: not valid JSON ({e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise VaekitError(f"{path}: not valid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
     if not isinstance(d, dict):
         raise VaekitError(f"{path}: expected a JSON object")
     written_by = str((d.pop("versions", None) or {}).get("vaekit", "0"))

@@ -26,10 +26,11 @@ from .priors import PRIORS
 from .registry import Registry
 
 
-def setting(default: Any, help: str, choices: Any = None, flag: str | None = None) -> Any:
+def setting(default: Any, help: str, choices: Any = None, flag: str | None = None, resumable: bool = False) -> Any:
     """A config field with its --help line and, where it names a registered part, its registry
-    (or a tuple) of choices; `flag` overrides the command-line flag (default: --field-name)."""
-    meta = {"help": help, "choices": choices, "flag": flag}
+    (or a tuple) of choices; `flag` overrides the command-line flag (default: --field-name);
+    `resumable`: a `--resume` may change it (else the run's saved value stands, and a different one is refused)."""
+    meta = {"help": help, "choices": choices, "flag": flag, "resumable": resumable}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -75,15 +76,17 @@ class DataConfig:
     val_size: int | None = setting(None, "validation examples held out of train (default: 200 digits, 10000 "
                                    "MNIST-like, 10%% otherwise)")
     data_dir: str | None = setting(None, "root of mnist/, fashion-mnist/, binarized_mnist/, frey_faces/ "
-                                   "(else $VAEKIT_DATA, else ~/.cache/vaekit)")
+                                   "(else $VAEKIT_DATA, else ~/.cache/vaekit)", resumable=True)
     mmap: bool = setting(False, ".npy only: memory-map instead of reading into RAM (data larger than memory)")
+    scale: float | None = setting(None, "user files: divide the stored values by this (default: 255 for uint8 arrays "
+                                  "and 8-bit images, 65535 for 16-bit images, 1 otherwise, CSV included)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = setting(50, "passes over the training split")
+    epochs: int = setting(50, "passes over the training split (total, counting those already trained)", resumable=True)
     batch_size: int = setting(128, "examples per step (per process under torchrun)")
-    lr: float = setting(1e-3, "Adam's learning rate")
+    lr: float = setting(1e-3, "Adam's learning rate", resumable=True)
     adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)")
     objective: str = setting("elbo", "what training maximizes", OBJECTIVES)
     beta: float = setting(1.0, "KL weight in the training objective only; the reported ELBO is β = 1")
@@ -95,12 +98,14 @@ class TrainConfig:
     train_k: int = setting(1, "importance samples per example for --objective iwae")
     dreg: bool = setting(False, "--objective iwae: doubly reparameterized encoder gradients (Tucker et al. 2018)")
     seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise")
-    eval_k: int = setting(100, "default k of `vaekit evaluate` for this run")
-    checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)")
-    skip_nonfinite: int = setting(0, "skip up to N batches with a NaN/Inf loss or gradient (0: stop at the first)")
+    eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True)
+    checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)", resumable=True)
+    skip_nonfinite: int = setting(0, "skip up to N batches with a NaN/Inf loss or gradient (0: stop at the first)",
+                                  resumable=True)
     precision: str = setting("fp32", "bf16: autocast matmuls (log-densities stay float32)", ("fp32", "bf16"))
-    compile: bool = setting(False, "torch.compile the objective (falls back to eager, with a warning)")
-    cuda_graphs: bool = setting(False, "CUDA, one process: capture the whole training step once and replay it")
+    compile: bool = setting(False, "torch.compile the objective (falls back to eager, with a warning)", resumable=True)
+    cuda_graphs: bool = setting(False, "CUDA, one process: capture the whole training step once and replay it",
+                                resumable=True)
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,9 @@ _POSITIVE = {
     ("model", "latent_dim"), ("model", "sigma"), ("model", "prior_components"), ("train", "epochs"), ("train", "batch_size"),
     ("train", "lr"), ("train", "adam_eps"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
 }
-_NON_NEGATIVE = {("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite")}
+MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
+MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators take
+_NON_NEGATIVE = {("train", "seed"), ("data", "split_seed"), ("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite")}
 
 
 def validate(cfg: Config, source: str = "config") -> None:
@@ -185,6 +192,12 @@ def validate(cfg: Config, source: str = "config") -> None:
         v = getattr(getattr(cfg, sec), f.name)
         if names is not None and v not in names:
             raise VaekitError(f"{source}: [{sec}] {f.name} = {v!r} is not one of {', '.join(names)}")
+    for sec, f in settings():
+        v = getattr(getattr(cfg, sec), f.name)
+        for item in (v if isinstance(v, tuple) else (v,)):
+            limit = MAX_SEED if f.name.endswith("seed") else MAX_COUNT
+            if isinstance(item, int) and not isinstance(item, bool) and not -limit <= item <= limit:
+                raise VaekitError(f"{source}: [{sec}] {f.name} = {item} is out of range (at most {limit})")
     for sec, name in _POSITIVE:
         v = getattr(getattr(cfg, sec), name)
         if not (v > 0 and math.isfinite(v)):
@@ -198,12 +211,33 @@ def validate(cfg: Config, source: str = "config") -> None:
         raise VaekitError(f"{source}: [train] beta, kl_warmup_epochs and estimator apply to objective 'elbo', not 'iwae'")
     if t.dreg and t.objective != "iwae":
         raise VaekitError(f"{source}: [train] dreg = true needs objective = 'iwae'")
+    if cfg.data.scale is not None and not (cfg.data.scale > 0 and math.isfinite(cfg.data.scale)):
+        raise VaekitError(f"{source}: [data] scale must be > 0, got {cfg.data.scale!r}")
     if cfg.data.val_size is not None and cfg.data.val_size < 0:
         raise VaekitError(f"{source}: [data] val_size must be >= 0, got {cfg.data.val_size}")
     for name in ("hidden", "decoder_hidden"):
         sizes = getattr(cfg.model, name) or ()
         if any(h <= 0 for h in sizes):
             raise VaekitError(f"{source}: [model] {name} sizes must be > 0, got {list(sizes)}")
+
+
+def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "") -> Config:
+    """The config a `--resume` trains with: the run's saved one, with the settings in `given` (section,
+    name) taken from `cfg` where they may change (`resumable`), and a one-line refusal where one that
+    may not (the model, the data, the batch size, the seed, …) differs. `given=None`: every setting
+    of `cfg` that differs from the default counts as given (a Python caller's config)."""
+    default = Config()
+    updates: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for section, f in settings():
+        new, old = getattr(getattr(cfg, section), f.name), getattr(getattr(saved, section), f.name)
+        is_given = (section, f.name) in given if given is not None else new != getattr(getattr(default, section), f.name)
+        if not is_given or new == old:
+            continue
+        if not f.metadata["resumable"]:
+            raise VaekitError(f"{where}[{section}] {f.name} = {new!r} differs from the run's {old!r}, and it cannot "
+                              "change on --resume; train a new run into another --out")
+        updates[section][f.name] = new
+    return Config.from_dict({k: {**v, **updates[k]} for k, v in saved.to_dict().items()}, source="resumed config")
 
 
 def plugins_needed(cfg: Config) -> tuple[str, ...]:
@@ -247,7 +281,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if path.suffix == ".toml":
             import tomllib
 
-            return tomllib.loads(text.decode())
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({e})") from None
+            d = tomllib.loads(text.decode())
+        else:
+            d = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} "
+                          f"({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
+    if isinstance(d, dict):
+        d.pop("versions", None)  # a run's own config.json: the versions that wrote it are not settings
+    return d
+

@@ -1,11 +1,20 @@
-"""Evaluation: the ELBO over a dataset and the importance-sampled log-likelihood.
+"""Evaluation: the ELBO over a dataset and the importance-sampled log-likelihood, each with its
+Monte Carlo error; latent statistics; `evaluate_all`, what `vaekit evaluate` reports, with the checks
+of `checks` (effective sample size, ELBO ≤ L_k).
 
-Both run under a forked, seeded RNG: the numbers repeat for a seed and evaluating during training
-does not change the training run's random stream. Sums are accumulated in float64.
+Two kinds of error, not to be confused: the *spread over examples* (the standard error of the mean
+over the test examples: how much another test set would move the mean) and the *Monte Carlo error*
+(how much another seed would move the estimate on these same examples), far smaller on a test set
+of hundreds of examples or more.
+
+Everything runs under a forked, seeded RNG: the numbers repeat for a seed and evaluating during
+training does not change the training run's random stream. Sums are accumulated in float64, and
+the model's train/eval mode is left as it was found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -13,28 +22,30 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal
 
+from .checks import bound_check, ess_summary
 from .distributed import SINGLE, Context, all_reduce_sum
 from .errors import VaekitError
 from .likelihoods import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, validating
 from .model import mean_of
-from .objectives import elbo, log_weights
+from .objectives import draw, elbo_draws, log_weights
+from .rng import batch_seed, forked_rng
 
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. 2016, §5.2
 MAX_CHUNK_ELEMENTS = 1 << 24  # k-chunk × batch × D decoder outputs held at once (64 MB in float32)
 CPU_CHUNK_ELEMENTS = 1 << 20  # on CPU, 4 MB: the decoder output stays in cache for the log-density (2× faster)
+ELBO_SAMPLES = 200  # draws of z per example for the reported ELBO: MC error ≈ 0.007–0.009 nats on the test digits
 
 
-def forked_rng(device: torch.device | str):
-    """`torch.random.fork_rng` for the CPU and `device`: seeding inside leaves the caller's RNG, the
-    training noise on a GPU included, exactly as it was."""
-    device = torch.device(device)
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
-
-
-def batch_seed(seed: int, b: int) -> int:
-    """The RNG seed of evaluation batch b."""
-    return seed * 1_000_003 + b
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """`model.eval()` for the duration; afterwards every submodule's train/eval flag as it was."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def _my_batches(x: Tensor, batch_size: int, ctx: Context):
@@ -44,35 +55,109 @@ def _my_batches(x: Tensor, batch_size: int, ctx: Context):
             yield b, xb
 
 
-@torch.no_grad()
-def evaluate_elbo(
-    model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0, ctx: Context = SINGLE
-) -> dict[str, float]:
-    """Means over x: [N, D] of the ELBO, reconstruction and KL terms (nats per example) and n.
-
-    Batch b's noise is seeded by (seed, b), so its values do not depend on which rank computes it:
-    under torch.distributed, float64 sums all-reduced over ranks equal the one-process values.
-    """
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=x.device)
-    with forked_rng(x.device):
-        for b, xb in _my_batches(x, batch_size, ctx):
-            torch.manual_seed(batch_seed(seed, b))
-            r = elbo(model, xb, num_samples=num_samples)
-            sums += torch.stack([r.elbo, r.reconstruction, r.kl]).double().sum(1)
-    means = (all_reduce_sum(sums, ctx) / x.shape[0]).tolist()
-    return {"elbo": means[0], "reconstruction": means[1], "kl": means[2], "n": int(x.shape[0])}
-
-
-class LogLikelihood(NamedTuple):
-    per_example: Tensor  # [N] float64, nats (under torch.distributed: this rank's batches only)
-    mean: float
-    stderr: float  # standard error of the mean over examples
-
-
 def _chunk_size(k: int, batch: int, dim: int, device: torch.device) -> int:
     budget = CPU_CHUNK_ELEMENTS if device.type == "cpu" else MAX_CHUNK_ELEMENTS
     return max(1, min(k, budget // max(1, batch * dim)))
+
+
+def batch_rows(d: Distribution, rows: slice) -> Distribution:
+    """d cut to `rows` of its first batch dimension: a Q over a whole data set, for one batch.
+
+    Cuts `Independent` wrappers, `MultivariateNormal`, and families whose parameters are their
+    `arg_constraints` (Normal, Laplace, …); any other Q is evaluated in one batch (batch_size ≥ N).
+    """
+    if isinstance(d, Independent):
+        return Independent(batch_rows(d.base_dist, rows), d.reinterpreted_batch_ndims, validate_args=False)
+    if isinstance(d, MultivariateNormal):
+        return MultivariateNormal(d.loc[rows], scale_tril=d.scale_tril[rows], validate_args=False)
+    try:
+        return type(d)(**{name: getattr(d, name)[rows] for name in d.arg_constraints if name in vars(d)},
+                       validate_args=False)
+    except (TypeError, ValueError, NotImplementedError) as e:
+        raise ValueError(f"cannot cut a {type(d).__name__} into batches ({e}); pass batch_size >= len(x)") from None
+
+
+def _q_batches(q_z: Distribution | None, n: int, batch_size: int):
+    """q_z (batch shape [n]) for batch b, or None for the model's own Q(z|x)."""
+    if q_z is not None and tuple(q_z.batch_shape[:1]) != (n,):
+        raise ValueError(f"q_z has batch shape {tuple(q_z.batch_shape)}; x has {n} examples")
+    if q_z is None or batch_size >= n:
+        return lambda b: q_z
+    return lambda b: batch_rows(q_z, slice(b * batch_size, (b + 1) * batch_size))
+
+
+class ELBOEstimate(NamedTuple):
+    """Means over the examples, nats: the ELBO and its terms, with the Monte Carlo standard error of
+    the ELBO mean (NaN for one sample) from `num_samples` draws of z per example."""
+
+    elbo: float
+    reconstruction: float
+    kl: float
+    mc_stderr: float
+    num_samples: int
+    n: int
+
+
+@torch.no_grad()
+def elbo_estimate(
+    model, x: Tensor, num_samples: int = ELBO_SAMPLES, batch_size: int = 1000, seed: int = 0, ctx: Context = SINGLE
+) -> ELBOEstimate:
+    """The ELBO over x: [N, D] from `num_samples` draws of z ~ Q(z|x) per example, with its Monte
+    Carlo standard error: sqrt(Σ_i s_i²/S)/N, s_i² the sample variance of example i's S one-draw
+    ELBOs (closed-form KL where one exists, so only log p(x|z) is noisy).
+
+    Batch b's noise is seeded by (seed, b), so its values do not depend on which rank computes it:
+    under torch.distributed, float64 sums all-reduced over ranks equal the one-process values. One
+    sample draws exactly the noise of `elbo(model, x_b)` under that seed.
+    """
+    sums = torch.zeros(4, dtype=torch.float64, device=x.device)
+    with forked_rng(x.device), eval_mode(model):
+        for b, xb in _my_batches(x, batch_size, ctx):
+            torch.manual_seed(batch_seed(seed, b))
+            sums += _elbo_batch(model, xb, num_samples)
+    total, recon, kl, mc_var = (all_reduce_sum(sums, ctx) / x.shape[0]).tolist()
+    mc_stderr = math.sqrt(mc_var / x.shape[0]) if num_samples > 1 else float("nan")
+    return ELBOEstimate(total, recon, kl, mc_stderr, num_samples, int(x.shape[0]))
+
+
+def _elbo_batch(model, xb: Tensor, num_samples: int) -> Tensor:
+    """float64 sums over the batch: [ELBO, reconstruction, KL, Σ_i s_i²/S]."""
+    q_z = model.posterior(xb)
+    z = draw(q_z, num_samples)  # [S, B, k]: all draws first, so chunking does not change them
+    c = _chunk_size(num_samples, xb.shape[0], xb.shape[1], xb.device)
+    terms = []
+    for i, zc in enumerate(z.split(c)):
+        with contextlib.nullcontext() if i == 0 else validating(model, False):  # x checked once
+            log_px, kl = elbo_draws(model, xb, zc, q_z)
+        terms.append(torch.stack([log_px - kl, log_px, kl.expand_as(log_px)]).double())  # as `elbo` rounds
+    per_draw, recon, kl = torch.cat(terms, 1)  # each [S, B]
+    var = per_draw.var(0) / num_samples if num_samples > 1 else torch.zeros_like(per_draw[0])
+    return torch.stack([per_draw.mean(0), recon.mean(0), kl.mean(0), var]).sum(1)
+
+
+def evaluate_elbo(
+    model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0, ctx: Context = SINGLE
+) -> dict[str, float]:
+    """Means over x: [N, D] of the ELBO, reconstruction and KL terms (nats per example) and n: what
+    training validates with. `elbo_estimate` gives the same with its Monte Carlo error."""
+    r = elbo_estimate(model, x, num_samples, batch_size, seed, ctx)
+    return {"elbo": r.elbo, "reconstruction": r.reconstruction, "kl": r.kl, "n": r.n}
+
+
+class LogLikelihood(NamedTuple):
+    per_example: Tensor  # [N] float64, nats, every example (under torch.distributed too)
+    mean: float
+    stderr: float  # standard error of the mean over examples: how much another test set would move it
+    mc_stderr: float  # Monte Carlo standard error of the mean (delta method): another seed; NaN for k = 1
+    ess: Tensor  # [N] float64: effective sample size (Σw)²/Σw² of each example's k importance weights
+
+
+def delta_method_variance(ess: Tensor, k: int) -> Tensor:
+    """Var(log p̂) ≈ Var(w)/(k·mean(w)²) for log p̂ = log mean_i w_i (the delta method), with the
+    unbiased sample variance of the k weights: = (k/ESS − 1)/(k − 1). NaN for k = 1."""
+    if k < 2:
+        return torch.full_like(ess, float("nan"))
+    return ((k / ess - 1) / (k - 1)).clamp_min(0.0)
 
 
 @torch.no_grad()
@@ -84,45 +169,49 @@ def log_likelihood(
     chunk_size: int | None = None,
     seed: int = 0,
     ctx: Context = SINGLE,
+    q_z: Distribution | None = None,
 ) -> LogLikelihood:
     """log p(x) ≈ log (1/k) Σ_i p(x, z_i)/Q(z_i|x), z_i ~ Q(z|x) (Burda et al. 2016), per example.
 
     The [k, B] log-weights are computed in chunks of `chunk_size` samples (default: bounded memory
     for any k) and combined with logsumexp in float64, so chunking does not change the value beyond
     rounding. k = 1 is the single-sample ELBO; the estimate's expectation grows with k towards log p(x).
-    Under torch.distributed, batches are shared out whole and the mean and standard error come from
-    float64 sums all-reduced over ranks: the same numbers as one process.
+    q_z: a Q over all of x (batch shape [N]) instead of the encoder's, cut per batch (`batch_rows`).
+    The Monte Carlo error is the delta method on the weights (`delta_method_variance`), summed over
+    examples: sqrt(Σ_i Var_i)/N. Under torch.distributed, batches are shared out whole and the
+    per-example values gathered (an all-reduced sum of disjoint slots, exact): every rank returns
+    the numbers of one process.
     """
-    model.eval()
-    out = []
-    with forked_rng(x.device):
+    n, cut = x.shape[0], _q_batches(q_z, x.shape[0], batch_size)
+    slots = torch.zeros(2, n, dtype=torch.float64, device=x.device)  # log p̂, ESS at each example's index
+    with forked_rng(x.device), eval_mode(model):
         for b, xb in _my_batches(x, batch_size, ctx):
             torch.manual_seed(batch_seed(seed, b))
-            out.append(_log_likelihood_batch(model, xb, k, chunk_size))
-    per_example = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=x.device)
-    finite = torch.isfinite(per_example)
-    stats = torch.stack([per_example[finite].sum(), per_example[finite].pow(2).sum(),
-                         (~finite).sum().double(), torch.tensor(float(per_example.numel()), dtype=torch.float64, device=x.device)])
-    total, total_sq, n_bad, n = all_reduce_sum(stats, ctx).tolist()
+            start = b * batch_size
+            slots[:, start : start + xb.shape[0]] = _log_likelihood_batch(model, xb, k, chunk_size, cut(b))
+    per_example, ess = all_reduce_sum(slots, ctx).cpu()
+    n_bad = int((~torch.isfinite(per_example)).sum())
     if n_bad:
-        raise VaekitError(f"log-likelihood is not finite for {int(n_bad)} of {int(n)} examples; "
+        raise VaekitError(f"log-likelihood is not finite for {n_bad} of {n} examples; "
                           "the model's outputs are NaN or Inf")
-    mean = total / n
-    var = max(total_sq / n - mean**2, 0.0) * n / max(n - 1, 1)
-    stderr = math.sqrt(var / n) if n > 1 else float("nan")
-    return LogLikelihood(per_example.cpu(), mean, stderr)
+    mean = float(per_example.mean())
+    stderr = float(per_example.std() / math.sqrt(n)) if n > 1 else float("nan")
+    mc_stderr = float(delta_method_variance(ess, k).sum().sqrt() / n)
+    return LogLikelihood(per_example, mean, stderr, mc_stderr, ess)
 
 
-def _log_likelihood_batch(model, xb: Tensor, k: int, chunk_size: int | None) -> Tensor:
+def _log_likelihood_batch(model, xb: Tensor, k: int, chunk_size: int | None, q_z: Distribution | None) -> Tensor:
+    """[2, B] float64: log (1/k) Σ_i w_i and the ESS (Σw)²/Σw², from running logsumexps of log w and 2 log w."""
     c = chunk_size or _chunk_size(k, xb.shape[0], xb.shape[1], xb.device)
-    q_z = model.posterior(xb)
+    if q_z is None:
+        q_z = model.posterior(xb)
     model.p_x_given_z(mean_of(q_z)).log_prob(xb)  # validates x against the likelihood's support, once
-    total = torch.full((xb.shape[0],), -math.inf, dtype=torch.float64, device=xb.device)
+    lse = torch.full((2, xb.shape[0]), -math.inf, dtype=torch.float64, device=xb.device)
     with validating(model, False):  # the k samples need no re-validation of x or of finite network outputs
         for start in range(0, k, c):
             lw = log_weights(model, xb, min(c, k - start), q_z).double()
-            total = torch.logaddexp(total, torch.logsumexp(lw, dim=0))
-    return total - math.log(k)
+            lse = torch.logaddexp(lse, torch.stack([torch.logsumexp(lw, 0), torch.logsumexp(2 * lw, 0)]))
+    return torch.stack([lse[0] - math.log(k), (2 * lse[0] - lse[1]).exp()])
 
 
 def marginals(d: Distribution) -> Independent | None:
@@ -145,15 +234,16 @@ def latent_statistics(model, x: Tensor, batch_size: int = 1000) -> dict[str, obj
     sums to the ELBO's KL term when both are diagonal (`kl_per_dim_sums_to_kl`). For other families,
     a mixture prior say, the KL does not split by dimension: `kl_per_dim` is None.
     """
-    model.eval()
-    p_marginals = marginals(model.prior())
-    locs, kls = [], []
-    for xb in x.split(batch_size):
-        q_z = model.posterior(xb)
-        locs.append(mean_of(q_z).double())
-        q_marginals = marginals(q_z) if p_marginals is not None else None
-        if q_marginals is not None:
-            kls.append(kl_diagonal_normal(q_marginals, p_marginals, per_dimension=True).double().sum(0))
+    with eval_mode(model):
+        p_marginals = marginals(model.prior())
+        locs, kls = [], []
+        for xb in x.split(batch_size):
+            q_z = model.posterior(xb)
+            locs.append(mean_of(q_z).double())
+            q_marginals = marginals(q_z) if p_marginals is not None else None
+            if q_marginals is not None:
+                kls.append(kl_diagonal_normal(q_marginals, p_marginals, per_dimension=True).double().sum(0))
+        diagonal = is_diagonal_normal(model.prior()) and is_diagonal_normal(model.posterior(x[:1]))
     activity = torch.cat(locs).var(0, unbiased=False)
     kl_per_dim = (torch.stack(kls).sum(0) / x.shape[0]).tolist() if len(kls) == len(locs) else None
     return {
@@ -161,8 +251,7 @@ def latent_statistics(model, x: Tensor, batch_size: int = 1000) -> dict[str, obj
         "latent_dim": int(activity.shape[0]),
         "unit_activity": activity.tolist(),
         "kl_per_dim": kl_per_dim,
-        "kl_per_dim_sums_to_kl": kl_per_dim is not None and is_diagonal_normal(model.prior()) and
-        is_diagonal_normal(model.posterior(x[:1])),
+        "kl_per_dim_sums_to_kl": kl_per_dim is not None and diagonal,
     }
 
 
@@ -171,11 +260,18 @@ def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
     return -log_likelihood_nats / (data_dim * math.log(2))
 
 
-def evaluate_all(model, x: Tensor, k: int, seed: int = 0, ctx: Context = SINGLE) -> dict[str, object]:
-    """What `vaekit evaluate` and the report show: the ELBO terms, the k-sample log-likelihood with its
-    standard error, NLL, bits/dim, active units and KL per dimension, all over x: [N, D]."""
-    metrics: dict[str, object] = dict(evaluate_elbo(model, x, seed=seed, ctx=ctx))
+def evaluate_all(
+    model, x: Tensor, k: int, seed: int = 0, ctx: Context = SINGLE, elbo_samples: int = ELBO_SAMPLES
+) -> dict[str, object]:
+    """What `vaekit evaluate` and the report show, over x: [N, D]: the ELBO terms (`elbo_samples`
+    draws per example) and the k-sample log-likelihood, each with its Monte Carlo standard error
+    (`*_mc_stderr`, another seed), the log-likelihood's standard error over examples
+    (`log_likelihood_stderr`, another test set), the importance weights' ESS, the ELBO ≤ L_k check,
+    NLL, bits/dim, active units and KL per dimension."""
+    e = elbo_estimate(model, x, elbo_samples, seed=seed, ctx=ctx)
     ll = log_likelihood(model, x, k=k, seed=seed, ctx=ctx)
-    metrics.update(log_likelihood=ll.mean, log_likelihood_stderr=ll.stderr, nll=-ll.mean, k=k,
-                   bits_per_dim=bits_per_dim(ll.mean, x.shape[1]), **latent_statistics(model, x))
-    return metrics
+    return {"elbo": e.elbo, "reconstruction": e.reconstruction, "kl": e.kl, "n": e.n,
+            "elbo_samples": elbo_samples, "elbo_mc_stderr": e.mc_stderr,
+            "log_likelihood": ll.mean, "log_likelihood_stderr": ll.stderr, "log_likelihood_mc_stderr": ll.mc_stderr,
+            "nll": -ll.mean, "k": k, "bits_per_dim": bits_per_dim(ll.mean, x.shape[1]), **ess_summary(ll.ess, k),
+            "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x)}

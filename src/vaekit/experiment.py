@@ -21,13 +21,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
-from .config import Config, TrainConfig, plugins_needed
+from .config import Config, TrainConfig, plugins_needed, resume_config
 from .data import Dataset, load_dataset, resolve_binarize, tensor_dataset
 from .distributed import SINGLE, Context, barrier, shard_indices
 from .errors import TrainingInterrupted, VaekitError
 from .evaluate import evaluate_elbo
 from .likelihoods import likelihood_support
-from .loop import GraphedStep, LoopState, StepFn, fused, make_adam, settle, train_epoch
+from .loop import GraphedStep, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from .loss import VAEObjective
 from .model import VAE, build_model
 
@@ -39,8 +39,12 @@ def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
     statistics saved there at training time (not recomputed)."""
     d = cfg.data
     saved = ckpt.load_standardization(Path(run)) if run is not None and d.standardize else (None, None)
-    return load_dataset(d.dataset, d.binarize, likelihood_support(cfg.model.likelihood), d.split_seed, d.val_size,
-                        d.data_dir, d.mmap, d.standardize, *saved)
+    dataset = load_dataset(d.dataset, d.binarize, likelihood_support(cfg.model.likelihood), d.split_seed, d.val_size,
+                           d.data_dir, d.mmap, d.standardize, *saved, scale=d.scale)
+    if run is not None and cfg.model.data_shape and tuple(dataset.shape) != tuple(cfg.model.data_shape):
+        raise VaekitError(f"{dataset.name}: examples of shape {tuple(dataset.shape)}, but the model of {run} was trained "
+                          f"on shape {tuple(cfg.model.data_shape)}; point [data] dataset at the run's data")
+    return dataset
 
 
 def resolve(cfg: Config, dataset: Dataset) -> Config:
@@ -79,17 +83,20 @@ def train_run(
     ctx: Context = SINGLE,
     device: str = "cpu",
     on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
+    given: set[tuple[str, str]] | None = None,
 ) -> TrainResult:
     """Train the VAE `cfg` describes; with `out`, write the run directory there after every epoch.
 
-    `resume=True` continues from the last checkpoint in `out` (the epoch count may be raised); the
-    result equals an uninterrupted run with the same seed on CPU. Under torchrun (`ctx` from
+    `resume=True` continues from the last checkpoint in `out` with the run's saved config, `cfg`
+    changing what may change on a resume (`given`: the (section, name) settings the caller set; by
+    default those that differ from the defaults); the result equals an uninterrupted run with the
+    same seed on CPU. Under torchrun (`ctx` from
     `distributed.launched`) the model is wrapped in DistributedDataParallel, `batch_size` is per rank,
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
     with _writing(Path(out) if out is not None else None, ctx):
-        out, resume, cfg = open_run(cfg, out, resume, ctx)
+        out, resume, cfg = open_run(cfg, out, resume, ctx, given)
         dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
         cfg = resolve(cfg, dataset)
         torch.manual_seed(cfg.train.seed)
@@ -97,10 +104,13 @@ def train_run(
         return train_model(model, cfg, dataset, out, resume, show_progress, ctx, device, on_epoch)
 
 
-def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE) -> tuple[Path | None, bool, Config]:
+def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
+             given: set[tuple[str, str]] | None = None) -> tuple[Path | None, bool, Config]:
     """Check the run directory before anything is trained: (out, resume, the config to train).
 
-    A resumed run keeps its saved config; only the epoch count may change. A run killed before its
+    A resumed run trains with its saved config; of the settings in `given` (see
+    `config.resume_config`), those that may change (epochs, lr, checkpoint cadence, …) override it
+    and are written back to config.json, and a different model, data or batch size is refused. A run killed before its
     first checkpoint (a config.json and nothing else to continue from) starts again from step 0
     with its saved config, under `--resume` and under torchrun's elastic restart alike."""
     out = Path(out) if out is not None else None
@@ -112,8 +122,7 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
         return out, False, cfg
     if out is None or not (out / ckpt.CONFIG).exists():
         raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without --resume")
-    saved = ckpt.load_config(out)
-    cfg = replace(saved, train=replace(saved.train, epochs=cfg.train.epochs))
+    cfg = resume_config(ckpt.load_config(out), cfg, given, where="--resume: ")
     if (out / ckpt.STATE).exists():
         return out, True, cfg
     if (out / ckpt.WEIGHTS).exists():
@@ -155,10 +164,13 @@ def train_model(
                           f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
         history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps)
+        set_lr(optimizer, tc.lr)  # the config's rate (a --resume may change it), not the one saved with Adam
+        if out is not None and ctx.is_main:
+            ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
     elif out is not None and ctx.is_main:
         ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
     if ctx.is_main:
-        log.info("config %s", cfg.to_dict())
+        log.info("%s", summary(cfg, dataset, device, out))
         if ctx.distributed:
             log.info("%d processes × batch %d = global batch %d", ctx.world_size, tc.batch_size, ctx.world_size * tc.batch_size)
 
@@ -198,6 +210,17 @@ def train_model(
             save()
     barrier(ctx)
     return TrainResult(model, cfg, history, dataset)
+
+
+def summary(cfg: Config, dataset: Dataset, device: str, out: Path | None) -> str:
+    """One line on what is trained, on what, how and where (the full config is in config.json)."""
+    m, t = cfg.model, cfg.train
+    hidden = "linear" if not m.hidden else "×".join(map(str, m.hidden))
+    model = (f"{m.arch} {hidden}, latent {m.latent_dim}, {m.posterior} Q, {m.prior} prior, {m.likelihood} likelihood")
+    data = f"{dataset.name} ({dataset.split('train').shape[0]} train, {dataset.eval_split('val').shape[0]} val)"
+    where = f"{out} (config in {ckpt.CONFIG})" if out is not None else "memory"
+    return (f"model {model}; data {data}; objective {t.objective}, {t.epochs} epochs of batch {t.batch_size}, "
+            f"lr {t.lr:g}; {device}; run {where}")
 
 
 def build_trainer(

@@ -12,6 +12,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
+from .errors import VaekitError
 from .registry import Registry
 
 ARCHITECTURES = Registry("architecture")
@@ -117,7 +118,8 @@ class Concat(nn.Module):
 
 def _image_shape(data_shape: Sequence[int] | None) -> tuple[int, int, int]:
     if data_shape is None or len(data_shape) != 3:
-        raise ValueError(f"arch='conv' needs image data of shape (C, H, W), got {data_shape}")
+        raise VaekitError(f"arch = 'conv' needs image data of shape (C, H, W), got {tuple(data_shape or ())}; "
+                          "use arch = 'mlp' for vectors")
     return tuple(data_shape)  # type: ignore[return-value]
 
 

@@ -108,15 +108,11 @@ def elbo(
     z: optional draws of Q, [S, B, k], used instead of drawing here (common random numbers; the
     distributed trainer draws each example's noise as one process would); detached for the score function.
     """
-    if kl not in KL_MODES:
-        raise ValueError(f"unknown kl mode {kl!r}; choose from {KL_MODES}")
     check_data(model, x)
     if q_z is None:
         q_z = model.posterior(x)
     p_z = model.prior()
-    kl_closed = None if kl == "mc" else analytic_kl(q_z, p_z)
-    if kl == "analytic" and kl_closed is None:
-        raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__}")
+    kl_closed = _closed_kl(q_z, p_z, kl)
 
     if z is None:
         z = draw(q_z, num_samples, estimator)  # [S, B, k]
@@ -136,25 +132,60 @@ def elbo(
     return ELBO(reconstruction - kl_value, reconstruction, kl_value, objective)
 
 
+def _closed_kl(q_z: Distribution, p_z: Distribution, kl: str) -> Tensor | None:
+    """KL(Q ‖ p) in closed form as the kl mode asks ("auto": where one exists), else None."""
+    if kl not in KL_MODES:
+        raise ValueError(f"unknown kl mode {kl!r}; choose from {KL_MODES}")
+    kl_closed = None if kl == "mc" else analytic_kl(q_z, p_z)
+    if kl == "analytic" and kl_closed is None:
+        raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__}")
+    return kl_closed
+
+
+def elbo_draws(model, x: Tensor, z: Tensor, q_z: Distribution | None = None, kl: str = "auto") -> tuple[Tensor, Tensor]:
+    """The ELBO estimate draw by draw, for its Monte Carlo error: at z: [S, B, k] drawn from Q,
+    (log p(x|z_s) [S, B], the KL term), the KL term being the closed form [B] where `kl` takes one
+    and log Q(z_s) − log p(z_s) [S, B] otherwise. ELBO_s = first − second; their mean over s is
+    `elbo(model, x, q_z, kl=kl, z=z).elbo`, and their spread over s is the estimate's noise."""
+    check_data(model, x)
+    if q_z is None:
+        q_z = model.posterior(x)
+    p_z = model.prior()
+    kl_closed = _closed_kl(q_z, p_z, kl)
+    log_px = model.p_x_given_z(z).log_prob(x)
+    return log_px, kl_closed if kl_closed is not None else q_z.log_prob(z) - p_z.log_prob(z)
+
+
 def _log_weights(model, x: Tensor, z: Tensor, q_density: Distribution) -> Tensor:
     return model.prior().log_prob(z) + model.p_x_given_z(z).log_prob(x) - q_density.log_prob(z)
 
 
-def log_weights(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Tensor:
-    """log w_i = log p(x, z_i) − log Q(z_i|x) for z_i ~ Q, i = 1..k: [k, B]."""
+def _given_draws(z: Tensor | None, k: int) -> None:
+    if z is not None and z.shape[0] != k:
+        raise ValueError(f"z holds {z.shape[0]} draws per example (shape {tuple(z.shape)}) but k = {k}")
+
+
+def log_weights(model, x: Tensor, k: int, q_z: Distribution | None = None, z: Tensor | None = None) -> Tensor:
+    """log w_i = log p(x, z_i) − log Q(z_i|x) for z_i ~ Q, i = 1..k: [k, B].
+
+    z: optional draws of Q, [k, B, dim z], used instead of drawing here (common random numbers, or
+    the same draws scored under two models); gradients flow through them as they were drawn.
+    """
     check_data(model, x)
+    _given_draws(z, k)
     if q_z is None:
         q_z = model.posterior(x)
-    return _log_weights(model, x, q_z.rsample((k,)), q_z)
+    return _log_weights(model, x, q_z.rsample((k,)) if z is None else z, q_z)
 
 
-def iwae_bound(model, x: Tensor, k: int, q_z: Distribution | None = None) -> Tensor:
+def iwae_bound(model, x: Tensor, k: int, q_z: Distribution | None = None, z: Tensor | None = None) -> Tensor:
     """The importance-weighted bound L_k = E[log (1/k) Σ_i w_i] (Burda et al. 2016, eq. 8): [B].
 
     L_1 is the ELBO, L_k is non-decreasing in k, and L_k → log p(x) as k → ∞. Combined with
-    `logsumexp(log_w, 0) − log k` so no weight is exponentiated on its own.
+    `logsumexp(log_w, 0) − log k` so no weight is exponentiated on its own. z: optional draws of Q,
+    [k, B, dim z], as in `log_weights`.
     """
-    log_w = log_weights(model, x, k, q_z)
+    log_w = log_weights(model, x, k, q_z, z)
     return torch.logsumexp(log_w, dim=0) - math.log(k)
 
 

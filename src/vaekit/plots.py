@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .errors import VaekitError
 from .evaluate import latent_statistics, marginals
+from .rundir import atomic_write
 
 
 def image_grid(images: Tensor, shape: tuple[int, ...], ncol: int | None = None, pad: int = 1) -> Tensor:
@@ -53,11 +54,13 @@ def write_png(path: str | Path, pixels: Tensor, upscale: int = 1) -> None:
 
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    Path(path).write_bytes(png)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(png))
 
 
 def save_grid(path: str | Path, images: Tensor, shape: tuple[int, ...], ncol: int | None = None) -> Path:
     """A grid of images [N, D] in [0, 1] as a PNG, upscaled so that small images are visible."""
+    if Path(path).suffix.lower() != ".png":
+        raise VaekitError(f"{path}: image grids are written as PNG; name a .png file")
     grid = image_grid(images, shape, ncol)
     upscale = max(1, 256 // max(grid.shape[0], grid.shape[1]) + 1)
     write_png(path, grid, upscale=min(upscale, 8))
@@ -81,9 +84,17 @@ def new_figure(ncols: int = 1, size: tuple[float, float] = (5.0, 4.5)):
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
 def save_figure(fig, path: Path, dpi: int = 100) -> Path:
-    fig.savefig(path, dpi=dpi)
-    return path
+    """Write `fig` in the format its suffix names (png, pdf or svg), atomically."""
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in FIGURE_FORMATS:
+        raise VaekitError(f"{path}: figures are written as {', '.join(FIGURE_FORMATS)}; name a file with one of "
+                          "those suffixes")
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt))
+    return Path(path)
 
 
 def plot_samples(model, shape: Sequence[int], path: Path, n: int = 64) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .checkpoint import load_config, load_run, read_metrics
+from .checks import evaluation_warnings
 from .diagnostics import collapse_warning
 from .evaluate import evaluate_all
 from .experiment import load_data
@@ -53,8 +54,8 @@ figure{margin:1.5em 0}img{max-width:100%;image-rendering:pixelated;border:1px so
 
 
 def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0) -> dict[str, Any]:
-    """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples), NLL,
-    bits/dim, active units and per-dimension KL, on `split`."""
+    """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples) with both
+    kinds of error, ESS, the bound check, NLL, bits/dim, active units and per-dimension KL, on `split`."""
     from .experiment import load_data
 
     cfg, model = load_run(run_dir)
@@ -69,9 +70,9 @@ def write_report(run_dir: str | Path, k: int = 100) -> Path:
     metrics = run_metrics(run_dir, k=k)
     pictures = plot_run(run_dir)
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
-    warning = collapse_warning(metrics)
-    if warning:
-        parts.append(f'<p class="warning">{html.escape(warning)}</p>')
+    for warning in [*evaluation_warnings(metrics), collapse_warning(metrics)]:
+        if warning:
+            parts.append(f'<p class="warning">{html.escape(warning)}</p>')
     parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
     parts += [figure_html(p) for p in pictures]
     config = json.dumps(load_config(run_dir).to_dict(), indent=2)
@@ -115,11 +116,18 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
 def metrics_table(m: dict[str, Any]) -> str:
     """The headline numbers; the log-likelihood is the importance-sampled bound of Burda et al. (2016)."""
     rows = [
-        ("ELBO", f"{m['elbo']:.3f}", "nats; = reconstruction − KL"),
+        ("ELBO", f"{m['elbo']:.3f}", (f"nats; = reconstruction − KL; {m['elbo_samples']} draws of z per example, "
+                                      f"Monte Carlo standard error {m['elbo_mc_stderr']:.4f}")),
         ("reconstruction E_Q[log p(x|z)]", f"{m['reconstruction']:.3f}", "nats"),
         ("KL(Q(z|x) ‖ p(z))", f"{m['kl']:.3f}", "nats"),
         ("log-likelihood", f"{m['log_likelihood']:.3f} ± {m['log_likelihood_stderr']:.3f}",
-         f"nats, k = {m['k']} importance samples, ± standard error"),
+         (f"nats, k = {m['k']} importance samples; ± standard error of the mean over the {m['n']} examples "
+          "(another test set would move it this much)")),
+        ("Monte Carlo standard error", f"{m['log_likelihood_mc_stderr']:.4f}",
+         "nats: of the log-likelihood on these examples (another seed would move it this much; delta method)"),
+        ("effective sample size", f"median {m['ess_median']:.1f}, min {m['ess_min']:.1f}",
+         f"of the k = {m['k']} importance weights, (Σw)²/Σw² per example"),
+        ("bound check", m["bound_check"], "ELBO ≤ log-likelihood within 4 combined Monte Carlo standard errors"),
         ("NLL", f"{m['nll']:.3f}", "nats = −log-likelihood"),
         ("bits/dim", f"{m['bits_per_dim']:.4f}", "NLL / (D log 2)"),
         ("active units", f"{m['active_units']} of {m['latent_dim']}", "Cov_x E_Q[z_j] > 0.01 (Burda et al. 2016)"),

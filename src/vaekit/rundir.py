@@ -81,6 +81,17 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def write_array(path: Path, array) -> None:
+    """A NumPy array as .npy, atomically (never pickled)."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add .npy to a name
+            np.save(f, array, allow_pickle=False)
+
+    atomic_write(path, write)
+
+
 def append_line(path: Path, line: str) -> None:
     """Append `line` + newline with one write and fsync; on failure cut the file back to where it was,
     so a reader never sees half a line of ours."""

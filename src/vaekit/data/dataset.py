@@ -1,8 +1,9 @@
 """The Dataset: splits as tensors, what a likelihood's support admits, binarization and standardization.
 
-A `Dataset` keeps each split as one flattened tensor [N, D] in its stored dtype (uint8 stays uint8)
-and converts per batch with `prepare`: divide by `scale` (to the data's units: [0, 1] for grey
-levels), binarize if the config says so, standardize if asked.
+A `Dataset` keeps each split as one flattened tensor [N, D] in its stored dtype (uint8 stays uint8;
+a memory map keeps float64 and integer types too, never copied whole) and converts per batch with
+`prepare`: divide by `scale` (to the data's units: [0, 1] for grey levels), binarize if the config
+says so, standardize if asked.
 
 The likelihood's support decides what data are acceptable (SUPPORTS): "binary" (Bernoulli: 0/1, or
 grey levels in [0, 1] that are binarized), "unit" (values in [0, 1], e.g. continuous Bernoulli),
@@ -157,11 +158,11 @@ def finalize(ds: Dataset, binarize: str = "auto", support: str = "binary", seed:
         check_values(x, ds.scale, f"{ds.name} [{name}]", support)
     if binarize == "static":
         g = torch.Generator().manual_seed(seed)
-        ds.splits = {k: torch.bernoulli(v.to(torch.float32) / ds.scale, generator=g).to(torch.uint8) for k, v in ds.splits.items()}
+        ds.splits = {k: _static_draw(v, ds.scale, g) for k, v in ds.splits.items()}
         ds.scale = 1.0
     elif binarize == "none" and support == "binary":
         for name, x in ds.splits.items():
-            if not bool(((x == 0) | (x == ds.scale)).all()):
+            if not all(bool(((xb == 0) | (xb == ds.scale)).all()) for xb in _blocks(x)):
                 raise VaekitError(
                     f"{ds.name} [{name}]: a Bernoulli likelihood needs 0/1 data but these are grey levels; "
                     "use --binarize auto|dynamic|static or a likelihood with unit or real support"
@@ -170,22 +171,48 @@ def finalize(ds: Dataset, binarize: str = "auto", support: str = "binary", seed:
     return ds
 
 
-def check_values(x: Tensor, scale: float, where: str, support: str = "unit", block: int = 65536) -> None:
+def _rows_per_block(x: Tensor, values: int = 1 << 22) -> int:
+    """Rows of x [N, D] in a block of about `values` values (16 MB as float32): what a streamed pass holds."""
+    return max(1, values // max(1, math.prod(x.shape[1:])))
+
+
+def _blocks(x: Tensor, block: int | None = None):
+    """x [N, D] in consecutive row blocks (views: a memory map is read a block at a time)."""
+    block = block or _rows_per_block(x)
+    return (x[start : start + block] for start in range(0, x.shape[0], block))
+
+
+def _static_draw(x: Tensor, scale: float, generator: torch.Generator) -> Tensor:
+    """One seeded Bernoulli draw of x/scale [N, D] as uint8 0/1, drawn block by block (the same draws as
+    one call over the whole split, since the generator runs on in order) so a float64 memory map is never
+    converted whole: the result, 1 byte a value, is the only copy."""
+    out = torch.empty(x.shape, dtype=torch.uint8)
+    block = _rows_per_block(x)
+    for start, xb in zip(range(0, x.shape[0], block), _blocks(x, block)):
+        out[start : start + block] = torch.bernoulli(xb.to(torch.float32) / scale, generator=generator)
+    return out
+
+
+def check_values(x: Tensor, scale: float, where: str, support: str = "unit", block: int | None = None) -> None:
     """Non-empty, finite, and what `support` admits: "real" any finite value, "unit" and "binary" [0, 1]
-    after scaling, "count" whole numbers ≥ 0. Checked in blocks so a memory map is streamed."""
+    after scaling, "count" whole numbers ≥ 0. Checked in blocks of `block` rows (default: about 4M
+    values) so a memory map is streamed."""
     if x.shape[0] == 0:
         raise VaekitError(f"{where}: the dataset is empty")
     lo, hi = math.inf, -math.inf
-    for start in range(0, x.shape[0], block):
-        xb = x[start : start + block]
+    block = block or _rows_per_block(x)
+    for start, xb in zip(range(0, x.shape[0], block), _blocks(x, block)):
         if xb.is_floating_point():
             _refuse_first(~torch.isfinite(xb), start, f"{where}: example {{}} contains NaN or Inf")
             if support == "count":
                 _refuse_first(xb != xb.round(), start, f"{where}: count data must be whole numbers; example {{}} is not")
         lo, hi = min(lo, float(xb.min()) / scale), max(hi, float(xb.max()) / scale)
     if support in ("unit", "binary") and (lo < 0 or hi > 1):
+        pixels = "; 8-bit pixels are divided by 255 when stored as uint8 or as images" if (
+            scale == 1 and 0 <= lo and hi <= 255) else ""
         raise VaekitError(f"{where}: values must lie in [0, 1] after scaling for support {support!r}, found range "
-                          f"[{lo:g}, {hi:g}]; real-valued data need a likelihood with real support (e.g. Gaussian)")
+                          f"[{lo:g}, {hi:g}]; real-valued data need a likelihood with real support (e.g. Gaussian)"
+                          f"{pixels}")
     if support == "count" and lo < 0:
         raise VaekitError(f"{where}: count data must be non-negative, found range [{lo:g}, {hi:g}]")
 
@@ -196,15 +223,15 @@ def _refuse_first(bad: Tensor, start: int, message: str) -> None:
         raise VaekitError(message.format(start + int(bad.nonzero()[0, 0])))
 
 
-def standardization(x: Tensor, scale: float = 1.0, block: int = 65536) -> tuple[Tensor, Tensor]:
+def standardization(x: Tensor, scale: float = 1.0, block: int | None = None) -> tuple[Tensor, Tensor]:
     """Per-dimension mean and standard deviation (divisor N) of x/scale, x: [N, D], as float32 [D] each.
 
     Accumulated in float64 block by block (so a memory map is streamed) with Chan et al.'s pairwise
     update (1979), which does not cancel when a mean is large against its spread. A dimension whose
     std is below MIN_SPREAD (constant) gets spread 1: it is shifted to 0, not blown up."""
     n, mean, m2 = 0, torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
-    for start in range(0, x.shape[0], block):
-        xb = x[start : start + block].to(torch.float64) / scale
+    for xb in _blocks(x, block):
+        xb = xb.to(torch.float64) / scale
         nb, mean_b = xb.shape[0], xb.mean(0)
         delta, total = mean_b - mean, n + nb
         mean = mean + delta * (nb / total)

@@ -1,14 +1,22 @@
 """User data: arrays ([N, ...], one example a row) read from .npy, .npz, .csv or a folder of PNG/JPEG
-images, made into a Dataset's split tensors.
+images (images.py), made into a Dataset's split tensors.
 
-uint8 data are kept as uint8, scaled by 1/255; bool data become uint8 0/1 (scale 1). Without a given
-test split, a seeded 10% is held out (the last 10% for a memory-mapped .npy). Pillow, needed for image
-folders only, is an optional dependency (`pip install pillow`): imported when a folder is read.
+Scale (what stored values are divided by to get the data's units): 8-bit data, uint8 arrays and 8-bit
+images, are divided by 255, 16-bit images by 65535; everything else is used as given (scale 1): floats,
+other integer types, bool (0/1), and CSV files, whose numbers carry no bit depth (a CSV of digits'
+grey levels 0..16 is 0..16, not 0..16/255). `load_dataset(..., scale=s)` states another scale. The
+splits of one file must agree: a uint8 split beside one of another dtype is refused (one scale could
+not fit both), not divided by two scales.
+
+Without a given test split, a seeded 10% (at least 2 examples) is held out (the last 10% for a
+memory-mapped .npy). A memory-mapped array stays in its stored dtype (float64 included) and is
+converted batch by batch in `Dataset.prepare`, so no copy of it is made in memory.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -18,13 +26,19 @@ from torch import Tensor
 
 from ..errors import VaekitError
 from .dataset import Dataset, seeded_split
+from .images import SIXTEEN_BIT
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+MIN_TEST = 2  # the test split's smallest size: a standard error, active units, interpolations need two
+# dtypes a memory map keeps as stored (torch computes with them); others are converted to float32
+_MAPPABLE = {np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64)}
 
 
-def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: bool = False) -> Dataset:
-    """The arrays read from `path` as a Dataset: "train", "test" (and "val" or "valid") as given, else
-    the array "x" (or the first) split into train and a held-out test, with labels from "y"."""
+def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: bool = False, source: str = "numpy",
+                 scale: float | None = None) -> tuple[Dataset, str]:
+    """The arrays read from `path` as a Dataset, and what its scale is based on (for the log):
+    "train", "test" (and "val" or "valid") as given, else the array "x" (or the first) split into train
+    and a held-out test, with labels from "y". source: "numpy", "csv" or "images" (where uint16 is
+    16-bit, scale 65535); scale: the user's stated scale, else the source and dtype decide (module doc)."""
     if "train" in arrays and "test" in arrays:
         named = {"train": arrays["train"], "test": arrays["test"]}
         if "val" in arrays or "valid" in arrays:
@@ -37,10 +51,31 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         flat, shape_k = as_examples(a, f"{path} [{k}]")
         if shape is not None and shape_k != shape:
             raise VaekitError(f"{path} [{k}]: example shape {shape_k} differs from {shape}")
-        splits[k], shape = to_tensor(flat), shape_k
-    bits = named["train"].dtype == np.bool_
-    scale = 255.0 if splits["train"].dtype == torch.uint8 and not bits else 1.0
-    return Dataset(path.name, shape, splits, scale=scale, labels=labels)
+        splits[k], shape = to_tensor(flat, keep=mmap), shape_k
+    if 0 < len(splits["test"]) < MIN_TEST:
+        raise VaekitError(f"{path} [test]: 1 example; a test split needs at least {MIN_TEST} (its standard error, "
+                          "active units and the report's pictures compare examples)")
+    if scale is None:
+        scale, note = _stored_scale(path, {k: a.dtype for k, a in named.items()}, source)
+    else:
+        scale, note = float(scale), "the scale given"
+    return Dataset(path.name, shape, splits, scale=scale, labels=labels), note
+
+
+def _stored_scale(path: Path, dtypes: dict[str, np.dtype], source: str) -> tuple[float, str]:
+    """(scale, what it is based on) from the source and the splits' stored dtypes; splits that would
+    need different scales (uint8 beside others) are refused."""
+    eight = [k for k, d in dtypes.items() if d == np.uint8]
+    if eight and len(eight) < len(dtypes):
+        listed = ", ".join(f"{k} {d}" for k, d in dtypes.items())
+        raise VaekitError(f"{path}: the splits mix uint8 with other dtypes ({listed}); uint8 is divided by 255 and "
+                          "other dtypes are used as given, so save every split with one dtype")
+    dtype = dtypes["train"]
+    if source == "csv":
+        return 1.0, "a CSV's numbers"
+    if source == "images":
+        return (SIXTEEN_BIT, "16-bit images") if dtype == np.uint16 else (255.0, "8-bit images")
+    return (255.0, "uint8 arrays: 8-bit data") if eight else (1.0, f"{dtype} arrays")
 
 
 def _hold_out_test(path: Path, arrays: dict[str, np.ndarray], seed: int,
@@ -55,15 +90,30 @@ def _hold_out_test(path: Path, arrays: dict[str, np.ndarray], seed: int,
     n = len(x)
     if n == 0:
         raise VaekitError(f"{path}: the dataset is empty")
-    if n < 3:
-        raise VaekitError(f"{path}: need at least 3 examples to split, got {n}")
-    n_test = max(1, n // 10)
+    if n < MIN_TEST + 2:
+        raise VaekitError(f"{path}: need at least {MIN_TEST + 2} examples to split into train, val and test, got {n}")
+    n_test = max(MIN_TEST, n // 10)
     if mmap:
         return {"train": x[: n - n_test], "test": x[n - n_test :]}, {}
     test_idx, rest = seeded_split(n, n_test, seed)
-    y = arrays.get("y")
+    y = None if key == "y" else _labels(path, arrays.get("y"), n, key)
     labels = {} if y is None else {"train": torch.from_numpy(y[rest]), "test": torch.from_numpy(y[test_idx])}
     return {"train": x[rest], "test": x[test_idx]}, labels
+
+
+def _labels(path: Path, y: np.ndarray | None, n: int, key: str) -> np.ndarray | None:
+    """The array "y" as int64 [n] labels of the n examples of `key`; refused unless one whole number each."""
+    if y is None:
+        return None
+    if y.dtype.kind not in "buif":
+        raise VaekitError(f"{path} [y]: labels must be whole numbers, one per example; got dtype {y.dtype}")
+    if y.ndim != 1 or len(y) != n:
+        raise VaekitError(f"{path} [y]: {tuple(y.shape)} labels for the {n} examples of [{key}]; "
+                          f"give one label per example, shape ({n},)")
+    if y.dtype.kind == "f" and not bool((np.isfinite(y) & (y == np.round(y))).all()):
+        first = int(np.flatnonzero(~(np.isfinite(y) & (y == np.round(y))))[0])
+        raise VaekitError(f"{path} [y]: labels must be whole numbers; label {first} is {y[first]}")
+    return y.astype(np.int64)
 
 
 def as_examples(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -82,9 +132,10 @@ def as_examples(arr: np.ndarray, where: str) -> tuple[np.ndarray, tuple[int, ...
     return arr.reshape(len(arr), math.prod(shape)), shape
 
 
-def to_tensor(a: np.ndarray) -> Tensor:
-    """Share memory where possible (a memory-mapped array stays on disk); uint8 stays uint8."""
-    if a.dtype != np.uint8 and a.dtype != np.float32:
+def to_tensor(a: np.ndarray, keep: bool = False) -> Tensor:
+    """Share memory where possible; uint8 stays uint8, other dtypes become float32, unless `keep` (a
+    memory map): then any dtype torch computes with stays as stored (on disk, not copied)."""
+    if a.dtype != np.uint8 and a.dtype != np.float32 and not (keep and a.dtype in _MAPPABLE):
         with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become ±inf: check_values names them
             a = a.astype(np.float32)
     return torch.from_numpy(a if a.flags.c_contiguous else np.ascontiguousarray(a))
@@ -105,63 +156,33 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
 
 
 def read_csv(path: Path) -> np.ndarray:
-    """Numbers separated by commas, one example a row; a first row that is not numeric is a header."""
-    with open(path) as f:
-        first = f.readline()
+    """Numbers separated by commas, one example a row, as float32 (the numbers as written); a first row
+    that is not numeric is a header. UTF-8 text; a byte-order mark (BOM) is skipped, not read as data."""
     try:
-        [float(v) for v in first.split(",")]
-        skip = 0
-    except ValueError:
-        skip = 1
-    try:
-        arr = np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2)
+        with open(path, encoding="utf-8-sig") as f:
+            first = f.readline()
+        try:
+            [float(v) for v in first.split(",")]
+            skip = 0
+        except ValueError:
+            skip = 1
+        with warnings.catch_warnings():  # a header and no rows: numpy warns, the empty dataset is refused below
+            warnings.simplefilter("ignore", UserWarning)
+            arr = np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2, encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise VaekitError(_not_utf8(path, e)) from None
     except ValueError as e:
         raise VaekitError(f"{path}: not a numeric CSV ({e})") from None
-    return _pixels_or_floats(arr)
+    with np.errstate(over="ignore"):  # beyond float32: ±inf, named by check_values
+        return arr.astype(np.float32)
 
 
-def _pixels_or_floats(arr: np.ndarray) -> np.ndarray:
-    """Whole numbers in 0..255 with some above 1 are pixel values: keep them as uint8 (scaled by 1/255)."""
-    if arr.size and arr.min() >= 0 and 1 < arr.max() <= 255 and bool((arr == np.round(arr)).all()):
-        return arr.astype(np.uint8)
-    return arr.astype(np.float32)
-
-
-def read_image_folder(folder: Path) -> np.ndarray:
-    """All images under `folder` (sorted by path) → [N, H, W] (grey) or [N, 3, H, W] (colour), uint8.
-
-    Every file must be an image of the same size and colour mode; the first that is not names itself.
-    """
-    try:  # imported here: Pillow is an optional dependency that only image folders need
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise VaekitError("reading an image folder needs Pillow: pip install pillow") from None
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise VaekitError(f"{folder}: the folder holds no files")
-    images, first = [], None
-    for path in files:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise VaekitError(f"{path}: not a PNG or JPEG image (only images may be in {folder})")
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if im.mode in ("1", "L", "I;16", "I", "LA", "P") and _is_grey(im) else "RGB")
-                arr = np.asarray(im, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise VaekitError(f"{path}: cannot read image ({e})") from None
-        signature = arr.shape
-        if first is None:
-            first = (path, signature)
-        elif signature != first[1]:
-            raise VaekitError(f"{path}: image shape {signature} differs from {first[1]} of {first[0].name}; "
-                              "all images must have one size and colour mode")
-        images.append(arr)
-    stacked = np.stack(images)
-    return stacked if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)
-
-
-def _is_grey(im) -> bool:
-    if im.mode != "P":
-        return True
-    rgb = np.asarray(im.convert("RGB"))
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is: its line and value (e.start counts from a chunk, not the file)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+        return f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8"
+    except UnicodeDecodeError as whole:
+        line = raw.count(b"\n", 0, whole.start) + 1
+        return f"{path}: line {line} is not UTF-8 text (byte 0x{raw[whole.start]:02x}); save the CSV as UTF-8"

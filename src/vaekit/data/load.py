@@ -4,6 +4,8 @@ in-memory arrays (`tensor_dataset`) the same way."""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +16,12 @@ from torch import Tensor
 from ..errors import VaekitError
 from .builtin import BUILTIN, read_builtin
 from .dataset import Dataset, finalize, resolve_binarize, seeded_split, standardization
-from .files import as_examples, read_csv, read_image_folder, read_numpy, to_tensor, user_dataset
+from .files import as_examples, read_csv, read_numpy, to_tensor, user_dataset
+from .images import read_image_folder
 from .mnist import DATASETS as MNIST_FAMILY
 from .mnist import load_mnist_family
+
+log = logging.getLogger(__name__)
 
 DATASETS = (*BUILTIN, *MNIST_FAMILY)  # the named datasets; any other name is a path
 
@@ -32,6 +37,7 @@ def load_dataset(
     standardize: bool = False,
     shift: Tensor | np.ndarray | Sequence[float] | None = None,
     spread: Tensor | np.ndarray | Sequence[float] | None = None,
+    scale: float | None = None,
 ) -> Dataset:
     """The dataset a `DataConfig` names, split into train/val/test and checked against the likelihood's
     support (one of SUPPORTS).
@@ -43,10 +49,20 @@ def load_dataset(
     training split; None takes the dataset's default (see vaekit.data.builtin; 10000 for MNIST-like, 10%
     for user data). standardize (support "real" only): per-dimension mean and std of the training split,
     or the given `shift` and `spread` (statistics saved at training time) instead of recomputing them.
+    scale (user files only): stored values are divided by it; default: 255 for uint8 arrays and 8-bit
+    images, 65535 for 16-bit images, 1 (the values as given) otherwise, CSV included (vaekit.data.files).
+    The scale applied is logged (one info line).
     """
     resolve_binarize(binarize, support)  # argument errors before any file is read
     _check_standardize(support, standardize, shift, spread)
-    ds, default_val = _load_source(name, split_seed, data_dir, mmap)
+    _check_scale(name, scale)
+    ds, default_val, why = _load_source(name, split_seed, data_dir, mmap, scale)
+    if support == "count":
+        log.info("%s: count data, values used as stored (scale 1)", ds.name)
+    elif ds.scale == 1.0:
+        log.info("%s: values used as given, scale 1 (%s)", ds.name, why)
+    else:
+        log.info("%s: values divided by %g (%s)", ds.name, ds.scale, why)
     if "val" in ds.splits and val_size is not None and name in DATASETS:
         raise VaekitError(f"{name} comes with its own validation split; leave val_size unset")
     if "val" not in ds.splits:
@@ -84,36 +100,50 @@ def tensor_dataset(
     return finalize(ds, binarize, support, seed)
 
 
-def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool) -> tuple[Dataset, int]:
-    """The named dataset or user data, with train and test splits (and val where published), and
-    the default validation size."""
+def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool,
+                 scale: float | None) -> tuple[Dataset, int, str]:
+    """The named dataset or user data, with train and test splits (and val where published), the
+    default validation size, and what the scale is based on."""
     if name in BUILTIN:
         spec = BUILTIN[name]
         x, y = read_builtin(name, data_dir)
         test_idx, rest = seeded_split(len(x), spec.test, split_seed)
         splits = {"test": torch.from_numpy(x[test_idx]), "train": torch.from_numpy(x[rest])}
         labels = {} if y is None else {"test": torch.from_numpy(y[test_idx]), "train": torch.from_numpy(y[rest])}
-        return Dataset(name, spec.shape, splits, scale=spec.scale, labels=labels), spec.val
+        ds = Dataset(name, spec.shape, splits, scale=spec.scale, labels=labels)
+        return ds, spec.val, "the dataset's stated scale"
     if name in MNIST_FAMILY:
         d = load_mnist_family(name, data_dir)
-        return Dataset(name, tuple(d["shape"]), d["splits"], scale=d["scale"], labels=d["labels"]), 10_000
+        ds = Dataset(name, tuple(d["shape"]), d["splits"], scale=d["scale"], labels=d["labels"])
+        return ds, 10_000, "8-bit images" if d["scale"] == 255.0 else "0/1 pixels"
     path = Path(name)
-    ds = user_dataset(path, _read_user_arrays(path, mmap), split_seed, mmap)
-    return ds, max(1, ds.splits["train"].shape[0] // 10)
+    arrays, source = _read_user_arrays(path, mmap)
+    ds, why = user_dataset(path, arrays, split_seed, mmap, source, scale)
+    return ds, max(1, ds.splits["train"].shape[0] // 10), why
 
 
-def _read_user_arrays(path: Path, mmap: bool) -> dict[str, np.ndarray]:
-    """The arrays of a user's file or image folder, by name ("x" for a single array)."""
+def _read_user_arrays(path: Path, mmap: bool) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of a user's file or image folder, by name ("x" for a single array), and their source:
+    "images", "numpy" or "csv"."""
     if not path.exists():
         raise VaekitError(f"{path}: no such file or directory, and not a named dataset ({', '.join(DATASETS)})")
     if path.is_dir():
-        return {"x": read_image_folder(path)}
+        return {"x": read_image_folder(path)}, "images"
     if path.suffix in (".npy", ".npz"):
-        return read_numpy(path, mmap)
+        return read_numpy(path, mmap), "numpy"
     if path.suffix == ".csv":
-        return {"x": read_csv(path)}
+        return {"x": read_csv(path)}, "csv"
     raise VaekitError(f"{path}: unknown dataset; use {', '.join(DATASETS)}, "
                       "or a .npy, .npz or .csv file or an image folder")
+
+
+def _check_scale(name: str, scale: float | None) -> None:
+    if scale is None:
+        return
+    if name in DATASETS:
+        raise VaekitError(f"scale applies to user files; {name} is stored with its own scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise VaekitError(f"scale must be a positive number, got {scale!r}")
 
 
 def _check_standardize(support: str, standardize: bool, shift: object, spread: object) -> None:

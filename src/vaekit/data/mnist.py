@@ -184,16 +184,27 @@ def _download(urls: list[str], dest: Path) -> bool:
 
 
 def _ensure_present(name: str, paths: list[Path], download: bool) -> None:
-    """Download missing files if allowed; raise one VaekitError naming all still missing, their URLs and folder."""
+    """Download missing files if allowed; raise one VaekitError naming all still missing, their URLs and folder.
+
+    Folders a download creates (the dataset's, the data root) are removed again if they end up empty:
+    a failed download leaves the disk as it found it."""
     missing = [p for p in paths if not p.is_file()]
     mirrors = _MIRRORS[name]
     if missing and download:
-        for i, path in enumerate(missing):
-            if not _download([m + path.name for m in mirrors], path):
-                missing = missing[i:]  # every mirror failed (offline?): the rest would only time out too
-                break
-        else:
-            missing = []
+        folder = missing[0].parent
+        created = [f for f in (folder, *folder.parents) if not f.exists()]  # innermost first
+        try:
+            for i, path in enumerate(missing):
+                if not _download([m + path.name for m in mirrors], path):
+                    missing = missing[i:]  # every mirror failed (offline?): the rest would only time out too
+                    break
+            else:
+                missing = []
+        finally:
+            for f in created:  # a saved file keeps its folder (and so the folders above it)
+                if not f.is_dir() or any(f.iterdir()):
+                    break
+                f.rmdir()
     if not missing:
         return
     urls = ", ".join(mirrors[0] + p.name for p in missing)

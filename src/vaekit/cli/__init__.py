@@ -1,0 +1,69 @@
+"""The `vaekit` command line: train, evaluate, sample, reconstruct, plot, report, explain.
+
+    vaekit train --dataset digits --latent-dim 8 --hidden 128 --epochs 100 --out runs/digits
+    vaekit evaluate runs/digits --k 1000 --json
+    vaekit sample runs/digits --n 64
+    vaekit reconstruct runs/digits --n 32
+
+Settings resolve as defaults < `--config FILE` (TOML or JSON) < flags; the resolved config is
+saved in the run directory. Errors print one line and exit with status 2 (`--debug` shows the
+traceback). `flags` makes the train flags from the config, `commands` holds what each
+subcommand does, `parser` wires them, and `main` runs one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..config import MAX_COUNT
+from ..errors import TrainingInterrupted, VaekitError
+from .arguments import load_plugins_first, parser
+from .flags import build_config
+
+__all__ = ["build_config", "main", "parser"]
+
+
+def check_args(args) -> None:
+    """What argparse's types do not check: counts > 0, paths that are not empty."""
+    for name in ("n", "k", "elbo_samples"):
+        value = getattr(args, name, None)
+        if value is not None and not 0 < value <= MAX_COUNT:
+            flag = "--" + name.replace("_", "-")
+            raise VaekitError(f"{flag} must be > 0, got {value}" if value <= 0 else f"{flag} = {value} is out of range "
+                              f"(at most {MAX_COUNT})")
+    for name in ("out", "output"):
+        if getattr(args, name, None) == "":
+            raise VaekitError(f"--{name} is empty; name a path")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return isinstance(e, MemoryError) or "can't allocate" in text or "out of memory" in text.lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        load_plugins_first(argv)
+    except VaekitError as e:
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return 2
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        check_args(args)
+        try:
+            args.func(args)
+        except (MemoryError, RuntimeError) as e:
+            if not _out_of_memory(e):
+                raise
+            raise VaekitError(f"out of memory ({str(e).splitlines()[0][:160]}); ask for less: a smaller --n, "
+                              "--batch-size, --hidden or --k") from None
+    except (VaekitError, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        print(f"vaekit: error: {e}" if str(e) else "vaekit: interrupted", file=sys.stderr)
+        if isinstance(e, TrainingInterrupted):
+            return 128 + e.signum
+        return 130 if isinstance(e, KeyboardInterrupt) else 2
+    return 0

@@ -1,0 +1,241 @@
+"""What each subcommand does: read a run, call the library, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import WEIGHTS, load_run, versions
+from ..checks import evaluation_warnings
+from ..data import EVAL_BINARIZATION_SEED, resolve_binarize
+from ..diagnostics import amortization_gap, collapse_warning, gap_summary
+from ..distributed import from_env, launched
+from ..errors import VaekitError
+from ..evaluate import evaluate_all, latent_statistics
+from ..experiment import load_data, to_data_units, train_run
+from ..explain import explain, format_result
+from ..likelihoods import likelihood_support
+from ..plots import save_grid
+from ..report import plot_run, write_report
+from ..rundir import write_array
+from ..tensorboard import TensorBoardLogger
+from .flags import build_config, given_settings
+
+log = logging.getLogger("vaekit")
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Train; under torchrun every rank runs this and rank 0 alone writes and prints."""
+    cfg = build_config(args)
+    device = resolve_device(args.device)
+    with launched(device) as ctx:
+        if not ctx.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        board = None
+        if args.tensorboard and ctx.is_main:
+            board = TensorBoardLogger(Path(args.out) / "tensorboard")
+        try:
+            result = train_run(cfg, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), ctx=ctx,
+                               device=device, on_epoch=board, given=given_settings(args))
+        except RuntimeError as e:  # a collective broken by a rank that died: say so in one line
+            if not ctx.distributed:
+                raise
+            raise VaekitError(f"rank {ctx.rank}: lost contact with another rank, which probably failed "
+                              f"(see its error): {str(e).splitlines()[0][:200]}") from None
+        finally:
+            if board is not None:
+                board.close()
+    last = result.history[-1] if result.history else {}
+    if ctx.is_main and last:
+        print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
+        _report_latents(result)
+    return last
+
+
+def _report_latents(result) -> None:
+    """Active units and KL per dimension on the validation split, with a warning on posterior collapse."""
+    stats = latent_statistics(result.model.cpu(), result.dataset.eval_split("val"))
+    print(f"active units {stats['active_units']} of {stats['latent_dim']}; KL per dimension (nats) "
+          + format_kl_per_dim(stats["kl_per_dim"]))
+    warning = collapse_warning(stats)
+    if warning:
+        log.warning("%s", warning)
+
+
+def format_kl_per_dim(kl_per_dim: list[float] | None) -> str:
+    if kl_per_dim is None:
+        return "n/a (the prior is not a product of 1-D Gaussians: the KL does not split by dimension)"
+    return " ".join(f"{v:.2f}" for v in kl_per_dim)
+
+
+def resolve_device(name: str) -> str:
+    """cpu | cuda | cuda:N | auto (cuda where available, else cpu); under torchrun, cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VaekitError(f"--device {name}: this torch build or machine has no CUDA device")
+
+        ctx = from_env()
+        if name == "cuda" and ctx is not None:
+            name = f"cuda:{ctx.local_rank}"
+    elif name != "cpu":
+        raise VaekitError(f"--device {name!r}: use cpu, cuda, cuda:N or auto")
+    return name
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """ELBO and log-likelihood with both kinds of error, the checks on them, and (--json) the protocol."""
+    if args.elbo_samples <= 0:
+        raise VaekitError(f"--elbo-samples must be > 0, got {args.elbo_samples}")
+    cfg, model = load_run(args.run)
+    dataset = load_data(cfg, args.run)
+    device = resolve_device(args.device)
+    model, x = model.to(device), dataset.eval_split(args.split).to(device)
+    k = args.k or cfg.train.eval_k
+    with launched(device) as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
+        metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples)
+    metrics["split"] = args.split
+    if not ctx.is_main:
+        return metrics
+    metrics["protocol"] = evaluation_protocol(cfg, args, metrics, device)
+    if getattr(args, "amortization_gap", False):
+        metrics.update(evaluate_amortization_gap(model, x, args.seed))
+    if args.json:
+        for warning in evaluation_warnings(metrics):  # stdout stays one JSON object
+            log.warning("warning: %s", warning)
+        print(json.dumps(finite_or_null(metrics)))
+    else:
+        print_evaluation(metrics)
+        for warning in evaluation_warnings(metrics):
+            print(f"warning: {warning}")
+        print_diagnostics(metrics)
+    return metrics
+
+
+def print_evaluation(m: dict[str, Any]) -> None:
+    """The numbers as text; each ± says which error it is (another seed, or another test set)."""
+    def pm(se: float) -> str:
+        return f"± {se:.3f}" if math.isfinite(se) else "± n/a"
+
+    print(f"{'split':<16}{m['split']} (n={m['n']})")
+    print(f"{'elbo':<16}{m['elbo']:10.3f} nats {pm(m['elbo_mc_stderr'])} Monte Carlo "
+          f"({m['elbo_samples']} draws of z per example)")
+    for key in ("reconstruction", "kl"):
+        print(f"{key:<16}{m[key]:10.3f} nats")
+    print(f"{'log_likelihood':<16}{m['log_likelihood']:10.3f} nats {pm(m['log_likelihood_mc_stderr'])} Monte Carlo "
+          f"(k = {m['k']} importance samples; delta method)")
+    print(f"{'':<26}{pm(m['log_likelihood_stderr'])} over examples (standard error of the mean over the "
+          f"{m['n']} {m['split']} examples: another test set)")
+    print(f"{'ESS':<16}median {m['ess_median']:.1f}, min {m['ess_min']:.1f} of k = {m['k']} "
+          "(effective sample size of the importance weights)")
+    note = {"ok": "ELBO <= log-likelihood within Monte Carlo error", "violated": "see the warning below",
+            "unchecked": "no Monte Carlo error from one ELBO draw or k = 1"}[m["bound_check"]]
+    print(f"{'bound check':<16}{m['bound_check']} ({note})")
+    print(f"{'NLL':<16}{m['nll']:10.3f} nats = {m['bits_per_dim']:.4f} bits/dim")
+    print(f"{'active units':<16}{m['active_units']:10d} of {m['latent_dim']} (Cov_x E_q[z_j] > 0.01)")
+    print(f"{'KL per dim':<16}" + format_kl_per_dim(m["kl_per_dim"]))
+    p = m["protocol"]
+    drawn = f" (seed {p['binarization_seed']})" if p["binarization_seed"] is not None else ""
+    print(f"{'protocol':<16}seed {p['seed']}, binarization {p['binarization']}{drawn}, model config sha256 "
+          f"{p['model_config_sha256'][:12]}…, vaekit {p['versions']['vaekit']}, torch {p['versions']['torch']}")
+
+
+def evaluation_protocol(cfg, args: argparse.Namespace, m: dict[str, Any], device: str) -> dict[str, Any]:
+    """How the numbers were made, enough to repeat them or to see why two differ: the split and its
+    size, k, ELBO draws, seed, the evaluation binarization and its seed (dynamic: one fixed draw of the
+    split; static: the stored draw), sha256 of the model config's canonical JSON (sorted keys, no
+    spaces) and of the weights file, device and versions."""
+    binarization = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
+    canonical = json.dumps(cfg.to_dict()["model"], sort_keys=True, separators=(",", ":"))
+    with open(Path(args.run) / WEIGHTS, "rb") as f:
+        weights = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"split": args.split, "n": m["n"], "k": m["k"], "elbo_samples": m["elbo_samples"], "seed": args.seed,
+            "dataset": cfg.data.dataset, "binarization": binarization,
+            "binarization_seed": {"dynamic": EVAL_BINARIZATION_SEED, "static": cfg.data.split_seed}.get(binarization),
+            "model_config_sha256": hashlib.sha256(canonical.encode()).hexdigest(), "weights_sha256": weights,
+            "device": device, "versions": versions()}
+
+
+def finite_or_null(value: Any) -> Any:
+    """NaN and ±Inf as null (JSON has no such numbers), through dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_null(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def evaluate_amortization_gap(model, x: torch.Tensor, seed: int) -> dict[str, float]:
+    """`evaluate --amortization-gap`: mean encoder ELBO, per-example optimized ELBO and their gap."""
+    return gap_summary(amortization_gap(model, x, seed=seed))
+
+
+def print_diagnostics(metrics: dict[str, Any]) -> None:
+    """The amortization gap (when computed) and a posterior-collapse warning (when most units are inactive)."""
+    if "amortization_gap" in metrics:
+        print(f"{'encoder ELBO':<16}{metrics['encoder_elbo']:10.3f} nats (encoder's Q, 256 samples)")
+        print(f"{'optimized ELBO':<16}{metrics['optimized_elbo']:10.3f} nats (diagonal Q fitted per example)")
+        print(f"{'amortization gap':<16}{metrics['amortization_gap']:10.3f} nats (Cremer et al. 2018)")
+    warning = collapse_warning(metrics)
+    if warning:
+        print(f"warning: {warning}")
+
+
+def cmd_sample(args: argparse.Namespace) -> Path:
+    """A PNG grid and the same samples as .npy, side by side (`--output` names either)."""
+    cfg, model = load_run(args.run)
+    torch.manual_seed(args.seed)
+    x = to_data_units(cfg, args.run, model.sample(args.n, mean=not args.draw))
+    out = Path(args.output or Path(args.run) / "samples.png")
+    picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise VaekitError(f"--output {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
+    save_grid(picture, x, cfg.model.data_shape)
+    write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
+    print(f"wrote {picture} and {array}")
+    return picture
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> Path:
+
+    cfg, model = load_run(args.run)
+    dataset = load_data(cfg, args.run)
+    x = dataset.eval_split(args.split)[: args.n]
+    x, x_hat = dataset.restore(x), dataset.restore(model.reconstruct(x))  # in the data's units
+    pairs = torch.stack([x, x_hat], 1).reshape(-1, x.shape[1])  # input, reconstruction, input, …
+    out = Path(args.output or Path(args.run) / "reconstructions.png")
+    save_grid(out, pairs, cfg.model.data_shape, ncol=16)
+    print(f"wrote {out} (each input followed by its reconstruction)")
+    return out
+
+
+def cmd_plot(args: argparse.Namespace) -> list[Path]:
+
+    paths = plot_run(args.run, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return paths
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+
+    path = write_report(args.run, k=args.k)
+    print(f"wrote {path}")
+    return path
+
+
+def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
+
+    result = explain(args.topic, args.out)
+    print(json.dumps(result) if args.json else format_result(result))
+    return result
