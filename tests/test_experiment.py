@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from vaekit import Config, load, train_run
-from vaekit.checkpoint import read_metrics
 from vaekit.errors import VaekitError
 from vaekit.evaluate import evaluate_elbo
 from vaekit.experiment import load_data
 from vaekit.loop import NonFiniteLossError
+from vaekit.metrics import read_metrics
 
 
 def small(epochs=3, **train):

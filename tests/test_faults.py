@@ -15,6 +15,7 @@ from vaekit import Config, train_run
 from vaekit import checkpoint as ckpt
 from vaekit.errors import VaekitError
 from vaekit.loop import NonFiniteLossError
+from vaekit.metrics import read_metrics
 
 EPOCHS = 8  # ≈ 1 s of training: room to be killed mid-run even on a fast machine
 TRAIN = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "256", "--hidden", "256", "--batch-size", "16",
@@ -68,7 +69,7 @@ def test_killed_or_interrupted_then_resumed_equals_uninterrupted(tmp_path, strai
     assert code == 0, err
     weights = load_file(tmp_path / "run" / ckpt.WEIGHTS)
     assert all(torch.equal(weights[k], straight[k]) for k in straight)  # bit for bit
-    epochs = [r["epoch"] for r in ckpt.read_metrics(tmp_path / "run")]
+    epochs = [r["epoch"] for r in read_metrics(tmp_path / "run")]
     assert epochs == list(range(1, EPOCHS + 1))
 
 

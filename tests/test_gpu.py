@@ -12,7 +12,8 @@ from vaekit.config import Config, TrainConfig
 from vaekit.data import load_dataset
 from vaekit.evaluate import evaluate_elbo, log_likelihood
 from vaekit.experiment import train_run
-from vaekit.loop import GraphedStep, LoopState, make_adam, train_epoch
+from vaekit.graphs import GraphedStep
+from vaekit.loop import LoopState, make_adam, train_epoch
 from vaekit.loss import VAEObjective
 from vaekit.model import VAE
 

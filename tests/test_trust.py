@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from vaekit import Config, train_run
 from vaekit import checkpoint as ckpt
 from vaekit.errors import NonFiniteLossError, VaekitError
+from vaekit.metrics import METRICS, read_metrics
 from vaekit.rundir import RunLock
 
 
@@ -122,11 +123,11 @@ def test_smaller_moment_through_the_cli_is_one_line_not_a_crash(trained, tmp_pat
 
 def test_torn_last_metrics_line_is_dropped_and_resume_repairs_it(trained, tmp_path):
     run = copy_run(trained, tmp_path)
-    good = (run / ckpt.METRICS).read_text()
-    (run / ckpt.METRICS).write_text(good + '{"epoch": 2, "step": 3')  # a crash mid-append
-    assert ckpt.read_metrics(run) == [json.loads(good)]
+    good = (run / METRICS).read_text()
+    (run / METRICS).write_text(good + '{"epoch": 2, "step": 3')  # a crash mid-append
+    assert read_metrics(run) == [json.loads(good)]
     train_run(small(2), out=run, resume=True)
-    records = [json.loads(line) for line in (run / ckpt.METRICS).read_text().splitlines()]
+    records = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     straight = load_file(trained / "two" / ckpt.WEIGHTS)
     assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in straight.items())
@@ -134,14 +135,14 @@ def test_torn_last_metrics_line_is_dropped_and_resume_repairs_it(trained, tmp_pa
 
 def test_damaged_metrics_line_before_the_last_is_named(trained, tmp_path):
     run = copy_run(trained, tmp_path)
-    (run / ckpt.METRICS).write_text("not json\n" + (run / ckpt.METRICS).read_text())
+    (run / METRICS).write_text("not json\n" + (run / METRICS).read_text())
     with pytest.raises(VaekitError, match=r"metrics.jsonl: line 1 is not a metrics record"):
-        ckpt.read_metrics(run)
+        read_metrics(run)
 
 
 def test_full_disk_during_metrics_append_leaves_no_half_line(trained, tmp_path, monkeypatch):
     run = copy_run(trained, tmp_path)
-    before = (run / ckpt.METRICS).read_bytes()
+    before = (run / METRICS).read_bytes()
     real_write = os.write
 
     def full(fd, data):  # half the line reaches the disk, then ENOSPC
@@ -155,9 +156,9 @@ def test_full_disk_during_metrics_append_leaves_no_half_line(trained, tmp_path, 
                                           r"with --resume\)"):
         train_run(small(2), out=run, resume=True)
     monkeypatch.setattr(os, "write", real_write)
-    assert (run / ckpt.METRICS).read_bytes() == before  # cut back to the whole lines it had
+    assert (run / METRICS).read_bytes() == before  # cut back to the whole lines it had
     train_run(small(2), out=run, resume=True)  # and the run continues
-    assert [r["epoch"] for r in ckpt.read_metrics(run)] == [1, 2]
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
 
 
 @pytest.mark.parametrize("code, advice", [(errno.EROFS, "the file system is read-only"),
@@ -191,13 +192,13 @@ def test_resume_before_the_first_checkpoint_starts_from_step_zero(trained, tmp_p
     run = copy_run(trained, tmp_path, "two")
     for name in (ckpt.STATE, ckpt.WEIGHTS):
         (run / name).unlink()  # what a kill in epoch 1 leaves: config.json (and maybe a metrics line)
-    (run / ckpt.METRICS).write_text((run / ckpt.METRICS).read_text().splitlines()[0] + "\n")
+    (run / METRICS).write_text((run / METRICS).read_text().splitlines()[0] + "\n")
     with pytest.raises(VaekitError, match="already holds a run; pass --resume"):
         train_run(small(2), out=run)
     train_run(small(2), out=run, resume=True)
     straight = load_file(trained / "two" / ckpt.WEIGHTS)
     assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in straight.items())
-    assert [r["epoch"] for r in ckpt.read_metrics(run)] == [1, 2]
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
 
 
 def test_resume_refuses_weights_without_trainer_state(trained, tmp_path):
@@ -286,6 +287,21 @@ def test_resume_keeps_the_runs_config_and_writes_back_what_changed(trained, tmp_
 def test_a_runs_own_config_is_a_valid_config_file(trained, tmp_path):
     vaekit_cli("--quiet", "train", "--out", tmp_path / "again", "--config", trained / "one" / ckpt.CONFIG)
     assert (tmp_path / "again" / ckpt.WEIGHTS).read_bytes() == (trained / "one" / ckpt.WEIGHTS).read_bytes()
+
+
+def test_a_run_on_a_relative_path_works_from_another_folder(tmp_path, monkeypatch):
+    import numpy as np
+
+    (tmp_path / "here").mkdir()
+    np.save(tmp_path / "here" / "x.npy", (np.random.default_rng(0).random((300, 6)) > 0.5).astype(np.float32))
+    monkeypatch.chdir(tmp_path / "here")
+    vaekit_cli("--quiet", "train", "--out", "run", "--dataset", "x.npy", "--epochs", "1", "--latent-dim", "2")
+    saved = json.loads((tmp_path / "here" / "run" / ckpt.CONFIG).read_text())["data"]["dataset"]
+    assert saved == str(tmp_path / "here" / "x.npy")  # stored resolved
+    vaekit_cli("--quiet", "train", "--out", "run", "--dataset", "x.npy", "--epochs", "2", "--resume")  # the same path
+    monkeypatch.chdir(tmp_path)
+    result = json.loads(vaekit_cli("evaluate", tmp_path / "here" / "run", "--json", "--k", "10").stdout)
+    assert result["n"] > 0 and result["log_likelihood"] < 0
 
 
 # ---- 6. one trainer per run directory ----

@@ -12,7 +12,8 @@ from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import VaekitError
 from .evaluate import evaluate_elbo, log_likelihood
-from .experiment import fit, load, train_run
+from .experiment import train_run
+from .fit import fit, load
 from .likelihoods import LIKELIHOODS
 from .loss import OBJECTIVES
 from .model import VAE, Decoder, Encoder, GenerativeModel, build_model

@@ -25,13 +25,14 @@ from torch import nn
 from .config import Config, ModelConfig, plugins_needed
 from .errors import PluginError, VaekitError
 from .loop import LoopState, lr_to_device, settle
+from .metrics import METRICS, read_metrics, truncate_metrics
 from .model import VAE, build_model
 from .plugins import is_loaded
-from .rundir import LOCK, RunLock, append_line, atomic_write, remove_stale_temporaries
+from .rundir import LOCK, RunLock, atomic_write, remove_stale_temporaries
 from .state_check import check_state
 
 log = logging.getLogger(__name__)
-CONFIG, WEIGHTS, STATE, METRICS = "config.json", "model.safetensors", "train_state.pt", "metrics.jsonl"
+CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
 STANDARDIZATION = "standardization.safetensors"  # the training split's mean and spread, when standardizing
 LAYOUT_VERSION = (0, 2)  # runs written before VAE(encoder, decoder, prior) hold another state-dict layout
 
@@ -158,48 +159,6 @@ def load_state(run: Path) -> dict[str, Any]:
         raise VaekitError(f"{path}: missing; nothing to resume") from None
     except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt archives come as many types
         raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-
-
-def append_metrics(run: Path, record: dict[str, Any]) -> None:
-    """One line per epoch, added whole or not at all (`rundir.append_line`)."""
-    append_line(Path(run) / METRICS, json.dumps(record))
-
-
-def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
-    """Keep the lines of epochs ≤ `epochs` (those a checkpoint covers) and return them."""
-    kept = [r for r in read_metrics(run) if r.get("epoch", 0) <= epochs]
-    text = "".join(json.dumps(r) + "\n" for r in kept)
-    atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(text))
-    return kept
-
-
-def read_metrics(run: Path) -> list[dict[str, Any]]:
-    """The records of metrics.jsonl. A torn last line (a crash or a full disk mid-append, from a
-    writer older than `append_line`) is dropped with a warning; `--resume` rewrites the file without
-    it. A damaged line before the last is refused, naming it."""
-    path = Path(run) / METRICS
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    except OSError as e:
-        raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
-    lines = text.split("\n")
-    records = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            if i == len(lines):  # no newline after it: the write never finished
-                log.warning("%s: dropping a torn last line (%d bytes)", path, len(line))
-                break
-            raise VaekitError(f"{path}: line {i} is not a metrics record ({e})") from None
-        if not isinstance(record, dict):
-            raise VaekitError(f"{path}: line {i} is not a metrics record (not a JSON object)")
-        records.append(record)
-    return records
 
 
 def restore(

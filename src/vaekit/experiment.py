@@ -22,13 +22,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig, plugins_needed, resume_config
-from .data import Dataset, load_dataset, resolve_binarize, tensor_dataset
+from .data import DATASETS, Dataset, load_dataset, resolve_binarize
 from .distributed import SINGLE, Context, barrier, shard_indices
 from .errors import TrainingInterrupted, VaekitError
 from .evaluate import evaluate_elbo
+from .graphs import GraphedStep
 from .likelihoods import likelihood_support
-from .loop import GraphedStep, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
+from .loop import LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from .loss import VAEObjective
+from .metrics import append_metrics
 from .model import VAE, build_model
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,18 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
     binarize = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
     plugins = tuple(sorted(set(cfg.model.plugins) | set(plugins_needed(cfg))))
     return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins),
-                   data=replace(cfg.data, binarize=binarize))
+                   data=replace(cfg.data, binarize=binarize, **absolute_paths(cfg.data)))
+
+
+def absolute_paths(d) -> dict[str, str]:
+    """The data paths of a [data] section made absolute, so that config.json works from any folder
+    (a named dataset stays a name; the data root, when given, becomes absolute too)."""
+    paths = {}
+    if d.dataset not in DATASETS and d.dataset != "tensors":
+        paths["dataset"] = str(Path(d.dataset).expanduser().resolve())
+    if d.data_dir is not None:
+        paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())
+    return paths
 
 
 def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +108,7 @@ def train_run(
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
-    with _writing(Path(out) if out is not None else None, ctx):
+    with writing_lock(Path(out) if out is not None else None, ctx):
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
         dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
         cfg = resolve(cfg, dataset)
@@ -122,6 +135,7 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
         return out, False, cfg
     if out is None or not (out / ckpt.CONFIG).exists():
         raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without --resume")
+    cfg = replace(cfg, data=replace(cfg.data, **absolute_paths(cfg.data)))  # compared as they were saved
     cfg = resume_config(ckpt.load_config(out), cfg, given, where="--resume: ")
     if (out / ckpt.STATE).exists():
         return out, True, cfg
@@ -132,7 +146,7 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     return out, False, cfg
 
 
-def _writing(out: Path | None, ctx: Context) -> contextlib.AbstractContextManager:
+def writing_lock(out: Path | None, ctx: Context) -> contextlib.AbstractContextManager:
     """The run directory's lock, held by the process that writes it (rank 0); stale temporaries
     of a process that died mid-write are removed once it is held."""
     if out is None or not ctx.is_main:
@@ -204,7 +218,7 @@ def train_model(
                 train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
                 log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
                 if out is not None:  # metrics first: a resume drops lines past its checkpoint
-                    ckpt.append_metrics(out, record)
+                    append_metrics(out, record)
                 if on_epoch is not None:
                     on_epoch(record, model, cfg)
             save()
@@ -271,41 +285,3 @@ def _stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM))
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-
-
-def fit(
-    model: nn.Module,
-    x_train: torch.Tensor | Any,
-    x_val: torch.Tensor | Any | None = None,
-    *,
-    out: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = False,
-    device: str = "cpu",
-    binarize: str = "none",
-    **train: Any,
-) -> TrainResult:
-    """Train any VAE (`VAE(encoder, decoder, prior)`, your own networks included) on in-memory data,
-    with the CLI's loop, checkpoints and seeds: `vaekit.fit(model, x, epochs=20, lr=1e-3)`.
-
-    x_train, x_val: tensors or arrays [N, ...] (a seeded 10% of x_train is held out when x_val is
-    None), checked against the likelihood's support; `binarize="dynamic"` draws binary data from grey
-    levels for a Bernoulli likelihood. `train`: any `TrainConfig` field (epochs, batch_size, lr,
-    objective, beta, seed, …). With `out`, a run directory is written (and `resume=True` continues it:
-    pass the same model, built the same way, and the same data).
-    """
-    cfg = Config.from_dict({"train": train}, source="vaekit.fit")
-    support = getattr(getattr(model, "decoder", None), "support", None) or "real"
-    dataset = tensor_dataset(x_train, x_val, support, binarize, cfg.train.seed)
-    mc = ckpt.model_config(model)
-    mc = replace(mc, data_shape=mc.data_shape or tuple(dataset.shape))
-    cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset="tensors", binarize=dataset.binarize))
-    with _writing(Path(out) if out is not None else None, SINGLE):
-        out, resume, cfg = open_run(cfg, out, resume)
-        return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
-
-
-def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
-    """The trained model of a run directory, rebuilt from its config.json (or, for a model built in
-    Python, `model` itself) with its safetensors weights."""
-    return ckpt.load(run, model)

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_config, load_run, read_metrics
+from .checkpoint import load_config, load_run
+from .metrics import read_metrics
 from .checks import evaluation_warnings
 from .diagnostics import collapse_warning
 from .evaluate import evaluate_all
