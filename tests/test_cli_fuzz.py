@@ -92,10 +92,12 @@ def run(tmp_path_factory):
 def test_run_commands_never_escape(run, tmp_path, capsys):
     rng = random.Random(SEED + 1)
     for i in range(RUN_CASES):
-        command = rng.choice(["evaluate", "sample", "reconstruct", "evaluate", "sample", "plot", "report"])
+        command = rng.choice(["evaluate", "sample", "reconstruct", "encode", "evaluate", "sample", "plot", "report"])
         fixed = ["--quiet", command, str(run)]
         if command in ("sample", "reconstruct"):
             fixed += ["--output", str(tmp_path / f"{i}.png")]
+        if command == "encode":
+            fixed += ["--out", str(tmp_path / f"{i}.npz")]
         if command == "plot":
             fixed += ["--out", str(tmp_path / f"plots{i}")]
         check(case(command, rng, fixed), capsys)

@@ -20,7 +20,7 @@ def test_roundtrip():
         ({"model": {"sigma": 0}}, "sigma must be > 0, got 0"),
         ({"train": {"beta": -1}}, "beta must be >= 0, got -1"),
         ({"train": {"lr": float("nan")}}, "lr must be > 0"),
-        ({"model": {"likelihood": "poisson"}}, "'poisson' is not one of bernoulli"),
+        ({"model": {"likelihood": "student-t"}}, "'student-t' is not one of bernoulli"),
     ],
 )
 def test_bad_config_names_field_and_value(d, message):

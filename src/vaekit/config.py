@@ -47,8 +47,9 @@ class ModelConfig:
     likelihood: str = setting("bernoulli", "p(x|z)", LIKELIHOODS)
     sigma: float = setting(0.1, "σ of the known-σ Gaussian likelihood (initial σ when learned)")
     posterior: str = setting("diagonal", "the family of Q(z|x)", POSTERIORS)
+    flow_steps: int = setting(2, "T, the inverse autoregressive flow steps of --posterior iaf")
     prior: str = setting("standard", "p(z)", PRIORS)
-    prior_components: int = setting(10, "components K of a mixture prior")
+    prior_components: int = setting(10, "components K of a mixture prior (mog: Gaussians; vampprior: pseudo-inputs)")
     shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "
                                    "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")
     init: str = setting("default", "weights: default (PyTorch) or glorot (Glorot-uniform, zero biases: the "
@@ -176,8 +177,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 _POSITIVE = {
-    ("model", "latent_dim"), ("model", "sigma"), ("model", "prior_components"), ("train", "epochs"), ("train", "batch_size"),
-    ("train", "lr"), ("train", "adam_eps"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
+    ("model", "latent_dim"), ("model", "sigma"), ("model", "prior_components"), ("model", "flow_steps"),
+    ("train", "epochs"), ("train", "batch_size"), ("train", "lr"), ("train", "adam_eps"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
 }
 MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
 MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators take

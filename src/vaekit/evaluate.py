@@ -260,6 +260,17 @@ def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
     return -log_likelihood_nats / (data_dim * math.log(2))
 
 
+def bits_per_dim_of(model) -> str:
+    """What `bits_per_dim` measures, from the likelihood's support: "probability mass" for discrete
+    values (binary, counts, the 8-bit levels k/255 of discretized-logistic and categorical: the standard
+    8-bit bits/dim, no correction), "density" for unit and real supports (continuous Bernoulli,
+    Gaussian: not comparable with a mass; a density of uniformly dequantized 8-bit data scaled to
+    [0, 1] gives 8-bit bits/dim + 8, i.e. log₂ 256 more), "unknown" for a likelihood without a support."""
+    support = getattr(getattr(model, "decoder", None), "support", None)
+    return {"binary": "probability mass", "count": "probability mass", "discrete256": "probability mass",
+            "unit": "density", "real": "density"}.get(support, "unknown")
+
+
 def evaluate_all(
     model, x: Tensor, k: int, seed: int = 0, ctx: Context = SINGLE, elbo_samples: int = ELBO_SAMPLES
 ) -> dict[str, object]:
@@ -273,5 +284,6 @@ def evaluate_all(
     return {"elbo": e.elbo, "reconstruction": e.reconstruction, "kl": e.kl, "n": e.n,
             "elbo_samples": elbo_samples, "elbo_mc_stderr": e.mc_stderr,
             "log_likelihood": ll.mean, "log_likelihood_stderr": ll.stderr, "log_likelihood_mc_stderr": ll.mc_stderr,
-            "nll": -ll.mean, "k": k, "bits_per_dim": bits_per_dim(ll.mean, x.shape[1]), **ess_summary(ll.ess, k),
+            "nll": -ll.mean, "k": k, "bits_per_dim": bits_per_dim(ll.mean, x.shape[1]),
+            "bits_per_dim_of": bits_per_dim_of(model), **ess_summary(ll.ess, k),
             "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x)}

@@ -92,7 +92,7 @@ def train_run(
     cfg: Config,
     out: str | Path | None = None,
     resume: bool = False,
-    show_progress: bool = False,
+    progress: bool = True,
     ctx: Context = SINGLE,
     device: str = "cpu",
     on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
@@ -114,7 +114,7 @@ def train_run(
         cfg = resolve(cfg, dataset)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model).to(device)
-        return train_model(model, cfg, dataset, out, resume, show_progress, ctx, device, on_epoch)
+        return train_model(model, cfg, dataset, out, resume, progress, ctx, device, on_epoch)
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
@@ -160,7 +160,7 @@ def train_model(
     dataset: Dataset,
     out: Path | None = None,
     resume: bool = False,
-    show_progress: bool = False,
+    progress: bool = True,
     ctx: Context = SINGLE,
     device: str = "cpu",
     on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
@@ -206,7 +206,7 @@ def train_model(
         while state.epoch < tc.epochs:
             t0 = time.perf_counter()
             train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
-                                        show_progress and ctx.is_main, ctx=ctx, on_step=on_step,
+                                        progress and ctx.is_main, ctx=ctx, on_step=on_step,
                                         skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn)
             seconds = time.perf_counter() - t0
             val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx)

@@ -23,7 +23,7 @@ def fit(
     *,
     out: str | Path | None = None,
     resume: bool = False,
-    progress: bool = False,
+    progress: bool = True,
     device: str = "cpu",
     binarize: str = "none",
     **train: Any,

@@ -90,7 +90,8 @@ class BernoulliLogits(Independent):
         return (value * logits).sum(-1) - F.softplus(logits).sum(-1)
 
 
-SUPPORTS = ("binary", "unit", "real", "count")  # what data a likelihood takes; the data layer checks it
+SUPPORTS = ("binary", "unit", "real", "count", "discrete256")  # what data a likelihood takes; the data layer
+# checks it (vaekit.data.dataset); "discrete256": the 8-bit grey levels k/255, k = 0…255
 
 
 class Likelihood(Part):
@@ -173,3 +174,8 @@ def likelihood_support(name: str) -> str:
     if support not in SUPPORTS:
         raise ValueError(f"likelihood {name!r} declares support {support!r}; use one of {', '.join(SUPPORTS)}")
     return support
+
+
+# The likelihoods for data as recorded (continuous Bernoulli, 8-bit, counts) register themselves here,
+# so that they are there whenever the registry is.
+from . import likelihoods_real  # noqa: F401

@@ -11,8 +11,6 @@ every step on CPU, where reading is free — and always before a checkpoint is w
 from __future__ import annotations
 
 import logging
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +19,7 @@ from torch import Tensor, nn
 
 from .distributed import SINGLE, Context, all_reduce_sum, shard_indices
 from .errors import NonFiniteLossError, VaekitError
+from .progress import Progress
 from .rng import epoch_permutation
 
 log = logging.getLogger(__name__)
@@ -166,7 +165,8 @@ def train_epoch(
             return train_step(module, optimizer, loss_fn, batch, progress)
     sync_every = sync_every or (1 if data.device.type == "cpu" else GPU_SYNC_EVERY)
     state.pending = _Pending(state, steps, skip_nonfinite, data.device)
-    bar = _Progress(steps, state.epoch + 1) if show_progress else None
+    bar = Progress(perm.shape[0], f"epoch {state.epoch + 1}", enabled=show_progress)
+    bar.update(min(state.batch * batch_size, perm.shape[0]))  # a resumed epoch starts part way
     for i in range(state.batch, steps):
         batch = data.index_select(0, perm[i * batch_size : (i + 1) * batch_size])
         try:
@@ -177,13 +177,12 @@ def train_epoch(
         state.pending.add(state, verdict, metrics, batch.shape[0])
         if (i + 1) % sync_every == 0 or i + 1 == steps:
             settle(state)
-            if bar is not None:
-                bar.update(i + 1, {k: float(v) / max(state.examples, 1) for k, v in state.sums.items()})
+            shown = {k: float(v) / max(state.examples, 1) for k, v in state.sums.items()} if show_progress else {}
+            bar.update(min((i + 1) * batch_size, perm.shape[0]) - bar.done, **shown)
         if on_step is not None:
             on_step(state)
     settle(state)
-    if bar is not None:
-        bar.close()
+    bar.close()
     names = list(state.sums)
     totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64, device=data.device)
                                          for k in names] + [
@@ -258,25 +257,3 @@ class _Pending:
             state.examples -= self.sizes[i]
             log.warning("%s at %s: batch skipped (%d of at most %d)", problem, where, state.skipped, self.skip_limit)
         self.first, self.first_step, self.sizes = state.batch, state.step, {}
-
-
-class _Progress:
-    """A one-line progress bar on a terminal (at most 10 redraws a second)."""
-
-    def __init__(self, steps: int, epoch: int):
-        self.steps, self.epoch, self.last = steps, epoch, 0.0
-
-    def update(self, done: int, metrics: dict[str, float]) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.1 and done < self.steps:
-            return
-        self.last = now
-        width = 20
-        filled = width * done // self.steps
-        text = " ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-        sys.stderr.write(f"\repoch {self.epoch} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.steps} {text}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()

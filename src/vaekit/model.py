@@ -180,6 +180,7 @@ def compose(
     prior: str = "standard",
     prior_components: int = 10,
     posterior: str = "diagonal",
+    flow_steps: int = 2,
     **ignored: Any,
 ) -> tuple[Encoder, Decoder, nn.Module]:
     """(encoder, decoder, prior) from registered parts by name; `decoder_hidden=None` mirrors `hidden`.
@@ -188,7 +189,7 @@ def compose(
     (the seed's q(x; φ) for the mean and v(x; ψ) for the scale of a diagonal Q).
     """
     data_shape = tuple(data_shape) if data_shape else (data_dim,)
-    q_head = POSTERIORS.build(posterior, latent_dim=latent_dim)
+    q_head = POSTERIORS.build(posterior, latent_dim=latent_dim, flow_steps=flow_steps)
     p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, sigma=sigma)
     common = {"activation": activation, "init": init, "data_shape": data_shape}
 

@@ -102,6 +102,12 @@ def plot_samples(model, shape: Sequence[int], path: Path, n: int = 64) -> Path:
     return save_grid(path, model.sample(n, mean=True), tuple(shape))
 
 
+def plot_images(images: Tensor, shape: Sequence[int], path: Path, n: int = 100) -> Path:
+    """The first n of images [N, D] (in [0, 1]: clamped) as a grid: what a part shows of itself
+    (`pictures()`, e.g. a prior's learned pseudo-inputs)."""
+    return save_grid(path, images[:n], tuple(shape))
+
+
 def plot_reconstructions(model, x: Tensor, shape: Sequence[int], path: Path, n: int = 32) -> Path:
     """Each input followed by its reconstruction E[x|z = E_Q[z]], 8 pairs a row."""
     x = x[:n]

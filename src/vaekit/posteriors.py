@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal
 
+from .flows import IAF, IAFDistribution
 from .likelihoods import Part, diagonal_normal
 from .registry import Registry
 
@@ -61,6 +62,27 @@ class FullCovarianceGaussian(PosteriorHead):
         return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=self.validate_args)
 
 
+class InverseAutoregressiveFlow(PosteriorHead):
+    """Q(z|x): N(μ, diag σ²) followed by `flow_steps` IAF steps conditioned on a context c(x) (Kingma
+    et al. 2016; `flows.py`). h = (μ [k], log σ² [k], c [context]); the MADEs' weights are this head's
+    parameters, so the optimizer trains them and the state_dict holds them. Default sizes: MADE
+    hidden layers of max(16, 4k) units, a context as wide."""
+
+    def __init__(self, latent_dim: int, flow_steps: int = 2, hidden: int | None = None, context: int | None = None):
+        super().__init__()
+        hidden = hidden or max(16, 4 * latent_dim)
+        self.latent_dim, self.context_dim = latent_dim, context or hidden
+        self.flow = IAF(latent_dim, flow_steps, self.context_dim, hidden)
+
+    def out_features(self, latent_dim: int) -> int:
+        return 2 * latent_dim + self.context_dim
+
+    def forward(self, h: Tensor) -> Distribution:
+        k = self.latent_dim
+        loc, log_var, context = h[..., :k], h[..., k : 2 * k], h[..., 2 * k :]
+        return IAFDistribution(loc, torch.exp(0.5 * log_var), context, self.flow, validate_args=self.validate_args)
+
+
 @POSTERIORS.register("diagonal")
 def diagonal() -> PosteriorHead:
     """N(μ(x), diag σ²(x)): the seed's mean-field Gaussian"""
@@ -71,3 +93,9 @@ def diagonal() -> PosteriorHead:
 def full(latent_dim: int) -> PosteriorHead:
     """N(μ(x), L(x)L(x)ᵀ), a full covariance by its Cholesky factor"""
     return FullCovarianceGaussian(latent_dim)
+
+
+@POSTERIORS.register("iaf")
+def iaf(latent_dim: int, flow_steps: int = 2) -> PosteriorHead:
+    """N(μ(x), diag σ²(x)) then --flow-steps inverse autoregressive flow steps (Kingma et al. 2016)"""
+    return InverseAutoregressiveFlow(latent_dim, flow_steps)

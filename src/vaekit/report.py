@@ -19,14 +19,15 @@ from typing import Any
 import torch
 
 from .checkpoint import load_config, load_run
-from .metrics import read_metrics
 from .checks import evaluation_warnings
 from .diagnostics import collapse_warning
 from .evaluate import evaluate_all
 from .experiment import load_data
+from .metrics import read_metrics
 from .plots import (
     SEED,
     plot_curves,
+    plot_images,
     plot_interpolations,
     plot_latent_map,
     plot_manifold,
@@ -70,12 +71,13 @@ def write_report(run_dir: str | Path, k: int = 100) -> Path:
     run_dir = Path(run_dir)
     metrics = run_metrics(run_dir, k=k)
     pictures = plot_run(run_dir)
+    captions = {name: caption for name, (_, caption) in part_pictures(load_run(run_dir)[1]).items()}
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
     for warning in [*evaluation_warnings(metrics), collapse_warning(metrics)]:
         if warning:
             parts.append(f'<p class="warning">{html.escape(warning)}</p>')
     parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
-    parts += [figure_html(p) for p in pictures]
+    parts += [figure_html(p, captions.get(p.stem)) for p in pictures]
     config = json.dumps(load_config(run_dir).to_dict(), indent=2)
     parts.append(f"<h2>Config</h2><pre>{html.escape(config, quote=False)}</pre>")
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -90,7 +92,8 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     """Write every picture of the run in `run_dir` (default: into it) and return their paths.
 
     samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2 only),
-    traversals.png, interpolations.png, curves.png (when metrics.jsonl has lines).
+    traversals.png, interpolations.png, NAME.png for each picture a part offers of itself
+    (`part_pictures`), curves.png (when metrics.jsonl has lines).
     """
 
     cfg, model = load_run(run_dir)
@@ -108,10 +111,22 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
             paths.append(plot_manifold(model, shape, out / "manifold.png"))
         paths += [plot_traversals(model, x, shape, out / "traversals.png"),
                   plot_interpolations(model, x, shape, out / "interpolations.png")]
+    paths += [plot_images(images, shape, out / f"{name}.png") for name, (images, _) in part_pictures(model).items()]
     metrics = read_metrics(Path(run_dir))
     if metrics:
         paths.append(plot_curves(metrics, out / "curves.png"))
     return paths
+
+
+def part_pictures(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, str]]:
+    """{name: (images [N, D] in data space, caption)} from every part of the model with a `pictures()`
+    method (a prior that learns inputs in data space, say): drawn here without knowing the family."""
+    found: dict[str, tuple[torch.Tensor, str]] = {}
+    for part in model.children():
+        offer = getattr(part, "pictures", None)
+        if callable(offer):
+            found.update(offer())
+    return found
 
 
 def metrics_table(m: dict[str, Any]) -> str:
@@ -150,9 +165,10 @@ def kl_table(kl_per_dim: list[float] | None) -> str:
     return f"<h2>KL per latent dimension (nats)</h2><table><tr>{head}</tr><tr>{cells}</tr></table>"
 
 
-def figure_html(path: Path) -> str:
-    """A picture as an <img> with a base64 data URI (no external file, no network) and its caption."""
+def figure_html(path: Path, caption: str | None = None) -> str:
+    """A picture as an <img> with a base64 data URI (no external file, no network) and its caption
+    (default: CAPTIONS' line for its name)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    caption = CAPTIONS.get(path.stem, path.stem)
+    caption = caption or CAPTIONS.get(path.stem, path.stem)
     return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
             f"<figcaption><b>{html.escape(path.stem)}</b>: {html.escape(caption)}</figcaption></figure>")

@@ -1,85 +1,137 @@
-"""The argument parser: one subparser per command, the train flags made from the config."""
+"""The argument parser: one subparser per command, the train flags made from the config.
+
+Conventions: `--out` names what a command writes (a run directory, a folder, a file), with
+`--output` as its alias; `--debug` and `--quiet` go before or after the command; every flag says its
+default; a bad argument is one line that points to the command's --help.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..evaluate import ELBO_SAMPLES
 from ..plugins import load_plugin
-from .commands import cmd_evaluate, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample, cmd_train
+from .commands import cmd_evaluate, cmd_train
 from .flags import add_setting_flags
+from .outputs import SPLITS, cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample
+from .runs import add_data_arguments
 
-PLUGIN_HELP = "the plugin (file or module) the run's parts come from, as given to train; repeat for more"
+PLUGIN_HELP = "the plugin (file or module) the run's parts come from, as given to train; repeat for more (default: none)"
+DEVICE_HELP = "cpu, cuda, cuda:N, or auto (default: cpu)"
+TOPICS = ("posterior", "elbo", "mean-field", "reparameterization", "beta")  # = explain.TOPICS (a test keeps them equal)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with an argument error as one line and a pointer to --help instead of the usage block."""
+
+    def error(self, message: str):
+        sys.stderr.write(f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        sys.exit(2)
+
+
+def add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """--debug and --quiet, accepted before the command and after it (SUPPRESS: a subcommand's
+    default never overwrites what was given before the command)."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks (default: off)")
+    p.add_argument("--quiet", action="store_true", default=default,
+                   help="only warnings and results: no progress, no log lines (default: off)")
+
+
+def add_run(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("run", help="a run directory written by vaekit train")
+    p.add_argument("--plugin", action="append", help=PLUGIN_HELP)
+    if data:
+        add_data_arguments(p)
+    add_common(p)
+
+
+def add_out(p: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    p.add_argument("--out", "--output", dest="out", required=required, help=help)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vaekit", description="Variational auto-encoders on PyTorch.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--quiet", action="store_true", help="only warnings and results")
+    p = Parser(prog="vaekit", description="Variational auto-encoders on PyTorch.")
+    add_common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE and write a run directory")
-    t.add_argument("--out", required=True, help="run directory to write")
-    t.add_argument("--config", help="TOML or JSON file with [model], [data], [train] tables")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    add_out(t, "run directory to write (required)", required=True)
+    t.add_argument("--config", help="TOML or JSON file with [model], [data], [train] tables (default: none)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint, with "
+                   "its saved config; epochs, lr and the checkpoint cadence may change (default: off)")
     t.add_argument("--plugin", action="append", help="a .py file or an importable module that registers parts "
-                   "(priors, posteriors, likelihoods, …); repeat for more. The run records it")
+                   "(priors, posteriors, likelihoods, …); repeat for more. The run records it (default: none)")
     add_setting_flags(t)
     t.add_argument("--separate-encoder", dest="shared_encoder", action="store_const", const=False, default=None,
                    help="= --no-shared-encoder: separate networks q(x; φ) and v(x; ψ) for Q's parameters")
-    t.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
-    t.add_argument("--tensorboard", action="store_true", help="log scalars and sample grids to RUN/tensorboard")
+    t.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    t.add_argument("--tensorboard", action="store_true", help="log scalars and sample grids to RUN/tensorboard "
+                   "(default: off)")
+    add_common(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ELBO and importance-sampled log-likelihood of a run, with their errors")
-    e.add_argument("run")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--k", type=int, help="importance samples (default: the run's eval_k)")
+    add_run(e)
+    e.add_argument("--split", default="test", choices=SPLITS, help="which examples (default: test)")
+    e.add_argument("--k", type=int, help="importance samples per example (default: the run's eval_k)")
     e.add_argument("--elbo-samples", type=int, default=ELBO_SAMPLES, metavar="S",
                    help=f"draws of z per example for the ELBO (default {ELBO_SAMPLES}: Monte Carlo error < 0.01 nats "
                    "on digits; it is reported)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--json", action="store_true")
-    e.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, or auto")
+    e.add_argument("--seed", type=int, default=0, help="seeds the importance samples and ELBO draws (default: 0)")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout, with the protocol (default: text)")
+    e.add_argument("--device", default="cpu", help=DEVICE_HELP)
     e.add_argument("--amortization-gap", action="store_true",
-                   help="also fit a diagonal Q per example and report ELBO(Q*) − ELBO(encoder) (Cremer et al. 2018)")
-    e.add_argument("--plugin", action="append", help=PLUGIN_HELP)
+                   help="also fit a diagonal Q per example and report ELBO(Q*) − ELBO(encoder) (Cremer et al. 2018; "
+                   "default: off)")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="a PNG grid and .npy of samples from the model")
-    s.add_argument("run")
-    s.add_argument("--n", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z]")
-    s.add_argument("--output", help="PNG path (default RUN/samples.png)")
-    s.add_argument("--plugin", action="append", help=PLUGIN_HELP)
+    add_run(s, data=False)
+    s.add_argument("--n", type=int, default=64, help="how many samples (default: 64)")
+    s.add_argument("--seed", type=int, default=0, help="seeds the draws (default: 0)")
+    s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z] (default: off)")
+    add_out(s, "a .png (the .npy goes beside it) or a .npy (default: RUN/samples.png)")
     s.set_defaults(func=cmd_sample)
 
     r = sub.add_parser("reconstruct", help="inputs beside their reconstructions as a PNG")
-    r.add_argument("run")
-    r.add_argument("--n", type=int, default=32)
-    r.add_argument("--split", default="test", choices=["train", "val", "test"])
-    r.add_argument("--output", help="PNG path (default RUN/reconstructions.png)")
-    r.add_argument("--plugin", action="append", help=PLUGIN_HELP)
+    add_run(r)
+    r.add_argument("--n", type=int, default=32, help="how many inputs (default: 32)")
+    r.add_argument("--split", default="test", choices=SPLITS, help="which examples (default: test)")
+    add_out(r, "PNG path (default: RUN/reconstructions.png)")
     r.set_defaults(func=cmd_reconstruct)
 
+    en = sub.add_parser("encode", help="Q(z|x)'s means and standard deviations (and labels) for a split, to a file")
+    add_run(en)
+    en.add_argument("--split", default="test", choices=(*SPLITS, "all"), help="which examples (default: test)")
+    en.add_argument("--seed", type=int, default=0, help="seeds Monte Carlo moments where Q has no closed form "
+                    "(default: 0)")
+    add_out(en, "latents.npy (means then standard deviations), .npz (mean, std, labels) or .csv (required)",
+            required=True)
+    en.set_defaults(func=cmd_encode)
+
+    de = sub.add_parser("decode", help="E[x|z] for latents from a file (vaekit encode's, or your own [N, k] z)")
+    add_run(de, data=False)
+    de.add_argument("--latents", required=True, help=".npy, .npz or .csv of latents (required)")
+    add_out(de, ".npy (the decoded array) or .png (a grid) (required)", required=True)
+    de.set_defaults(func=cmd_decode)
+
     pl = sub.add_parser("plot", help="every picture of a run: samples, latent map, traversals, curves, …")
-    pl.add_argument("run")
-    pl.add_argument("--out", help="folder for the PNGs (default: the run directory)")
-    pl.add_argument("--plugin", action="append", help=PLUGIN_HELP)
+    add_run(pl, data=False)
+    add_out(pl, "folder for the PNGs (default: the run directory)")
     pl.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every picture")
-    rp.add_argument("run")
-    rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood")
-    rp.add_argument("--plugin", action="append", help=PLUGIN_HELP)
+    add_run(rp, data=False)
+    rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood (default: 100)")
     rp.set_defaults(func=cmd_report)
 
-    topics = ("posterior", "elbo", "mean-field", "reparameterization", "beta")  # = explain.TOPICS, kept import-free
-    ex = sub.add_parser("explain", help="a worked example with numbers and a figure: " + ", ".join(topics))
-    ex.add_argument("topic", choices=topics)
-    ex.add_argument("--out", default=".", help="folder for the figure (default: the current folder)")
-    ex.add_argument("--json", action="store_true")
+    ex = sub.add_parser("explain", help="a worked example with numbers and a figure: " + ", ".join(TOPICS))
+    ex.add_argument("topic", choices=TOPICS, help="which idea of the VAE")
+    add_out(ex, "folder for the figure (default: explain-TOPIC)")
+    ex.add_argument("--json", action="store_true", help="one JSON object on stdout (default: text)")
+    add_common(ex)
     ex.set_defaults(func=cmd_explain)
     return p
 

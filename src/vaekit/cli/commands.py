@@ -7,27 +7,23 @@ import hashlib
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..checkpoint import WEIGHTS, load_run, versions
+from ..checkpoint import WEIGHTS, versions
 from ..checks import evaluation_warnings
 from ..data import EVAL_BINARIZATION_SEED, resolve_binarize
 from ..diagnostics import amortization_gap, collapse_warning, gap_summary
 from ..distributed import from_env, launched
 from ..errors import VaekitError
 from ..evaluate import evaluate_all, latent_statistics
-from ..experiment import load_data, to_data_units, train_run
-from ..explain import explain, format_result
+from ..experiment import train_run
 from ..likelihoods import likelihood_support
-from ..plots import save_grid
-from ..report import plot_run, write_report
-from ..rundir import write_array
 from ..tensorboard import TensorBoardLogger
 from .flags import build_config, given_settings
+from .runs import run_with_data
 
 log = logging.getLogger("vaekit")
 
@@ -43,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         if args.tensorboard and ctx.is_main:
             board = TensorBoardLogger(Path(args.out) / "tensorboard")
         try:
-            result = train_run(cfg, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), ctx=ctx,
+            result = train_run(cfg, args.out, resume=args.resume, progress=not args.quiet, ctx=ctx,
                                device=device, on_epoch=board, given=given_settings(args))
         except RuntimeError as e:  # a collective broken by a rank that died: say so in one line
             if not ctx.distributed:
@@ -96,8 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """ELBO and log-likelihood with both kinds of error, the checks on them, and (--json) the protocol."""
     if args.elbo_samples <= 0:
         raise VaekitError(f"--elbo-samples must be > 0, got {args.elbo_samples}")
-    cfg, model = load_run(args.run)
-    dataset = load_data(cfg, args.run)
+    cfg, model, dataset = run_with_data(args)
     device = resolve_device(args.device)
     model, x = model.to(device), dataset.eval_split(args.split).to(device)
     k = args.k or cfg.train.eval_k
@@ -190,52 +185,3 @@ def print_diagnostics(metrics: dict[str, Any]) -> None:
     warning = collapse_warning(metrics)
     if warning:
         print(f"warning: {warning}")
-
-
-def cmd_sample(args: argparse.Namespace) -> Path:
-    """A PNG grid and the same samples as .npy, side by side (`--output` names either)."""
-    cfg, model = load_run(args.run)
-    torch.manual_seed(args.seed)
-    x = to_data_units(cfg, args.run, model.sample(args.n, mean=not args.draw))
-    out = Path(args.output or Path(args.run) / "samples.png")
-    picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
-    if out.suffix.lower() not in (".png", ".npy"):
-        raise VaekitError(f"--output {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
-    save_grid(picture, x, cfg.model.data_shape)
-    write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
-    print(f"wrote {picture} and {array}")
-    return picture
-
-
-def cmd_reconstruct(args: argparse.Namespace) -> Path:
-
-    cfg, model = load_run(args.run)
-    dataset = load_data(cfg, args.run)
-    x = dataset.eval_split(args.split)[: args.n]
-    x, x_hat = dataset.restore(x), dataset.restore(model.reconstruct(x))  # in the data's units
-    pairs = torch.stack([x, x_hat], 1).reshape(-1, x.shape[1])  # input, reconstruction, input, …
-    out = Path(args.output or Path(args.run) / "reconstructions.png")
-    save_grid(out, pairs, cfg.model.data_shape, ncol=16)
-    print(f"wrote {out} (each input followed by its reconstruction)")
-    return out
-
-
-def cmd_plot(args: argparse.Namespace) -> list[Path]:
-
-    paths = plot_run(args.run, args.out)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return paths
-
-
-def cmd_report(args: argparse.Namespace) -> Path:
-
-    path = write_report(args.run, k=args.k)
-    print(f"wrote {path}")
-    return path
-
-
-def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
-
-    result = explain(args.topic, args.out)
-    print(json.dumps(result) if args.json else format_result(result))
-    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import typing
 from typing import Any
 
@@ -51,6 +52,7 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
         if isinstance(choices, Registry):
             help_text += " (" + choices.help().replace("%", "%%") + ")"
             choices = choices.names()
+        help_text += f" (default: {_shown(f)})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
         if base is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -58,3 +60,15 @@ def add_setting_flags(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=typing.get_args(base)[0], action="append", **kwargs)
         else:
             p.add_argument(flag, type=base, choices=choices, **kwargs)
+
+
+def _shown(f) -> str:
+    """A setting's default as a user types it."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return " ".join(map(str, default)) or "none"
+    return str(default).replace("%", "%%")

@@ -7,7 +7,8 @@ says so, standardize if asked.
 
 The likelihood's support decides what data are acceptable (SUPPORTS): "binary" (Bernoulli: 0/1, or
 grey levels in [0, 1] that are binarized), "unit" (values in [0, 1], e.g. continuous Bernoulli),
-"real" (any finite value, e.g. Gaussian), "count" (whole numbers ≥ 0, kept unscaled). Binarization is
+"real" (any finite value, e.g. Gaussian), "count" (whole numbers ≥ 0, kept unscaled), "discrete256" (the
+8-bit grey levels k/255, k = 0…255, after scaling: discretized logistic, categorical). Binarization is
 stated, never implied, and only for a binary support: "dynamic" draws x ~ Bernoulli(pixel) afresh every
 time an image is used (Burda et al. 2016), "static" draws once with a fixed seed, "none" keeps the
 values (then a binary support requires 0/1 data), "auto" is dynamic for binary and none otherwise.
@@ -28,7 +29,7 @@ from torch import Tensor
 from ..errors import VaekitError
 
 SPLITS = ("train", "val", "test")
-SUPPORTS = ("binary", "unit", "real", "count")
+SUPPORTS = ("binary", "unit", "real", "count", "discrete256")
 BINARIZE = ("auto", "dynamic", "static", "none")
 EVAL_BINARIZATION_SEED = 1234  # evaluation binarizes each split once with this seed, so numbers repeat
 MIN_SPREAD = 1e-12  # a dimension whose training std is below this (constant) is not rescaled: spread 1
@@ -195,8 +196,8 @@ def _static_draw(x: Tensor, scale: float, generator: torch.Generator) -> Tensor:
 
 def check_values(x: Tensor, scale: float, where: str, support: str = "unit", block: int | None = None) -> None:
     """Non-empty, finite, and what `support` admits: "real" any finite value, "unit" and "binary" [0, 1]
-    after scaling, "count" whole numbers ≥ 0. Checked in blocks of `block` rows (default: about 4M
-    values) so a memory map is streamed."""
+    after scaling, "discrete256" the values k/255 (k = 0…255) after scaling, "count" whole numbers ≥ 0.
+    Checked in blocks of `block` rows (default: about 4M values) so a memory map is streamed."""
     if x.shape[0] == 0:
         raise VaekitError(f"{where}: the dataset is empty")
     lo, hi = math.inf, -math.inf
@@ -206,8 +207,13 @@ def check_values(x: Tensor, scale: float, where: str, support: str = "unit", blo
             _refuse_first(~torch.isfinite(xb), start, f"{where}: example {{}} contains NaN or Inf")
             if support == "count":
                 _refuse_first(xb != xb.round(), start, f"{where}: count data must be whole numbers; example {{}} is not")
+        if support == "discrete256" and not (xb.dtype == torch.uint8 and scale == 255):
+            levels = xb.to(torch.float64) * (255 / scale)
+            _refuse_first((levels - levels.round()).abs() > 1e-3, start,
+                          f"{where}: support 'discrete256' takes 8-bit grey levels k/255 (k = 0…255) after scaling; "
+                          "example {} is not (other grey levels need a likelihood with unit or real support)")
         lo, hi = min(lo, float(xb.min()) / scale), max(hi, float(xb.max()) / scale)
-    if support in ("unit", "binary") and (lo < 0 or hi > 1):
+    if support in ("unit", "binary", "discrete256") and (lo < 0 or hi > 1):
         pixels = "; 8-bit pixels are divided by 255 when stored as uint8 or as images" if (
             scale == 1 and 0 <= lo and hi <= 255) else ""
         raise VaekitError(f"{where}: values must lie in [0, 1] after scaling for support {support!r}, found range "

@@ -1,0 +1,100 @@
+"""The commands that write files from a run: sample, reconstruct, encode, decode, plot, report, explain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_run
+from ..errors import VaekitError
+from ..experiment import to_data_units
+from ..explain import explain, format_result
+from ..latents import posterior_summary, read_latents, write_latents
+from ..plots import save_grid
+from ..report import plot_run, write_report
+from ..rundir import write_array
+from .runs import run_with_data
+
+SPLITS = ("train", "val", "test")
+
+
+def cmd_sample(args: argparse.Namespace) -> Path:
+    """A PNG grid and the same samples as .npy, side by side (`--out` names either)."""
+    cfg, model = load_run(args.run)
+    torch.manual_seed(args.seed)
+    x = to_data_units(cfg, args.run, model.sample(args.n, mean=not args.draw))
+    out = Path(args.out or Path(args.run) / "samples.png")
+    picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise VaekitError(f"--out {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
+    save_grid(picture, x, cfg.model.data_shape)
+    write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
+    print(f"wrote {picture} and {array}")
+    return picture
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> Path:
+    cfg, model, dataset = run_with_data(args)
+    x = dataset.eval_split(args.split)[: args.n]
+    x, x_hat = dataset.restore(x), dataset.restore(model.reconstruct(x))  # in the data's units
+    pairs = torch.stack([x, x_hat], 1).reshape(-1, x.shape[1])  # input, reconstruction, input, …
+    out = Path(args.out or Path(args.run) / "reconstructions.png")
+    save_grid(out, pairs, cfg.model.data_shape, ncol=16)
+    print(f"wrote {out} (each input followed by its reconstruction)")
+    return out
+
+
+def cmd_encode(args: argparse.Namespace) -> Path:
+    """Q(z|x)'s mean and standard deviation for every example of a split (or of all), with labels
+    where the data have them: the representation, for use elsewhere (`vaekit.latents` has the layouts)."""
+    _, model, dataset = run_with_data(args)
+    splits = SPLITS if args.split == "all" else (args.split,)
+    x = torch.cat([dataset.eval_split(s) for s in splits])
+    have_labels = all(s in dataset.labels for s in splits)
+    labels = torch.cat([dataset.labels[s] for s in splits]) if have_labels else None
+    mean, std = posterior_summary(model, x, seed=args.seed)
+    path = write_latents(Path(args.out), mean, std, labels)
+    what = "means, standard deviations" + (" and labels" if labels is not None else "")
+    print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")
+    return path
+
+
+def cmd_decode(args: argparse.Namespace) -> Path:
+    """E[x|z] for every row of a latents file, in the data's units: .npy (the array) or .png (a grid)."""
+    cfg, model = load_run(args.run)
+    z = read_latents(Path(args.latents), cfg.model.latent_dim)
+    x = to_data_units(cfg, args.run, torch.cat([model.decode(zb) for zb in z.split(1000)]))
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        save_grid(out, x, cfg.model.data_shape)
+    elif out.suffix.lower() == ".npy":
+        write_array(out, x.numpy().reshape(x.shape[0], *cfg.model.data_shape))
+    else:
+        raise VaekitError(f"--out {out}: name a .npy (the decoded array) or a .png (a grid of them)")
+    print(f"wrote {out}: E[x|z] for {x.shape[0]} latents")
+    return out
+
+
+def cmd_plot(args: argparse.Namespace) -> list[Path]:
+    paths = plot_run(args.run, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return paths
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+    path = write_report(args.run, k=args.k)
+    print(f"wrote {path}")
+    return path
+
+
+def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.out or f"explain-{args.topic}")
+    result = explain(args.topic, out)
+    print(json.dumps(result) if args.json else format_result(result))
+    if not args.json:
+        print(f"figure in {out}")
+    return result

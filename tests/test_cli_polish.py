@@ -1,0 +1,127 @@
+"""The everyday command line: flags anywhere, one-line errors, every flag's help with its default,
+encode/decode, runs that travel, explain's output folder."""
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from run_cli import vaekit_cli
+
+from vaekit import load
+from vaekit.checkpoint import CONFIG, load_config
+from vaekit.cli import main, parser
+from vaekit.cli.arguments import TOPICS
+from vaekit.experiment import load_data
+from vaekit.explain import TOPICS as EXPLAIN_TOPICS
+from vaekit.latents import read_latents
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("polish") / "run"
+    assert main(["--quiet", "train", "--out", str(out), "--epochs", "1", "--latent-dim", "3", "--hidden", "32"]) == 0
+    return out
+
+
+def subparsers():
+    return next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_every_flag_has_help_with_its_default():
+    for name, sub in subparsers().items():
+        for action in sub._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS or "--help" in action.option_strings:
+                continue
+            assert action.help, (name, action.option_strings)
+            assert "default" in action.help or "required" in action.help or "=" in action.help, (name, action.help)
+    assert TOPICS == tuple(EXPLAIN_TOPICS)
+
+
+def test_debug_and_quiet_after_the_command(run, capsys):
+    assert main(["evaluate", str(run), "--k", "5", "--elbo-samples", "2", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["k"] == 5
+    with pytest.raises(Exception, match="no such run directory"):  # --debug: the exception itself, no one-liner
+        main(["evaluate", str(run.parent / "nowhere"), "--debug"])
+
+
+def test_an_argument_error_is_one_line_pointing_to_help():
+    proc = vaekit_cli("train", "--out", "x", "--epochs", "many", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "vaekit train: error: argument --epochs: invalid int value: 'many'; see vaekit train --help"]
+
+
+def test_encode_then_decode_equals_reconstruct(run, tmp_path):
+    for suffix in (".npz", ".npy", ".csv"):
+        vaekit_cli("encode", run, "--split", "test", "--out", tmp_path / f"z{suffix}")
+    model = load(run)
+    x = load_data(load_config(run), run).eval_split("test")
+    with np.load(tmp_path / "z.npz") as f:
+        mean, std, labels = f["mean"], f["std"], f["labels"]
+    q = model.encode(x, distribution=True)
+    np.testing.assert_allclose(mean, q.mean.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(std, q.stddev.numpy(), rtol=0, atol=1e-6)
+    assert labels.shape == (x.shape[0],) and set(np.unique(labels)) <= set(range(10))  # digits have labels
+    for suffix in (".npz", ".npy", ".csv"):  # every layout reads back to the same means
+        torch.testing.assert_close(read_latents(tmp_path / f"z{suffix}", 3), torch.from_numpy(mean), rtol=0, atol=1e-6)
+    vaekit_cli("decode", run, "--latents", tmp_path / "z.npz", "--output", tmp_path / "x.npy")
+    decoded = np.load(tmp_path / "x.npy").reshape(x.shape[0], -1)
+    np.testing.assert_allclose(decoded, model.reconstruct(x).numpy(), rtol=0, atol=1e-6)
+
+
+def test_encode_all_splits_and_a_bare_z_file(run, tmp_path):
+    vaekit_cli("encode", run, "--split", "all", "--out", tmp_path / "all.npz")
+    with np.load(tmp_path / "all.npz") as f:
+        n = f["mean"].shape[0]
+    dataset = load_data(load_config(run), run)
+    assert n == sum(dataset.eval_split(s).shape[0] for s in ("train", "val", "test"))
+    np.save(tmp_path / "z.npy", np.zeros((4, 3), dtype=np.float32))  # your own z
+    vaekit_cli("decode", run, "--latents", tmp_path / "z.npy", "--out", tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    np.save(tmp_path / "bad.npy", np.zeros((4, 5), dtype=np.float32))
+    proc = vaekit_cli("decode", run, "--latents", tmp_path / "bad.npy", "--out", tmp_path / "x.npy", check=False)
+    assert proc.returncode == 2 and "expected latents of shape [N, 3]" in proc.stderr
+
+
+def test_a_run_travels_with_data_dir_and_dataset(tmp_path, monkeypatch):
+    """A run trained on a file, moved with its data to another folder, evaluated from a third."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    np.save(tmp_path / "a" / "x.npy", (rng.random((300, 6)) > 0.5).astype(np.float32))
+    vaekit_cli("--quiet", "train", "--out", tmp_path / "a" / "run", "--dataset", tmp_path / "a" / "x.npy",
+               "--epochs", "1", "--latent-dim", "2")
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    monkeypatch.chdir(tmp_path)
+    proc = vaekit_cli("evaluate", tmp_path / "b" / "run", "--k", "5", check=False)
+    assert proc.returncode == 2 and "x.npy: no such file" in proc.stderr
+    assert not (tmp_path / "a").exists()  # a failed lookup creates no folders
+    out = vaekit_cli("evaluate", tmp_path / "b" / "run", "--k", "5", "--json", "--dataset", tmp_path / "b" / "x.npy")
+    assert json.loads(out.stdout)["n"] > 0
+    assert json.loads((tmp_path / "b" / "run" / CONFIG).read_text())["data"]["dataset"] == str(tmp_path / "a" / "x.npy")
+
+
+def test_data_dir_and_vaekit_data_point_a_named_dataset_elsewhere(tmp_path, monkeypatch):
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (shared / "frey_faces").exists():
+        pytest.skip(f"needs {shared}/frey_faces")
+    shutil.copytree(shared / "frey_faces", tmp_path / "mine" / "frey_faces")
+    vaekit_cli("--quiet", "train", "--out", tmp_path / "run", "--dataset", "frey-faces", "--data-dir", tmp_path / "mine",
+               "--likelihood", "gaussian", "--epochs", "1", "--latent-dim", "2", "--hidden", "16")
+    shutil.move(tmp_path / "mine", tmp_path / "moved")
+    proc = vaekit_cli("evaluate", tmp_path / "run", "--k", "5", check=False)
+    assert proc.returncode == 2
+    vaekit_cli("evaluate", tmp_path / "run", "--k", "5", "--data-dir", tmp_path / "moved")
+    vaekit_cli("evaluate", tmp_path / "run", "--k", "5", env={**os.environ, "VAEKIT_DATA": str(tmp_path / "moved")})
+
+
+def test_explain_writes_into_a_folder_named_for_the_topic(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["explain", "posterior"]) == 0
+    assert "figure in explain-posterior" in capsys.readouterr().out
+    assert [p.name for p in tmp_path.iterdir()] == ["explain-posterior"]
+    assert any(p.suffix == ".png" for p in (tmp_path / "explain-posterior").iterdir())

@@ -1,0 +1,307 @@
+"""The likelihoods for data as recorded (continuous Bernoulli, 8-bit, counts): log-probabilities against
+float64 closed forms, means against samples, the data layer's 8-bit support, and the CLI end to end."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from run_cli import vaekit_cli
+
+from vaekit.data import load_dataset
+from vaekit.data.builtin import read_builtin
+from vaekit.errors import VaekitError
+from vaekit.evaluate import bits_per_dim_of
+from vaekit.likelihoods import LIKELIHOODS, likelihood_support
+from vaekit.likelihoods_real import (
+    EIGHT_BIT,
+    Categorical256,
+    ContinuousBernoulliLogits,
+    DiscretizedLogistic,
+    NegativeBinomialLogMean,
+    PoissonLogRate,
+    cb_log_norm,
+    cb_mean,
+)
+from vaekit.model import VAE, GenerativeModel
+
+D64 = torch.float64
+LEVELS = torch.arange(256, dtype=D64) / 255
+NEW = ("continuous-bernoulli", "discretized-logistic", "categorical", "poisson", "negative-binomial")
+
+
+def logit64(lam):
+    lam = torch.as_tensor(lam, dtype=D64)
+    return torch.log(lam) - torch.log1p(-lam)
+
+
+def cb_log_c_lambda(lam):
+    """log C(λ) = log[2 artanh(1 − 2λ)/(1 − 2λ)] as Loaiza-Ganem & Cunningham write it, float64."""
+    t = 1 - 2 * lam
+    return torch.log(2 * torch.atanh(t) / t)
+
+
+# --- continuous Bernoulli ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lam", [0.5 + 1e-4, 0.5 - 1e-4, 0.5 + 1e-2, 0.5 - 1e-2, 0.5 + 2e-3, 0.3, 0.9, 1e-3])
+def test_cb_log_prob_near_and_far_from_one_half(lam):
+    eta = logit64(lam).float()  # the float32 logit the network would give
+    lam64 = torch.sigmoid(eta.double())  # the λ it stands for, exactly
+    x = torch.tensor([0.0, 0.3, 1.0])
+    want = x.double() * torch.log(lam64) + (1 - x.double()) * torch.log1p(-lam64) + cb_log_c_lambda(lam64)
+    got = ContinuousBernoulliLogits(eta.expand(3)).log_prob(x)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, atol=5e-7, rtol=0)
+
+
+def test_cb_constant_at_one_half_and_for_large_logits():
+    assert abs(float(cb_log_norm(torch.tensor(0.0))) - math.log(2)) < 1e-7
+    eta = torch.tensor([-1e4, -50.0, -20.0, 20.0, 50.0, 1e4])
+    want = torch.log(eta.double() / torch.tanh(eta.double() / 2))  # = log C(λ) without forming λ ≈ 1
+    torch.testing.assert_close(cb_log_norm(eta).double(), want, atol=2e-6, rtol=1e-7)
+    # why not torch.distributions.ContinuousBernoulli: it clamps λ to [ε, 1 − ε], so in float32 its
+    # constant freezes beyond |η| ≈ 16 (0.2 nats per value wrong at η = 20, where ours is exact)
+    ours = ContinuousBernoulliLogits(torch.tensor(20.0)).log_prob(torch.tensor(1.0))
+    theirs = torch.distributions.ContinuousBernoulli(logits=torch.tensor(20.0)).log_prob(torch.tensor(1.0))
+    exact = -math.log1p(math.exp(-20.0)) + float(want[3])
+    assert abs(float(ours) - exact) < 1e-5 and abs(float(theirs) - exact) > 0.1
+
+
+def test_cb_gradients_are_finite_and_right_across_the_band():
+    eta = torch.tensor([0.0, 1e-4, -0.01, 0.29, 0.31, -0.31, 3.0], requires_grad=True)
+    cb_log_norm(eta).sum().backward()
+    e = eta.detach().double()
+    # d/dη log(η / tanh(η/2)) = 1/η − 1/sinh(η), and 0 at η = 0 (the series' η/6 − η³/180 …)
+    want = torch.where(e.abs() < 1e-3, e / 6, 1 / e - 1 / torch.sinh(e))
+    torch.testing.assert_close(eta.grad.double(), want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("lam", [0.5 + 1e-4, 0.5 - 1e-2, 0.5 + 0.1, 0.9, 0.02])
+def test_cb_mean_is_not_lambda(lam):
+    eta = logit64(lam).float()
+    lam64 = torch.sigmoid(eta.double())
+    want = lam64 / (2 * lam64 - 1) + 1 / (2 * torch.atanh(1 - 2 * lam64))  # Loaiza-Ganem & Cunningham, eq. 7
+    torch.testing.assert_close(cb_mean(eta).double(), want, atol=3e-7, rtol=0)
+    if abs(lam - 0.5) > 0.3:
+        assert abs(float(want) - lam) > 0.2  # the mean is pulled well towards ½: decoding λ would be wrong
+
+
+def test_decode_returns_the_cb_mean():
+    g = GenerativeModel(data_dim=5, latent_dim=2, hidden=(8,), likelihood="continuous-bernoulli")
+    z = torch.randn(4, 2)
+    torch.testing.assert_close(g.decode(z), cb_mean(g.decoder.net(z)))
+    assert not torch.allclose(g.decode(z), torch.sigmoid(g.decoder.net(z)), atol=1e-3)
+
+
+# --- discretized logistic and categorical over the 8-bit levels --------------------------------------
+
+def dl_reference(k, loc, s):
+    """P(x = k/255) in float64 from explicit CDF differences; the far right tail as survival differences."""
+    lo, hi = (k - 0.5) / 255, (k + 0.5) / 255
+    cdf_lo, cdf_hi = torch.sigmoid((lo - loc) / s), torch.sigmoid((hi - loc) / s)
+    sf_lo, sf_hi = torch.sigmoid(-(lo - loc) / s), torch.sigmoid(-(hi - loc) / s)
+    if k == 0:
+        return cdf_hi
+    if k == 255:
+        return sf_lo
+    return sf_lo - sf_hi if lo > loc else cdf_hi - cdf_lo
+
+
+@pytest.mark.parametrize("k,loc,s", [
+    (0, 0.02, 0.05), (255, 0.9, 0.05), (0, 0.5, 0.01), (255, 0.3, 0.2), (128, 0.5, 0.03), (17, 0.1, 0.002),
+    (200, 0.2, 0.02),  # 35 s above loc: 1 − F rounds to 0 in float32, and PixelCNN++ falls back to density × width
+    (3, 0.9, 0.05),  # the far left tail
+])
+def test_discretized_logistic_bins_against_cdf_differences(k, loc, s):
+    loc64, s64 = torch.tensor(loc, dtype=D64), torch.tensor(s, dtype=D64)
+    want = torch.log(dl_reference(k, loc64, s64))
+    d = DiscretizedLogistic(torch.tensor([loc]), torch.tensor([math.log(s)]))
+    got = d.log_prob(torch.tensor([k / 255]))
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double()[0], want, atol=2e-5, rtol=2e-6)
+
+
+@pytest.mark.parametrize("loc,log_s", [(0.3, -2.0), (-0.4, -3.0), (1.6, -1.0), (0.5, -20.0), (0.5, 4.0), (0.77, -6.0)])
+def test_discretized_logistic_sums_to_one_over_the_256_levels(loc, log_s):
+    d = DiscretizedLogistic(torch.tensor([loc]), torch.tensor([log_s]))
+    p = d.log_prob(LEVELS.float()[:, None]).double().exp()
+    assert abs(float(p.sum()) - 1) < 2e-6
+    torch.testing.assert_close(d.mean.double(), (p * LEVELS[:, None]).sum(0), atol=1e-6, rtol=0)
+
+
+def test_categorical_against_log_softmax():
+    logits = torch.randn(3, 4, 256)
+    d = Categorical256(logits)
+    k = torch.randint(0, 256, (2, 3, 4))
+    want = torch.log_softmax(logits.double(), -1).expand(2, 3, 4, 256).gather(-1, k[..., None])[..., 0]
+    torch.testing.assert_close(d.log_prob(k / 255.0).double(), want, atol=1e-5, rtol=0)
+    total = d.log_prob(LEVELS.float()[:, None, None].expand(256, 3, 4)).double().exp().sum(0)
+    torch.testing.assert_close(total, torch.ones(3, 4, dtype=D64), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["discretized-logistic", "categorical"])
+def test_8bit_heads_fit_a_conv_decoder(name):
+    model = VAE(data_dim=64, latent_dim=3, hidden=(16,), arch="conv", data_shape=(1, 8, 8), likelihood=name)
+    z = torch.randn(5, 3)
+    p = model.p_x_given_z(z)
+    assert p.batch_shape == (5,) and p.event_shape == (64,) and model.decode(z).shape == (5, 64)
+    x = torch.randint(0, 256, (5, 64)) / 255.0
+    assert torch.isfinite(p.log_prob(x)).all() and (p.log_prob(x) < 0).all()  # a probability mass
+
+
+# --- counts ----------------------------------------------------------------------------------------
+
+def test_poisson_against_the_formula():
+    log_rate = torch.tensor([-3.0, 0.0, 2.0, 5.0, 9.2])
+    x = torch.tensor([0.0, 1.0, 7.0, 150.0, 9876.0])
+    want = [xi * r - math.exp(r) - math.lgamma(xi + 1) for xi, r in zip(x.double().tolist(), log_rate.double().tolist())]
+    got = PoissonLogRate(log_rate).log_prob(x)
+    torch.testing.assert_close(got.double(), torch.tensor(want, dtype=D64), atol=1e-5, rtol=1e-7)
+
+
+def test_negative_binomial_against_scipy():
+    stats = pytest.importorskip("scipy.stats", reason="scipy is not installed (it comes with scikit-learn)")
+    log_mean = torch.tensor([-2.0, 0.5, 3.0, 3.0, 6.0, 1.0])
+    log_r = torch.tensor([0.0, -1.5, 2.0, 9.2, 0.7, 12.0])  # r from 0.22 to 1.6·10⁵ (almost Poisson)
+    x = torch.tensor([0.0, 4.0, 25.0, 19.0, 1000.0, 2.0])
+    got = NegativeBinomialLogMean(log_mean, log_r).log_prob(x).double()
+    mu, r = log_mean.double().exp().numpy(), log_r.double().exp().numpy()
+    want = stats.nbinom.logpmf(x.numpy(), r, r / (r + mu))  # scipy: failures before r successes, p = r/(r + μ)
+    torch.testing.assert_close(got, torch.from_numpy(want), atol=2e-5, rtol=1e-6)
+    torch.testing.assert_close(NegativeBinomialLogMean(log_mean, log_r).mean, log_mean.exp())
+
+
+# --- every new likelihood: samples, means, supports --------------------------------------------------
+
+def head_output(name, b=3, dim=4):
+    """Decoder outputs in the range a trained decoder gives: rates around e^1.5, logistic locations in
+    [0.2, 0.8] with scales of 1–3 levels' width."""
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(b, LIKELIHOODS.build(name, data_dim=dim, sigma=1.0).out_features(dim), generator=g)
+    if name == "discretized-logistic":
+        return torch.cat([0.2 + 0.6 * torch.rand(b, dim, generator=g), -5.5 + torch.rand(b, dim, generator=g)], -1)
+    return h + 1.5 if name in ("poisson", "negative-binomial") else h
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_samples_have_the_mean_within_monte_carlo_error(name):
+    head = LIKELIHOODS.build(name, data_dim=4, sigma=1.0)
+    if name == "negative-binomial":
+        with torch.no_grad():
+            head.log_total_count.copy_(torch.tensor([-1.0, 0.0, 1.0, 3.0]))
+    p = head(head_output(name))
+    n = 100_000
+    x = p.sample((n,))
+    assert x.shape == (n, 3, 4)
+    support = likelihood_support(name)
+    if support == "discrete256":
+        assert bool(EIGHT_BIT.check(x).all())
+    elif support == "count":
+        assert bool((x == x.round()).all() and (x >= 0).all())
+    else:
+        assert bool(((x >= 0) & (x <= 1)).all())
+    se = x.double().std(0) / math.sqrt(n)
+    z = (x.double().mean(0) - p.mean.double()) / se
+    assert z.abs().max() < 5, z  # 12 values: |z| < 5 fails by chance with probability ~10⁻⁵
+
+
+@pytest.mark.parametrize("name", ["discretized-logistic", "categorical", "poisson", "negative-binomial"])
+def test_sampled_frequencies_match_the_probabilities(name):
+    head = LIKELIHOODS.build(name, data_dim=4, sigma=1.0)
+    p = head(head_output(name, b=1))
+    n = 100_000
+    x = p.sample((n,))[:, 0]  # [n, 4]
+    values = LEVELS.float() if likelihood_support(name) == "discrete256" else torch.arange(60.0)
+    prob = p.base_dist.log_prob(values[:, None, None].expand(len(values), 1, 4))[:, 0].double().exp()  # [V, 4]
+    freq = (x[None] == values[:, None, None]).double().mean(1)  # [V, 4]
+    bound = 5 * (prob * (1 - prob) / n).sqrt() + 5 / n  # binomial error per value, and a floor for p ≈ 0
+    assert ((freq - prob).abs() < bound).all(), (freq - prob).abs().max()
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_log_prob_and_its_gradient_stay_finite_at_extremes(name):
+    h = (head_output(name) * 40).requires_grad_(True)  # far beyond any sensible network output
+    head = LIKELIHOODS.build(name, data_dim=4, sigma=1.0)
+    counts = likelihood_support(name) == "count"
+    x = torch.tensor([0.0, 1.0, 30.0, 500.0]) if counts else torch.tensor([0.0, 255.0, 128.0, 1.0]) / 255
+    lp = head(h).log_prob(x.expand(3, 4))
+    lp.sum().backward()
+    assert torch.isfinite(lp).all() and torch.isfinite(h.grad).all()
+
+
+def test_supports_and_what_bits_per_dim_measures():
+    want = {"continuous-bernoulli": "unit", "discretized-logistic": "discrete256", "categorical": "discrete256",
+            "poisson": "count", "negative-binomial": "count"}
+    assert {n: likelihood_support(n) for n in NEW} == want
+    kinds = {n: bits_per_dim_of(VAE(data_dim=4, latent_dim=2, hidden=(), likelihood=n)) for n in (*NEW, "gaussian")}
+    assert kinds == {"continuous-bernoulli": "density", "discretized-logistic": "probability mass",
+                     "categorical": "probability mass", "poisson": "probability mass",
+                     "negative-binomial": "probability mass", "gaussian": "density"}
+
+
+# --- the data layer's 8-bit support --------------------------------------------------------------------
+
+def digits_8bit(path):
+    x, _ = read_builtin("digits", None)
+    np.save(path, np.round(x.astype(np.float64) * 255 / 16).astype(np.uint8))  # 0..16 onto 0..255
+    return path
+
+
+def test_discrete256_data_are_8bit_levels_never_binarized(tmp_path):
+    ds = load_dataset(str(digits_8bit(tmp_path / "d8.npy")), support="discrete256")
+    assert ds.binarize == "none" and ds.scale == 255.0
+    x = ds.prepare(ds.split("train"))
+    assert bool(EIGHT_BIT.check(x).all()) and len(x.unique()) == 17  # the 17 levels of the digits, not 0/1
+    floats = np.load(tmp_path / "d8.npy").astype(np.float32) / 255  # k/255 stored as floats: accepted
+    np.save(tmp_path / "f.npy", floats)
+    assert load_dataset(str(tmp_path / "f.npy"), support="discrete256").scale == 1.0
+    with pytest.raises(VaekitError, match=r"digits \[\w+\]: support 'discrete256' takes 8-bit grey levels k/255"):
+        load_dataset("digits", support="discrete256")  # 0..16 / 16: not 8-bit levels
+    np.save(tmp_path / "p.npy", floats * 255)  # 0..255 as floats: out of [0, 1], with the hint
+    with pytest.raises(VaekitError, match="values must lie in \\[0, 1\\].*divided by 255 when stored as uint8"):
+        load_dataset(str(tmp_path / "p.npy"), support="discrete256")
+    with pytest.raises(VaekitError, match="binarize='dynamic' applies to a Bernoulli"):
+        load_dataset(str(tmp_path / "d8.npy"), binarize="dynamic", support="discrete256")
+
+
+# --- end to end through the CLI ------------------------------------------------------------------------
+
+def train_and_evaluate(tmp_path, dataset, likelihood, *extra):
+    out = tmp_path / likelihood
+    proc = vaekit_cli("train", "--dataset", dataset, "--likelihood", likelihood, "--latent-dim", "3", "--hidden", "32",
+                      "--epochs", "1", "--out", out, *extra)
+    result = json.loads(vaekit_cli("evaluate", out, "--k", "20", "--elbo-samples", "10", "--json").stdout)
+    return proc, result
+
+
+def check_nats_and_bits(result, dim, kind):
+    assert result["nll"] == -result["log_likelihood"] and result["bound_check"] == "ok"
+    assert abs(result["bits_per_dim"] - result["nll"] / (dim * math.log(2))) < 1e-9
+    assert result["bits_per_dim_of"] == kind
+    if kind == "probability mass":
+        assert result["elbo"] < result["log_likelihood"] < 0  # log P(x) ≤ 0 for a mass
+
+
+@pytest.mark.parametrize("likelihood", ["discretized-logistic", "categorical"])
+def test_cli_8bit_digits_in_bits_per_dim(tmp_path, likelihood):
+    _, result = train_and_evaluate(tmp_path, digits_8bit(tmp_path / "d8.npy"), likelihood)
+    check_nats_and_bits(result, 64, "probability mass")
+    assert 0 < result["bits_per_dim"] < 8  # below the uniform 8 bits after one epoch
+    assert result["protocol"]["binarization"] == "none"
+
+
+def test_cli_grey_digits_with_the_continuous_bernoulli(tmp_path):
+    _, result = train_and_evaluate(tmp_path, "digits", "continuous-bernoulli")
+    check_nats_and_bits(result, 64, "density")
+    assert result["protocol"]["binarization"] == "none"
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "negative-binomial"])
+def test_cli_counts_in_nats(tmp_path, likelihood):
+    rng = np.random.default_rng(0)
+    rates = rng.gamma(2.0, 2.0, size=(300, 1)) * np.linspace(0.2, 3.0, 10)  # overdispersed counts
+    np.save(tmp_path / "counts.npy", rng.poisson(rates).astype(np.int64))
+    proc, result = train_and_evaluate(tmp_path, tmp_path / "counts.npy", likelihood)
+    assert "count data, values used as stored (scale 1)" in proc.stderr
+    check_nats_and_bits(result, 10, "probability mass")

@@ -1,0 +1,48 @@
+"""Feedback on long work: plain periodic lines off a terminal, a bar with rate and time left on one,
+nothing when asked for quiet."""
+
+import io
+import time
+
+from vaekit import Config, train_run
+from vaekit import progress as progress_module
+from vaekit.progress import Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_plain_lines_off_a_terminal_say_count_rate_and_time_left():
+    out = io.StringIO()
+    bar = Progress(1000, "evaluate", unit="ex", stream=out, every_s=0.0)
+    for _ in range(4):
+        bar.update(250, elbo=-1.5)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3  # after 250, 500, 750; the caller reports the finished whole itself
+    assert lines[0].startswith("evaluate: 250/1000 ex (25%, ") and " ex/s, " in lines[0] and " s left)" in lines[0]
+    assert lines[0].endswith("elbo -1.500")
+
+
+def test_a_terminal_gets_a_tqdm_bar_and_quiet_gets_nothing():
+    tty = Terminal()
+    with Progress(100, "epoch 1", stream=tty) as bar:
+        time.sleep(0.15)  # tqdm redraws at most every 0.1 s
+        bar.update(50, elbo=-2.0)
+    assert "epoch 1" in tty.getvalue() and "ex/s" in tty.getvalue() and "elbo=-2.000" in tty.getvalue()
+    for stream in (Terminal(), io.StringIO()):
+        with Progress(100, "x", stream=stream, enabled=False, every_s=0.0) as bar:
+            bar.update(50)
+        assert stream.getvalue() == ""
+
+
+def test_training_reports_progress_on_stderr_unless_told_not_to(monkeypatch, capsys):
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
+    cfg = Config().replace(model={"latent_dim": 2, "hidden": [16]}, train={"epochs": 1, "batch_size": 256})
+    train_run(cfg)
+    err = capsys.readouterr().err
+    assert "epoch 1: 256/1300 ex (20%" in err
+    train_run(cfg, progress=False)
+    assert capsys.readouterr().err == ""
