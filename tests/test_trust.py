@@ -18,7 +18,7 @@ import torch
 from run_cli import vaekit_cli
 from safetensors.torch import load_file, save_file
 
-from vaekit import Config, train_run
+from vaekit import Config, load, train_run
 from vaekit import checkpoint as ckpt
 from vaekit.errors import NonFiniteLossError, VaekitError
 from vaekit.metrics import METRICS, read_metrics
@@ -252,10 +252,25 @@ def test_overflowing_update_is_caught_before_any_checkpoint(trained, tmp_path):
     run = copy_run(trained, tmp_path)
     before = load_file(run / ckpt.WEIGHTS)
     state_before = (run / ckpt.STATE).read_bytes()
-    with pytest.raises(NonFiniteLossError, match=r"the update at epoch 2, step 1 .* made a weight NaN or Inf"):
+    with pytest.raises(NonFiniteLossError, match=r"the weights are NaN or Inf at epoch 2, step 2 .*: an update "
+                                                 r"before it overflowed"):
         train_run(small(2, lr=1e38), out=run, resume=True)
     assert all(torch.equal(load_file(run / ckpt.WEIGHTS)[k], v) for k, v in before.items())
     assert (run / ckpt.STATE).read_bytes() == state_before
+
+
+def test_a_checkpoint_never_holds_nonfinite_weights(trained, tmp_path):
+    """An overflow in the very last step before a checkpoint, which no later loss has shown yet."""
+    from vaekit.loop import LoopState, make_adam
+
+    run = copy_run(trained, tmp_path)
+    before = (run / ckpt.WEIGHTS).read_bytes()
+    model = load(run)
+    with torch.no_grad():
+        model.decoder.net[0].weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteLossError, match=r"the weights are NaN or Inf after global step 7 .* keeps its last"):
+        ckpt.save_checkpoint(run, model, make_adam(model.parameters(), 1e-3), LoopState(epoch=1, step=7))
+    assert (run / ckpt.WEIGHTS).read_bytes() == before
 
 
 def test_nonfinite_weights_on_disk_are_named(trained, tmp_path):

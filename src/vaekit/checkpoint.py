@@ -23,8 +23,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .config import Config, ModelConfig, plugins_needed
-from .errors import PluginError, VaekitError
-from .loop import LoopState, lr_to_device, settle
+from .errors import NonFiniteLossError, PluginError, VaekitError
+from .loop import LoopState, all_finite, lr_to_device, settle
 from .metrics import METRICS, read_metrics, truncate_metrics
 from .model import VAE, build_model
 from .plugins import is_loaded
@@ -227,6 +227,10 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
     """train_state.pt (everything to continue, weights included) first, then model.safetensors."""
     settle(state)  # the steps still in flight on the device are counted first
+    if not bool(all_finite([p.detach() for p in model.parameters()])):  # once per checkpoint, not per step
+        raise NonFiniteLossError(f"the weights are NaN or Inf after global step {state.step} (is the learning rate "
+                                 f"too large?); {out} keeps its last checkpoint: continue from it with --resume and "
+                                 "a smaller --lr")
     device = next(model.parameters()).device
     cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
     save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **cuda_rng,

@@ -3,9 +3,11 @@
 The data stay one in-memory tensor (on the training device); each epoch draws a seeded permutation
 and slices batches from it, so no per-example Python runs on the hot path. One function,
 `train_step`, takes a step; it never waits for the device: a NaN or Inf loss or gradient turns
-the optimizer step into a no-op on the device itself, an update that makes a weight NaN or Inf is
-flagged, and the loop reads the verdicts (and the metric sums) only every `sync_every` steps —
-every step on CPU, where reading is free — and always before a checkpoint is written.
+the optimizer step into a no-op on the device itself, and the loop reads the verdicts (and the metric
+sums) only every `sync_every` steps — every step on CPU, where reading is free — and always before
+a checkpoint is written. An update that overflows (the weights themselves become NaN or Inf) shows
+as a non-finite loss at the next step; the loop then names the update, not the loss, and
+`checkpoint.save_checkpoint` refuses to write non-finite weights, so no check runs per step.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ LossFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 StepFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 """step(raw_batch, progress) → (verdict, metrics): `train_step` with its module, optimizer and loss bound."""
 
-OK, BAD_LOSS, BAD_GRADIENT, BAD_UPDATE = 0, 1, 2, 3  # a step's verdict
+OK, BAD_LOSS, BAD_GRADIENT = 0, 1, 2  # a step's verdict
 GPU_SYNC_EVERY = 100  # steps between reads of the verdicts on an accelerator
 
 
@@ -91,11 +93,9 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
                progress: float | Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """One optimizer step on `batch`, with no host synchronization.
 
-    Returns (verdict, metrics): verdict is a 0-d int tensor, OK, BAD_LOSS or BAD_GRADIENT (the
-    parameters and the optimizer state are then left exactly as they were), or BAD_UPDATE: finite
-    gradients, but the step itself overflowed (a learning rate of 1e38, NaN moments) and the weights
-    now hold NaN or Inf; `settle` refuses to go on from there. Everything here is device work, so the
-    whole step can be captured in a CUDA graph.
+    Returns (verdict, metrics): verdict is a 0-d int tensor, OK, BAD_LOSS or BAD_GRADIENT; for a bad
+    one the parameters and the optimizer state are left exactly as they were. Everything here is
+    device work, so the whole step can be captured in a CUDA graph.
     """
     optimizer.zero_grad(set_to_none=True)
     loss, metrics = loss_fn(batch, progress)
@@ -110,8 +110,6 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
         optimizer.step()
     elif int(verdict) == OK:  # an optimizer without a device-side skip: ask (a synchronization)
         optimizer.step()
-    weights_ok = all_finite([p.detach() for p in module.parameters()])
-    verdict = torch.where((verdict == OK) & ~weights_ok, BAD_UPDATE, verdict)
     return verdict, {name: value.detach() for name, value in metrics.items()}  # and let the graph go
 
 
@@ -164,7 +162,7 @@ def train_epoch(
         def step_fn(batch, progress):
             return train_step(module, optimizer, loss_fn, batch, progress)
     sync_every = sync_every or (1 if data.device.type == "cpu" else GPU_SYNC_EVERY)
-    state.pending = _Pending(state, steps, skip_nonfinite, data.device)
+    state.pending = _Pending(state, steps, skip_nonfinite, data.device, list(module.parameters()))
     bar = Progress(perm.shape[0], f"epoch {state.epoch + 1}", enabled=show_progress)
     bar.update(min(state.batch * batch_size, perm.shape[0]))  # a resumed epoch starts part way
     for i in range(state.batch, steps):
@@ -207,7 +205,9 @@ class _Pending:
     """Steps taken but not yet read back. The loop counts each step as good when it takes it; the
     verdicts, kept on the device, correct the counts when read. Metric sums stay on the device."""
 
-    def __init__(self, state: LoopState, steps: int, skip_limit: int, device: torch.device):
+    def __init__(self, state: LoopState, steps: int, skip_limit: int, device: torch.device,
+                 params: list[Tensor] | None = None):
+        self.params = params or []  # looked at only when a step went bad: was it the weights themselves?
         self.verdicts = torch.zeros(steps, dtype=torch.int64, device=device)
         self.names: list[str] | None = list(state.sums) or None  # else the first step's metric names
         self.acc = torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float32, device=device)
@@ -242,11 +242,11 @@ class _Pending:
             if verdict == OK:
                 continue
             i, step = self.first + j, self.first_step + j - bad + 1
-            if verdict == BAD_UPDATE:
+            if self.params and not bool(all_finite([p.detach() for p in self.params])):
                 raise NonFiniteLossError(
-                    f"the update at epoch {state.epoch + 1}, step {i + 1} (global step {step}) made a weight NaN or Inf "
-                    "(is the learning rate too large?); nothing was saved from it: continue from the last checkpoint "
-                    "with --resume and a smaller --lr")
+                    f"the weights are NaN or Inf at epoch {state.epoch + 1}, step {i + 1} (global step {step}): an "
+                    "update before it overflowed (is the learning rate too large?); nothing was saved from it: "
+                    "continue from the last checkpoint with --resume and a smaller --lr")
             bad += 1
             problem = "loss is NaN or Inf" if verdict == BAD_LOSS else "a gradient is NaN or Inf"
             where = f"epoch {state.epoch + 1}, step {i + 1} (global step {step})"
