@@ -25,6 +25,11 @@ needs_shared = pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"{SHA
 SHARED_ROWS = {"a truncated IDX file (MD5 mismatch)"}  # built from SHARED's files
 
 
+def npz(d, name, **arrays):
+    np.savez(d / name, **arrays)
+    return str(d / name)
+
+
 def npy(d, name, arr):
     np.save(d / name, arr)
     return str(d / name)
@@ -158,6 +163,7 @@ ROWS = [
     ("config", "--arch conv on vectors", lambda d: [*TRAIN, "--arch", "conv", "--dataset", "wine", "--likelihood", "gaussian"], "arch = 'conv' needs image data of shape (C, H, W), got (13,)"),
     ("config", "a config nested 100 000 deep", lambda d: [*TRAIN, "--config", write_text(d, "deep.json", "[" * 100000 + "]" * 100000)], "not valid JSON (nested too deeply)"),
     ("run", "data that no longer match the run's model", lambda d: ["reconstruct", edit_config(run_dir(d), lambda c: c["data"].update(dataset=npy(d, "v.npy", np.ones((50, 10), dtype=np.uint8))))], "but the model of DIR/run was trained on shape (1, 8, 8)"),
+    ("data", "an .npz whose arrays have unknown names", lambda d: [*TRAIN, "--dataset", npz(d, "k.npz", images=np.zeros((20, 4)), targets=np.zeros(20))], "holds the arrays images, targets; expected 'x'"),
     ("run", "a run written by vaekit 0.1", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["versions"].update(vaekit="0.1.0"))], "written by vaekit 0.1.0, whose model layout"),
 ]
 

@@ -46,3 +46,16 @@ def test_training_reports_progress_on_stderr_unless_told_not_to(monkeypatch, cap
     assert "epoch 1: 256/1300 ex (20%" in err
     train_run(cfg, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_the_log_likelihood_reports_progress(monkeypatch, capsys):
+    from vaekit import VAE, load_dataset, log_likelihood
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
+    x = load_dataset("digits").eval_split("test")
+    model = VAE(data_dim=64, latent_dim=2, hidden=(16,))
+    quiet = log_likelihood(model, x, k=10, batch_size=100)
+    assert capsys.readouterr().err == ""
+    shown = log_likelihood(model, x, k=10, batch_size=100, progress=True)
+    assert "log-likelihood (k = 10): 100/297 ex (34%" in capsys.readouterr().err
+    assert shown.mean == quiet.mean  # progress changes nothing in the numbers

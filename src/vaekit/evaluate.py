@@ -28,6 +28,7 @@ from .errors import VaekitError
 from .likelihoods import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, validating
 from .model import mean_of
 from .objectives import draw, elbo_draws, log_weights
+from .progress import Progress
 from .rng import batch_seed, forked_rng
 
 ACTIVE_UNIT_THRESHOLD = 1e-2  # Burda et al. 2016, §5.2
@@ -100,7 +101,8 @@ class ELBOEstimate(NamedTuple):
 
 @torch.no_grad()
 def elbo_estimate(
-    model, x: Tensor, num_samples: int = ELBO_SAMPLES, batch_size: int = 1000, seed: int = 0, ctx: Context = SINGLE
+    model, x: Tensor, num_samples: int = ELBO_SAMPLES, batch_size: int = 1000, seed: int = 0, ctx: Context = SINGLE,
+    progress: bool = False,
 ) -> ELBOEstimate:
     """The ELBO over x: [N, D] from `num_samples` draws of z ~ Q(z|x) per example, with its Monte
     Carlo standard error: sqrt(Σ_i s_i²/S)/N, s_i² the sample variance of example i's S one-draw
@@ -111,10 +113,12 @@ def elbo_estimate(
     sample draws exactly the noise of `elbo(model, x_b)` under that seed.
     """
     sums = torch.zeros(4, dtype=torch.float64, device=x.device)
-    with forked_rng(x.device), eval_mode(model):
+    bar = Progress(x.shape[0], f"ELBO ({num_samples} draws)", enabled=progress and ctx.is_main)
+    with forked_rng(x.device), eval_mode(model), bar:
         for b, xb in _my_batches(x, batch_size, ctx):
             torch.manual_seed(batch_seed(seed, b))
             sums += _elbo_batch(model, xb, num_samples)
+            bar.update(xb.shape[0] * ctx.world_size)
     total, recon, kl, mc_var = (all_reduce_sum(sums, ctx) / x.shape[0]).tolist()
     mc_stderr = math.sqrt(mc_var / x.shape[0]) if num_samples > 1 else float("nan")
     return ELBOEstimate(total, recon, kl, mc_stderr, num_samples, int(x.shape[0]))
@@ -170,6 +174,7 @@ def log_likelihood(
     seed: int = 0,
     ctx: Context = SINGLE,
     q_z: Distribution | None = None,
+    progress: bool = False,
 ) -> LogLikelihood:
     """log p(x) ≈ log (1/k) Σ_i p(x, z_i)/Q(z_i|x), z_i ~ Q(z|x) (Burda et al. 2016), per example.
 
@@ -184,11 +189,13 @@ def log_likelihood(
     """
     n, cut = x.shape[0], _q_batches(q_z, x.shape[0], batch_size)
     slots = torch.zeros(2, n, dtype=torch.float64, device=x.device)  # log p̂, ESS at each example's index
-    with forked_rng(x.device), eval_mode(model):
+    bar = Progress(n, f"log-likelihood (k = {k})", enabled=progress and ctx.is_main)
+    with forked_rng(x.device), eval_mode(model), bar:
         for b, xb in _my_batches(x, batch_size, ctx):
             torch.manual_seed(batch_seed(seed, b))
             start = b * batch_size
             slots[:, start : start + xb.shape[0]] = _log_likelihood_batch(model, xb, k, chunk_size, cut(b))
+            bar.update(xb.shape[0] * ctx.world_size)
     per_example, ess = all_reduce_sum(slots, ctx).cpu()
     n_bad = int((~torch.isfinite(per_example)).sum())
     if n_bad:
@@ -272,15 +279,16 @@ def bits_per_dim_of(model) -> str:
 
 
 def evaluate_all(
-    model, x: Tensor, k: int, seed: int = 0, ctx: Context = SINGLE, elbo_samples: int = ELBO_SAMPLES
+    model, x: Tensor, k: int, seed: int = 0, ctx: Context = SINGLE, elbo_samples: int = ELBO_SAMPLES,
+    progress: bool = False,
 ) -> dict[str, object]:
     """What `vaekit evaluate` and the report show, over x: [N, D]: the ELBO terms (`elbo_samples`
     draws per example) and the k-sample log-likelihood, each with its Monte Carlo standard error
     (`*_mc_stderr`, another seed), the log-likelihood's standard error over examples
     (`log_likelihood_stderr`, another test set), the importance weights' ESS, the ELBO ≤ L_k check,
     NLL, bits/dim, active units and KL per dimension."""
-    e = elbo_estimate(model, x, elbo_samples, seed=seed, ctx=ctx)
-    ll = log_likelihood(model, x, k=k, seed=seed, ctx=ctx)
+    e = elbo_estimate(model, x, elbo_samples, seed=seed, ctx=ctx, progress=progress)
+    ll = log_likelihood(model, x, k=k, seed=seed, ctx=ctx, progress=progress)
     return {"elbo": e.elbo, "reconstruction": e.reconstruction, "kl": e.kl, "n": e.n,
             "elbo_samples": elbo_samples, "elbo_mc_stderr": e.mc_stderr,
             "log_likelihood": ll.mean, "log_likelihood_stderr": ll.stderr, "log_likelihood_mc_stderr": ll.mc_stderr,

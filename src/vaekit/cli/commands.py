@@ -97,7 +97,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     model, x = model.to(device), dataset.eval_split(args.split).to(device)
     k = args.k or cfg.train.eval_k
     with launched(device) as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
-        metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples)
+        metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,
+                               progress=not args.quiet)
     metrics["split"] = args.split
     if not ctx.is_main:
         return metrics

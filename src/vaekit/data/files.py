@@ -15,6 +15,7 @@ converted batch by batch in `Dataset.prepare`, so no copy of it is made in memor
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 import zipfile
@@ -28,6 +29,8 @@ from ..errors import VaekitError
 from .dataset import Dataset, seeded_split
 from .images import SIXTEEN_BIT
 
+log = logging.getLogger(__name__)
+KNOWN_KEYS = {"x", "y", "train", "test", "val", "valid"}  # the arrays an .npz may hold
 MIN_TEST = 2  # the test split's smallest size: a standard error, active units, interpolations need two
 # dtypes a memory map keeps as stored (torch computes with them); others are converted to float32
 _MAPPABLE = {np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64)}
@@ -39,6 +42,9 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
     "train", "test" (and "val" or "valid") as given, else the array "x" (or the first) split into train
     and a held-out test, with labels from "y". source: "numpy", "csv" or "images" (where uint16 is
     16-bit, scale 65535); scale: the user's stated scale, else the source and dtype decide (module doc)."""
+    ignored = sorted(set(arrays) - KNOWN_KEYS) if len(arrays) > 1 else []
+    if ignored:
+        log.warning("%s: ignoring the arrays %s (vaekit reads %s)", path, ", ".join(ignored), ", ".join(sorted(KNOWN_KEYS)))
     if "train" in arrays and "test" in arrays:
         named = {"train": arrays["train"], "test": arrays["test"]}
         if "val" in arrays or "valid" in arrays:
@@ -85,6 +91,9 @@ def _hold_out_test(path: Path, arrays: dict[str, np.ndarray], seed: int,
     key = "x" if "x" in arrays else next(iter(arrays), None)
     if key is None:
         raise VaekitError(f"{path}: the archive holds no arrays")
+    if key != "x" and len(arrays) > 1:  # which one is the data? never guess
+        raise VaekitError(f"{path}: holds the arrays {', '.join(sorted(arrays))}; expected 'x' (optionally with "
+                          "labels 'y'), or 'train' and 'test' (optionally 'val')")
     x = arrays[key]
     as_examples(x, f"{path} [{key}]")  # dtype and rank first: len() of a 0-d array would fail
     n = len(x)
