@@ -35,11 +35,6 @@ def npy(d, name, arr):
     return str(d / name)
 
 
-def npz(d, name, **arrays):
-    np.savez(d / name, **arrays)
-    return str(d / name)
-
-
 def write_bytes(d, name, data):
     (d / name).write_bytes(data)
     return str(d / name)

@@ -124,7 +124,7 @@ def test_mog_run_pictures_and_report(mog_run):
     for name in ("samples", "manifold", "traversals", "latent_map"):
         assert (mog_run / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     manifold = read_png(mog_run / "manifold.png")  # vaekit's own grid writer: chunks and CRCs checked
-    assert manifold.shape[0] == manifold.shape[1] > 15 * 8 and manifold.std() > 0  # 15×15 decoded 8×8 digits
+    assert min(manifold.shape[:2]) >= 15 * 48 and manifold.std() > 0  # 15×15 decoded 8×8 digits, each ≥ 48 px
     assert read_png(mog_run / "samples.png").std() > 0
     vaekit_cli("report", mog_run, "--k", "20")
     page = (mog_run / "report.html").read_text(encoding="utf-8")

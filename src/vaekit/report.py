@@ -21,32 +21,37 @@ import torch
 from .checkpoint import load_config, load_run
 from .checks import evaluation_warnings
 from .diagnostics import collapse_warning
-from .evaluate import evaluate_all
+from .evaluate import evaluate_all, latent_statistics, marginals
 from .experiment import load_data
-from .metrics import read_metrics
-from .plots import (
-    SEED,
+from .figures import (
+    plot_correlations,
     plot_curves,
     plot_images,
     plot_interpolations,
     plot_latent_map,
     plot_manifold,
+    plot_marginals,
     plot_reconstructions,
     plot_samples,
     plot_traversals,
 )
+from .metrics import read_metrics
 from .rng import forked_rng
 from .rundir import atomic_write
 
 REPORT = "report.html"
 CAPTIONS = {
-    "samples": "E[x|z] for z ~ p(z): what the model generates.",
-    "reconstructions": "Each test input followed by its reconstruction E[x|z = E_Q[z|x]].",
+    "samples": "E[x|z] for z ~ p(z): what the model generates (vector data: a heatmap beside the data's first rows).",
+    "reconstructions": ("Test inputs (rows labelled input), each row above its reconstructions E[x|z = E_Q[z|x]] "
+                        "(vector data: input and reconstruction heatmaps side by side)."),
     "latent_map": "Posterior means of the test split (PCA to 2-D when latent_dim > 2), coloured by label.",
-    "manifold": "E[x|z] over a grid of N(0, 1) quantiles of the 2-D latent space (Kingma & Welling 2013, fig. 4).",
+    "manifold": "E[x|z] over a grid of the prior's quantiles of the 2-D latent space (Kingma & Welling 2013, fig. 4).",
     "traversals": "One latent varied at a time from a test input's posterior mean; rows by decreasing KL.",
     "interpolations": "Decoded straight lines between the posterior means of two test inputs (shown at the ends).",
-    "curves": "Training curves per epoch: train (solid) and validation (dashed), nats per example.",
+    "marginals": "Vector data: a histogram per dimension (the first 16), the test split against draws x ~ p(x).",
+    "correlations": "Vector data: correlations between dimensions, the test split beside draws x ~ p(x).",
+    "curves": ("Per epoch, nats per example: every train (solid) and validation (dashed) series of metrics.jsonl; "
+               "the bounds (ELBO, IWAE L_k) share the first panel."),
 }
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
@@ -88,34 +93,120 @@ def write_report(run_dir: str | Path, k: int = 100) -> Path:
     return out
 
 
+SEED = 0  # every picture's randomness (prior draws, which inputs are shown)
+MAX_MAP_POINTS = 5000  # a scatter of more points says no more and slows the PNG down
+MAX_TRAVERSAL_DIMS = 10  # rows of the traversal figure: the dimensions with the largest KL
+DISTRIBUTION_SAMPLES = 2000  # draws x ~ p(x) for the histograms and correlations of vector data
+
+
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test") -> list[Path]:
     """Write every picture of the run in `run_dir` (default: into it) and return their paths.
 
-    samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2 only),
-    traversals.png, interpolations.png, NAME.png for each picture a part offers of itself
-    (`part_pictures`), curves.png (when metrics.jsonl has lines).
+    samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2, images only),
+    traversals.png, interpolations.png; for vector data (data_shape (D,)) also marginals.png and
+    correlations.png (the split against draws x ~ p(x)); NAME.png for each picture a part offers of
+    itself (`part_pictures`), curves.png (when metrics.jsonl has lines). Every model call is made here;
+    `figures.py` draws. Needs matplotlib (the `plot` extra).
     """
-
     cfg, model = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_data(cfg, run_dir)
     x, labels = dataset.eval_split(split), dataset.labels.get(split)
     shape = tuple(cfg.model.data_shape)
+    vectors = len(shape) == 1
     with forked_rng(next(model.parameters()).device), torch.no_grad():
-        torch.manual_seed(SEED)
-        paths = [plot_samples(model, shape, out / "samples.png"),
-                 plot_reconstructions(model, x, shape, out / "reconstructions.png"),
-                 plot_latent_map(model, x, labels, out / "latent_map.png")]
-        if model.latent_dim == 2:
-            paths.append(plot_manifold(model, shape, out / "manifold.png"))
-        paths += [plot_traversals(model, x, shape, out / "traversals.png"),
-                  plot_interpolations(model, x, shape, out / "interpolations.png")]
+        torch.manual_seed(SEED)  # the draws below, in this order, are the pictures' content: keep the order
+        paths = [plot_samples(model.sample(64, mean=True), shape, out / "samples.png", data=x if vectors else None),
+                 plot_reconstructions(x[:32], model.reconstruct(x[:32]), shape, out / "reconstructions.png")]
+        n = min(len(x), MAX_MAP_POINTS)
+        points, axis_names = project_2d(posterior_means(model, x[:n]).double())
+        paths.append(plot_latent_map(points, axis_names, None if labels is None else labels[:n], out / "latent_map.png"))
+        if model.latent_dim == 2 and not vectors:  # a 2-D sheet of 1×D strips shows nothing
+            paths.append(plot_manifold(*manifold(model), shape, out / "manifold.png"))
+        images, title, rows, columns = traversals(model, x)
+        paths.append(plot_traversals(images, shape, out / "traversals.png", title, rows, columns))
+        paths.append(plot_interpolations(*interpolations(model, x), shape, out / "interpolations.png"))
+        if vectors:
+            draws = {f"{split} data (n = {len(x)})": x,
+                     f"samples x ~ p(x) (n = {DISTRIBUTION_SAMPLES})": model.sample(DISTRIBUTION_SAMPLES, mean=False)}
+            paths += [plot_marginals(draws, out / "marginals.png"), plot_correlations(draws, out / "correlations.png")]
     paths += [plot_images(images, shape, out / f"{name}.png") for name, (images, _) in part_pictures(model).items()]
     metrics = read_metrics(Path(run_dir))
     if metrics:
         paths.append(plot_curves(metrics, out / "curves.png"))
     return paths
+
+
+def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """E_Q[z|x] for every row of x: [N, k]."""
+    return torch.cat([model.encode(xb) for xb in x.split(batch_size)])
+
+
+def project_2d(z: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """[N, k] → ([N, 2], axis names): the identity for k = 2, PCA for k > 2, jittered for k = 1."""
+    k = z.shape[1]
+    if k == 2:
+        return z, ["z₁", "z₂"]
+    if k == 1:  # a strip: the vertical spread only keeps points apart
+        return torch.cat([z, 0.1 * torch.randn_like(z)], 1), ["z₁", "(jitter)"]
+    centred = z - z.mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    share = (s**2 / (s**2).sum()).tolist()
+    return centred @ vh[:2].T, [f"PC{i + 1} ({100 * share[i]:.0f}% of variance)" for i in range(2)]
+
+
+def prior_quantiles(model, levels: torch.Tensor, samples: int = 20_000) -> torch.Tensor:
+    """Quantiles of each marginal p(z_j) at `levels`: [len(levels), k]. Exact (icdf) for a Gaussian
+    prior, else empirical from `samples` draws (a mixture, say)."""
+    p_z = model.prior()
+    m = marginals(p_z)
+    if m is not None:
+        return torch.distributions.Normal(m.base_dist.loc, m.base_dist.scale).icdf(levels[:, None])
+    return torch.quantile(p_z.sample((samples,)), levels.to(torch.float32), dim=0)
+
+
+def manifold(model, n: int = 15) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """latent_dim = 2: (E[x|z] [n·n, D] on an n×n grid of the prior's quantiles, row-major with z₂
+    decreasing down the rows, the z₁ values [n], the z₂ values [n]) (Kingma & Welling 2013, fig. 4)."""
+    q = prior_quantiles(model, torch.linspace(0.5 / n, 1 - 0.5 / n, n))
+    z1, z2 = torch.meshgrid(q[:, 0], q[:, 1].flip(0), indexing="xy")  # z₂ grows upwards, as on a plot
+    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
+    return model.decode(z), q[:, 0], q[:, 1].flip(0)
+
+
+def traversals(model, x: torch.Tensor, steps: int = 9, span: float = 3.0):
+    """(images [rows·steps, D], title, row labels, column labels): one z_j varied from the posterior mean
+    of x[0] over the prior's quantiles at ±`span` standard deviations (±3 for N(0, 1)); rows by decreasing
+    KL(Q(z_j|x) ‖ p(z_j)), or by decreasing activity Cov_x E_Q[z_j] where the KL does not split by
+    dimension (a mixture prior)."""
+    stats = latent_statistics(model, x)
+    by_kl = stats["kl_per_dim"] is not None
+    score = torch.tensor(stats["kl_per_dim"] if by_kl else stats["unit_activity"])
+    order = score.argsort(descending=True)[:MAX_TRAVERSAL_DIMS]
+    z0 = model.encode(x[:1])[0]
+    levels = torch.distributions.Normal(0.0, 1.0).cdf(torch.linspace(-span, span, steps))
+    values = prior_quantiles(model, levels)  # [steps, k]
+    z = z0.repeat(len(order), steps, 1)
+    z[torch.arange(len(order)), :, order] = values[:, order].T  # row r sweeps dimension order[r]
+    images = model.decode(z.reshape(-1, z0.shape[0]))
+    unit = "nats" if by_kl else "activity"
+    rows = [f"z{j + 1}: {score[j].item():.2f} {unit}" for j in order.tolist()]
+    columns = [f"{v:+.1f}σ" for v in torch.linspace(-span, span, steps).tolist()]
+    title = ("traversals: one latent varied over p(z_j)'s quantiles, rows by "
+             + ("KL(Q(z_j|x) ‖ p(z_j))" if by_kl else "activity Cov_x E_Q[z_j]"))
+    return images, title, rows, columns
+
+
+def interpolations(model, x: torch.Tensor, pairs: int = 6, steps: int = 8):
+    """(a [P, D], E[x|z] [P, steps, D] along the line between the posterior means of a and b, b [P, D])
+    for P random pairs of rows of x."""
+    idx = torch.randperm(len(x))[: 2 * pairs]
+    pairs = len(idx) // 2
+    a, b = x[idx[:pairs]], x[idx[pairs : 2 * pairs]]
+    za, zb = model.encode(a), model.encode(b)
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    return a, model.decode(za[:, None] + t * (zb - za)[:, None]), b
 
 
 def part_pictures(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, str]]:

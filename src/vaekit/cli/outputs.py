@@ -13,8 +13,8 @@ from ..checkpoint import load_run
 from ..errors import VaekitError
 from ..experiment import to_data_units
 from ..explain import explain, format_result
+from ..figures import plot_images, plot_reconstructions, plot_samples
 from ..latents import posterior_summary, read_latents, write_latents
-from ..plots import save_grid
 from ..report import plot_run, write_report
 from ..rundir import write_array
 from .runs import run_with_data
@@ -31,7 +31,7 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
     if out.suffix.lower() not in (".png", ".npy"):
         raise VaekitError(f"--out {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
-    save_grid(picture, x, cfg.model.data_shape)
+    plot_samples(x, cfg.model.data_shape, picture, mean=not args.draw)
     write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
     print(f"wrote {picture} and {array}")
     return picture
@@ -41,10 +41,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
     cfg, model, dataset = run_with_data(args)
     x = dataset.eval_split(args.split)[: args.n]
     x, x_hat = dataset.restore(x), dataset.restore(model.reconstruct(x))  # in the data's units
-    pairs = torch.stack([x, x_hat], 1).reshape(-1, x.shape[1])  # input, reconstruction, input, …
     out = Path(args.out or Path(args.run) / "reconstructions.png")
-    save_grid(out, pairs, cfg.model.data_shape, ncol=16)
-    print(f"wrote {out} (each input followed by its reconstruction)")
+    plot_reconstructions(x, x_hat, cfg.model.data_shape, out)
+    print(f"wrote {out} (the inputs and their reconstructions)")
     return out
 
 
@@ -70,7 +69,8 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     x = to_data_units(cfg, args.run, torch.cat([model.decode(zb) for zb in z.split(1000)]))
     out = Path(args.out)
     if out.suffix.lower() == ".png":
-        save_grid(out, x, cfg.model.data_shape)
+        plot_images(x, cfg.model.data_shape, out, f"E[x|z] for the {x.shape[0]} latents of {Path(args.latents).name}",
+                    n=x.shape[0])
     elif out.suffix.lower() == ".npy":
         write_array(out, x.numpy().reshape(x.shape[0], *cfg.model.data_shape))
     else:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..plots import new_figure, save_figure
+from ..figures import new_figure, save_figure
 
 
 def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0), epochs: int = 8) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
+from ..figures import new_figure, save_figure
 from ..likelihoods import diagonal_normal
 from ..objectives import elbo, iwae_bound
-from ..plots import new_figure, save_figure
 from ..references import gauss_hermite_elbo, grid_kl
 from .problems import fitted_toy
 

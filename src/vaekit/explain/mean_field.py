@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from ..diagnostics import fit_diagonal_q
-from ..plots import new_figure, save_figure
+from ..figures import new_figure, save_figure
 from ..references import DTYPE, LinearGaussian
 from .problems import fmt, linear_problem
 

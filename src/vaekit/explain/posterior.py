@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.distributions import Independent, MultivariateNormal
 
-from ..plots import new_figure, save_figure
+from ..figures import new_figure, save_figure
 from ..references import DTYPE, Grid, grid_kl, grid_moments, posterior_grid
 from .problems import fitted_toy, fmt, linear_problem
 
@@ -44,22 +44,28 @@ def explain_posterior(path: Path) -> dict[str, Any]:
 
 
 def draw_posterior(path: Path, grid: Grid, q: Independent, lin_grid: Grid, exact: MultivariateNormal) -> Path:
+    return save_figure(posterior_figure(grid, q, lin_grid, exact), path)
+
+
+def posterior_figure(grid: Grid, q: Independent, lin_grid: Grid, exact: MultivariateNormal):
+    """Three panels; two-line titles, each narrower than its square panel (constrained layout keeps them
+    inside the figure)."""
     fig, axes = new_figure(ncols=3, size=(4.0, 3.8))
     t, post = grid.axis.numpy(), grid.log_posterior().exp().numpy()  # matplotlib takes arrays, not tensors
     axes[0].contourf(t, t, post, levels=14, cmap="Blues")
-    axes[0].set_title("true posterior p(z|x) (grid)")
+    axes[0].set_title("nonlinear decoder:\ntrue posterior p(z|x) (grid)", fontsize=10)
     axes[1].contourf(t, t, q.log_prob(grid.z).exp().numpy(), levels=14, cmap="Oranges")
     axes[1].contour(t, t, post, levels=6, colors="tab:blue", linewidths=0.7)
-    axes[1].set_title("best diagonal Q, p(z|x) in lines")
+    axes[1].set_title("best diagonal Q (filled),\np(z|x) (lines)", fontsize=10)
     t_lin = lin_grid.axis.numpy()
     axes[2].contour(t_lin, t_lin, lin_grid.log_posterior().exp().numpy(), levels=6, colors="tab:blue")
     axes[2].contour(t_lin, t_lin, exact.log_prob(lin_grid.z).exp().numpy(), levels=6, colors="tab:orange",
                     linestyles="--")
-    axes[2].set_title("linear-Gaussian: p(z|x) (grid) = Q (dashed)")
+    axes[2].set_title("linear-Gaussian decoder:\np(z|x) (grid, solid) = Q (dashed)", fontsize=10)
     for ax, g in zip(axes, (grid, grid, lin_grid)):
         mean, cov = grid_moments(g)
         m1, m2 = mean.tolist()
         r = 3.5 * float(cov.diagonal().max().sqrt())
         ax.set(xlim=(m1 - r, m1 + r), ylim=(m2 - r, m2 + r), xlabel="z₁", ylabel="z₂",
                aspect="equal")
-    return save_figure(fig, path)
+    return fig
