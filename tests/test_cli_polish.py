@@ -102,6 +102,8 @@ def test_a_run_travels_with_data_dir_and_dataset(tmp_path, monkeypatch):
     assert not (tmp_path / "a").exists()  # a failed lookup creates no folders
     out = vaekit_cli("evaluate", tmp_path / "b" / "run", "--k", "5", "--json", "--dataset", tmp_path / "b" / "x.npy")
     assert json.loads(out.stdout)["n"] > 0
+    vaekit_cli("--quiet", "report", tmp_path / "b" / "run", "--k", "5", "--dataset", tmp_path / "b" / "x.npy")
+    assert (tmp_path / "b" / "run" / "report.html").stat().st_size > 1000
     assert json.loads((tmp_path / "b" / "run" / CONFIG).read_text())["data"]["dataset"] == str(tmp_path / "a" / "x.npy")
 
 

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from safetensors.torch import load_file
 from vaekit import build_model
 from vaekit.checkpoint import load_config
 
+GLOO_ABORT = "terminate called without an active exception"
 COMMON = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "32", "--lr", "3e-3", "--seed", "3"]
 
 
@@ -21,6 +23,12 @@ def run(args, nproc=None, timeout=180, check=True):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m"] if nproc else [sys.executable, "-m"]
     proc = subprocess.run([*launcher, "vaekit", "--quiet", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
+    if nproc and proc.returncode != 0 and GLOO_ABORT in proc.stderr:
+        # A rank of a finished or failed job aborting in gloo's teardown (seen 3 times in ~30 full runs on
+        # a loaded 2-core machine, never alone): run it once more rather than fail on torch's flake.
+        warnings.warn(f"torchrun job aborted in gloo ({GLOO_ABORT!r}); ran it again", stacklevel=2)
+        proc = subprocess.run([*launcher, "vaekit", "--quiet", *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout, env=env, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-3000:])
     return proc

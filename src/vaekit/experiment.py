@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -70,6 +71,14 @@ def absolute_paths(d) -> dict[str, str]:
     if d.data_dir is not None:
         paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())
     return paths
+
+
+def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None) -> Config:
+    """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
+    run's own; `dataset` replaces the dataset (load_data checks it against the model's shape)."""
+    d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
+                dataset=dataset or cfg.data.dataset)
+    return replace(cfg, data=replace(d, **absolute_paths(d)))
 
 
 def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .checkpoint import load_config, load_run
 from .checks import evaluation_warnings
 from .diagnostics import collapse_warning
 from .evaluate import evaluate_all, latent_statistics, marginals
-from .experiment import load_data
+from .experiment import load_data, point_data
 from .figures import (
     plot_correlations,
     plot_curves,
@@ -60,22 +60,23 @@ figure{margin:1.5em 0}img{max-width:100%;image-rendering:pixelated;border:1px so
 .warning{background:#fff3cd;border:1px solid #e0c36c;padding:.7em}"""
 
 
-def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0) -> dict[str, Any]:
+def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0,
+                dataset: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples) with both
-    kinds of error, ESS, the bound check, NLL, bits/dim, active units and per-dimension KL, on `split`."""
-    from .experiment import load_data
-
+    kinds of error, ESS, the bound check, NLL, bits/dim, active units and per-dimension KL, on `split`
+    (the data found as `experiment.point_data` says)."""
     cfg, model = load_run(run_dir)
+    cfg = point_data(cfg, dataset, data_dir)
     metrics = evaluate_all(model, load_data(cfg, run_dir).eval_split(split), k=k, seed=seed)
     metrics.update(split=split, latent_dim=cfg.model.latent_dim)
     return metrics
 
 
-def write_report(run_dir: str | Path, k: int = 100) -> Path:
+def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, data_dir: str | None = None) -> Path:
     """Evaluate the run, draw its pictures (`plot_run`) and write run_dir/report.html."""
     run_dir = Path(run_dir)
-    metrics = run_metrics(run_dir, k=k)
-    pictures = plot_run(run_dir)
+    metrics = run_metrics(run_dir, k=k, dataset=dataset, data_dir=data_dir)
+    pictures = plot_run(run_dir, dataset=dataset, data_dir=data_dir)
     captions = {name: caption for name, (_, caption) in part_pictures(load_run(run_dir)[1]).items()}
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
     for warning in [*evaluation_warnings(metrics), collapse_warning(metrics)]:
@@ -99,7 +100,8 @@ MAX_TRAVERSAL_DIMS = 10  # rows of the traversal figure: the dimensions with the
 DISTRIBUTION_SAMPLES = 2000  # draws x ~ p(x) for the histograms and correlations of vector data
 
 
-def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test") -> list[Path]:
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test",
+             dataset: str | None = None, data_dir: str | None = None) -> list[Path]:
     """Write every picture of the run in `run_dir` (default: into it) and return their paths.
 
     samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2, images only),
@@ -109,6 +111,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     `figures.py` draws. Needs matplotlib (the `plot` extra).
     """
     cfg, model = load_run(run_dir)
+    cfg = point_data(cfg, dataset, data_dir)
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_data(cfg, run_dir)

@@ -118,12 +118,12 @@ def parser() -> argparse.ArgumentParser:
     de.set_defaults(func=cmd_decode)
 
     pl = sub.add_parser("plot", help="every picture of a run: samples, latent map, traversals, curves, …")
-    add_run(pl, data=False)
+    add_run(pl)
     add_out(pl, "folder for the PNGs (default: the run directory)")
     pl.set_defaults(func=cmd_plot)
 
     rp = sub.add_parser("report", help="one self-contained HTML page: config, metrics, every picture")
-    add_run(rp, data=False)
+    add_run(rp)
     rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood (default: 100)")
     rp.set_defaults(func=cmd_report)
 

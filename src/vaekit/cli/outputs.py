@@ -80,13 +80,13 @@ def cmd_decode(args: argparse.Namespace) -> Path:
 
 
 def cmd_plot(args: argparse.Namespace) -> list[Path]:
-    paths = plot_run(args.run, args.out)
+    paths = plot_run(args.run, args.out, dataset=args.dataset, data_dir=args.data_dir)
     print("wrote " + ", ".join(str(p) for p in paths))
     return paths
 
 
 def cmd_report(args: argparse.Namespace) -> Path:
-    path = write_report(args.run, k=args.k)
+    path = write_report(args.run, k=args.k, dataset=args.dataset, data_dir=args.data_dir)
     print(f"wrote {path}")
     return path
 

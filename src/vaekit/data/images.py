@@ -36,7 +36,10 @@ def read_image_folder(folder: Path) -> np.ndarray:
         from PIL import Image  # noqa: F401
     except ImportError:
         raise VaekitError("reading an image folder needs Pillow: pip install pillow") from None
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    try:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    except OSError as e:  # a folder that is not a dataset (unreadable entries, /proc): said, not raised
+        raise VaekitError(f"{folder}: cannot list it as an image folder ({e.strerror}: {e.filename})") from None
     if not files:
         raise VaekitError(f"{folder}: the folder holds no files")
     images, first, transparent = [], None, []

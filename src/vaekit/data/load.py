@@ -125,7 +125,12 @@ def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool,
 def _read_user_arrays(path: Path, mmap: bool) -> tuple[dict[str, np.ndarray], str]:
     """The arrays of a user's file or image folder, by name ("x" for a single array), and their source:
     "images", "numpy" or "csv"."""
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as e:  # a name too long, a path through a file: exists() raises rather than says False
+        raise VaekitError(f"{str(path)[:80]}{'…' if len(str(path)) > 80 else ''}: cannot be a dataset path "
+                          f"({e.strerror}); not a named dataset either ({', '.join(DATASETS)})") from None
+    if not found:
         raise VaekitError(f"{path}: no such file or directory, and not a named dataset ({', '.join(DATASETS)})")
     if path.is_dir():
         return {"x": read_image_folder(path)}, "images"
