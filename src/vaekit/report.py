@@ -61,21 +61,22 @@ figure{margin:1.5em 0}img{max-width:100%;image-rendering:pixelated;border:1px so
 
 
 def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0,
-                dataset: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+                dataset: str | None = None, data_dir: str | None = None, progress: bool = False) -> dict[str, Any]:
     """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples) with both
     kinds of error, ESS, the bound check, NLL, bits/dim, active units and per-dimension KL, on `split`
     (the data found as `experiment.point_data` says)."""
     cfg, model = load_run(run_dir)
     cfg = point_data(cfg, dataset, data_dir)
-    metrics = evaluate_all(model, load_data(cfg, run_dir).eval_split(split), k=k, seed=seed)
+    metrics = evaluate_all(model, load_data(cfg, run_dir).eval_split(split), k=k, seed=seed, progress=progress)
     metrics.update(split=split, latent_dim=cfg.model.latent_dim)
     return metrics
 
 
-def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, data_dir: str | None = None) -> Path:
-    """Evaluate the run, draw its pictures (`plot_run`) and write run_dir/report.html."""
+def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, data_dir: str | None = None,
+                 progress: bool = False) -> Path:
+    """Evaluate the run (`progress`: as it goes), draw its pictures (`plot_run`), write run_dir/report.html."""
     run_dir = Path(run_dir)
-    metrics = run_metrics(run_dir, k=k, dataset=dataset, data_dir=data_dir)
+    metrics = run_metrics(run_dir, k=k, dataset=dataset, data_dir=data_dir, progress=progress)
     pictures = plot_run(run_dir, dataset=dataset, data_dir=data_dir)
     captions = {name: caption for name, (_, caption) in part_pictures(load_run(run_dir)[1]).items()}
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]

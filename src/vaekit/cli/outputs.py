@@ -86,14 +86,15 @@ def cmd_plot(args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_report(args: argparse.Namespace) -> Path:
-    path = write_report(args.run, k=args.k, dataset=args.dataset, data_dir=args.data_dir)
+    path = write_report(args.run, k=args.k, dataset=args.dataset, data_dir=args.data_dir,
+                        progress=not args.quiet)
     print(f"wrote {path}")
     return path
 
 
 def cmd_explain(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out or f"explain-{args.topic}")
-    result = explain(args.topic, out)
+    result = explain(args.topic, out, progress=not args.quiet)
     print(json.dumps(result) if args.json else format_result(result))
     if not args.json:
         print(f"figure in {out}")

@@ -35,8 +35,9 @@ __all__ = ["TOPICS", "explain", "format_result", "linear_problem", "toy_problem"
 TOPICS = ("posterior", "elbo", "mean-field", "reparameterization", "beta")
 
 
-def explain(topic: str, out_dir: str | Path = ".") -> dict[str, Any]:
-    """Run one topic, write its figure into `out_dir`, return its numbers (with `claims` and `figure`)."""
+def explain(topic: str, out_dir: str | Path = ".", progress: bool = False) -> dict[str, Any]:
+    """Run one topic, write its figure into `out_dir`, return its numbers (with `claims` and `figure`);
+    `progress`: report the long one (beta trains five models) as it goes."""
     if topic not in TOPICS:
         raise VaekitError(f"unknown topic {topic!r}; choose from {', '.join(TOPICS)}")
     out = Path(out_dir)
@@ -44,7 +45,7 @@ def explain(topic: str, out_dir: str | Path = ".") -> dict[str, Any]:
     fn = {"posterior": explain_posterior, "elbo": explain_elbo, "mean-field": explain_mean_field,
           "reparameterization": explain_reparameterization, "beta": explain_beta}[topic]
     with torch.random.fork_rng(devices=[]):  # the topics seed themselves; the caller's RNG is left as it was
-        result = fn(out / f"explain_{topic.replace('-', '_')}.png")
+        result = fn(out / f"explain_{topic.replace('-', '_')}.png", **({"progress": progress} if fn is explain_beta else {}))
     return {"topic": topic, **result}
 
 

@@ -13,28 +13,33 @@ import numpy as np
 from ..figures import new_figure, save_figure
 
 
-def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0), epochs: int = 8) -> dict[str, Any]:
+def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0), epochs: int = 8,
+                 progress: bool = False) -> dict[str, Any]:
     """Rate R = KL(Q ‖ p(z)) and distortion D = −E_Q[log p(x|z)] on the digits test split for VAEs
     trained on D + β·R (Higgins et al. 2017): larger β buys a lower rate with more distortion (Alemi
     et al. 2018). The reported ELBO = −(D + R) is β-free."""
     from ..config import Config
     from ..evaluate import evaluate_elbo
     from ..experiment import load_data, train_run
+    from ..progress import Progress
 
     rates, distortions = [], []
     run_log = logging.getLogger("vaekit.experiment")
     level = run_log.level
     run_log.setLevel(logging.WARNING)  # five training logs would drown the numbers
+    bar = Progress(len(betas), "explain beta: training one VAE per β", unit="models", enabled=progress)
     try:
         for beta in betas:
             cfg = Config().replace(model={"latent_dim": 8, "hidden": [64]},
                                    train={"epochs": epochs, "batch_size": 64, "lr": 3e-3, "beta": beta})
-            model = train_run(cfg).model
+            model = train_run(cfg, progress=False).model
             m = evaluate_elbo(model, load_data(cfg).eval_split("test"))
             rates.append(m["kl"])
             distortions.append(-m["reconstruction"])
+            bar.update(1)
     finally:
         run_log.setLevel(level)
+        bar.close()
     result = {"beta": list(betas), "rate": rates, "distortion": distortions,
               "elbo": [-(r + d) for r, d in zip(rates, distortions)]}
     result["claims"] = [
