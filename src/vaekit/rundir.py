@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .errors import VaekitError
 
 try:
@@ -83,8 +85,6 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 
 def write_array(path: Path, array) -> None:
     """A NumPy array as .npy, atomically (never pickled)."""
-    import numpy as np
-
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.save would add .npy to a name
             np.save(f, array, allow_pickle=False)

@@ -10,7 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from ..config import Config
+from ..evaluate import evaluate_elbo
+from ..experiment import load_data, train_run
 from ..figures import new_figure, save_figure
+from ..progress import Progress
 
 
 def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0), epochs: int = 8,
@@ -18,11 +22,6 @@ def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.
     """Rate R = KL(Q ‖ p(z)) and distortion D = −E_Q[log p(x|z)] on the digits test split for VAEs
     trained on D + β·R (Higgins et al. 2017): larger β buys a lower rate with more distortion (Alemi
     et al. 2018). The reported ELBO = −(D + R) is β-free."""
-    from ..config import Config
-    from ..evaluate import evaluate_elbo
-    from ..experiment import load_data, train_run
-    from ..progress import Progress
-
     rates, distortions = [], []
     run_log = logging.getLogger("vaekit.experiment")
     level = run_log.level
