@@ -9,8 +9,8 @@ from vaekit import Config, load, train_run
 from vaekit.errors import VaekitError
 from vaekit.evaluate import evaluate_elbo
 from vaekit.experiment import load_data
+from vaekit.history import read_metrics
 from vaekit.loop import NonFiniteLossError
-from vaekit.metrics import read_metrics
 
 
 def small(epochs=3, **train):

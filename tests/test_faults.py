@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from vaekit import Config, train_run
 from vaekit import checkpoint as ckpt
 from vaekit.errors import VaekitError
+from vaekit.history import read_metrics
 from vaekit.loop import NonFiniteLossError
-from vaekit.metrics import read_metrics
 
 EPOCHS = 8  # ≈ 1 s of training: room to be killed mid-run even on a fast machine
 TRAIN = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "256", "--hidden", "256", "--batch-size", "16",

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from vaekit import Config, load, train_run
 from vaekit import checkpoint as ckpt
 from vaekit.errors import NonFiniteLossError, VaekitError
-from vaekit.metrics import METRICS, read_metrics
+from vaekit.history import METRICS, read_metrics
 from vaekit.rundir import RunLock
 
 

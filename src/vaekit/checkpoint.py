@@ -24,8 +24,8 @@ from torch import nn
 
 from .config import Config, ModelConfig, plugins_needed
 from .errors import NonFiniteLossError, PluginError, VaekitError
+from .history import METRICS, read_metrics, truncate_metrics
 from .loop import LoopState, all_finite, lr_to_device, settle
-from .metrics import METRICS, read_metrics, truncate_metrics
 from .model import VAE, build_model
 from .plugins import is_loaded
 from .rundir import LOCK, RunLock, atomic_write, remove_stale_temporaries

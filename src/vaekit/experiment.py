@@ -28,10 +28,10 @@ from .distributed import SINGLE, Context, barrier, shard_indices
 from .errors import TrainingInterrupted, VaekitError
 from .evaluate import evaluate_elbo
 from .graphs import GraphedStep
+from .history import append_metrics
 from .likelihoods import likelihood_support
 from .loop import LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from .loss import VAEObjective
-from .metrics import append_metrics
 from .model import VAE, build_model
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from .figures import (
     plot_samples,
     plot_traversals,
 )
-from .metrics import read_metrics
+from .history import read_metrics
 from .rng import forked_rng
 from .rundir import atomic_write
 

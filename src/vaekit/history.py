@@ -1,4 +1,4 @@
-"""metrics.jsonl: one JSON line per epoch of a run, appended whole (`rundir.append_line`), read
+"""metrics.jsonl, the run's history: one JSON line per epoch, appended whole (`rundir.append_line`), read
 back tolerating a torn last line, and cut back to the epochs a checkpoint covers on resume."""
 
 from __future__ import annotations
