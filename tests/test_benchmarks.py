@@ -20,7 +20,7 @@ def test_mnist_nll_protocol_smoke():
     import mnist_nll
 
     cfg = mnist_nll.protocol_config("iwae", 5, mnist_nll.default_data_dir())
-    assert (cfg.model.hidden, cfg.model.latent_dim, cfg.model.activation, cfg.model.init) == ((200, 200), 50, "tanh", "glorot")
+    assert (cfg.model.hidden, cfg.model.latent_dim, cfg.model.activation, cfg.model.init) == ((200, 200), (50,), "tanh", "glorot")
     assert (cfg.train.batch_size, cfg.train.adam_eps, cfg.data.val_size) == (20, 1e-4, 400)
     stages = mnist_nll.schedule(1.0)
     assert sum(p for p, _ in stages) == 3280 and stages[7][1] == pytest.approx(1e-4)

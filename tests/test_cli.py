@@ -96,7 +96,7 @@ def test_flags_override_config_file(tmp_path):
     cfg.write_text('[model]\nlatent_dim = 5\nhidden = [16]\n[train]\nepochs = 1\nbatch_size = 256\n')
     vaekit("--quiet", "train", "--config", cfg, "--batch-size", "512", "--out", tmp_path / "r")
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert saved["model"]["latent_dim"] == 5 and saved["train"]["batch_size"] == 512
+    assert saved["model"]["latent_dim"] == [5] and saved["train"]["batch_size"] == 512
 
 
 @pytest.mark.parametrize(

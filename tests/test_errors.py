@@ -129,7 +129,7 @@ ROWS = [
     ("data", "an image folder mixing 8-bit and 16-bit images", lambda d: [*TRAIN, "--dataset", mixed_depths(d)], "2.png: a 16-bit image, but 0.png is 8-bit"),
     ("data", "a test split of one example", lambda d: [*TRAIN, "--dataset", npz(d, "t.npz", train=np.zeros((10, 3)), test=np.zeros((1, 3)))], "[test]: 1 example; a test split needs at least 2"),
     ("config", "an unknown key", lambda d: [*TRAIN, "--config", write(d, "c.json", {"train": {"batchsize": 3}})], "unknown key 'batchsize'; did you mean 'batch_size'?"),
-    ("config", "a wrong type", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"latent_dim": "two"}})], "latent_dim: expected int, got str 'two'"),
+    ("config", "a wrong type", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"latent_dim": "two"}})], "latent_dim: expected a list of integers, got 'two'"),
     ("config", "a non-positive latent size", lambda d: [*TRAIN, "--latent-dim", "0"], "latent_dim must be > 0, got 0"),
     ("config", "a non-positive batch size", lambda d: [*TRAIN, "--batch-size", "-5"], "batch_size must be > 0, got -5"),
     ("config", "a non-positive learning rate", lambda d: [*TRAIN, "--lr", "0"], "lr must be > 0, got 0.0"),

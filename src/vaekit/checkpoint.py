@@ -267,9 +267,9 @@ def model_config(model: nn.Module) -> ModelConfig:
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     values = {k: v for k, v in settings.items() if k in known and v is not None}
     values["data_shape"] = tuple(settings.get("data_shape") or (settings["data_dim"],))
-    for name in ("hidden", "decoder_hidden", "plugins"):
+    for name in ("latent_dim", "hidden", "decoder_hidden", "layer_hidden", "plugins"):
         if name in values:
-            values[name] = tuple(values[name])
+            values[name] = (values[name],) if isinstance(values[name], int) else tuple(values[name])
     return ModelConfig(**values)
 
 

@@ -39,7 +39,8 @@ def setting(default: Any, help: str, choices: Any = None, flag: str | None = Non
 @dataclass(frozen=True)
 class ModelConfig:
     data_shape: tuple[int, ...] = setting((), "filled from the data: (C, H, W) for images, (D,) otherwise", flag="")
-    latent_dim: int = setting(20, "k, the dimension of z")
+    latent_dim: tuple[int, ...] = setting((20,), "k, the dimension of z; repeat for stochastic layers z₁, z₂, … "
+                                          "(--latent-dim 100 --latent-dim 50: Burda et al.'s two-layer VAE)")
     hidden: tuple[int, ...] = setting((400,), "encoder hidden layer size; repeat for more layers (none: linear maps)")
     decoder_hidden: tuple[int, ...] | None = setting(None, "decoder hidden sizes (default: --hidden mirrored)")
     activation: str = setting("relu", "nonlinearity between layers", tuple(ACTIVATIONS))
@@ -48,7 +49,9 @@ class ModelConfig:
     sigma: float = setting(0.1, "σ of the known-σ Gaussian likelihood (initial σ when learned)")
     posterior: str = setting("diagonal", "the family of Q(z|x)", POSTERIORS)
     flow_steps: int = setting(2, "T, the inverse autoregressive flow steps of --posterior iaf")
-    prior: str = setting("standard", "p(z)", PRIORS)
+    layer_hidden: tuple[int, ...] | None = setting(None, "two or more --latent-dim: hidden sizes of the networks "
+                                                   "between stochastic layers (default: two of 2× the upper layer's size)")
+    prior: str = setting("standard", "p(z) (of the top layer z_L when there are several)", PRIORS)
     prior_components: int = setting(10, "components K of a mixture prior (mog: Gaussians; vampprior: pseudo-inputs)")
     shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "
                                    "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")
@@ -62,6 +65,11 @@ class ModelConfig:
     @property
     def data_dim(self) -> int:
         return math.prod(self.data_shape)
+
+    @property
+    def latent_size(self) -> int:
+        """The dimension of z = [z₁, …, z_L]: Σ latent_dim."""
+        return sum(self.latent_dim)
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is tuple:
         item = args[0]
+        if isinstance(value, int) and item is int and not isinstance(value, bool):
+            value = [value]  # one size where a list of sizes goes: `latent_dim = 20`
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
         if not ok:
             kind = "integers" if item is int else "strings"
@@ -201,8 +211,11 @@ def validate(cfg: Config, source: str = "config") -> None:
                 raise VaekitError(f"{source}: [{sec}] {f.name} = {item} is out of range (at most {limit})")
     for sec, name in _POSITIVE:
         v = getattr(getattr(cfg, sec), name)
-        if not (v > 0 and math.isfinite(v)):
-            raise VaekitError(f"{source}: [{sec}] {name} must be > 0, got {v!r}")
+        for item in v if isinstance(v, tuple) else (v,):
+            if not (item > 0 and math.isfinite(item)):
+                raise VaekitError(f"{source}: [{sec}] {name} must be > 0, got {item!r}")
+    if not cfg.model.latent_dim:
+        raise VaekitError(f"{source}: [model] latent_dim needs at least one size")
     for sec, name in _NON_NEGATIVE:
         v = getattr(getattr(cfg, sec), name)
         if not (v >= 0 and math.isfinite(v)):
@@ -216,7 +229,7 @@ def validate(cfg: Config, source: str = "config") -> None:
         raise VaekitError(f"{source}: [data] scale must be > 0, got {cfg.data.scale!r}")
     if cfg.data.val_size is not None and cfg.data.val_size < 0:
         raise VaekitError(f"{source}: [data] val_size must be >= 0, got {cfg.data.val_size}")
-    for name in ("hidden", "decoder_hidden"):
+    for name in ("hidden", "decoder_hidden", "layer_hidden"):
         sizes = getattr(cfg.model, name) or ()
         if any(h <= 0 for h in sizes):
             raise VaekitError(f"{source}: [model] {name} sizes must be > 0, got {list(sizes)}")

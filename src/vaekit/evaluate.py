@@ -232,7 +232,7 @@ def marginals(d: Distribution) -> Independent | None:
 
 
 @torch.no_grad()
-def latent_statistics(model, x: Tensor, batch_size: int = 1000) -> dict[str, object]:
+def latent_statistics(model, x: Tensor, batch_size: int = 1000, seed: int = 0) -> dict[str, object]:
     """Active units and KL per latent dimension over x: [N, D], for any prior and posterior.
 
     A unit j is active when A_j = Cov_x(E_Q[z_j|x]) > 10⁻² (Burda et al. 2016; E_Q by Monte Carlo
@@ -240,26 +240,56 @@ def latent_statistics(model, x: Tensor, batch_size: int = 1000) -> dict[str, obj
     nats, in closed form, where Q and p(z) are Gaussians (the marginals of a full-covariance Q); it
     sums to the ELBO's KL term when both are diagonal (`kl_per_dim_sums_to_kl`). For other families,
     a mixture prior say, the KL does not split by dimension: `kl_per_dim` is None.
+
+    A model with stochastic layers (Q and p(z) with `layer_sizes`, `hierarchical.py`) also gets
+    `layer_sizes`, `active_units_per_layer`, `kl_per_layer` (nats, E_Q[log Q(z_l|·) − log p(z_l|·)] from
+    one draw of z per example) and, where every conditional is a diagonal Gaussian, `kl_per_dim` from
+    the same draws: a Monte Carlo estimate that sums to `kl_per_layer`'s total. Draws come from a
+    forked RNG seeded with `seed`: the numbers repeat.
     """
-    with eval_mode(model):
-        p_marginals = marginals(model.prior())
-        locs, kls = [], []
+    with forked_rng(x.device), eval_mode(model):
+        torch.manual_seed(seed)
+        p_z = model.prior()
+        p_marginals = marginals(p_z)
+        layers = getattr(p_z, "layer_sizes", None)
+        locs, kls, layer_kls = [], [], []
         for xb in x.split(batch_size):
             q_z = model.posterior(xb)
             locs.append(mean_of(q_z).double())
             q_marginals = marginals(q_z) if p_marginals is not None else None
             if q_marginals is not None:
                 kls.append(kl_diagonal_normal(q_marginals, p_marginals, per_dimension=True).double().sum(0))
+            if layers is not None:
+                layer_kls.append(_layer_kl(q_z, p_z))
         diagonal = is_diagonal_normal(model.prior()) and is_diagonal_normal(model.posterior(x[:1]))
     activity = torch.cat(locs).var(0, unbiased=False)
     kl_per_dim = (torch.stack(kls).sum(0) / x.shape[0]).tolist() if len(kls) == len(locs) else None
-    return {
-        "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+    active = activity > ACTIVE_UNIT_THRESHOLD
+    stats = {
+        "active_units": int(active.sum()),
         "latent_dim": int(activity.shape[0]),
         "unit_activity": activity.tolist(),
         "kl_per_dim": kl_per_dim,
         "kl_per_dim_sums_to_kl": kl_per_dim is not None and diagonal,
     }
+    if layers is not None:
+        per_layer = sum(layer for layer, _ in layer_kls) / x.shape[0]
+        dims = [d for _, d in layer_kls]
+        per_dim = None if any(d is None for d in dims) else sum(dims) / x.shape[0]
+        stats.update(layer_sizes=list(layers), active_units_per_layer=[int(a.sum()) for a in active.split(layers)],
+                     kl_per_layer=per_layer.tolist(), kl_per_dim=None if per_dim is None else per_dim.tolist())
+    return stats
+
+
+def _layer_kl(q_z: Distribution, p_z: Distribution) -> tuple[Tensor, Tensor | None]:
+    """Σ over a batch of log Q(z_l|·) − log p(z_l|·) per layer [L] and per dimension [Σ d_l] (None unless
+    every conditional is a diagonal Gaussian), at one draw z ~ Q per example."""
+    z = q_z.sample()
+    per_layer = torch.stack([q - p for q, p in zip(q_z.layer_log_probs(z), p_z.layer_log_probs(z))]).double().sum(-1)
+    q_dims, p_dims = q_z.layer_log_probs(z, per_dimension=True), p_z.layer_log_probs(z, per_dimension=True)
+    if any(t is None for t in q_dims + p_dims):
+        return per_layer, None
+    return per_layer, (torch.cat(q_dims, -1) - torch.cat(p_dims, -1)).double().sum(0)
 
 
 def bits_per_dim(log_likelihood_nats: float, data_dim: int) -> float:
@@ -294,4 +324,4 @@ def evaluate_all(
             "log_likelihood": ll.mean, "log_likelihood_stderr": ll.stderr, "log_likelihood_mc_stderr": ll.mc_stderr,
             "nll": -ll.mean, "k": k, "bits_per_dim": bits_per_dim(ll.mean, x.shape[1]),
             "bits_per_dim_of": bits_per_dim_of(model), **ess_summary(ll.ess, k),
-            "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x)}
+            "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x, seed=seed)}

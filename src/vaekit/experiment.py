@@ -239,7 +239,8 @@ def summary(cfg: Config, dataset: Dataset, device: str, out: Path | None) -> str
     """One line on what is trained, on what, how and where (the full config is in config.json)."""
     m, t = cfg.model, cfg.train
     hidden = "linear" if not m.hidden else "×".join(map(str, m.hidden))
-    model = (f"{m.arch} {hidden}, latent {m.latent_dim}, {m.posterior} Q, {m.prior} prior, {m.likelihood} likelihood")
+    latent = " + ".join(map(str, m.latent_dim))
+    model = f"{m.arch} {hidden}, latent {latent}, {m.posterior} Q, {m.prior} prior, {m.likelihood} likelihood"
     data = f"{dataset.name} ({dataset.split('train').shape[0]} train, {dataset.split('val').shape[0]} val)"
     where = f"{out} (config in {ckpt.CONFIG})" if out is not None else "memory"
     return (f"model {model}; data {data}; objective {t.objective}, {t.epochs} epochs of batch {t.batch_size}, "

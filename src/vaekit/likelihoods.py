@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, MultivariateNormal, Normal
 
 from .registry import Registry
 
@@ -70,6 +70,20 @@ def is_diagonal_normal(d: Distribution) -> bool:
         and isinstance(d.base_dist, Normal)
         and d.reinterpreted_batch_ndims == 1
     )
+
+
+def detached(d: Distribution) -> Distribution:
+    """d with its parameters cut from the graph: the same density, no gradient to them (what DReG
+    evaluates log Q with). A diagonal or full-covariance Gaussian, or any distribution with a
+    `detach()` method (a flow, a hierarchical Q)."""
+    if hasattr(d, "detach"):
+        return d.detach()
+    if is_diagonal_normal(d):
+        return diagonal_normal(d.base_dist.loc.detach(), d.base_dist.scale.detach(), validate_args=False)
+    if isinstance(d, MultivariateNormal):
+        return MultivariateNormal(d.loc.detach(), scale_tril=d.scale_tril.detach(), validate_args=False)
+    raise ValueError(f"DReG needs a Q whose parameters can be detached (a diagonal or full-covariance Gaussian, "
+                     f"or a distribution with a detach() method); got {type(d).__name__}")
 
 
 class BernoulliLogits(Independent):

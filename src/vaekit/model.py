@@ -14,6 +14,7 @@ likelihoods.py, networks.py), and nothing here names one.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,8 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from .hierarchical import HierarchicalEncoder, HierarchicalPrior, TopPath
 from .likelihoods import LIKELIHOODS
-from .networks import ARCHITECTURES, Concat
+from .networks import ARCHITECTURES, Concat, First, mlp
 from .posteriors import POSTERIORS
 from .priors import PRIORS
 
@@ -167,7 +169,7 @@ class VAE(Generative):
 
 def compose(
     data_dim: int,
-    latent_dim: int = 20,
+    latent_dim: int | Sequence[int] = 20,
     hidden: Sequence[int] = (400,),
     activation: str = "relu",
     likelihood: str = "bernoulli",
@@ -181,33 +183,58 @@ def compose(
     prior_components: int = 10,
     posterior: str = "diagonal",
     flow_steps: int = 2,
+    layer_hidden: Sequence[int] | None = None,
     **ignored: Any,
-) -> tuple[Encoder, Decoder, nn.Module]:
+) -> tuple[nn.Module, Decoder, nn.Module]:
     """(encoder, decoder, prior) from registered parts by name; `decoder_hidden=None` mirrors `hidden`.
 
     `shared_encoder=False` gives the posterior head's outputs from separate networks, half each
     (the seed's q(x; φ) for the mean and v(x; ψ) for the scale of a diagonal Q).
+    `latent_dim=(d₁, …, d_L)` stacks L stochastic layers (`stack`); `hidden`, `posterior` and the
+    likelihood belong to x ↔ z₁, `prior` to z_L.
     """
+    sizes = (latent_dim,) if isinstance(latent_dim, int) else tuple(latent_dim)
     data_shape = tuple(data_shape) if data_shape else (data_dim,)
-    q_head = POSTERIORS.build(posterior, latent_dim=latent_dim, flow_steps=flow_steps)
+    q_head = POSTERIORS.build(posterior, latent_dim=sizes[0], flow_steps=flow_steps)
     p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, sigma=sigma)
     common = {"activation": activation, "init": init, "data_shape": data_shape}
 
     def net(role: str, n_in: int, n_out: int, sizes: Sequence[int]) -> nn.Module:
         return ARCHITECTURES.build(arch, role=role, in_features=n_in, out_features=n_out, hidden=tuple(sizes), **common)
 
-    n_q = q_head.out_features(latent_dim)
+    n_q = q_head.out_features(sizes[0])
     if shared_encoder:
         enc_net = net("encoder", data_dim, n_q, hidden)
     else:
         enc_net = Concat(net("encoder", data_dim, n_q // 2, hidden), net("encoder", data_dim, n_q - n_q // 2, hidden))
     dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
-    dec_net = net("decoder", latent_dim, p_head.out_features(data_dim), dec_hidden)
+    dec_net = net("decoder", sizes[0], p_head.out_features(data_dim), dec_hidden)
     encoder = Encoder(enc_net, q_head)
+    if len(sizes) > 1:
+        return stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init,
+                     prior=prior, components=prior_components, data_shape=data_shape)
     # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
-    p_z = PRIORS.build(prior, latent_dim=latent_dim, components=prior_components, encoder=encoder,
+    p_z = PRIORS.build(prior, latent_dim=sizes[0], components=prior_components, encoder=encoder,
                        data_dim=data_dim, data_shape=data_shape)
     return encoder, Decoder(dec_net, p_head, data_dim), p_z
+
+
+def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int, sizes: Sequence[int],
+          layer_hidden: Sequence[int] | None, activation: str, init: str, prior: str, **prior_settings: Any,
+          ) -> tuple[nn.Module, Decoder, nn.Module]:
+    """A hierarchical VAE (`hierarchical.py`) around the one-layer parts of x ↔ z₁ (Burda et al. 2016):
+    Q(z_{l+1}|z_l) and p(z_l|z_{l+1}) are diagonal Gaussians from MLPs with `layer_hidden` units (default
+    two layers of 2·d_{l+1}: Burda's 100-100 between z₁ = 100 and z₂ = 50), p(z_L) the registered `prior`."""
+
+    def gaussian(n_in: int, n_out: int, upper: int) -> Encoder:
+        widths = tuple(layer_hidden) if layer_hidden is not None else (2 * upper, 2 * upper)
+        return Encoder(mlp(n_in, widths, 2 * n_out, activation, init), "diagonal")
+
+    pairs = list(itertools.pairwise(sizes))
+    q_z = HierarchicalEncoder(encoder, [gaussian(lo, hi, hi) for lo, hi in pairs], sizes)
+    top = PRIORS.build(prior, latent_dim=sizes[-1], encoder=TopPath(q_z), data_dim=data_dim, **prior_settings)
+    p_z = HierarchicalPrior(top, [gaussian(hi, lo, hi) for lo, hi in reversed(pairs)], sizes)
+    return q_z, Decoder(First(sizes[0], dec_net), p_head, data_dim), p_z
 
 
 def build_model(cfg: Any) -> VAE:

@@ -116,6 +116,17 @@ class Concat(nn.Module):
         return torch.cat([net(x) for net in self.nets], dim=-1)
 
 
+class First(nn.Module):
+    """The first n features of the input: the decoder of a hierarchical VAE sees z₁ of z = [z₁, …, z_L]."""
+
+    def __init__(self, n: int, net: nn.Module):
+        super().__init__()
+        self.n, self.net = n, net
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z[..., : self.n])
+
+
 def _image_shape(data_shape: Sequence[int] | None) -> tuple[int, int, int]:
     if data_shape is None or len(data_shape) != 3:
         raise VaekitError(f"arch = 'conv' needs image data of shape (C, H, W), got {tuple(data_shape or ())}; "

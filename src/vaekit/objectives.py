@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.distributions import Distribution, MultivariateNormal, kl_divergence
 
 from .errors import VaekitError
-from .likelihoods import diagonal_normal, is_diagonal_normal, kl_diagonal_normal
+from .likelihoods import detached, is_diagonal_normal, kl_diagonal_normal
 
 ESTIMATORS = ("reparameterization", "score-function")
 KL_MODES = ("auto", "analytic", "mc")
@@ -215,7 +215,7 @@ def iwae(
         q_z = model.posterior(x)
     if z is None:
         z = draw(q_z, k)
-    log_w = _log_weights(model, x, z, _detached(q_z) if dreg else q_z)
+    log_w = _log_weights(model, x, z, detached(q_z) if dreg else q_z)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     if not dreg:
         return IWAE(bound, bound)
@@ -223,15 +223,3 @@ def iwae(
     if z.requires_grad:
         z.register_hook(lambda grad: grad * w.unsqueeze(-1))
     return IWAE(bound, (w * log_w).sum(0))
-
-
-def _detached(q_z: Distribution) -> Distribution:
-    """Q with its parameters cut from the graph (the same density, no gradient to φ through them)."""
-    if hasattr(q_z, "detach"):
-        return q_z.detach()
-    if is_diagonal_normal(q_z):
-        return diagonal_normal(q_z.base_dist.loc.detach(), q_z.base_dist.scale.detach(), validate_args=False)
-    if isinstance(q_z, MultivariateNormal):
-        return MultivariateNormal(q_z.loc.detach(), scale_tril=q_z.scale_tril.detach(), validate_args=False)
-    raise ValueError(f"DReG needs a Q whose parameters can be detached (a diagonal or full-covariance Gaussian, "
-                     f"or a distribution with a detach() method); got {type(q_z).__name__}")

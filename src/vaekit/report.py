@@ -68,7 +68,7 @@ def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: in
     cfg, model = load_run(run_dir)
     cfg = point_data(cfg, dataset, data_dir)
     metrics = evaluate_all(model, load_data(cfg, run_dir).eval_split(split), k=k, seed=seed, progress=progress)
-    metrics.update(split=split, latent_dim=cfg.model.latent_dim)
+    metrics.update(split=split, latent_dim=cfg.model.latent_size)
     return metrics
 
 
@@ -243,6 +243,10 @@ def metrics_table(m: dict[str, Any]) -> str:
         ("bits/dim", f"{m['bits_per_dim']:.4f}", "NLL / (D log 2)"),
         ("active units", f"{m['active_units']} of {m['latent_dim']}", "Cov_x E_Q[z_j] > 0.01 (Burda et al. 2016)"),
     ]
+    for layer, (size, active, kl) in enumerate(zip(m.get("layer_sizes", ()), m.get("active_units_per_layer", ()),
+                                                   m.get("kl_per_layer", ())), 1):
+        rows.append((f"layer z{layer}", f"{active} of {size} active, KL {kl:.3f} nats",
+                     "E_Q[log Q(z_l|·) − log p(z_l|·)], one draw of z per example"))
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
                    for a, b, c in rows)
     return (f"<h2>Metrics ({html.escape(m['split'])} split, n = {m['n']})</h2>"

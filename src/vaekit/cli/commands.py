@@ -66,6 +66,9 @@ def _report_latents(result) -> None:
         log.warning("%s", warning)
 
 
+LAYER_KEYS = ("layer_sizes", "active_units_per_layer", "kl_per_layer")  # a model with stochastic layers
+
+
 def format_kl_per_dim(kl_per_dim: list[float] | None) -> str:
     if kl_per_dim is None:
         return "n/a (the prior is not a product of 1-D Gaussians: the KL does not split by dimension)"
@@ -138,6 +141,8 @@ def print_evaluation(m: dict[str, Any]) -> None:
     print(f"{'bound check':<16}{m['bound_check']} ({note})")
     print(f"{'NLL':<16}{m['nll']:10.3f} nats = {m['bits_per_dim']:.4f} bits/dim")
     print(f"{'active units':<16}{m['active_units']:10d} of {m['latent_dim']} (Cov_x E_q[z_j] > 0.01)")
+    for layer, (size, active, kl) in enumerate(zip(*(m.get(key, ()) for key in LAYER_KEYS)), 1):
+        print(f"{f'  layer z{layer}':<16}{active:10d} of {size} active, KL {kl:.3f} nats (Monte Carlo, one draw)")
     print(f"{'KL per dim':<16}" + format_kl_per_dim(m["kl_per_dim"]))
     p = m["protocol"]
     drawn = f" (seed {p['binarization_seed']})" if p["binarization_seed"] is not None else ""

@@ -65,7 +65,7 @@ def cmd_encode(args: argparse.Namespace) -> Path:
 def cmd_decode(args: argparse.Namespace) -> Path:
     """E[x|z] for every row of a latents file, in the data's units: .npy (the array) or .png (a grid)."""
     cfg, model = load_run(args.run)
-    z = read_latents(Path(args.latents), cfg.model.latent_dim)
+    z = read_latents(Path(args.latents), cfg.model.latent_size)
     x = to_data_units(cfg, args.run, torch.cat([model.decode(zb) for zb in z.split(1000)]))
     out = Path(args.out)
     if out.suffix.lower() == ".png":

@@ -1,0 +1,160 @@
+"""Hierarchical VAEs: L stochastic layers z = (z₁, …, z_L), held as one latent vector.
+
+Burda et al. (2016, §5 and App. C) stack them both ways:
+    p(z_L) p(z_{L−1}|z_L) … p(z₁|z₂) p(x|z₁)        (generative, top-down)
+    Q(z₁|x) Q(z₂|z₁) … Q(z_L|z_{L−1})               (inference, bottom-up)
+with each conditional a diagonal Gaussian from a small network. Both chains here are one torch
+`Distribution` over the concatenation [z₁, …, z_L] (event shape [Σ d_l]) with `rsample`/`sample` and an
+exact `log_prob` (the sum of the conditionals' log-densities), so the ELBO, the IWAE bound and its
+DReG gradients, the importance-sampled log-likelihood and every diagnostic take a hierarchical model
+exactly as they take a one-layer one: the objectives never learn that z has layers (Pyro's lesson).
+There is no closed-form KL between two chains, so the ELBO takes the Monte Carlo KL.
+
+`layer_sizes` and `layer_log_probs` say where the layers are, for per-layer statistics (evaluate.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, constraints
+from torch.func import functional_call
+
+from .errors import VaekitError
+from .likelihoods import detached, is_diagonal_normal
+
+
+class Chain(Distribution):
+    """p(z) = p(b₀) Π_i p(b_{i+1} | b_i) over blocks b₀, b₁, … drawn in that order, stored in z as the
+    layers z₁ … z_L: the blocks in order (inference, `top_down=False`) or reversed (generative, b₀ = z_L).
+
+    first: the distribution of b₀ (batch shape [B], event [d]); steps: modules b_i → p(b_{i+1}|b_i), any
+    batch shape in. params: the steps' parameters to use instead of their own (`detach`), per step.
+    `rsample` remembers its last draw, so `log_prob` of that same tensor scores b₀ with the tensor
+    `first` returned (a flow's memo then spares its sequential inverse).
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, first: Distribution, steps: Sequence[nn.Module], sizes: Sequence[int], top_down: bool = False,
+                 params: Sequence[dict[str, Tensor]] | None = None):
+        self.first, self.steps, self.top_down, self.params = first, tuple(steps), top_down, params
+        self.layer_sizes = tuple(int(s) for s in sizes)  # z₁ … z_L, as stored
+        self._memo: tuple[Tensor, Tensor] | None = None
+        super().__init__(first.batch_shape, torch.Size([sum(self.layer_sizes)]), validate_args=False)
+
+    def _step(self, i: int, block: Tensor) -> Distribution:
+        if self.params is None:
+            return self.steps[i](block)
+        return functional_call(self.steps[i], self.params[i], (block,))
+
+    def _store(self, blocks: list[Tensor]) -> Tensor:
+        return torch.cat(blocks[::-1] if self.top_down else blocks, -1)
+
+    def _blocks(self, z: Tensor) -> list[Tensor]:
+        blocks = list(z.split(self.layer_sizes, -1))
+        return blocks[::-1] if self.top_down else blocks
+
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        blocks = [self.first.rsample(torch.Size(sample_shape))]
+        for i in range(len(self.steps)):
+            blocks.append(self._step(i, blocks[-1]).rsample())
+        z = self._store(blocks)
+        self._memo = (z, blocks[0])
+        return z
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        with torch.no_grad():
+            blocks = [self.first.sample(torch.Size(sample_shape))]
+            for i in range(len(self.steps)):
+                blocks.append(self._step(i, blocks[-1]).sample())
+            return self._store(blocks)
+
+    def conditionals(self, z: Tensor) -> list[tuple[Distribution, Tensor]]:
+        """(distribution, block) pairs in drawing order: (p(b₀), b₀), (p(b₁|b₀), b₁), …"""
+        blocks = self._blocks(z)
+        memo = self._memo
+        if memo is not None and z is memo[0]:
+            blocks[0] = memo[1]
+        return [(self.first, blocks[0])] + [(self._step(i, b), nxt) for i, (b, nxt) in enumerate(itertools.pairwise(blocks))]
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return sum(d.log_prob(b) for d, b in self.conditionals(z))
+
+    def layer_log_probs(self, z: Tensor, per_dimension: bool = False) -> list[Tensor | None]:
+        """log p of each layer given the one it is drawn from, in storage order (z₁ first): [...] each, or
+        with `per_dimension` [..., d_l] where that conditional is a diagonal Gaussian (else None)."""
+        terms = []
+        for d, b in self.conditionals(z):
+            if not per_dimension:
+                terms.append(d.log_prob(b))
+            else:
+                terms.append(d.base_dist.log_prob(b) if is_diagonal_normal(d) else None)
+        return terms[::-1] if self.top_down else terms
+
+    def expand(self, batch_shape: torch.Size, _instance=None) -> Chain:
+        return Chain(self.first.expand(torch.Size(batch_shape)), self.steps, self.layer_sizes, self.top_down, self.params)
+
+    def detach(self) -> Chain:
+        """The same density with every parameter cut from the graph (b₀'s distribution detached, the
+        steps run with detached weights by `functional_call`), gradients still flowing through z:
+        what DReG evaluates log Q with (Tucker et al. 2018 hold for any reparameterized Q)."""
+        params = [{name: p.detach() for name, p in step.named_parameters()} for step in self.steps]
+        return Chain(detached(self.first), self.steps, self.layer_sizes, self.top_down, params)
+
+
+class HierarchicalEncoder(nn.Module):
+    """x → Q(z|x) = Q(z₁|x) Π_l Q(z_l|z_{l−1}): `first` maps x to Q(z₁|x) (any posterior family);
+    `upper[l]` maps z_l to Q(z_{l+1}|z_l) (diagonal Gaussians in `model.compose`)."""
+
+    def __init__(self, first: nn.Module, upper: Sequence[nn.Module], sizes: Sequence[int]):
+        super().__init__()
+        self.first, self.upper, self.layer_sizes = first, nn.ModuleList(upper), tuple(sizes)
+
+    def forward(self, x: Tensor) -> Chain:
+        return Chain(self.first(x), self.upper, self.layer_sizes)
+
+    def top(self, x: Tensor) -> Distribution:
+        """Q(z_L | x) along the path of means: Q(z_L | z_{L−1} = E[z_{L−1}| … z₁ = E_Q[z₁|x]]), which a
+        VampPrior over the top layer mixes (Tomczak & Welling's pseudo-inputs seen through the stack)."""
+        q = self.first(x)
+        for step in self.upper:
+            try:
+                mean = q.mean
+            except NotImplementedError:
+                raise VaekitError(f"a prior over the top layer that sees the encoder (VampPrior) needs Q(z₁|x) with a "
+                                  f"closed-form mean; {type(q).__name__} has none: use --posterior diagonal or full") from None
+            q = step(mean)
+        return q
+
+
+class TopPath(nn.Module):
+    """An encoder's `top` as a module's forward, held in a tuple so the prior that uses it does not own it."""
+
+    def __init__(self, encoder: HierarchicalEncoder):
+        super().__init__()
+        self._encoder = (encoder,)
+
+    def forward(self, x: Tensor) -> Distribution:
+        return self._encoder[0].top(x)
+
+
+class HierarchicalPrior(nn.Module):
+    """p(z) = p(z_L) Π_l p(z_l | z_{l+1}): `top` any registered prior module over z_L (its `forward()`
+    gives the distribution), `lower[l]` maps z_{l+2} to p(z_{l+1}|z_{l+2}), listed from the top down."""
+
+    def __init__(self, top: nn.Module, lower: Sequence[nn.Module], sizes: Sequence[int]):
+        super().__init__()
+        self.top, self.lower, self.layer_sizes = top, nn.ModuleList(lower), tuple(sizes)
+
+    def forward(self) -> Chain:
+        return Chain(self.top(), self.lower, self.layer_sizes, top_down=True)
+
+    def pictures(self) -> dict:
+        return self.top.pictures() if hasattr(self.top, "pictures") else {}
