@@ -29,6 +29,9 @@ FAMILIES = [
     ("vampprior", {"prior": "vampprior", "prior_components": 500}, 85.57, "VampPrior, 1 layer (Tomczak & Welling 2018)"),
     ("full", {"posterior": "full"}, None, "no published row at this protocol"),
     ("iaf", {"posterior": "iaf", "flow_steps": 2}, None, "IAF's MNIST rows use a ResNet VAE (Kingma et al. 2016)"),
+    ("2-layer", {"latent_dim": [32, 16]}, 85.33, "VAE, 2 stochastic layers (Burda et al. 2016, Table 1)"),
+    ("2-layer+vampprior", {"latent_dim": [32, 16], "prior": "vampprior", "prior_components": 500}, 83.19,
+     "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018)"),
 ]
 
 

@@ -53,6 +53,9 @@ class ModelConfig:
                                                    "between stochastic layers (default: two of 2× the upper layer's size)")
     prior: str = setting("standard", "p(z) (of the top layer z_L when there are several)", PRIORS)
     prior_components: int = setting(10, "components K of a mixture prior (mog: Gaussians; vampprior: pseudo-inputs)")
+    condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "
+                             "data's labels y (one-hot); --prior label adds p(z|y)", ("none", "label"))
+    condition_classes: int = setting(0, "filled from the data: the number of label classes", flag="")
     shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "
                                    "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")
     init: str = setting("default", "weights: default (PyTorch) or glorot (Glorot-uniform, zero biases: the "
@@ -223,6 +226,10 @@ def validate(cfg: Config, source: str = "config") -> None:
     t = cfg.train
     if t.objective == "iwae" and (t.beta != 1 or t.kl_warmup_epochs or t.estimator != "reparameterization"):
         raise VaekitError(f"{source}: [train] beta, kl_warmup_epochs and estimator apply to objective 'elbo', not 'iwae'")
+    m = cfg.model
+    if m.condition != "none" and (len(m.latent_dim) > 1 or m.arch != "mlp" or t.cuda_graphs):
+        raise VaekitError(f"{source}: [model] condition = {m.condition!r} takes one latent layer, arch = 'mlp' "
+                          "and no cuda_graphs")
     if t.dreg and t.objective != "iwae":
         raise VaekitError(f"{source}: [train] dreg = true needs objective = 'iwae'")
     if cfg.data.scale is not None and not (cfg.data.scale > 0 and math.isfinite(cfg.data.scale)):

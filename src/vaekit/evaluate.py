@@ -49,11 +49,21 @@ def eval_mode(model: torch.nn.Module):
             m.training = training
 
 
-def _my_batches(x: Tensor, batch_size: int, ctx: Context):
-    """(index, batch) pairs this rank evaluates: batch b goes to rank b mod world, whole, no padding."""
-    for b, xb in enumerate(x.split(batch_size)):
+def _my_batches(model, x: Tensor, batch_size: int, ctx: Context, y: Tensor | None = None):
+    """(index, batch, model) triples this rank evaluates: batch b goes to rank b mod world, whole, no
+    padding; the model with the batch's labels bound where there are labels (a conditional VAE)."""
+    for b, (xb, mb) in enumerate(_batches(model, x, batch_size, y)):
         if b % ctx.world_size == ctx.rank:
-            yield b, xb
+            yield b, xb, mb
+
+
+def _batches(model, x: Tensor, batch_size: int, y: Tensor | None = None):
+    """(batch of x, the model given the batch's labels y, or the model itself when y is None)."""
+    if y is None:
+        return ((xb, model) for xb in x.split(batch_size))
+    if y.shape[:1] != x.shape[:1]:
+        raise VaekitError(f"{y.shape[0]} labels for {x.shape[0]} examples")
+    return ((xb, model.given(yb)) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
 
 
 def _chunk_size(k: int, batch: int, dim: int, device: torch.device) -> int:
@@ -102,7 +112,7 @@ class ELBOEstimate(NamedTuple):
 @torch.no_grad()
 def elbo_estimate(
     model, x: Tensor, num_samples: int = ELBO_SAMPLES, batch_size: int = 1000, seed: int = 0, ctx: Context = SINGLE,
-    progress: bool = False,
+    progress: bool = False, y: Tensor | None = None,
 ) -> ELBOEstimate:
     """The ELBO over x: [N, D] from `num_samples` draws of z ~ Q(z|x) per example, with its Monte
     Carlo standard error: sqrt(Σ_i s_i²/S)/N, s_i² the sample variance of example i's S one-draw
@@ -110,14 +120,15 @@ def elbo_estimate(
 
     Batch b's noise is seeded by (seed, b), so its values do not depend on which rank computes it:
     under torch.distributed, float64 sums all-reduced over ranks equal the one-process values. One
-    sample draws exactly the noise of `elbo(model, x_b)` under that seed.
+    sample draws exactly the noise of `elbo(model, x_b)` under that seed. y: the labels of x [N], for a
+    conditional VAE (each batch is evaluated by `model.given(y_b)`).
     """
     sums = torch.zeros(4, dtype=torch.float64, device=x.device)
     bar = Progress(x.shape[0], f"ELBO ({num_samples} draws)", enabled=progress and ctx.is_main)
     with forked_rng(x.device), eval_mode(model), bar:
-        for b, xb in _my_batches(x, batch_size, ctx):
+        for b, xb, mb in _my_batches(model, x, batch_size, ctx, y):
             torch.manual_seed(batch_seed(seed, b))
-            sums += _elbo_batch(model, xb, num_samples)
+            sums += _elbo_batch(mb, xb, num_samples)
             bar.update(xb.shape[0] * ctx.world_size)
     total, recon, kl, mc_var = (all_reduce_sum(sums, ctx) / x.shape[0]).tolist()
     mc_stderr = math.sqrt(mc_var / x.shape[0]) if num_samples > 1 else float("nan")
@@ -140,11 +151,12 @@ def _elbo_batch(model, xb: Tensor, num_samples: int) -> Tensor:
 
 
 def evaluate_elbo(
-    model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0, ctx: Context = SINGLE
+    model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0, ctx: Context = SINGLE,
+    y: Tensor | None = None,
 ) -> dict[str, float]:
     """Means over x: [N, D] of the ELBO, reconstruction and KL terms (nats per example) and n: what
     training validates with. `elbo_estimate` gives the same with its Monte Carlo error."""
-    r = elbo_estimate(model, x, num_samples, batch_size, seed, ctx)
+    r = elbo_estimate(model, x, num_samples, batch_size, seed, ctx, y=y)
     return {"elbo": r.elbo, "reconstruction": r.reconstruction, "kl": r.kl, "n": r.n}
 
 
@@ -175,6 +187,7 @@ def log_likelihood(
     ctx: Context = SINGLE,
     q_z: Distribution | None = None,
     progress: bool = False,
+    y: Tensor | None = None,
 ) -> LogLikelihood:
     """log p(x) ≈ log (1/k) Σ_i p(x, z_i)/Q(z_i|x), z_i ~ Q(z|x) (Burda et al. 2016), per example.
 
@@ -191,10 +204,10 @@ def log_likelihood(
     slots = torch.zeros(2, n, dtype=torch.float64, device=x.device)  # log p̂, ESS at each example's index
     bar = Progress(n, f"log-likelihood (k = {k})", enabled=progress and ctx.is_main)
     with forked_rng(x.device), eval_mode(model), bar:
-        for b, xb in _my_batches(x, batch_size, ctx):
+        for b, xb, mb in _my_batches(model, x, batch_size, ctx, y):
             torch.manual_seed(batch_seed(seed, b))
             start = b * batch_size
-            slots[:, start : start + xb.shape[0]] = _log_likelihood_batch(model, xb, k, chunk_size, cut(b))
+            slots[:, start : start + xb.shape[0]] = _log_likelihood_batch(mb, xb, k, chunk_size, cut(b))
             bar.update(xb.shape[0] * ctx.world_size)
     per_example, ess = all_reduce_sum(slots, ctx).cpu()
     n_bad = int((~torch.isfinite(per_example)).sum())
@@ -232,7 +245,8 @@ def marginals(d: Distribution) -> Independent | None:
 
 
 @torch.no_grad()
-def latent_statistics(model, x: Tensor, batch_size: int = 1000, seed: int = 0) -> dict[str, object]:
+def latent_statistics(model, x: Tensor, batch_size: int = 1000, seed: int = 0,
+                      y: Tensor | None = None) -> dict[str, object]:
     """Active units and KL per latent dimension over x: [N, D], for any prior and posterior.
 
     A unit j is active when A_j = Cov_x(E_Q[z_j|x]) > 10⁻² (Burda et al. 2016; E_Q by Monte Carlo
@@ -245,23 +259,22 @@ def latent_statistics(model, x: Tensor, batch_size: int = 1000, seed: int = 0) -
     `layer_sizes`, `active_units_per_layer`, `kl_per_layer` (nats, E_Q[log Q(z_l|·) − log p(z_l|·)] from
     one draw of z per example) and, where every conditional is a diagonal Gaussian, `kl_per_dim` from
     the same draws: a Monte Carlo estimate that sums to `kl_per_layer`'s total. Draws come from a
-    forked RNG seeded with `seed`: the numbers repeat.
+    forked RNG seeded with `seed`: the numbers repeat. y: the labels of x [N], for a conditional VAE.
     """
     with forked_rng(x.device), eval_mode(model):
         torch.manual_seed(seed)
-        p_z = model.prior()
-        p_marginals = marginals(p_z)
-        layers = getattr(p_z, "layer_sizes", None)
         locs, kls, layer_kls = [], [], []
-        for xb in x.split(batch_size):
-            q_z = model.posterior(xb)
+        for xb, mb in _batches(model, x, batch_size, y):
+            p_z, q_z = mb.prior(), mb.posterior(xb)
+            p_marginals = marginals(p_z)
+            layers = getattr(p_z, "layer_sizes", None)
             locs.append(mean_of(q_z).double())
             q_marginals = marginals(q_z) if p_marginals is not None else None
             if q_marginals is not None:
                 kls.append(kl_diagonal_normal(q_marginals, p_marginals, per_dimension=True).double().sum(0))
             if layers is not None:
                 layer_kls.append(_layer_kl(q_z, p_z))
-        diagonal = is_diagonal_normal(model.prior()) and is_diagonal_normal(model.posterior(x[:1]))
+            diagonal = is_diagonal_normal(p_z) and is_diagonal_normal(q_z)
     activity = torch.cat(locs).var(0, unbiased=False)
     kl_per_dim = (torch.stack(kls).sum(0) / x.shape[0]).tolist() if len(kls) == len(locs) else None
     active = activity > ACTIVE_UNIT_THRESHOLD
@@ -310,18 +323,18 @@ def bits_per_dim_of(model) -> str:
 
 def evaluate_all(
     model, x: Tensor, k: int, seed: int = 0, ctx: Context = SINGLE, elbo_samples: int = ELBO_SAMPLES,
-    progress: bool = False,
+    progress: bool = False, y: Tensor | None = None,
 ) -> dict[str, object]:
     """What `vaekit evaluate` and the report show, over x: [N, D]: the ELBO terms (`elbo_samples`
     draws per example) and the k-sample log-likelihood, each with its Monte Carlo standard error
     (`*_mc_stderr`, another seed), the log-likelihood's standard error over examples
     (`log_likelihood_stderr`, another test set), the importance weights' ESS, the ELBO ≤ L_k check,
-    NLL, bits/dim, active units and KL per dimension."""
-    e = elbo_estimate(model, x, elbo_samples, seed=seed, ctx=ctx, progress=progress)
-    ll = log_likelihood(model, x, k=k, seed=seed, ctx=ctx, progress=progress)
+    NLL, bits/dim, active units and KL per dimension. y: the labels of x [N], for a conditional VAE."""
+    e = elbo_estimate(model, x, elbo_samples, seed=seed, ctx=ctx, progress=progress, y=y)
+    ll = log_likelihood(model, x, k=k, seed=seed, ctx=ctx, progress=progress, y=y)
     return {"elbo": e.elbo, "reconstruction": e.reconstruction, "kl": e.kl, "n": e.n,
             "elbo_samples": elbo_samples, "elbo_mc_stderr": e.mc_stderr,
             "log_likelihood": ll.mean, "log_likelihood_stderr": ll.stderr, "log_likelihood_mc_stderr": ll.mc_stderr,
             "nll": -ll.mean, "k": k, "bits_per_dim": bits_per_dim(ll.mean, x.shape[1]),
             "bits_per_dim_of": bits_per_dim_of(model), **ess_summary(ll.ess, k),
-            "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x, seed=seed)}
+            "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x, seed=seed, y=y)}

@@ -58,8 +58,19 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
         raise VaekitError(f"model expects data of shape {tuple(cfg.model.data_shape)} but {dataset.name} has {shape}")
     binarize = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
     plugins = tuple(sorted(set(cfg.model.plugins) | set(plugins_needed(cfg))))
-    return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins),
+    classes = cfg.model.condition_classes
+    if cfg.model.condition == "label":
+        dataset.labels_of("train")
+        if classes and dataset.classes > classes:
+            raise VaekitError(f"{dataset.name} has labels up to {dataset.classes - 1}; the model knows {classes} classes")
+        classes = classes or dataset.classes
+    return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins, condition_classes=classes),
                    data=replace(cfg.data, binarize=binarize, **absolute_paths(cfg.data)))
+
+
+def labels_for(cfg: Config, dataset: Dataset, split: str, device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """The labels of `split` where the model is conditioned on them, else None."""
+    return dataset.labels_of(split).to(device) if cfg.model.condition == "label" else None
 
 
 def absolute_paths(d) -> dict[str, str]:
@@ -198,6 +209,9 @@ def train_model(
             log.info("%d processes × batch %d = global batch %d", ctx.world_size, tc.batch_size, ctx.world_size * tc.batch_size)
 
     train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
+    val_y = labels_for(cfg, dataset, "val", device)
+    if val_y is not None:  # a conditional VAE: the loop gathers each batch's labels with its rows
+        train_x = (train_x, labels_for(cfg, dataset, "train", device))
     save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_signals() as interrupted:
 
@@ -218,7 +232,7 @@ def train_model(
                                         progress and ctx.is_main, ctx=ctx, on_step=on_step,
                                         skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn)
             seconds = time.perf_counter() - t0
-            val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx)
+            val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y)
             record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
                       **{f"train/{k}": v for k, v in train_metrics.items()},
                       **{f"val/{k}": v for k, v in val.items() if k != "n"}}

@@ -5,7 +5,8 @@ File layouts (the same columns in each):
 - .npz: `mean` [N, k], `std` [N, k], and `labels` [N] where the data have them;
 - .npy: one float32 array [N, 2k], the k means then the k standard deviations;
 - .csv: a header `z1_mean, …, zk_mean, z1_std, …, zk_std[, label]` and one row per example.
-`read_latents` takes any of them (and a bare [N, k] array of z) and returns the means [N, k].
+`read_latents` takes any of them (and a bare [N, k] array of z) and returns the means [N, k];
+`read_labels` the labels, where the file has them.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ MC_SAMPLES = 256  # draws for a standard deviation torch has no closed form for 
 
 
 @torch.no_grad()
-def posterior_summary(model, x: Tensor, batch_size: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
+def posterior_summary(model, x: Tensor, batch_size: int = 1000, seed: int = 0,
+                      y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(mean, std) of Q(z|x) for every row of x, each [N, k]: closed forms where torch has them, else
-    Monte Carlo over `MC_SAMPLES` draws from a generator seeded by `seed` (the caller's RNG untouched)."""
+    Monte Carlo over `MC_SAMPLES` draws from a generator seeded by `seed` (the caller's RNG untouched).
+    y: the labels of x, for a conditional VAE's Q(z|x, y)."""
     means, stds = [], []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for xb in x.split(batch_size):
-            q = model.encode(xb, distribution=True)
+        labels = y.split(batch_size) if y is not None else [None] * len(x.split(batch_size))
+        for xb, yb in zip(x.split(batch_size), labels):
+            q = (model.given(yb) if yb is not None else model).encode(xb, distribution=True)
             means.append(mean_of(q, MC_SAMPLES))
             try:
                 stds.append(q.stddev)
@@ -108,6 +112,31 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
     if not np.isfinite(z).all():
         raise VaekitError(f"{path}: the latents hold NaN or Inf")
     return torch.from_numpy(z.astype(np.float32))
+
+
+def read_labels(path: Path) -> Tensor | None:
+    """The labels stored beside the latents (`labels` of an .npz, the `label` column of a .csv, as
+    `write_latents` writes them), int64 [N], or None. What a conditional VAE decodes with."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                y = f["labels"] if "labels" in f.files else None
+        elif path.suffix.lower() == ".csv":
+            rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+            if not rows or "label" not in rows[0]:
+                return None
+            column = rows[0].index("label")
+            y = np.array([float(r[column]) for r in rows[1:] if r])
+        else:
+            return None
+    except (OSError, ValueError) as e:
+        raise VaekitError(f"{path}: cannot read labels ({str(e).splitlines()[0]})") from None
+    if y is None:
+        return None
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+        raise VaekitError(f"{path}: labels must be whole numbers, one per row; got {list(y.shape)} of {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64))
 
 
 def _numeric(row: list[str]) -> bool:

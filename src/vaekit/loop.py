@@ -127,7 +127,7 @@ def train_epoch(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
-    data: Tensor,
+    data: Tensor | tuple[Tensor, ...],
     batch_size: int,
     seed: int,
     state: LoopState,
@@ -140,6 +140,8 @@ def train_epoch(
     step_fn: StepFn | None = None,
 ) -> dict[str, float]:
     """One pass over `data` in the order `epoch_permutation(…, state.epoch)`; returns example-weighted means.
+    `data` is a tensor of rows, or a tuple of them (examples and their labels, say) whose batches are
+    gathered with the same indices and passed on as a tuple.
 
     Starts at batch `state.batch` (so a mid-epoch checkpoint continues exactly) and calls
     `on_step(state)` after every step (call `settle(state)` there before reading metrics or saving).
@@ -153,7 +155,9 @@ def train_epoch(
     over all ranks' examples.
     """
     module.train()
-    perm = shard_indices(epoch_permutation(data.shape[0], seed, state.epoch), ctx, batch_size).to(data.device)
+    columns = data if isinstance(data, tuple) else (data,)  # x, or (x, labels, …): rows gathered together
+    rows = columns[0]
+    perm = shard_indices(epoch_permutation(rows.shape[0], seed, state.epoch), ctx, batch_size).to(rows.device)
     steps = (perm.shape[0] + batch_size - 1) // batch_size
     if max_steps is not None:
         steps = min(steps, max_steps)
@@ -161,18 +165,19 @@ def train_epoch(
     if step_fn is None:
         def step_fn(batch, progress):
             return train_step(module, optimizer, loss_fn, batch, progress)
-    sync_every = sync_every or (1 if data.device.type == "cpu" else GPU_SYNC_EVERY)
-    state.pending = _Pending(state, steps, skip_nonfinite, data.device, list(module.parameters()))
+    sync_every = sync_every or (1 if rows.device.type == "cpu" else GPU_SYNC_EVERY)
+    state.pending = _Pending(state, steps, skip_nonfinite, rows.device, list(module.parameters()))
     bar = Progress(perm.shape[0], f"epoch {state.epoch + 1}", enabled=show_progress)
     bar.update(min(state.batch * batch_size, perm.shape[0]))  # a resumed epoch starts part way
     for i in range(state.batch, steps):
-        batch = data.index_select(0, perm[i * batch_size : (i + 1) * batch_size])
+        index = perm[i * batch_size : (i + 1) * batch_size]
+        batch = data.index_select(0, index) if columns[0] is data else tuple(c.index_select(0, index) for c in columns)
         try:
             verdict, metrics = step_fn(batch, state.epoch + i / steps)
         except ValueError as e:  # torch.distributions refusing NaN parameters, where validation is on
             raise NonFiniteLossError(f"non-finite values at epoch {state.epoch + 1}, step {i + 1}: "
                                      f"{str(e).splitlines()[0]}") from None
-        state.pending.add(state, verdict, metrics, batch.shape[0])
+        state.pending.add(state, verdict, metrics, index.shape[0])
         if (i + 1) % sync_every == 0 or i + 1 == steps:
             settle(state)
             shown = {k: float(v) / max(state.examples, 1) for k, v in state.sums.items()} if show_progress else {}
@@ -182,9 +187,9 @@ def train_epoch(
     settle(state)
     bar.close()
     names = list(state.sums)
-    totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64, device=data.device)
+    totals = all_reduce_sum(torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float64, device=rows.device)
                                          for k in names] + [
-        torch.tensor(float(state.examples), dtype=torch.float64, device=data.device)]), ctx).tolist()
+        torch.tensor(float(state.examples), dtype=torch.float64, device=rows.device)]), ctx).tolist()
     state.epoch, state.batch, state.sums, state.examples, state.pending = state.epoch + 1, 0, {}, 0, None
     if not totals[-1]:  # every batch was skipped: no means to give
         return {}

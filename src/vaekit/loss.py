@@ -65,8 +65,10 @@ class VAEObjective(nn.Module):
             self._sample = torch.compiler.disable(self._sample)
         self._beta: torch.Tensor | None = None  # β on the device, for a compiled core (a float is baked in)
 
-    def forward(self, raw: Tensor, progress: float | Tensor):
-        """progress: epochs done, a float or a 0-d device tensor (a CUDA-graphed step passes a tensor)."""
+    def forward(self, batch: Tensor | tuple[Tensor, Tensor], progress: float | Tensor):
+        """batch: raw rows [B, D], or (rows, labels [B]) for a conditional VAE (bound by `model.given`);
+        progress: epochs done, a float or a 0-d device tensor (a CUDA-graphed step passes a tensor)."""
+        raw, y = batch if isinstance(batch, tuple) else (batch, None)
         tc = self.tc
         u = self._uniform(raw) if self.dataset.binarize == "dynamic" else None
         x = self.dataset.prepare(raw, u=u)
@@ -79,10 +81,10 @@ class VAEObjective(nn.Module):
         # the distributions skip their argument checks.
         with validating(self.model, False), torch.autocast(raw.device.type, torch.bfloat16,
                                                            enabled=tc.precision == "bf16"):
-            return self._core(x, beta)
+            return self._core(x, beta, y)
 
-    def _loss(self, x: Tensor, beta: float | Tensor):
-        return self.objective(self.model, x, self.tc, beta, self._sample)
+    def _loss(self, x: Tensor, beta: float | Tensor, y: Tensor | None = None):
+        return self.objective(self.model.given(y) if y is not None else self.model, x, self.tc, beta, self._sample)
 
     def _uniform(self, raw: Tensor) -> Tensor:
         """U(0, 1) noise for this rank's block of the global batch (drawn for all of it)."""

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from .errors import VaekitError
 from .hierarchical import HierarchicalEncoder, HierarchicalPrior, TopPath
 from .likelihoods import LIKELIHOODS
 from .networks import ARCHITECTURES, Concat, First, mlp
@@ -35,6 +36,14 @@ def widen(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
+def beside(t: Tensor, context: Tensor | None) -> Tensor:
+    """[t, context] along the last dimension, the context [B, C] broadcast to t's leading dimensions
+    ([S, B, k] draws of z): what a conditional encoder and decoder take (Sohn et al. 2015)."""
+    if context is None:
+        return t
+    return torch.cat([t, context.to(t.dtype).expand(*t.shape[:-1], context.shape[-1])], -1)
+
+
 class Encoder(nn.Module):
     """x: [..., D] → Q(z|x): `head(net(x))`. Any `nn.Module` can be the net; the head is a posterior
     family, a module or a registered name (`Encoder(my_net, "full", latent_dim=8)`), and needs
@@ -45,8 +54,8 @@ class Encoder(nn.Module):
         self.net = net
         self.head = POSTERIORS.build(head, **settings) if isinstance(head, str) else head
 
-    def forward(self, x: Tensor) -> Distribution:
-        return self.head(widen(self.net(x)))
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
+        return self.head(widen(self.net(beside(x, context))))
 
 
 class Decoder(nn.Module):
@@ -64,8 +73,8 @@ class Decoder(nn.Module):
         """What data the likelihood takes (likelihoods.SUPPORTS), when the head says."""
         return getattr(self.head, "support", None)
 
-    def forward(self, z: Tensor) -> Distribution:
-        return self.head(widen(self.net(z)))
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
+        return self.head(widen(self.net(beside(z, context))))
 
 
 def mean_of(d: Distribution, samples: int = 256) -> Tensor:
@@ -76,15 +85,12 @@ def mean_of(d: Distribution, samples: int = 256) -> Tensor:
         return d.sample((samples,)).mean(0)
 
 
-class Generative(nn.Module):
-    """p(x, z) = p(z) p(x|z) from `self.prior` and `self.decoder`: what the model and the references share."""
+class Joint:
+    """What the objectives, the evaluation and the pictures ask of a model, from three methods a subclass
+    gives: `prior()` → p(z), `p_x_given_z(z)` and, for a VAE, `posterior(x)` → Q(z|x). A module (a VAE)
+    and a conditional VAE with its labels bound (`Given`) share it."""
 
-    prior: nn.Module
     decoder: nn.Module
-
-    def p_x_given_z(self, z: Tensor) -> Distribution:
-        """p(x|z; θ) with batch shape z.shape[:-1] and event shape [D]."""
-        return self.decoder(z)
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x, z; θ) = log p(z) + log p(x|z; θ): [...]."""
@@ -101,14 +107,37 @@ class Generative(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> Tensor:
         """n draws from the model, [n, D]: E[x|z] for z ~ p(z) by default (what pictures show);
-        `mean=False` draws x ~ p(x|z) too."""
-        p = self.p_x_given_z(self.prior().sample((n,)))
+        `mean=False` draws x ~ p(x|z) too. A prior with batch shape [n] (conditioned on n labels) gives
+        one draw each."""
+        p_z = self.prior()
+        p = self.p_x_given_z(p_z.sample() if tuple(p_z.batch_shape) == (n,) else p_z.sample((n,)))
         return p.mean if mean else p.sample()
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
         """E[x|z], the mean of p(x|z) (probabilities for a Bernoulli, not logits): [..., D]."""
         return self.p_x_given_z(z).mean
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, distribution: bool = False) -> Tensor | Distribution:
+        """The posterior mean E_Q[z|x], [B, k]; with `distribution=True`, Q(z|x) itself."""
+        q_z = self.posterior(x)
+        return q_z if distribution else mean_of(q_z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x|z] at z = the posterior mean of Q(z|x): [B, D]."""
+        return self.decode(mean_of(self.posterior(x)))
+
+
+class Generative(Joint, nn.Module):
+    """p(x, z) = p(z) p(x|z) from `self.prior` and `self.decoder`: what the model and the references share."""
+
+    prior: nn.Module
+
+    def p_x_given_z(self, z: Tensor) -> Distribution:
+        """p(x|z; θ) with batch shape z.shape[:-1] and event shape [D]."""
+        return self.decoder(z)
 
 
 class GenerativeModel(Generative):
@@ -130,41 +159,95 @@ class VAE(Generative):
 
     `VAE(data_dim=…, latent_dim=…, hidden=…, …)`, the seed's model by keywords, still builds the
     default composition (`compose`); `vaekit.build_model(cfg)` builds one from a config.
+
+    A conditional VAE (Sohn et al. 2015) also has a `condition`, labels y → a context c(y) that the
+    encoder, the decoder and a conditional prior take: Q(z|x, y), p(x|z, y), p(z|y). It is used through
+    `model.given(y)`, the same model with y bound, which the objectives and the evaluation take as they
+    take any model; asked for Q(z|x) or p(x|z) without its labels, it says so.
     """
 
     def __init__(self, encoder: nn.Module | int | None = None, decoder: nn.Module | int | None = None,
-                 prior: nn.Module | str | None = None, **settings: Any):
+                 prior: nn.Module | str | None = None, condition: nn.Module | str | None = None, **settings: Any):
         super().__init__()
         if not isinstance(encoder, nn.Module):  # the seed's model by keywords: VAE(64, latent_dim=8, …)
-            for name, value in (("data_dim", encoder), ("latent_dim", decoder), ("prior", prior)):
+            for name, value in (("data_dim", encoder), ("latent_dim", decoder), ("prior", prior), ("condition", condition)):
                 if value is not None:
                     settings[name] = value
             bound = inspect.signature(compose).bind(**settings)
             bound.apply_defaults()
-            encoder, decoder, prior = compose(**settings)
+            encoder, decoder, prior, condition = compose(**settings)
             self.settings = {k: v for k, v in bound.arguments.items() if k != "ignored"}  # what rebuilds it
         elif decoder is None or prior is None or settings:
             raise TypeError("VAE(encoder, decoder, prior) takes three modules; for the seed's model by "
                             "settings write VAE(data_dim=…, latent_dim=…, …) or vaekit.build_model(cfg)")
-        self.encoder, self.decoder, self.prior = encoder, decoder, prior
+        self.encoder, self.decoder, self.prior, self.condition = encoder, decoder, prior, condition
+
+    def _unconditioned(self) -> None:
+        if self.condition is not None:
+            raise VaekitError("this VAE is conditioned on labels (Sohn et al. 2015): bind them with "
+                              "model.given(y), y the labels of the batch [B]")
 
     def posterior(self, x: Tensor) -> Distribution:
         """Q(z|x): batch shape [B], event shape [k]."""
+        self._unconditioned()
         return self.encoder(x)
+
+    def p_x_given_z(self, z: Tensor) -> Distribution:
+        self._unconditioned()
+        return self.decoder(z)
 
     def forward(self, x: Tensor) -> Distribution:
         return self.posterior(x)
 
-    @torch.no_grad()
-    def encode(self, x: Tensor, distribution: bool = False) -> Tensor | Distribution:
-        """The posterior mean E_Q[z|x], [B, k]; with `distribution=True`, Q(z|x) itself."""
-        q_z = self.posterior(x)
-        return q_z if distribution else mean_of(q_z)
+    def given(self, y: Tensor | None) -> Joint:
+        """The model with labels y [B] bound (`Given`); an unconditional model is itself, y unused."""
+        return self if self.condition is None or y is None else Given(self, y)
 
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """E[x|z] at z = the posterior mean of Q(z|x): [B, D]."""
-        return self.decode(mean_of(self.posterior(x)))
+
+class Given(Joint):
+    """A conditional VAE with its labels y bound: Q(z|x, y), p(x|z, y), p(z|y) (p(z) for a prior that
+    takes no context) as `posterior(x)`, `p_x_given_z(z)`, `prior()`, plus everything `Joint` derives
+    from them (`sample(n)` with n = len(y), `encode`, `reconstruct`, `decode`, `log_joint`)."""
+
+    def __init__(self, model: VAE, y: Tensor):
+        self.model, self.y, self.context = model, y, model.condition(y)
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self.model.decoder
+
+    def modules(self):
+        """The model's modules (what `validating` and the like walk)."""
+        return self.model.modules()
+
+    def posterior(self, x: Tensor) -> Distribution:
+        return self.model.encoder(x, self.context)
+
+    def p_x_given_z(self, z: Tensor) -> Distribution:
+        return self.model.decoder(z, self.context)
+
+    def prior(self) -> Distribution:
+        prior = self.model.prior
+        return prior(self.context) if getattr(prior, "conditional", False) else prior()
+
+
+class Labels(nn.Module):
+    """Whole-number labels y [B] in 0…C−1 → the one-hot context c(y) [B, C] of a conditional VAE."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.classes = classes
+        self.register_buffer("eye", torch.eye(classes), persistent=False)  # rows: the one-hot codes, in the
+        # model's dtype and on its device
+
+    def forward(self, y: Tensor) -> Tensor:
+        y = torch.as_tensor(y)
+        if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise VaekitError(f"labels must be whole numbers of shape [B], got {y.dtype} of shape {tuple(y.shape)}")
+        if y.device.type == "cpu" and y.numel() and not (0 <= int(y.min()) and int(y.max()) < self.classes):
+            raise VaekitError(f"labels must lie in 0…{self.classes - 1} (the model's {self.classes} classes); "
+                              f"got {int(y.min())}…{int(y.max())}")
+        return self.eye[y.to(self.eye.device).long()]
 
 
 def compose(
@@ -184,16 +267,27 @@ def compose(
     posterior: str = "diagonal",
     flow_steps: int = 2,
     layer_hidden: Sequence[int] | None = None,
+    condition: str = "none",
+    condition_classes: int = 0,
     **ignored: Any,
-) -> tuple[nn.Module, Decoder, nn.Module]:
+) -> tuple[nn.Module, Decoder, nn.Module, nn.Module | None]:
     """(encoder, decoder, prior) from registered parts by name; `decoder_hidden=None` mirrors `hidden`.
 
     `shared_encoder=False` gives the posterior head's outputs from separate networks, half each
     (the seed's q(x; φ) for the mean and v(x; ψ) for the scale of a diagonal Q).
     `latent_dim=(d₁, …, d_L)` stacks L stochastic layers (`stack`); `hidden`, `posterior` and the
     likelihood belong to x ↔ z₁, `prior` to z_L.
+    `condition="label"` with `condition_classes=C` makes it a conditional VAE (Sohn et al. 2015): the
+    encoder takes [x, one-hot y], the decoder [z, one-hot y]; `prior="label"` adds p(z|y).
     """
     sizes = (latent_dim,) if isinstance(latent_dim, int) else tuple(latent_dim)
+    labels = Labels(condition_classes) if condition == "label" else None
+    c = condition_classes if labels is not None else 0
+    if labels is not None and (len(sizes) > 1 or arch != "mlp" or condition_classes < 1):
+        raise VaekitError("a conditional VAE (condition = 'label') takes one stochastic layer, arch = 'mlp' and "
+                          f"condition_classes ≥ 1; got latent_dim {list(sizes)}, arch {arch!r}, {condition_classes} classes")
+    if condition not in ("none", "label"):
+        raise VaekitError(f"condition must be 'none' or 'label', got {condition!r}")
     data_shape = tuple(data_shape) if data_shape else (data_dim,)
     q_head = POSTERIORS.build(posterior, latent_dim=sizes[0], flow_steps=flow_steps)
     p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, sigma=sigma)
@@ -204,19 +298,19 @@ def compose(
 
     n_q = q_head.out_features(sizes[0])
     if shared_encoder:
-        enc_net = net("encoder", data_dim, n_q, hidden)
+        enc_net = net("encoder", data_dim + c, n_q, hidden)
     else:
-        enc_net = Concat(net("encoder", data_dim, n_q // 2, hidden), net("encoder", data_dim, n_q - n_q // 2, hidden))
+        enc_net = Concat(net("encoder", data_dim + c, n_q // 2, hidden), net("encoder", data_dim + c, n_q - n_q // 2, hidden))
     dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
-    dec_net = net("decoder", sizes[0], p_head.out_features(data_dim), dec_hidden)
+    dec_net = net("decoder", sizes[0] + c, p_head.out_features(data_dim), dec_hidden)
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
-        return stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init,
-                     prior=prior, components=prior_components, data_shape=data_shape)
+        return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init,
+                       prior=prior, components=prior_components, data_shape=data_shape), None)
     # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
     p_z = PRIORS.build(prior, latent_dim=sizes[0], components=prior_components, encoder=encoder,
-                       data_dim=data_dim, data_shape=data_shape)
-    return encoder, Decoder(dec_net, p_head, data_dim), p_z
+                       data_dim=data_dim, data_shape=data_shape, classes=c)
+    return encoder, Decoder(dec_net, p_head, data_dim), p_z, labels
 
 
 def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int, sizes: Sequence[int],

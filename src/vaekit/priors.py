@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, MultivariateNormal
 
+from .errors import VaekitError
 from .likelihoods import LOG_2PI, Part, diagonal_normal, is_diagonal_normal
 from .registry import Registry
 
@@ -154,6 +155,25 @@ class VampPrior(Part):
         return {"pseudo_inputs": (self.inputs().detach(), caption)}
 
 
+class LabelGaussian(Part):
+    """p(z|y) = N(μ_y, diag σ_y²): a learned Gaussian per label y, the conditional prior of a conditional
+    VAE (Sohn et al. 2015, whose prior network p(z|x) here sees only the label). `forward(c)` takes the
+    one-hot context c(y) [B, C] and gives batch shape [B]; every label starts at N(0, I). Gaussian
+    against a diagonal Q: the ELBO keeps the closed-form KL."""
+
+    conditional = True  # `prior(context)`: a conditional VAE's `given(y)` passes the labels' context
+
+    def __init__(self, latent_dim: int, classes: int):
+        super().__init__()
+        self.means = nn.Parameter(torch.zeros(classes, latent_dim))
+        self.log_scales = nn.Parameter(torch.zeros(classes, latent_dim))
+
+    def forward(self, context: Tensor | None = None) -> Distribution:
+        if context is None:
+            raise VaekitError("p(z|y) needs the labels: use model.given(y).prior()")
+        return diagonal_normal(context @ self.means, (context @ self.log_scales).exp(), self.validate_args)
+
+
 @PRIORS.register("standard")
 def standard(latent_dim: int) -> nn.Module:
     """N(0, I): the seed's prior"""
@@ -167,9 +187,20 @@ def mog(latent_dim: int, components: int) -> nn.Module:
 
 
 @PRIORS.register("vampprior")
-def vampprior(components: int, encoder: nn.Module, data_dim: int) -> nn.Module:
+def vampprior(components: int, encoder: nn.Module, data_dim: int, classes: int = 0) -> nn.Module:
     """VampPrior: mean of the encoder's Q at K learned pseudo-inputs (--prior-components K), init N(0.05, 0.01²)
 
     Pseudo-inputs clamped to [0, 1]; random initialisation only (a model is built before it sees data).
     See `VampPrior`."""
+    if classes:
+        raise VaekitError("a VampPrior's pseudo-inputs carry no label: a conditional VAE takes --prior standard, "
+                          "mog or label")
     return VampPrior(encoder, data_dim, components)
+
+
+@PRIORS.register("label")
+def label(latent_dim: int, classes: int = 0) -> nn.Module:
+    """p(z|y): a learned Gaussian per label (with --condition label; Sohn et al. 2015)"""
+    if not classes:
+        raise VaekitError("prior 'label' is p(z|y): it needs a conditional VAE (--condition label)")
+    return LabelGaussian(latent_dim, classes)

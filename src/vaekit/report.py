@@ -22,7 +22,7 @@ from .checkpoint import load_config, load_run
 from .checks import evaluation_warnings
 from .diagnostics import collapse_warning
 from .evaluate import evaluate_all, latent_statistics, marginals
-from .experiment import load_data, point_data
+from .experiment import labels_for, load_data, point_data
 from .figures import (
     plot_correlations,
     plot_curves,
@@ -67,7 +67,9 @@ def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: in
     (the data found as `experiment.point_data` says)."""
     cfg, model = load_run(run_dir)
     cfg = point_data(cfg, dataset, data_dir)
-    metrics = evaluate_all(model, load_data(cfg, run_dir).eval_split(split), k=k, seed=seed, progress=progress)
+    data = load_data(cfg, run_dir)
+    metrics = evaluate_all(model, data.eval_split(split), k=k, seed=seed, progress=progress,
+                           y=labels_for(cfg, data, split))
     metrics.update(split=split, latent_dim=cfg.model.latent_size)
     return metrics
 
@@ -108,7 +110,8 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2, images only),
     traversals.png, interpolations.png; for vector data (data_shape (D,)) also marginals.png and
     correlations.png (the split against draws x ~ p(x)); NAME.png for each picture a part offers of
-    itself (`part_pictures`), curves.png (when metrics.jsonl has lines). Every model call is made here;
+    itself (`part_pictures`), curves.png (when metrics.jsonl has lines); a conditional VAE gets
+    `conditional_pictures` instead of the first six. Every model call is made here;
     `figures.py` draws. Needs matplotlib (the `plot` extra).
     """
     cfg, model = load_run(run_dir)
@@ -118,6 +121,41 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     dataset = load_data(cfg, run_dir)
     x, labels = dataset.eval_split(split), dataset.labels.get(split)
     shape = tuple(cfg.model.data_shape)
+    if getattr(model, "condition", None) is not None:
+        paths = conditional_pictures(model, x, dataset.labels_of(split), shape, out)
+    else:
+        paths = pictures(model, x, labels, shape, out, split)
+    paths += [plot_images(images, shape, out / f"{name}.png") for name, (images, _) in part_pictures(model).items()]
+    metrics = read_metrics(Path(run_dir))
+    if metrics:
+        paths.append(plot_curves(metrics, out / "curves.png"))
+    return paths
+
+
+def conditional_pictures(model, x: torch.Tensor, labels: torch.Tensor, shape: tuple[int, ...], out: Path,
+                         per_label: int = 8) -> list[Path]:
+    """A conditional VAE's pictures: samples.png with one row per label (E[x|z, y], z ~ p(z|y)),
+    reconstructions.png and latent_map.png of the split, each input with its own label."""
+    classes = model.condition.classes
+    with forked_rng(next(model.parameters()).device), torch.no_grad():
+        torch.manual_seed(SEED)
+        y = torch.arange(classes).repeat_interleave(per_label)
+        rows = [f"y = {c}" for c in range(classes)]
+        columns = [f"draw {i + 1}" for i in range(per_label)]
+        paths = [plot_traversals(model.given(y).sample(len(y)), shape, out / "samples.png",
+                                 "samples: one row per label y, E[x|z, y] for z ~ p(z|y)", rows, columns)]
+        paths.append(plot_reconstructions(x[:32], model.given(labels[:32]).reconstruct(x[:32]), shape,
+                                          out / "reconstructions.png"))
+        n = min(len(x), MAX_MAP_POINTS)
+        means = torch.cat([model.given(yb).encode(xb) for xb, yb in zip(x[:n].split(1000), labels[:n].split(1000))])
+        points, axis_names = project_2d(means.double())
+        paths.append(plot_latent_map(points, axis_names, labels[:n], out / "latent_map.png"))
+    return paths
+
+
+def pictures(model, x: torch.Tensor, labels: torch.Tensor | None, shape: tuple[int, ...], out: Path,
+             split: str) -> list[Path]:
+    """An unconditional model's pictures (see `plot_run`)."""
     vectors = len(shape) == 1
     with forked_rng(next(model.parameters()).device), torch.no_grad():
         torch.manual_seed(SEED)  # the draws below, in this order, are the pictures' content: keep the order
@@ -135,10 +173,6 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
             draws = {f"{split} data (n = {len(x)})": x,
                      f"samples x ~ p(x) (n = {DISTRIBUTION_SAMPLES})": model.sample(DISTRIBUTION_SAMPLES, mean=False)}
             paths += [plot_marginals(draws, out / "marginals.png"), plot_correlations(draws, out / "correlations.png")]
-    paths += [plot_images(images, shape, out / f"{name}.png") for name, (images, _) in part_pictures(model).items()]
-    metrics = read_metrics(Path(run_dir))
-    if metrics:
-        paths.append(plot_curves(metrics, out / "curves.png"))
     return paths
 
 

@@ -92,6 +92,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="how many samples (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="seeds the draws (default: 0)")
     s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z] (default: off)")
+    s.add_argument("--label", type=int, help="a conditional VAE: sample with this label y (default: the labels in "
+                   "turn, 0, 1, …)")
     add_out(s, "a .png (the .npy goes beside it) or a .npy (default: RUN/samples.png)")
     s.set_defaults(func=cmd_sample)
 
@@ -114,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
     de = sub.add_parser("decode", help="E[x|z] for latents from a file (vaekit encode's, or your own [N, k] z)")
     add_run(de, data=False)
     de.add_argument("--latents", required=True, help=".npy, .npz or .csv of latents (required)")
+    de.add_argument("--label", type=int, help="a conditional VAE: decode with this label y (default: the labels "
+                    "stored in an .npz from vaekit encode)")
     add_out(de, ".npy (the decoded array) or .png (a grid) (required)", required=True)
     de.set_defaults(func=cmd_decode)
 

@@ -19,7 +19,7 @@ from ..diagnostics import amortization_gap, collapse_warning, gap_summary
 from ..distributed import from_env, launched
 from ..errors import VaekitError
 from ..evaluate import evaluate_all, latent_statistics
-from ..experiment import train_run
+from ..experiment import labels_for, train_run
 from ..likelihoods import likelihood_support
 from ..tensorboard import TensorBoardLogger
 from .flags import build_config, given_settings
@@ -58,7 +58,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def _report_latents(result) -> None:
     """Active units and KL per dimension on the validation split, with a warning on posterior collapse."""
-    stats = latent_statistics(result.model.cpu(), result.dataset.eval_split("val"))
+    stats = latent_statistics(result.model.cpu(), result.dataset.eval_split("val"),
+                              y=labels_for(result.config, result.dataset, "val"))
     print(f"active units {stats['active_units']} of {stats['latent_dim']}; KL per dimension (nats) "
           + format_kl_per_dim(stats["kl_per_dim"]))
     warning = collapse_warning(stats)
@@ -98,10 +99,13 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     cfg, model, dataset = run_with_data(args)
     device = resolve_device(args.device)
     model, x = model.to(device), dataset.eval_split(args.split).to(device)
+    y = labels_for(cfg, dataset, args.split, device)
+    if y is not None and getattr(args, "amortization_gap", False):
+        raise VaekitError("--amortization-gap is not computed for a conditional VAE")
     k = args.k or cfg.train.eval_k
     with launched(device) as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,
-                               progress=not args.quiet)
+                               progress=not args.quiet, y=y)
     metrics["split"] = args.split
     if not ctx.is_main:
         return metrics

@@ -11,10 +11,10 @@ import torch
 
 from ..checkpoint import load_run
 from ..errors import VaekitError
-from ..experiment import to_data_units
+from ..experiment import labels_for, to_data_units
 from ..explain import explain, format_result
 from ..figures import plot_images, plot_reconstructions, plot_samples
-from ..latents import posterior_summary, read_latents, write_latents
+from ..latents import posterior_summary, read_labels, read_latents, write_latents
 from ..report import plot_run, write_report
 from ..rundir import write_array
 from .runs import run_with_data
@@ -22,11 +22,24 @@ from .runs import run_with_data
 SPLITS = ("train", "val", "test")
 
 
+def conditioned(model, cfg, y: torch.Tensor | None):
+    """The model with labels y bound (a conditional VAE); a --label for an unconditional one is refused."""
+    if y is None:
+        return model
+    if cfg.model.condition != "label":
+        raise VaekitError("--label: this model is not conditioned on labels (train with --condition label)")
+    return model.given(y)
+
+
 def cmd_sample(args: argparse.Namespace) -> Path:
     """A PNG grid and the same samples as .npy, side by side (`--out` names either)."""
     cfg, model = load_run(args.run)
     torch.manual_seed(args.seed)
-    x = to_data_units(cfg, args.run, model.sample(args.n, mean=not args.draw))
+    if args.label is None and cfg.model.condition == "label":
+        y = torch.arange(args.n) % cfg.model.condition_classes  # every label in turn
+    else:
+        y = None if args.label is None else torch.full((args.n,), args.label)
+    x = to_data_units(cfg, args.run, conditioned(model, cfg, y).sample(args.n, mean=not args.draw))
     out = Path(args.out or Path(args.run) / "samples.png")
     picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
     if out.suffix.lower() not in (".png", ".npy"):
@@ -40,7 +53,9 @@ def cmd_sample(args: argparse.Namespace) -> Path:
 def cmd_reconstruct(args: argparse.Namespace) -> Path:
     cfg, model, dataset = run_with_data(args)
     x = dataset.eval_split(args.split)[: args.n]
-    x, x_hat = dataset.restore(x), dataset.restore(model.reconstruct(x))  # in the data's units
+    y = labels_for(cfg, dataset, args.split)
+    x_hat = model.given(y[: args.n]).reconstruct(x) if y is not None else model.reconstruct(x)
+    x, x_hat = dataset.restore(x), dataset.restore(x_hat)  # in the data's units
     out = Path(args.out or Path(args.run) / "reconstructions.png")
     plot_reconstructions(x, x_hat, cfg.model.data_shape, out)
     print(f"wrote {out} (the inputs and their reconstructions)")
@@ -50,12 +65,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
 def cmd_encode(args: argparse.Namespace) -> Path:
     """Q(z|x)'s mean and standard deviation for every example of a split (or of all), with labels
     where the data have them: the representation, for use elsewhere (`vaekit.latents` has the layouts)."""
-    _, model, dataset = run_with_data(args)
+    cfg, model, dataset = run_with_data(args)
     splits = SPLITS if args.split == "all" else (args.split,)
     x = torch.cat([dataset.eval_split(s) for s in splits])
-    have_labels = all(s in dataset.labels for s in splits)
-    labels = torch.cat([dataset.labels[s] for s in splits]) if have_labels else None
-    mean, std = posterior_summary(model, x, seed=args.seed)
+    have_labels = all(s in dataset.labels for s in splits) or cfg.model.condition == "label"
+    labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None
+    mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.condition == "label" else None)
     path = write_latents(Path(args.out), mean, std, labels)
     what = "means, standard deviations" + (" and labels" if labels is not None else "")
     print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")
@@ -66,7 +81,12 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     """E[x|z] for every row of a latents file, in the data's units: .npy (the array) or .png (a grid)."""
     cfg, model = load_run(args.run)
     z = read_latents(Path(args.latents), cfg.model.latent_size)
-    x = to_data_units(cfg, args.run, torch.cat([model.decode(zb) for zb in z.split(1000)]))
+    y = torch.full((z.shape[0],), args.label) if args.label is not None else read_labels(Path(args.latents))
+    if cfg.model.condition == "label" and y is None:
+        raise VaekitError(f"{args.run} is a conditional VAE: decode with --label K (or latents in an .npz with labels)")
+    y = y if cfg.model.condition == "label" else None
+    parts = zip(z.split(1000), y.split(1000)) if y is not None else ((zb, None) for zb in z.split(1000))
+    x = to_data_units(cfg, args.run, torch.cat([conditioned(model, cfg, yb).decode(zb) for zb, yb in parts]))
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         plot_images(x, cfg.model.data_shape, out, f"E[x|z] for the {x.shape[0]} latents of {Path(args.latents).name}",

@@ -115,6 +115,18 @@ class Dataset:
         g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
         return self.prepare(self.split(name), generator=g)
 
+    def labels_of(self, name: str) -> Tensor:
+        """The labels of a split, int64 [N]; refused in one line where the data have none."""
+        if name not in self.labels:
+            raise VaekitError(f"dataset {self.name!r} has no labels for its {name} split; a conditional VAE "
+                              "(--condition label) needs them: mnist, fashion-mnist, digits, or an .npz with 'y'")
+        return self.labels[name]
+
+    @property
+    def classes(self) -> int:
+        """The number of label classes: 1 + the largest label of any split."""
+        return 1 + max(int(y.max()) for y in self.labels.values() if y.numel()) if self.labels else 0
+
     def _affine(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(shift, spread) on x's device, copied there once (a copy per batch would stall a CUDA graph),
         shaped [D] for flat x and `shape` for unflattened x."""

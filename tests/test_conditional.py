@@ -1,0 +1,188 @@
+"""The conditional VAE (`--condition label`, Sohn et al. 2015): against the unconditional model when
+the decoder ignores y, p(z|y) against its closed form, labels checked, and from the command line:
+training, evaluation on the test labels, `sample --label`, encode → decode, resume and two processes."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from run_cli import vaekit_cli
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit.checkpoint import load_run
+from vaekit.errors import VaekitError
+from vaekit.evaluate import evaluate_all
+from vaekit.experiment import load_data, to_data_units
+from vaekit.objectives import elbo, iwae_bound
+
+D = torch.float64
+LOG_2PI = math.log(2 * math.pi)
+
+
+def conditional(prior="standard", classes=4):
+    torch.manual_seed(0)
+    return vaekit.VAE(data_dim=12, latent_dim=3, hidden=(8,), condition="label", condition_classes=classes,
+                      prior=prior).to(D)
+
+
+def data(n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 12, generator=g, dtype=D) < 0.4).to(D), torch.randint(0, 4, (n,), generator=g)
+
+
+def test_with_a_decoder_that_ignores_y_the_elbo_is_the_unconditional_models():
+    model, (x, y) = conditional(), data()
+    plain = vaekit.VAE(data_dim=12, latent_dim=3, hidden=(8,)).to(D)
+    with torch.no_grad():
+        first = model.decoder.net[0]
+        first.weight[:, 3:] = 0  # the decoder's weights on the one-hot y: it ignores y
+        plain.decoder.net[0].weight.copy_(first.weight[:, :3])
+        plain.decoder.net[0].bias.copy_(first.bias)
+        plain.decoder.net[2].load_state_dict(model.decoder.net[2].state_dict())
+    given = model.given(y)
+    q_z = given.posterior(x)  # Q(z|x, y) still sees y
+    torch.manual_seed(2)
+    z = q_z.rsample((5,))
+    for kl in ("analytic", "mc"):
+        torch.testing.assert_close(elbo(given, x, z=z, num_samples=5, kl=kl).elbo,
+                                   elbo(plain, x, q_z=q_z, z=z, num_samples=5, kl=kl).elbo, rtol=0, atol=1e-12)
+    torch.testing.assert_close(iwae_bound(given, x, 5, z=z), iwae_bound(plain, x, 5, q_z=q_z, z=z), rtol=0, atol=1e-12)
+
+
+def test_the_encoder_and_decoder_see_one_hot_y_beside_x_and_z():
+    model, (x, y) = conditional(), data()
+    one_hot = torch.nn.functional.one_hot(y, 4).to(D)
+    h = model.encoder.net(torch.cat([x, one_hot], 1))
+    torch.testing.assert_close(model.given(y).posterior(x).mean, h[:, :3], rtol=0, atol=0)
+    z = torch.randn(2, 6, 3, dtype=D)
+    logits = model.decoder.net(torch.cat([z, one_hot.expand(2, 6, 4)], -1))
+    by_hand = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
+    torch.testing.assert_close(model.given(y).p_x_given_z(z).log_prob(x), by_hand, rtol=0, atol=1e-12)
+
+
+def test_label_prior_is_a_gaussian_per_label_with_the_closed_form_kl():
+    model, (x, y) = conditional(prior="label"), data(200)
+    with torch.no_grad():
+        model.prior.means.normal_()
+        model.prior.log_scales.normal_(0, 0.3)
+    given = model.given(y)
+    z = torch.randn(200, 3, dtype=D)
+    mu, log_s = model.prior.means[y], model.prior.log_scales[y]
+    by_hand = (-0.5 * LOG_2PI - log_s - 0.5 * ((z - mu) / log_s.exp()) ** 2).sum(-1)
+    torch.testing.assert_close(given.prior().log_prob(z), by_hand, rtol=0, atol=1e-12)
+    torch.manual_seed(3)  # the closed-form KL against its Monte Carlo estimate, within 5 standard errors
+    analytic = elbo(given, x, kl="analytic").kl
+    q_z = given.posterior(x)
+    z = q_z.sample((4000,))
+    terms = q_z.log_prob(z) - given.prior().log_prob(z)  # [S, B]
+    se = terms.std(0) / math.sqrt(4000)
+    assert ((analytic - terms.mean(0)).abs() < 5 * se).all(), ((analytic - terms.mean(0)) / se).abs().max()
+
+
+def test_labels_are_checked_and_an_unconditioned_call_is_refused():
+    model, (x, y) = conditional(), data()
+    with pytest.raises(VaekitError, match=r"labels must lie in 0…3"):
+        model.given(torch.tensor([0, 4, 1, 1, 1, 1])).posterior(x)
+    with pytest.raises(VaekitError, match="whole numbers"):
+        model.given(y.double()).posterior(x)
+    with pytest.raises(VaekitError, match="model.given"):
+        model.posterior(x)
+    with pytest.raises(VaekitError, match="needs a conditional VAE"):
+        vaekit.VAE(data_dim=12, latent_dim=3, prior="label")
+    with pytest.raises(VaekitError, match="carry no label"):
+        vaekit.VAE(data_dim=12, latent_dim=3, condition="label", condition_classes=4, prior="vampprior")
+
+
+def test_data_without_labels_are_refused_in_one_line(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((50, 6)).astype(np.float32))
+    proc = vaekit_cli("train", "--dataset", tmp_path / "x.npy", "--likelihood", "gaussian", "--condition", "label",
+                      "--epochs", "1", "--out", tmp_path / "run", check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert last.startswith("vaekit: error: ") and "has no labels" in last and "--condition label" in last
+
+
+TRAIN = ["--quiet", "train", "--dataset", "digits", "--condition", "label", "--prior", "label", "--latent-dim", "4",
+         "--hidden", "64", "--lr", "3e-3", "--seed", "2"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("conditional")
+    for epochs, name, extra in ((3, "straight", ()), (1, "resumed", ()), (3, "resumed", ("--resume",))):
+        vaekit_cli(*TRAIN, "--batch-size", "64", "--epochs", epochs, "--out", root / name, *extra)
+    return root
+
+
+def test_evaluation_conditions_on_the_test_labels(runs):
+    run = runs / "straight"
+    result = json.loads(vaekit_cli("evaluate", run, "--k", "50", "--json").stdout)
+    cfg, model = load_run(run)
+    assert cfg.model.condition_classes == 10
+    ds = load_data(cfg)
+    x, y = ds.eval_split("test"), ds.labels_of("test")
+    again = evaluate_all(model, x, k=50, seed=0, y=y)
+    assert again["elbo"] == result["elbo"] and again["log_likelihood"] == result["log_likelihood"]
+    wrong = evaluate_all(model, x, k=50, seed=0, y=(y + 1) % 10)  # the labels matter: wrong ones fit worse
+    assert wrong["elbo"] < result["elbo"] - 1.0, (wrong["elbo"], result["elbo"])
+
+
+def test_sample_with_a_label_is_the_models_draw(runs, tmp_path):
+    run = runs / "straight"
+    vaekit_cli("sample", run, "--label", "3", "--n", "6", "--out", tmp_path / "s.npy")
+    cfg, model = load_run(run)
+    torch.manual_seed(0)
+    expected = to_data_units(cfg, run, model.given(torch.full((6,), 3)).sample(6))
+    saved = np.load(tmp_path / "s.npy")
+    assert saved.shape == (6, 1, 8, 8)
+    np.testing.assert_array_equal(saved.reshape(6, -1), expected.numpy())
+    proc = vaekit_cli("sample", run, "--label", "10", "--out", tmp_path / "t.png", check=False)
+    assert proc.returncode == 2 and "labels must lie in 0…9" in proc.stderr
+
+
+def test_decode_of_encode_is_reconstruct_with_the_labels(runs, tmp_path):
+    run = runs / "straight"
+    vaekit_cli("encode", run, "--out", tmp_path / "z.npz")
+    vaekit_cli("decode", run, "--latents", tmp_path / "z.npz", "--out", tmp_path / "x.npy")
+    cfg, model = load_run(run)
+    ds = load_data(cfg)
+    x, y = ds.eval_split("test"), ds.labels_of("test")
+    with np.load(tmp_path / "z.npz") as f:
+        np.testing.assert_array_equal(f["labels"], y.numpy())
+    expected = to_data_units(cfg, run, model.given(y).reconstruct(x))
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy").reshape(len(x), -1), expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_report_samples_one_row_per_label(runs):
+    pytest.importorskip("matplotlib")
+    image = pytest.importorskip("PIL.Image")
+
+    run = runs / "straight"
+    vaekit_cli("plot", run)
+    with image.open(run / "samples.png") as png:
+        width, height = png.size
+    assert height > 1.1 * width  # ten rows of eight: taller than wide
+
+
+def test_resume_equals_uninterrupted(runs):
+    straight, resumed = (load_file(runs / name / "model.safetensors") for name in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys() and "prior.means" in straight
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # bit for bit
+
+
+def test_two_processes_match_one(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vaekit"]
+    for launcher, batch, name in (([sys.executable, "-m", "vaekit"], "64", "one"), (torchrun, "32", "two")):
+        proc = subprocess.run([*launcher, *TRAIN, "--epochs", "1", "--batch-size", batch, "--out", tmp_path / name],
+                              capture_output=True, text=True, timeout=300, env=env, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-4, rtol=1e-4)
