@@ -266,7 +266,7 @@ def test_wine_is_sklearns_wine():
 def test_wine_matches_sklearn_when_installed():
     datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is not installed (only a cross-check)")
     wine = datasets.load_wine()
-    x, y = read_builtin("wine")
+    x, y, _ = read_builtin("wine")
     np.testing.assert_allclose(x.astype(np.float64).mean(0), wine.data.mean(0), rtol=1e-7)
     assert np.array_equal(x, wine.data.astype(np.float32)) and np.array_equal(y, wine.target)
 

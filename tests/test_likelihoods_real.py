@@ -243,7 +243,7 @@ def test_supports_and_what_bits_per_dim_measures():
 # --- the data layer's 8-bit support --------------------------------------------------------------------
 
 def digits_8bit(path):
-    x, _ = read_builtin("digits", None)
+    x, _, _ = read_builtin("digits", None)
     np.save(path, np.round(x.astype(np.float64) * 255 / 16).astype(np.uint8))  # 0..16 onto 0..255
     return path
 

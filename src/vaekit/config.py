@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .disentangling import TC_ESTIMATORS
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .loss import OBJECTIVES
@@ -50,7 +51,7 @@ class ModelConfig:
     posterior: str = setting("diagonal", "the family of Q(z|x)", POSTERIORS)
     flow_steps: int = setting(2, "T, the inverse autoregressive flow steps of --posterior iaf")
     layer_hidden: tuple[int, ...] | None = setting(None, "two or more --latent-dim: hidden sizes of the networks "
-                                                   "between stochastic layers (default: two of 2× the upper layer's size)")
+                                                   "between stochastic layers; none: two of twice the upper layer's size")
     prior: str = setting("standard", "p(z) (of the top layer z_L when there are several)", PRIORS)
     prior_components: int = setting(10, "components K of a mixture prior (mog: Gaussians; vampprior: pseudo-inputs)")
     condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "
@@ -77,7 +78,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = setting("digits", "digits, wine (embedded), mnist, fashion-mnist, binarized-mnist, frey-faces, "
+    dataset: str = setting("digits", "digits, wine (embedded), shapes2d (rendered), mnist, fashion-mnist, binarized-mnist, frey-faces, "
                            "or a path: .npy .npz .csv or a folder of images")
     binarize: str = setting("auto", "for a Bernoulli likelihood: dynamic (a fresh draw per use), static (one seeded "
                             "draw) or none; auto: dynamic for binary likelihoods, none otherwise",
@@ -109,6 +110,20 @@ class TrainConfig:
     estimator: str = setting("reparameterization", "gradient estimator of the ELBO", ESTIMATORS)
     train_k: int = setting(1, "importance samples per example for --objective iwae")
     dreg: bool = setting(False, "--objective iwae: doubly reparameterized encoder gradients (Tucker et al. 2018)")
+    # Chen et al. 2018 train with MWS; MSS is their appendix's lower-bias alternative
+    tc_estimator: str = setting("mws", "--objective beta-tcvae: log q(z) over the minibatch by minibatch-weighted "
+                                "(mws) or minibatch-stratified (mss) sampling (Chen et al. 2018)", TC_ESTIMATORS)
+    # λ_od = 10: the middle of Locatello et al. (2019)'s sweep 1-50 of Kumar et al.'s weight
+    dip_lambda_od: float = setting(10.0, "--objective dip-vae-1|2: λ_od, weight of Σ_{i≠j} C_ij² (Kumar et al. 2018)")
+    dip_lambda_d: float | None = setting(None, "--objective dip-vae-1|2: λ_d, weight of Σ_i (C_ii − 1)²; none: "
+                                         "10·λ_od for dip-vae-1, λ_od for dip-vae-2 (Kumar et al. 2018)")
+    # Burgess et al. 2018 use γ = 1000 on dSprites; Adam's steps do not depend on the loss's scale, and γ
+    # only has to exceed what a nat of KL buys in reconstruction (about 1 near the ELBO's optimum)
+    gamma: float = setting(1000.0, "--objective capacity: γ, weight of |KL − C| (Burgess et al. 2018)")
+    capacity_max: float = setting(25.0, "--objective capacity: C_max, the KL target in nats that C rises to "
+                                  "(25: Burgess et al.'s dSprites)")
+    capacity_epochs: float = setting(25.0, "--objective capacity: C rises linearly from 0 to C_max over this many "
+                                     "epochs (0: C_max from the start)")
     seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise")
     eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True)
     checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)", resumable=True)
@@ -195,7 +210,17 @@ _POSITIVE = {
 }
 MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
 MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators take
-_NON_NEGATIVE = {("train", "seed"), ("data", "split_seed"), ("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite")}
+_NON_NEGATIVE = {("train", "seed"), ("data", "split_seed"), ("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite"),
+                 ("train", "dip_lambda_od"), ("train", "gamma"), ("train", "capacity_max"), ("train", "capacity_epochs")}
+_DIP = ("dip-vae-1", "dip-vae-2")
+# Settings that only some built-in objectives read: elsewhere a value other than the default is refused
+# (a plugin's objective may read any of them).
+APPLIES_TO = {
+    "beta": ("elbo", "beta-tcvae"), "kl_warmup_epochs": ("elbo", "beta-tcvae"),
+    "estimator": ("elbo", *_DIP), "dreg": ("iwae",), "tc_estimator": ("beta-tcvae",),
+    "dip_lambda_od": _DIP, "dip_lambda_d": _DIP,
+    "gamma": ("capacity",), "capacity_max": ("capacity",), "capacity_epochs": ("capacity",),
+}
 
 
 def validate(cfg: Config, source: str = "config") -> None:
@@ -224,14 +249,13 @@ def validate(cfg: Config, source: str = "config") -> None:
         if not (v >= 0 and math.isfinite(v)):
             raise VaekitError(f"{source}: [{sec}] {name} must be >= 0, got {v!r}")
     t = cfg.train
-    if t.objective == "iwae" and (t.beta != 1 or t.kl_warmup_epochs or t.estimator != "reparameterization"):
-        raise VaekitError(f"{source}: [train] beta, kl_warmup_epochs and estimator apply to objective 'elbo', not 'iwae'")
+    if t.dip_lambda_d is not None and not (t.dip_lambda_d >= 0 and math.isfinite(t.dip_lambda_d)):
+        raise VaekitError(f"{source}: [train] dip_lambda_d must be >= 0, got {t.dip_lambda_d!r}")
+    _check_objective_settings(t, source)
     m = cfg.model
     if m.condition != "none" and (len(m.latent_dim) > 1 or m.arch != "mlp" or t.cuda_graphs):
         raise VaekitError(f"{source}: [model] condition = {m.condition!r} takes one latent layer, arch = 'mlp' "
                           "and no cuda_graphs")
-    if t.dreg and t.objective != "iwae":
-        raise VaekitError(f"{source}: [train] dreg = true needs objective = 'iwae'")
     if cfg.data.scale is not None and not (cfg.data.scale > 0 and math.isfinite(cfg.data.scale)):
         raise VaekitError(f"{source}: [data] scale must be > 0, got {cfg.data.scale!r}")
     if cfg.data.val_size is not None and cfg.data.val_size < 0:
@@ -240,6 +264,18 @@ def validate(cfg: Config, source: str = "config") -> None:
         sizes = getattr(cfg.model, name) or ()
         if any(h <= 0 for h in sizes):
             raise VaekitError(f"{source}: [model] {name} sizes must be > 0, got {list(sizes)}")
+
+
+def _check_objective_settings(t: TrainConfig, source: str) -> None:
+    """Refuse a setting that the chosen built-in objective does not read (`APPLIES_TO`), in one line."""
+    if not OBJECTIVES.entry(t.objective).builtin:
+        return
+    default = TrainConfig()
+    for name, objectives in APPLIES_TO.items():
+        v = getattr(t, name)
+        if v != getattr(default, name) and t.objective not in objectives:
+            which = " or ".join(f"'{o}'" for o in objectives)
+            raise VaekitError(f"{source}: [train] {name} = {v!r} applies to objective {which}, not '{t.objective}'")
 
 
 def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "") -> Config:

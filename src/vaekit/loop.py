@@ -1,4 +1,4 @@
-"""A generic training loop. It knows a loss function and a data tensor, not what a VAE is.
+"""A generic training loop. It knows a loss function and a data tensor (or a tuple of them), not what a VAE is.
 
 The data stay one in-memory tensor (on the training device); each epoch draws a seeded permutation
 and slices batches from it, so no per-example Python runs on the hot path. One function,
@@ -174,6 +174,8 @@ def train_epoch(
         batch = data.index_select(0, index) if columns[0] is data else tuple(c.index_select(0, index) for c in columns)
         try:
             verdict, metrics = step_fn(batch, state.epoch + i / steps)
+        except VaekitError:  # a refusal of ours (a family an objective cannot take): as it was said
+            raise
         except ValueError as e:  # torch.distributions refusing NaN parameters, where validation is on
             raise NonFiniteLossError(f"non-finite values at epoch {state.epoch + 1}, step {i + 1}: "
                                      f"{str(e).splitlines()[0]}") from None

@@ -2,12 +2,20 @@
 
 It owns everything between a raw batch and a scalar: scaling and binarization noise, the draws of
 z, the β warm-up, bf16 autocast and torch.compile. The objectives are registered by name
-(`--objective`); each calls the pure functions of `objectives.py`, which return the true ELBO or IWAE
-bound per example, and reduces them. Nothing here knows which prior, posterior or likelihood it trains.
+(`--objective`); each calls the pure functions of `objectives.py` (or `disentangling.py`), which return
+the true ELBO or IWAE bound per example, and reduces them. Nothing here knows which prior, posterior or
+likelihood it trains.
+
+An objective is called as objective(model, x, tc, beta, sample, **extras), the extras being those of
+EXTRAS its signature names (as a registry offers a factory the keywords it asks for), so one written
+for (model, x, tc, beta, sample) is called just so: `progress`, the epochs done (a float, or a 0-d
+device tensor under CUDA graphs or --compile), for a schedule of its own; `dataset_size`, N, the
+training split's size, for estimates over the aggregate posterior (1/N) Σ_n Q(z|x_n).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from . import disentangling
 from .distributed import SINGLE, Context
 from .likelihoods import validating
 from .loop import LossFn
@@ -46,6 +55,21 @@ def iwae_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample: Draw
     return -r.surrogate.mean(), {f"iwae{tc.train_k}": r.bound.mean()}
 
 
+OBJECTIVES.register("beta-tcvae", disentangling.beta_tcvae_objective)
+OBJECTIVES.register("dip-vae-1", disentangling.dip_vae_1_objective)
+OBJECTIVES.register("dip-vae-2", disentangling.dip_vae_2_objective)
+OBJECTIVES.register("capacity", disentangling.capacity_objective)
+EXTRAS = ("progress", "dataset_size")
+
+
+def extras_taken(objective: Callable) -> tuple[str, ...]:
+    """The names of EXTRAS that `objective` takes (all of them if it takes **kwargs)."""
+    params = inspect.signature(objective).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return EXTRAS
+    return tuple(name for name in EXTRAS if name in params)
+
+
 class VAEObjective(nn.Module):
     """The training objective as a module, so that DistributedDataParallel can wrap it.
 
@@ -60,10 +84,13 @@ class VAEObjective(nn.Module):
         super().__init__()
         self.model, self.tc, self.dataset, self.ctx = model, tc, dataset, ctx
         self.objective = OBJECTIVES.entry(tc.objective).factory
+        self._extras = extras_taken(self.objective)
+        self._dataset_size = dataset.split("train").shape[0] if "dataset_size" in self._extras else None
         self._core = compile_or_eager(self._loss) if tc.compile else self._loss
         if tc.compile:  # the draws run eagerly inside a compiled objective, so they are the same numbers
             self._sample = torch.compiler.disable(self._sample)
         self._beta: torch.Tensor | None = None  # β on the device, for a compiled core (a float is baked in)
+        self._progress: torch.Tensor | None = None  # likewise progress, for an objective that takes it
 
     def forward(self, batch: Tensor | tuple[Tensor, Tensor], progress: float | Tensor):
         """batch: raw rows [B, D], or (rows, labels [B]) for a conditional VAE (bound by `model.given`);
@@ -77,14 +104,25 @@ class VAEObjective(nn.Module):
             if self._beta is None:
                 self._beta = torch.zeros((), device=raw.device)
             beta = self._beta.fill_(beta)
+        extra = (self._on_device(progress, raw.device),) if "progress" in self._extras else ()
         # The data were checked when loaded and non-finite outputs are caught by the step's verdict:
         # the distributions skip their argument checks.
         with validating(self.model, False), torch.autocast(raw.device.type, torch.bfloat16,
                                                            enabled=tc.precision == "bf16"):
-            return self._core(x, beta, y)
+            return self._core(x, beta, y, *extra)
 
-    def _loss(self, x: Tensor, beta: float | Tensor, y: Tensor | None = None):
-        return self.objective(self.model.given(y) if y is not None else self.model, x, self.tc, beta, self._sample)
+    def _loss(self, x: Tensor, beta: float | Tensor, y: Tensor | None = None, progress: float | Tensor = 0.0):
+        extras = {"progress": progress, "dataset_size": self._dataset_size}
+        model = self.model.given(y) if y is not None else self.model
+        return self.objective(model, x, self.tc, beta, self._sample, **{k: extras[k] for k in self._extras})
+
+    def _on_device(self, progress: float | Tensor, device: torch.device) -> float | Tensor:
+        """progress as given, or as a device tensor for a compiled core (which would bake a float in)."""
+        if not self.tc.compile or isinstance(progress, Tensor):
+            return progress
+        if self._progress is None:
+            self._progress = torch.zeros((), device=device)
+        return self._progress.fill_(progress)
 
     def _uniform(self, raw: Tensor) -> Tensor:
         """U(0, 1) noise for this rank's block of the global batch (drawn for all of it)."""

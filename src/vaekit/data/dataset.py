@@ -45,6 +45,9 @@ class Dataset:
     scale: float = 1.0  # stored value / scale: the data in its units (∈ [0, 1] for binary and unit supports)
     binarize: str = "none"  # "dynamic" or "none" once loaded (a static draw is stored, then "none")
     labels: dict[str, Tensor] = field(default_factory=dict)
+    factors: dict[str, Tensor] = field(default_factory=dict)  # split → [N, F] ground-truth factors (shapes2d,
+    # an .npz with `factors`): integer indices or real values, one column per factor
+    factor_names: tuple[str, ...] = ()
     shift: Tensor | None = None  # float32 [D]: training mean per dimension when standardizing (set it with
     # with_standardization: prepare caches device copies), else None
     spread: Tensor | None = None  # float32 [D]: the training std per dimension (1 if constant), else None

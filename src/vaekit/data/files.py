@@ -30,7 +30,7 @@ from .dataset import Dataset, seeded_split
 from .images import SIXTEEN_BIT
 
 log = logging.getLogger(__name__)
-KNOWN_KEYS = {"x", "y", "train", "test", "val", "valid"}  # the arrays an .npz may hold
+KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"}  # the arrays an .npz may hold
 MIN_TEST = 2  # the test split's smallest size: a standard error, active units, interpolations need two
 # dtypes a memory map keeps as stored (torch computes with them); others are converted to float32
 _MAPPABLE = {np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64)}
@@ -50,8 +50,9 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         if "val" in arrays or "valid" in arrays:
             named["val"] = arrays.get("val", arrays.get("valid"))
         labels: dict[str, Tensor] = {}
+        factors: dict[str, Tensor] = {}
     else:
-        named, labels = _hold_out_test(path, arrays, seed, mmap)
+        named, labels, factors = _hold_out_test(path, arrays, seed, mmap)
     splits, shape = {}, None
     for k, a in named.items():
         flat, shape_k = as_examples(a, f"{path} [{k}]")
@@ -65,7 +66,8 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         scale, note = _stored_scale(path, {k: a.dtype for k, a in named.items()}, source)
     else:
         scale, note = float(scale), "the scale given"
-    return Dataset(path.name, shape, splits, scale=scale, labels=labels), note
+    names = _factor_names(path, arrays.get("factor_names"), factors["train"].shape[1]) if factors else ()
+    return Dataset(path.name, shape, splits, scale=scale, labels=labels, factors=factors, factor_names=names), note
 
 
 def _stored_scale(path: Path, dtypes: dict[str, np.dtype], source: str) -> tuple[float, str]:
@@ -85,9 +87,9 @@ def _stored_scale(path: Path, dtypes: dict[str, np.dtype], source: str) -> tuple
 
 
 def _hold_out_test(path: Path, arrays: dict[str, np.ndarray], seed: int,
-                   mmap: bool) -> tuple[dict[str, np.ndarray], dict[str, Tensor]]:
-    """({"train", "test"} arrays, their labels) from one array: a seeded 10% test, or the last 10% of a
-    memory map (a random subset would copy it into memory, so a memory map keeps no labels)."""
+                   mmap: bool) -> tuple[dict[str, np.ndarray], dict[str, Tensor], dict[str, Tensor]]:
+    """({"train", "test"} arrays, their labels, their factors) from one array: a seeded 10% test, or the
+    last 10% of a memory map (a random subset would copy it into memory, so a memory map keeps neither)."""
     key = "x" if "x" in arrays else next(iter(arrays), None)
     if key is None:
         raise VaekitError(f"{path}: the archive holds no arrays")
@@ -103,11 +105,36 @@ def _hold_out_test(path: Path, arrays: dict[str, np.ndarray], seed: int,
         raise VaekitError(f"{path}: need at least {MIN_TEST + 2} examples to split into train, val and test, got {n}")
     n_test = max(MIN_TEST, n // 10)
     if mmap:
-        return {"train": x[: n - n_test], "test": x[n - n_test :]}, {}
+        return {"train": x[: n - n_test], "test": x[n - n_test :]}, {}, {}
     test_idx, rest = seeded_split(n, n_test, seed)
     y = None if key == "y" else _labels(path, arrays.get("y"), n, key)
     labels = {} if y is None else {"train": torch.from_numpy(y[rest]), "test": torch.from_numpy(y[test_idx])}
-    return {"train": x[rest], "test": x[test_idx]}, labels
+    f = _factors(path, arrays.get("factors"), n, key)
+    factors = {} if f is None else {"train": torch.from_numpy(f[rest]), "test": torch.from_numpy(f[test_idx])}
+    return {"train": x[rest], "test": x[test_idx]}, labels, factors
+
+
+def _factor_names(path: Path, names: np.ndarray | None, n_factors: int) -> tuple[str, ...]:
+    """The array "factor_names" (strings, one per factor column), or factor1, factor2, …"""
+    if names is None:
+        return tuple(f"factor{j + 1}" for j in range(n_factors))
+    if names.dtype.kind != "U" or names.shape != (n_factors,):
+        raise VaekitError(f"{path} [factor_names]: expected {n_factors} strings, one per column of [factors]; got "
+                          f"{names.dtype} of shape {tuple(names.shape)}")
+    return tuple(str(n) for n in names)
+
+
+def _factors(path: Path, f: np.ndarray | None, n: int, key: str) -> np.ndarray | None:
+    """The array "factors" [n, F] (whole numbers: int64 indices; else float64 values), finite, one row per
+    example of `key`: the ground truth the disentanglement metrics score codes against."""
+    if f is None:
+        return None
+    if f.dtype.kind not in "buif" or f.ndim != 2 or len(f) != n or f.shape[1] < 1:
+        raise VaekitError(f"{path} [factors]: expected numbers of shape ({n}, F), one row per example of [{key}]; "
+                          f"got {f.dtype} of shape {tuple(f.shape)}")
+    if f.dtype.kind == "f" and not np.isfinite(f).all():
+        raise VaekitError(f"{path} [factors]: holds NaN or Inf")
+    return f.astype(np.int64) if f.dtype.kind in "bui" else f.astype(np.float64)
 
 
 def _labels(path: Path, y: np.ndarray | None, n: int, key: str) -> np.ndarray | None:

@@ -106,11 +106,14 @@ def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool,
     default validation size, and what the scale is based on."""
     if name in BUILTIN:
         spec = BUILTIN[name]
-        x, y = read_builtin(name, data_dir)
+        x, y, factors = read_builtin(name, data_dir)
         test_idx, rest = seeded_split(len(x), spec.test, split_seed)
-        splits = {"test": torch.from_numpy(x[test_idx]), "train": torch.from_numpy(x[rest])}
-        labels = {} if y is None else {"test": torch.from_numpy(y[test_idx]), "train": torch.from_numpy(y[rest])}
-        ds = Dataset(name, spec.shape, splits, scale=spec.scale, labels=labels)
+
+        def split(a):
+            return {} if a is None else {"test": torch.from_numpy(a[test_idx]), "train": torch.from_numpy(a[rest])}
+
+        ds = Dataset(name, spec.shape, split(x), scale=spec.scale, labels=split(y), factors=split(factors),
+                     factor_names=spec.factor_names)
         return ds, spec.val, "the dataset's stated scale"
     if name in MNIST_FAMILY:
         d = load_mnist_family(name, data_dir)
@@ -173,6 +176,7 @@ def _carve_validation(ds: Dataset, n_val: int, seed: int, contiguous: bool = Fal
         return
     val_idx, train_idx = (torch.from_numpy(i) for i in seeded_split(n, n_val, seed))
     ds.splits["val"], ds.splits["train"] = train[val_idx], train[train_idx]
-    if "train" in ds.labels:
-        y = ds.labels["train"]
-        ds.labels["val"], ds.labels["train"] = y[val_idx], y[train_idx]
+    for side in (ds.labels, ds.factors):  # each example's label and factors go where it goes
+        if "train" in side:
+            y = side["train"]
+            side["val"], side["train"] = y[val_idx], y[train_idx]
