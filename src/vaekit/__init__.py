@@ -7,6 +7,7 @@ try:
 except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
     __version__ = "0+unknown"
 
+from . import metrics  # disentanglement metrics on any arrays of codes: vaekit.metrics.mig(codes, factors)
 from .checkpoint import save
 from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
@@ -54,6 +55,7 @@ __all__ = [
     "load_dataset",
     "load_plugin",
     "log_likelihood",
+    "metrics",
     "register_architecture",
     "register_likelihood",
     "register_objective",

@@ -12,7 +12,8 @@ import sys
 
 from ..evaluate import ELBO_SAMPLES
 from ..plugins import load_plugin
-from .commands import cmd_evaluate, cmd_train
+from ..scoring import METRICS
+from .commands import cmd_disentanglement, cmd_evaluate, cmd_train
 from .flags import add_setting_flags
 from .outputs import SPLITS, cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample
 from .runs import add_data_arguments
@@ -120,6 +121,15 @@ def parser() -> argparse.ArgumentParser:
                     "stored in an .npz from vaekit encode)")
     add_out(de, ".npy (the decoded array) or .png (a grid) (required)", required=True)
     de.set_defaults(func=cmd_decode)
+
+    di = sub.add_parser("disentanglement", help="MIG, SAP, DCI, FactorVAE and BetaVAE scores of the posterior "
+                        "means against the data's factors (shapes2d, or an .npz with factors)")
+    add_run(di)
+    di.add_argument("--metrics", default=",".join(METRICS), help=f"comma-separated (default: {','.join(METRICS)})")
+    di.add_argument("--split", default="all", choices=(*SPLITS, "all"), help="which examples (default: all)")
+    di.add_argument("--seed", type=int, default=0, help="seeds the metrics' draws and splits (default: 0)")
+    di.add_argument("--json", action="store_true", help="one JSON object on stdout (default: off)")
+    di.set_defaults(func=cmd_disentanglement)
 
     pl = sub.add_parser("plot", help="every picture of a run: samples, latent map, traversals, curves, …")
     add_run(pl)

@@ -21,6 +21,7 @@ from ..errors import VaekitError
 from ..evaluate import evaluate_all, latent_statistics
 from ..experiment import labels_for, train_run
 from ..likelihoods import likelihood_support
+from ..scoring import check_metrics, score_model
 from ..tensorboard import TensorBoardLogger
 from .flags import build_config, given_settings
 from .runs import run_with_data
@@ -179,6 +180,27 @@ def finite_or_null(value: Any) -> Any:
     if isinstance(value, list):
         return [finite_or_null(v) for v in value]
     return value
+
+
+def cmd_disentanglement(args: argparse.Namespace) -> dict[str, float]:
+    """The disentanglement metrics of the run's posterior means against the data's factors."""
+    names = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()])
+    cfg, model, dataset = run_with_data(args)
+    splits = ("train", "val", "test") if args.split == "all" else (args.split,)
+    if not dataset.factors:
+        raise VaekitError(f"dataset {dataset.name!r} has no factors to score codes against: use --dataset shapes2d or "
+                          "an .npz with 'factors' (and --dataset PATH to point the run at it)")
+    x = torch.cat([dataset.eval_split(s) for s in splits])
+    factors = torch.cat([dataset.factors[s] for s in splits])
+    y = torch.cat([labels_for(cfg, dataset, s) for s in splits]) if cfg.model.condition == "label" else None
+    scores = score_model(model, x, factors, names, seed=args.seed, y=y)
+    if args.json:
+        print(json.dumps({"split": args.split, "n": int(x.shape[0]), "factors": list(dataset.factor_names), **scores}))
+    else:
+        print(f"{'split':<22}{args.split} (n={x.shape[0]}); factors {', '.join(dataset.factor_names)}")
+        for name, value in scores.items():
+            print(f"{name:<22}{value:.4f}")
+    return scores
 
 
 def evaluate_amortization_gap(model, x: torch.Tensor, seed: int) -> dict[str, float]:
