@@ -21,6 +21,18 @@ def default_data_dir() -> str:
     return os.environ.get("VAEKIT_DATA", str(SHARED_DATA))
 
 
+def recipe_arguments(p, epochs: int) -> None:
+    """The flags the MNIST recipes share: the budget in epochs, the learning rate, the evaluation, the
+    data root, the seed and the device."""
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-k", type=int, default=5000)
+    p.add_argument("--eval-n", type=int, default=None)
+    p.add_argument("--data-dir", default=default_data_dir())
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+
 def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, device: str = "cpu"):
     """Train `cfg` through stages of (passes, learning rate); fractional passes end an epoch early.
 

@@ -10,6 +10,7 @@ model measured in the same process; the machine is shared, so run it alone.
 
     python benchmarks/families.py --epochs 10 --eval-k 1000 --eval-n 2000        # a quick look
     python benchmarks/families.py --epochs 125 --eval-k 5000                     # the published protocol
+    python benchmarks/families.py --time-only 0.2                                # epoch times only, ~2 min
 """
 
 from __future__ import annotations
@@ -35,6 +36,29 @@ FAMILIES = [
 ]
 
 
+def config(model: dict, args) -> Config:
+    return Config().replace(
+        model={"latent_dim": 32, "hidden": [512, 512], "activation": "relu", **model},
+        data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
+        train={"batch_size": 128, "kl_warmup_epochs": min(10.0, args.epochs / 4), "seed": args.seed},
+    )
+
+
+def time_only(args) -> list[dict]:
+    """Seconds per epoch of each family and its ratio to plain, from a fraction of an epoch, one process."""
+    rows, plain = [], None
+    for name, model, _, _ in FAMILIES:
+        if name not in args.families:
+            continue
+        half = args.time_only / 2
+        _, _, seconds = train_stages(config(model, args), [(half, 1e-3), (half, 1e-3)], log=lambda *_: None)
+        per_epoch = seconds / args.time_only
+        plain = per_epoch if name == "plain" else plain
+        rows.append({"family": name, "seconds_per_epoch": per_epoch, "time_vs_plain": per_epoch / plain if plain else None})
+        print(f"{name:<18} {per_epoch:6.2f} s/epoch" + (f"  {per_epoch / plain:.2f}× plain" if plain else ""), flush=True)
+    return rows
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=10)
@@ -44,19 +68,18 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--data-dir", default=default_data_dir())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the rows here too")
+    p.add_argument("--time-only", type=float, metavar="EPOCHS",
+                   help="only time this fraction of an epoch per family (in two halves, after a warm-up step)")
     args = p.parse_args(argv)
+    if args.time_only:
+        return time_only(args)
 
     stages = [(1.0, 1e-3 * 0.5 * (1 + math.cos(math.pi * e / args.epochs))) for e in range(args.epochs)]
     rows, plain_seconds = [], None
     for name, model, published, source in FAMILIES:
         if name not in args.families:
             continue
-        cfg = Config().replace(
-            model={"latent_dim": 32, "hidden": [512, 512], "activation": "relu", **model},
-            data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
-            train={"batch_size": 128, "kl_warmup_epochs": min(10.0, args.epochs / 4), "seed": args.seed},
-        )
-        trained, ds, seconds = train_stages(cfg, stages, log=lambda *_: None)
+        trained, ds, seconds = train_stages(config(model, args), stages, log=lambda *_: None)
         elbo, nll, se = test_nll(trained, ds, args.eval_k, args.eval_n)
         plain_seconds = seconds if name == "plain" else plain_seconds
         rows.append({"family": name, "test_elbo": elbo, "nll": nll, "stderr": se, "seconds": seconds,

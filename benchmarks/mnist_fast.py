@@ -16,20 +16,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from common import default_data_dir, test_nll, train_stages
+from common import recipe_arguments, test_nll, train_stages
 
 from vaekit.config import Config
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=125)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-k", type=int, default=5000)
-    p.add_argument("--eval-n", type=int, default=None)
-    p.add_argument("--data-dir", default=default_data_dir())
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    recipe_arguments(p, epochs=125)
     p.add_argument("--cuda-graphs", action="store_true", help="CUDA: capture the whole step once and replay it")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
