@@ -1,6 +1,7 @@
 """`vaekit disentanglement RUN`: the metrics of a run's posterior means against its data's factors,
 the same numbers as `vaekit.metrics` on codes computed in Python; data without factors refused."""
 
+import html
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ from run_cli import vaekit_cli
 from vaekit.checkpoint import load_run
 from vaekit.experiment import load_data
 from vaekit.latents import posterior_summary
-from vaekit.metrics import mig
+from vaekit.metrics import mig, mutual_information
 from vaekit.scoring import score_codes
 
 pytest.importorskip("sklearn")
@@ -53,3 +54,28 @@ def test_data_without_factors_and_unknown_metrics_are_refused(run, tmp_path):
         proc = vaekit_cli("disentanglement", *args, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("vaekit: error: ") and message in proc.stderr
+
+
+def test_report_shows_the_scores_and_labels_traversals_by_factor(run):
+    pytest.importorskip("matplotlib")
+    from vaekit.report import run_metrics, traversals
+    from vaekit.scoring import captured_factors, score_model
+
+    vaekit_cli("--quiet", "report", run, "--k", "10")
+    page = (run / "report.html").read_text(encoding="utf-8")
+    cfg, model = load_run(run)
+    ds = load_data(cfg)
+    x, factors = ds.eval_split("test"), ds.factors["test"]
+    scores = score_model(model, x, factors, skip=True)
+    assert run_metrics(run, k=10)["disentanglement"] == scores
+    assert scores["factorvae"].startswith("not computed: ") and "several rows per factor value" in scores["betavae"]
+    for name, value in scores.items():  # 24 test rows: too few for the vote scores, which say so
+        assert f"<td>{name}</td><td>{value:.4f}</td>" in page if isinstance(value, float) else html.escape(value) in page
+    codes, _ = posterior_summary(model, x)
+    captures = captured_factors(codes, factors, ds.factor_names)
+    mi = mutual_information(codes, factors)  # the matrix the labels come from
+    for j, label in enumerate(captures):
+        best = int(mi[j].argmax())
+        assert label == (f"{ds.factor_names[best]}, {mi[j, best]:.2f} nats" if mi[j, best] >= 0.05 else "none")
+    _, _, rows, _ = traversals(model, x, captures=captures)
+    assert all(any(c in row for c in captures) for row in rows)

@@ -38,6 +38,7 @@ from .figures import (
 from .history import read_metrics
 from .rng import forked_rng
 from .rundir import atomic_write
+from .scoring import captured_factors, have_sklearn, score_model
 
 REPORT = "report.html"
 CAPTIONS = {
@@ -68,8 +69,10 @@ def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: in
     cfg, model = load_run(run_dir)
     cfg = point_data(cfg, dataset, data_dir)
     data = load_data(cfg, run_dir)
-    metrics = evaluate_all(model, data.eval_split(split), k=k, seed=seed, progress=progress,
-                           y=labels_for(cfg, data, split))
+    x, y = data.eval_split(split), labels_for(cfg, data, split)
+    metrics = evaluate_all(model, x, k=k, seed=seed, progress=progress, y=y)
+    if split in data.factors and have_sklearn():
+        metrics["disentanglement"] = score_model(model, x, data.factors[split], seed=seed, y=y, skip=True)
     metrics.update(split=split, latent_dim=cfg.model.latent_size)
     return metrics
 
@@ -86,6 +89,8 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
         if warning:
             parts.append(f'<p class="warning">{html.escape(warning)}</p>')
     parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
+    if "disentanglement" in metrics:
+        parts.append(scores_table(metrics["disentanglement"]))
     parts += [figure_html(p, captions.get(p.stem)) for p in pictures]
     config = json.dumps(load_config(run_dir).to_dict(), indent=2)
     parts.append(f"<h2>Config</h2><pre>{html.escape(config, quote=False)}</pre>")
@@ -124,7 +129,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     if getattr(model, "condition", None) is not None:
         paths = conditional_pictures(model, x, dataset.labels_of(split), shape, out)
     else:
-        paths = pictures(model, x, labels, shape, out, split)
+        paths = pictures(model, x, labels, shape, out, split, dataset.factors.get(split), dataset.factor_names)
     paths += [plot_images(images, shape, out / f"{name}.png") for name, (images, _) in part_pictures(model).items()]
     metrics = read_metrics(Path(run_dir))
     if metrics:
@@ -154,19 +159,22 @@ def conditional_pictures(model, x: torch.Tensor, labels: torch.Tensor, shape: tu
 
 
 def pictures(model, x: torch.Tensor, labels: torch.Tensor | None, shape: tuple[int, ...], out: Path,
-             split: str) -> list[Path]:
-    """An unconditional model's pictures (see `plot_run`)."""
+             split: str, factors: torch.Tensor | None = None, factor_names: tuple[str, ...] = ()) -> list[Path]:
+    """An unconditional model's pictures (see `plot_run`); with ground-truth factors of x, each traversal
+    row says which factor its latent captures most (`scoring.captured_factors`)."""
     vectors = len(shape) == 1
     with forked_rng(next(model.parameters()).device), torch.no_grad():
         torch.manual_seed(SEED)  # the draws below, in this order, are the pictures' content: keep the order
         paths = [plot_samples(model.sample(64, mean=True), shape, out / "samples.png", data=x if vectors else None),
                  plot_reconstructions(x[:32], model.reconstruct(x[:32]), shape, out / "reconstructions.png")]
         n = min(len(x), MAX_MAP_POINTS)
-        points, axis_names = project_2d(posterior_means(model, x[:n]).double())
+        means = posterior_means(model, x[:n])
+        points, axis_names = project_2d(means.double())
         paths.append(plot_latent_map(points, axis_names, None if labels is None else labels[:n], out / "latent_map.png"))
         if model.latent_dim == 2 and not vectors:  # a 2-D sheet of 1×D strips shows nothing
             paths.append(plot_manifold(*manifold(model), shape, out / "manifold.png"))
-        images, title, rows, columns = traversals(model, x)
+        captures = captured_factors(means, factors[:n], factor_names) if factors is not None else None
+        images, title, rows, columns = traversals(model, x, captures=captures)
         paths.append(plot_traversals(images, shape, out / "traversals.png", title, rows, columns))
         paths.append(plot_interpolations(*interpolations(model, x), shape, out / "interpolations.png"))
         if vectors:
@@ -213,11 +221,11 @@ def manifold(model, n: int = 15) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return model.decode(z), q[:, 0], q[:, 1].flip(0)
 
 
-def traversals(model, x: torch.Tensor, steps: int = 9, span: float = 3.0):
+def traversals(model, x: torch.Tensor, steps: int = 9, span: float = 3.0, captures: list[str] | None = None):
     """(images [rows·steps, D], title, row labels, column labels): one z_j varied from the posterior mean
     of x[0] over the prior's quantiles at ±`span` standard deviations (±3 for N(0, 1)); rows by decreasing
     KL(Q(z_j|x) ‖ p(z_j)), or by decreasing activity Cov_x E_Q[z_j] where the KL does not split by
-    dimension (a mixture prior)."""
+    dimension (a mixture prior); `captures[j]`, the factor z_j captures most, added to its row's label."""
     stats = latent_statistics(model, x)
     by_kl = stats["kl_per_dim"] is not None
     score = torch.tensor(stats["kl_per_dim"] if by_kl else stats["unit_activity"])
@@ -229,7 +237,7 @@ def traversals(model, x: torch.Tensor, steps: int = 9, span: float = 3.0):
     z[torch.arange(len(order)), :, order] = values[:, order].T  # row r sweeps dimension order[r]
     images = model.decode(z.reshape(-1, z0.shape[0]))
     unit = "nats" if by_kl else "activity"
-    rows = [f"z{j + 1}: {score[j].item():.2f} {unit}" for j in order.tolist()]
+    rows = [f"z{j + 1}: {score[j].item():.2f} {unit}" + (f"\n{captures[j]}" if captures else "") for j in order.tolist()]
     columns = [f"{v:+.1f}σ" for v in torch.linspace(-span, span, steps).tolist()]
     title = ("traversals: one latent varied over p(z_j)'s quantiles, rows by "
              + ("KL(Q(z_j|x) ‖ p(z_j))" if by_kl else "activity Cov_x E_Q[z_j]"))
@@ -285,6 +293,14 @@ def metrics_table(m: dict[str, Any]) -> str:
                    for a, b, c in rows)
     return (f"<h2>Metrics ({html.escape(m['split'])} split, n = {m['n']})</h2>"
             f"<table><tr><th>quantity</th><th>value</th><th>note</th></tr>{body}</table>")
+
+
+def scores_table(scores: dict[str, float]) -> str:
+    """The disentanglement metrics of the posterior means against the data's factors (`scoring.py`)."""
+    body = "".join(f"<tr><td>{html.escape(name)}</td><td>{value:.4f}</td></tr>" if isinstance(value, float) else
+                   f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td></tr>" for name, value in scores.items())
+    return ("<h2>Disentanglement (the same split, against the data's factors)</h2>"
+            f"<table><tr><th>metric</th><th>value</th></tr>{body}</table>")
 
 
 def kl_table(kl_per_dim: list[float] | None) -> str:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 
 import torch
@@ -13,9 +14,14 @@ from torch import Tensor
 
 from .errors import VaekitError
 from .latents import posterior_summary
-from .metrics import betavae_score, dci, factorvae_score, mig, sap
+from .metrics import betavae_score, dci, factorvae_score, mig, mutual_information, sap
 
 METRICS = ("mig", "sap", "dci", "factorvae", "betavae")  # every one, in the order reported
+
+
+def have_sklearn() -> bool:
+    """DCI and the BetaVAE score fit scikit-learn models (the `metrics` extra)."""
+    return importlib.util.find_spec("sklearn") is not None
 
 
 def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
@@ -26,31 +32,52 @@ def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def score_codes(codes: Tensor, factors: Tensor, names: Sequence[str] = METRICS, seed: int = 0) -> dict[str, float]:
+def score_codes(codes: Tensor, factors: Tensor, names: Sequence[str] = METRICS, seed: int = 0,
+                skip: bool = False) -> dict[str, float | str]:
     """{metric: value} for codes [N, K] against factors [N, F]; DCI gives three entries
-    (dci_disentanglement, dci_completeness, dci_informativeness)."""
-    scores: dict[str, float] = {}
+    (dci_disentanglement, dci_completeness, dci_informativeness). `skip`: a metric these arrays cannot
+    give (too few rows per factor value for the vote scores, say) gets its one-line reason instead."""
+    scores: dict[str, float | str] = {}
     for name in check_metrics(names):
-        if name == "mig":
-            scores["mig"] = mig(codes, factors)
-        elif name == "sap":
-            scores["sap"] = sap(codes, factors, seed=seed)
-        elif name == "dci":
-            d = dci(codes, factors, seed=seed)
-            scores.update(dci_disentanglement=d.disentanglement, dci_completeness=d.completeness,
-                          dci_informativeness=d.informativeness)
-        elif name == "factorvae":
-            scores["factorvae"] = factorvae_score(codes, factors, seed=seed)
-        else:
-            scores["betavae"] = betavae_score(codes, factors, seed=seed)
+        try:
+            scores.update(_score(name, codes, factors, seed))
+        except VaekitError as e:
+            if not skip:
+                raise
+            scores[name] = f"not computed: {e}"
     return scores
+
+
+def _score(name: str, codes: Tensor, factors: Tensor, seed: int) -> dict[str, float]:
+    """One metric's entries (DCI: three)."""
+    if name == "mig":
+        return {"mig": mig(codes, factors)}
+    if name == "sap":
+        return {"sap": sap(codes, factors, seed=seed)}
+    if name == "dci":
+        d = dci(codes, factors, seed=seed)
+        return {"dci_disentanglement": d.disentanglement, "dci_completeness": d.completeness,
+                "dci_informativeness": d.informativeness}
+    if name == "factorvae":
+        return {"factorvae": factorvae_score(codes, factors, seed=seed)}
+    return {"betavae": betavae_score(codes, factors, seed=seed)}
 
 
 @torch.no_grad()
 def score_model(model, x: Tensor, factors: Tensor, names: Sequence[str] = METRICS, seed: int = 0,
-                y: Tensor | None = None) -> dict[str, float]:
-    """The metrics of the posterior means of x (`latents.posterior_summary`; y: labels of a conditional VAE)."""
+                y: Tensor | None = None, skip: bool = False) -> dict[str, float | str]:
+    """The metrics of the posterior means of x (`latents.posterior_summary`; y: labels of a conditional
+    VAE; `skip` as in `score_codes`)."""
     if factors.shape[0] != x.shape[0]:
         raise VaekitError(f"{factors.shape[0]} rows of factors for {x.shape[0]} examples")
     codes, _ = posterior_summary(model, x, seed=seed, y=y)
-    return score_codes(codes, factors, names, seed)
+    return score_codes(codes, factors, names, seed, skip)
+
+
+def captured_factors(codes: Tensor, factors: Tensor, names: Sequence[str]) -> list[str]:
+    """For each code dimension, the factor it shares the most information with and that mutual
+    information in nats ("pos_x, 1.21 nats"; "none" where it is below 0.05 nats): what a traversal's rows
+    are labelled with."""
+    mi = mutual_information(codes, factors)  # [K, F]
+    best = mi.argmax(1)
+    return [f"{names[f]}, {mi[j, f]:.2f} nats" if mi[j, f] >= 0.05 else "none" for j, f in enumerate(best)]
