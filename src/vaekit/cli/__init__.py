@@ -1,4 +1,5 @@
-"""The `vaekit` command line: train, evaluate, sample, reconstruct, plot, report, explain.
+"""The `vaekit` command line: train, evaluate, sample, reconstruct, encode, decode, disentanglement, plot,
+report, explain.
 
     vaekit train --dataset digits --latent-dim 8 --hidden 128 --epochs 100 --out runs/digits
     vaekit evaluate runs/digits --k 1000 --json
