@@ -36,3 +36,42 @@ def resume_equals_uninterrupted(run, flags, tmp_path, epochs=3):
 
     assert untimed(part) == untimed(tmp_path / "full") and len(untimed(part)) == epochs
     return full
+
+
+def straight_and_resumed(train, root, epochs=2):
+    """Train `train` (flags after `train`) `epochs` straight into root/straight and 1 + the rest with
+    --resume into root/resumed, batch 64: the run pair a family's resume test compares."""
+    for until, name, extra in ((epochs, "straight", ()), (1, "resumed", ()), (epochs, "resumed", ("--resume",))):
+        vaekit_cli(*train, "--batch-size", "64", "--epochs", until, "--out", root / name, *extra)
+    return root
+
+
+def assert_resumed_equals_straight(root):
+    """The weights of root/resumed and root/straight (`straight_and_resumed`) are equal bit for bit."""
+    import torch
+    from safetensors.torch import load_file
+
+    straight, resumed = (load_file(root / name / "model.safetensors") for name in ("straight", "resumed"))
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    return straight
+
+
+def assert_two_processes_match_one(train, tmp_path):
+    """One epoch of `train` in one process (batch 64) and under torchrun with two gloo processes (batch
+    32 each): the same weights up to float rounding."""
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vaekit"]
+    for launcher, batch, name in (([sys.executable, "-m", "vaekit"], "64", "one"), (torchrun, "32", "two")):
+        proc = subprocess.run([*launcher, *map(str, train), "--epochs", "1", "--batch-size", batch,
+                               "--out", tmp_path / name], capture_output=True, text=True, timeout=300, env=env,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-4, rtol=1e-4)

@@ -4,15 +4,11 @@ training, evaluation on the test labels, `sample --label`, encode → decode, re
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from run_cli import vaekit_cli
-from safetensors.torch import load_file
+from run_cli import assert_resumed_equals_straight, assert_two_processes_match_one, straight_and_resumed, vaekit_cli
 
 import vaekit
 from vaekit.checkpoint import load_run
@@ -114,10 +110,7 @@ TRAIN = ["--quiet", "train", "--dataset", "digits", "--condition", "label", "--p
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("conditional")
-    for epochs, name, extra in ((3, "straight", ()), (1, "resumed", ()), (3, "resumed", ("--resume",))):
-        vaekit_cli(*TRAIN, "--batch-size", "64", "--epochs", epochs, "--out", root / name, *extra)
-    return root
+    return straight_and_resumed(TRAIN, tmp_path_factory.mktemp("conditional"), epochs=3)
 
 
 def test_evaluation_conditions_on_the_test_labels(runs):
@@ -171,18 +164,8 @@ def test_report_samples_one_row_per_label(runs):
 
 
 def test_resume_equals_uninterrupted(runs):
-    straight, resumed = (load_file(runs / name / "model.safetensors") for name in ("straight", "resumed"))
-    assert straight.keys() == resumed.keys() and "prior.means" in straight
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # bit for bit
+    assert "prior.means" in assert_resumed_equals_straight(runs)  # bit for bit
 
 
 def test_two_processes_match_one(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vaekit"]
-    for launcher, batch, name in (([sys.executable, "-m", "vaekit"], "64", "one"), (torchrun, "32", "two")):
-        proc = subprocess.run([*launcher, *TRAIN, "--epochs", "1", "--batch-size", batch, "--out", tmp_path / name],
-                              capture_output=True, text=True, timeout=300, env=env, check=False)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], atol=1e-4, rtol=1e-4)
+    assert_two_processes_match_one(TRAIN, tmp_path)

@@ -4,14 +4,11 @@ ELBO/IWAE/DReG, and training, evaluation, resume and two processes from the comm
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from dreg_check import check_dreg
-from run_cli import vaekit_cli
+from run_cli import assert_resumed_equals_straight, assert_two_processes_match_one, straight_and_resumed, vaekit_cli
 from safetensors.torch import load_file
 
 import vaekit
@@ -173,10 +170,7 @@ TRAIN = ["--quiet", "train", "--dataset", "digits", "--posterior", "iaf", "--flo
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("iaf")
-    for epochs, name, extra in ((2, "straight", ()), (1, "resumed", ()), (2, "resumed", ("--resume",))):
-        vaekit_cli(*TRAIN, "--batch-size", "64", "--epochs", epochs, "--out", root / name, *extra)
-    return root
+    return straight_and_resumed(TRAIN, tmp_path_factory.mktemp("iaf"))
 
 
 def test_cli_trains_and_evaluates_an_iaf_q(runs):
@@ -193,20 +187,9 @@ def test_cli_trains_and_evaluates_an_iaf_q(runs):
 
 
 def test_resume_equals_uninterrupted(runs):
-    straight, resumed = (load_file(runs / name / "model.safetensors") for name in ("straight", "resumed"))
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # bit for bit
+    assert_resumed_equals_straight(runs)  # bit for bit
 
 
-def test_two_processes_match_one(runs, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    common = [*TRAIN, "--epochs", "1"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vaekit"]
-    for launcher, batch, name in (([sys.executable, "-m", "vaekit"], "64", "one"), (torchrun, "32", "two")):
-        proc = subprocess.run([*launcher, *common, "--batch-size", batch, "--out", tmp_path / name],
-                              capture_output=True, text=True, timeout=300, env=env, check=False)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+def test_two_processes_match_one(tmp_path):
     # the draws are made on Q expanded to [2, B/2] and each rank scores its block by the exact inverse
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], atol=1e-4, rtol=1e-4)
+    assert_two_processes_match_one(TRAIN, tmp_path)
