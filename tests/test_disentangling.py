@@ -242,7 +242,7 @@ def test_refuses_a_family_it_cannot_estimate_in_one_line(objective, settings, me
 
 @pytest.mark.parametrize("train, message", [
     ({"objective": "elbo", "tc_estimator": "mss"}, "tc_estimator = 'mss' applies to objective 'beta-tcvae', not 'elbo'"),
-    ({"objective": "beta-tcvae", "gamma": 10}, "gamma = 10.0 applies to objective 'capacity', not 'beta-tcvae'"),
+    ({"objective": "beta-tcvae", "gamma": 10}, "gamma = 10.0 applies to objective 'capacity' or 'factorvae', not 'beta-tcvae'"),
     ({"objective": "capacity", "beta": 4}, "beta = 4.0 applies to objective 'elbo' or 'beta-tcvae', not 'capacity'"),
     ({"objective": "capacity", "estimator": "score-function"}, "estimator = 'score-function' applies to objective"),
     ({"objective": "iwae", "dip_lambda_od": 1}, "dip_lambda_od = 1.0 applies to objective 'dip-vae-1' or 'dip-vae-2'"),

@@ -163,20 +163,22 @@ def load_state(run: Path) -> dict[str, Any]:
 
 def restore(
     out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
-    max_batch: int = 2**62,
+    max_batch: int = 2**62, parts: nn.Module | None = None,
 ) -> list[dict[str, Any]]:
     """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
-    Every field is checked against `model` and `optimizer` first (`state_check`); `max_batch` is the
-    number of batches in an epoch.
+    Every field is checked against `model`, the objective's `parts` (if any) and `optimizer` first
+    (`state_check`); `max_batch` is the number of batches in an epoch.
 
     Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
     sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
     before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
     """
     saved = load_state(out)
-    check_state(saved, model, optimizer, out / STATE, max_batch)
+    check_state(saved, model, optimizer, out / STATE, max_batch, parts)
     try:
         model.load_state_dict(saved["model"])
+        if parts is not None:
+            parts.load_state_dict(saved["parts"])
         optimizer.load_state_dict(saved["optimizer"])
         lr_to_device(optimizer)
     except (KeyError, RuntimeError, ValueError) as e:
@@ -224,16 +226,20 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
         atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(""))
 
 
-def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState) -> None:
-    """train_state.pt (everything to continue, weights included) first, then model.safetensors."""
+def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
+                    parts: nn.Module | None = None) -> None:
+    """train_state.pt (everything to continue, weights included, and the objective's own `parts`: a
+    discriminator belongs to training, not to the model) first, then model.safetensors."""
     settle(state)  # the steps still in flight on the device are counted first
-    if not bool(all_finite([p.detach() for p in model.parameters()])):  # once per checkpoint, not per step
+    trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
+    if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
         raise NonFiniteLossError(f"the weights are NaN or Inf after global step {state.step} (is the learning rate "
                                  f"too large?); {out} keeps its last checkpoint: continue from it with --resume and "
                                  "a smaller --lr")
     device = next(model.parameters()).device
     cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
-    save_state(out, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **cuda_rng,
+    own = {"parts": parts.state_dict()} if parts is not None else {}
+    save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
                           "skipped": state.skipped, "examples": state.examples})

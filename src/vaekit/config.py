@@ -119,7 +119,11 @@ class TrainConfig:
                                          "10·λ_od for dip-vae-1, λ_od for dip-vae-2 (Kumar et al. 2018)")
     # Burgess et al. 2018 use γ = 1000 on dSprites; Adam's steps do not depend on the loss's scale, and γ
     # only has to exceed what a nat of KL buys in reconstruction (about 1 near the ELBO's optimum)
-    gamma: float = setting(1000.0, "--objective capacity: γ, weight of |KL − C| (Burgess et al. 2018)")
+    gamma: float | None = setting(None, "--objective capacity: γ, weight of |KL − C| (Burgess et al. 2018); "
+                                  "--objective factorvae: γ, weight of the TC (Kim & Mnih 2018); none: 1000 for "
+                                  "capacity, 40 for factorvae")
+    discriminator_hidden: tuple[int, ...] = setting((1000,) * 6, "--objective factorvae: the discriminator's hidden "
+                                                    "sizes (Kim & Mnih 2018: six of 1000)")
     capacity_max: float = setting(25.0, "--objective capacity: C_max, the KL target in nats that C rises to "
                                   "(25: Burgess et al.'s dSprites)")
     capacity_epochs: float = setting(25.0, "--objective capacity: C rises linearly from 0 to C_max over this many "
@@ -211,7 +215,7 @@ _POSITIVE = {
 MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
 MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators take
 _NON_NEGATIVE = {("train", "seed"), ("data", "split_seed"), ("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite"),
-                 ("train", "dip_lambda_od"), ("train", "gamma"), ("train", "capacity_max"), ("train", "capacity_epochs")}
+                 ("train", "dip_lambda_od"), ("train", "capacity_max"), ("train", "capacity_epochs")}
 _DIP = ("dip-vae-1", "dip-vae-2")
 # Settings that only some built-in objectives read: elsewhere a value other than the default is refused
 # (a plugin's objective may read any of them).
@@ -219,7 +223,7 @@ APPLIES_TO = {
     "beta": ("elbo", "beta-tcvae"), "kl_warmup_epochs": ("elbo", "beta-tcvae"),
     "estimator": ("elbo", *_DIP), "dreg": ("iwae",), "tc_estimator": ("beta-tcvae",),
     "dip_lambda_od": _DIP, "dip_lambda_d": _DIP,
-    "gamma": ("capacity",), "capacity_max": ("capacity",), "capacity_epochs": ("capacity",),
+    "gamma": ("capacity", "factorvae"), "discriminator_hidden": ("factorvae",), "capacity_max": ("capacity",), "capacity_epochs": ("capacity",),
 }
 
 
@@ -249,8 +253,10 @@ def validate(cfg: Config, source: str = "config") -> None:
         if not (v >= 0 and math.isfinite(v)):
             raise VaekitError(f"{source}: [{sec}] {name} must be >= 0, got {v!r}")
     t = cfg.train
-    if t.dip_lambda_d is not None and not (t.dip_lambda_d >= 0 and math.isfinite(t.dip_lambda_d)):
-        raise VaekitError(f"{source}: [train] dip_lambda_d must be >= 0, got {t.dip_lambda_d!r}")
+    for name in ("dip_lambda_d", "gamma"):  # none: the objective's own default
+        v = getattr(t, name)
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            raise VaekitError(f"{source}: [train] {name} must be >= 0, got {v!r}")
     _check_objective_settings(t, source)
     m = cfg.model
     if m.condition != "none" and (len(m.latent_dim) > 1 or m.arch != "mlp" or t.cuda_graphs):
@@ -260,10 +266,11 @@ def validate(cfg: Config, source: str = "config") -> None:
         raise VaekitError(f"{source}: [data] scale must be > 0, got {cfg.data.scale!r}")
     if cfg.data.val_size is not None and cfg.data.val_size < 0:
         raise VaekitError(f"{source}: [data] val_size must be >= 0, got {cfg.data.val_size}")
-    for name in ("hidden", "decoder_hidden", "layer_hidden"):
-        sizes = getattr(cfg.model, name) or ()
+    for sec, name in (("model", "hidden"), ("model", "decoder_hidden"), ("model", "layer_hidden"),
+                      ("train", "discriminator_hidden")):
+        sizes = getattr(getattr(cfg, sec), name) or ()
         if any(h <= 0 for h in sizes):
-            raise VaekitError(f"{source}: [model] {name} sizes must be > 0, got {list(sizes)}")
+            raise VaekitError(f"{source}: [{sec}] {name} sizes must be > 0, got {list(sizes)}")
 
 
 def _check_objective_settings(t: TrainConfig, source: str) -> None:

@@ -6,24 +6,34 @@ Each is a training objective with the signature of `loss.OBJECTIVES` (registered
 ELBO; only the minimized surrogate differs. The estimators below are pure functions of Q and the draws.
 
 Unlike the ELBO, these losses are functions of the whole minibatch (an aggregate posterior, a
-covariance over examples), so they are not sums over examples. Under torchrun each rank computes them
-over its own block of the global batch (B/N examples), not over all of it.
+covariance over examples), so they are not sums over examples. Each takes `whole(t, dim)`, which
+gathers a tensor of this rank's block into the global batch (`distributed.gather_batch`; the tensor
+itself in one process): the statistic is computed identically on every rank over the global batch
+and added to the mean over the rank's own examples, so N processes train as one does.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, MultivariateNormal, Normal
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
 from .errors import VaekitError
 from .likelihoods import is_diagonal_normal
 from .objectives import elbo
 
 TC_ESTIMATORS = ("mws", "mss")
+Whole = Callable[..., Tensor]
+"""whole(t, dim=0) → t gathered over the ranks along `dim` (the global batch); t in one process."""
+
+
+def one_process(t: Tensor, dim: int = 0) -> Tensor:
+    """`Whole` in one process: the batch is already whole."""
+    return t
 
 
 # ---- β-TCVAE: the KL term split by the aggregate posterior (Chen et al. 2018) ----------------------
@@ -98,7 +108,8 @@ def needs_factorized(q_z: Distribution, p_z: Distribution, objective: str) -> No
                           f"{type(q_z).__name__} and p(z) = {type(p_z).__name__}")
 
 
-def beta_tcvae_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, dataset_size: int):
+def beta_tcvae_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, dataset_size: int,
+                         whole: Whole = one_process):
     """β-TCVAE (Chen et al. 2018): the ELBO with its total correlation weighted by --beta; --tc-estimator mws or mss
 
     The paper's surrogate, with α = γ = 1, is log p(x|z) − MI − β·TC − dimension-wise KL =
@@ -109,39 +120,42 @@ def beta_tcvae_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample
     q_z = model.posterior(x)
     z = sample(q_z, tc.num_samples, "reparameterization")
     r = elbo(model, x, q_z=q_z, kl=tc.kl, z=z)
-    d = kl_decomposition(q_z, model.prior(), z, dataset_size, tc.tc_estimator)
-    total_correlation = d.total_correlation.mean(0)
-    loss = -(r.surrogate - (beta - 1) * total_correlation).mean()
-    return loss, {**_reported(r), "mi": d.mutual_information.mean(), "tc": total_correlation.mean(),
+    p_z = model.prior()
+    needs_factorized(q_z, p_z, "beta-tcvae")
+    q_all = Independent(Normal(whole(q_z.base_dist.loc), whole(q_z.base_dist.scale), validate_args=False), 1)
+    d = kl_decomposition(q_all, p_z, whole(z, 1), dataset_size, tc.tc_estimator)  # over the global batch
+    total_correlation = d.total_correlation.mean()
+    loss = -r.surrogate.mean() + (beta - 1) * total_correlation
+    return loss, {**reported(r), "mi": d.mutual_information.mean(), "tc": total_correlation,
                   "dim_kl": d.dimension_kl.mean()}
 
 
-def _reported(r) -> dict[str, Tensor]:
+def reported(r) -> dict[str, Tensor]:
     return {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
 
 
 # ---- DIP-VAE: moments of the aggregate posterior pulled to the prior's (Kumar et al. 2018) ----------
 
-def dip_covariance(q_z: Distribution, kind: str) -> Tensor:
+def dip_covariance(q_z: Distribution, kind: str, whole: Whole = one_process) -> Tensor:
     """[k, k]: Cov_x[μ(x)] over the batch (kind "i", Kumar et al. 2018, eq. 6) or E_x[Σ(x)] + Cov_x[μ(x)],
     the covariance of the aggregate posterior over the batch ("ii", eq. 7; by the law of total
     covariance). Covariances over the B examples divide by B: they are the batch's own moments."""
     if not (is_diagonal_normal(q_z) or isinstance(q_z, MultivariateNormal)):
         raise VaekitError(f"objective 'dip-vae-{'1' if kind == 'i' else '2'}' needs a Gaussian Q(z|x) (diagonal or full covariance), "
                           f"for its mean and covariance; this model has Q = {type(q_z).__name__}")
-    mu = q_z.mean  # [B, k]
+    mu = whole(q_z.mean)  # [B, k], the global batch
     centred = mu - mu.mean(0)
     cov = (centred.unsqueeze(-1) * centred.unsqueeze(-2)).mean(0)  # not a matmul: --precision bf16 leaves it float32
     if kind == "ii":
         sigma = q_z.covariance_matrix if isinstance(q_z, MultivariateNormal) else torch.diag_embed(q_z.variance)
-        cov = cov + sigma.mean(0)
+        cov = cov + whole(sigma).mean(0)
     return cov
 
 
-def dip_penalties(q_z: Distribution, kind: str) -> tuple[Tensor, Tensor]:
+def dip_penalties(q_z: Distribution, kind: str, whole: Whole = one_process) -> tuple[Tensor, Tensor]:
     """(Σ_{i≠j} C_ij², Σ_i (C_ii − 1)²) for C = `dip_covariance(q_z, kind)`: the off-diagonal and diagonal
     penalties that DIP-VAE weights by λ_od and λ_d (Kumar et al. 2018, eqs. 6-7)."""
-    cov = dip_covariance(q_z, kind)
+    cov = dip_covariance(q_z, kind, whole)
     diag = cov.diagonal()
     return cov.pow(2).sum() - diag.pow(2).sum(), (diag - 1).pow(2).sum()
 
@@ -152,29 +166,29 @@ def dip_lambdas(tc: Any, kind: str) -> tuple[float, float]:
     return tc.dip_lambda_od, lambda_d
 
 
-def _dip(model, x: Tensor, tc: Any, sample, kind: str):
+def _dip(model, x: Tensor, tc: Any, sample, kind: str, whole: Whole):
     q_z = model.posterior(x)
     r = elbo(model, x, q_z=q_z, kl=tc.kl, estimator=tc.estimator, z=sample(q_z, tc.num_samples, tc.estimator))
-    off, diag = dip_penalties(q_z, kind)
+    off, diag = dip_penalties(q_z, kind, whole)
     lambda_od, lambda_d = dip_lambdas(tc, kind)
     loss = -r.surrogate.mean() + lambda_od * off + lambda_d * diag
-    return loss, {**_reported(r), "dip_off_diagonal": off.detach(), "dip_diagonal": diag.detach()}
+    return loss, {**reported(r), "dip_off_diagonal": off.detach(), "dip_diagonal": diag.detach()}
 
 
-def dip_vae_1_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample):
+def dip_vae_1_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, whole: Whole = one_process):
     """DIP-VAE-I (Kumar et al. 2018): ELBO − λ_od Σ_{i≠j} C_ij² − λ_d Σ_i (C_ii − 1)², C = Cov[μ(x)]
 
     --dip-lambda-od, --dip-lambda-d. Decorrelates the encoder's means over the batch and scales each
     to unit variance: the aggregate posterior's second moments matched to N(0, I)'s, without the TC's
     density estimate."""
-    return _dip(model, x, tc, sample, "i")
+    return _dip(model, x, tc, sample, "i", whole)
 
 
-def dip_vae_2_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample):
+def dip_vae_2_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, whole: Whole = one_process):
     """DIP-VAE-II (Kumar et al. 2018): as DIP-VAE-I with C = E[Σ(x)] + Cov[μ(x)], the aggregate's covariance
 
     --dip-lambda-od, --dip-lambda-d."""
-    return _dip(model, x, tc, sample, "ii")
+    return _dip(model, x, tc, sample, "ii", whole)
 
 
 # ---- capacity: the KL held to a rising target (Burgess et al. 2018) --------------------------------
@@ -198,5 +212,6 @@ def capacity_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, 
     r = elbo(model, x, q_z=q_z, kl=tc.kl, z=sample(q_z, tc.num_samples, "reparameterization"))
     target = torch.as_tensor(capacity_target(progress, tc.capacity_max, tc.capacity_epochs),
                              dtype=r.kl.dtype, device=r.kl.device)
-    loss = -(r.reconstruction.mean() - tc.gamma * (r.kl.mean() - target).abs())
-    return loss, {**_reported(r), "capacity": target.detach()}
+    gamma = 1000.0 if tc.gamma is None else tc.gamma  # Burgess et al. 2018 on dSprites
+    loss = -(r.reconstruction.mean() - gamma * (r.kl.mean() - target).abs())
+    return loss, {**reported(r), "capacity": target.detach()}

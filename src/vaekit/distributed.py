@@ -1,4 +1,4 @@
-"""torch.distributed helpers: detect a torchrun launch, shard work, all-reduce sums.
+"""torch.distributed helpers: detect a torchrun launch, shard work, all-reduce sums, gather a batch.
 
 Launch the way the field does; vaekit reads RANK, LOCAL_RANK and WORLD_SIZE from the environment:
 
@@ -100,3 +100,30 @@ def all_reduce_sum(t: Tensor, ctx: Context) -> Tensor:
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         dist.barrier()
+
+
+def gather_batch(t: Tensor, ctx: Context, dim: int = 0) -> Tensor:
+    """The whole global batch of `t` (this rank's block, b long on `dim`) as one process holds it,
+    world·b long, blocks in rank order (`shard_indices`); `t` itself in one process. Differentiable: the gradient
+    reaching each block is summed over the ranks, so a batch statistic that every rank computes
+    identically over the gathered batch (a covariance, an aggregate posterior) gets, after DDP's
+    average, exactly the gradient one process computes. Every rank's block has the same size."""
+    if not ctx.distributed:
+        return t
+    return _Gather.apply(t.movedim(dim, 0), ctx.rank, ctx.world_size).movedim(0, dim)
+
+
+class _Gather(torch.autograd.Function):
+    @staticmethod
+    def forward(saved, t: Tensor, rank: int, world: int) -> Tensor:
+        t = t.contiguous()
+        blocks = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(blocks, t)
+        saved.rank, saved.size = rank, t.shape[0]
+        return torch.cat(blocks)
+
+    @staticmethod
+    def backward(saved, grad: Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every rank's use of this block
+        return grad[saved.rank * saved.size : (saved.rank + 1) * saved.size], None, None

@@ -190,6 +190,7 @@ def train_model(
     tc = cfg.train
     barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
     objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
+    parts = (objective.module if isinstance(objective, DistributedDataParallel) else objective).parts
     state = LoopState()
     history: list[dict[str, Any]] = []
     steps = -(-len(shard_indices(torch.arange(dataset.split("train").shape[0]), ctx, tc.batch_size)) // tc.batch_size)
@@ -197,7 +198,7 @@ def train_model(
         raise VaekitError(f"{dataset.name}: {dataset.split('train').shape[0]} training examples give no step per epoch "
                           f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
-        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps)
+        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts)
         set_lr(optimizer, tc.lr)  # the config's rate (a --resume may change it), not the one saved with Adam
         if out is not None and ctx.is_main:
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
@@ -212,7 +213,7 @@ def train_model(
     val_y = labels_for(cfg, dataset, "val", device)
     if val_y is not None:  # a conditional VAE: the loop gathers each batch's labels with its rows
         train_x = (train_x, labels_for(cfg, dataset, "train", device))
-    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state)) if out is not None and ctx.is_main else (lambda: None)
+    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_signals() as interrupted:
 
         def on_step(st: LoopState) -> None:
@@ -266,13 +267,17 @@ def build_trainer(
 ) -> tuple[nn.Module, torch.optim.Optimizer, StepFn | None]:
     """(objective, Adam, step function) for `model`, already on `device`: the objective wrapped in
     DistributedDataParallel under torch.distributed, and with `cuda_graphs` where it can run (one
-    process, CUDA, fused Adam) a `GraphedStep`; else step_fn is None (the plain `train_step`)."""
+    process, CUDA, fused Adam) a `GraphedStep`; else step_fn is None (the plain `train_step`).
+    Adam's first group holds the model's parameters, a second the objective's own `parts` if any."""
     graphs = tc.cuda_graphs and _graphs_possible(device, ctx)
-    optimizer = make_adam(model.parameters(), lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
+    objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
+    groups = [{"params": list(model.parameters())}]
+    if objective.parts is not None:  # the objective's own player (FactorVAE's discriminator): a group of its own
+        groups.append({"params": list(objective.parts.parameters()), **getattr(objective.parts, "adam", {})})
+    optimizer = make_adam(groups, lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
     if graphs and not fused(optimizer, capturable=True):
         log.warning("cuda_graphs = true needs fused Adam, which this torch build lacks; the step runs eagerly")
         graphs = False
-    objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
     if ctx.distributed:
         objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
     return objective, optimizer, GraphedStep(objective, optimizer, objective, tc.batch_size) if graphs else None

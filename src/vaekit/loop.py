@@ -55,11 +55,14 @@ def make_adam(params, lr: float, eps: float = 1e-8, capturable: bool = False) ->
     The fused kernel also skips a step on the device when told a gradient is non-finite, which is
     what lets `train_step` run without a host synchronization. `capturable=True` keeps its step
     counters and learning rate on the device, as a CUDA graph capture of the whole step needs
-    (change the rate with `set_lr`, which writes into that tensor).
+    (change the rate with `set_lr`, which writes into that tensor). `params` are parameters, or
+    parameter groups (dicts, as torch's optimizers take them: a second player's parameters with Adam
+    settings of their own); Adam's update is per parameter, so a group is a separate Adam.
     """
     params = list(params)
     if capturable:
-        lr = torch.tensor(lr, device=params[0].device)
+        first = params[0]["params"][0] if isinstance(params[0], dict) else params[0]
+        lr = torch.tensor(lr, device=first.device)
     try:
         return torch.optim.Adam(params, lr=lr, eps=eps, fused=True, capturable=capturable)
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel

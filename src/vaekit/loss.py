@@ -10,7 +10,11 @@ An objective is called as objective(model, x, tc, beta, sample, **extras), the e
 EXTRAS its signature names (as a registry offers a factory the keywords it asks for), so one written
 for (model, x, tc, beta, sample) is called just so: `progress`, the epochs done (a float, or a 0-d
 device tensor under CUDA graphs or --compile), for a schedule of its own; `dataset_size`, N, the
-training split's size, for estimates over the aggregate posterior (1/N) Σ_n Q(z|x_n).
+training split's size, for estimates over the aggregate posterior (1/N) Σ_n Q(z|x_n); `whole`, which
+gathers a tensor of this rank's block into the global batch under torchrun, for statistics over the
+batch (`disentangling`); `parts`, the objective's own trainable module, for an objective that carries
+`objective.parts(latent_dim=…, tc=…) → nn.Module` (FactorVAE's discriminator): the trainer gives its
+parameters an Adam group of their own (with the module's `adam` settings) and checkpoints them.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from . import disentangling
-from .distributed import SINGLE, Context
+from . import disentangling, factorvae
+from .distributed import SINGLE, Context, gather_batch
 from .likelihoods import validating
 from .loop import LossFn
 from .objectives import draw, elbo, iwae
@@ -59,7 +63,8 @@ OBJECTIVES.register("beta-tcvae", disentangling.beta_tcvae_objective)
 OBJECTIVES.register("dip-vae-1", disentangling.dip_vae_1_objective)
 OBJECTIVES.register("dip-vae-2", disentangling.dip_vae_2_objective)
 OBJECTIVES.register("capacity", disentangling.capacity_objective)
-EXTRAS = ("progress", "dataset_size")
+OBJECTIVES.register("factorvae", factorvae.factorvae_objective)
+EXTRAS = ("progress", "dataset_size", "parts", "whole")
 
 
 def extras_taken(objective: Callable) -> tuple[str, ...]:
@@ -86,6 +91,9 @@ class VAEObjective(nn.Module):
         self.objective = OBJECTIVES.entry(tc.objective).factory
         self._extras = extras_taken(self.objective)
         self._dataset_size = dataset.split("train").shape[0] if "dataset_size" in self._extras else None
+        build = getattr(self.objective, "parts", None)
+        device = next(model.parameters()).device
+        self.parts: nn.Module | None = build(latent_dim=model.latent_dim, tc=tc).to(device) if build else None
         self._core = compile_or_eager(self._loss) if tc.compile else self._loss
         if tc.compile:  # the draws run eagerly inside a compiled objective, so they are the same numbers
             self._sample = torch.compiler.disable(self._sample)
@@ -112,9 +120,12 @@ class VAEObjective(nn.Module):
             return self._core(x, beta, y, *extra)
 
     def _loss(self, x: Tensor, beta: float | Tensor, y: Tensor | None = None, progress: float | Tensor = 0.0):
-        extras = {"progress": progress, "dataset_size": self._dataset_size}
+        extras = {"progress": progress, "dataset_size": self._dataset_size, "parts": self.parts, "whole": self._whole}
         model = self.model.given(y) if y is not None else self.model
         return self.objective(model, x, self.tc, beta, self._sample, **{k: extras[k] for k in self._extras})
+
+    def _whole(self, t: Tensor, dim: int = 0) -> Tensor:
+        return gather_batch(t, self.ctx, dim)
 
     def _on_device(self, progress: float | Tensor, device: torch.device) -> float | Tensor:
         """progress as given, or as a device tensor for a compiled core (which would bake a float in)."""

@@ -57,14 +57,14 @@ def _number(value: Any, field: str, low: float | None = None, high: float | None
     return float(value)
 
 
-def _model(saved: Any, model: nn.Module) -> None:
-    _need(isinstance(saved, dict), "model", "is not a state dict")
-    expected = model.state_dict()
+def _module(saved: Any, module: nn.Module, key: str) -> None:
+    _need(isinstance(saved, dict), key, "is not a state dict")
+    expected = module.state_dict()
     missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
-    _need(not missing, "model", f"lacks {missing[:3]}")
-    _need(not extra, "model", f"has unknown entries {extra[:3]}")
+    _need(not missing, key, f"lacks {missing[:3]}")
+    _need(not extra, key, f"has unknown entries {extra[:3]}")
     for name, like in expected.items():
-        _tensor(saved[name], f"model.{name}", like)
+        _tensor(saved[name], f"{key}.{name}", like)
 
 
 def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
@@ -107,15 +107,23 @@ def _rng(value: Any, field: str, like: Tensor | None) -> None:
         _need(value.numel() == like.numel(), field, f"has {value.numel()} bytes, expected {like.numel()}")
 
 
-def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, max_batch: int) -> None:
-    """Refuse `saved` (a loaded train_state.pt) in one line unless every field fits `model` and
-    `optimizer`; `max_batch` is the number of batches in an epoch (a mid-epoch position is ≤ it)."""
+def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, max_batch: int,
+                parts: nn.Module | None = None) -> None:
+    """Refuse `saved` (a loaded train_state.pt) in one line unless every field fits `model`, the
+    objective's `parts` (if any) and `optimizer`; `max_batch` is the number of batches in an epoch
+    (a mid-epoch position is ≤ it)."""
     try:
         _need(isinstance(saved, dict), "the file", "does not hold a dict")
-        for key in ("model", "optimizer", "rng", *_COUNTERS, "sums"):
+        for key in ("model", "optimizer", "rng", *_COUNTERS, "sums", *(("parts",) if parts is not None else ())):
             _need(key in saved, key, "is missing")
-        _model(saved["model"], model)
-        names = {i: n for i, (n, _) in enumerate(model.named_parameters())}
+        _need(parts is not None or "parts" not in saved, "parts",
+              "holds an objective's own weights (a discriminator), which this run's objective lacks")
+        _module(saved["model"], model, "model")
+        named = list(model.named_parameters())
+        if parts is not None:
+            _module(saved["parts"], parts, "parts")
+            named += [(f"parts.{n}", p) for n, p in parts.named_parameters()]
+        names = {i: n for i, (n, _) in enumerate(named)}
         _optimizer(saved["optimizer"], optimizer, names)
         _rng(saved["rng"], "rng", torch.get_rng_state())
         if "cuda_rng" in saved:
