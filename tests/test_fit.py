@@ -105,6 +105,29 @@ def test_fit_checks_data_against_the_likelihood():
         vaekit.fit(model, torch.rand(50, 4).round(), epoch=1)
 
 
+def test_fit_trains_a_conditional_vae_on_each_examples_label():
+    """y_train / y_val reach the loop: the validation ELBO it records is the trained model's ELBO
+    given the validation labels (the same seed's draws), not given other labels."""
+    from vaekit.evaluate import evaluate_elbo
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (90,), generator=g)
+    x = (torch.rand(90, 6, generator=g) < 0.2 + 0.3 * y.unsqueeze(1)).float()  # the label sets the density
+    torch.manual_seed(0)
+    model = vaekit.VAE(data_dim=6, latent_dim=2, hidden=(8,), condition="label", condition_classes=3)
+    result = vaekit.fit(model, x[:70], x[70:], y_train=y[:70], y_val=y[70:], epochs=3, lr=1e-2, progress=False)
+    assert result.config.model.condition == "label" and result.config.model.condition_classes == 3
+    recorded = result.history[-1]["val/elbo"]
+    assert recorded == pytest.approx(evaluate_elbo(model, x[70:], seed=0, y=y[70:])["elbo"], rel=1e-6)
+    assert recorded != pytest.approx(evaluate_elbo(model, x[70:], seed=0, y=(y[70:] + 1) % 3)["elbo"], rel=1e-3)
+    with pytest.raises(VaekitError, match="conditioned on labels: pass y_train"):
+        vaekit.fit(model, x, epochs=1)
+    with pytest.raises(VaekitError, match="takes no labels"):
+        vaekit.fit(vaekit.VAE(data_dim=6, latent_dim=2), x, y_train=y, epochs=1)
+    with pytest.raises(VaekitError, match=r"y_train: \(89,\) labels for the 90 examples of x_train"):
+        vaekit.fit(model, x, y_train=y[:89], epochs=1)
+
+
 def cli_stdout(*args):
     return vaekit_cli("--quiet", *args).stdout
 

@@ -13,6 +13,7 @@ from . import checkpoint as ckpt
 from .config import Config
 from .data import tensor_dataset
 from .distributed import SINGLE
+from .errors import VaekitError
 from .experiment import TrainResult, open_run, train_model, writing_lock
 
 
@@ -26,6 +27,8 @@ def fit(
     progress: bool = True,
     device: str = "cpu",
     binarize: str = "none",
+    y_train: torch.Tensor | Any | None = None,
+    y_val: torch.Tensor | Any | None = None,
     **train: Any,
 ) -> TrainResult:
     """Train any VAE (`VAE(encoder, decoder, prior)`, your own networks included) on in-memory data,
@@ -35,13 +38,21 @@ def fit(
     None), checked against the likelihood's support; `binarize="dynamic"` draws binary data from grey
     levels for a Bernoulli likelihood. `train`: any `TrainConfig` field (epochs, batch_size, lr,
     objective, beta, seed, …). With `out`, a run directory is written (and `resume=True` continues it:
-    pass the same model, built the same way, and the same data).
+    pass the same model, built the same way, and the same data). A conditional VAE (one with a
+    `condition`) takes each example's label: y_train [N] (and y_val with x_val), whole numbers.
     """
     cfg = Config.from_dict({"train": train}, source="vaekit.fit")
+    conditional = getattr(model, "condition", None) is not None
+    if conditional != (y_train is not None):
+        raise VaekitError("this VAE is conditioned on labels: pass y_train (and y_val with x_val)" if conditional else
+                          "y_train given, but this VAE takes no labels (build it with condition='label')")
     support = getattr(getattr(model, "decoder", None), "support", None) or "real"
-    dataset = tensor_dataset(x_train, x_val, support, binarize, cfg.train.seed)
+    dataset = tensor_dataset(x_train, x_val, support, binarize, cfg.train.seed, y_train, y_val)
     mc = ckpt.model_config(model)
     mc = replace(mc, data_shape=mc.data_shape or tuple(dataset.shape))
+    if conditional:  # the loop gathers each batch's labels with its rows
+        classes = mc.condition_classes or getattr(model.condition, "classes", 0) or dataset.classes
+        mc = replace(mc, condition="label", condition_classes=classes)
     cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset="tensors", binarize=dataset.binarize))
     with writing_lock(Path(out) if out is not None else None, SINGLE):
         out, resume, cfg = open_run(cfg, out, resume)

@@ -139,16 +139,19 @@ def _factors(path: Path, f: np.ndarray | None, n: int, key: str) -> np.ndarray |
 
 def _labels(path: Path, y: np.ndarray | None, n: int, key: str) -> np.ndarray | None:
     """The array "y" as int64 [n] labels of the n examples of `key`; refused unless one whole number each."""
-    if y is None:
-        return None
+    return None if y is None else whole_labels(y, n, f"{path} [y]", f"[{key}]")
+
+
+def whole_labels(y: np.ndarray, n: int, where: str, examples: str) -> np.ndarray:
+    """y as int64 [n] labels, one whole number ≥ 0 for each of the n `examples`; refused in one line naming `where`."""
     if y.dtype.kind not in "buif":
-        raise VaekitError(f"{path} [y]: labels must be whole numbers, one per example; got dtype {y.dtype}")
+        raise VaekitError(f"{where}: labels must be whole numbers, one per example; got dtype {y.dtype}")
     if y.ndim != 1 or len(y) != n:
-        raise VaekitError(f"{path} [y]: {tuple(y.shape)} labels for the {n} examples of [{key}]; "
+        raise VaekitError(f"{where}: {tuple(y.shape)} labels for the {n} examples of {examples}; "
                           f"give one label per example, shape ({n},)")
     if y.dtype.kind == "f" and not bool((np.isfinite(y) & (y == np.round(y))).all()):
         first = int(np.flatnonzero(~(np.isfinite(y) & (y == np.round(y))))[0])
-        raise VaekitError(f"{path} [y]: labels must be whole numbers; label {first} is {y[first]}")
+        raise VaekitError(f"{where}: labels must be whole numbers; label {first} is {y[first]}")
     return y.astype(np.int64)
 
 
@@ -191,17 +194,21 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         raise VaekitError(f"{path}: cannot read as {path.suffix} ({e})") from None
 
 
-def read_csv(path: Path) -> np.ndarray:
-    """Numbers separated by commas, one example a row, as float32 (the numbers as written); a first row
-    that is not numeric is a header. UTF-8 text; a byte-order mark (BOM) is skipped, not read as data."""
+LABEL_COLUMNS = ("label", "y")  # a CSV header's names for the column of labels (case and quotes aside)
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Numbers separated by commas, one example a row: {"x": float32 [N, D]} (the numbers as written),
+    with {"y": labels [N]} where a header names a column `label` or `y` (it leaves x). A first row that
+    is not numeric is a header. UTF-8 text; a byte-order mark (BOM) is skipped, not read as data."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             first = f.readline()
         try:
             [float(v) for v in first.split(",")]
-            skip = 0
+            skip, names = 0, []
         except ValueError:
-            skip = 1
+            skip, names = 1, [v.strip().strip("\"'").lower() for v in first.split(",")]
         with warnings.catch_warnings():  # a header and no rows: numpy warns, the empty dataset is refused below
             warnings.simplefilter("ignore", UserWarning)
             arr = np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2, encoding="utf-8-sig")
@@ -209,8 +216,16 @@ def read_csv(path: Path) -> np.ndarray:
         raise VaekitError(_not_utf8(path, e)) from None
     except ValueError as e:
         raise VaekitError(f"{path}: not a numeric CSV ({e})") from None
+    label = [i for i, name in enumerate(names) if name in LABEL_COLUMNS]
+    if len(label) > 1:
+        raise VaekitError(f"{path}: the header names {len(label)} label columns ({', '.join(names[i] for i in label)}); "
+                          "keep one")
+    if label and arr.shape[1] != len(names):
+        raise VaekitError(f"{path}: the header has {len(names)} columns, the rows {arr.shape[1]}")
     with np.errstate(over="ignore"):  # beyond float32: ±inf, named by check_values
-        return arr.astype(np.float32)
+        if not label:
+            return {"x": arr.astype(np.float32)}
+        return {"x": np.delete(arr, label[0], axis=1).astype(np.float32), "y": arr[:, label[0]]}
 
 
 def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:

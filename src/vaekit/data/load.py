@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import VaekitError
 from .builtin import BUILTIN, read_builtin
 from .dataset import Dataset, finalize, resolve_binarize, seeded_split, standardization
-from .files import as_examples, read_csv, read_numpy, to_tensor, user_dataset
+from .files import as_examples, read_csv, read_numpy, to_tensor, user_dataset, whole_labels
 from .images import read_image_folder
 from .mnist import DATASETS as MNIST_FAMILY
 from .mnist import load_mnist_family
@@ -81,20 +81,29 @@ def tensor_dataset(
     support: str = "real",
     binarize: str = "none",
     seed: int = 0,
+    y_train: Tensor | np.ndarray | None = None,
+    y_val: Tensor | np.ndarray | None = None,
 ) -> Dataset:
     """In-memory data as a Dataset (what `vaekit.fit` trains on): x_train [N, ...] and optionally
-    x_val; without x_val a seeded 10% of x_train is held out for validation. Values are checked
-    against `support` like a file's; bool arrays are 0/1 data; no test split."""
+    x_val, with labels y_train [N] (and y_val) where given; without x_val a seeded 10% of x_train is
+    held out for validation. Values are checked against `support` like a file's; bool arrays are 0/1
+    data; no test split."""
     arrays = {"train": x_train} if x_val is None else {"train": x_train, "val": x_val}
-    splits, shape = {}, None
+    if (y_val is not None) != (y_train is not None and x_val is not None):
+        raise VaekitError("labels: give y_train with x_train, and y_val exactly when x_val is given")
+    splits, shape, labels = {}, None, {}
     for name, a in arrays.items():
         a = a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
         flat, shape_k = as_examples(a, f"x_{name}")
         if shape is not None and shape_k != shape:
             raise VaekitError(f"x_val: example shape {shape_k} differs from x_train's {shape}")
         splits[name], shape = to_tensor(flat), shape_k
+        y = y_train if name == "train" else y_val
+        if y is not None:
+            y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+            labels[name] = torch.from_numpy(whole_labels(y, len(flat), f"y_{name}", f"x_{name}"))
     ds = Dataset("tensors", shape, splits, scale=255.0 if splits["train"].dtype == torch.uint8 and support != "count"
-                 and bool((splits["train"] > 1).any()) else 1.0)
+                 and bool((splits["train"] > 1).any()) else 1.0, labels=labels)
     if x_val is None:
         _carve_validation(ds, max(1, len(splits["train"]) // 10), seed)
     return finalize(ds, binarize, support, seed)
@@ -140,7 +149,7 @@ def _read_user_arrays(path: Path, mmap: bool) -> tuple[dict[str, np.ndarray], st
     if path.suffix in (".npy", ".npz"):
         return read_numpy(path, mmap), "numpy"
     if path.suffix == ".csv":
-        return {"x": read_csv(path)}, "csv"
+        return read_csv(path), "csv"
     raise VaekitError(f"{path}: unknown dataset; use {', '.join(DATASETS)}, "
                       "or a .npy, .npz or .csv file or an image folder")
 
