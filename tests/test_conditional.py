@@ -64,6 +64,7 @@ def test_the_encoder_and_decoder_see_one_hot_y_beside_x_and_z():
 
 def test_label_prior_is_a_gaussian_per_label_with_the_closed_form_kl():
     model, (x, y) = conditional(prior="label"), data(200)
+    assert model.latent_dim == 3 == model.given(y).latent_dim  # k is known without the labels too
     with torch.no_grad():
         model.prior.means.normal_()
         model.prior.log_scales.normal_(0, 0.3)

@@ -98,7 +98,10 @@ class Joint:
 
     @property
     def latent_dim(self) -> int:
-        return int(self.prior().event_shape[-1])
+        prior = self.prior
+        if getattr(prior, "conditional", False):  # p(z|y) of a VAE not given its labels: its own k
+            return int(prior.latent_dim)
+        return int(prior().event_shape[-1])
 
     @property
     def data_dim(self) -> int | None:

@@ -165,6 +165,7 @@ class LabelGaussian(Part):
 
     def __init__(self, latent_dim: int, classes: int):
         super().__init__()
+        self.latent_dim = latent_dim  # k, known without the labels
         self.means = nn.Parameter(torch.zeros(classes, latent_dim))
         self.log_scales = nn.Parameter(torch.zeros(classes, latent_dim))
 
