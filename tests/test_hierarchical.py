@@ -91,10 +91,8 @@ def linear_gaussian_stack(sigma=0.5):
         enc.weight[:3] = cov_post @ b_mat.T / sigma**2
         enc.bias.zero_()
         enc.bias[:3] = cov_post @ (torch.linalg.solve(cov_z1, a) - b_mat.T @ b / sigma**2)
-        tril = torch.linalg.cholesky(cov_post)
-        enc.bias[3:6] = 2 * tril.diagonal().log()
-        rows, cols = torch.tril_indices(3, 3, offset=-1)
-        enc.bias[6:] = tril[rows, cols]
+        model.encoder.first.head.gate.fill_(1.0)
+        enc.bias[3:] = model.encoder.first.head.outputs_for(enc.bias[:3], torch.linalg.cholesky(cov_post))[3:]
         # p(z₂|z₁): precision 1 + Aᵀ V⁻¹ A, mean var · Aᵀ V⁻¹ (z₁ − a)
         var = 1 / (1 + (a_mat[:, 0] ** 2 / v).sum())
         upper.weight.zero_()

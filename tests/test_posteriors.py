@@ -28,7 +28,10 @@ def mvn_log_density(z, loc, scale_tril):
 
 
 def full_vae(**settings):
-    return vaekit.VAE(data_dim=6, latent_dim=3, hidden=(8,), posterior="full", **settings).double()
+    model = vaekit.VAE(data_dim=6, latent_dim=3, hidden=(8,), posterior="full", **settings).double()
+    with torch.no_grad():
+        model.encoder.head.gate.fill_(1.0)  # correlated from the start (a trained model's Q)
+    return model
 
 
 def test_full_covariance_head_gives_a_cholesky_factor_and_the_mvn_density():
@@ -38,17 +41,27 @@ def test_full_covariance_head_gives_a_cholesky_factor_and_the_mvn_density():
     n_out = head.out_features(k)
     assert n_out == 2 * k + k * (k - 1) // 2
     h = 0.7 * torch.randn(5, n_out, dtype=D)
+    head = head.double()
     q = head(h)
     assert isinstance(q, MultivariateNormal) and q.batch_shape == (5,) and q.event_shape == (k,)
+    # the gate starts at 0: Q starts as the diagonal Gaussian N(μ, diag σ²)
+    torch.testing.assert_close(q.scale_tril, torch.diag_embed(torch.exp(0.5 * h[:, k : 2 * k])), atol=0, rtol=0)
+    with torch.no_grad():
+        head.gate.fill_(0.8)
+    q = head(h)
     L = q.scale_tril
     assert torch.equal(L, L.tril()) and (L.diagonal(dim1=-2, dim2=-1) > 0).all()
-    # the layout h = (μ, log σ², below-diagonal, row by row)
+    # the layout h = (μ, log σ², below-diagonal of B, row by row) and L = diag(σ)(I + g·B)
+    sigma = torch.exp(0.5 * h[:, k : 2 * k])
     torch.testing.assert_close(q.loc, h[:, :k], atol=0, rtol=0)
-    torch.testing.assert_close(L.diagonal(dim1=-2, dim2=-1), torch.exp(0.5 * h[:, k : 2 * k]), atol=1e-15, rtol=0)
+    torch.testing.assert_close(L.diagonal(dim1=-2, dim2=-1), sigma, atol=1e-15, rtol=0)
     rows, cols = torch.tril_indices(k, k, offset=-1)
-    torch.testing.assert_close(L[:, rows, cols], h[:, 2 * k :], atol=0, rtol=0)
+    torch.testing.assert_close(L[:, rows, cols], 0.8 * sigma[:, rows] * h[:, 2 * k :], atol=1e-15, rtol=0)
     z = q.loc + torch.randn(3, 5, k, dtype=D)  # [S, B, k]
     torch.testing.assert_close(q.log_prob(z), mvn_log_density(z, q.loc, L), atol=1e-10, rtol=0)
+    with torch.no_grad():
+        head.gate.fill_(1.0)
+    torch.testing.assert_close(head(head.outputs_for(q.loc, L)).scale_tril, L, atol=1e-14, rtol=0)
 
 
 def test_full_covariance_q_trains_on_digits():
@@ -78,18 +91,17 @@ def test_encoder_can_represent_the_exact_linear_gaussian_posterior():
     x = lg.marginal().sample((6,))
     exact = lg.posterior(x)
     # p(z|x) = N(A(x − b), Σ) with A = Σ Wᵀ/σ²: an affine mean and a constant covariance, which a
-    # linear encoder with the full head produces exactly: h = (A x − A b, log diag(L)², below-diagonal of L)
+    # linear encoder with the full head produces exactly: h = (A x − A b, log diag(L)², below-diagonal of
+    # L in units of its row's σ), with the head's gate at 1
     cov = exact.covariance_matrix[0]
     A = cov @ lg.W.T / sigma**2
     L = torch.linalg.cholesky(cov)
-    rows, cols = torch.tril_indices(k, k, offset=-1)
     (linear,) = list(model.encoder.net)
     with torch.no_grad():
+        model.encoder.head.gate.fill_(1.0)
         linear.weight.zero_()
         linear.weight[:k] = A
-        linear.bias[:k] = -A @ lg.b
-        linear.bias[k : 2 * k] = torch.log(L.diagonal() ** 2)
-        linear.bias[2 * k :] = L[rows, cols]
+        linear.bias.copy_(model.encoder.head.outputs_for(-A @ lg.b, L))
     q = model.posterior(x)
     torch.testing.assert_close(q.loc, exact.loc, atol=1e-10, rtol=0)
     torch.testing.assert_close(q.covariance_matrix, exact.covariance_matrix, atol=1e-10, rtol=0)
