@@ -27,3 +27,23 @@ def test_mnist_nll_protocol_smoke():
     out = mnist_nll.main(["--objective", "iwae", "--k", "2", "--passes-scale", "0.0003", "--eval-k", "20", "--eval-n", "100"])
     # a sliver of training already beats the untrained model's ~550 nats; the bound holds: NLL ≤ −ELBO on average
     assert 100 < out["nll"] < 400 and out["nll"] <= -out["elbo"] + 3 * out["stderr"]
+
+
+def test_disentanglement_study_settings_and_its_mean_and_sd():
+    """Every method's settings make a valid config with its paper's value, and the summary's mean and
+    sample sd over seeds are those of the rows (computed by hand here)."""
+    import argparse
+
+    import disentanglement as study
+
+    args = argparse.Namespace(epochs=3)
+    cfgs = {name: study.config(settings, args, seed=2) for name, (settings, _) in study.METHODS.items()}
+    assert cfgs["beta-vae-4"].train.beta == 4.0 and cfgs["beta-tcvae"].train.objective == "beta-tcvae"
+    assert cfgs["factorvae"].train.gamma == 40.0 and cfgs["factorvae"].train.discriminator_hidden == (256, 256, 256)
+    assert all(c.train.seed == 2 and c.train.epochs == 3 and c.data.dataset == "shapes2d" for c in cfgs.values())
+    rows = [{"method": "m", "seed": s, "test_elbo": e, **dict.fromkeys(study.METRIC_KEYS, v)}
+            for s, (e, v) in enumerate([(-80.0, 0.1), (-82.0, 0.4), (-87.0, 0.4)])]
+    (entry,) = study.summarize(rows)
+    assert entry["seeds"] == 3 and entry["test_elbo"]["mean"] == pytest.approx(-83.0)
+    assert entry["test_elbo"]["sd"] == pytest.approx(((9 + 1 + 16) / 2) ** 0.5)  # n − 1 in the denominator
+    assert entry["mig"] == pytest.approx({"mean": 0.3, "sd": (0.06 / 2) ** 0.5, "min": 0.1, "max": 0.4})
