@@ -71,6 +71,32 @@ def test_elbo_equals_the_five_log_densities_by_hand():
     torch.testing.assert_close(model.prior().log_prob(z), log_p1 + log_p2, rtol=0, atol=1e-12)
 
 
+def test_a_conditional_two_layer_elbo_is_its_five_conditionals_given_y_by_hand():
+    """--condition label with two layers: y (one-hot c) enters Q(z₁|x, y), p(x|z₁, y) and, with --prior
+    label, p(z₂|y); Q(z₂|z₁) and p(z₁|z₂) do not see it. The ELBO of `given(y)` against the five
+    log-densities written out on the same draws."""
+    model = two_layers(condition="label", condition_classes=3, prior="label")
+    x, y = binary(5), torch.tensor([0, 2, 1, 2, 0])
+    with torch.no_grad():
+        model.prior.top.means.normal_()
+        model.prior.top.log_scales.normal_(0, 0.3)
+    given = model.given(y)
+    torch.manual_seed(3)
+    z = given.posterior(x).rsample((7,))
+    z1, z2 = z[..., :4], z[..., 4:]
+    c = torch.eye(3, dtype=D)[y]
+    log_q1 = normal_log_density(z1, model.encoder.first.net(torch.cat([x, c], -1)))
+    log_q2 = normal_log_density(z2, model.encoder.upper[0].net(z1))
+    mean, log_scale = c @ model.prior.top.means, c @ model.prior.top.log_scales
+    log_p2 = (-0.5 * (LOG_2PI + 2 * log_scale + (z2 - mean) ** 2 / (2 * log_scale).exp())).sum(-1)
+    log_p1 = normal_log_density(z1, model.prior.lower[0].net(z2))
+    logits = model.decoder.net.net(torch.cat([z1, c.expand(7, 5, 3)], -1))
+    log_px = (x * logits - torch.log1p(logits.exp())).sum(-1)
+    by_hand = (log_px + log_p1 + log_p2 - log_q1 - log_q2).mean(0)
+    torch.testing.assert_close(elbo(given, x, z=z, num_samples=7).elbo, by_hand, rtol=0, atol=1e-12)
+    assert model.latent_dim == 6 and given.sample(5).shape == (5, 12)
+
+
 def linear_gaussian_stack(sigma=0.5):
     """Every layer linear-Gaussian: p(z₂) = N(0, 1), z₁|z₂ = N(A z₂ + a, diag v), x|z₁ = N(B z₁ + b, σ² I), and
     Q its exact posterior: Q(z₁|x) = p(z₁|x), a full covariance, and Q(z₂|z₁) = p(z₂|z₁, x) = p(z₂|z₁), one-

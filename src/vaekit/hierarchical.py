@@ -117,8 +117,9 @@ class HierarchicalEncoder(nn.Module):
         super().__init__()
         self.first, self.upper, self.layer_sizes = first, nn.ModuleList(upper), tuple(sizes)
 
-    def forward(self, x: Tensor) -> Chain:
-        return Chain(self.first(x), self.upper, self.layer_sizes)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Chain:
+        """Q(z|x), or for a conditional VAE Q(z|x, y) = Q(z₁|x, y) Π_l Q(z_l|z_{l−1}): y enters at the bottom."""
+        return Chain(self.first(x) if context is None else self.first(x, context), self.upper, self.layer_sizes)
 
     def top(self, x: Tensor) -> Distribution:
         """Q(z_L | x) along the path of means: Q(z_L | z_{L−1} = E[z_{L−1}| … z₁ = E_Q[z₁|x]]), which a
@@ -152,9 +153,11 @@ class HierarchicalPrior(nn.Module):
     def __init__(self, top: nn.Module, lower: Sequence[nn.Module], sizes: Sequence[int]):
         super().__init__()
         self.top, self.lower, self.layer_sizes = top, nn.ModuleList(lower), tuple(sizes)
+        self.conditional = getattr(top, "conditional", False)  # p(z_L|y): a conditional VAE's labels reach the top
+        self.latent_dim = sum(self.layer_sizes)
 
-    def forward(self) -> Chain:
-        return Chain(self.top(), self.lower, self.layer_sizes, top_down=True)
+    def forward(self, context: Tensor | None = None) -> Chain:
+        return Chain(self.top() if context is None else self.top(context), self.lower, self.layer_sizes, top_down=True)
 
     def pictures(self) -> dict:
         return self.top.pictures() if hasattr(self.top, "pictures") else {}

@@ -286,9 +286,9 @@ def compose(
     sizes = (latent_dim,) if isinstance(latent_dim, int) else tuple(latent_dim)
     labels = Labels(condition_classes) if condition == "label" else None
     c = condition_classes if labels is not None else 0
-    if labels is not None and (len(sizes) > 1 or arch != "mlp" or condition_classes < 1):
-        raise VaekitError("a conditional VAE (condition = 'label') takes one stochastic layer, arch = 'mlp' and "
-                          f"condition_classes ≥ 1; got latent_dim {list(sizes)}, arch {arch!r}, {condition_classes} classes")
+    if labels is not None and (arch != "mlp" or condition_classes < 1):
+        raise VaekitError("a conditional VAE (condition = 'label') takes arch = 'mlp' and condition_classes ≥ 1; "
+                          f"got arch {arch!r}, {condition_classes} classes")
     if condition not in ("none", "label"):
         raise VaekitError(f"condition must be 'none' or 'label', got {condition!r}")
     data_shape = tuple(data_shape) if data_shape else (data_dim,)
@@ -309,7 +309,7 @@ def compose(
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
         return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init,
-                       prior=prior, components=prior_components, data_shape=data_shape), None)
+                       prior=prior, components=prior_components, data_shape=data_shape, classes=c), labels)
     # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
     p_z = PRIORS.build(prior, latent_dim=sizes[0], components=prior_components, encoder=encoder,
                        data_dim=data_dim, data_shape=data_shape, classes=c)
@@ -331,7 +331,7 @@ def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int
     q_z = HierarchicalEncoder(encoder, [gaussian(lo, hi, hi) for lo, hi in pairs], sizes)
     top = PRIORS.build(prior, latent_dim=sizes[-1], encoder=TopPath(q_z), data_dim=data_dim, **prior_settings)
     p_z = HierarchicalPrior(top, [gaussian(hi, lo, hi) for lo, hi in reversed(pairs)], sizes)
-    return q_z, Decoder(First(sizes[0], dec_net), p_head, data_dim), p_z
+    return q_z, Decoder(First(sizes[0], dec_net, prior_settings.get("classes", 0)), p_head, data_dim), p_z
 
 
 def build_model(cfg: Any) -> VAE:

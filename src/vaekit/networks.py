@@ -117,13 +117,16 @@ class Concat(nn.Module):
 
 
 class First(nn.Module):
-    """The first n features of the input: the decoder of a hierarchical VAE sees z₁ of z = [z₁, …, z_L]."""
+    """The first n features of the input, and its last `context` ones: the decoder of a hierarchical VAE
+    sees z₁ of z = [z₁, …, z_L] (a conditional one [z₁, c(y)] of [z₁, …, z_L, c(y)])."""
 
-    def __init__(self, n: int, net: nn.Module):
+    def __init__(self, n: int, net: nn.Module, context: int = 0):
         super().__init__()
-        self.n, self.net = n, net
+        self.n, self.net, self.context = n, net, context
 
     def forward(self, z: Tensor) -> Tensor:
+        if self.context:
+            return self.net(torch.cat([z[..., : self.n], z[..., z.shape[-1] - self.context :]], -1))
         return self.net(z[..., : self.n])
 
 
