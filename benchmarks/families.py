@@ -51,7 +51,8 @@ def time_only(args) -> list[dict]:
         if name not in args.families:
             continue
         half = args.time_only / 2
-        _, _, seconds = train_stages(config(model, args), [(half, 1e-3), (half, 1e-3)], log=lambda *_: None)
+        _, _, seconds = train_stages(config(model, args), [(half, 1e-3), (half, 1e-3)], log=lambda *_: None,
+                                     device=args.device)
         per_epoch = seconds / args.time_only
         plain = per_epoch if name == "plain" else plain
         rows.append({"family": name, "seconds_per_epoch": per_epoch, "time_vs_plain": per_epoch / plain if plain else None})
@@ -67,6 +68,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--families", nargs="*", default=[f[0] for f in FAMILIES])
     p.add_argument("--data-dir", default=default_data_dir())
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, …: where to train and evaluate")
     p.add_argument("--json", help="write the rows here too")
     p.add_argument("--time-only", type=float, metavar="EPOCHS",
                    help="only time this fraction of an epoch per family (in two halves, after a warm-up step)")
@@ -79,7 +81,7 @@ def main(argv=None) -> list[dict]:
     for name, model, published, source in FAMILIES:
         if name not in args.families:
             continue
-        trained, ds, seconds = train_stages(config(model, args), stages, log=lambda *_: None)
+        trained, ds, seconds = train_stages(config(model, args), stages, log=lambda *_: None, device=args.device)
         elbo, nll, se = test_nll(trained, ds, args.eval_k, args.eval_n)
         plain_seconds = seconds if name == "plain" else plain_seconds
         rows.append({"family": name, "test_elbo": elbo, "nll": nll, "stderr": se, "seconds": seconds,
