@@ -62,6 +62,7 @@ def assert_two_processes_match_one(train, tmp_path, atol=1e-4, val_rtol=1e-5):
     32 each): the same weights up to float rounding, and the same validation ELBO (to `val_rtol`).
     `atol` for the weights: Adam's step lr·m/√v turns a gradient within rounding of 0 into a step of
     either sign, so a head with many near-zero gradients (256 logits per pixel) may differ by ≈ lr there."""
+    import json
     import os
 
     import torch
@@ -77,7 +78,5 @@ def assert_two_processes_match_one(train, tmp_path, atol=1e-4, val_rtol=1e-5):
     one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=atol, rtol=1e-4)
-    import json
-
     val = [json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1])["val/elbo"] for name in ("one", "two")]
     assert abs(val[1] - val[0]) <= val_rtol * abs(val[0]), val
