@@ -211,3 +211,47 @@ def test_two_layers_with_labels_resume_bit_identical_and_evaluate_on_the_test_la
     mine = evaluate_all(model, x, k=20, seed=0, y=y)
     assert shown["elbo"] == mine["elbo"] and shown["log_likelihood"] == mine["log_likelihood"]
     assert mine["elbo"] != pytest.approx(evaluate_all(model, x, k=20, seed=0, y=(y + 1) % 10)["elbo"], rel=1e-3)
+
+
+def test_a_conv_model_whose_label_weights_are_zero_is_the_unconditional_conv_model():
+    """`--arch conv --condition label`: the label's one-hot joins the encoder after its convolutions and
+    the decoder beside z. With those weights zeroed, the ELBO is the unconditional conv model's on the
+    same draws (1e-12); with them, the labels change it."""
+    shape, kw = (1, 8, 8), {"data_dim": 64, "latent_dim": 3, "hidden": (16,), "arch": "conv"}
+    torch.manual_seed(0)
+    model = vaekit.VAE(**kw, data_shape=shape, condition="label", condition_classes=4).to(D)
+    plain = vaekit.VAE(**kw, data_shape=shape).to(D)
+    g = torch.Generator().manual_seed(1)
+    x, y = (torch.rand(5, 64, generator=g, dtype=D) < 0.4).to(D), torch.randint(0, 4, (5,), generator=g)
+    torch.manual_seed(2)
+    z = model.given(y).posterior(x).rsample((3,))
+    before = elbo(model.given(y), x, z=z, num_samples=3).elbo
+    with torch.no_grad():
+        enc_first, dec_first = model.encoder.net.head[0], model.decoder.net.stem[0][0]
+        assert enc_first.in_features == plain.encoder.net.head[0].in_features + 4
+        assert dec_first.in_features == 3 + 4
+        enc_first.weight[:, -4:] = 0
+        dec_first.weight[:, 3:] = 0
+        state = model.state_dict()
+        state["encoder.net.head.0.weight"] = enc_first.weight[:, :-4]
+        state["decoder.net.stem.0.0.weight"] = dec_first.weight[:, :3]
+        plain.load_state_dict(state)
+    q_z = model.given(y).posterior(x)
+    torch.testing.assert_close(q_z.mean, plain.posterior(x).mean, rtol=0, atol=1e-12)
+    ours = elbo(model.given(y), x, z=z, num_samples=3).elbo
+    torch.testing.assert_close(ours, elbo(plain, x, z=z, num_samples=3).elbo, rtol=0, atol=1e-12)
+    assert (ours - before).abs().max() > 1e-3  # the label weights did matter before they were zeroed
+
+
+def test_a_conditional_conv_vae_resumes_bit_identical_and_evaluates_on_the_test_labels(tmp_path):
+    conv = ["--quiet", "train", "--dataset", "digits", "--arch", "conv", "--condition", "label", "--prior", "label",
+            "--latent-dim", "4", "--hidden", "32", "--seed", "3"]
+    root = straight_and_resumed(conv, tmp_path, epochs=2)
+    assert "encoder.net.head.0.weight" in assert_resumed_equals_straight(root)
+    cfg, model = load_run(root / "straight")
+    data = load_data(cfg)
+    x, y = data.eval_split("test"), data.labels_of("test")
+    shown = json.loads(vaekit_cli("evaluate", root / "straight", "--k", "20", "--json").stdout)
+    mine = evaluate_all(model, x, k=20, seed=0, y=y)
+    assert shown["elbo"] == mine["elbo"] and shown["log_likelihood"] == mine["log_likelihood"]
+    assert mine["elbo"] != pytest.approx(evaluate_all(model, x, k=20, seed=0, y=(y + 1) % 10)["elbo"], rel=1e-3)

@@ -156,6 +156,7 @@ ROWS = [
     ("run", "sample --n too large for memory", lambda d: ["sample", str(run_dir(d)), "--n", "100000000000"], "out of memory"),
     ("run", "sample --output with a suffix it cannot write", lambda d: ["sample", str(run_dir(d)), "--output", "{d}/x.jpg"], "name a .png (the grid"),
     ("config", "--arch conv on vectors", lambda d: [*TRAIN, "--arch", "conv", "--dataset", "wine", "--likelihood", "gaussian"], "arch = 'conv' needs image data of shape (C, H, W), got (13,)"),
+    ("config", "a conditional VAE with --cuda-graphs", lambda d: [*TRAIN, "--condition", "label", "--cuda-graphs"], "condition = 'label' takes no cuda_graphs"),
     ("config", "a config nested 100 000 deep", lambda d: [*TRAIN, "--config", write_text(d, "deep.json", "[" * 100000 + "]" * 100000)], "not valid JSON (nested too deeply)"),
     ("run", "data that no longer match the run's model", lambda d: ["reconstruct", edit_config(run_dir(d), lambda c: c["data"].update(dataset=npy(d, "v.npy", np.ones((50, 10), dtype=np.uint8))))], "but the model of DIR/run was trained on shape (1, 8, 8)"),
     ("data", "an .npz whose arrays have unknown names", lambda d: [*TRAIN, "--dataset", npz(d, "k.npz", images=np.zeros((20, 4)), targets=np.zeros(20))], "holds the arrays images, targets; expected 'x'"),

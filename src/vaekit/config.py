@@ -259,9 +259,8 @@ def validate(cfg: Config, source: str = "config") -> None:
             raise VaekitError(f"{source}: [train] {name} must be >= 0, got {v!r}")
     _check_objective_settings(t, source)
     m = cfg.model
-    if m.condition != "none" and (m.arch != "mlp" or t.cuda_graphs):
-        raise VaekitError(f"{source}: [model] condition = {m.condition!r} takes arch = 'mlp' "
-                          "and no cuda_graphs")
+    if m.condition != "none" and t.cuda_graphs:
+        raise VaekitError(f"{source}: [model] condition = {m.condition!r} takes no cuda_graphs")
     if cfg.data.scale is not None and not (cfg.data.scale > 0 and math.isfinite(cfg.data.scale)):
         raise VaekitError(f"{source}: [data] scale must be > 0, got {cfg.data.scale!r}")
     if cfg.data.val_size is not None and cfg.data.val_size < 0:

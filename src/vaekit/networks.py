@@ -6,6 +6,7 @@ encoder network (x → h, role "encoder") and the decoder network (z → h, role
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -54,25 +55,29 @@ class ConvEncoderNet(nn.Module):
     """Images [B, C·H·W] (flattened) → [B, out]: two stride-2 convolutions, then a linear head.
 
     Works for any H, W ≥ 1 (padding keeps odd sizes); the flattened size is computed, not assumed.
+    `extra` features after the image (a conditional VAE's one-hot label) join the convolutions' output
+    before the head: the input is then [B, C·H·W + extra].
     """
 
     def __init__(self, shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64),
-                 hidden: int = 256, activation: str = "relu"):
+                 hidden: int = 256, activation: str = "relu", extra: int = 0):
         super().__init__()
         c, h, w = shape
-        self.shape = (c, h, w)
+        self.shape, self.size, self.extra = (c, h, w), c * h * w, extra
         act = ACTIVATIONS[activation]
         layers: list[nn.Module] = []
         for c_out in channels:
             layers += [nn.Conv2d(c, c_out, kernel_size=3, stride=2, padding=1), act()]
             c, h, w = c_out, (h + 1) // 2, (w + 1) // 2
         self.features = nn.Sequential(*layers, nn.Flatten())
-        self.head = mlp(c * h * w, (hidden,), out_features, activation)
+        self.head = mlp(c * h * w + extra, (hidden,), out_features, activation)
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        y = self.head(self.features(x.reshape(-1, *self.shape)))
-        return y.reshape(*lead, -1)
+        h = self.features(x[..., : self.size].reshape(-1, *self.shape))
+        if self.extra:
+            h = torch.cat([h, x[..., self.size :].reshape(-1, self.extra)], -1)
+        return self.head(h).reshape(*lead, -1)
 
 
 class ConvDecoderNet(nn.Module):
@@ -150,6 +155,7 @@ def conv_architecture(role: str, in_features: int, out_features: int, hidden: Se
     """two stride-2 convolutions and a dense layer (the last --hidden size), for images"""
     shape = _image_shape(data_shape)
     dense = hidden[-1] if hidden else 256
-    if role == "encoder":
-        return ConvEncoderNet(shape, out_features, hidden=dense, activation=activation)
+    if role == "encoder":  # inputs beyond the image (a label's one-hot) join before the dense layer
+        extra = in_features - math.prod(shape)
+        return ConvEncoderNet(shape, out_features, hidden=dense, activation=activation, extra=extra)
     return ConvDecoderNet(in_features, shape, out_features // (shape[1] * shape[2]), hidden=dense, activation=activation)
