@@ -6,8 +6,9 @@ import torch
 import vaekit
 
 
-def check_dreg(model, x, copies: int, repeats: int, k: int = 8) -> dict[bool, torch.Tensor]:
-    """Assert both properties for `model` on x; returns the encoder gradients per repeat {dreg: [R, P]}."""
+def check_dreg(model, x, copies: int, repeats: int, k: int = 8, of_q=("encoder.",)) -> dict[bool, torch.Tensor]:
+    """Assert both properties for `model` on x; returns the encoder gradients per repeat {dreg: [R, P]}.
+    of_q: the name prefixes of Q's parameters (a ladder's Q shares the prior's top-down networks)."""
 
     def gradients(dreg, seed):
         model.zero_grad()
@@ -20,7 +21,7 @@ def check_dreg(model, x, copies: int, repeats: int, k: int = 8) -> dict[bool, to
         assert torch.isfinite(g).all(), name
         if name.startswith("decoder."):  # the same draws: the decoder's gradient Σ w̃ ∇θ log w is identical
             torch.testing.assert_close(g, plain[name], atol=1e-12, rtol=1e-10)
-    encoder = [n for n in dreg if n.startswith("encoder.")]
+    encoder = [n for n in dreg if n.startswith(of_q)]
     assert all(dreg[n].abs().sum() > 0 for n in encoder)
     # both are unbiased for ∇φ L_k: their means over independent repeats agree within Monte Carlo error
     reps = {flag: torch.stack([torch.cat([gradients(flag, s)[n].flatten() for n in encoder])

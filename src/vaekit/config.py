@@ -17,6 +17,7 @@ from typing import Any
 
 from .disentangling import TC_ESTIMATORS
 from .errors import VaekitError
+from .hierarchical import INFERENCE
 from .likelihoods import LIKELIHOODS
 from .loss import OBJECTIVES
 from .networks import ACTIVATIONS, ARCHITECTURES
@@ -52,6 +53,9 @@ class ModelConfig:
     flow_steps: int = setting(2, "T, the inverse autoregressive flow steps of --posterior iaf")
     layer_hidden: tuple[int, ...] | None = setting(None, "two or more --latent-dim: hidden sizes of the networks "
                                                    "between stochastic layers; none: two of twice the upper layer's size")
+    inference: str = setting("bottom-up", "two or more --latent-dim: Q drawn bottom-up, Q(z₁|x)Q(z₂|z₁)… (Burda "
+                             "et al. 2016), or top-down, ladder: Q(z_l|z_l+1, x) ∝ p(z_l|z_l+1)·N(μ̂_l(x), σ̂_l²) "
+                             "(Sønderby et al. 2016)", tuple(INFERENCE))
     prior: str = setting("standard", "p(z) (of the top layer z_L when there are several)", PRIORS)
     prior_components: int = setting(10, "components K of a mixture prior (mog: Gaussians; vampprior: pseudo-inputs)")
     condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "

@@ -10,6 +10,10 @@ DReG gradients, the importance-sampled log-likelihood and every diagnostic take 
 exactly as they take a one-layer one: the objectives never learn that z has layers (Pyro's lesson).
 There is no closed-form KL between two chains, so the ELBO takes the Monte Carlo KL.
 
+A ladder VAE (Sønderby et al. 2016, `LadderEncoder`) draws Q top-down instead, as p does:
+    Q(z_L|x) Q(z_{L−1}|z_L, x) … Q(z₁|z₂, x),  Q(z_l|z_{l+1}, x) ∝ p(z_l|z_{l+1}) N(z_l; μ̂_l(x), σ̂_l(x)²)
+sharing the prior's top-down networks; it is the same kind of `Chain`, so nothing else changes.
+
 `layer_sizes` and `layer_log_probs` say where the layers are, for per-layer statistics (evaluate.py).
 """
 
@@ -25,7 +29,7 @@ from torch.distributions import Distribution, constraints
 from torch.func import functional_call
 
 from .errors import VaekitError
-from .likelihoods import detached, is_diagonal_normal
+from .likelihoods import detached, diagonal_normal, is_diagonal_normal
 
 
 class Chain(Distribution):
@@ -50,7 +54,7 @@ class Chain(Distribution):
         super().__init__(first.batch_shape, torch.Size([sum(self.layer_sizes)]), validate_args=False)
 
     def _step(self, i: int, block: Tensor) -> Distribution:
-        if self.params is None:
+        if self.params is None or self.params[i] is None:
             return self.steps[i](block)
         return functional_call(self.steps[i], self.params[i], (block,))
 
@@ -105,8 +109,15 @@ class Chain(Distribution):
         """The same density with every parameter cut from the graph (b₀'s distribution detached, the
         steps run with detached weights by `functional_call`), gradients still flowing through z:
         what DReG evaluates log Q with (Tucker et al. 2018 hold for any reparameterized Q)."""
-        params = [{name: p.detach() for name, p in step.named_parameters()} for step in self.steps]
-        return Chain(detached(self.first), self.steps, self.layer_sizes, self.top_down, params)
+        steps, params = [], []
+        for step in self.steps:
+            if hasattr(step, "detached"):  # a step that holds tensors of its own (a ladder's bottom-up Gaussian)
+                steps.append(step.detached())
+                params.append(None)
+            else:
+                steps.append(step)
+                params.append({name: p.detach() for name, p in step.named_parameters()})
+        return Chain(detached(self.first), steps, self.layer_sizes, self.top_down, params)
 
 
 class HierarchicalEncoder(nn.Module):
@@ -135,6 +146,57 @@ class HierarchicalEncoder(nn.Module):
         return q
 
 
+class PrecisionWeighted(nn.Module):
+    """A ladder VAE's inference step (Sønderby et al. 2016, eqs. 17-19): z_{l+1} → Q(z_l|z_{l+1}, x) ∝
+    p(z_l|z_{l+1}) N(z_l; μ̂, σ̂²), the generative conditional (the prior's own network, held, not owned)
+    times the bottom-up Gaussian of x, renormalized: precisions add and the means weigh by them, written
+    as σ² = σ_p² σ̂² / (σ_p² + σ̂²) so that no precision is formed (nothing overflows as a σ → 0)."""
+
+    def __init__(self, generative: nn.Module, loc: Tensor, scale: Tensor, params: dict[str, Tensor] | None = None):
+        super().__init__()
+        self._generative = (generative,)
+        self.loc, self.scale, self.params = loc, scale, params
+
+    def forward(self, upper: Tensor) -> Distribution:
+        step = self._generative[0]
+        p = step(upper) if self.params is None else functional_call(step, self.params, (upper,))
+        if not is_diagonal_normal(p):
+            raise VaekitError(f"a ladder VAE needs diagonal Gaussian conditionals p(z_l|z_l+1); got {type(p).__name__}")
+        p_loc, p_scale = p.base_dist.loc, p.base_dist.scale
+        norm = torch.hypot(p_scale, self.scale)
+        a, b = (p_scale / norm).pow(2), (self.scale / norm).pow(2)  # the weights σ_p²/(σ_p²+σ̂²), σ̂²/(σ_p²+σ̂²)
+        return diagonal_normal(b * p_loc + a * self.loc, p_scale * self.scale / norm, validate_args=False)
+
+    def detached(self) -> PrecisionWeighted:
+        """The same step with the bottom-up Gaussian and the generative weights cut from the graph (DReG)."""
+        params = {name: p.detach() for name, p in self._generative[0].named_parameters()}
+        return PrecisionWeighted(self._generative[0], self.loc.detach(), self.scale.detach(), params)
+
+
+class LadderEncoder(HierarchicalEncoder):
+    """x → Q(z|x) drawn top-down (a ladder VAE, Sønderby et al. 2016). A deterministic bottom-up pass gives
+    a Gaussian N(μ̂_l, σ̂_l²) per layer from the same networks as the bottom-up Q (`first` on x, then each of
+    `upper` on the layer below's mean μ̂: `top`'s path); Q(z_L|x) is the top one, and each lower layer is
+    drawn given the one above by `PrecisionWeighted` with the prior's step p(z_l|z_{l+1}). `attach` gives it
+    the prior (held, not owned: the parameters are the bottom-up model's, only the way Q is drawn differs)."""
+
+    def attach(self, prior: HierarchicalPrior) -> None:
+        self._prior = (prior,)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Chain:
+        gaussians = [self.first(x) if context is None else self.first(x, context)]
+        for step in [*self.upper, None]:
+            if not is_diagonal_normal(gaussians[-1]):
+                raise VaekitError("a ladder VAE (--inference ladder) needs diagonal Gaussians bottom-up: use "
+                                  f"--posterior diagonal, not {type(gaussians[-1]).__name__}")
+            if step is not None:
+                gaussians.append(step(gaussians[-1].mean))
+        lower = self._prior[0].lower  # top-down: lower[i] maps z_{L−i} to p(z_{L−i−1}|z_{L−i})
+        steps = [PrecisionWeighted(lower[i], g.base_dist.loc, g.base_dist.scale)
+                 for i, g in enumerate(reversed(gaussians[:-1]))]
+        return Chain(gaussians[-1], steps, self.layer_sizes, top_down=True)
+
+
 class TopPath(nn.Module):
     """An encoder's `top` as a module's forward, held in a tuple so the prior that uses it does not own it."""
 
@@ -161,3 +223,6 @@ class HierarchicalPrior(nn.Module):
 
     def pictures(self) -> dict:
         return self.top.pictures() if hasattr(self.top, "pictures") else {}
+
+
+INFERENCE = {"bottom-up": HierarchicalEncoder, "ladder": LadderEncoder}  # how Q runs through the layers

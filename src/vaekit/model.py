@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from .errors import VaekitError
-from .hierarchical import HierarchicalEncoder, HierarchicalPrior, TopPath
+from .hierarchical import INFERENCE, HierarchicalPrior, LadderEncoder, TopPath
 from .likelihoods import LIKELIHOODS
 from .networks import ARCHITECTURES, Concat, First, mlp
 from .posteriors import POSTERIORS
@@ -270,6 +270,7 @@ def compose(
     posterior: str = "diagonal",
     flow_steps: int = 2,
     layer_hidden: Sequence[int] | None = None,
+    inference: str = "bottom-up",
     condition: str = "none",
     condition_classes: int = 0,
     **ignored: Any,
@@ -279,7 +280,7 @@ def compose(
     `shared_encoder=False` gives the posterior head's outputs from separate networks, half each
     (the seed's q(x; φ) for the mean and v(x; ψ) for the scale of a diagonal Q).
     `latent_dim=(d₁, …, d_L)` stacks L stochastic layers (`stack`); `hidden`, `posterior` and the
-    likelihood belong to x ↔ z₁, `prior` to z_L.
+    likelihood belong to x ↔ z₁, `prior` to z_L; `inference="ladder"` draws Q top-down (Sønderby et al. 2016).
     `condition="label"` with `condition_classes=C` makes it a conditional VAE (Sohn et al. 2015): the
     encoder takes [x, one-hot y], the decoder [z, one-hot y]; `prior="label"` adds p(z|y).
     """
@@ -307,8 +308,10 @@ def compose(
     dec_net = net("decoder", sizes[0] + c, p_head.out_features(data_dim), dec_hidden)
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
-        return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init,
+        return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init, inference,
                        prior=prior, components=prior_components, data_shape=data_shape, classes=c), labels)
+    if inference != "bottom-up":
+        raise VaekitError(f"inference = {inference!r} needs two or more stochastic layers (--latent-dim twice)")
     # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
     p_z = PRIORS.build(prior, latent_dim=sizes[0], components=prior_components, encoder=encoder,
                        data_dim=data_dim, data_shape=data_shape, classes=c)
@@ -316,20 +319,25 @@ def compose(
 
 
 def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int, sizes: Sequence[int],
-          layer_hidden: Sequence[int] | None, activation: str, init: str, prior: str, **prior_settings: Any,
-          ) -> tuple[nn.Module, Decoder, nn.Module]:
+          layer_hidden: Sequence[int] | None, activation: str, init: str, inference: str, prior: str,
+          **prior_settings: Any) -> tuple[nn.Module, Decoder, nn.Module]:
     """A hierarchical VAE (`hierarchical.py`) around the one-layer parts of x ↔ z₁ (Burda et al. 2016):
     Q(z_{l+1}|z_l) and p(z_l|z_{l+1}) are diagonal Gaussians from MLPs with `layer_hidden` units (default
-    two layers of 2·d_{l+1}: Burda's 100-100 between z₁ = 100 and z₂ = 50), p(z_L) the registered `prior`."""
+    two layers of 2·d_{l+1}: Burda's 100-100 between z₁ = 100 and z₂ = 50), p(z_L) the registered `prior`.
+    `inference="ladder"`: the same networks, Q drawn top-down through the prior's (`LadderEncoder`)."""
 
     def gaussian(n_in: int, n_out: int, upper: int) -> Encoder:
         widths = tuple(layer_hidden) if layer_hidden is not None else (2 * upper, 2 * upper)
         return Encoder(mlp(n_in, widths, 2 * n_out, activation, init), "diagonal")
 
     pairs = list(itertools.pairwise(sizes))
-    q_z = HierarchicalEncoder(encoder, [gaussian(lo, hi, hi) for lo, hi in pairs], sizes)
+    if inference not in INFERENCE:
+        raise VaekitError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
+    q_z = INFERENCE[inference](encoder, [gaussian(lo, hi, hi) for lo, hi in pairs], sizes)
     top = PRIORS.build(prior, latent_dim=sizes[-1], encoder=TopPath(q_z), data_dim=data_dim, **prior_settings)
     p_z = HierarchicalPrior(top, [gaussian(hi, lo, hi) for lo, hi in reversed(pairs)], sizes)
+    if isinstance(q_z, LadderEncoder):
+        q_z.attach(p_z)
     return q_z, Decoder(First(sizes[0], dec_net, prior_settings.get("classes", 0)), p_head, data_dim), p_z
 
 
