@@ -5,6 +5,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,16 @@ def test_debug_and_quiet_after_the_command(run, capsys):
     assert json.loads(capsys.readouterr().out)["k"] == 5
     with pytest.raises(Exception, match="no such run directory"):  # --debug: the exception itself, no one-liner
         main(["evaluate", str(run.parent / "nowhere"), "--debug"])
+
+
+def test_a_reader_that_leaves_early_is_not_an_error(run):
+    """`vaekit evaluate RUN --json | head -c 10`: the pipe's reader is gone before the JSON is written; the
+    command stops as a shell tool does (status 141 = 128 + SIGPIPE), with no traceback."""
+    with subprocess.Popen([sys.executable, "-m", "vaekit", "evaluate", str(run), "--k", "5", "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        proc.stdout.close()  # long before the model is even loaded
+        err = proc.stderr.read()
+        assert proc.wait(timeout=300) == 141 and "Traceback" not in err, err
 
 
 def test_an_argument_error_is_one_line_pointing_to_help():

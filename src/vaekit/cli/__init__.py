@@ -15,6 +15,7 @@ subcommand does, `parser` wires them, and `main` runs one.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from ..config import MAX_COUNT
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             raise VaekitError(f"out of memory ({str(e).splitlines()[0][:160]}); ask for less: a smaller --n, "
                               "--batch-size, --hidden or --k") from None
+    except BrokenPipeError:  # the reader of stdout left (`vaekit evaluate RUN --json | head -c 100`), as for cat
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+        return 141  # 128 + SIGPIPE: what a shell tool stopped by it returns
     except (VaekitError, KeyboardInterrupt) as e:
         if args.debug:
             raise
