@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from vaekit.checkpoint import save_config, save_weights
 from vaekit.config import Config
 from vaekit.evaluate import evaluate_elbo, log_likelihood
 from vaekit.experiment import build_trainer, load_data, resolve
@@ -59,6 +60,15 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, devi
         shown = " ".join(f"{k} {v:.2f}" for k, v in metrics.items())
         log(f"stage {i}: {passes:g} passes at lr {lr:.2e}; train {shown}; val ELBO {val:.2f}; {seconds:.0f}s so far")
     return model, ds, seconds
+
+
+def save_run(cfg: Config, ds, model, out: str) -> None:
+    """The trained model as a run directory (config.json, model.safetensors) that `vaekit evaluate OUT`
+    reads, so a longer evaluation (k = 5000) need not retrain."""
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(run, resolve(cfg, ds))
+    save_weights(run, model)
 
 
 def test_nll(model, ds, k: int, n: int | None = None) -> tuple[float, float, float]:

@@ -31,6 +31,8 @@ FAMILIES = [
     ("full", {"posterior": "full"}, None, "no published row at this protocol"),
     ("iaf", {"posterior": "iaf", "flow_steps": 2}, None, "IAF's MNIST rows use a ResNet VAE (Kingma et al. 2016)"),
     ("2-layer", {"latent_dim": [32, 16]}, 85.33, "VAE, 2 stochastic layers (Burda et al. 2016, Table 1)"),
+    ("2-layer-ladder", {"latent_dim": [32, 16], "inference": "ladder"}, None,
+     "ladder VAE (Sønderby et al. 2016): their MNIST rows use batch norm, warm-up and 5 layers"),
     ("2-layer+vampprior", {"latent_dim": [32, 16], "prior": "vampprior", "prior_components": 500}, 83.19,
      "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018)"),
 ]

@@ -47,3 +47,20 @@ def test_disentanglement_study_settings_and_its_mean_and_sd():
     assert entry["seeds"] == 3 and entry["test_elbo"]["mean"] == pytest.approx(-83.0)
     assert entry["test_elbo"]["sd"] == pytest.approx(((9 + 1 + 16) / 2) ** 0.5)  # n − 1 in the denominator
     assert entry["mig"] == pytest.approx({"mean": 0.3, "sd": (0.06 / 2) ** 0.5, "min": 0.1, "max": 0.4})
+
+
+def test_the_best_recipes_are_the_runs_they_report():
+    """`mnist_best.py`'s default is the families benchmark's VampPrior row (the same config, so the same run:
+    83.61 at 125 epochs), and its 2-layer preset the bf16 IWAE run; a flag overrides its preset."""
+    import argparse
+
+    import families
+    import mnist_best
+
+    vamp = mnist_best.parse([])
+    row = next(model for name, model, *_ in families.FAMILIES if name == "vampprior")
+    same = families.config(row, argparse.Namespace(epochs=125, data_dir=vamp.data_dir, seed=0))
+    assert vamp.epochs == 125 and mnist_best.recipe_config(vamp) == same
+    two = mnist_best.recipe_config(mnist_best.parse(["--recipe", "2-layer-iwae", "--epochs", "7"]))
+    assert two.model.latent_dim == (64, 32) and two.train.precision == "bf16" and two.train.objective == "iwae"
+    assert two.train.dreg and two.train.train_k == 5 and mnist_best.parse(["--recipe", "2-layer-iwae"]).epochs == 360
