@@ -16,17 +16,14 @@ from common import default_data_dir, train_stages
 from families import FAMILIES, config
 
 from vaekit.evaluate import evaluate_elbo, latent_statistics
-from vaekit.hierarchical import HierarchicalEncoder, HierarchicalPrior
 
 
 def scales(model, x) -> tuple[float, float, float]:
     """Medians of σ̂₁, σ_p(z₁|z₂) at one draw of z₂ from the bottom-up Gaussian, and σ_p²/(σ_p² + σ̂₁²)."""
-    q = next(m for m in model.modules() if isinstance(m, HierarchicalEncoder))
-    p = next(m for m in model.modules() if isinstance(m, HierarchicalPrior))
     with torch.no_grad():
-        g1 = q.first(x)
+        g1 = model.encoder.first(x)
         s_hat = g1.base_dist.scale
-        s_p = p.lower[0](q.upper[0](g1.mean).sample()).base_dist.scale
+        s_p = model.prior.lower[0](model.encoder.upper[0](g1.mean).sample()).base_dist.scale
         weight = s_p.pow(2) / (s_p.pow(2) + s_hat.pow(2))
     return s_hat.median().item(), s_p.median().item(), weight.median().item()
 
@@ -40,7 +37,6 @@ def main(argv=None) -> None:
     recipe = argparse.Namespace(data_dir=args.data_dir, seed=args.seed, epochs=125)  # the 125-epoch row's warm-up
     models = {name: model for name, model, _, _ in FAMILIES}
     for name in ["2-layer", "2-layer-ladder"]:
-        torch.manual_seed(args.seed)
         model, ds, _ = train_stages(config(models[name], recipe), [(1.0, 1e-3)] * args.epochs, log=lambda *_: None)
         x = ds.eval_split("val")
         terms = evaluate_elbo(model, x)

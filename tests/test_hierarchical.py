@@ -97,15 +97,21 @@ def test_a_conditional_two_layer_elbo_is_its_five_conditionals_given_y_by_hand()
     assert model.latent_dim == 6 and given.sample(5).shape == (5, 12)
 
 
+def linear_stack(sigma: float, **q):
+    """A two-layer VAE (x 5, z₁ 3, z₂ 1) whose every network is one linear layer, float64, seeded; Q's
+    settings from q. Returns it and its layers (p(z₁|z₂), p(x|z₁), Q(z₁|x), Q(z₂|z₁)), to be set by hand."""
+    torch.manual_seed(4)
+    model = vaekit.VAE(data_dim=5, latent_dim=(3, 1), hidden=(), layer_hidden=(), likelihood="gaussian",
+                       sigma=sigma, **q).to(D)
+    return model, (model.prior.lower[0].net[0], model.decoder.net.net[0], model.encoder.first.net[0],
+                   model.encoder.upper[0].net[0])
+
+
 def linear_gaussian_stack(sigma=0.5):
     """Every layer linear-Gaussian: p(z₂) = N(0, 1), z₁|z₂ = N(A z₂ + a, diag v), x|z₁ = N(B z₁ + b, σ² I), and
     Q its exact posterior: Q(z₁|x) = p(z₁|x), a full covariance, and Q(z₂|z₁) = p(z₂|z₁, x) = p(z₂|z₁), one-
     dimensional. Returns the model and the closed-form marginal p(x)."""
-    torch.manual_seed(4)
-    model = vaekit.VAE(data_dim=5, latent_dim=(3, 1), hidden=(), layer_hidden=(), likelihood="gaussian",
-                       sigma=sigma, posterior="full").to(D)
-    lower, dec, enc, upper = (model.prior.lower[0].net[0], model.decoder.net.net[0], model.encoder.first.net[0],
-                              model.encoder.upper[0].net[0])
+    model, (lower, dec, enc, upper) = linear_stack(sigma, posterior="full")
     with torch.no_grad():
         lower.weight[3:] = 0  # log v independent of z₂
         a_mat, a, v = lower.weight[:3].clone(), lower.bias[:3].clone(), lower.bias[3:].exp()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from dreg_check import check_dreg
 from run_cli import assert_resumed_equals_straight, assert_two_processes_match_one, straight_and_resumed, vaekit_cli
-from test_hierarchical import assert_every_bound_is_exact
+from test_hierarchical import assert_every_bound_is_exact, linear_stack
 
 import vaekit
 from vaekit.checkpoint import load_run
@@ -86,11 +86,7 @@ def linear_gaussian_ladder(sigma=0.5):
     """p(z₂) = N(0, 1), z₁|z₂ = N(A z₂ + a, diag v), x|z₁ = N(B z₁ + b, σ² I) with B's columns orthogonal: then
     μ̂₁ = (BᵀB)⁻¹Bᵀ(x − b) ~ N(z₁, diag σ²/BᵀB) is sufficient, p(z₁|z₂, x) ∝ p(z₁|z₂) N(μ̂₁; z₁, ·) is a ladder
     step, and p(z₂|x) a Gaussian linear in μ̂₁: the exact posterior is a ladder Q. Returns it and p(x)."""
-    torch.manual_seed(4)
-    model = vaekit.VAE(data_dim=5, latent_dim=(3, 1), hidden=(), layer_hidden=(), likelihood="gaussian",
-                       sigma=sigma, inference="ladder").to(D)
-    lower, dec, enc, upper = (model.prior.lower[0].net[0], model.decoder.net.net[0], model.encoder.first.net[0],
-                              model.encoder.upper[0].net[0])
+    model, (lower, dec, enc, upper) = linear_stack(sigma, inference="ladder")
     with torch.no_grad():
         q, _ = torch.linalg.qr(torch.randn(5, 3, dtype=D))
         b_mat, b = q * torch.tensor([1.5, 0.7, 1.1], dtype=D), torch.randn(5, dtype=D)

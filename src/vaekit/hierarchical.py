@@ -184,17 +184,21 @@ class LadderEncoder(HierarchicalEncoder):
         self._prior = (prior,)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Chain:
-        gaussians = [self.first(x) if context is None else self.first(x, context)]
-        for step in [*self.upper, None]:
-            if not is_diagonal_normal(gaussians[-1]):
-                raise VaekitError("a ladder VAE (--inference ladder) needs diagonal Gaussians bottom-up: use "
-                                  f"--posterior diagonal, not {type(gaussians[-1]).__name__}")
-            if step is not None:
-                gaussians.append(step(gaussians[-1].mean))
-        lower = self._prior[0].lower  # top-down: lower[i] maps z_{L−i} to p(z_{L−i−1}|z_{L−i})
-        steps = [PrecisionWeighted(lower[i], g.base_dist.loc, g.base_dist.scale)
-                 for i, g in enumerate(reversed(gaussians[:-1]))]
+        gaussians = [_bottom_up(self.first(x) if context is None else self.first(x, context))]
+        for step in self.upper:
+            gaussians.append(_bottom_up(step(gaussians[-1].mean)))
+        # top-down: the prior's lower[i] maps z_{L−i} to p(z_{L−i−1}|z_{L−i}), met by layer L−i−1's Gaussian
+        steps = [PrecisionWeighted(p, g.base_dist.loc, g.base_dist.scale)
+                 for p, g in zip(self._prior[0].lower, reversed(gaussians[:-1]), strict=True)]
         return Chain(gaussians[-1], steps, self.layer_sizes, top_down=True)
+
+
+def _bottom_up(q: Distribution) -> Distribution:
+    """q, refused unless a diagonal Gaussian: a ladder step needs its mean and scale."""
+    if not is_diagonal_normal(q):
+        raise VaekitError("a ladder VAE (--inference ladder) needs diagonal Gaussians bottom-up: use "
+                          f"--posterior diagonal, not {type(q).__name__}")
+    return q
 
 
 class TopPath(nn.Module):
