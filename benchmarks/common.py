@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from vaekit.checkpoint import save_config, save_weights
-from vaekit.config import Config
-from vaekit.evaluate import evaluate_elbo, log_likelihood
-from vaekit.experiment import build_trainer, load_data, resolve
-from vaekit.loop import LoopState, set_lr, train_epoch
+from vaekit.evaluation.estimates import evaluate_elbo, log_likelihood
 from vaekit.model import build_model
+from vaekit.runs.checkpoint import save_config, save_weights
+from vaekit.runs.config import Config
+from vaekit.runs.experiment import build_trainer, load_data, resolve
+from vaekit.training.loop import LoopState, set_lr, train_epoch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -5,7 +5,7 @@ Locatello et al. (2019) trained 12,800 models and found that the random seed mov
 as much as the choice of objective does; this study asks the same question at laptop scale. Each
 method keeps its paper's (or Locatello et al.'s) setting; everything else is shared: an MLP
 4096-256-256-z(10)-256-256-4096 (ReLU), Bernoulli likelihood, Adam at 5e-4, batch 64, the same
-epochs. The metrics are scored on the test split's posterior means (`vaekit.scoring.score_model`, with
+epochs. The metrics are scored on the test split's posterior means (`vaekit.disentanglement.scoring.score_model`, with
 disentanglement_lib's defaults except where `vaekit/metrics.py` says). Locatello et al. used a
 convolutional network and 300,000 steps; this budget is far smaller, so compare the spread across
 seeds and the ordering of methods with theirs, not the levels.
@@ -21,10 +21,10 @@ import json
 import statistics
 import time
 
-from vaekit.config import Config
-from vaekit.evaluate import evaluate_elbo
-from vaekit.experiment import train_run
-from vaekit.scoring import score_model
+from vaekit.disentanglement.scoring import score_model
+from vaekit.evaluation.estimates import evaluate_elbo
+from vaekit.runs.config import Config
+from vaekit.runs.experiment import train_run
 
 # name → (train settings, the setting's source). Ranges in Locatello et al.'s sweep: β 1-16 (β-VAE),
 # β 1-10 (β-TCVAE), γ 10-100 (FactorVAE), λ_od 1-100 (DIP-VAE-I).

@@ -21,7 +21,7 @@ import math
 
 from common import default_data_dir, test_nll, train_stages
 
-from vaekit.config import Config
+from vaekit.runs.config import Config
 
 # name, model settings, the published test NLL (nats) of the closest row, and where it comes from
 FAMILIES = [

@@ -22,13 +22,13 @@ import traceback
 import torch
 from common import default_data_dir
 
-from vaekit.config import Config, TrainConfig
 from vaekit.data import Dataset
 from vaekit.data.mnist import load_mnist_family
-from vaekit.evaluate import evaluate_elbo, log_likelihood
-from vaekit.experiment import build_trainer, train_run
-from vaekit.loop import LoopState, settle, train_epoch
+from vaekit.evaluation.estimates import evaluate_elbo, log_likelihood
 from vaekit.model import VAE
+from vaekit.runs.config import Config, TrainConfig
+from vaekit.runs.experiment import build_trainer, train_run
+from vaekit.training.loop import LoopState, settle, train_epoch
 
 MODES = {  # name → TrainConfig settings
     "eager": {},

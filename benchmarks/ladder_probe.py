@@ -15,7 +15,7 @@ import torch
 from common import default_data_dir, train_stages
 from families import FAMILIES, config
 
-from vaekit.evaluate import evaluate_elbo, latent_statistics
+from vaekit.evaluation.estimates import evaluate_elbo, latent_statistics
 
 
 def scales(model, x) -> tuple[float, float, float]:

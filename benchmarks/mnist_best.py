@@ -31,7 +31,7 @@ import math
 
 from common import recipe_arguments, save_run, test_nll, train_stages
 
-from vaekit.config import Config
+from vaekit.runs.config import Config
 
 RECIPES = {
     "vampprior": {"objective": "elbo", "latent_dim": [32], "prior": "vampprior", "prior_components": 500,

@@ -18,7 +18,7 @@ import math
 
 from common import recipe_arguments, test_nll, train_stages
 
-from vaekit.config import Config
+from vaekit.runs.config import Config
 
 
 def main(argv=None) -> dict:

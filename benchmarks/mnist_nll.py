@@ -17,7 +17,7 @@ import argparse
 
 from common import default_data_dir, test_nll, train_stages
 
-from vaekit.config import Config
+from vaekit.runs.config import Config
 
 PUBLISHED = {("vae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78}  # Table 1, one stochastic layer
 

@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from common import default_data_dir
 from torch import nn
 
-from vaekit.config import TrainConfig
 from vaekit.data import Dataset
 from vaekit.data.mnist import load_mnist_family
-from vaekit.evaluate import log_likelihood
-from vaekit.loop import LoopState, make_adam, train_epoch
-from vaekit.loss import vae_loss
+from vaekit.evaluation.estimates import log_likelihood
 from vaekit.model import VAE
+from vaekit.runs.config import TrainConfig
+from vaekit.training.loop import LoopState, make_adam, train_epoch
+from vaekit.training.loss import vae_loss
 
 
 def mlp_macs(sizes: list[int]) -> int:

@@ -55,7 +55,7 @@ def test_evaluate_json(run):
 def test_evaluate_json_records_the_protocol(run):
     import hashlib
 
-    from vaekit.checkpoint import versions
+    from vaekit.runs.checkpoint import versions
 
     result = json.loads(vaekit("evaluate", run, "--k", "20", "--elbo-samples", "1", "--seed", "3", "--json").stdout)
     p = result["protocol"]

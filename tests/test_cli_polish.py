@@ -15,12 +15,12 @@ import torch
 from run_cli import vaekit_cli
 
 from vaekit import load
-from vaekit.checkpoint import CONFIG, load_config
 from vaekit.cli import main, parser
 from vaekit.cli.arguments import TOPICS
-from vaekit.experiment import load_data
+from vaekit.evaluation.latents import read_latents
 from vaekit.explain import TOPICS as EXPLAIN_TOPICS
-from vaekit.latents import read_latents
+from vaekit.runs.checkpoint import CONFIG, load_config
+from vaekit.runs.experiment import load_data
 
 
 @pytest.fixture(scope="module")

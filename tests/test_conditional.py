@@ -11,11 +11,11 @@ import torch
 from run_cli import assert_resumed_equals_straight, assert_two_processes_match_one, straight_and_resumed, vaekit_cli
 
 import vaekit
-from vaekit.checkpoint import load_run
 from vaekit.errors import VaekitError
-from vaekit.evaluate import evaluate_all
-from vaekit.experiment import load_data, to_data_units
-from vaekit.objectives import elbo, iwae_bound
+from vaekit.evaluation.estimates import evaluate_all
+from vaekit.objectives.estimators import elbo, iwae_bound
+from vaekit.runs.checkpoint import load_run
+from vaekit.runs.experiment import load_data, to_data_units
 
 D = torch.float64
 LOG_2PI = math.log(2 * math.pi)

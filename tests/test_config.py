@@ -31,10 +31,10 @@ def test_bad_config_names_field_and_value(d, message):
 def test_readme_table_of_choices_comes_from_the_registries():
     from pathlib import Path
 
-    from vaekit.config import registry_tables
+    from vaekit.runs.config import registry_tables
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split("<!-- registries -->\n")[1].split("<!-- /registries -->")[0]
-    assert block == registry_tables(), "README's table is stale: paste vaekit.config.registry_tables() into it"
+    assert block == registry_tables(), "README's table is stale: paste vaekit.runs.config.registry_tables() into it"
     for name in ("standard", "mog", "diagonal", "full", "bernoulli", "gaussian", "elbo", "iwae", "mlp", "conv"):
         assert f"| `{name}` |" in block

@@ -8,9 +8,9 @@ import torch
 import vaekit
 from vaekit import VAE, LinearGaussian
 from vaekit.cli import main
-from vaekit.diagnostics import amortization_gap, collapse_warning, fit_diagonal_q, gap_summary
-from vaekit.likelihoods import diagonal_normal
-from vaekit.references import gauss_hermite_elbo
+from vaekit.evaluation.diagnostics import amortization_gap, collapse_warning, fit_diagonal_q, gap_summary
+from vaekit.evaluation.references import gauss_hermite_elbo
+from vaekit.parts.distributions import diagonal_normal
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def digits_run(tmp_path_factory):
 
 
 def test_gap_is_non_negative_on_a_trained_model(digits_run):
-    _, model = vaekit.checkpoint.load_run(digits_run)
+    _, model = vaekit.runs.checkpoint.load_run(digits_run)
     x = vaekit.load_dataset("digits").eval_split("test")[:100]
     before = [p.detach().clone() for p in model.parameters()]
     r = amortization_gap(model, x, steps=100)

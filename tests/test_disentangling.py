@@ -1,4 +1,4 @@
-"""β-TCVAE, DIP-VAE and the capacity objective (`vaekit.disentangling`): the TC estimators against the
+"""β-TCVAE, DIP-VAE and the capacity objective (`vaekit.objectives.disentangling`): the TC estimators against the
 closed form of a Gaussian aggregate posterior, the KL decomposition against the KL, the DIP penalties
 and the capacity surrogate by hand, the reported ELBO against `objectives.elbo` on the same draws, and
 short runs (with a bit-identical resume) from the command line."""
@@ -13,22 +13,23 @@ from run_cli import resume_equals_uninterrupted, vaekit_cli
 from torch.distributions import MultivariateNormal
 
 from vaekit import VAE, Config
-from vaekit.checkpoint import load_run
-from vaekit.config import TrainConfig
 from vaekit.data import load_dataset
-from vaekit.disentangling import (
+from vaekit.errors import VaekitError
+from vaekit.evaluation.estimates import evaluate_elbo
+from vaekit.objectives import OBJECTIVES
+from vaekit.objectives.disentangling import (
     aggregate_log_density,
     capacity_target,
     dip_penalties,
     kl_decomposition,
     log_importance_weights,
 )
-from vaekit.errors import VaekitError
-from vaekit.evaluate import evaluate_elbo
-from vaekit.experiment import load_data
-from vaekit.likelihoods import diagonal_normal
-from vaekit.loss import OBJECTIVES, VAEObjective
-from vaekit.objectives import draw, elbo
+from vaekit.objectives.estimators import draw, elbo
+from vaekit.parts.distributions import diagonal_normal
+from vaekit.runs.checkpoint import load_run
+from vaekit.runs.config import TrainConfig
+from vaekit.runs.experiment import load_data
+from vaekit.training.loss import VAEObjective
 
 D = torch.float64
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from vaekit import build_model
-from vaekit.checkpoint import load_config
+from vaekit.runs.checkpoint import load_config
 
 GLOO_ABORT = "terminate called without an active exception"
 COMMON = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "32", "--lr", "3e-3", "--seed", "3"]

@@ -3,8 +3,8 @@ import math
 import torch
 
 from vaekit import VAE, LinearGaussian, evaluate_elbo
-from vaekit.checks import bound_check, ess_warning, evaluation_warnings
-from vaekit.evaluate import (
+from vaekit.evaluation.checks import bound_check, ess_warning, evaluation_warnings
+from vaekit.evaluation.estimates import (
     bits_per_dim,
     delta_method_variance,
     elbo_estimate,
@@ -12,7 +12,7 @@ from vaekit.evaluate import (
     latent_statistics,
     log_likelihood,
 )
-from vaekit.likelihoods import diagonal_normal
+from vaekit.parts.distributions import diagonal_normal
 
 D = torch.float64
 

@@ -7,10 +7,10 @@ import torch
 
 from vaekit import Config, load, train_run
 from vaekit.errors import VaekitError
-from vaekit.evaluate import evaluate_elbo
-from vaekit.experiment import load_data
-from vaekit.history import read_metrics
-from vaekit.loop import NonFiniteLossError
+from vaekit.evaluation.estimates import evaluate_elbo
+from vaekit.runs.experiment import load_data
+from vaekit.runs.history import read_metrics
+from vaekit.training.loop import NonFiniteLossError
 
 
 def small(epochs=3, **train):
@@ -25,8 +25,8 @@ def test_training_raises_validation_elbo():
     cfg = small(epochs=30, lr=3e-3)
     data = load_data(cfg)
     torch.manual_seed(0)
-    from vaekit.experiment import resolve
     from vaekit.model import build_model
+    from vaekit.runs.experiment import resolve
 
     untrained = build_model(resolve(cfg, data).model)
     before = evaluate_elbo(untrained, data.eval_split("val"))["elbo"]
@@ -75,7 +75,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
 
 def test_nan_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
     train_run(small(epochs=1), out=tmp_path / "run")
-    from vaekit.loss import VAEObjective
+    from vaekit.training.loss import VAEObjective
 
     forward = VAEObjective.forward
 

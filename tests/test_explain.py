@@ -10,9 +10,9 @@ import torch
 
 from vaekit.cli import main, parser
 from vaekit.errors import VaekitError
+from vaekit.evaluation.references import gauss_hermite_elbo
 from vaekit.explain import TOPICS, explain, format_result, linear_problem, toy_problem
-from vaekit.likelihoods import diagonal_normal
-from vaekit.references import gauss_hermite_elbo
+from vaekit.parts.distributions import diagonal_normal
 
 pytest.importorskip("matplotlib")  # the figures; the numbers alone would not need it
 

@@ -1,4 +1,4 @@
-"""FactorVAE (`vaekit.factorvae`): the density-ratio trick against a Gaussian's closed-form total
+"""FactorVAE (`vaekit.objectives.factorvae`): the density-ratio trick against a Gaussian's closed-form total
 correlation, one training step against the paper's two optimizers stepped by hand, the discriminator
 kept out of the model and in the trainer state, resume bit for bit, and 1 vs 2 processes."""
 
@@ -11,11 +11,11 @@ from run_cli import assert_resumed_equals_straight, assert_two_processes_match_o
 from safetensors.torch import load_file
 
 from vaekit import VAE, Config
-from vaekit.config import DataConfig, TrainConfig
-from vaekit.experiment import build_trainer, load_data
-from vaekit.factorvae import Discriminator, discriminator_loss, permute_dims
-from vaekit.loop import OK, train_step
-from vaekit.objectives import draw, elbo
+from vaekit.objectives.estimators import draw, elbo
+from vaekit.objectives.factorvae import Discriminator, discriminator_loss, permute_dims
+from vaekit.runs.config import DataConfig, TrainConfig
+from vaekit.runs.experiment import build_trainer, load_data
+from vaekit.training.loop import OK, train_step
 
 
 def test_permute_dims_permutes_each_column_on_its_own():

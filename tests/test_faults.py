@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from vaekit import Config, train_run
-from vaekit import checkpoint as ckpt
 from vaekit.errors import VaekitError
-from vaekit.history import read_metrics
-from vaekit.loop import NonFiniteLossError
+from vaekit.runs import checkpoint as ckpt
+from vaekit.runs.history import read_metrics
+from vaekit.training.loop import NonFiniteLossError
 
 EPOCHS = 8  # ≈ 1 s of training: room to be killed mid-run even on a fast machine
 TRAIN = ["--dataset", "digits", "--latent-dim", "4", "--hidden", "256", "--hidden", "256", "--batch-size", "16",
@@ -100,9 +100,9 @@ def test_nonfinite_gradient_stops_or_skips(tmp_path):
     result = train_run(small(1), out=tmp_path / "run")
     model = result.model
     hook = model.encoder.net[0].weight.register_hook(lambda g: torch.full_like(g, float("nan")))
-    from vaekit.experiment import load_data
-    from vaekit.loop import LoopState, make_adam, train_epoch
-    from vaekit.loss import vae_loss
+    from vaekit.runs.experiment import load_data
+    from vaekit.training.loop import LoopState, make_adam, train_epoch
+    from vaekit.training.loss import vae_loss
 
     data = load_data(result.config)
     opt = make_adam(model.parameters(), 1e-3)

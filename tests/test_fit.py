@@ -10,8 +10,8 @@ from torch import nn
 
 import vaekit
 from vaekit.errors import VaekitError
-from vaekit.likelihoods import GaussianObservation
-from vaekit.posteriors import DiagonalGaussian
+from vaekit.parts.likelihoods import GaussianObservation
+from vaekit.parts.posteriors import DiagonalGaussian
 
 D = torch.float64
 
@@ -49,7 +49,7 @@ def my_model(seed: int = 0) -> vaekit.VAE:
     torch.manual_seed(seed)
     encoder = vaekit.Encoder(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4)), DiagonalGaussian())
     decoder = vaekit.Decoder(MyDecoderNet(2, 6), GaussianObservation(0.5), data_dim=6)
-    return vaekit.VAE(encoder, decoder, vaekit.priors.StandardNormal(2))
+    return vaekit.VAE(encoder, decoder, vaekit.parts.priors.StandardNormal(2))
 
 
 def test_fit_save_load_with_a_users_own_network(tmp_path):
@@ -108,7 +108,7 @@ def test_fit_checks_data_against_the_likelihood():
 def test_fit_trains_a_conditional_vae_on_each_examples_label():
     """y_train / y_val reach the loop: the validation ELBO it records is the trained model's ELBO
     given the validation labels (the same seed's draws), not given other labels."""
-    from vaekit.evaluate import evaluate_elbo
+    from vaekit.evaluation.estimates import evaluate_elbo
 
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 3, (90,), generator=g)

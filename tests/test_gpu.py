@@ -8,14 +8,14 @@ checkpoints and evaluation, and reading verdicts back late.
 import pytest
 import torch
 
-from vaekit.config import Config, TrainConfig
 from vaekit.data import load_dataset
-from vaekit.evaluate import evaluate_elbo, log_likelihood
-from vaekit.experiment import train_run
-from vaekit.graphs import GraphedStep
-from vaekit.loop import LoopState, make_adam, train_epoch
-from vaekit.loss import VAEObjective
+from vaekit.evaluation.estimates import evaluate_elbo, log_likelihood
 from vaekit.model import VAE
+from vaekit.runs.config import Config, TrainConfig
+from vaekit.runs.experiment import train_run
+from vaekit.training.graphs import GraphedStep
+from vaekit.training.loop import LoopState, make_adam, train_epoch
+from vaekit.training.loss import VAEObjective
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DATA = load_dataset("digits")
@@ -101,7 +101,7 @@ def test_graph_is_captured_on_a_full_batch_only():
 
 
 def test_a_loaded_tensor_learning_rate_goes_back_to_the_gpu():
-    from vaekit.loop import lr_to_device, set_lr
+    from vaekit.training.loop import lr_to_device, set_lr
 
     p = torch.nn.Parameter(torch.ones(3, device="cuda"))
     saved = make_adam([p], 1e-3, capturable=True).state_dict()
@@ -114,7 +114,7 @@ def test_a_loaded_tensor_learning_rate_goes_back_to_the_gpu():
 
 
 def test_resume_at_the_end_of_an_epoch_on_the_gpu(tmp_path):
-    from vaekit import checkpoint as ckpt
+    from vaekit.runs import checkpoint as ckpt
 
     cfg = Config().replace(train={"epochs": 1, "seed": 3})
     train_run(cfg, out=tmp_path / "run", device="cuda")

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 
 import vaekit
 from vaekit import Config
-from vaekit.checkpoint import load_run
 from vaekit.errors import VaekitError
-from vaekit.evaluate import evaluate_all, latent_statistics, log_likelihood
-from vaekit.experiment import load_data
-from vaekit.objectives import elbo, iwae_bound
+from vaekit.evaluation.estimates import evaluate_all, latent_statistics, log_likelihood
+from vaekit.objectives.estimators import elbo, iwae_bound
+from vaekit.runs.checkpoint import load_run
+from vaekit.runs.experiment import load_data
 
 D = torch.float64
 LOG_2PI = math.log(2 * math.pi)

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 import vaekit
 from vaekit import Config
 from vaekit.errors import VaekitError
-from vaekit.evaluate import latent_statistics
-from vaekit.flows import IAFDistribution
-from vaekit.posteriors import POSTERIORS, InverseAutoregressiveFlow
+from vaekit.evaluation.estimates import latent_statistics
+from vaekit.parts.flows import IAFDistribution
+from vaekit.parts.posteriors import POSTERIORS, InverseAutoregressiveFlow
 
 D = torch.float64
 LOG_2PI = math.log(2 * math.pi)

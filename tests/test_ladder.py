@@ -14,11 +14,11 @@ from run_cli import assert_resumed_equals_straight, assert_two_processes_match_o
 from test_hierarchical import assert_every_bound_is_exact, linear_stack
 
 import vaekit
-from vaekit.checkpoint import load_run
 from vaekit.errors import VaekitError
-from vaekit.evaluate import evaluate_all
-from vaekit.experiment import load_data
-from vaekit.objectives import elbo
+from vaekit.evaluation.estimates import evaluate_all
+from vaekit.objectives.estimators import elbo
+from vaekit.runs.checkpoint import load_run
+from vaekit.runs.experiment import load_data
 
 D = torch.float64
 LOG_2PI = math.log(2 * math.pi)

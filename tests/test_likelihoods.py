@@ -6,14 +6,9 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from vaekit.likelihoods import (
-    BernoulliObservation,
-    GaussianObservation,
-    LearnedGaussianObservation,
-    diagonal_normal,
-    kl_diagonal_normal,
-)
 from vaekit.model import GenerativeModel
+from vaekit.parts.distributions import diagonal_normal, kl_diagonal_normal
+from vaekit.parts.likelihoods import BernoulliObservation, GaussianObservation, LearnedGaussianObservation
 
 D = torch.float64
 

@@ -12,10 +12,11 @@ from run_cli import assert_resumed_equals_straight, assert_two_processes_match_o
 from vaekit.data import load_dataset
 from vaekit.data.builtin import read_builtin
 from vaekit.errors import VaekitError
-from vaekit.evaluate import bits_per_dim_of
-from vaekit.likelihoods import LIKELIHOODS, likelihood_support
-from vaekit.likelihoods_real import (
+from vaekit.evaluation.estimates import bits_per_dim_of
+from vaekit.model import VAE, GenerativeModel
+from vaekit.parts.likelihoods import (
     EIGHT_BIT,
+    LIKELIHOODS,
     Categorical256,
     ContinuousBernoulliLogits,
     DiscretizedLogistic,
@@ -23,8 +24,8 @@ from vaekit.likelihoods_real import (
     PoissonLogRate,
     cb_log_norm,
     cb_mean,
+    likelihood_support,
 )
-from vaekit.model import VAE, GenerativeModel
 
 D64 = torch.float64
 LEVELS = torch.arange(256, dtype=D64) / 255
@@ -325,9 +326,9 @@ def test_each_likelihood_resumes_bit_identical_reloads_to_the_same_numbers_and_t
     """The issue's three checks for every family, here the likelihoods for data the seed does not cover:
     a resumed run's weights equal the straight run's bit for bit; `vaekit evaluate` of the saved run equals
     evaluate_all of the model loaded in Python; one process and two gloo processes train the same weights."""
-    from vaekit.checkpoint import load_run
-    from vaekit.evaluate import evaluate_all
-    from vaekit.experiment import load_data
+    from vaekit.evaluation.estimates import evaluate_all
+    from vaekit.runs.checkpoint import load_run
+    from vaekit.runs.experiment import load_data
 
     train = ["--quiet", "train", "--dataset", DATA[likelihood](tmp_path), "--likelihood", likelihood,
              "--latent-dim", "3", "--hidden", "32"]

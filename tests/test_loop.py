@@ -10,9 +10,11 @@ import math
 import pytest
 import torch
 
-from vaekit.config import Config, TrainConfig
 from vaekit.data import load_dataset
-from vaekit.loop import (
+from vaekit.model import VAE
+from vaekit.objectives.estimators import elbo
+from vaekit.runs.config import Config, TrainConfig
+from vaekit.training.loop import (
     BAD_GRADIENT,
     BAD_LOSS,
     OK,
@@ -23,9 +25,7 @@ from vaekit.loop import (
     train_epoch,
     train_step,
 )
-from vaekit.loss import VAEObjective, warmup_ramp
-from vaekit.model import VAE
-from vaekit.objectives import elbo
+from vaekit.training.loss import VAEObjective, warmup_ramp
 
 DATA = load_dataset("digits")
 

@@ -1,7 +1,7 @@
 import torch
 from pngread import read_png
 
-from vaekit.plots import image_grid, pairs_layout, save_grid, upscale_for, write_png
+from vaekit.pictures.png import image_grid, pairs_layout, save_grid, upscale_for, write_png
 
 
 def test_png_roundtrip_grey_and_rgb(tmp_path):

@@ -17,13 +17,14 @@ from safetensors.torch import load_file
 from torch.distributions import Bernoulli
 
 import vaekit
-from vaekit import Config, VaekitError, plugins
+from vaekit import Config, VaekitError
 from vaekit.cli import build_config, main, parser
-from vaekit.config import plugins_needed
-from vaekit.likelihoods import LIKELIHOODS
-from vaekit.objectives import analytic_kl
-from vaekit.posteriors import POSTERIORS
-from vaekit.priors import PRIORS
+from vaekit.objectives.estimators import analytic_kl
+from vaekit.parts.likelihoods import LIKELIHOODS
+from vaekit.parts.posteriors import POSTERIORS
+from vaekit.parts.priors import PRIORS
+from vaekit.runs import plugins
+from vaekit.runs.config import plugins_needed
 
 PLUGIN = '''"""A user's parts: a Laplace prior and a Bernoulli likelihood with a learned temperature."""
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 from torch.distributions import Independent, Laplace
 
 import vaekit
-from vaekit.likelihoods import BernoulliLogits, Likelihood
+from vaekit.parts.likelihoods import BernoulliLogits, Likelihood
 
 
 class LaplacePrior(nn.Module):

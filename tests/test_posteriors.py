@@ -9,9 +9,9 @@ from torch.distributions import MultivariateNormal
 
 import vaekit
 from vaekit import Config, LinearGaussian, train_run
-from vaekit.evaluate import evaluate_elbo, latent_statistics
-from vaekit.experiment import load_data, resolve
-from vaekit.posteriors import POSTERIORS, FullCovarianceGaussian
+from vaekit.evaluation.estimates import evaluate_elbo, latent_statistics
+from vaekit.parts.posteriors import POSTERIORS, FullCovarianceGaussian
+from vaekit.runs.experiment import load_data, resolve
 
 D = torch.float64
 LOG_2PI = math.log(2 * math.pi)

@@ -11,11 +11,11 @@ from run_cli import resume_equals_uninterrupted, vaekit_cli
 from safetensors.torch import load_file
 
 import vaekit
-from vaekit.checkpoint import load_config
-from vaekit.diagnostics import collapse_warning
-from vaekit.evaluate import batch_seed, evaluate_elbo, latent_statistics
-from vaekit.objectives import analytic_kl
-from vaekit.priors import PRIORS, MixtureOfGaussians
+from vaekit.evaluation.diagnostics import collapse_warning
+from vaekit.evaluation.estimates import batch_seed, evaluate_elbo, latent_statistics
+from vaekit.objectives.estimators import analytic_kl
+from vaekit.parts.priors import PRIORS, MixtureOfGaussians
+from vaekit.runs.checkpoint import load_config
 
 D = torch.float64
 

@@ -5,8 +5,8 @@ import io
 import time
 
 from vaekit import Config, train_run
-from vaekit import progress as progress_module
-from vaekit.progress import Progress
+from vaekit.training import progress as progress_module
+from vaekit.training.progress import Progress
 
 
 class Terminal(io.StringIO):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vaekit import VAE, LinearGaussian, elbo, iwae_bound, log_likelihood
-from vaekit.likelihoods import diagonal_normal
+from vaekit.parts.distributions import diagonal_normal
 from vaekit.rng import batch_seed
 
 D = torch.float64

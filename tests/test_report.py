@@ -10,7 +10,7 @@ import pytest
 
 import vaekit
 from vaekit.cli import main
-from vaekit.report import run_metrics, write_report
+from vaekit.pictures.report import run_metrics, write_report
 
 pytest.importorskip("matplotlib")
 

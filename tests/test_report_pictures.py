@@ -9,8 +9,8 @@ from pngread import read_png
 import vaekit
 from vaekit.cli import main
 from vaekit.errors import VaekitError
-from vaekit.figures import new_figure
-from vaekit.report import plot_run
+from vaekit.pictures.figures import new_figure
+from vaekit.pictures.report import plot_run
 
 pytest.importorskip("matplotlib")
 Image = pytest.importorskip("PIL.Image")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from run_cli import vaekit_cli
 
-from vaekit.checkpoint import load_run
-from vaekit.experiment import load_data
-from vaekit.latents import posterior_summary
-from vaekit.metrics import mig, mutual_information
-from vaekit.scoring import score_codes
+from vaekit.disentanglement.metrics import mig, mutual_information
+from vaekit.disentanglement.scoring import score_codes
+from vaekit.evaluation.latents import posterior_summary
+from vaekit.runs.checkpoint import load_run
+from vaekit.runs.experiment import load_data
 
 pytest.importorskip("sklearn")
 
@@ -58,8 +58,8 @@ def test_data_without_factors_and_unknown_metrics_are_refused(run, tmp_path):
 
 def test_report_shows_the_scores_and_labels_traversals_by_factor(run):
     pytest.importorskip("matplotlib")
-    from vaekit.report import run_metrics, traversals
-    from vaekit.scoring import captured_factors, score_model
+    from vaekit.disentanglement.scoring import captured_factors, score_model
+    from vaekit.pictures.report import run_metrics, traversals
 
     vaekit_cli("--quiet", "report", run, "--k", "10")
     page = (run / "report.html").read_text(encoding="utf-8")

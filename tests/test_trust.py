@@ -19,10 +19,10 @@ from run_cli import vaekit_cli
 from safetensors.torch import load_file, save_file
 
 from vaekit import Config, load, train_run
-from vaekit import checkpoint as ckpt
 from vaekit.errors import NonFiniteLossError, VaekitError
-from vaekit.history import METRICS, read_metrics
-from vaekit.rundir import RunLock
+from vaekit.files import RunLock
+from vaekit.runs import checkpoint as ckpt
+from vaekit.runs.history import METRICS, read_metrics
 
 
 def small(epochs=1, **train):
@@ -261,7 +261,7 @@ def test_overflowing_update_is_caught_before_any_checkpoint(trained, tmp_path):
 
 def test_a_checkpoint_never_holds_nonfinite_weights(trained, tmp_path):
     """An overflow in the very last step before a checkpoint, which no later loss has shown yet."""
-    from vaekit.loop import LoopState, make_adam
+    from vaekit.training.loop import LoopState, make_adam
 
     run = copy_run(trained, tmp_path)
     before = (run / ckpt.WEIGHTS).read_bytes()
@@ -330,7 +330,7 @@ def test_second_trainer_is_refused_naming_the_holder(trained, tmp_path):
 
 
 def test_lock_of_a_killed_process_is_released(tmp_path):
-    code = ("import time; from vaekit.rundir import RunLock\n"
+    code = ("import time; from vaekit.files import RunLock\n"
             f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -18,11 +18,11 @@ from safetensors.torch import load_file
 from torch.distributions import Categorical, MultivariateNormal
 
 import vaekit
-from vaekit.checkpoint import load_run
-from vaekit.likelihoods import diagonal_normal
-from vaekit.objectives import analytic_kl
-from vaekit.posteriors import POSTERIORS
-from vaekit.priors import PRIORS, Mixture, VampPrior
+from vaekit.objectives.estimators import analytic_kl
+from vaekit.parts.distributions import diagonal_normal
+from vaekit.parts.posteriors import POSTERIORS
+from vaekit.parts.priors import PRIORS, Mixture, VampPrior
+from vaekit.runs.checkpoint import load_run
 
 D = torch.float64
 
@@ -258,7 +258,7 @@ def test_run_pictures_show_the_pseudo_inputs(vamp_run):
 def test_standard_prior_runs_have_no_pseudo_input_picture(tmp_path):
     run = tmp_path / "std"
     vaekit.train_run(vaekit.Config().replace(model={"latent_dim": 2, "hidden": [16]}, train={"epochs": 1}), run)
-    from vaekit.report import part_pictures
+    from vaekit.pictures.report import part_pictures
 
     assert part_pictures(load_run(run)[1]) == {}
 

@@ -7,23 +7,25 @@ try:
 except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
     __version__ = "0+unknown"
 
-from . import metrics  # disentanglement metrics on any arrays of codes: vaekit.metrics.mig(codes, factors)
-from .checkpoint import save
-from .config import Config, DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .disentanglement import (
+    metrics,  # disentanglement metrics on any arrays of codes: vaekit.metrics.mig(codes, factors)
+)
 from .errors import VaekitError
-from .evaluate import evaluate_elbo, log_likelihood
-from .experiment import train_run
-from .fit import fit, load
-from .likelihoods import LIKELIHOODS
-from .loss import OBJECTIVES
+from .evaluation.estimates import evaluate_elbo, log_likelihood
+from .evaluation.references import LinearGaussian
 from .model import VAE, Decoder, Encoder, GenerativeModel, build_model
-from .networks import ARCHITECTURES
-from .objectives import ELBO, elbo, iwae, iwae_bound
-from .plugins import load_plugin
-from .posteriors import POSTERIORS
-from .priors import PRIORS
-from .references import LinearGaussian
+from .objectives import OBJECTIVES
+from .objectives.estimators import ELBO, elbo, iwae, iwae_bound
+from .parts.likelihoods import LIKELIHOODS
+from .parts.networks import ARCHITECTURES
+from .parts.posteriors import POSTERIORS
+from .parts.priors import PRIORS
+from .runs.checkpoint import save
+from .runs.config import Config, DataConfig, ModelConfig, TrainConfig
+from .runs.experiment import train_run
+from .runs.fit import fit, load
+from .runs.plugins import load_plugin
 
 register_prior = PRIORS.register  # @vaekit.register_prior("name") on a factory: (latent_dim, …) → module
 register_posterior = POSTERIORS.register  # factory: (latent_dim, …) → head mapping h to Q(z|x)

@@ -3,7 +3,7 @@ import os
 import sys
 
 from .cli import main
-from .distributed import from_env
+from .training.distributed import from_env
 
 code = main()
 launch = from_env()

@@ -7,8 +7,8 @@
 
 Seed §"Neural Network Parameterization": z ~ N(0, I_k), x|z ~ N(g(z; θ), σ²I) (or Bernoulli(logits=g));
 §"Gaussian Q and the Encoder/Decoder": Q_i = N(q(x⁽ⁱ⁾; φ), diag(v(x⁽ⁱ⁾; ψ))²). That composition is
-the default of `compose`/`build_model`; every family is a registered part (priors.py, posteriors.py,
-likelihoods.py, networks.py), and nothing here names one.
+the default of `compose`/`build_model`; every family is a registered part (`parts/`: priors, posteriors,
+likelihoods, networks), and nothing here names one.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from .errors import VaekitError
-from .hierarchical import INFERENCE, HierarchicalPrior, LadderEncoder, TopPath
-from .likelihoods import LIKELIHOODS
-from .networks import ARCHITECTURES, Concat, First, mlp
-from .posteriors import POSTERIORS
-from .priors import PRIORS
+from .parts.hierarchical import INFERENCE, HierarchicalPrior, LadderEncoder, TopPath
+from .parts.likelihoods import LIKELIHOODS
+from .parts.networks import ARCHITECTURES, Concat, First, mlp
+from .parts.posteriors import POSTERIORS
+from .parts.priors import PRIORS
 
 
 def widen(t: Tensor) -> Tensor:
@@ -145,7 +145,7 @@ class Generative(Joint, nn.Module):
 
 class GenerativeModel(Generative):
     """p(z) = N(0, I_k) and p(x|z; θ) from an MLP g(z; θ) (`hidden=()`: linear), without an encoder:
-    the half that the references (`references.py`) and `vaekit explain` integrate exactly."""
+    the half that the references (`evaluation.references`) and `vaekit explain` integrate exactly."""
 
     def __init__(self, data_dim: int, latent_dim: int, hidden: Sequence[int] = (400,), activation: str = "relu",
                  likelihood: str = "bernoulli", sigma: float = 1.0, init: str = "default"):
@@ -321,7 +321,7 @@ def compose(
 def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int, sizes: Sequence[int],
           layer_hidden: Sequence[int] | None, activation: str, init: str, inference: str, prior: str,
           **prior_settings: Any) -> tuple[nn.Module, Decoder, nn.Module]:
-    """A hierarchical VAE (`hierarchical.py`) around the one-layer parts of x ↔ z₁ (Burda et al. 2016):
+    """A hierarchical VAE (`parts.hierarchical`) around the one-layer parts of x ↔ z₁ (Burda et al. 2016):
     Q(z_{l+1}|z_l) and p(z_l|z_{l+1}) are diagonal Gaussians from MLPs with `layer_hidden` units (default
     two layers of 2·d_{l+1}: Burda's 100-100 between z₁ = 100 and z₂ = 50), p(z_L) the registered `prior`.
     `inference="ladder"`: the same networks, Q drawn top-down through the prior's (`LadderEncoder`)."""
@@ -342,6 +342,6 @@ def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int
 
 
 def build_model(cfg: Any) -> VAE:
-    """The VAE a `vaekit.config.ModelConfig` describes (its `data_shape` resolved from the data)."""
+    """The VAE a `vaekit.runs.config.ModelConfig` describes (its `data_shape` resolved from the data)."""
     settings = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
     return VAE(data_dim=cfg.data_dim, **settings)

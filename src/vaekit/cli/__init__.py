@@ -18,8 +18,8 @@ import logging
 import os
 import sys
 
-from ..config import MAX_COUNT
 from ..errors import TrainingInterrupted, VaekitError
+from ..runs.config import MAX_COUNT
 from .arguments import load_plugins_first, parser
 from .flags import build_config
 

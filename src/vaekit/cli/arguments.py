@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..evaluate import ELBO_SAMPLES
-from ..plugins import load_plugin
-from ..scoring import METRICS
+from ..disentanglement.scoring import METRICS
+from ..evaluation.estimates import ELBO_SAMPLES
+from ..runs.plugins import load_plugin
 from .commands import cmd_disentanglement, cmd_evaluate, cmd_train
 from .flags import add_setting_flags
 from .outputs import SPLITS, cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample

@@ -12,17 +12,17 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import WEIGHTS, versions
-from ..checks import evaluation_warnings
 from ..data import EVAL_BINARIZATION_SEED, resolve_binarize
-from ..diagnostics import amortization_gap, collapse_warning, gap_summary
-from ..distributed import from_env, launched
+from ..disentanglement.scoring import check_metrics, score_model
 from ..errors import VaekitError
-from ..evaluate import evaluate_all, latent_statistics
-from ..experiment import labels_for, train_run
-from ..likelihoods import likelihood_support
-from ..scoring import check_metrics, score_model
-from ..tensorboard import TensorBoardLogger
+from ..evaluation.checks import evaluation_warnings
+from ..evaluation.diagnostics import amortization_gap, collapse_warning, gap_summary
+from ..evaluation.estimates import evaluate_all, latent_statistics
+from ..parts.likelihoods import likelihood_support
+from ..runs.checkpoint import WEIGHTS, versions
+from ..runs.experiment import labels_for, train_run
+from ..tracking.tensorboard import TensorBoardLogger
+from ..training.distributed import from_env, launched
 from .flags import build_config, given_settings
 from .runs import run_with_data
 

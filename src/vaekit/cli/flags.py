@@ -7,8 +7,8 @@ import dataclasses
 import typing
 from typing import Any
 
-from ..config import SECTIONS, Config, load_config_file, settings
-from ..registry import Registry
+from ..parts.registry import Registry
+from ..runs.config import SECTIONS, Config, load_config_file, settings
 
 
 def build_config(args: argparse.Namespace) -> Config:

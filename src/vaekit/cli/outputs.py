@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_run
 from ..errors import VaekitError
-from ..experiment import labels_for, to_data_units
+from ..evaluation.latents import posterior_summary, read_labels, read_latents, write_latents
 from ..explain import explain, format_result
-from ..figures import plot_images, plot_reconstructions, plot_samples
-from ..latents import posterior_summary, read_labels, read_latents, write_latents
-from ..report import plot_run, write_report
-from ..rundir import write_array
+from ..files import write_array
+from ..pictures.figures import plot_images, plot_reconstructions, plot_samples
+from ..pictures.report import plot_run, write_report
+from ..runs.checkpoint import load_run
+from ..runs.experiment import labels_for, to_data_units
 from .runs import run_with_data
 
 SPLITS = ("train", "val", "test")
@@ -64,7 +64,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
 
 def cmd_encode(args: argparse.Namespace) -> Path:
     """Q(z|x)'s mean and standard deviation for every example of a split (or of all), with labels
-    where the data have them: the representation, for use elsewhere (`vaekit.latents` has the layouts)."""
+    where the data have them: the representation, for use elsewhere (`vaekit.evaluation.latents` has the layouts)."""
     cfg, model, dataset = run_with_data(args)
     splits = SPLITS if args.split == "all" else (args.split,)
     x = torch.cat([dataset.eval_split(s) for s in splits])

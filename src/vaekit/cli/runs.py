@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import load_run
 from ..data import Dataset
-from ..experiment import load_data, point_data
+from ..runs.checkpoint import load_run
+from ..runs.experiment import load_data, point_data
 
 DATA_DIR_HELP = ("root of the named datasets for this run (default: $VAEKIT_DATA if set, else the run's own "
                  "data_dir, else ~/.cache/vaekit)")

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import Config
-from ..evaluate import evaluate_elbo
-from ..experiment import load_data, train_run
-from ..figures import new_figure, save_figure
-from ..progress import Progress
+from ..evaluation.estimates import evaluate_elbo
+from ..pictures.figures import new_figure, save_figure
+from ..runs.config import Config
+from ..runs.experiment import load_data, train_run
+from ..training.progress import Progress
 
 
 def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0), epochs: int = 8,
@@ -23,7 +23,7 @@ def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.
     trained on D + β·R (Higgins et al. 2017): larger β buys a lower rate with more distortion (Alemi
     et al. 2018). The reported ELBO = −(D + R) is β-free."""
     rates, distortions = [], []
-    run_log = logging.getLogger("vaekit.experiment")
+    run_log = logging.getLogger("vaekit.runs.experiment")
     level = run_log.level
     run_log.setLevel(logging.WARNING)  # five training logs would drown the numbers
     bar = Progress(len(betas), "explain beta: training one VAE per β", unit="models", enabled=progress)

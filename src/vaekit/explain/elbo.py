@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
-from ..figures import new_figure, save_figure
-from ..likelihoods import diagonal_normal
-from ..objectives import elbo, iwae_bound
-from ..references import gauss_hermite_elbo, grid_kl
+from ..evaluation.references import gauss_hermite_elbo, grid_kl
+from ..objectives.estimators import elbo, iwae_bound
+from ..parts.distributions import diagonal_normal
+from ..pictures.figures import new_figure, save_figure
 from .problems import fitted_toy
 
 

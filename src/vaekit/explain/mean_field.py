@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from ..diagnostics import fit_diagonal_q
-from ..figures import new_figure, save_figure
-from ..references import DTYPE, LinearGaussian
+from ..evaluation.diagnostics import fit_diagonal_q
+from ..evaluation.references import DTYPE, LinearGaussian
+from ..pictures.figures import new_figure, save_figure
 from .problems import fmt, linear_problem
 
 CORRELATED_W = ((1.0, 0.9), (1.0, 1.1), (0.5, 0.4), (0.2, 0.3))  # nearly parallel columns: z₁, z₂ trade off

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch.distributions import Independent, MultivariateNormal
 
-from ..figures import new_figure, save_figure
-from ..references import DTYPE, Grid, grid_kl, grid_moments, posterior_grid
+from ..evaluation.references import DTYPE, Grid, grid_kl, grid_moments, posterior_grid
+from ..pictures.figures import new_figure, save_figure
 from .problems import fitted_toy, fmt, linear_problem
 
 

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
-from ..diagnostics import fit_diagonal_q
-from ..likelihoods import diagonal_normal
+from ..evaluation.diagnostics import fit_diagonal_q
+from ..evaluation.references import DTYPE, Grid, LinearGaussian, gauss_hermite_elbo, grid_moments, posterior_grid
 from ..model import GenerativeModel
-from ..references import DTYPE, Grid, LinearGaussian, gauss_hermite_elbo, grid_moments, posterior_grid
+from ..parts.distributions import diagonal_normal
 
 
 def toy_problem(seed: int = 0, data_dim: int = 12, weight_scale: float = 3.0) -> tuple[GenerativeModel, Tensor]:

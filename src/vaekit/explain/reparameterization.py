@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent
 
-from ..figures import new_figure, save_figure
-from ..likelihoods import diagonal_normal
-from ..objectives import expectation
+from ..objectives.estimators import expectation
+from ..parts.distributions import diagonal_normal
+from ..pictures.figures import new_figure, save_figure
 from .problems import fitted_toy
 
 

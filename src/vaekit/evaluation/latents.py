@@ -1,0 +1,147 @@
+"""Latents out and back in: Q(z|x)'s mean and standard deviation for every example, written as
+.npy, .npz or .csv for downstream use (`vaekit encode`), and latents read back to decode (`vaekit decode`).
+
+File layouts (the same columns in each):
+- .npz: `mean` [N, k], `std` [N, k], and `labels` [N] where the data have them;
+- .npy: one float32 array [N, 2k], the k means then the k standard deviations;
+- .csv: a header `z1_mean, …, zk_mean, z1_std, …, zk_std[, label]` and one row per example.
+`read_latents` takes any of them (and a bare [N, k] array of z) and returns the means [N, k];
+`read_labels` the labels, where the file has them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import VaekitError
+from ..files import atomic_write, write_array
+from ..model import mean_of
+
+FORMATS = (".npy", ".npz", ".csv")
+MC_SAMPLES = 256  # draws for a standard deviation torch has no closed form for (a flow's Q)
+
+
+@torch.no_grad()
+def posterior_summary(model, x: Tensor, batch_size: int = 1000, seed: int = 0,
+                      y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(mean, std) of Q(z|x) for every row of x, each [N, k]: closed forms where torch has them, else
+    Monte Carlo over `MC_SAMPLES` draws from a generator seeded by `seed` (the caller's RNG untouched).
+    y: the labels of x, for a conditional VAE's Q(z|x, y)."""
+    means, stds = [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        labels = y.split(batch_size) if y is not None else [None] * len(x.split(batch_size))
+        for xb, yb in zip(x.split(batch_size), labels):
+            q = (model.given(yb) if yb is not None else model).encode(xb, distribution=True)
+            means.append(mean_of(q, MC_SAMPLES))
+            try:
+                stds.append(q.stddev)
+            except NotImplementedError:
+                stds.append(q.sample((MC_SAMPLES,)).std(0))
+    return torch.cat(means), torch.cat(stds)
+
+
+def write_latents(path: Path, mean: Tensor, std: Tensor, labels: Tensor | None = None) -> Path:
+    """Write the posterior summary in the format `path`'s suffix names (see the module docstring)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    mean_np, std_np = mean.cpu().float().numpy(), std.cpu().float().numpy()
+    if suffix == ".npy":
+        write_array(path, np.concatenate([mean_np, std_np], axis=1))
+    elif suffix == ".npz":
+        arrays = {"mean": mean_np, "std": std_np, **({"labels": labels.cpu().numpy()} if labels is not None else {})}
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        atomic_write(path, write)
+    elif suffix == ".csv":
+        k = mean_np.shape[1]
+        header = [f"z{j + 1}_mean" for j in range(k)] + [f"z{j + 1}_std" for j in range(k)]
+        header += ["label"] if labels is not None else []
+        text = io.StringIO()
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(header)
+        for i in range(mean_np.shape[0]):
+            row = [repr(float(v)) for v in mean_np[i]] + [repr(float(v)) for v in std_np[i]]
+            w.writerow(row + ([int(labels[i])] if labels is not None else []))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue()))
+    else:
+        raise VaekitError(f"{path}: latents are written as {', '.join(FORMATS)}; name a file with one of those suffixes")
+    return path
+
+
+def read_latents(path: Path, latent_dim: int) -> Tensor:
+    """The latent means [N, k] in a file `write_latents` wrote, or a bare [N, k] array of z (.npy, .csv)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                key = next((k for k in ("mean", "z") if k in f.files), None)
+                if key is None:
+                    raise VaekitError(f"{path}: holds {', '.join(f.files) or 'no arrays'}; expected 'mean' or 'z'")
+                z = f[key]
+        elif suffix == ".npy":
+            z = np.load(path, allow_pickle=False)
+        elif suffix == ".csv":
+            rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+            header = rows[0] if rows and not _numeric(rows[0]) else None
+            body = rows[1:] if header else rows
+            columns = [i for i, name in enumerate(header) if name.endswith("_mean")] if header else None
+            z = np.array([[float(r[i]) for i in (columns or range(len(r)))] for r in body if r], dtype=np.float32)
+        else:
+            raise VaekitError(f"{path}: latents are read from {', '.join(FORMATS)}")
+    except (OSError, ValueError) as e:
+        if isinstance(e, VaekitError):
+            raise
+        raise VaekitError(f"{path}: cannot read latents ({str(e).splitlines()[0]})") from None
+    z = np.asarray(z)
+    if z.ndim == 2 and z.shape[1] == 2 * latent_dim:
+        z = z[:, :latent_dim]  # the .npy layout: means, then standard deviations
+    if z.ndim != 2 or z.shape[1] != latent_dim or not np.issubdtype(z.dtype, np.number):
+        raise VaekitError(f"{path}: expected latents of shape [N, {latent_dim}] (or [N, {2 * latent_dim}]: means and "
+                          f"standard deviations), got {list(z.shape)} of {z.dtype}")
+    if not np.isfinite(z).all():
+        raise VaekitError(f"{path}: the latents hold NaN or Inf")
+    return torch.from_numpy(z.astype(np.float32))
+
+
+def read_labels(path: Path) -> Tensor | None:
+    """The labels stored beside the latents (`labels` of an .npz, the `label` column of a .csv, as
+    `write_latents` writes them), int64 [N], or None. What a conditional VAE decodes with."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                y = f["labels"] if "labels" in f.files else None
+        elif path.suffix.lower() == ".csv":
+            rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+            if not rows or "label" not in rows[0]:
+                return None
+            column = rows[0].index("label")
+            y = np.array([float(r[column]) for r in rows[1:] if r])
+        else:
+            return None
+    except (OSError, ValueError) as e:
+        raise VaekitError(f"{path}: cannot read labels ({str(e).splitlines()[0]})") from None
+    if y is None:
+        return None
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+        raise VaekitError(f"{path}: labels must be whole numbers, one per row; got {list(y.shape)} of {y.dtype}")
+    return torch.from_numpy(y.astype(np.int64))
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(v) for v in row]
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,42 @@
+"""What every observation model p(x|z) is: a `Likelihood` head, its support, and the registry.
+
+Every observation model turns the decoder output g(z; θ) into a torch distribution over x whose
+`log_prob` returns one value per example (the pixel dimension is reinterpreted with `Independent`).
+All normalizing constants are kept, so log-densities are true log-densities in nats. One module per
+support holds the families (binary, real, unit, eight_bit, counts); `--likelihood` names one.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..distributions import Part
+from ..registry import Registry
+
+SUPPORTS = ("binary", "unit", "real", "count", "discrete256")  # what data a likelihood takes; the data layer
+# checks it (vaekit.data.dataset); "discrete256": the 8-bit grey levels k/255, k = 0…255
+
+
+class Likelihood(Part):
+    """Maps the decoder output h to p(x|z), event shape [D]. `out_features(D)`: how many outputs it
+    needs; `support`: one of SUPPORTS, which decides binarization and the data checks."""
+
+    support = "real"
+
+    def out_features(self, data_dim: int) -> int:
+        return data_dim
+
+    def forward(self, h: Tensor) -> Distribution:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+LIKELIHOODS = Registry("likelihood")
+
+
+def likelihood_support(name: str) -> str:
+    """The support of the likelihood registered as `name` (what data it takes: SUPPORTS)."""
+    support = getattr(LIKELIHOODS.build(name, data_dim=1, sigma=1.0), "support", "real")
+    if support not in SUPPORTS:
+        raise ValueError(f"likelihood {name!r} declares support {support!r}; use one of {', '.join(SUPPORTS)}")
+    return support

@@ -1,0 +1,161 @@
+"""Network building blocks and the registered architectures. No probability here: tensors to tensors.
+
+An architecture (`--arch`) is a factory `(role, in_features, out_features, …) → nn.Module` for the
+encoder network (x → h, role "encoder") and the decoder network (z → h, role "decoder").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import pairwise
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import VaekitError
+from .registry import Registry
+
+ARCHITECTURES = Registry("architecture")
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
+
+
+def mlp(
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    activation: str = "relu",
+    init: str = "default",
+) -> nn.Sequential:
+    """Linear layers of sizes in → hidden… → out with `activation` between them (none after the last).
+
+    `hidden=()` gives a single linear map. `init="glorot"` uses Glorot-uniform weights and zero biases,
+    as in Kingma & Welling (2013) and Burda et al. (2016); "default" keeps PyTorch's.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+    sizes = [in_features, *hidden, out_features]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    net = nn.Sequential(*layers)
+    if init == "glorot":
+        for m in net:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+    elif init != "default":
+        raise ValueError(f"unknown init {init!r}; choose 'default' or 'glorot'")
+    return net
+
+
+class ConvEncoderNet(nn.Module):
+    """Images [B, C·H·W] (flattened) → [B, out]: two stride-2 convolutions, then a linear head.
+
+    Works for any H, W ≥ 1 (padding keeps odd sizes); the flattened size is computed, not assumed.
+    `extra` features after the image (a conditional VAE's one-hot label) join the convolutions' output
+    before the head: the input is then [B, C·H·W + extra].
+    """
+
+    def __init__(self, shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64),
+                 hidden: int = 256, activation: str = "relu", extra: int = 0):
+        super().__init__()
+        c, h, w = shape
+        self.shape, self.size, self.extra = (c, h, w), c * h * w, extra
+        act = ACTIVATIONS[activation]
+        layers: list[nn.Module] = []
+        for c_out in channels:
+            layers += [nn.Conv2d(c, c_out, kernel_size=3, stride=2, padding=1), act()]
+            c, h, w = c_out, (h + 1) // 2, (w + 1) // 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = mlp(c * h * w + extra, (hidden,), out_features, activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        h = self.features(x[..., : self.size].reshape(-1, *self.shape))
+        if self.extra:
+            h = torch.cat([h, x[..., self.size :].reshape(-1, self.extra)], -1)
+        return self.head(h).reshape(*lead, -1)
+
+
+class ConvDecoderNet(nn.Module):
+    """z [..., k] → [..., out_channels·H·W]: a linear map to a coarse grid, two stride-2 transposed
+    convolutions up to at least H×W, then a crop to exactly H×W (so odd sizes need no special case)."""
+
+    def __init__(self, latent_dim: int, shape: Sequence[int], out_channels: int | None = None,
+                 channels: Sequence[int] = (64, 32), hidden: int = 256, activation: str = "relu"):
+        super().__init__()
+        c, self.h, self.w = shape
+        out_channels = out_channels or c
+        n_up = len(channels)
+        self.h0, self.w0 = -(-self.h // 2**n_up), -(-self.w // 2**n_up)  # ceil division
+        act = ACTIVATIONS[activation]
+        self.stem = nn.Sequential(mlp(latent_dim, (hidden,), channels[0] * self.h0 * self.w0, activation), act())
+        self.c0 = channels[0]
+        layers: list[nn.Module] = []
+        sizes = [*channels, out_channels]
+        for i, (a, b) in enumerate(pairwise(sizes)):
+            layers.append(nn.ConvTranspose2d(a, b, kernel_size=4, stride=2, padding=1))
+            if i < len(sizes) - 2:
+                layers.append(act())
+        self.up = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        lead = z.shape[:-1]
+        y = self.stem(z.reshape(-1, z.shape[-1])).reshape(-1, self.c0, self.h0, self.w0)
+        y = self.up(y)[:, :, : self.h, : self.w]
+        return y.reshape(*lead, -1)
+
+
+class Concat(nn.Module):
+    """Several networks on one input, their outputs side by side: e.g. the seed's separate q(x; φ)
+    and v(x; ψ) for the mean and the log-variance of Q."""
+
+    def __init__(self, *nets: nn.Module):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([net(x) for net in self.nets], dim=-1)
+
+
+class First(nn.Module):
+    """The first n features of the input, and its last `context` ones: the decoder of a hierarchical VAE
+    sees z₁ of z = [z₁, …, z_L] (a conditional one [z₁, c(y)] of [z₁, …, z_L, c(y)])."""
+
+    def __init__(self, n: int, net: nn.Module, context: int = 0):
+        super().__init__()
+        self.n, self.net, self.context = n, net, context
+
+    def forward(self, z: Tensor) -> Tensor:
+        if self.context:
+            return self.net(torch.cat([z[..., : self.n], z[..., z.shape[-1] - self.context :]], -1))
+        return self.net(z[..., : self.n])
+
+
+def _image_shape(data_shape: Sequence[int] | None) -> tuple[int, int, int]:
+    if data_shape is None or len(data_shape) != 3:
+        raise VaekitError(f"arch = 'conv' needs image data of shape (C, H, W), got {tuple(data_shape or ())}; "
+                          "use arch = 'mlp' for vectors")
+    return tuple(data_shape)  # type: ignore[return-value]
+
+
+@ARCHITECTURES.register("mlp")
+def mlp_architecture(role: str, in_features: int, out_features: int, hidden: Sequence[int], activation: str = "relu",
+                     init: str = "default") -> nn.Module:
+    """fully connected layers (--hidden sizes, --activation, --init)"""
+    return mlp(in_features, hidden, out_features, activation, init)
+
+
+@ARCHITECTURES.register("conv")
+def conv_architecture(role: str, in_features: int, out_features: int, hidden: Sequence[int],
+                      data_shape: Sequence[int] | None, activation: str = "relu") -> nn.Module:
+    """two stride-2 convolutions and a dense layer (the last --hidden size), for images"""
+    shape = _image_shape(data_shape)
+    dense = hidden[-1] if hidden else 256
+    if role == "encoder":  # inputs beyond the image (a label's one-hot) join before the dense layer
+        extra = in_features - math.prod(shape)
+        return ConvEncoderNet(shape, out_features, hidden=dense, activation=activation, extra=extra)
+    return ConvDecoderNet(in_features, shape, out_features // (shape[1] * shape[2]), hidden=dense, activation=activation)

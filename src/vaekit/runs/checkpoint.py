@@ -1,0 +1,297 @@
+"""The run directory: config.json, model.safetensors, train_state.pt, metrics.jsonl, and what they hold.
+
+Every file is written to a temporary file in the same directory and then `os.replace`d, so a
+crash leaves either the old file or the new one, never half of one. Weights are read only through
+safetensors and the trainer state only with `torch.load(weights_only=True)`: nothing we load can
+run code. The architecture is rebuilt from config.json, never unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from .config import Config, ModelConfig, plugins_needed
+from ..errors import NonFiniteLossError, PluginError, VaekitError
+from .history import METRICS, read_metrics, truncate_metrics
+from ..training.loop import LoopState, all_finite, lr_to_device, settle
+from ..model import VAE, build_model
+from .plugins import is_loaded
+from ..files import LOCK, RunLock, atomic_write, remove_stale_temporaries
+from .state_check import check_state
+
+log = logging.getLogger(__name__)
+CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
+STANDARDIZATION = "standardization.safetensors"  # the training split's mean and spread, when standardizing
+LAYOUT_VERSION = (0, 2)  # runs written before VAE(encoder, decoder, prior) hold another state-dict layout
+
+
+def vaekit_version() -> str:
+    """The installed package's version (from its metadata: nothing here imports the package root)."""
+    try:
+        return importlib.metadata.version("vaekit")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
+        return "0+unknown"
+
+
+def versions() -> dict[str, str]:
+    return {"vaekit": vaekit_version(), "torch": torch.__version__}
+
+
+def save_config(run: Path, cfg: Config) -> None:
+    text = json.dumps({**cfg.to_dict(), "versions": versions()}, indent=2) + "\n"
+    atomic_write(run / CONFIG, lambda tmp: Path(tmp).write_text(text))
+
+
+def load_config(run: Path) -> Config:
+    path = Path(run) / CONFIG
+    if not Path(run).is_dir():
+        raise VaekitError(f"{run}: no such run directory")
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: missing; is {run} a vaekit run directory?") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise VaekitError(f"{path}: not valid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
+    if not isinstance(d, dict):
+        raise VaekitError(f"{path}: expected a JSON object")
+    written_by = str((d.pop("versions", None) or {}).get("vaekit", "0"))
+    if _version_tuple(written_by) > _version_tuple(versions()["vaekit"]):
+        raise VaekitError(f"{path}: written by vaekit {written_by}, newer than this vaekit {versions()['vaekit']}; "
+                          "upgrade vaekit to read it")
+    if _version_tuple(written_by)[:2] < LAYOUT_VERSION:
+        raise VaekitError(f"{path}: written by vaekit {written_by}, whose model layout this vaekit "
+                          f"{versions()['vaekit']} does not read; retrain it, or read it with vaekit {written_by}")
+    model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    missing = [p for p in model.get("plugins", []) if isinstance(p, str) and not is_loaded(p)]
+    if missing:
+        flags = " ".join(f"--plugin {p}" for p in missing)
+        raise PluginError(f"{path}: this run's parts come from the plugin {', '.join(missing)}, which is not loaded; "
+                          f"pass {flags} (a run directory never imports code by itself)")
+    return Config.from_dict(d, source=str(path))
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    parts = []
+    for piece in v.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def save_weights(run: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = canonical_safetensors(safetensors_bytes(tensors, metadata=metadata))
+    atomic_write(run / WEIGHTS, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its header's metadata in sorted key order (safetensors writes
+    the metadata from a hash map, whose order changes per process), so equal weights give equal bytes."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data start 8-byte aligned, as safetensors pads them
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def load_weights(run: Path, model: nn.Module) -> None:
+    path = Path(run) / WEIGHTS
+    try:
+        tensors = load_file(path)
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: missing") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise VaekitError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != found:
+        diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
+        raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise VaekitError(f"{path}: the weights hold NaN or Inf (in {bad[0]}{' and others' if len(bad) > 1 else ''}); "
+                          "the run diverged: retrain it with a smaller --lr")
+    model.load_state_dict(tensors)
+
+
+def save_standardization(run: Path, shift: torch.Tensor, spread: torch.Tensor) -> None:
+    tensors = {"shift": shift.detach().cpu().contiguous(), "spread": spread.detach().cpu().contiguous()}
+    atomic_write(run / STANDARDIZATION, lambda tmp: save_file(tensors, tmp))
+
+
+def load_standardization(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, spread) saved when the run was trained with standardize = true."""
+    path = Path(run) / STANDARDIZATION
+    try:
+        tensors = load_file(path)
+        return tensors["shift"], tensors["spread"]
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: missing; the run standardizes its data but its statistics are gone") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise VaekitError(f"{path}: corrupt or not a standardization file ({str(e).splitlines()[0]})") from None
+
+
+def save_state(run: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()  # not the temporary file: torch.save names the archive after it, so bytes would differ
+    torch.save(state, buffer)
+    atomic_write(run / STATE, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
+
+
+def load_state(run: Path) -> dict[str, Any]:
+    path = Path(run) / STATE
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: missing; nothing to resume") from None
+    except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt archives come as many types
+        raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+def restore(
+    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
+    max_batch: int = 2**62, parts: nn.Module | None = None,
+) -> list[dict[str, Any]]:
+    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
+    Every field is checked against `model`, the objective's `parts` (if any) and `optimizer` first
+    (`state_check`); `max_batch` is the number of batches in an epoch.
+
+    Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
+    sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
+    before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
+    """
+    saved = load_state(out)
+    check_state(saved, model, optimizer, out / STATE, max_batch, parts)
+    try:
+        model.load_state_dict(saved["model"])
+        if parts is not None:
+            parts.load_state_dict(saved["parts"])
+        optimizer.load_state_dict(saved["optimizer"])
+        lr_to_device(optimizer)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise VaekitError(f"{out / STATE}: does not match the model in {CONFIG} ({str(e).splitlines()[0]})") from None
+    torch.set_rng_state(saved["rng"])
+    device = next(model.parameters()).device
+    if device.type == "cuda" and "cuda_rng" in saved:  # the training noise drawn on the GPU continues too
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+    state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
+    state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
+    if not main:
+        state.sums, state.examples = {}, 0
+    log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
+    if main:
+        return truncate_metrics(out, state.epoch)
+    return [r for r in read_metrics(out) if r.get("epoch", 0) <= state.epoch]
+
+
+@contextlib.contextmanager
+def writing(run: Path):
+    """Hold the run directory's lock while writing it (`rundir.RunLock`: a second trainer is refused,
+    naming the holder), after removing temporaries a process killed mid-write left. A directory this
+    call created is removed again if nothing was written into it."""
+    run = Path(run)
+    created = not run.exists()
+    try:
+        with RunLock(run):
+            for stale in remove_stale_temporaries(run, (CONFIG, WEIGHTS, STATE, METRICS, STANDARDIZATION)):
+                log.info("removed %s, left by a process that stopped mid-write", stale.name)
+            yield run
+    except BaseException:
+        if created and run.is_dir() and {p.name for p in run.iterdir()} <= {LOCK}:
+            (run / LOCK).unlink(missing_ok=True)
+            run.rmdir()
+        raise
+
+
+def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread: torch.Tensor | None = None) -> None:
+    """A fresh run's first files: config.json, the standardization if any, and an empty metrics log
+    (a run restarted from step 0 drops the lines of its first attempt)."""
+    save_config(run, cfg)
+    if shift is not None:
+        save_standardization(run, shift, spread)
+    if (Path(run) / METRICS).exists():
+        atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(""))
+
+
+def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
+                    parts: nn.Module | None = None) -> None:
+    """train_state.pt (everything to continue, weights included, and the objective's own `parts`: a
+    discriminator belongs to training, not to the model) first, then model.safetensors."""
+    settle(state)  # the steps still in flight on the device are counted first
+    trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
+    if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
+        raise NonFiniteLossError(f"the weights are NaN or Inf after global step {state.step} (is the learning rate "
+                                 f"too large?); {out} keeps its last checkpoint: continue from it with --resume and "
+                                 "a smaller --lr")
+    device = next(model.parameters()).device
+    cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
+    own = {"parts": parts.state_dict()} if parts is not None else {}
+    save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
+                          "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
+                          "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
+                          "skipped": state.skipped, "examples": state.examples})
+    save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+
+
+def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, nn.Module]:
+    """(config, model) of a run directory: the model rebuilt from config.json (or `model`, built by the
+    caller, for a model built in Python) with the safetensors weights loaded, in eval mode."""
+    run = Path(run)
+    cfg = load_config(run)
+    if model is None:
+        if cfg.model.built_in_python:
+            raise VaekitError(f"{run / CONFIG}: the model was built in Python, and code is never unpickled; "
+                              "rebuild it and load the weights into it: vaekit.load(DIR, model=…)")
+        if not cfg.model.data_shape:
+            raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
+        model = build_model(cfg.model)
+    load_weights(run, model)
+    model.eval()
+    return cfg, model
+
+
+def model_config(model: nn.Module) -> ModelConfig:
+    """The config that rebuilds `model`: its settings where it was built from settings (`VAE(data_dim=…)`,
+    `build_model`), else one that marks it as built in Python (the user rebuilds it to load it)."""
+    settings = getattr(model, "settings", None)
+    if settings is None:
+        data_dim = getattr(model, "data_dim", None)
+        return ModelConfig(data_shape=(data_dim,) if data_dim else (), built_in_python=True)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    values = {k: v for k, v in settings.items() if k in known and v is not None}
+    values["data_shape"] = tuple(settings.get("data_shape") or (settings["data_dim"],))
+    for name in ("latent_dim", "hidden", "decoder_hidden", "layer_hidden", "plugins"):
+        if name in values:
+            values[name] = (values[name],) if isinstance(values[name], int) else tuple(values[name])
+    return ModelConfig(**values)
+
+
+def save(model: nn.Module, run: str | Path) -> Path:
+    """Write `model` as a run directory: config.json (what rebuilds it) and model.safetensors.
+    `vaekit.load(run)` rebuilds a model made of registered parts; a model with the user's own
+    networks loads with `vaekit.load(run, model=the same architecture)`."""
+    run = Path(run)
+    cfg = Config(model=model_config(model))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, plugins=plugins_needed(cfg)))
+    save_config(run, cfg)
+    save_weights(run, model)
+    return run
+
+
+def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The trained model of a run directory (`vaekit.load`): rebuilt from config.json, or `model`
+    (the same architecture, built by the caller) with the saved weights loaded into it."""
+    return load_run(run, model)[1]

@@ -1,0 +1,316 @@
+"""Experiments: a config and a run directory in, a trained and saved VAE out.
+
+This is where data, model, objective, trainer and checkpoints meet (the generic loop in
+`training.loop` knows none of them). The CLI and Python users call the same functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import checkpoint as ckpt
+from .config import Config, TrainConfig, plugins_needed, resume_config
+from ..data import DATASETS, Dataset, load_dataset, resolve_binarize
+from ..training.distributed import SINGLE, Context, barrier, shard_indices
+from ..errors import TrainingInterrupted, VaekitError
+from ..evaluation.estimates import evaluate_elbo
+from ..training.graphs import GraphedStep
+from .history import append_metrics
+from ..parts.likelihoods import likelihood_support
+from ..training.loop import LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
+from ..training.loss import VAEObjective
+from ..model import VAE, build_model
+
+log = logging.getLogger(__name__)
+
+
+def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
+    """The data `cfg` names, checked against its likelihood's support; with `run`, standardized by the
+    statistics saved there at training time (not recomputed)."""
+    d = cfg.data
+    saved = ckpt.load_standardization(Path(run)) if run is not None and d.standardize else (None, None)
+    dataset = load_dataset(d.dataset, d.binarize, likelihood_support(cfg.model.likelihood), d.split_seed, d.val_size,
+                           d.data_dir, d.mmap, d.standardize, *saved, scale=d.scale)
+    if run is not None and cfg.model.data_shape and tuple(dataset.shape) != tuple(cfg.model.data_shape):
+        raise VaekitError(f"{dataset.name}: examples of shape {tuple(dataset.shape)}, but the model of {run} was trained "
+                          f"on shape {tuple(cfg.model.data_shape)}; point [data] dataset at the run's data")
+    return dataset
+
+
+def resolve(cfg: Config, dataset: Dataset) -> Config:
+    """Fill what the data and the registries decide (the example shape, the binarization "auto" stands
+    for, the plugins the parts come from); refuse a model built for other data."""
+    shape = tuple(dataset.shape)
+    if cfg.model.data_shape and tuple(cfg.model.data_shape) != shape:
+        raise VaekitError(f"model expects data of shape {tuple(cfg.model.data_shape)} but {dataset.name} has {shape}")
+    binarize = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
+    plugins = tuple(sorted(set(cfg.model.plugins) | set(plugins_needed(cfg))))
+    classes = cfg.model.condition_classes
+    if cfg.model.condition == "label":
+        dataset.labels_of("train")
+        if classes and dataset.classes > classes:
+            raise VaekitError(f"{dataset.name} has labels up to {dataset.classes - 1}; the model knows {classes} classes")
+        classes = classes or dataset.classes
+    return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins, condition_classes=classes),
+                   data=replace(cfg.data, binarize=binarize, **absolute_paths(cfg.data)))
+
+
+def labels_for(cfg: Config, dataset: Dataset, split: str, device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """The labels of `split` where the model is conditioned on them, else None."""
+    return dataset.labels_of(split).to(device) if cfg.model.condition == "label" else None
+
+
+def absolute_paths(d) -> dict[str, str]:
+    """The data paths of a [data] section made absolute, so that config.json works from any folder
+    (a named dataset stays a name; the data root, when given, becomes absolute too)."""
+    paths = {}
+    if d.dataset not in DATASETS and d.dataset != "tensors":
+        paths["dataset"] = str(Path(d.dataset).expanduser().resolve())
+    if d.data_dir is not None:
+        paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())
+    return paths
+
+
+def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None) -> Config:
+    """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
+    run's own; `dataset` replaces the dataset (load_data checks it against the model's shape)."""
+    d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
+                dataset=dataset or cfg.data.dataset)
+    return replace(cfg, data=replace(d, **absolute_paths(d)))
+
+
+def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor:
+    """Undo the run's standardization on model outputs x: [..., D] (the identity without one)."""
+    if not cfg.data.standardize:
+        return x
+    shift, spread = ckpt.load_standardization(Path(run))
+    return x * spread + shift
+
+
+@dataclass
+class TrainResult:
+    model: VAE
+    config: Config
+    history: list[dict[str, Any]] = field(default_factory=list)
+    dataset: Dataset | None = None
+
+
+def train_run(
+    cfg: Config,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    ctx: Context = SINGLE,
+    device: str = "cpu",
+    on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
+    given: set[tuple[str, str]] | None = None,
+) -> TrainResult:
+    """Train the VAE `cfg` describes; with `out`, write the run directory there after every epoch.
+
+    `resume=True` continues from the last checkpoint in `out` with the run's saved config, `cfg`
+    changing what may change on a resume (`given`: the (section, name) settings the caller set; by
+    default those that differ from the defaults); the result equals an uninterrupted run with the
+    same seed on CPU. Under torchrun (`ctx` from
+    `distributed.launched`) the model is wrapped in DistributedDataParallel, `batch_size` is per rank,
+    rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
+    `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
+    """
+    with writing_lock(Path(out) if out is not None else None, ctx):
+        out, resume, cfg = open_run(cfg, out, resume, ctx, given)
+        dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
+        cfg = resolve(cfg, dataset)
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model).to(device)
+        return train_model(model, cfg, dataset, out, resume, progress, ctx, device, on_epoch)
+
+
+def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
+             given: set[tuple[str, str]] | None = None) -> tuple[Path | None, bool, Config]:
+    """Check the run directory before anything is trained: (out, resume, the config to train).
+
+    A resumed run trains with its saved config; of the settings in `given` (see
+    `config.resume_config`), those that may change (epochs, lr, checkpoint cadence, …) override it
+    and are written back to config.json, and a different model, data or batch size is refused. A run killed before its
+    first checkpoint (a config.json and nothing else to continue from) starts again from step 0
+    with its saved config, under `--resume` and under torchrun's elastic restart alike."""
+    out = Path(out) if out is not None else None
+    if ctx.distributed and out is not None and (out / ckpt.CONFIG).exists():
+        resume = True  # an elastic restart continues where the job stopped
+    if not resume:
+        if out is not None and (out / ckpt.CONFIG).exists():
+            raise VaekitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+        return out, False, cfg
+    if out is None or not (out / ckpt.CONFIG).exists():
+        raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without --resume")
+    cfg = replace(cfg, data=replace(cfg.data, **absolute_paths(cfg.data)))  # compared as they were saved
+    cfg = resume_config(ckpt.load_config(out), cfg, given, where="--resume: ")
+    if (out / ckpt.STATE).exists():
+        return out, True, cfg
+    if (out / ckpt.WEIGHTS).exists():
+        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from; "
+                          "train into another --out (vaekit.save writes no trainer state)")
+    log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
+    return out, False, cfg
+
+
+def writing_lock(out: Path | None, ctx: Context) -> contextlib.AbstractContextManager:
+    """The run directory's lock, held by the process that writes it (rank 0); stale temporaries
+    of a process that died mid-write are removed once it is held."""
+    if out is None or not ctx.is_main:
+        return contextlib.nullcontext()
+    return ckpt.writing(out)
+
+
+def train_model(
+    model: nn.Module,
+    cfg: Config,
+    dataset: Dataset,
+    out: Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    ctx: Context = SINGLE,
+    device: str = "cpu",
+    on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
+) -> TrainResult:
+    """The loop of `train_run` and `fit`: train `model` (already built, seeded) on `dataset` as
+    `cfg.train` says, checkpointing into `out` (checked by `open_run`) after every epoch."""
+    tc = cfg.train
+    barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
+    objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
+    parts = (objective.module if isinstance(objective, DistributedDataParallel) else objective).parts
+    state = LoopState()
+    history: list[dict[str, Any]] = []
+    steps = -(-len(shard_indices(torch.arange(dataset.split("train").shape[0]), ctx, tc.batch_size)) // tc.batch_size)
+    if steps == 0:
+        raise VaekitError(f"{dataset.name}: {dataset.split('train').shape[0]} training examples give no step per epoch "
+                          f"on each of {ctx.world_size} processes; use more data or fewer processes")
+    if resume:
+        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts)
+        set_lr(optimizer, tc.lr)  # the config's rate (a --resume may change it), not the one saved with Adam
+        if out is not None and ctx.is_main:
+            ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
+    elif out is not None and ctx.is_main:
+        ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
+    if ctx.is_main:
+        log.info("%s", summary(cfg, dataset, device, out))
+        if ctx.distributed:
+            log.info("%d processes × batch %d = global batch %d", ctx.world_size, tc.batch_size, ctx.world_size * tc.batch_size)
+
+    train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
+    val_y = labels_for(cfg, dataset, "val", device)
+    if val_y is not None:  # a conditional VAE: the loop gathers each batch's labels with its rows
+        train_x = (train_x, labels_for(cfg, dataset, "train", device))
+    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts)) if out is not None and ctx.is_main else (lambda: None)
+    with _stop_on_signals() as interrupted:
+
+        def on_step(st: LoopState) -> None:
+            if tc.checkpoint_every and (st.step + st.skipped) % tc.checkpoint_every == 0:  # steps taken
+                settle(st)  # on every rank, so a non-finite batch stops all of them at the same step
+                save()
+            if interrupted():
+                save()
+                name = signal.Signals(interrupted()).name
+                where = f"interrupted by {name} at epoch {st.epoch + 1}, step {st.step}"
+                raise TrainingInterrupted(f"{where}; checkpoint saved in {out}; continue with --resume" if out else where,
+                                          signum=interrupted())
+
+        while state.epoch < tc.epochs:
+            t0 = time.perf_counter()
+            train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
+                                        progress and ctx.is_main, ctx=ctx, on_step=on_step,
+                                        skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn)
+            seconds = time.perf_counter() - t0
+            val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y)
+            record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
+                      **{f"train/{k}": v for k, v in train_metrics.items()},
+                      **{f"val/{k}": v for k, v in val.items() if k != "n"}}
+            history.append(record)
+            if ctx.is_main:
+                train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
+                log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
+                if out is not None:  # metrics first: a resume drops lines past its checkpoint
+                    append_metrics(out, record)
+                if on_epoch is not None:
+                    on_epoch(record, model, cfg)
+            save()
+    barrier(ctx)
+    return TrainResult(model, cfg, history, dataset)
+
+
+def summary(cfg: Config, dataset: Dataset, device: str, out: Path | None) -> str:
+    """One line on what is trained, on what, how and where (the full config is in config.json)."""
+    m, t = cfg.model, cfg.train
+    hidden = "linear" if not m.hidden else "×".join(map(str, m.hidden))
+    latent = " + ".join(map(str, m.latent_dim))
+    model = f"{m.arch} {hidden}, latent {latent}, {m.posterior} Q, {m.prior} prior, {m.likelihood} likelihood"
+    data = f"{dataset.name} ({dataset.split('train').shape[0]} train, {dataset.split('val').shape[0]} val)"
+    where = f"{out} (config in {ckpt.CONFIG})" if out is not None else "memory"
+    return (f"model {model}; data {data}; objective {t.objective}, {t.epochs} epochs of batch {t.batch_size}, "
+            f"lr {t.lr:g}; {device}; run {where}")
+
+
+def build_trainer(
+    model: VAE, tc: TrainConfig, dataset: Dataset, device: str = "cpu", ctx: Context = SINGLE
+) -> tuple[nn.Module, torch.optim.Optimizer, StepFn | None]:
+    """(objective, Adam, step function) for `model`, already on `device`: the objective wrapped in
+    DistributedDataParallel under torch.distributed, and with `cuda_graphs` where it can run (one
+    process, CUDA, fused Adam) a `GraphedStep`; else step_fn is None (the plain `train_step`).
+    Adam's first group holds the model's parameters, a second the objective's own `parts` if any."""
+    graphs = tc.cuda_graphs and _graphs_possible(device, ctx)
+    objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
+    groups = [{"params": list(model.parameters())}]
+    if objective.parts is not None:  # the objective's own player (FactorVAE's discriminator): a group of its own
+        groups.append({"params": list(objective.parts.parameters()), **getattr(objective.parts, "adam", {})})
+    optimizer = make_adam(groups, lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
+    if graphs and not fused(optimizer, capturable=True):
+        log.warning("cuda_graphs = true needs fused Adam, which this torch build lacks; the step runs eagerly")
+        graphs = False
+    if ctx.distributed:
+        objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
+    return objective, optimizer, GraphedStep(objective, optimizer, objective, tc.batch_size) if graphs else None
+
+
+def _graphs_possible(device: str, ctx: Context) -> bool:
+    """cuda_graphs needs a CUDA device and one process; elsewhere the same step runs eagerly."""
+    if not device.startswith("cuda") or ctx.distributed:
+        log.warning("cuda_graphs = true needs one process on a CUDA device (here: %s%s); the step runs eagerly",
+                    device, f", {ctx.world_size} processes" if ctx.distributed else "")
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _stop_on_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """SIGINT (Ctrl-C) and SIGTERM (schedulers, `timeout`, torchrun on preemption) set a flag that
+    the loop reads after each step, so the step finishes, a checkpoint is saved, and the process
+    exits with a clear line; never from the middle of an optimizer step. A second signal stops at once.
+    Yields a function giving the signal received (0 for none)."""
+    received = {"signum": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: 0
+        return
+
+    def handler(signum, frame):
+        if received["signum"]:
+            raise KeyboardInterrupt
+        received["signum"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in signums}
+    try:
+        yield lambda: received["signum"]
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,65 @@
+"""The Python user's path: any VAE, in-memory tensors, the CLI's loop, checkpoints and seeds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from .config import Config
+from ..data import tensor_dataset
+from ..training.distributed import SINGLE
+from ..errors import VaekitError
+from .experiment import TrainResult, open_run, train_model, writing_lock
+
+
+def fit(
+    model: nn.Module,
+    x_train: torch.Tensor | Any,
+    x_val: torch.Tensor | Any | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    device: str = "cpu",
+    binarize: str = "none",
+    y_train: torch.Tensor | Any | None = None,
+    y_val: torch.Tensor | Any | None = None,
+    **train: Any,
+) -> TrainResult:
+    """Train any VAE (`VAE(encoder, decoder, prior)`, your own networks included) on in-memory data,
+    with the CLI's loop, checkpoints and seeds: `vaekit.fit(model, x, epochs=20, lr=1e-3)`.
+
+    x_train, x_val: tensors or arrays [N, ...] (a seeded 10% of x_train is held out when x_val is
+    None), checked against the likelihood's support; `binarize="dynamic"` draws binary data from grey
+    levels for a Bernoulli likelihood. `train`: any `TrainConfig` field (epochs, batch_size, lr,
+    objective, beta, seed, …). With `out`, a run directory is written (and `resume=True` continues it:
+    pass the same model, built the same way, and the same data). A conditional VAE (one with a
+    `condition`) takes each example's label: y_train [N] (and y_val with x_val), whole numbers.
+    """
+    cfg = Config.from_dict({"train": train}, source="vaekit.fit")
+    conditional = getattr(model, "condition", None) is not None
+    if conditional != (y_train is not None):
+        raise VaekitError("this VAE is conditioned on labels: pass y_train (and y_val with x_val)" if conditional else
+                          "y_train given, but this VAE takes no labels (build it with condition='label')")
+    support = getattr(getattr(model, "decoder", None), "support", None) or "real"
+    dataset = tensor_dataset(x_train, x_val, support, binarize, cfg.train.seed, y_train, y_val)
+    mc = ckpt.model_config(model)
+    mc = replace(mc, data_shape=mc.data_shape or tuple(dataset.shape))
+    if conditional:  # the loop gathers each batch's labels with its rows
+        classes = mc.condition_classes or getattr(model.condition, "classes", 0) or dataset.classes
+        mc = replace(mc, condition="label", condition_classes=classes)
+    cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset="tensors", binarize=dataset.binarize))
+    with writing_lock(Path(out) if out is not None else None, SINGLE):
+        out, resume, cfg = open_run(cfg, out, resume)
+        return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
+
+
+def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The trained model of a run directory, rebuilt from its config.json (or, for a model built in
+    Python, `model` itself) with its safetensors weights."""
+    return ckpt.load(run, model)

@@ -1,0 +1,57 @@
+"""metrics.jsonl, the run's history: one JSON line per epoch, appended whole (`rundir.append_line`), read
+back tolerating a torn last line, and cut back to the epochs a checkpoint covers on resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import VaekitError
+from ..files import append_line, atomic_write
+
+log = logging.getLogger(__name__)
+METRICS = "metrics.jsonl"
+
+
+def append_metrics(run: Path, record: dict[str, Any]) -> None:
+    """One line per epoch, added whole or not at all (`rundir.append_line`)."""
+    append_line(Path(run) / METRICS, json.dumps(record))
+
+
+def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
+    """Keep the lines of epochs ≤ `epochs` (those a checkpoint covers) and return them."""
+    kept = [r for r in read_metrics(run) if r.get("epoch", 0) <= epochs]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(text))
+    return kept
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl. A torn last line (a crash or a full disk mid-append, from a
+    writer older than `append_line`) is dropped with a warning; `--resume` rewrites the file without
+    it. A damaged line before the last is refused, naming it."""
+    path = Path(run) / METRICS
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            if i == len(lines):  # no newline after it: the write never finished
+                log.warning("%s: dropping a torn last line (%d bytes)", path, len(line))
+                break
+            raise VaekitError(f"{path}: line {i} is not a metrics record ({e})") from None
+        if not isinstance(record, dict):
+            raise VaekitError(f"{path}: line {i} is not a metrics record (not a JSON object)")
+        records.append(record)
+    return records

@@ -1,0 +1,141 @@
+"""Checking a loaded trainer state against the model and optimizer it is about to drive.
+
+`train_state.pt` is read with `weights_only=True`, so it cannot run code, but its tensors still go
+straight into the optimizer's kernels: an Adam moment smaller than its parameter makes the fused
+kernel write past the end of a buffer (a segfault or heap corruption, not an exception). So every
+field is checked here first — keys, tensor shapes, dtypes, finiteness, step counters, positions —
+and a file that fails is refused in one line naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import VaekitError
+
+ADVICE = ("the file is damaged or belongs to another run; restore it, or delete it and model.safetensors "
+          "and pass --resume to start the run again from step 0")
+_COUNTERS = ("epoch", "step", "batch", "skipped", "examples")
+
+
+class _Refusal(Exception):
+    pass
+
+
+def _need(ok: bool, field: str, problem: str) -> None:
+    if not ok:
+        raise _Refusal(f"{field} {problem}")
+
+
+def _tensor(value: Any, field: str, like: Tensor | None = None, nonnegative: bool = False) -> Tensor:
+    _need(isinstance(value, Tensor), field, f"is a {type(value).__name__}, not a tensor")
+    if like is not None:
+        _need(tuple(value.shape) == tuple(like.shape), field, f"has shape {list(value.shape)}, expected {list(like.shape)}")
+        _need(value.dtype == like.dtype, field, f"has dtype {value.dtype}, expected {like.dtype}")
+    if value.is_floating_point() or value.is_complex():
+        _need(bool(torch.isfinite(value).all()), field, "holds NaN or Inf")
+    if nonnegative:
+        _need(bool((value >= 0).all()), field, "holds negative values")
+    return value
+
+
+def _number(value: Any, field: str, low: float | None = None, high: float | None = None, integer: bool = False) -> float:
+    if isinstance(value, Tensor):
+        _need(value.numel() == 1, field, f"is a tensor of shape {list(value.shape)}, expected one number")
+        value = value.item()
+    _need(isinstance(value, Real) and not isinstance(value, bool), field, f"is a {type(value).__name__}, not a number")
+    _need(math.isfinite(value), field, f"is {value}")
+    _need(not integer or float(value).is_integer(), field, f"is {value}, not a whole number")
+    _need(low is None or value >= low, field, f"is {value}, below {low}")
+    _need(high is None or value <= high, field, f"is {value}, above {high}")
+    return float(value)
+
+
+def _module(saved: Any, module: nn.Module, key: str) -> None:
+    _need(isinstance(saved, dict), key, "is not a state dict")
+    expected = module.state_dict()
+    missing, extra = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    _need(not missing, key, f"lacks {missing[:3]}")
+    _need(not extra, key, f"has unknown entries {extra[:3]}")
+    for name, like in expected.items():
+        _tensor(saved[name], f"{key}.{name}", like)
+
+
+def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
+    _need(isinstance(saved, dict) and set(saved) == {"state", "param_groups"}, "optimizer", "is not an optimizer state")
+    ours, theirs = optimizer.state_dict()["param_groups"], saved["param_groups"]
+    _need(isinstance(theirs, list) and len(theirs) == len(ours), "optimizer.param_groups",
+          f"has {len(theirs) if isinstance(theirs, list) else 'no'} groups, expected {len(ours)}")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, (mine, group) in enumerate(zip(ours, theirs)):
+        field = f"optimizer.param_groups[{i}]"
+        _need(isinstance(group, dict) and {"params", "lr"} <= set(group), field, "is not an optimizer group")
+        _need(group["params"] == mine["params"], f"{field}.params", "name other parameters than this model's")
+        _number(group["lr"], f"{field}.lr", low=0.0)
+        _need(group["lr"] != 0, f"{field}.lr", "is 0")
+        betas = group.get("betas", (0.0, 0.0))
+        _need(isinstance(betas, (tuple, list)) and len(betas) == 2, f"{field}.betas", "is not a pair")
+        for j, beta in enumerate(betas):
+            _number(beta, f"{field}.betas[{j}]", low=0.0, high=1.0 - 1e-12)
+        _number(group.get("eps", 1.0), f"{field}.eps", low=1e-300)
+        _number(group.get("weight_decay", 0.0), f"{field}.weight_decay", low=0.0)
+    state = saved["state"]
+    _need(isinstance(state, dict), "optimizer.state", "is not a dict")
+    for key, entry in state.items():
+        _need(isinstance(key, int) and 0 <= key < len(params), "optimizer.state", f"names parameter {key!r}, which this model lacks")
+        field, param = f"optimizer.state[{key}] ({names.get(key, '?')})", params[key]
+        _need(isinstance(entry, dict), field, "is not a dict")
+        _need({"step", "exp_avg", "exp_avg_sq"} <= set(entry) <= {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"},
+              field, f"holds {sorted(entry)}, not Adam's step and moments")
+        _number(entry["step"], f"{field}.step", low=0.0, integer=True)
+        _tensor(entry["exp_avg"], f"{field}.exp_avg", param.detach())
+        _tensor(entry["exp_avg_sq"], f"{field}.exp_avg_sq", param.detach(), nonnegative=True)
+        if "max_exp_avg_sq" in entry:
+            _tensor(entry["max_exp_avg_sq"], f"{field}.max_exp_avg_sq", param.detach(), nonnegative=True)
+
+
+def _rng(value: Any, field: str, like: Tensor | None) -> None:
+    _tensor(value, field)
+    _need(value.dtype == torch.uint8 and value.dim() == 1, field, "is not a generator state (a 1-D uint8 tensor)")
+    if like is not None:
+        _need(value.numel() == like.numel(), field, f"has {value.numel()} bytes, expected {like.numel()}")
+
+
+def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, max_batch: int,
+                parts: nn.Module | None = None) -> None:
+    """Refuse `saved` (a loaded train_state.pt) in one line unless every field fits `model`, the
+    objective's `parts` (if any) and `optimizer`; `max_batch` is the number of batches in an epoch
+    (a mid-epoch position is ≤ it)."""
+    try:
+        _need(isinstance(saved, dict), "the file", "does not hold a dict")
+        for key in ("model", "optimizer", "rng", *_COUNTERS, "sums", *(("parts",) if parts is not None else ())):
+            _need(key in saved, key, "is missing")
+        _need(parts is not None or "parts" not in saved, "parts",
+              "holds an objective's own weights (a discriminator), which this run's objective lacks")
+        _module(saved["model"], model, "model")
+        named = list(model.named_parameters())
+        if parts is not None:
+            _module(saved["parts"], parts, "parts")
+            named += [(f"parts.{n}", p) for n, p in parts.named_parameters()]
+        names = {i: n for i, (n, _) in enumerate(named)}
+        _optimizer(saved["optimizer"], optimizer, names)
+        _rng(saved["rng"], "rng", torch.get_rng_state())
+        if "cuda_rng" in saved:
+            _rng(saved["cuda_rng"], "cuda_rng", None)
+        for key in _COUNTERS:
+            _need(isinstance(saved[key], int) and not isinstance(saved[key], bool), key,
+                  f"is a {type(saved[key]).__name__}, not an integer")
+            _number(saved[key], key, low=0, high=2**62)
+        _number(saved["batch"], "batch", high=max_batch)
+        sums = saved["sums"]
+        _need(isinstance(sums, dict) and all(isinstance(k, str) for k in sums), "sums", "is not a dict of named sums")
+        for name, value in sums.items():
+            _number(value, f"sums[{name!r}]")
+    except _Refusal as e:
+        raise VaekitError(f"{path}: {e}; {ADVICE}") from None
