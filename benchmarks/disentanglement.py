@@ -29,12 +29,12 @@ from vaekit.runs.experiment import train_run
 # name → (train settings, the setting's source). Ranges in Locatello et al.'s sweep: β 1-16 (β-VAE),
 # β 1-10 (β-TCVAE), γ 10-100 (FactorVAE), λ_od 1-100 (DIP-VAE-I).
 METHODS = {
-    "beta-vae-1": ({"objective": "elbo", "beta": 1.0}, "the plain VAE"),
-    "beta-vae-4": ({"objective": "elbo", "beta": 4.0}, "β-VAE (Higgins et al. 2017; dSprites used β = 4)"),
-    "beta-tcvae": ({"objective": "beta-tcvae", "beta": 6.0}, "β-TCVAE (Chen et al. 2018; dSprites β = 6), MWS"),
-    "factorvae": ({"objective": "factorvae", "gamma": 40.0, "discriminator_hidden": [256, 256, 256]},
+    "beta-vae-1": ({"name": "elbo", "beta": 1.0}, "the plain VAE"),
+    "beta-vae-4": ({"name": "elbo", "beta": 4.0}, "β-VAE (Higgins et al. 2017; dSprites used β = 4)"),
+    "beta-tcvae": ({"name": "beta-tcvae", "beta": 6.0}, "β-TCVAE (Chen et al. 2018; dSprites β = 6), MWS"),
+    "factorvae": ({"name": "factorvae", "gamma": 40.0, "discriminator_hidden": [256, 256, 256]},
                   "FactorVAE (Kim & Mnih 2018), γ = 40; a 3×256 discriminator (the paper's is 6×1000)"),
-    "dip-vae-1": ({"objective": "dip-vae-1", "dip_lambda_od": 10.0}, "DIP-VAE-I (Kumar et al. 2018), λ_od = 10, λ_d = 100"),
+    "dip-vae-1": ({"name": "dip-vae-1", "lambda_od": 10.0}, "DIP-VAE-I (Kumar et al. 2018), λ_od = 10, λ_d = 100"),
 }
 METRIC_KEYS = ("betavae", "factorvae", "mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness")
 
@@ -43,7 +43,7 @@ def config(settings: dict, args, seed: int) -> Config:
     return Config().replace(
         model={"latent_dim": 10, "hidden": [256, 256], "activation": "relu"},
         data={"dataset": "shapes2d"},
-        train={"epochs": args.epochs, "batch_size": 64, "lr": 5e-4, "seed": seed, **settings},
+        train={"epochs": args.epochs, "batch_size": 64, "lr": 5e-4, "seed": seed, "objective": settings},
     )
 
 

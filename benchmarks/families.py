@@ -26,14 +26,14 @@ from vaekit.runs.config import Config
 # name, model settings, the published test NLL (nats) of the closest row, and where it comes from
 FAMILIES = [
     ("plain", {}, 86.76, "VAE, 1 stochastic layer (Burda et al. 2016, Table 1)"),
-    ("mog", {"prior": "mog", "prior_components": 10}, None, "no published row at this protocol"),
-    ("vampprior", {"prior": "vampprior", "prior_components": 500}, 85.57, "VampPrior, 1 layer (Tomczak & Welling 2018)"),
+    ("mog", {"prior": {"name": "mog", "components": 10}}, None, "no published row at this protocol"),
+    ("vampprior", {"prior": {"name": "vampprior", "components": 500}}, 85.57, "VampPrior, 1 layer (Tomczak & Welling 2018)"),
     ("full", {"posterior": "full"}, None, "no published row at this protocol"),
-    ("iaf", {"posterior": "iaf", "flow_steps": 2}, None, "IAF's MNIST rows use a ResNet VAE (Kingma et al. 2016)"),
+    ("iaf", {"posterior": {"name": "iaf", "flow_steps": 2}}, None, "IAF's MNIST rows use a ResNet VAE (Kingma et al. 2016)"),
     ("2-layer", {"latent_dim": [32, 16]}, 85.33, "VAE, 2 stochastic layers (Burda et al. 2016, Table 1)"),
     ("2-layer-ladder", {"latent_dim": [32, 16], "inference": "ladder"}, None,
      "ladder VAE (Sønderby et al. 2016): their MNIST rows use batch norm, warm-up and 5 layers"),
-    ("2-layer+vampprior", {"latent_dim": [32, 16], "prior": "vampprior", "prior_components": 500}, 83.19,
+    ("2-layer+vampprior", {"latent_dim": [32, 16], "prior": {"name": "vampprior", "components": 500}}, 83.19,
      "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018)"),
 ]
 
@@ -42,7 +42,8 @@ def config(model: dict, args) -> Config:
     return Config().replace(
         model={"latent_dim": 32, "hidden": [512, 512], "activation": "relu", **model},
         data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
-        train={"batch_size": 128, "kl_warmup_epochs": min(10.0, args.epochs / 4), "seed": args.seed},
+        train={"batch_size": 128, "objective": {"name": "elbo", "kl_warmup_epochs": min(10.0, args.epochs / 4)},
+               "seed": args.seed},
     )
 
 

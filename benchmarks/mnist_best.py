@@ -43,13 +43,13 @@ RECIPES = {
 
 def recipe_config(args) -> Config:
     iwae = args.objective == "iwae"
-    train = ({"objective": "iwae", "train_k": args.train_k, "dreg": True} if iwae
-             else {"kl_warmup_epochs": min(10.0, args.epochs / 4)})
+    objective = ({"name": "iwae", "k": args.train_k, "dreg": True} if iwae
+                 else {"name": "elbo", "kl_warmup_epochs": min(10.0, args.epochs / 4)})
+    prior = {"name": args.prior, **({"components": args.prior_components} if args.prior in ("mog", "vampprior") else {})}
     return Config().replace(
-        model={"latent_dim": args.latent_dim, "hidden": [512, 512], "activation": "relu", "prior": args.prior,
-               "prior_components": args.prior_components},
+        model={"latent_dim": args.latent_dim, "hidden": [512, 512], "activation": "relu", "prior": prior},
         data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
-        train={"batch_size": 128, "seed": args.seed, "precision": args.precision, **train},
+        train={"batch_size": 128, "seed": args.seed, "precision": args.precision, "objective": objective},
     )
 
 

@@ -32,7 +32,8 @@ def main(argv=None) -> dict:
     cfg = Config().replace(
         model={"latent_dim": 32, "hidden": [512, 512], "activation": "relu"},
         data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
-        train={"batch_size": 128, "kl_warmup_epochs": min(10.0, args.epochs / 4), "seed": args.seed,
+        train={"batch_size": 128, "objective": {"name": "elbo", "kl_warmup_epochs": min(10.0, args.epochs / 4)},
+               "seed": args.seed,
                "cuda_graphs": args.cuda_graphs, "compile": args.compile, "precision": args.precision},
     )
     stages = [(1.0, args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs))) for e in range(args.epochs)]

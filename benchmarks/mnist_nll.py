@@ -25,9 +25,9 @@ PUBLISHED = {("vae", 1): 86.76, ("iwae", 5): 85.54, ("iwae", 50): 84.78}  # Tabl
 def protocol_config(objective: str, k: int, data_dir: str, dreg: bool = False, seed: int = 0) -> Config:
     train = {"batch_size": 20, "adam_eps": 1e-4, "seed": seed}
     if objective == "iwae":
-        train.update(objective="iwae", train_k=k, dreg=dreg)
+        train.update(objective={"name": "iwae", "k": k, "dreg": dreg})
     else:
-        train.update(num_samples=k)
+        train.update(objective={"name": "elbo", "num_samples": k})
     return Config().replace(
         model={"latent_dim": 50, "hidden": [200, 200], "activation": "tanh", "init": "glorot"},
         data={"dataset": "mnist", "data_dir": data_dir, "binarize": "dynamic", "val_size": 400},

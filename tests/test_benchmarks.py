@@ -38,8 +38,9 @@ def test_disentanglement_study_settings_and_its_mean_and_sd():
 
     args = argparse.Namespace(epochs=3)
     cfgs = {name: study.config(settings, args, seed=2) for name, (settings, _) in study.METHODS.items()}
-    assert cfgs["beta-vae-4"].train.beta == 4.0 and cfgs["beta-tcvae"].train.objective == "beta-tcvae"
-    assert cfgs["factorvae"].train.gamma == 40.0 and cfgs["factorvae"].train.discriminator_hidden == (256, 256, 256)
+    assert cfgs["beta-vae-4"].train.objective["beta"] == 4.0 and cfgs["beta-tcvae"].train.objective.name == "beta-tcvae"
+    assert cfgs["factorvae"].train.objective["gamma"] == 40.0
+    assert cfgs["factorvae"].train.objective["discriminator_hidden"] == (256, 256, 256)
     assert all(c.train.seed == 2 and c.train.epochs == 3 and c.data.dataset == "shapes2d" for c in cfgs.values())
     rows = [{"method": "m", "seed": s, "test_elbo": e, **dict.fromkeys(study.METRIC_KEYS, v)}
             for s, (e, v) in enumerate([(-80.0, 0.1), (-82.0, 0.4), (-87.0, 0.4)])]
@@ -62,5 +63,5 @@ def test_the_best_recipes_are_the_runs_they_report():
     same = families.config(row, argparse.Namespace(epochs=125, data_dir=vamp.data_dir, seed=0))
     assert vamp.epochs == 125 and mnist_best.recipe_config(vamp) == same
     two = mnist_best.recipe_config(mnist_best.parse(["--recipe", "2-layer-iwae", "--epochs", "7"]))
-    assert two.model.latent_dim == (64, 32) and two.train.precision == "bf16" and two.train.objective == "iwae"
-    assert two.train.dreg and two.train.train_k == 5 and mnist_best.parse(["--recipe", "2-layer-iwae"]).epochs == 360
+    assert two.model.latent_dim == (64, 32) and two.train.precision == "bf16"
+    assert two.train.objective.as_dict() == {"name": "iwae", "k": 5, "dreg": True} and mnist_best.parse(["--recipe", "2-layer-iwae"]).epochs == 360

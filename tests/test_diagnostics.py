@@ -38,7 +38,7 @@ def test_gap_is_non_negative_on_a_trained_model(digits_run):
 def test_optimum_of_the_linear_gaussian_model():
     """The best diagonal Q of N(m, Λ⁻¹) is N(m, diag(1/Λ_jj)); its ELBO is known in closed form."""
     torch.manual_seed(0)
-    model = VAE(6, 3, hidden=(), likelihood="gaussian", sigma=0.5).double()
+    model = VAE(6, 3, hidden=(), likelihood={"name": "gaussian", "sigma": 0.5}).double()
     lg = LinearGaussian.from_model(model)
     x = lg.marginal().sample((20,))
     post = lg.posterior(x)
@@ -58,7 +58,7 @@ def test_fit_diagonal_q_on_a_deterministic_elbo():
     """L-BFGS from the prior on the Gauss–Hermite ELBO (exact here: log p(x|z) is quadratic in z) through
     the model: the closed-form best diagonal Q per example, and the model's .grad left alone."""
     torch.manual_seed(0)
-    model = VAE(6, 2, hidden=(), likelihood="gaussian", sigma=0.5).double()
+    model = VAE(6, 2, hidden=(), likelihood={"name": "gaussian", "sigma": 0.5}).double()
     lg = LinearGaussian.from_model(model)
     x = lg.marginal().sample((5,))
     post = lg.posterior(x)

@@ -160,16 +160,22 @@ def seeded(seed=5):
 
 
 SETTINGS = {"beta-tcvae": {"beta": 4.0, "tc_estimator": "mss", "num_samples": 2},
-            "dip-vae-1": {}, "dip-vae-2": {"dip_lambda_d": 3.0},
+            "dip-vae-1": {}, "dip-vae-2": {"lambda_d": 3.0},
             "capacity": {"gamma": 50.0, "capacity_max": 6.0, "capacity_epochs": 15.0}}
 
 
-def call(objective, vae, tc, progress=1.0):
-    extras = {"beta-tcvae": {"dataset_size": 50}, "capacity": {"progress": progress}}.get(tc.objective, {})
-    return OBJECTIVES.entry(objective).factory(vae, X, tc, tc.beta, seeded(), **extras)
+def objective_of(name, vae, **settings):
+    """The registered objective `name` with `settings`, set up for `vae` on a training split of 50."""
+    objective = OBJECTIVES.build({"name": name, **settings})
+    objective.setup(vae, 50)
+    return objective
 
 
-def by_hand(objective, vae, tc, r, q_z, z):
+def call(objective, vae, settings=None, progress=1.0):
+    return objective_of(objective, vae, **(settings or {})).loss(vae, X, seeded(), progress)
+
+
+def by_hand(objective, vae, r, q_z, z):
     """The loss each objective should minimize, from the same draws' ELBO terms: its paper's formula."""
     if objective == "beta-tcvae":
         tc_term = kl_decomposition(q_z, vae.prior(), z, 50, "mss").total_correlation.mean(0)
@@ -185,23 +191,23 @@ def by_hand(objective, vae, tc, r, q_z, z):
 
 @pytest.mark.parametrize("objective", list(SETTINGS))
 def test_reported_elbo_is_that_of_the_same_draws_and_the_gradient_matches_finite_differences(objective):
-    vae, tc = small_vae(), TrainConfig(objective=objective, **SETTINGS[objective])
-    loss, metrics = call(objective, vae, tc)
+    vae, settings = small_vae(), SETTINGS[objective]
+    loss, metrics = call(objective, vae, settings)
     q_z = vae.posterior(X)
-    z = seeded()(q_z, tc.num_samples, "reparameterization")
+    z = seeded()(q_z, settings.get("num_samples", 1), "reparameterization")
     r = elbo(vae, X, q_z=q_z, z=z)
     for name in ("elbo", "reconstruction", "kl"):
         torch.testing.assert_close(metrics[name], getattr(r, name).mean(), rtol=1e-13, atol=0)
-    torch.testing.assert_close(loss, by_hand(objective, vae, tc, r, q_z, z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, by_hand(objective, vae, r, q_z, z), rtol=1e-12, atol=1e-12)
     params = {"encoder": vae.encoder.net[0].weight, "decoder": vae.decoder.net[0].weight}
     grads = torch.autograd.grad(loss, list(params.values()))
     for (name, p), g in zip(params.items(), grads):  # central differences: the draws are the same each call
         for idx in [(0, 0), (1, 2), (2, 1)]:
             with torch.no_grad():
                 p[idx] += 1e-6
-                up = call(objective, vae, tc)[0]
+                up = call(objective, vae, settings)[0]
                 p[idx] -= 2e-6
-                down = call(objective, vae, tc)[0]
+                down = call(objective, vae, settings)[0]
                 p[idx] += 1e-6
             fd = float(up - down) / 2e-6
             assert abs(fd - float(g[idx])) < 1e-5 * max(1.0, abs(fd)) and g.abs().sum() > 0, (name, idx, fd, float(g[idx]))
@@ -214,9 +220,9 @@ def test_the_trained_loss_passes_progress_and_the_training_set_size():
     vae = VAE(64, latent_dim=3, hidden=(16,))
     batch = data.split("train")[:32]
     for progress in (0.5, torch.tensor(7.0)):
-        tc = TrainConfig(objective="capacity", capacity_max=4.0, capacity_epochs=2.0)
+        tc = TrainConfig(objective=OBJECTIVES.choose({"name": "capacity", "capacity_max": 4.0, "capacity_epochs": 2.0}))
         assert float(VAEObjective(vae, tc, data)(batch, progress)[1]["capacity"]) == (1.0 if progress == 0.5 else 4.0)
-    tc = TrainConfig(objective="beta-tcvae", beta=3.0, tc_estimator="mss")
+    tc = TrainConfig(objective=OBJECTIVES.choose({"name": "beta-tcvae", "beta": 3.0, "tc_estimator": "mss"}))
     with torch.no_grad():  # spread Q's means apart: the estimate then depends on N well above float32 rounding
         vae.encoder.net[-1].weight.mul_(8.0)
     n = data.split("train").shape[0]
@@ -224,8 +230,9 @@ def test_the_trained_loss_passes_progress_and_the_training_set_size():
         torch.manual_seed(1)
         loss, metrics = VAEObjective(vae, tc, data)(batch, 0.0)
         torch.manual_seed(1)
-        want, direct = OBJECTIVES.entry("beta-tcvae").factory(vae, data.prepare(batch, u=torch.rand(batch.shape)), tc,
-                                                              3.0, draw, dataset_size=dataset_size)
+        objective = OBJECTIVES.build(tc.objective)
+        objective.setup(vae, dataset_size)
+        want, direct = objective.loss(vae, data.prepare(batch, u=torch.rand(batch.shape)), draw, 0.0)
         assert (torch.equal(loss, want) and torch.equal(metrics["tc"], direct["tc"])) == same, (metrics, direct)
 
 
@@ -237,22 +244,23 @@ def test_the_trained_loss_passes_progress_and_the_training_set_size():
 def test_refuses_a_family_it_cannot_estimate_in_one_line(objective, settings, message):
     vae = small_vae(**settings)
     with pytest.raises(VaekitError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
-        call(objective, vae, TrainConfig(objective=objective))
+        call(objective, vae)
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("train, message", [
-    ({"objective": "elbo", "tc_estimator": "mss"}, "tc_estimator = 'mss' applies to objective 'beta-tcvae', not 'elbo'"),
-    ({"objective": "beta-tcvae", "gamma": 10}, "gamma = 10.0 applies to objective 'capacity' or 'factorvae', not 'beta-tcvae'"),
-    ({"objective": "capacity", "beta": 4}, "beta = 4.0 applies to objective 'elbo' or 'beta-tcvae', not 'capacity'"),
-    ({"objective": "capacity", "estimator": "score-function"}, "estimator = 'score-function' applies to objective"),
-    ({"objective": "iwae", "dip_lambda_od": 1}, "dip_lambda_od = 1.0 applies to objective 'dip-vae-1' or 'dip-vae-2'"),
-    ({"objective": "dip-vae-1", "dip_lambda_d": -1}, "dip_lambda_d must be >= 0, got -1.0"),
+@pytest.mark.parametrize("objective, message", [
+    ({"name": "elbo", "tc_estimator": "mss"}, "objective 'elbo' has no setting 'tc_estimator'; did you mean 'estimator'?"),
+    ({"name": "beta-tcvae", "gamma": 10}, "objective 'beta-tcvae' has no setting 'gamma'"),
+    ({"name": "capacity", "beta": 4}, "objective 'capacity' has no setting 'beta'"),
+    ({"name": "capacity", "estimator": "score-function"}, "objective 'capacity' has no setting 'estimator'"),
+    ({"name": "iwae", "lambda_od": 1}, "objective 'iwae' has no setting 'lambda_od'"),
+    ({"name": "dip-vae-1", "lambda_d": -1}, "lambda_d must be >= 0, got -1"),
 ])
-def test_config_refuses_settings_of_other_objectives(train, message):
+def test_config_refuses_settings_of_other_objectives(objective, message):
     with pytest.raises(VaekitError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        Config.from_dict({"train": train})
-    Config.from_dict({"train": {"objective": "dip-vae-2", "dip_lambda_d": 3, "dip_lambda_od": 1}})  # its own: fine
+        Config.from_dict({"train": {"objective": objective}})
+    own = Config.from_dict({"train": {"objective": {"name": "dip-vae-2", "lambda_d": 3, "lambda_od": 1}}})  # its own: fine
+    assert OBJECTIVES.build(own.train.objective).lambda_d == 3.0
 
 
 # ---- from the command line --------------------------------------------------------------------------

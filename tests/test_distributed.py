@@ -68,7 +68,7 @@ def full_mog_runs(tmp_path_factory):
 def test_two_processes_match_one_with_a_full_covariance_q_and_a_learned_mixture_prior(full_mog_runs):
     one, two = (load_file(full_mog_runs / name / "model.safetensors") for name in ("one", "two"))
     config = json.loads((full_mog_runs / "two" / "config.json").read_text())["model"]
-    assert config["posterior"] == "full" and config["prior"] == "mog"
+    assert config["posterior"] == {"name": "full"} and config["prior"]["name"] == "mog"
     assert one.keys() == two.keys() and {"prior.means", "prior.log_scales", "prior.logits"} <= one.keys()
     # Q's draws are made for the global batch by the MultivariateNormal's own rsample, each rank keeping
     # its block, and the prior's parameters are averaged like the networks': only float rounding differs

@@ -56,7 +56,7 @@ def linear_gaussian(n=200, seed=1):
     """A float64 VAE with a linear decoder (exact p(x) and p(z|x)), data drawn from it, and the best
     mean-field Q of each example (the posterior's mean, the precision's diagonal): close, not exact."""
     torch.manual_seed(seed)
-    vae = VAE(data_dim=5, latent_dim=2, hidden=(), likelihood="gaussian", sigma=0.7).double()
+    vae = VAE(data_dim=5, latent_dim=2, hidden=(), likelihood={"name": "gaussian", "sigma": 0.7}).double()
     with torch.no_grad():
         vae.decoder.net[0].weight.mul_(3.0)
     lg = LinearGaussian.from_model(vae)

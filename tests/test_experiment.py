@@ -90,7 +90,7 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path, monkeypatch):
 
 def test_kl_warmup_and_beta_change_training_not_reporting():
     plain = train_run(small(epochs=2))
-    warm = train_run(small(epochs=2, kl_warmup_epochs=2.0))
+    warm = train_run(small(epochs=2, objective={"name": "elbo", "kl_warmup_epochs": 2.0}))
     assert not torch.equal(weights(plain.model), weights(warm.model))
     # with β ramping from 0 the encoder spends more on reconstruction and the KL grows larger
     assert warm.history[0]["train/kl"] > plain.history[0]["train/kl"]

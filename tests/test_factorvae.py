@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from vaekit import VAE, Config
 from vaekit.objectives.estimators import draw, elbo
-from vaekit.objectives.factorvae import Discriminator, discriminator_loss, permute_dims
+from vaekit.objectives.factorvae import Discriminator, FactorVAE, discriminator_loss, permute_dims
 from vaekit.runs.config import DataConfig, TrainConfig
 from vaekit.runs.experiment import build_trainer, load_data
 from vaekit.training.loop import OK, train_step
@@ -39,7 +39,7 @@ def test_the_discriminator_logit_learns_the_log_density_ratio_of_a_gaussian(rho)
     cov = torch.tensor([[1.0, rho], [rho, 1.0]])
     chol = torch.linalg.cholesky(cov)
     critic = Discriminator(2, (64, 64))
-    opt = torch.optim.Adam(critic.parameters(), lr=3e-3, betas=Discriminator.adam["betas"])
+    opt = torch.optim.Adam(critic.parameters(), lr=3e-3, betas=FactorVAE.adam["betas"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 3000)
     for _ in range(3000):
         z = torch.randn(1024, 2) @ chol.T
@@ -59,7 +59,7 @@ def test_the_discriminator_logit_learns_the_log_density_ratio_of_a_gaussian(rho)
 
 def trainer(gamma=7.0):
     cfg = Config(data=DataConfig(dataset="digits"),
-                 train=TrainConfig(objective="factorvae", gamma=gamma, discriminator_hidden=(16, 16), lr=1e-2))
+                 train=TrainConfig(objective={"name": "factorvae", "gamma": gamma, "discriminator_hidden": (16, 16)}, lr=1e-2))
     torch.manual_seed(1)
     dataset = load_data(cfg)
     model = VAE(data_dim=64, latent_dim=3, hidden=(32,))
@@ -72,7 +72,7 @@ def test_one_step_is_the_papers_two_optimizers_stepping_their_own_losses():
     Adam. Our one backward and one Adam with two groups: the same gradients (checked before the update)
     and the same weights after it, with D's own β₁, β₂ = 0.5, 0.9; the model's group never holds D."""
     model, objective, optimizer, dataset, tc = trainer()
-    critic = objective.parts
+    critic = objective.objective.discriminator
     ref_model, ref_critic = copy.deepcopy(model), copy.deepcopy(critic)
     assert [id(p) for p in optimizer.param_groups[0]["params"]] == [id(p) for p in model.parameters()]
     assert [id(p) for p in optimizer.param_groups[1]["params"]] == [id(p) for p in critic.parameters()]
@@ -104,7 +104,7 @@ def test_one_step_is_the_papers_two_optimizers_stepping_their_own_losses():
         critic_adam.step()
         for mine, theirs in zip([*model.parameters(), *critic.parameters()], [*ref_model.parameters(), *ref_critic.parameters()]):
             torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
-    moved = [not torch.equal(p, q) for p, q in zip(critic.parameters(), trainer()[1].parts.parameters())]
+    moved = [not torch.equal(p, q) for p, q in zip(critic.parameters(), trainer()[1].objective.discriminator.parameters())]
     assert all(moved)  # every weight of the discriminator was trained
 
 

@@ -24,7 +24,7 @@ def test_a_gaussian_vae_recovers_the_exact_log_likelihood_of_linear_gaussian_dat
     truth = vaekit.LinearGaussian(torch.randn(d, k, dtype=D), torch.randn(d, dtype=D), sigma)
     x = truth.marginal().sample((6000,)).float()
     x_train, x_test = x[:5000], x[5000:]
-    model = vaekit.VAE(data_dim=d, latent_dim=k, hidden=(), likelihood="gaussian", sigma=sigma, posterior="full")
+    model = vaekit.VAE(data_dim=d, latent_dim=k, hidden=(), likelihood={"name": "gaussian", "sigma": sigma}, posterior="full")
     vaekit.fit(model, x_train, epochs=40, batch_size=100, lr=1e-2, seed=0)
     estimate = vaekit.log_likelihood(model, x_test, k=100).mean
     exact_truth = float(truth.log_marginal(x_test.double()).mean())
@@ -77,12 +77,12 @@ def test_fit_save_load_with_a_users_own_network(tmp_path):
 
 def test_save_and_load_a_model_of_registered_parts(tmp_path):
     torch.manual_seed(0)
-    model = vaekit.VAE(data_dim=64, latent_dim=3, hidden=(16,), prior="mog", prior_components=4, posterior="full")
+    model = vaekit.VAE(data_dim=64, latent_dim=3, hidden=(16,), prior={"name": "mog", "components": 4}, posterior="full")
     with torch.no_grad():
         model.prior.means.add_(1.0)  # a trained-looking prior: loaded from the weights, not re-initialised
     vaekit.save(model, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["model"]["prior"] == "mog" and config["model"]["posterior"] == "full"
+    assert config["model"]["prior"] == {"name": "mog", "components": 4} and config["model"]["posterior"] == {"name": "full"}
     loaded = vaekit.load(tmp_path / "m")  # rebuilt from config.json alone
     x = torch.bernoulli(torch.full((10, 64), 0.3))
     torch.manual_seed(1)

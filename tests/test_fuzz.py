@@ -18,9 +18,9 @@ SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,  # CI see
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5000), st.floats(allow_nan=True), st.text(max_size=8))
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
 known = {
-    "model": ["data_shape", "latent_dim", "hidden", "decoder_hidden", "activation", "likelihood", "sigma", "arch"],
+    "model": ["data_shape", "latent_dim", "hidden", "decoder_hidden", "activation", "likelihood", "prior", "arch"],
     "data": ["dataset", "binarize", "split_seed", "val_size"],
-    "train": ["epochs", "batch_size", "lr", "beta", "objective", "train_k", "dreg", "kl"],
+    "train": ["epochs", "batch_size", "lr", "seed", "objective", "eval_k", "precision"],
 }
 sections = st.fixed_dictionaries({}, optional={
     name: st.dictionaries(st.sampled_from(keys + ["bogus"]), values, max_size=4) for name, keys in known.items()

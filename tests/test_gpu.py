@@ -43,9 +43,9 @@ def test_graphed_step_replays_the_eager_trajectory_exactly():
 
 def test_kl_warmup_ramps_inside_the_graph():
     steps = DATA.split("train").shape[0] // 48
-    eager, _ = trained(False, steps, kl_warmup_epochs=0.5)
-    graphed, _ = trained(True, steps, kl_warmup_epochs=0.5)  # β from a device tensor, not frozen at capture
-    frozen, _ = trained(True, steps, kl_warmup_epochs=0.0)
+    eager, _ = trained(False, steps, objective={"name": "elbo", "kl_warmup_epochs": 0.5})
+    graphed, _ = trained(True, steps, objective={"name": "elbo", "kl_warmup_epochs": 0.5})  # β from a device tensor, not frozen at capture
+    frozen, _ = trained(True, steps, objective={"name": "elbo", "kl_warmup_epochs": 0.0})
     # float32 vs float64 arithmetic for β may differ in the last bit; a frozen β would differ by far more
     assert torch.allclose(eager, graphed, atol=1e-5) and not torch.allclose(eager, frozen, atol=1e-3)
 

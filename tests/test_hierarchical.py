@@ -101,8 +101,7 @@ def linear_stack(sigma: float, **q):
     """A two-layer VAE (x 5, z₁ 3, z₂ 1) whose every network is one linear layer, float64, seeded; Q's
     settings from q. Returns it and its layers (p(z₁|z₂), p(x|z₁), Q(z₁|x), Q(z₂|z₁)), to be set by hand."""
     torch.manual_seed(4)
-    model = vaekit.VAE(data_dim=5, latent_dim=(3, 1), hidden=(), layer_hidden=(), likelihood="gaussian",
-                       sigma=sigma, **q).to(D)
+    model = vaekit.VAE(data_dim=5, latent_dim=(3, 1), hidden=(), layer_hidden=(), likelihood={"name": "gaussian", "sigma": sigma}, **q).to(D)
     return model, (model.prior.lower[0].net[0], model.decoder.net.net[0], model.encoder.first.net[0],
                    model.encoder.upper[0].net[0])
 
@@ -193,7 +192,7 @@ def test_draws_of_the_expanded_q_are_those_of_the_whole_batch():
 
 
 def test_vampprior_over_the_top_layer_mixes_q_of_z2_along_the_pseudo_inputs_means():
-    model = two_layers(prior="vampprior", prior_components=5)
+    model = two_layers(prior={"name": "vampprior", "components": 5})
     z2 = torch.randn(9, 2, dtype=D)
     u = model.prior.top.inputs()
     h1 = model.encoder.first.net(u)

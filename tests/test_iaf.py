@@ -24,7 +24,7 @@ LOG_2PI = math.log(2 * math.pi)
 
 def iaf_head(k, steps=2, gain=2.0):
     """A float64 IAF head whose MADE weights are scaled up by `gain`: a clearly non-Gaussian Q."""
-    head = POSTERIORS.build("iaf", latent_dim=k, flow_steps=steps).double()
+    head = POSTERIORS.build("iaf", {"flow_steps": steps}, latent_dim=k).double()
     with torch.no_grad():
         for name, p in head.flow.named_parameters():
             if name.endswith("weight"):
@@ -101,7 +101,7 @@ def test_made_is_autoregressive():
 
 def iaf_vae(**settings):
     torch.manual_seed(0)
-    return vaekit.VAE(data_dim=6, latent_dim=3, hidden=(8,), posterior="iaf", flow_steps=2, **settings).double()
+    return vaekit.VAE(data_dim=6, latent_dim=3, hidden=(8,), posterior={"name": "iaf", "flow_steps": 2}, **settings).double()
 
 
 X = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 0, 1, 0, 1, 1], [1, 1, 1, 0, 0, 0], [0, 1, 0, 1, 0, 1]], dtype=D)
@@ -157,10 +157,11 @@ def test_latent_statistics_use_a_monte_carlo_mean_and_no_kl_per_dimension():
 
 
 def test_flow_steps_setting():
-    assert Config().model.flow_steps == 2
-    with pytest.raises(VaekitError, match="flow_steps must be > 0, got 0"):
-        Config.from_dict({"model": {"flow_steps": 0}})
-    model = vaekit.build_model(Config().replace(model={"posterior": "iaf", "flow_steps": 3, "data_shape": [64]}).model)
+    assert Config().replace(model={"posterior": "iaf"}).model.posterior["flow_steps"] == 2
+    with pytest.raises(VaekitError, match=r"\[model.posterior\] flow_steps must be > 0, got 0"):
+        Config.from_dict({"model": {"posterior": {"name": "iaf", "flow_steps": 0}}})
+    model = vaekit.build_model(Config().replace(model={"posterior": {"name": "iaf", "flow_steps": 3},
+                                                       "data_shape": [64]}).model)
     assert len(model.encoder.head.flow.steps) == 3
 
 
@@ -175,7 +176,7 @@ def runs(tmp_path_factory):
 
 def test_cli_trains_and_evaluates_an_iaf_q(runs):
     run = runs / "straight"
-    assert json.loads((run / "config.json").read_text())["model"]["flow_steps"] == 2
+    assert json.loads((run / "config.json").read_text())["model"]["posterior"] == {"name": "iaf", "flow_steps": 2}
     weights = load_file(run / "model.safetensors")
     assert {"encoder.head.flow.steps.1.last.weight", "encoder.head.flow.steps.0.context.weight"} <= weights.keys()
     vals = [json.loads(line)["val/elbo"] for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -51,7 +51,7 @@ def test_bernoulli_logits_closed_form_and_extremes():
 
 
 def test_prior_and_joint():
-    g = GenerativeModel(data_dim=3, latent_dim=2, hidden=(), likelihood="gaussian", sigma=0.5).double()
+    g = GenerativeModel(data_dim=3, latent_dim=2, hidden=(), likelihood={"name": "gaussian", "sigma": 0.5}).double()
     z, x = torch.randn(6, 2, dtype=D), torch.randn(6, 3, dtype=D)
     want_pz = -0.5 * (z**2).sum(-1) - math.log(2 * math.pi)
     torch.testing.assert_close(g.prior().log_prob(z), want_pz, atol=1e-6, rtol=0)

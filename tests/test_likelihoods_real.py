@@ -179,7 +179,7 @@ def head_output(name, b=3, dim=4):
     """Decoder outputs in the range a trained decoder gives: rates around e^1.5, logistic locations in
     [0.2, 0.8] with scales of 1–3 levels' width."""
     g = torch.Generator().manual_seed(1)
-    h = torch.randn(b, LIKELIHOODS.build(name, data_dim=dim, sigma=1.0).out_features(dim), generator=g)
+    h = torch.randn(b, LIKELIHOODS.build(name, data_dim=dim).out_features(dim), generator=g)
     if name == "discretized-logistic":
         return torch.cat([0.2 + 0.6 * torch.rand(b, dim, generator=g), -5.5 + torch.rand(b, dim, generator=g)], -1)
     return h + 1.5 if name in ("poisson", "negative-binomial") else h
@@ -187,7 +187,7 @@ def head_output(name, b=3, dim=4):
 
 @pytest.mark.parametrize("name", NEW)
 def test_samples_have_the_mean_within_monte_carlo_error(name):
-    head = LIKELIHOODS.build(name, data_dim=4, sigma=1.0)
+    head = LIKELIHOODS.build(name, data_dim=4)
     if name == "negative-binomial":
         with torch.no_grad():
             head.log_total_count.copy_(torch.tensor([-1.0, 0.0, 1.0, 3.0]))
@@ -209,7 +209,7 @@ def test_samples_have_the_mean_within_monte_carlo_error(name):
 
 @pytest.mark.parametrize("name", ["discretized-logistic", "categorical", "poisson", "negative-binomial"])
 def test_sampled_frequencies_match_the_probabilities(name):
-    head = LIKELIHOODS.build(name, data_dim=4, sigma=1.0)
+    head = LIKELIHOODS.build(name, data_dim=4)
     p = head(head_output(name, b=1))
     n = 100_000
     x = p.sample((n,))[:, 0]  # [n, 4]
@@ -223,7 +223,7 @@ def test_sampled_frequencies_match_the_probabilities(name):
 @pytest.mark.parametrize("name", NEW)
 def test_log_prob_and_its_gradient_stay_finite_at_extremes(name):
     h = (head_output(name) * 40).requires_grad_(True)  # far beyond any sensible network output
-    head = LIKELIHOODS.build(name, data_dim=4, sigma=1.0)
+    head = LIKELIHOODS.build(name, data_dim=4)
     counts = likelihood_support(name) == "count"
     x = torch.tensor([0.0, 1.0, 30.0, 500.0]) if counts else torch.tensor([0.0, 255.0, 128.0, 1.0]) / 255
     lp = head(h).log_prob(x.expand(3, 4))

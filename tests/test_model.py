@@ -41,7 +41,7 @@ def test_separate_encoder_networks_for_mean_and_scale():
 def test_training_paths_learn(arch, objective):
     train = {"epochs": 4, "batch_size": 64, "lr": 3e-3}
     if objective == "iwae":
-        train.update(objective="iwae", train_k=5, dreg=True)
+        train.update(objective={"name": "iwae", "k": 5, "dreg": True})
     cfg = Config().replace(model={"latent_dim": 4, "hidden": [64], "arch": arch}, train=train)
     result = train_run(cfg)
     vals = [r["val/elbo"] for r in result.history]

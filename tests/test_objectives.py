@@ -95,7 +95,7 @@ def test_elbo_terms_and_kl_modes(kl):
 
 def test_score_function_elbo_gradient_is_unbiased_for_decoder_and_encoder():
     torch.manual_seed(0)
-    vae = VAE(data_dim=4, latent_dim=2, hidden=(), likelihood="gaussian", sigma=1.0).double()
+    vae = VAE(data_dim=4, latent_dim=2, hidden=(), likelihood={"name": "gaussian", "sigma": 1.0}).double()
     x = torch.randn(2, 4, dtype=D)
     params = list(vae.parameters())
     reference = torch.autograd.grad(elbo(vae, x, num_samples=200_000).surrogate.sum(), params)
@@ -137,7 +137,7 @@ def _linear_gaussian():
     from vaekit import LinearGaussian
 
     torch.manual_seed(1)
-    vae = VAE(data_dim=5, latent_dim=2, hidden=(), likelihood="gaussian", sigma=0.7).double()
+    vae = VAE(data_dim=5, latent_dim=2, hidden=(), likelihood={"name": "gaussian", "sigma": 0.7}).double()
     lg = LinearGaussian.from_model(vae)
     return vae, lg, lg.marginal().sample((6,))
 

@@ -40,7 +40,7 @@ def wine(tmp_path_factory):
     """`vaekit train --dataset wine --likelihood gaussian --standardize`, trained on the IWAE bound."""
     return train(tmp_path_factory.mktemp("read") / "wine", data={"dataset": "wine", "standardize": True},
                  model={"latent_dim": 2, "hidden": [16], "likelihood": "gaussian"},
-                 train={"epochs": 3, "batch_size": 64, "objective": "iwae", "train_k": 5})
+                 train={"epochs": 3, "batch_size": 64, "objective": {"name": "iwae", "k": 5}})
 
 
 def drawn(monkeypatch, fn, *args, **kwargs):

@@ -27,6 +27,8 @@ from vaekit.runs import plugins
 from vaekit.runs.config import plugins_needed
 
 PLUGIN = '''"""A user's parts: a Laplace prior and a Bernoulli likelihood with a learned temperature."""
+from typing import Annotated
+
 import torch
 from torch import nn
 from torch.distributions import Independent, Laplace
@@ -36,10 +38,10 @@ from vaekit.parts.likelihoods import BernoulliLogits, Likelihood
 
 
 class LaplacePrior(nn.Module):
-    def __init__(self, latent_dim):
+    def __init__(self, latent_dim, scale):
         super().__init__()
         self.register_buffer("loc", torch.zeros(latent_dim))
-        self.register_buffer("scale", torch.ones(latent_dim))
+        self.register_buffer("scale", torch.full((latent_dim,), scale))
 
     def forward(self):
         return Independent(Laplace(self.loc, self.scale), 1)
@@ -57,9 +59,10 @@ class TemperedBernoulli(Likelihood):
 
 
 @vaekit.register_prior("laplace")
-def laplace(latent_dim):
-    """a product of standard Laplace densities"""
-    return LaplacePrior(latent_dim)
+def laplace(latent_dim, scale: Annotated[float, vaekit.Setting("b, each density's scale", above=0,
+                                                               flag="--laplace-scale")] = 1.0):
+    """a product of Laplace densities"""
+    return LaplacePrior(latent_dim, scale)
 
 
 @vaekit.register_likelihood("bernoulli-tempered")
@@ -68,8 +71,8 @@ def tempered():
     return TemperedBernoulli()
 '''
 
-FLAGS = ["--prior", "laplace", "--likelihood", "bernoulli-tempered", "--dataset", "digits", "--latent-dim", "2",
-         "--hidden", "16"]
+FLAGS = ["--prior", "laplace", "--laplace-scale", "0.5", "--likelihood", "bernoulli-tempered", "--dataset", "digits",
+         "--latent-dim", "2", "--hidden", "16"]
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +102,10 @@ def registries(monkeypatch):
 def test_train_records_the_plugin_and_learns_its_parameter(run):
     saved = json.loads((run / "config.json").read_text())
     assert saved["model"]["plugins"] == ["my_parts.py"]
-    assert saved["model"]["prior"] == "laplace" and saved["model"]["likelihood"] == "bernoulli-tempered"
+    assert saved["model"]["prior"] == {"name": "laplace", "scale": 0.5}
+    assert saved["model"]["likelihood"] == {"name": "bernoulli-tempered"}
     weights = load_file(run / "model.safetensors")
-    assert torch.equal(weights["prior.loc"], torch.zeros(2)) and torch.equal(weights["prior.scale"], torch.ones(2))
+    assert torch.equal(weights["prior.loc"], torch.zeros(2)) and torch.equal(weights["prior.scale"], torch.full((2,), 0.5))  # --laplace-scale
     assert weights["decoder.head.log_temperature"].shape == () and weights["decoder.head.log_temperature"] != 0
 
 
@@ -143,7 +147,7 @@ def test_cli_loads_the_plugin_before_it_reads_part_names(registries, plugin, tmp
     assert "laplace" not in PRIORS  # registered only by the plugin the command line names
     assert main(["--quiet", "train", "--plugin", str(plugin), *FLAGS, "--epochs", "1", "--batch-size", "512",
                  "--out", str(tmp_path / "r")]) == 0
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["prior"] == "laplace"
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["prior"] == {"name": "laplace", "scale": 0.5}
 
 
 def test_the_recorded_plugin_is_recognised_when_given_again(registries, plugin):
@@ -200,13 +204,13 @@ def train_subparser(p):
 def test_cli_prior_choices_and_config_checks_read_the_registry(registries):
     vaekit.register_prior("test-cauchy", lambda latent_dim: None, help="a heavy-tailed test prior")
     train = train_subparser(parser())
-    prior = next(a for a in train._actions if a.dest == "prior")
+    prior = next(a for a in train._actions if a.dest == "model.prior")
     assert set(prior.choices) == set(PRIORS.names()) and "test-cauchy" in prior.choices
     assert "test-cauchy: a heavy-tailed test prior" in prior.help
-    assert train.parse_args(["--out", "x", "--prior", "test-cauchy"]).prior == "test-cauchy"
-    assert Config().replace(model={"prior": "test-cauchy"}).model.prior == "test-cauchy"
+    assert getattr(train.parse_args(["--out", "x", "--prior", "test-cauchy"]), "model.prior") == "test-cauchy"
+    assert Config().replace(model={"prior": "test-cauchy"}).model.prior.name == "test-cauchy"
     with pytest.raises(VaekitError) as e:
         Config().replace(model={"prior": "no-such-prior"})
     message = str(e.value)
-    assert "prior = 'no-such-prior' is not one of" in message
+    assert "[model.prior] name = 'no-such-prior' is not one of" in message
     assert all(name in message for name in ("standard", "mog", "test-cauchy"))

@@ -84,7 +84,7 @@ def test_full_covariance_q_trains_on_digits():
 
 def test_encoder_can_represent_the_exact_linear_gaussian_posterior():
     k, d, sigma = 3, 7, 0.6
-    model = vaekit.VAE(data_dim=d, latent_dim=k, hidden=(), likelihood="gaussian", sigma=sigma, posterior="full").double()
+    model = vaekit.VAE(data_dim=d, latent_dim=k, hidden=(), likelihood={"name": "gaussian", "sigma": sigma}, posterior="full").double()
     with torch.no_grad():  # a decoder with some scale, so the posterior is far from the prior and correlated
         model.decoder.net[0].weight.mul_(3.0)
     lg = LinearGaussian.from_model(model)

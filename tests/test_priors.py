@@ -36,7 +36,7 @@ def perturb(prior, scale=0.5):
 
 
 def test_mixture_log_prob_equals_explicit_logsumexp():
-    prior = PRIORS.build("mog", latent_dim=3, components=5).double()
+    prior = PRIORS.build("mog", {"components": 5}, latent_dim=3).double()
     assert isinstance(prior, MixtureOfGaussians) and prior.means.shape == (5, 3) and prior.logits.shape == (5,)
     perturb(prior)
     z = torch.cat([torch.randn(4, 6, 3, dtype=D), 4 * torch.randn(1, 6, 3, dtype=D)])  # far tails included
@@ -47,7 +47,7 @@ def test_mixture_log_prob_equals_explicit_logsumexp():
 
 
 def test_mixture_elbo_is_monte_carlo_and_equals_the_draws_by_hand():
-    model = vaekit.VAE(data_dim=6, latent_dim=2, hidden=(8,), prior="mog", prior_components=3).double()
+    model = vaekit.VAE(data_dim=6, latent_dim=2, hidden=(8,), prior={"name": "mog", "components": 3}).double()
     assert isinstance(model.prior, MixtureOfGaussians) and model.prior.means.shape == (3, 2), type(model.prior)
     perturb(model.prior)
     x = torch.bernoulli(torch.full((5, 6), 0.4, dtype=D))
@@ -71,7 +71,7 @@ def test_mixture_elbo_is_monte_carlo_and_equals_the_draws_by_hand():
 
 
 def test_collapse_warning_for_a_mixture_prior_has_no_nan_kl():
-    model = vaekit.VAE(data_dim=6, latent_dim=3, hidden=(8,), prior="mog", prior_components=2)
+    model = vaekit.VAE(data_dim=6, latent_dim=3, hidden=(8,), prior={"name": "mog", "components": 2})
     with torch.no_grad():  # Q(z|x) ignores x: every unit inactive
         model.encoder.net[-1].weight.zero_()
     stats = latent_statistics(model, torch.bernoulli(torch.full((50, 6), 0.5)))
@@ -85,7 +85,7 @@ def test_collapse_warning_for_a_mixture_prior_has_no_nan_kl():
 def test_evaluate_elbo_accumulates_the_per_example_terms_in_float64():
     # Why the run-level check below can ask for elbo = reconstruction − kl to 1e-6: the per-example
     # float32 terms are summed in float64 (a float32 sum of 1000 values near −45 is off by ~1e-3).
-    model = vaekit.VAE(data_dim=64, latent_dim=2, hidden=(16,), prior="mog", prior_components=3)
+    model = vaekit.VAE(data_dim=64, latent_dim=2, hidden=(16,), prior={"name": "mog", "components": 3})
     x = torch.bernoulli(torch.full((1000, 64), 0.3))
     got = evaluate_elbo(model, x, batch_size=1000, seed=4)
     with torch.random.fork_rng():
@@ -127,12 +127,12 @@ def test_mog_run_pictures_and_report(mog_run):
     assert read_png(mog_run / "samples.png").std() > 0
     vaekit_cli("report", mog_run, "--k", "20")
     page = (mog_run / "report.html").read_text(encoding="utf-8")
-    assert "does not split by dimension" in page and '"prior": "mog"' in page
+    assert "does not split by dimension" in page and '"name": "mog"' in page
 
 
 def test_mog_prior_is_learned_and_saved(mog_run):
     cfg = load_config(mog_run)
-    assert cfg.model.prior == "mog" and cfg.model.prior_components == 4
+    assert cfg.model.prior.as_dict() == {"name": "mog", "components": 4}
     torch.manual_seed(cfg.train.seed)  # what train_run does before building the model
     initial = vaekit.build_model(cfg.model).state_dict()
     saved = load_file(mog_run / "model.safetensors")

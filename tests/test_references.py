@@ -15,7 +15,7 @@ D = torch.float64
 @pytest.fixture
 def setup():
     torch.manual_seed(1)
-    vae = VAE(data_dim=5, latent_dim=2, hidden=(), likelihood="gaussian", sigma=0.7).double()
+    vae = VAE(data_dim=5, latent_dim=2, hidden=(), likelihood={"name": "gaussian", "sigma": 0.7}).double()
     with torch.no_grad():  # a decoder with some scale, so the posterior is far from the prior
         vae.decoder.net[0].weight.mul_(3.0)
     lg = LinearGaussian.from_model(vae)

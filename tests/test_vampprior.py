@@ -28,8 +28,8 @@ D = torch.float64
 
 
 def small_model(posterior="diagonal", components=5, data_dim=6, latent_dim=3):
-    model = vaekit.VAE(data_dim=data_dim, latent_dim=latent_dim, hidden=(8,), prior="vampprior",
-                       prior_components=components, posterior=posterior).double()
+    model = vaekit.VAE(data_dim=data_dim, latent_dim=latent_dim, hidden=(8,), prior={"name": "vampprior", "components": components},
+                       posterior=posterior).double()
     with torch.no_grad():  # pseudo-inputs spread over [0, 1], a few outside it (the clamp acts there)
         model.prior.pseudo_inputs.uniform_(-0.2, 1.2)
     return model
@@ -172,7 +172,7 @@ def test_gradients_reach_pseudo_inputs_and_encoder_through_the_prior_term():
 
 
 def test_encoder_weights_are_held_once():
-    model = vaekit.VAE(data_dim=64, latent_dim=3, hidden=(16,), prior="vampprior", prior_components=7)
+    model = vaekit.VAE(data_dim=64, latent_dim=3, hidden=(16,), prior={"name": "vampprior", "components": 7})
 
     def count(module):
         return sum(p.numel() for p in module.parameters())
@@ -192,7 +192,7 @@ def test_encoder_weights_are_held_once():
 
 def test_save_load_gives_the_same_elbo_on_the_same_draws(tmp_path):
     torch.manual_seed(7)
-    model = vaekit.VAE(data_dim=64, latent_dim=3, hidden=(16,), prior="vampprior", prior_components=7)
+    model = vaekit.VAE(data_dim=64, latent_dim=3, hidden=(16,), prior={"name": "vampprior", "components": 7})
     with torch.no_grad():
         model.prior.pseudo_inputs.uniform_(0, 1)
     vaekit.save(model, tmp_path / "m")

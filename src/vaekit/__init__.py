@@ -15,12 +15,13 @@ from .errors import VaekitError
 from .evaluation.estimates import evaluate_elbo, log_likelihood
 from .evaluation.references import LinearGaussian
 from .model import VAE, Decoder, Encoder, GenerativeModel, build_model
-from .objectives import OBJECTIVES
+from .objectives import OBJECTIVES, Objective
 from .objectives.estimators import ELBO, elbo, iwae, iwae_bound
 from .parts.likelihoods import LIKELIHOODS
 from .parts.networks import ARCHITECTURES
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
+from .parts.registry import Setting
 from .runs.checkpoint import save
 from .runs.config import Config, DataConfig, ModelConfig, TrainConfig
 from .runs.experiment import train_run
@@ -31,7 +32,7 @@ register_prior = PRIORS.register  # @vaekit.register_prior("name") on a factory:
 register_posterior = POSTERIORS.register  # factory: (latent_dim, …) → head mapping h to Q(z|x)
 register_likelihood = LIKELIHOODS.register  # factory: (data_dim, sigma, …) → head mapping h to p(x|z)
 register_architecture = ARCHITECTURES.register  # factory: (role, in_features, out_features, hidden, …) → nn.Module
-register_objective = OBJECTIVES.register  # function: (model, x, train_config, beta, draw) → (loss, metrics)
+register_objective = OBJECTIVES.register  # an `Objective` subclass: settings in __init__, loss(model, x, draw, …)
 
 __all__ = [
     "ELBO",
@@ -44,6 +45,8 @@ __all__ = [
     "GenerativeModel",
     "LinearGaussian",
     "ModelConfig",
+    "Objective",
+    "Setting",
     "TrainConfig",
     "VaekitError",
     "__version__",

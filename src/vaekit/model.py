@@ -28,6 +28,9 @@ from .parts.likelihoods import LIKELIHOODS
 from .parts.networks import ARCHITECTURES, Concat, First, mlp
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
+from .parts.registry import Choice, closest
+
+Part = str | dict | Choice  # a registered part: its name, {"name": …, setting: value}, or a Choice
 
 
 def widen(t: Tensor) -> Tensor:
@@ -49,10 +52,10 @@ class Encoder(nn.Module):
     family, a module or a registered name (`Encoder(my_net, "full", latent_dim=8)`), and needs
     `head.out_features(k)` outputs from the net."""
 
-    def __init__(self, net: nn.Module, head: nn.Module | str = "diagonal", **settings: Any):
+    def __init__(self, net: nn.Module, head: nn.Module | Part = "diagonal", **settings: Any):
         super().__init__()
         self.net = net
-        self.head = POSTERIORS.build(head, **settings) if isinstance(head, str) else head
+        self.head = head if isinstance(head, nn.Module) else POSTERIORS.build(head, settings)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
         return self.head(widen(self.net(beside(x, context))))
@@ -62,11 +65,11 @@ class Decoder(nn.Module):
     """z: [..., k] → p(x|z): `head(net(z))`, the head a likelihood module or a registered name with its
     settings (`Decoder(my_net, "gaussian", sigma=0.1)`); the net gives `head.out_features(D)` outputs."""
 
-    def __init__(self, net: nn.Module, head: nn.Module | str = "bernoulli", data_dim: int | None = None,
+    def __init__(self, net: nn.Module, head: nn.Module | Part = "bernoulli", data_dim: int | None = None,
                  **settings: Any):
         super().__init__()
         self.net, self.data_dim = net, data_dim
-        self.head = LIKELIHOODS.build(head, data_dim=data_dim, **settings) if isinstance(head, str) else head
+        self.head = head if isinstance(head, nn.Module) else LIKELIHOODS.build(head, settings, data_dim=data_dim)
 
     @property
     def support(self) -> str | None:
@@ -148,9 +151,9 @@ class GenerativeModel(Generative):
     the half that the references (`evaluation.references`) and `vaekit explain` integrate exactly."""
 
     def __init__(self, data_dim: int, latent_dim: int, hidden: Sequence[int] = (400,), activation: str = "relu",
-                 likelihood: str = "bernoulli", sigma: float = 1.0, init: str = "default"):
+                 likelihood: Part = "bernoulli", init: str = "default"):
         super().__init__()
-        head = LIKELIHOODS.build(likelihood, data_dim=data_dim, sigma=sigma)
+        head = LIKELIHOODS.build(likelihood, data_dim=data_dim)
         net = ARCHITECTURES.build("mlp", role="decoder", in_features=latent_dim, out_features=head.out_features(data_dim),
                                   hidden=tuple(hidden), activation=activation, init=init)
         self.decoder = Decoder(net, head, data_dim)
@@ -176,10 +179,8 @@ class VAE(Generative):
             for name, value in (("data_dim", encoder), ("latent_dim", decoder), ("prior", prior), ("condition", condition)):
                 if value is not None:
                     settings[name] = value
-            bound = inspect.signature(compose).bind(**settings)
-            bound.apply_defaults()
-            encoder, decoder, prior, condition = compose(**settings)
-            self.settings = {k: v for k, v in bound.arguments.items() if k != "ignored"}  # what rebuilds it
+            self.settings = model_settings(settings)  # what rebuilds it (`checkpoint.model_config`)
+            encoder, decoder, prior, condition = compose(**self.settings)
         elif decoder is None or prior is None or settings:
             raise TypeError("VAE(encoder, decoder, prior) takes three modules; for the seed's model by "
                             "settings write VAE(data_dim=…, latent_dim=…, …) or vaekit.build_model(cfg)")
@@ -258,22 +259,18 @@ def compose(
     latent_dim: int | Sequence[int] = 20,
     hidden: Sequence[int] = (400,),
     activation: str = "relu",
-    likelihood: str = "bernoulli",
-    sigma: float = 1.0,
+    likelihood: Part = "bernoulli",
     shared_encoder: bool = True,
     init: str = "default",
     decoder_hidden: Sequence[int] | None = None,
-    arch: str = "mlp",
+    arch: Part = "mlp",
     data_shape: Sequence[int] | None = None,
-    prior: str = "standard",
-    prior_components: int = 10,
-    posterior: str = "diagonal",
-    flow_steps: int = 2,
+    prior: Part = "standard",
+    posterior: Part = "diagonal",
     layer_hidden: Sequence[int] | None = None,
     inference: str = "bottom-up",
     condition: str = "none",
     condition_classes: int = 0,
-    **ignored: Any,
 ) -> tuple[nn.Module, Decoder, nn.Module, nn.Module | None]:
     """(encoder, decoder, prior) from registered parts by name; `decoder_hidden=None` mirrors `hidden`.
 
@@ -292,8 +289,8 @@ def compose(
     if condition not in ("none", "label"):
         raise VaekitError(f"condition must be 'none' or 'label', got {condition!r}")
     data_shape = tuple(data_shape) if data_shape else (data_dim,)
-    q_head = POSTERIORS.build(posterior, latent_dim=sizes[0], flow_steps=flow_steps)
-    p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, sigma=sigma)
+    q_head = POSTERIORS.build(posterior, latent_dim=sizes[0])
+    p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim)
     common = {"activation": activation, "init": init, "data_shape": data_shape}
 
     def net(role: str, n_in: int, n_out: int, sizes: Sequence[int]) -> nn.Module:
@@ -309,17 +306,16 @@ def compose(
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
         return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init, inference,
-                       prior=prior, components=prior_components, data_shape=data_shape, classes=c), labels)
+                       prior=prior, data_shape=data_shape, classes=c), labels)
     if inference != "bottom-up":
         raise VaekitError(f"inference = {inference!r} needs two or more stochastic layers (--latent-dim twice)")
     # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
-    p_z = PRIORS.build(prior, latent_dim=sizes[0], components=prior_components, encoder=encoder,
-                       data_dim=data_dim, data_shape=data_shape, classes=c)
+    p_z = PRIORS.build(prior, latent_dim=sizes[0], encoder=encoder, data_dim=data_dim, data_shape=data_shape, classes=c)
     return encoder, Decoder(dec_net, p_head, data_dim), p_z, labels
 
 
 def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int, sizes: Sequence[int],
-          layer_hidden: Sequence[int] | None, activation: str, init: str, inference: str, prior: str,
+          layer_hidden: Sequence[int] | None, activation: str, init: str, inference: str, prior: Part,
           **prior_settings: Any) -> tuple[nn.Module, Decoder, nn.Module]:
     """A hierarchical VAE (`parts.hierarchical`) around the one-layer parts of x ↔ z₁ (Burda et al. 2016):
     Q(z_{l+1}|z_l) and p(z_l|z_{l+1}) are diagonal Gaussians from MLPs with `layer_hidden` units (default
@@ -343,5 +339,27 @@ def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int
 
 def build_model(cfg: Any) -> VAE:
     """The VAE a `vaekit.runs.config.ModelConfig` describes (its `data_shape` resolved from the data)."""
-    settings = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
-    return VAE(data_dim=cfg.data_dim, **settings)
+    wanted = set(inspect.signature(compose).parameters) - {"data_dim"}
+    return VAE(data_dim=cfg.data_dim, **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k in wanted})
+
+
+MOVED = {"sigma": "likelihood", "prior_components": "prior", "flow_steps": "posterior"}  # 0.2's keywords
+SLOTS = {"likelihood": LIKELIHOODS, "prior": PRIORS, "posterior": POSTERIORS, "arch": ARCHITECTURES}
+
+
+def model_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """`compose`'s keywords with their defaults, each part resolved to a `Choice`; an unknown keyword is
+    refused naming the closest (a typo must not build another model than the one asked for)."""
+    params = inspect.signature(compose).parameters
+    for key in settings:
+        if key in MOVED:
+            raise VaekitError(f"VAE: {key} is a setting of the {MOVED[key]} since vaekit 0.3: write "
+                              f"{MOVED[key]}={{'name': …, {'components' if key == 'prior_components' else key!r}: …}}")
+        if key not in params:
+            raise VaekitError(f"VAE takes no {key!r}{closest(key, params)}")
+    bound = inspect.signature(compose).bind(**settings)
+    bound.apply_defaults()
+    resolved = dict(bound.arguments)
+    for name, registry in SLOTS.items():
+        resolved[name] = registry.choose(resolved[name], f"VAE: {name}")
+    return resolved

@@ -65,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--plugin", action="append", help="a .py file or an importable module that registers parts "
                    "(priors, posteriors, likelihoods, …); repeat for more. The run records it (default: none)")
     add_setting_flags(t)
-    t.add_argument("--separate-encoder", dest="shared_encoder", action="store_const", const=False, default=None,
+    t.add_argument("--separate-encoder", dest="model.shared_encoder", action="store_const", const=False, default=None,
                    help="= --no-shared-encoder: separate networks q(x; φ) and v(x; ψ) for Q's parameters")
     t.add_argument("--device", default="cpu", help=DEVICE_HELP)
     t.add_argument("--tensorboard", action="store_true", help="log scalars and sample grids to RUN/tensorboard "

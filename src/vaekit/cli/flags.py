@@ -1,14 +1,107 @@
-"""The train flags, one per config setting, and the config they resolve to."""
+"""The train flags, made from the config's fields and the settings every registered part declares, the
+config they resolve to, and the README's table of parts (the same declarations, rendered)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
 from typing import Any
 
-from ..parts.registry import Registry
-from ..runs.config import SECTIONS, Config, load_config_file, settings
+from ..errors import VaekitError
+from ..parts.registry import Choice, Declared, Registry
+from ..runs.config import SECTIONS, Config, declared, load_config_file, merge, settings, slots
+
+
+def part_flags() -> dict[str, tuple[str, str, Declared, list[str]]]:
+    """flag → (section, slot, the setting, the parts that declare it) for every setting of every registered
+    part. Parts of one slot share a flag when they share the setting's name and type; a flag claimed
+    twice otherwise is refused in one line (a plugin gives its setting `Setting(flag=…)`)."""
+    flags: dict[str, tuple[str, str, Declared, list[str]]] = {}
+    general = {_flag(sec, f.name, f.metadata["setting"].flag) for sec, f in settings()}
+    for section, name, registry in slots():
+        for entry in map(registry.entry, registry.names()):
+            for d in entry.settings.values():
+                have = flags.get(d.flag)
+                if have is None and d.flag not in general:
+                    flags[d.flag] = (section, name, d, [entry.name])
+                elif have is not None and have[:2] == (section, name) and have[2].name == d.name and have[2].type == d.type:
+                    have[3].append(entry.name)
+                else:
+                    owner = f"{have[1]} {', '.join(have[3])}" if have else "a setting of the run"
+                    raise VaekitError(f"{registry.kind} {entry.name!r}: its setting {d.name!r} would take the flag "
+                                      f"{d.flag}, which is {owner}'s; give it another (Setting(flag=…))")
+    return flags
+
+
+def _flag(section: str, name: str, flag: str | None) -> str:
+    return "--" + name.replace("_", "-") if flag is None else flag
+
+
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per config field (`--latent-dim`, `--prior`, …) and per part setting (`--prior-components`,
+    `--gamma`, …), with the type, choices, range and help their declarations give. Defaults are None,
+    so only given flags override."""
+    for section, f in settings():
+        flag = _flag(section, f.name, f.metadata["setting"].flag)
+        if flag == "":
+            continue
+        registry = f.metadata.get("registry")
+        d = declared(SECTIONS[section])[f.name]
+        if registry is not None:
+            text = f"{d.spec.help} ({registry.help()}) (default: {f.default.name})".replace("%", "%%")
+            p.add_argument(flag, dest=f"{section}.{f.name}", choices=registry.names(), default=None, help=text)
+        else:
+            _add(p, flag, f"{section}.{f.name}", d, d.spec.help + f" (default: {_shown(d.default)})")
+    for flag, (section, name, d, parts) in part_flags().items():
+        registry = {(s, n): r for s, n, r in slots()}[(section, name)]
+        defaults = {_shown(registry.entry(part).settings[d.name].default) for part in parts}
+        default = defaults.pop() if len(defaults) == 1 else ", ".join(
+            f"{part}: {_shown(registry.entry(part).settings[d.name].default)}" for part in parts)
+        _add(p, flag, f"{section}.{name}.{d.name}", d, f"--{name} {' or '.join(parts)}: {d.spec.help} (default: {default})")
+
+
+def _add(p: argparse.ArgumentParser, flag: str, dest: str, d: Declared, help_text: str) -> None:
+    kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": help_text.replace("%", "%%")}
+    base = d.base
+    if base is bool:
+        p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif getattr(base, "__origin__", None) is tuple:
+        p.add_argument(flag, type=base.__args__[0], action="append", **kwargs)
+    else:
+        p.add_argument(flag, type=base, choices=d.spec.choices, **kwargs)
+
+
+def _shown(default: Any) -> str:
+    """A setting's default as a user types it."""
+    if isinstance(default, Choice):
+        return default.name
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, tuple):
+        return " ".join(map(str, default)) or "none"
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The flags given, as a config update: {section: {field: value, slot: {"name": …, setting: value}}}."""
+    update: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if value is None or dest.count(".") not in (1, 2):
+            continue
+        section, name, *setting = dest.split(".")
+        value = list(value) if isinstance(value, list) else value
+        if setting:
+            update.setdefault(section, {}).setdefault(name, {})[setting[0]] = value
+        elif isinstance(update.get(section, {}).get(name), dict):
+            update[section][name]["name"] = value
+        else:
+            update.setdefault(section, {})[name] = {"name": value} if _is_slot(section, name) else value
+    return update
+
+
+def _is_slot(section: str, name: str) -> bool:
+    return any((s, n) == (section, name) for s, n, _ in slots())
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -17,58 +110,30 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.config:
         file_cfg = load_config_file(args.config)
         Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file
-        for section, values in file_cfg.items():
-            merged[section].update(values)
-    for section, f in settings():
-        value = getattr(args, f.name, None)
-        if value is not None:
-            merged[section][f.name] = list(value) if isinstance(value, list) else value
-    return Config.from_dict(merged, source="command line")
+        merged = merge(merged, file_cfg)
+    return Config.from_dict(merge(merged, flag_values(args)), source="command line")
 
 
 def given_settings(args: argparse.Namespace) -> set[tuple[str, str]]:
-    """The (section, name) settings the user set, by a flag or in --config: what a --resume may change."""
-    given = {(section, f.name) for section, f in settings() if getattr(args, f.name, None) is not None}
+    """The (section, field) settings the user set, by a flag or in --config: what a --resume may change
+    (a part's settings count as its slot)."""
+    given = {(section, name) for section, values in flag_values(args).items() for name in values}
     if args.config:
         given |= {(section, name) for section, values in load_config_file(args.config).items()
                   if isinstance(values, dict) for name in values}
     return given
 
 
-def add_setting_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per config setting (`--latent-dim`, `--prior`, …), its type, choices and help taken from
-    the config's fields and the registries. Defaults are None, so only given flags override."""
-    hints = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
-    for section, f in settings():
-        flag = f.metadata.get("flag")
-        if flag == "":
-            continue
-        flag = flag or "--" + f.name.replace("_", "-")
-        hint = hints[section][f.name]
-        optional = type(None) in typing.get_args(hint)  # X | None: the flag takes an X
-        base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-        choices = f.metadata.get("choices")
-        help_text = f.metadata["help"]
-        if isinstance(choices, Registry):
-            help_text += " (" + choices.help().replace("%", "%%") + ")"
-            choices = choices.names()
-        help_text += f" (default: {_shown(f)})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": help_text}
-        if base is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-        elif typing.get_origin(base) is tuple:
-            p.add_argument(flag, type=typing.get_args(base)[0], action="append", **kwargs)
-        else:
-            p.add_argument(flag, type=base, choices=choices, **kwargs)
+def registry_tables() -> str:
+    """The README's table of every built-in registered part, one row per name, with the settings it declares
+    (a test keeps the README equal to it)."""
+    rows = ["| flag | name | what it is | its settings (flag, default) |", "|---|---|---|---|"]
+    for _, name, registry in slots():
+        for e in map(registry.entry, registry.names()):
+            if e.builtin:
+                own = "; ".join(f"`{d.flag}` {_shown(d.default)}" for d in e.settings.values()) or "—"
+                rows.append(f"| `--{name}` | `{e.name}` | {e.help} | {own} |")
+    return "\n".join(rows) + "\n"
 
 
-def _shown(f) -> str:
-    """A setting's default as a user types it."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    if default is None:
-        return "none"
-    if isinstance(default, bool):
-        return "on" if default else "off"
-    if isinstance(default, tuple):
-        return " ".join(map(str, default)) or "none"
-    return str(default).replace("%", "%%")
+__all__ = ["Registry", "add_setting_flags", "build_config", "given_settings", "registry_tables"]

@@ -30,7 +30,8 @@ def explain_beta(path: Path, betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.
     try:
         for beta in betas:
             cfg = Config().replace(model={"latent_dim": 8, "hidden": [64]},
-                                   train={"epochs": epochs, "batch_size": 64, "lr": 3e-3, "beta": beta})
+                                   train={"epochs": epochs, "batch_size": 64, "lr": 3e-3,
+                                          "objective": {"name": "elbo", "beta": beta}})
             model = train_run(cfg, progress=False).model
             m = evaluate_elbo(model, load_data(cfg).eval_split("test"))
             rates.append(m["kl"])

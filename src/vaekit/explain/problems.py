@@ -30,7 +30,7 @@ def toy_problem(seed: int = 0, data_dim: int = 12, weight_scale: float = 3.0) ->
 def linear_problem(W: Tensor, sigma: float, seed: int = 0) -> tuple[GenerativeModel, LinearGaussian, Tensor]:
     """x|z ~ N(Wz, σ²I) as a `GenerativeModel` (hidden=()), its closed form, and one x ~ p(x)."""
     d, k = W.shape
-    model = GenerativeModel(d, k, hidden=(), likelihood="gaussian", sigma=sigma).to(DTYPE)
+    model = GenerativeModel(d, k, hidden=(), likelihood={"name": "gaussian", "sigma": sigma}).to(DTYPE)
     with torch.no_grad():
         model.decoder.net[0].weight.copy_(W)
         model.decoder.net[0].bias.zero_()

@@ -1,9 +1,9 @@
 """Objectives that pay ELBO for a disentangled code: β-TCVAE, DIP-VAE I and II, capacity-annealed β-VAE.
 
-Each is a training objective with the signature of `loss.OBJECTIVES` (registered there by name):
-(model, x, tc, beta, sample, …) → (loss to minimize, {name: batch mean}). What each reports as `elbo`,
-`reconstruction` and `kl` is `objectives.elbo` at the very draws of z the loss used: the true β = 1
-ELBO; only the minimized surrogate differs. The estimators below are pure functions of Q and the draws.
+Each is an `Objective` (`objectives.base`), registered by name, whose `__init__` declares its settings.
+What each reports as `elbo`, `reconstruction` and `kl` is `estimators.elbo` at the very draws of z the
+loss used: the true β = 1 ELBO; only the minimized surrogate differs. The estimators below are pure
+functions of Q and the draws.
 
 Unlike the ELBO, these losses are functions of the whole minibatch (an aggregate posterior, a
 covariance over examples), so they are not sums over examples. Each takes `whole(t, dim)`, which
@@ -15,8 +15,7 @@ and added to the mean over the rank's own examples, so N processes train as one 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -24,16 +23,24 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 
 from ..errors import VaekitError
 from ..parts.distributions import is_diagonal_normal
+from ..parts.registry import Setting
+from .base import (
+    KL,
+    OBJECTIVES,
+    Draw,
+    Estimator,
+    NumSamples,
+    Objective,
+    Warmup,
+    Whole,
+    one_process,
+    reported,
+    warmup_ramp,
+)
 from .estimators import elbo
 
 TC_ESTIMATORS = ("mws", "mss")
-Whole = Callable[..., Tensor]
-"""whole(t, dim=0) → t gathered over the ranks along `dim` (the global batch); t in one process."""
-
-
-def one_process(t: Tensor, dim: int = 0) -> Tensor:
-    """`Whole` in one process: the batch is already whole."""
-    return t
+Gamma = Annotated[float, Setting("γ, the weight of the objective's penalty", at_least=0)]
 
 
 # ---- β-TCVAE: the KL term split by the aggregate posterior (Chen et al. 2018) ----------------------
@@ -108,30 +115,45 @@ def needs_factorized(q_z: Distribution, p_z: Distribution, objective: str) -> No
                           f"{type(q_z).__name__} and p(z) = {type(p_z).__name__}")
 
 
-def beta_tcvae_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, dataset_size: int,
-                         whole: Whole = one_process):
+@OBJECTIVES.register("beta-tcvae")
+class BetaTCVAE(Objective):
     """β-TCVAE (Chen et al. 2018): the ELBO with its total correlation weighted by --beta; --tc-estimator mws or mss
 
     The paper's surrogate, with α = γ = 1, is log p(x|z) − MI − β·TC − dimension-wise KL =
     log p(x|z) − (log Q(z|x) − log p(z)) − (β − 1)·TC on every draw. We take the ELBO's own surrogate
     (closed-form KL where --kl gives one: the same expectation, less noise) minus (β − 1)·TC, so the
     only estimator noise added to the ELBO's is TC's. z is reparameterized: TC's gradient needs it.
+    β is warmed up as the ELBO's is (--kl-warmup-epochs).
     """
-    q_z = model.posterior(x)
-    z = sample(q_z, tc.num_samples, "reparameterization")
-    r = elbo(model, x, q_z=q_z, kl=tc.kl, z=z)
-    p_z = model.prior()
-    needs_factorized(q_z, p_z, "beta-tcvae")
-    q_all = Independent(Normal(whole(q_z.base_dist.loc), whole(q_z.base_dist.scale), validate_args=False), 1)
-    d = kl_decomposition(q_all, p_z, whole(z, 1), dataset_size, tc.tc_estimator)  # over the global batch
-    total_correlation = d.total_correlation.mean()
-    loss = -r.surrogate.mean() + (beta - 1) * total_correlation
-    return loss, {**reported(r), "mi": d.mutual_information.mean(), "tc": total_correlation,
-                  "dim_kl": d.dimension_kl.mean()}
 
+    # Chen et al. 2018 train with MWS; MSS is their appendix's lower-bias alternative
+    def __init__(self, num_samples: NumSamples = 1, kl: KL = "auto",
+                 beta: Annotated[float, Setting("β, the weight of the total correlation (1: the ELBO)", at_least=0)] = 1.0,
+                 kl_warmup_epochs: Warmup = 0.0,
+                 tc_estimator: Annotated[str, Setting("log q(z) over the minibatch by minibatch-weighted (mws) or "
+                                                      "minibatch-stratified (mss) sampling (Chen et al. 2018)",
+                                                      choices=TC_ESTIMATORS)] = "mws"):
+        super().__init__()
+        self.num_samples, self.kl, self.beta, self.kl_warmup_epochs = num_samples, kl, beta, kl_warmup_epochs
+        self.tc_estimator = tc_estimator
+        self.dataset_size = 0
 
-def reported(r) -> dict[str, Tensor]:
-    return {"elbo": r.elbo.mean(), "reconstruction": r.reconstruction.mean(), "kl": r.kl.mean()}
+    def setup(self, model, dataset_size: int) -> None:
+        self.dataset_size = dataset_size
+
+    def loss(self, model, x: Tensor, draw: Draw, progress: float | Tensor, whole: Whole = one_process):
+        q_z = model.posterior(x)
+        z = draw(q_z, self.num_samples, "reparameterization")
+        r = elbo(model, x, q_z=q_z, kl=self.kl, z=z)
+        p_z = model.prior()
+        needs_factorized(q_z, p_z, "beta-tcvae")
+        q_all = Independent(Normal(whole(q_z.base_dist.loc), whole(q_z.base_dist.scale), validate_args=False), 1)
+        d = kl_decomposition(q_all, p_z, whole(z, 1), self.dataset_size, self.tc_estimator)  # over the global batch
+        total_correlation = d.total_correlation.mean()
+        beta = self.beta * warmup_ramp(progress, self.kl_warmup_epochs)
+        loss = -r.surrogate.mean() + (beta - 1) * total_correlation
+        return loss, {**reported(r), "mi": d.mutual_information.mean(), "tc": total_correlation,
+                      "dim_kl": d.dimension_kl.mean()}
 
 
 # ---- DIP-VAE: moments of the aggregate posterior pulled to the prior's (Kumar et al. 2018) ----------
@@ -160,35 +182,49 @@ def dip_penalties(q_z: Distribution, kind: str, whole: Whole = one_process) -> t
     return cov.pow(2).sum() - diag.pow(2).sum(), (diag - 1).pow(2).sum()
 
 
-def dip_lambdas(tc: Any, kind: str) -> tuple[float, float]:
-    """(λ_od, λ_d); λ_d by default 10·λ_od for DIP-VAE-I and λ_od for II (Kumar et al. 2018, §5)."""
-    lambda_d = tc.dip_lambda_d if tc.dip_lambda_d is not None else (10.0 if kind == "i" else 1.0) * tc.dip_lambda_od
-    return tc.dip_lambda_od, lambda_d
+class DIPVAE(Objective):
+    """DIP-VAE (Kumar et al. 2018): ELBO − λ_od Σ_{i≠j} C_ij² − λ_d Σ_i (C_ii − 1)² for C = `dip_covariance`
+    of `kind` ("i" or "ii"). λ_d by default 10·λ_od for DIP-VAE-I and λ_od for II (§5); λ_od = 10, the
+    middle of Locatello et al. (2019)'s sweep 1-50."""
+
+    kind = "i"
+
+    def __init__(self, num_samples: NumSamples = 1, kl: KL = "auto", estimator: Estimator = "reparameterization",
+                 lambda_od: Annotated[float, Setting("λ_od, weight of Σ_{i≠j} C_ij² (Kumar et al. 2018)", at_least=0,
+                                                     flag="--dip-lambda-od")] = 10.0,
+                 lambda_d: Annotated[float | None, Setting("λ_d, weight of Σ_i (C_ii − 1)²; none: 10·λ_od for dip-vae-1, "
+                                                           "λ_od for dip-vae-2", at_least=0, flag="--dip-lambda-d")] = None):
+        super().__init__()
+        self.num_samples, self.kl, self.estimator = num_samples, kl, estimator
+        self.lambda_od = lambda_od
+        self.lambda_d = lambda_d if lambda_d is not None else (10.0 if self.kind == "i" else 1.0) * lambda_od
+
+    def loss(self, model, x: Tensor, draw: Draw, progress: float | Tensor, whole: Whole = one_process):
+        q_z = model.posterior(x)
+        r = elbo(model, x, q_z=q_z, kl=self.kl, estimator=self.estimator, z=draw(q_z, self.num_samples, self.estimator))
+        off, diag = dip_penalties(q_z, self.kind, whole)
+        loss = -r.surrogate.mean() + self.lambda_od * off + self.lambda_d * diag
+        return loss, {**reported(r), "dip_off_diagonal": off.detach(), "dip_diagonal": diag.detach()}
 
 
-def _dip(model, x: Tensor, tc: Any, sample, kind: str, whole: Whole):
-    q_z = model.posterior(x)
-    r = elbo(model, x, q_z=q_z, kl=tc.kl, estimator=tc.estimator, z=sample(q_z, tc.num_samples, tc.estimator))
-    off, diag = dip_penalties(q_z, kind, whole)
-    lambda_od, lambda_d = dip_lambdas(tc, kind)
-    loss = -r.surrogate.mean() + lambda_od * off + lambda_d * diag
-    return loss, {**reported(r), "dip_off_diagonal": off.detach(), "dip_diagonal": diag.detach()}
-
-
-def dip_vae_1_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, whole: Whole = one_process):
+@OBJECTIVES.register("dip-vae-1")
+class DIPVAE1(DIPVAE):
     """DIP-VAE-I (Kumar et al. 2018): ELBO − λ_od Σ_{i≠j} C_ij² − λ_d Σ_i (C_ii − 1)², C = Cov[μ(x)]
 
     --dip-lambda-od, --dip-lambda-d. Decorrelates the encoder's means over the batch and scales each
     to unit variance: the aggregate posterior's second moments matched to N(0, I)'s, without the TC's
     density estimate."""
-    return _dip(model, x, tc, sample, "i", whole)
+
+    kind = "i"
 
 
-def dip_vae_2_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, whole: Whole = one_process):
+@OBJECTIVES.register("dip-vae-2")
+class DIPVAE2(DIPVAE):
     """DIP-VAE-II (Kumar et al. 2018): as DIP-VAE-I with C = E[Σ(x)] + Cov[μ(x)], the aggregate's covariance
 
     --dip-lambda-od, --dip-lambda-d."""
-    return _dip(model, x, tc, sample, "ii", whole)
+
+    kind = "ii"
 
 
 # ---- capacity: the KL held to a rising target (Burgess et al. 2018) --------------------------------
@@ -202,16 +238,29 @@ def capacity_target(progress: float | Tensor, capacity_max: float, epochs: float
     return capacity_max * min(1.0, progress / epochs)
 
 
-def capacity_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, progress: float | Tensor):
+@OBJECTIVES.register("capacity")
+class Capacity(Objective):
     """capacity-annealed β-VAE (Burgess et al. 2018): reconstruction − γ·abs(KL − C), C rising to --capacity-max
 
     C rises linearly from 0 to --capacity-max nats over --capacity-epochs; --gamma weighs the penalty
     (eq. 8). KL is the batch mean: the capacity is the code's rate E_x KL(Q ‖ p), not each example's
-    (an absolute value per example would pin every example to C). z is reparameterized."""
-    q_z = model.posterior(x)
-    r = elbo(model, x, q_z=q_z, kl=tc.kl, z=sample(q_z, tc.num_samples, "reparameterization"))
-    target = torch.as_tensor(capacity_target(progress, tc.capacity_max, tc.capacity_epochs),
-                             dtype=r.kl.dtype, device=r.kl.device)
-    gamma = 1000.0 if tc.gamma is None else tc.gamma  # Burgess et al. 2018 on dSprites
-    loss = -(r.reconstruction.mean() - gamma * (r.kl.mean() - target).abs())
-    return loss, {**reported(r), "capacity": target.detach()}
+    (an absolute value per example would pin every example to C). z is reparameterized. γ = 1000 is
+    Burgess et al.'s on dSprites: Adam's steps do not depend on the loss's scale, and γ only has to
+    exceed what a nat of KL buys in reconstruction (about 1 near the ELBO's optimum)."""
+
+    def __init__(self, num_samples: NumSamples = 1, kl: KL = "auto", gamma: Gamma = 1000.0,
+                 capacity_max: Annotated[float, Setting("C_max, the KL target in nats that C rises to (25: Burgess "
+                                                        "et al.'s dSprites)", at_least=0)] = 25.0,
+                 capacity_epochs: Annotated[float, Setting("C rises linearly from 0 to C_max over this many epochs "
+                                                           "(0: C_max from the start)", at_least=0)] = 25.0):
+        super().__init__()
+        self.num_samples, self.kl, self.gamma = num_samples, kl, gamma
+        self.capacity_max, self.capacity_epochs = capacity_max, capacity_epochs
+
+    def loss(self, model, x: Tensor, draw: Draw, progress: float | Tensor, whole: Whole = one_process):
+        q_z = model.posterior(x)
+        r = elbo(model, x, q_z=q_z, kl=self.kl, z=draw(q_z, self.num_samples, "reparameterization"))
+        target = torch.as_tensor(capacity_target(progress, self.capacity_max, self.capacity_epochs),
+                                 dtype=r.kl.dtype, device=r.kl.device)
+        loss = -(r.reconstruction.mean() - self.gamma * (r.kl.mean() - target).abs())
+        return loss, {**reported(r), "capacity": target.detach()}

@@ -7,8 +7,7 @@ log density ratio log q(z) − log ∏_d q(z_d), so TC ≈ E_q(z)[logit D(z)] (t
 The VAE maximizes the ELBO − γ·TC; D minimizes its cross-entropy. As in disentanglement_lib (whose
 runs Locatello et al. 2019 report), both terms are computed on the same minibatch.
 
-The discriminator is the objective's own trainable part (`parts`): built by `discriminator`, handed
-to the objective, stepped by its own Adam parameter group with Kim & Mnih's β₁, β₂ = 0.5, 0.9, saved
+The discriminator is the objective's own module: built by `FactorVAE.setup` once k is known, stepped by its own Adam parameter group with Kim & Mnih's β₁, β₂ = 0.5, 0.9, saved
 in train_state.pt and never in model.safetensors. One backward pass serves both players: the VAE's
 term sees D's weights detached and D's term sees z detached, so each gradient reaches only its own
 parameters, and a step equals the paper's two optimizers stepping in turn (tests/test_factorvae.py).
@@ -17,22 +16,21 @@ parameters, and a step equals the paper's two optimizers stepping in turn (tests
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .disentangling import Whole, one_process, reported
+from ..parts.registry import Setting
+from .base import KL, OBJECTIVES, Draw, Objective, Whole, one_process, reported
 from .estimators import elbo
 
 
 class Discriminator(nn.Module):
     """D: z [..., k] → logit [...], the log-odds that z came from q(z) rather than ∏_d q(z_d): an MLP
     with LeakyReLU(0.2) (Kim & Mnih 2018, App. A: six layers of 1000 units)."""
-
-    adam: ClassVar[dict] = {"betas": (0.5, 0.9)}  # its Adam group's settings (Kim & Mnih 2018, App. A); lr follows --lr
 
     def __init__(self, latent_dim: int, hidden: Sequence[int] = (1000,) * 6):
         super().__init__()
@@ -48,11 +46,6 @@ class Discriminator(nn.Module):
         return self.net(z).squeeze(-1)
 
 
-def discriminator(latent_dim: int, tc: Any) -> Discriminator:
-    """FactorVAE's trainable part: a `Discriminator` of --discriminator-hidden sizes."""
-    return Discriminator(latent_dim, tc.discriminator_hidden)
-
-
 def permute_dims(z: Tensor) -> Tensor:
     """z [..., B, k] with each latent dimension permuted independently across the batch (Kim & Mnih
     2018, Algorithm 2): from draws of q(z), draws of ∏_d q(z_d). Uses torch's generator."""
@@ -65,24 +58,39 @@ def discriminator_loss(critic: nn.Module, z: Tensor, z_permuted: Tensor) -> Tens
     return 0.5 * (F.softplus(-critic(z)).mean() + F.softplus(critic(z_permuted)).mean())
 
 
-def factorvae_objective(model, x: Tensor, tc: Any, beta: float | Tensor, sample, parts: nn.Module,
-                        whole: Whole = one_process):
+@OBJECTIVES.register("factorvae")
+class FactorVAE(Objective):
     """FactorVAE (Kim & Mnih 2018): the ELBO − γ·TC, TC from a discriminator on permuted latents; --gamma, --discriminator-hidden
 
-    Returns the VAE's loss plus the discriminator's: −(ELBO − γ·E[logit D(z)]) with D's weights
+    The loss is the VAE's plus the discriminator's: −(ELBO − γ·E[logit D(z)]) with D's weights
     detached, plus D's cross-entropy on z detached and on its permutation over the global batch (the
-    same on every rank under torchrun). Reports the true ELBO, the TC estimate and D's loss.
+    same on every rank under torchrun). Reports the true ELBO, the TC estimate and D's loss. γ = 40:
+    the middle of Locatello et al. (2019)'s sweep 10-100.
     """
-    q_z = model.posterior(x)
-    z = sample(q_z, 1, "reparameterization")  # [1, B, k]
-    r = elbo(model, x, q_z=q_z, kl=tc.kl, z=z)
-    frozen = {name: p.detach() for name, p in parts.named_parameters()}
-    total_correlation = functional_call(parts, frozen, (z,)).mean()
-    everyone = whole(z.detach(), 1)
-    critic_loss = discriminator_loss(parts, everyone, permute_dims(everyone))
-    gamma = 40.0 if tc.gamma is None else tc.gamma  # the middle of Locatello et al. (2019)'s sweep 10-100
-    loss = -r.surrogate.mean() + gamma * total_correlation + critic_loss
-    return loss, {**reported(r), "tc": total_correlation.detach(), "discriminator": critic_loss.detach()}
 
+    adam: ClassVar[dict] = {"betas": (0.5, 0.9)}  # D's Adam group (Kim & Mnih 2018, App. A); lr follows --lr
 
-factorvae_objective.parts = discriminator  # type: ignore[attr-defined]
+    def __init__(self, kl: KL = "auto",
+                 gamma: Annotated[float, Setting("γ, the weight of the total correlation (Kim & Mnih 2018)",
+                                                 at_least=0)] = 40.0,
+                 discriminator_hidden: Annotated[tuple[int, ...], Setting("the discriminator's hidden sizes (Kim & "
+                                                                          "Mnih 2018: six of 1000)", above=0)]
+                 = (1000,) * 6):
+        super().__init__()
+        self.kl, self.gamma, self.hidden = kl, gamma, discriminator_hidden
+        self.discriminator: Discriminator | None = None
+
+    def setup(self, model, dataset_size: int) -> None:
+        self.discriminator = Discriminator(model.latent_dim, self.hidden).to(next(model.parameters()).device)
+
+    def loss(self, model, x: Tensor, draw: Draw, progress: float | Tensor, whole: Whole = one_process):
+        critic = self.discriminator
+        q_z = model.posterior(x)
+        z = draw(q_z, 1, "reparameterization")  # [1, B, k]
+        r = elbo(model, x, q_z=q_z, kl=self.kl, z=z)
+        frozen = {name: p.detach() for name, p in critic.named_parameters()}
+        total_correlation = functional_call(critic, frozen, (z,)).mean()
+        everyone = whole(z.detach(), 1)
+        critic_loss = discriminator_loss(critic, everyone, permute_dims(everyone))
+        loss = -r.surrogate.mean() + self.gamma * total_correlation + critic_loss
+        return loss, {**reported(r), "tc": total_correlation.detach(), "discriminator": critic_loss.detach()}

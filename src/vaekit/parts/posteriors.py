@@ -6,13 +6,15 @@ dimension k. Every Q here has `rsample` (the reparameterization trick) and an ex
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, MultivariateNormal
 
 from .distributions import Part, diagonal_normal
 from .flows import IAF, IAFDistribution
-from .registry import Registry
+from .registry import Registry, Setting
 
 POSTERIORS = Registry("posterior")
 
@@ -111,6 +113,7 @@ def full(latent_dim: int) -> PosteriorHead:
 
 
 @POSTERIORS.register("iaf")
-def iaf(latent_dim: int, flow_steps: int = 2) -> PosteriorHead:
+def iaf(latent_dim: int, flow_steps: Annotated[int, Setting("T, the inverse autoregressive flow steps", above=0,
+                                                            flag="--flow-steps")] = 2) -> PosteriorHead:
     """N(μ(x), diag σ²(x)) then --flow-steps inverse autoregressive flow steps (Kingma et al. 2016)"""
     return InverseAutoregressiveFlow(latent_dim, flow_steps)

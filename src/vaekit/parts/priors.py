@@ -7,13 +7,15 @@ A prior may also offer pictures of itself: `pictures()` → {name: (images [N, D
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, MultivariateNormal
 
 from ..errors import VaekitError
 from .distributions import LOG_2PI, Part, diagonal_normal, is_diagonal_normal
-from .registry import Registry
+from .registry import Registry, Setting
 
 PRIORS = Registry("prior")
 
@@ -181,14 +183,18 @@ def standard(latent_dim: int) -> nn.Module:
     return StandardNormal(latent_dim)
 
 
+Components = Annotated[int, Setting("K, the components of a mixture prior (mog: Gaussians; vampprior: "
+                                    "pseudo-inputs)", above=0, flag="--prior-components")]
+
+
 @PRIORS.register("mog")
-def mog(latent_dim: int, components: int) -> nn.Module:
+def mog(latent_dim: int, components: Components = 10) -> nn.Module:
     """a mixture of K learned diagonal Gaussians (--prior-components K)"""
     return MixtureOfGaussians(latent_dim, components)
 
 
 @PRIORS.register("vampprior")
-def vampprior(components: int, encoder: nn.Module, data_dim: int, classes: int = 0) -> nn.Module:
+def vampprior(encoder: nn.Module, data_dim: int, classes: int = 0, components: Components = 10) -> nn.Module:
     """VampPrior: mean of the encoder's Q at K learned pseudo-inputs (--prior-components K), init N(0.05, 0.01²)
 
     Pseudo-inputs clamped to [0, 1]; random initialisation only (a model is built before it sees data).

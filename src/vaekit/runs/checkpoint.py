@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .config import Config, ModelConfig, plugins_needed
+from .config import Config, ModelConfig, migrate, plugins_needed
 from ..errors import NonFiniteLossError, PluginError, VaekitError
 from .history import METRICS, read_metrics, truncate_metrics
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
 STANDARDIZATION = "standardization.safetensors"  # the training split's mean and spread, when standardizing
 LAYOUT_VERSION = (0, 2)  # runs written before VAE(encoder, decoder, prior) hold another state-dict layout
+SETTINGS_VERSION = (0, 3)  # runs written before it keep the parts' settings flat in config.json (`config.migrate`)
 
 
 def vaekit_version() -> str:
@@ -79,6 +80,8 @@ def load_config(run: Path) -> Config:
         flags = " ".join(f"--plugin {p}" for p in missing)
         raise PluginError(f"{path}: this run's parts come from the plugin {', '.join(missing)}, which is not loaded; "
                           f"pass {flags} (a run directory never imports code by itself)")
+    if _version_tuple(written_by)[:2] < SETTINGS_VERSION:
+        d = migrate(d)  # 0.2 kept the parts' settings flat beside the part's name
     return Config.from_dict(d, source=str(path))
 
 

@@ -1,13 +1,25 @@
 """Configuration as frozen dataclasses: defaults < config file (TOML/JSON) < command-line flags.
 
-A run's `config.json` holds the resolved `Config` plus versions; `Config.from_dict` reads it back,
-rejecting unknown keys (with a "did you mean") and values of the wrong type or range.
+Three sections, `[model]`, `[data]`, `[train]`. A setting of the run as a whole is a field here, declared
+once with its help and range (`setting`). A part of the model or the objective is a *slot* (`slot`): a
+`Choice` of a registered part with the settings that part declares (`parts.registry`), written as a table:
+
+    [model.prior]
+    name = "vampprior"
+    components = 500
+
+    [train.objective]
+    name = "factorvae"
+    gamma = 40
+
+A run's `config.json` holds the resolved `Config` (every setting of every chosen part) plus versions;
+`Config.from_dict` reads it back, refusing unknown keys (naming the closest) and values of the wrong
+type or range.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import typing
@@ -15,56 +27,76 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..objectives.disentangling import TC_ESTIMATORS
 from ..errors import VaekitError
+from ..objectives import OBJECTIVES
 from ..parts.hierarchical import INFERENCE
 from ..parts.likelihoods import LIKELIHOODS
-from ..objectives import OBJECTIVES
 from ..parts.networks import ACTIVATIONS, ARCHITECTURES
-from ..objectives.estimators import ESTIMATORS, KL_MODES
-from .plugins import source_of
 from ..parts.posteriors import POSTERIORS
 from ..parts.priors import PRIORS
-from ..parts.registry import Registry
+from ..parts.registry import MAX_COUNT, Choice, Declared, Registry, Setting, closest
+from .plugins import source_of
+
+MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators take
+__all__ = ["MAX_COUNT", "MAX_SEED", "Config", "DataConfig", "ModelConfig", "TrainConfig"]
 
 
-def setting(default: Any, help: str, choices: Any = None, flag: str | None = None, resumable: bool = False) -> Any:
-    """A config field with its --help line and, where it names a registered part, its registry
-    (or a tuple) of choices; `flag` overrides the command-line flag (default: --field-name);
-    `resumable`: a `--resume` may change it (else the run's saved value stands, and a different one is refused)."""
-    meta = {"help": help, "choices": choices, "flag": flag, "resumable": resumable}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata=meta)
+def setting(default: Any, help: str, *, flag: str | None = None, resumable: bool = False, **limits: Any) -> Any:
+    """A field of the run: its default, --help line and range (`above`, `at_least`, `at_most`, `choices`:
+    as `Setting` takes them); `flag` overrides the flag (default --field-name; "" for none);
+    `resumable`: a `--resume` may change it (else the run's saved value stands, and another is refused)."""
+    meta = {"setting": Setting(help, flag=flag, **limits), "resumable": resumable}
     return field(default=default, metadata=meta)
 
 
+def slot(default: str, help: str, registry: Registry) -> Any:
+    """A field that chooses a registered part by name, with that part's own settings (a `Choice`)."""
+    return field(default=registry.choose(default), metadata={"setting": Setting(help), "registry": registry,
+                                                             "resumable": False})
+
+
+class Slots:
+    """A section whose slots may be given as a name or a table (`TrainConfig(objective={"name": "iwae", "k": 5})`):
+    each becomes its `Choice`, every setting of the part resolved."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            registry = f.metadata.get("registry")
+            value = getattr(self, f.name)
+            if registry is not None and not isinstance(value, Choice):
+                object.__setattr__(self, f.name, registry.choose(value, f"[{f.name}]"))
+
+
 @dataclass(frozen=True)
-class ModelConfig:
-    data_shape: tuple[int, ...] = setting((), "filled from the data: (C, H, W) for images, (D,) otherwise", flag="")
+class ModelConfig(Slots):
+    """[model]: the VAE's shape and its parts."""
+
+    data_shape: tuple[int, ...] = setting((), "filled from the data: (C, H, W) for images, (D,) otherwise", flag="",
+                                          above=0)
     latent_dim: tuple[int, ...] = setting((20,), "k, the dimension of z; repeat for stochastic layers z₁, z₂, … "
-                                          "(--latent-dim 100 --latent-dim 50: Burda et al.'s two-layer VAE)")
-    hidden: tuple[int, ...] = setting((400,), "encoder hidden layer size; repeat for more layers (none: linear maps)")
-    decoder_hidden: tuple[int, ...] | None = setting(None, "decoder hidden sizes (default: --hidden mirrored)")
-    activation: str = setting("relu", "nonlinearity between layers", tuple(ACTIVATIONS))
-    arch: str = setting("mlp", "encoder and decoder networks", ARCHITECTURES)
-    likelihood: str = setting("bernoulli", "p(x|z)", LIKELIHOODS)
-    sigma: float = setting(0.1, "σ of the known-σ Gaussian likelihood (initial σ when learned)")
-    posterior: str = setting("diagonal", "the family of Q(z|x)", POSTERIORS)
-    flow_steps: int = setting(2, "T, the inverse autoregressive flow steps of --posterior iaf")
+                                          "(--latent-dim 100 --latent-dim 50: Burda et al.'s two-layer VAE)", above=0)
+    hidden: tuple[int, ...] = setting((400,), "encoder hidden layer size; repeat for more layers (none: linear maps)",
+                                      above=0)
+    decoder_hidden: tuple[int, ...] | None = setting(None, "decoder hidden sizes (default: --hidden mirrored)",
+                                                     above=0)
+    activation: str = setting("relu", "nonlinearity between layers", choices=tuple(ACTIVATIONS))
+    arch: Choice = slot("mlp", "encoder and decoder networks", ARCHITECTURES)  # noqa: RUF009 - a Choice is immutable
+    likelihood: Choice = slot("bernoulli", "p(x|z)", LIKELIHOODS)  # noqa: RUF009 - a Choice is immutable
+    posterior: Choice = slot("diagonal", "the family of Q(z|x)", POSTERIORS)  # noqa: RUF009 - a Choice is immutable
     layer_hidden: tuple[int, ...] | None = setting(None, "two or more --latent-dim: hidden sizes of the networks "
-                                                   "between stochastic layers; none: two of twice the upper layer's size")
+                                                   "between stochastic layers; none: two of twice the upper layer's size",
+                                                   above=0)
     inference: str = setting("bottom-up", "two or more --latent-dim: Q drawn bottom-up, Q(z₁|x)Q(z₂|z₁)… (Burda "
                              "et al. 2016), or top-down, ladder: Q(z_l|z_l+1, x) ∝ p(z_l|z_l+1)·N(μ̂_l(x), σ̂_l²) "
-                             "(Sønderby et al. 2016)", tuple(INFERENCE))
-    prior: str = setting("standard", "p(z) (of the top layer z_L when there are several)", PRIORS)
-    prior_components: int = setting(10, "components K of a mixture prior (mog: Gaussians; vampprior: pseudo-inputs)")
+                             "(Sønderby et al. 2016)", choices=tuple(INFERENCE))
+    prior: Choice = slot("standard", "p(z) (of the top layer z_L when there are several)", PRIORS)  # noqa: RUF009 - a Choice is immutable
     condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "
-                             "data's labels y (one-hot); --prior label adds p(z|y)", ("none", "label"))
-    condition_classes: int = setting(0, "filled from the data: the number of label classes", flag="")
+                             "data's labels y (one-hot); --prior label adds p(z|y)", choices=("none", "label"))
+    condition_classes: int = setting(0, "filled from the data: the number of label classes", flag="", at_least=0)
     shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "
                                    "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")
     init: str = setting("default", "weights: default (PyTorch) or glorot (Glorot-uniform, zero biases: the "
-                        "IWAE paper's)", ("default", "glorot"))
+                        "IWAE paper's)", choices=("default", "glorot"))
     built_in_python: bool = setting(False, "the networks were built in Python (vaekit.fit/save): the weights load "
                                     "only into the same model, rebuilt by the user (vaekit.load(DIR, model=…))", flag="")
     plugins: tuple[str, ...] = setting((), "plugin files or modules that define this run's registered parts "
@@ -82,252 +114,85 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = setting("digits", "digits, wine (embedded), shapes2d (rendered), mnist, fashion-mnist, binarized-mnist, frey-faces, "
-                           "or a path: .npy .npz .csv or a folder of images")
+    """[data]: which examples, and how they are prepared."""
+
+    dataset: str = setting("digits", "digits, wine (embedded), shapes2d (rendered), mnist, fashion-mnist, binarized-mnist, "
+                           "frey-faces, or a path: .npy .npz .csv or a folder of images")
     binarize: str = setting("auto", "for a Bernoulli likelihood: dynamic (a fresh draw per use), static (one seeded "
                             "draw) or none; auto: dynamic for binary likelihoods, none otherwise",
-                            ("auto", "dynamic", "static", "none"))
+                            choices=("auto", "dynamic", "static", "none"))
     standardize: bool = setting(False, "real-valued data: subtract the training mean and divide by the training "
                                 "standard deviation per dimension (saved in the run, undone for samples)")
-    split_seed: int = setting(0, "seeds the validation (and test) split drawn from data that has none")
+    split_seed: int = setting(0, "seeds the validation (and test) split drawn from data that has none", at_least=0,
+                              at_most=MAX_SEED)
     val_size: int | None = setting(None, "validation examples held out of train (default: 200 digits, 10000 "
-                                   "MNIST-like, 10%% otherwise)")
+                                   "MNIST-like, 10% otherwise)", at_least=0)
     data_dir: str | None = setting(None, "root of mnist/, fashion-mnist/, binarized_mnist/, frey_faces/ "
                                    "(else $VAEKIT_DATA, else ~/.cache/vaekit)", resumable=True)
     mmap: bool = setting(False, ".npy only: memory-map instead of reading into RAM (data larger than memory)")
     scale: float | None = setting(None, "user files: divide the stored values by this (default: 255 for uint8 arrays "
-                                  "and 8-bit images, 65535 for 16-bit images, 1 otherwise, CSV included)")
+                                  "and 8-bit images, 65535 for 16-bit images, 1 otherwise, CSV included)", above=0)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = setting(50, "passes over the training split (total, counting those already trained)", resumable=True)
-    batch_size: int = setting(128, "examples per step (per process under torchrun)")
-    lr: float = setting(1e-3, "Adam's learning rate", resumable=True)
-    adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)")
-    objective: str = setting("elbo", "what training maximizes", OBJECTIVES)
-    beta: float = setting(1.0, "KL weight in the training objective only; the reported ELBO is β = 1")
-    kl_warmup_epochs: float = setting(0.0, "β ramps linearly from 0 to --beta over this many epochs")
-    num_samples: int = setting(1, "Monte Carlo samples of z per example in the training ELBO")
-    kl: str = setting("auto", "KL term: auto (closed form where it exists, else Monte Carlo), analytic, mc",
-                      KL_MODES)
-    estimator: str = setting("reparameterization", "gradient estimator of the ELBO", ESTIMATORS)
-    train_k: int = setting(1, "importance samples per example for --objective iwae")
-    dreg: bool = setting(False, "--objective iwae: doubly reparameterized encoder gradients (Tucker et al. 2018)")
-    # Chen et al. 2018 train with MWS; MSS is their appendix's lower-bias alternative
-    tc_estimator: str = setting("mws", "--objective beta-tcvae: log q(z) over the minibatch by minibatch-weighted "
-                                "(mws) or minibatch-stratified (mss) sampling (Chen et al. 2018)", TC_ESTIMATORS)
-    # λ_od = 10: the middle of Locatello et al. (2019)'s sweep 1-50 of Kumar et al.'s weight
-    dip_lambda_od: float = setting(10.0, "--objective dip-vae-1|2: λ_od, weight of Σ_{i≠j} C_ij² (Kumar et al. 2018)")
-    dip_lambda_d: float | None = setting(None, "--objective dip-vae-1|2: λ_d, weight of Σ_i (C_ii − 1)²; none: "
-                                         "10·λ_od for dip-vae-1, λ_od for dip-vae-2 (Kumar et al. 2018)")
-    # Burgess et al. 2018 use γ = 1000 on dSprites; Adam's steps do not depend on the loss's scale, and γ
-    # only has to exceed what a nat of KL buys in reconstruction (about 1 near the ELBO's optimum)
-    gamma: float | None = setting(None, "--objective capacity: γ, weight of |KL − C| (Burgess et al. 2018); "
-                                  "--objective factorvae: γ, weight of the TC (Kim & Mnih 2018); none: 1000 for "
-                                  "capacity, 40 for factorvae")
-    discriminator_hidden: tuple[int, ...] = setting((1000,) * 6, "--objective factorvae: the discriminator's hidden "
-                                                    "sizes (Kim & Mnih 2018: six of 1000)")
-    capacity_max: float = setting(25.0, "--objective capacity: C_max, the KL target in nats that C rises to "
-                                  "(25: Burgess et al.'s dSprites)")
-    capacity_epochs: float = setting(25.0, "--objective capacity: C rises linearly from 0 to C_max over this many "
-                                     "epochs (0: C_max from the start)")
-    seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise")
-    eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True)
-    checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)", resumable=True)
+class TrainConfig(Slots):
+    """[train]: the objective and how it is optimized."""
+
+    epochs: int = setting(50, "passes over the training split (total, counting those already trained)", resumable=True,
+                          above=0)
+    batch_size: int = setting(128, "examples per step (per process under torchrun)", above=0)
+    lr: float = setting(1e-3, "Adam's learning rate", resumable=True, above=0)
+    adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)", above=0)
+    objective: Choice = slot("elbo", "what training maximizes", OBJECTIVES)  # noqa: RUF009 - a Choice is immutable
+    seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise", at_least=0, at_most=MAX_SEED)
+    eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True, above=0)
+    checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)",
+                                    resumable=True, at_least=0)
     skip_nonfinite: int = setting(0, "skip up to N batches with a NaN/Inf loss or gradient (0: stop at the first)",
-                                  resumable=True)
-    precision: str = setting("fp32", "bf16: autocast matmuls (log-densities stay float32)", ("fp32", "bf16"))
+                                  resumable=True, at_least=0)
+    precision: str = setting("fp32", "bf16: autocast matmuls (log-densities stay float32)", choices=("fp32", "bf16"))
     compile: bool = setting(False, "torch.compile the objective (falls back to eager, with a warning)", resumable=True)
     cuda_graphs: bool = setting(False, "CUDA, one process: capture the whole training step once and replay it",
                                 resumable=True)
 
 
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
 @dataclass(frozen=True)
 class Config:
+    """A run's whole configuration: `Config.from_dict(d)` checks and resolves a nested dict (a config file,
+    a config.json); `to_dict()` is what config.json holds; `replace(train={"epochs": 3})` a changed copy."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {name: {f.name: _plain(getattr(getattr(self, name), f.name)) for f in dataclasses.fields(cls)}
+                for name, cls in SECTIONS.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
-        _check_keys(d, {f.name for f in dataclasses.fields(cls)}, source)
-        parts = {name: _section(sub_cls, d.get(name, {}), f"{source}: [{name}]") for name, sub_cls in SECTIONS.items()}
-        cfg = cls(**parts)
+        check_keys(d, set(SECTIONS), source)
+        cfg = cls(**{name: _section(sub, d.get(name, {}), f"{source}: [{name}]") for name, sub in SECTIONS.items()})
         validate(cfg, source)
         return cfg
 
     def replace(self, **sections: dict[str, Any]) -> Config:
-        """A copy with some fields of some sections replaced: `cfg.replace(train={"epochs": 3})`."""
-        merged = self.to_dict()
-        for name, updates in sections.items():
-            merged[name].update(updates)
-        return Config.from_dict(merged)
+        """A copy with some fields of some sections replaced: `cfg.replace(train={"epochs": 3})`; a part's
+        settings by its table: `cfg.replace(train={"objective": {"name": "iwae", "k": 5}})`."""
+        return Config.from_dict(merge(self.to_dict(), sections))
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+def _plain(value: Any) -> Any:
+    return value.as_dict() if isinstance(value, Choice) else value
 
 
-def _check_keys(d: Any, known: set[str], where: str) -> None:
-    if not isinstance(d, dict):
-        raise VaekitError(f"{where}: expected a table of settings, got {type(d).__name__}")
-    for key in d:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
-            raise VaekitError(f"{where}: unknown key {key!r}{hint}")
-
-
-def _section(cls, d: Any, where: str):
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(d, set(fields), where)
+def declared(cls: type) -> dict[str, Declared]:
+    """The fields of a section as `Declared` settings (a slot's `type` is its Choice)."""
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _coerce(v, hints[k], f"{where} {k}") for k, v in d.items()})
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check `value` against a field's type; JSON lists become tuples, ints are accepted as floats."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", ())):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple:
-        item = args[0]
-        if isinstance(value, int) and item is int and not isinstance(value, bool):
-            value = [value]  # one size where a list of sizes goes: `latent_dim = 20`
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
-        if not ok:
-            kind = "integers" if item is int else "strings"
-            raise VaekitError(f"{where}: expected a list of {kind}, got {value!r}")
-        return tuple(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise VaekitError(f"{where}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-_POSITIVE = {
-    ("model", "latent_dim"), ("model", "sigma"), ("model", "prior_components"), ("model", "flow_steps"),
-    ("train", "epochs"), ("train", "batch_size"), ("train", "lr"), ("train", "adam_eps"), ("train", "num_samples"), ("train", "eval_k"), ("train", "train_k"),
-}
-MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
-MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators take
-_NON_NEGATIVE = {("train", "seed"), ("data", "split_seed"), ("train", "beta"), ("train", "kl_warmup_epochs"), ("train", "checkpoint_every"), ("train", "skip_nonfinite"),
-                 ("train", "dip_lambda_od"), ("train", "capacity_max"), ("train", "capacity_epochs")}
-_DIP = ("dip-vae-1", "dip-vae-2")
-# Settings that only some built-in objectives read: elsewhere a value other than the default is refused
-# (a plugin's objective may read any of them).
-APPLIES_TO = {
-    "beta": ("elbo", "beta-tcvae"), "kl_warmup_epochs": ("elbo", "beta-tcvae"),
-    "estimator": ("elbo", *_DIP), "dreg": ("iwae",), "tc_estimator": ("beta-tcvae",),
-    "dip_lambda_od": _DIP, "dip_lambda_d": _DIP,
-    "gamma": ("capacity", "factorvae"), "discriminator_hidden": ("factorvae",), "capacity_max": ("capacity",), "capacity_epochs": ("capacity",),
-}
-
-
-def validate(cfg: Config, source: str = "config") -> None:
-    """Range and choice checks; the message names the field and the value."""
-    for sec, f in settings():
-        choices = f.metadata.get("choices")
-        names = choices.names() if isinstance(choices, Registry) else choices
-        v = getattr(getattr(cfg, sec), f.name)
-        if names is not None and v not in names:
-            raise VaekitError(f"{source}: [{sec}] {f.name} = {v!r} is not one of {', '.join(names)}")
-    for sec, f in settings():
-        v = getattr(getattr(cfg, sec), f.name)
-        for item in (v if isinstance(v, tuple) else (v,)):
-            limit = MAX_SEED if f.name.endswith("seed") else MAX_COUNT
-            if isinstance(item, int) and not isinstance(item, bool) and not -limit <= item <= limit:
-                raise VaekitError(f"{source}: [{sec}] {f.name} = {item} is out of range (at most {limit})")
-    for sec, name in _POSITIVE:
-        v = getattr(getattr(cfg, sec), name)
-        for item in v if isinstance(v, tuple) else (v,):
-            if not (item > 0 and math.isfinite(item)):
-                raise VaekitError(f"{source}: [{sec}] {name} must be > 0, got {item!r}")
-    if not cfg.model.latent_dim:
-        raise VaekitError(f"{source}: [model] latent_dim needs at least one size")
-    for sec, name in _NON_NEGATIVE:
-        v = getattr(getattr(cfg, sec), name)
-        if not (v >= 0 and math.isfinite(v)):
-            raise VaekitError(f"{source}: [{sec}] {name} must be >= 0, got {v!r}")
-    t = cfg.train
-    for name in ("dip_lambda_d", "gamma"):  # none: the objective's own default
-        v = getattr(t, name)
-        if v is not None and not (v >= 0 and math.isfinite(v)):
-            raise VaekitError(f"{source}: [train] {name} must be >= 0, got {v!r}")
-    _check_objective_settings(t, source)
-    m = cfg.model
-    if m.condition != "none" and t.cuda_graphs:
-        raise VaekitError(f"{source}: [model] condition = {m.condition!r} takes no cuda_graphs")
-    if cfg.data.scale is not None and not (cfg.data.scale > 0 and math.isfinite(cfg.data.scale)):
-        raise VaekitError(f"{source}: [data] scale must be > 0, got {cfg.data.scale!r}")
-    if cfg.data.val_size is not None and cfg.data.val_size < 0:
-        raise VaekitError(f"{source}: [data] val_size must be >= 0, got {cfg.data.val_size}")
-    for sec, name in (("model", "hidden"), ("model", "decoder_hidden"), ("model", "layer_hidden"),
-                      ("train", "discriminator_hidden")):
-        sizes = getattr(getattr(cfg, sec), name) or ()
-        if any(h <= 0 for h in sizes):
-            raise VaekitError(f"{source}: [{sec}] {name} sizes must be > 0, got {list(sizes)}")
-
-
-def _check_objective_settings(t: TrainConfig, source: str) -> None:
-    """Refuse a setting that the chosen built-in objective does not read (`APPLIES_TO`), in one line."""
-    if not OBJECTIVES.entry(t.objective).builtin:
-        return
-    default = TrainConfig()
-    for name, objectives in APPLIES_TO.items():
-        v = getattr(t, name)
-        if v != getattr(default, name) and t.objective not in objectives:
-            which = " or ".join(f"'{o}'" for o in objectives)
-            raise VaekitError(f"{source}: [train] {name} = {v!r} applies to objective {which}, not '{t.objective}'")
-
-
-def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "") -> Config:
-    """The config a `--resume` trains with: the run's saved one, with the settings in `given` (section,
-    name) taken from `cfg` where they may change (`resumable`), and a one-line refusal where one that
-    may not (the model, the data, the batch size, the seed, …) differs. `given=None`: every setting
-    of `cfg` that differs from the default counts as given (a Python caller's config)."""
-    default = Config()
-    updates: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-    for section, f in settings():
-        new, old = getattr(getattr(cfg, section), f.name), getattr(getattr(saved, section), f.name)
-        is_given = (section, f.name) in given if given is not None else new != getattr(getattr(default, section), f.name)
-        if not is_given or new == old:
-            continue
-        if not f.metadata["resumable"]:
-            raise VaekitError(f"{where}[{section}] {f.name} = {new!r} differs from the run's {old!r}, and it cannot "
-                              "change on --resume; train a new run into another --out")
-        updates[section][f.name] = new
-    return Config.from_dict({k: {**v, **updates[k]} for k, v in saved.to_dict().items()}, source="resumed config")
-
-
-def plugins_needed(cfg: Config) -> tuple[str, ...]:
-    """The plugins (as `plugins.source_of` records them) whose registered parts `cfg` names."""
-    needed = set()
-    for section, f in settings():
-        registry = f.metadata.get("choices")
-        if isinstance(registry, Registry):
-            entry = registry.entry(getattr(getattr(cfg, section), f.name))
-            if not entry.builtin:
-                needed.add(source_of(entry.module))
-    return tuple(sorted(needed))
-
-
-def registry_tables() -> str:
-    """The README's table of every built-in registered choice, one row per name (a test keeps them equal)."""
-    rows = ["| flag | name | what it is |", "|---|---|---|"]
-    for _, f in settings():
-        registry = f.metadata.get("choices")
-        if isinstance(registry, Registry):
-            flag = "--" + f.name.replace("_", "-")
-            rows += [f"| `{flag}` | `{e.name}` | {e.help} |" for e in map(registry.entry, registry.names()) if e.builtin]
-    return "\n".join(rows) + "\n"
+    return {f.name: Declared(f.name, hints[f.name], f.default, f.metadata["setting"]) for f in dataclasses.fields(cls)}
 
 
 def settings():
@@ -335,6 +200,97 @@ def settings():
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             yield name, f
+
+
+def slots():
+    """(section, field name, registry) of every slot."""
+    for section, f in settings():
+        if "registry" in f.metadata:
+            yield section, f.name, f.metadata["registry"]
+
+
+def check_keys(d: Any, known: set[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise VaekitError(f"{where}: expected a table of settings, got {type(d).__name__}")
+    for key in d:
+        if key not in known:
+            moved = MOVED.get((where.rsplit("[", 1)[-1].rstrip("]"), key))
+            if moved:
+                raise VaekitError(f"{where}: {key} is a setting of the {moved[0]} since vaekit 0.3: write it in "
+                                  f"its table, [{where.rsplit('[', 1)[-1].rstrip(']')}.{moved[0]}] {moved[1]} = …")
+            raise VaekitError(f"{where}: unknown key {key!r}{closest(key, known)}")
+
+
+def _section(cls: type, d: Any, where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(d, set(fields), where)
+    values = {}
+    for name, value in d.items():
+        registry = fields[name].metadata.get("registry")
+        if registry is not None:  # "source: [model]" → "source: [model.prior]", its table's name
+            values[name] = registry.choose(value, f"{where[:-1]}.{name}]")
+        else:
+            values[name] = declared(cls)[name].check(value, f"{where} {name}")
+    return cls(**values)
+
+
+def validate(cfg: Config, source: str = "config") -> None:
+    """The checks that span fields (each field's own range is checked as it is read)."""
+    if not cfg.model.latent_dim:
+        raise VaekitError(f"{source}: [model] latent_dim needs at least one size")
+    if cfg.model.condition != "none" and cfg.train.cuda_graphs:
+        raise VaekitError(f"{source}: [model] condition = {cfg.model.condition!r} takes no cuda_graphs")
+
+
+def merge(base: dict[str, dict[str, Any]], update: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`update`'s sections over `base`'s. A slot given by another part's name starts from that part's
+    defaults; given without a name (settings only), it keeps the part it had and changes those settings."""
+    out = {name: dict(values) for name, values in base.items()}
+    slot_names = {(s, n) for s, n, _ in slots()}
+    for section, values in update.items():
+        if not isinstance(values, dict) or section not in out:
+            out[section] = values  # refused with its name by from_dict
+            continue
+        for key, value in values.items():
+            old = out[section].get(key)
+            if (section, key) in slot_names and isinstance(old, dict):
+                new = {"name": value} if isinstance(value, str) else _plain(value)
+                if isinstance(new, dict) and new.get("name", old["name"]) == old["name"]:
+                    new = {**old, **new}
+                out[section][key] = new
+            else:
+                out[section][key] = value
+    return out
+
+
+# 0.2's flat keys, now settings of a part: (section, key) → (slot, setting).
+MOVED = {
+    ("model", "sigma"): ("likelihood", "sigma"), ("model", "prior_components"): ("prior", "components"),
+    ("model", "flow_steps"): ("posterior", "flow_steps"),
+    **{("train", k): ("objective", k) for k in ("beta", "kl_warmup_epochs", "num_samples", "kl", "estimator", "dreg",
+                                              "tc_estimator", "gamma", "discriminator_hidden", "capacity_max",
+                                              "capacity_epochs")},
+    ("train", "train_k"): ("objective", "k"), ("train", "dip_lambda_od"): ("objective", "lambda_od"),
+    ("train", "dip_lambda_d"): ("objective", "lambda_d"),
+}
+
+
+def migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written by vaekit 0.2 in today's layout: each flat key of `MOVED` goes into its part's
+    table where the chosen part reads it (0.2 stored every setting, read or not), else it is dropped."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for (section, key), (slot_name, setting_name) in MOVED.items():
+        values = out.get(section)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        value = values.pop(key)
+        registry = {(s, n): r for s, n, r in slots()}[(section, slot_name)]
+        current = values.get(slot_name, SECTIONS[section]().__getattribute__(slot_name).name)
+        current = {"name": current} if isinstance(current, str) else dict(current)
+        if current.get("name") in registry and setting_name in registry.entry(current["name"]).settings and value is not None:
+            current[setting_name] = value
+        values[slot_name] = current
+    return out
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -358,3 +314,35 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         d.pop("versions", None)  # a run's own config.json: the versions that wrote it are not settings
     return d
 
+
+def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "") -> Config:
+    """The config a `--resume` trains with: the run's saved one, with the settings in `given` (section,
+    name) taken from `cfg` where they may change (`resumable`), and a one-line refusal where one that
+    may not (the model, its parts, the objective, the data, the batch size, the seed, …) differs.
+    `given=None`: every setting of `cfg` that differs from the default counts as given (a Python caller's)."""
+    default = Config()
+    updates: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for section, f in settings():
+        new, old = getattr(getattr(cfg, section), f.name), getattr(getattr(saved, section), f.name)
+        is_given = (section, f.name) in given if given is not None else new != getattr(getattr(default, section), f.name)
+        if not is_given or new == old:
+            continue
+        if not f.metadata["resumable"]:
+            raise VaekitError(f"{where}[{section}] {f.name} = {_shown(new)} differs from the run's {_shown(old)}, and it "
+                              "cannot change on --resume; train a new run into another --out")
+        updates[section][f.name] = new
+    return Config.from_dict(merge(saved.to_dict(), updates), source="resumed config")
+
+
+def _shown(value: Any) -> str:
+    return str(value) if isinstance(value, Choice) else repr(value)
+
+
+def plugins_needed(cfg: Config) -> tuple[str, ...]:
+    """The plugins (as `plugins.source_of` records them) whose registered parts `cfg` names."""
+    needed = set()
+    for section, name, registry in slots():
+        entry = registry.entry(getattr(getattr(cfg, section), name).name)
+        if not entry.builtin:
+            needed.add(source_of(entry.module))
+    return tuple(sorted(needed))

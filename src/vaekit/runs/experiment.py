@@ -190,7 +190,8 @@ def train_model(
     tc = cfg.train
     barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
     objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
-    parts = (objective.module if isinstance(objective, DistributedDataParallel) else objective).parts
+    own = (objective.module if isinstance(objective, DistributedDataParallel) else objective).objective
+    parts = own if own.has_state() else None  # the objective's own modules (FactorVAE's discriminator)
     state = LoopState()
     history: list[dict[str, Any]] = []
     steps = -(-len(shard_indices(torch.arange(dataset.split("train").shape[0]), ctx, tc.batch_size)) // tc.batch_size)
@@ -268,12 +269,11 @@ def build_trainer(
     """(objective, Adam, step function) for `model`, already on `device`: the objective wrapped in
     DistributedDataParallel under torch.distributed, and with `cuda_graphs` where it can run (one
     process, CUDA, fused Adam) a `GraphedStep`; else step_fn is None (the plain `train_step`).
-    Adam's first group holds the model's parameters, a second the objective's own `parts` if any."""
+    Adam's first group holds the model's parameters, the objective's own groups follow (`param_groups`)."""
     graphs = tc.cuda_graphs and _graphs_possible(device, ctx)
     objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
     groups = [{"params": list(model.parameters())}]
-    if objective.parts is not None:  # the objective's own player (FactorVAE's discriminator): a group of its own
-        groups.append({"params": list(objective.parts.parameters()), **getattr(objective.parts, "adam", {})})
+    groups += objective.objective.param_groups()  # the objective's own player (FactorVAE's discriminator)
     optimizer = make_adam(groups, lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
     if graphs and not fused(optimizer, capturable=True):
         log.warning("cuda_graphs = true needs fused Adam, which this torch build lacks; the step runs eagerly")

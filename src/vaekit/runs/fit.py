@@ -36,8 +36,8 @@ def fit(
 
     x_train, x_val: tensors or arrays [N, ...] (a seeded 10% of x_train is held out when x_val is
     None), checked against the likelihood's support; `binarize="dynamic"` draws binary data from grey
-    levels for a Bernoulli likelihood. `train`: any `TrainConfig` field (epochs, batch_size, lr,
-    objective, beta, seed, …). With `out`, a run directory is written (and `resume=True` continues it:
+    levels for a Bernoulli likelihood. `train`: any `TrainConfig` field (epochs, batch_size, lr, seed,
+    objective, the last with its settings: `objective={"name": "elbo", "beta": 4.0}`, …). With `out`, a run directory is written (and `resume=True` continues it:
     pass the same model, built the same way, and the same data). A conditional VAE (one with a
     `condition`) takes each example's label: y_train [N] (and y_val with x_val), whole numbers.
     """

@@ -1,25 +1,14 @@
 """The trained loss: what one training step minimizes, apart from the loop that steps it.
 
 It owns everything between a raw batch and a scalar: scaling and binarization noise, the draws of
-z, the β warm-up, bf16 autocast and torch.compile. The objectives are registered by name
-(`--objective`); each calls the pure functions of `objectives.estimators` (or `objectives.disentangling`), which return
-the true ELBO or IWAE bound per example, and reduces them. Nothing here knows which prior, posterior or
-likelihood it trains.
-
-An objective is called as objective(model, x, tc, beta, sample, **extras), the extras being those of
-EXTRAS its signature names (as a registry offers a factory the keywords it asks for), so one written
-for (model, x, tc, beta, sample) is called just so: `progress`, the epochs done (a float, or a 0-d
-device tensor under CUDA graphs or --compile), for a schedule of its own; `dataset_size`, N, the
-training split's size, for estimates over the aggregate posterior (1/N) Σ_n Q(z|x_n); `whole`, which
-gathers a tensor of this rank's block into the global batch under torchrun, for statistics over the
-batch (`disentangling`); `parts`, the objective's own trainable module, for an objective that carries
-`objective.parts(latent_dim=…, tc=…) → nn.Module` (FactorVAE's discriminator): the trainer gives its
-parameters an Adam group of their own (with the module's `adam` settings) and checkpoints them.
+z (the same numbers for one process or N), the labels of a conditional VAE, bf16 autocast and
+torch.compile. What is minimized is the registered `Objective` the config names (`objectives.base`),
+which returns the loss and the true ELBO or IWAE bound; nothing here knows which objective, prior,
+posterior or likelihood it trains.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -28,24 +17,13 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from ..objectives import OBJECTIVES
+from ..objectives import OBJECTIVES, Objective
 from ..objectives.estimators import draw
 from ..parts.distributions import validating
 from .distributed import SINGLE, Context, gather_batch
 from .loop import LossFn
 
 log = logging.getLogger(__name__)
-
-EXTRAS = ("progress", "dataset_size", "parts", "whole")
-
-
-def extras_taken(objective: Callable) -> tuple[str, ...]:
-    """The names of EXTRAS that `objective` takes (all of them if it takes **kwargs)."""
-    params = inspect.signature(objective).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return EXTRAS
-    return tuple(name for name in EXTRAS if name in params)
-
 
 class VAEObjective(nn.Module):
     """The training objective as a module, so that DistributedDataParallel can wrap it.
@@ -60,41 +38,28 @@ class VAEObjective(nn.Module):
     def __init__(self, model: nn.Module, tc: Any, dataset: Any, ctx: Context = SINGLE):
         super().__init__()
         self.model, self.tc, self.dataset, self.ctx = model, tc, dataset, ctx
-        self.objective = OBJECTIVES.entry(tc.objective).factory
-        self._extras = extras_taken(self.objective)
-        self._dataset_size = dataset.split("train").shape[0] if "dataset_size" in self._extras else None
-        build = getattr(self.objective, "parts", None)
-        device = next(model.parameters()).device
-        self.parts: nn.Module | None = build(latent_dim=model.latent_dim, tc=tc).to(device) if build else None
+        self.objective: Objective = OBJECTIVES.build(tc.objective)
+        self.objective.setup(model, dataset.split("train").shape[0])
         self._core = compile_or_eager(self._loss) if tc.compile else self._loss
         if tc.compile:  # the draws run eagerly inside a compiled objective, so they are the same numbers
             self._sample = torch.compiler.disable(self._sample)
-        self._beta: torch.Tensor | None = None  # β on the device, for a compiled core (a float is baked in)
-        self._progress: torch.Tensor | None = None  # likewise progress, for an objective that takes it
+        self._progress: torch.Tensor | None = None  # progress on the device, for a compiled core (a float is baked in)
 
     def forward(self, batch: Tensor | tuple[Tensor, Tensor], progress: float | Tensor):
         """batch: raw rows [B, D], or (rows, labels [B]) for a conditional VAE (bound by `model.given`);
         progress: epochs done, a float or a 0-d device tensor (a CUDA-graphed step passes a tensor)."""
         raw, y = batch if isinstance(batch, tuple) else (batch, None)
-        tc = self.tc
         u = self._uniform(raw) if self.dataset.binarize == "dynamic" else None
         x = self.dataset.prepare(raw, u=u)
-        beta = tc.beta * warmup_ramp(progress, tc.kl_warmup_epochs)
-        if tc.compile and isinstance(beta, float) and tc.kl_warmup_epochs > 0:
-            if self._beta is None:
-                self._beta = torch.zeros((), device=raw.device)
-            beta = self._beta.fill_(beta)
-        extra = (self._on_device(progress, raw.device),) if "progress" in self._extras else ()
         # The data were checked when loaded and non-finite outputs are caught by the step's verdict:
         # the distributions skip their argument checks.
         with validating(self.model, False), torch.autocast(raw.device.type, torch.bfloat16,
-                                                           enabled=tc.precision == "bf16"):
-            return self._core(x, beta, y, *extra)
+                                                           enabled=self.tc.precision == "bf16"):
+            return self._core(x, self._on_device(progress, raw.device), y)
 
-    def _loss(self, x: Tensor, beta: float | Tensor, y: Tensor | None = None, progress: float | Tensor = 0.0):
-        extras = {"progress": progress, "dataset_size": self._dataset_size, "parts": self.parts, "whole": self._whole}
+    def _loss(self, x: Tensor, progress: float | Tensor, y: Tensor | None = None):
         model = self.model.given(y) if y is not None else self.model
-        return self.objective(model, x, self.tc, beta, self._sample, **{k: extras[k] for k in self._extras})
+        return self.objective.loss(model, x, self._sample, progress, self._whole)
 
     def _whole(self, t: Tensor, dim: int = 0) -> Tensor:
         return gather_batch(t, self.ctx, dim)
@@ -120,15 +85,6 @@ class VAEObjective(nn.Module):
         # Q of the whole global batch laid out as [world, B/N]: this rank's rows are block `rank`.
         whole = q_z.expand(torch.Size((world,)) + q_z.batch_shape)
         return draw(whole, num_samples, estimator).select(1, self.ctx.rank)
-
-
-def warmup_ramp(progress: float | Tensor, warmup_epochs: float) -> float | Tensor:
-    """The KL weight's linear warm-up: progress / warmup_epochs, at most 1 (1 without a warm-up)."""
-    if warmup_epochs <= 0:
-        return 1.0
-    if isinstance(progress, Tensor):
-        return torch.clamp(progress / warmup_epochs, max=1.0)
-    return min(1.0, progress / warmup_epochs)
 
 
 def compile_or_eager(fn: Callable) -> Callable:

@@ -36,7 +36,7 @@ LIKELIHOODS = Registry("likelihood")
 
 def likelihood_support(name: str) -> str:
     """The support of the likelihood registered as `name` (what data it takes: SUPPORTS)."""
-    support = getattr(LIKELIHOODS.build(name, data_dim=1, sigma=1.0), "support", "real")
+    support = getattr(LIKELIHOODS.build(name, data_dim=1), "support", "real")
     if support not in SUPPORTS:
         raise ValueError(f"likelihood {name!r} declares support {support!r}; use one of {', '.join(SUPPORTS)}")
     return support

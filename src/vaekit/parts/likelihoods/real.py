@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..distributions import diagonal_normal
+from ..registry import Setting
 from .base import LIKELIHOODS, Likelihood
 
 
@@ -37,19 +39,23 @@ class LearnedGaussianObservation(Likelihood):
         return diagonal_normal(h, self.log_sigma.exp().to(h.dtype).expand_as(h), self.validate_args)
 
 
+Sigma = Annotated[float, Setting("σ of the known-σ Gaussian likelihood (the initial σ where it is learned)",
+                                 above=0, flag="--sigma")]
+
+
 @LIKELIHOODS.register("gaussian")
-def gaussian(sigma: float) -> Likelihood:
+def gaussian(sigma: Sigma = 0.1) -> Likelihood:
     """N(g(z), σ²I) with a known σ (--sigma): the seed's model for real data"""
     return GaussianObservation(sigma)
 
 
 @LIKELIHOODS.register("gaussian-learned")
-def gaussian_learned(data_dim: int, sigma: float) -> Likelihood:
+def gaussian_learned(data_dim: int, sigma: Sigma = 0.1) -> Likelihood:
     """N(g(z), σ²I) with one learned σ (initial --sigma)"""
     return LearnedGaussianObservation(data_dim, per_dimension=False, init_sigma=sigma)
 
 
 @LIKELIHOODS.register("gaussian-learned-per-dim")
-def gaussian_learned_per_dim(data_dim: int, sigma: float) -> Likelihood:
+def gaussian_learned_per_dim(data_dim: int, sigma: Sigma = 0.1) -> Likelihood:
     """N(g(z), diag σ²) with a learned σ per data dimension (initial --sigma)"""
     return LearnedGaussianObservation(data_dim, per_dimension=True, init_sigma=sigma)
