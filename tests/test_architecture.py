@@ -117,3 +117,12 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     bad.write_text("def f():\n    from ..training.loop import train_epoch\n")
     found = imports_of("parts.bad", bad)
     assert found == {"training.loop"} and layers()["training"] > layers()["parts"]
+
+
+def test_the_readme_examples_use_only_public_names_and_the_readme_names_every_public_one():
+    import vaekit
+
+    readme = (ROOT / "README.md").read_text()
+    used = {n for block in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) for n in re.findall(r"\bvaekit\.(\w+)", block)}
+    assert used - set(vaekit.__all__) == set(), "README examples use names outside vaekit.__all__"
+    assert [n for n in vaekit.__all__ if f"`{n}`" not in readme and f"vaekit.{n}" not in readme] == []

@@ -16,9 +16,7 @@ from run_cli import vaekit_cli
 
 from vaekit import load
 from vaekit.cli import main, parser
-from vaekit.cli.arguments import TOPICS
 from vaekit.evaluation.latents import read_latents
-from vaekit.explain import TOPICS as EXPLAIN_TOPICS
 from vaekit.runs.checkpoint import CONFIG, load_config
 from vaekit.runs.experiment import load_data
 
@@ -41,7 +39,6 @@ def test_every_flag_has_help_with_its_default():
                 continue
             assert action.help, (name, action.option_strings)
             assert "default" in action.help or "required" in action.help or "=" in action.help, (name, action.help)
-    assert TOPICS == tuple(EXPLAIN_TOPICS)
 
 
 def test_debug_and_quiet_after_the_command(run, capsys):

@@ -20,12 +20,12 @@ from .objectives.estimators import ELBO, elbo, iwae, iwae_bound
 from .parts.likelihoods import LIKELIHOODS
 from .parts.networks import ARCHITECTURES
 from .parts.posteriors import POSTERIORS
-from .parts.priors import PRIORS
+from .parts.priors import PRIORS, StandardNormal
 from .parts.registry import Setting
-from .runs.checkpoint import save
+from .runs.checkpoint import load, save
 from .runs.config import Config, DataConfig, ModelConfig, TrainConfig
 from .runs.experiment import train_run
-from .runs.fit import fit, load
+from .runs.fit import fit
 from .runs.plugins import load_plugin
 
 register_prior = PRIORS.register  # @vaekit.register_prior("name") on a factory: (latent_dim, …) → module
@@ -47,6 +47,7 @@ __all__ = [
     "ModelConfig",
     "Objective",
     "Setting",
+    "StandardNormal",
     "TrainConfig",
     "VaekitError",
     "__version__",

@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..data import SPLITS
 from ..disentanglement.scoring import METRICS
 from ..evaluation.estimates import ELBO_SAMPLES
+from ..explain import TOPICS
 from ..runs.plugins import load_plugin
 from .commands import cmd_disentanglement, cmd_evaluate, cmd_train
 from .flags import add_setting_flags
-from .outputs import SPLITS, cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample
+from .outputs import cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample
 from .runs import add_data_arguments
 
 PLUGIN_HELP = "the plugin (file or module) the run's parts come from, as given to train; repeat for more (default: none)"
 DEVICE_HELP = "cpu, cuda, cuda:N, or auto (default: cpu)"
-TOPICS = ("posterior", "elbo", "mean-field", "reparameterization", "beta")  # = explain.TOPICS (a test keeps them equal)
 
 
 class Parser(argparse.ArgumentParser):

@@ -192,7 +192,7 @@ def cmd_disentanglement(args: argparse.Namespace) -> dict[str, float]:
                           "an .npz with 'factors' (and --dataset PATH to point the run at it)")
     x = torch.cat([dataset.eval_split(s) for s in splits])
     factors = torch.cat([dataset.factors[s] for s in splits])
-    y = torch.cat([labels_for(cfg, dataset, s) for s in splits]) if cfg.model.condition == "label" else None
+    y = torch.cat([labels_for(cfg, dataset, s) for s in splits]) if cfg.model.conditional else None
     scores = score_model(model, x, factors, names, seed=args.seed, y=y)
     if args.json:
         print(json.dumps({"split": args.split, "n": int(x.shape[0]), "factors": list(dataset.factor_names), **scores}))

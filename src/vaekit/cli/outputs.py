@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..data import SPLITS
 from ..errors import VaekitError
 from ..evaluation.latents import posterior_summary, read_labels, read_latents, write_latents
 from ..explain import explain, format_result
@@ -19,14 +20,12 @@ from ..runs.checkpoint import load_run
 from ..runs.experiment import labels_for, to_data_units
 from .runs import run_with_data
 
-SPLITS = ("train", "val", "test")
-
 
 def conditioned(model, cfg, y: torch.Tensor | None):
     """The model with labels y bound (a conditional VAE); a --label for an unconditional one is refused."""
     if y is None:
         return model
-    if cfg.model.condition != "label":
+    if not cfg.model.conditional:
         raise VaekitError("--label: this model is not conditioned on labels (train with --condition label)")
     return model.given(y)
 
@@ -35,7 +34,7 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     """A PNG grid and the same samples as .npy, side by side (`--out` names either)."""
     cfg, model = load_run(args.run)
     torch.manual_seed(args.seed)
-    if args.label is None and cfg.model.condition == "label":
+    if args.label is None and cfg.model.conditional:
         y = torch.arange(args.n) % cfg.model.condition_classes  # every label in turn
     else:
         y = None if args.label is None else torch.full((args.n,), args.label)
@@ -68,9 +67,9 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     cfg, model, dataset = run_with_data(args)
     splits = SPLITS if args.split == "all" else (args.split,)
     x = torch.cat([dataset.eval_split(s) for s in splits])
-    have_labels = all(s in dataset.labels for s in splits) or cfg.model.condition == "label"
+    have_labels = all(s in dataset.labels for s in splits) or cfg.model.conditional
     labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None
-    mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.condition == "label" else None)
+    mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.conditional else None)
     path = write_latents(Path(args.out), mean, std, labels)
     what = "means, standard deviations" + (" and labels" if labels is not None else "")
     print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")
@@ -82,9 +81,9 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     cfg, model = load_run(args.run)
     z = read_latents(Path(args.latents), cfg.model.latent_size)
     y = torch.full((z.shape[0],), args.label) if args.label is not None else read_labels(Path(args.latents))
-    if cfg.model.condition == "label" and y is None:
+    if cfg.model.conditional and y is None:
         raise VaekitError(f"{args.run} is a conditional VAE: decode with --label K (or latents in an .npz with labels)")
-    y = y if cfg.model.condition == "label" else None
+    y = y if cfg.model.conditional else None
     parts = zip(z.split(1000), y.split(1000)) if y is not None else ((zb, None) for zb in z.split(1000))
     x = to_data_units(cfg, args.run, torch.cat([conditioned(model, cfg, yb).decode(zb) for zb, yb in parts]))
     out = Path(args.out)

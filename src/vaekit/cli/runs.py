@@ -22,7 +22,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_with_data(args: argparse.Namespace):
-    """(config, model, dataset) of `args.run`, its data found as `with_data` says."""
+    """(config, model, dataset) of `args.run`, its data found where `--dataset`, `--data-dir` or $VAEKIT_DATA
+    point (`experiment.point_data`), else where the run says."""
     cfg, model = load_run(args.run)
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
     dataset: Dataset = load_data(cfg, args.run)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -97,9 +98,11 @@ def _q_batches(q_z: Distribution | None, n: int, batch_size: int):
     return lambda b: batch_rows(q_z, slice(b * batch_size, (b + 1) * batch_size))
 
 
-class ELBOEstimate(NamedTuple):
+@dataclass(frozen=True)
+class ELBOEstimate:
     """Means over the examples, nats: the ELBO and its terms, with the Monte Carlo standard error of
-    the ELBO mean (NaN for one sample) from `num_samples` draws of z per example."""
+    the ELBO mean (NaN for one sample) from `num_samples` draws of z per example. `estimate["elbo"]`
+    reads a field by name; `terms()` is what training logs."""
 
     elbo: float
     reconstruction: float
@@ -108,15 +111,22 @@ class ELBOEstimate(NamedTuple):
     num_samples: int
     n: int
 
+    def __getitem__(self, name: str) -> float:
+        return getattr(self, name)
+
+    def terms(self) -> dict[str, float]:
+        return {"elbo": self.elbo, "reconstruction": self.reconstruction, "kl": self.kl}
+
 
 @torch.no_grad()
-def elbo_estimate(
-    model, x: Tensor, num_samples: int = ELBO_SAMPLES, batch_size: int = 1000, seed: int = 0, ctx: Context = SINGLE,
+def evaluate_elbo(
+    model, x: Tensor, *, num_samples: int = 1, batch_size: int = 1000, seed: int = 0, ctx: Context = SINGLE,
     progress: bool = False, y: Tensor | None = None,
 ) -> ELBOEstimate:
     """The ELBO over x: [N, D] from `num_samples` draws of z ~ Q(z|x) per example, with its Monte
     Carlo standard error: sqrt(Σ_i s_i²/S)/N, s_i² the sample variance of example i's S one-draw
-    ELBOs (closed-form KL where one exists, so only log p(x|z) is noisy).
+    ELBOs (closed-form KL where one exists, so only log p(x|z) is noisy). Training validates with one
+    draw; `vaekit evaluate` takes `ELBO_SAMPLES`.
 
     Batch b's noise is seeded by (seed, b), so its values do not depend on which rank computes it:
     under torch.distributed, float64 sums all-reduced over ranks equal the one-process values. One
@@ -148,16 +158,6 @@ def _elbo_batch(model, xb: Tensor, num_samples: int) -> Tensor:
     per_draw, recon, kl = torch.cat(terms, 1)  # each [S, B]
     var = per_draw.var(0) / num_samples if num_samples > 1 else torch.zeros_like(per_draw[0])
     return torch.stack([per_draw.mean(0), recon.mean(0), kl.mean(0), var]).sum(1)
-
-
-def evaluate_elbo(
-    model, x: Tensor, batch_size: int = 1000, num_samples: int = 1, seed: int = 0, ctx: Context = SINGLE,
-    y: Tensor | None = None,
-) -> dict[str, float]:
-    """Means over x: [N, D] of the ELBO, reconstruction and KL terms (nats per example) and n: what
-    training validates with. `elbo_estimate` gives the same with its Monte Carlo error."""
-    r = elbo_estimate(model, x, num_samples, batch_size, seed, ctx, y=y)
-    return {"elbo": r.elbo, "reconstruction": r.reconstruction, "kl": r.kl, "n": r.n}
 
 
 class LogLikelihood(NamedTuple):
@@ -330,7 +330,7 @@ def evaluate_all(
     (`*_mc_stderr`, another seed), the log-likelihood's standard error over examples
     (`log_likelihood_stderr`, another test set), the importance weights' ESS, the ELBO ≤ L_k check,
     NLL, bits/dim, active units and KL per dimension. y: the labels of x [N], for a conditional VAE."""
-    e = elbo_estimate(model, x, elbo_samples, seed=seed, ctx=ctx, progress=progress, y=y)
+    e = evaluate_elbo(model, x, num_samples=elbo_samples, seed=seed, ctx=ctx, progress=progress, y=y)
     ll = log_likelihood(model, x, k=k, seed=seed, ctx=ctx, progress=progress, y=y)
     return {"elbo": e.elbo, "reconstruction": e.reconstruction, "kl": e.kl, "n": e.n,
             "elbo_samples": elbo_samples, "elbo_mc_stderr": e.mc_stderr,

@@ -107,6 +107,11 @@ class ModelConfig(Slots):
         return math.prod(self.data_shape)
 
     @property
+    def conditional(self) -> bool:
+        """Whether the VAE is conditioned on the data's labels (Sohn et al. 2015): the one test of it."""
+        return self.condition != "none"
+
+    @property
     def latent_size(self) -> int:
         """The dimension of z = [z₁, …, z_L]: Σ latent_dim."""
         return sum(self.latent_dim)
@@ -238,7 +243,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     """The checks that span fields (each field's own range is checked as it is read)."""
     if not cfg.model.latent_dim:
         raise VaekitError(f"{source}: [model] latent_dim needs at least one size")
-    if cfg.model.condition != "none" and cfg.train.cuda_graphs:
+    if cfg.model.conditional and cfg.train.cuda_graphs:
         raise VaekitError(f"{source}: [model] condition = {cfg.model.condition!r} takes no cuda_graphs")
 
 

@@ -59,7 +59,7 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
     binarize = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
     plugins = tuple(sorted(set(cfg.model.plugins) | set(plugins_needed(cfg))))
     classes = cfg.model.condition_classes
-    if cfg.model.condition == "label":
+    if cfg.model.conditional:
         dataset.labels_of("train")
         if classes and dataset.classes > classes:
             raise VaekitError(f"{dataset.name} has labels up to {dataset.classes - 1}; the model knows {classes} classes")
@@ -70,7 +70,7 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
 
 def labels_for(cfg: Config, dataset: Dataset, split: str, device: str | torch.device = "cpu") -> torch.Tensor | None:
     """The labels of `split` where the model is conditioned on them, else None."""
-    return dataset.labels_of(split).to(device) if cfg.model.condition == "label" else None
+    return dataset.labels_of(split).to(device) if cfg.model.conditional else None
 
 
 def absolute_paths(d) -> dict[str, str]:
@@ -237,7 +237,7 @@ def train_model(
             val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y)
             record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
                       **{f"train/{k}": v for k, v in train_metrics.items()},
-                      **{f"val/{k}": v for k, v in val.items() if k != "n"}}
+                      **{f"val/{k}": v for k, v in val.terms().items()}}
             history.append(record)
             if ctx.is_main:
                 train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())

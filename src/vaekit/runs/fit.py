@@ -58,8 +58,3 @@ def fit(
         out, resume, cfg = open_run(cfg, out, resume)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
 
-
-def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
-    """The trained model of a run directory, rebuilt from its config.json (or, for a model built in
-    Python, `model` itself) with its safetensors weights."""
-    return ckpt.load(run, model)

@@ -112,5 +112,5 @@ def compile_or_eager(fn: Callable) -> Callable:
 
 
 def vae_loss(model: nn.Module, tc: Any, dataset: Any) -> LossFn:
-    """The single-process training loss of `VAEObjective` as a plain function."""
+    """The single-process training loss: a `VAEObjective`, called as loss(batch, progress) → (loss, metrics)."""
     return VAEObjective(model, tc, dataset)
