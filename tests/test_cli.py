@@ -30,9 +30,25 @@ def run(tmp_path_factory):
 
 
 def test_train_reports_active_units(run):
+    """The printed count and KL per dimension are the saved model's on the validation split, recomputed
+    here in float64: A_j = Var_x(E_Q[z_j|x]) > 0.01 (Burda et al. 2016) and the mean closed-form KL
+    between 1-D Gaussians Q(z_j|x) and p(z_j), printed to 2 decimals."""
+    import torch
+
+    import vaekit
+    from vaekit.runs.checkpoint import load_config
+    from vaekit.runs.experiment import load_data
+
     line = next(x for x in (run / "train_stdout.txt").read_text().splitlines() if x.startswith("active units"))
     active, kls = int(line.split()[2]), [float(v) for v in line.split("(nats)")[1].split()]
-    assert 0 <= active <= 3 and len(kls) == 3 and all(v >= 0 for v in kls)
+    model = vaekit.load(run)
+    x = load_data(load_config(run), run).eval_split("val")
+    with torch.no_grad():
+        q, p = model.posterior(x).base_dist, model.prior().base_dist
+    mu, s, mu_p, s_p = (t.double() for t in (q.loc, q.scale, p.loc, p.scale))
+    assert active == int((mu.var(0, unbiased=False) > 0.01).sum())
+    kl = (torch.log(s_p / s) + (s**2 + (mu - mu_p) ** 2) / (2 * s_p**2) - 0.5).mean(0)
+    assert len(kls) == 3 and all(abs(printed - v) <= 0.005 + 1e-9 for printed, v in zip(kls, kl.tolist()))
 
 
 def test_evaluate_json(run):
@@ -81,14 +97,46 @@ def test_evaluate_text_names_each_error(run):
     assert bad.returncode == 2 and "--elbo-samples must be > 0, got 0" in bad.stderr
 
 
+def shows(png, images, ncol=None, shape=(1, 8, 8)):
+    """Whether the RGB picture holds the grid of `images` [N, D] pixel for pixel (white between them, each
+    pixel an upscale_for(shape)² block, `image_grid`'s layout), found by its first image's corner, with
+    only white below it and to the right of it (the title is above, row labels to the left): no more images."""
+    from vaekit.pictures.png import image_grid, upscale_for
+
+    up = upscale_for(shape)
+    grid = np.repeat(image_grid(images, shape, ncol).numpy().repeat(up, 0).repeat(up, 1), 3, 2)
+    (gh, gw), (h, w) = grid.shape[:2], png.shape[:2]
+    corner = png[up : h - gh + 1 + up, up : w - gw + 1 + up]  # each candidate grid's first image pixel
+    tops, lefts = np.nonzero((corner == grid[up, up]).all(-1))
+    return any(np.array_equal(png[t : t + gh, c : c + gw], grid) and (png[t + gh :] == 255).all()
+               and (png[t:, c + gw :] == 255).all() for t, c in zip(tops, lefts))
+
+
 def test_sample_and_reconstruct_write_pictures(run):
+    """The samples are the saved model's E[x|z] for z ~ p(z) under --seed's default 0, recomputed here,
+    and both PNGs show their images pixel for pixel: the 16 samples in a 4×4 grid, the 8 test inputs above
+    their reconstructions E[x|z = E_Q[z|x]] in one block of 2 rows of 8."""
+    import torch
+
+    from vaekit.pictures.png import pairs_layout
+    from vaekit.runs.checkpoint import load_run
+    from vaekit.runs.experiment import load_data
+
+    cfg, model = load_run(run)
     vaekit("sample", run, "--n", "16")
     w, h = png_size(run / "samples.png")
     assert w >= 4 * 48 and h >= 4 * 48  # 16 digits in a titled 4×4 grid, each ≥ 48 px a side
     arr = np.load(run / "samples.npy")
-    assert arr.shape == (16, 1, 8, 8) and 0 <= arr.min() and arr.max() <= 1
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = model.p_x_given_z(model.prior().sample((16,))).mean
+    assert arr.shape == (16, 1, 8, 8)
+    np.testing.assert_allclose(arr.reshape(16, 64), expected.numpy(), rtol=0, atol=1e-6)
+    assert shows(read_png(run / "samples.png"), torch.from_numpy(arr.reshape(16, 64)))
     vaekit("reconstruct", run, "--n", "8")
-    assert png_size(run / "reconstructions.png")[0] > 0
+    x = load_data(cfg, run).eval_split("test")[:8]
+    pairs, blocks = pairs_layout(x, model.reconstruct(x), 8)
+    assert blocks == 1 and shows(read_png(run / "reconstructions.png"), pairs, ncol=8)
 
 
 def test_flags_override_config_file(tmp_path):

@@ -51,16 +51,39 @@ def test_grey_levels_with_bernoulli_need_a_binarization_choice():
     assert set(static.split("train").unique().tolist()) == {0, 1}
 
 
+def file_rows(split, rows):
+    """The index in `rows` (the file's examples, flattened) of each row of a split; fails on a row the file lacks."""
+    index = {r.tobytes(): i for i, r in enumerate(rows)}
+    got = [index.get(r.tobytes()) for r in split.numpy()]
+    assert None not in got, "a split holds a row that is not one of the file's"
+    return got
+
+
 def test_user_arrays(tmp_path):
+    """The splits hold the file's examples, each once, in the file's order within a split (C order within
+    an example), as stored; prepared they are the values /255 for uint8, as given for floats."""
     x = np.random.default_rng(0).integers(0, 256, size=(50, 6, 5), dtype=np.uint8)
+    rows = x.reshape(50, 30)
     np.save(tmp_path / "a.npy", x)
     ds = load_dataset(str(tmp_path / "a.npy"))
     assert ds.shape == (1, 6, 5) and sum(len(v) for v in ds.splits.values()) == 50 and ds.scale == 255.0
+    where = {k: file_rows(v, rows) for k, v in ds.splits.items()}
+    assert sorted(i for w in where.values() for i in w) == list(range(50)) and all(w == sorted(w) for w in where.values())
+    assert all(torch.equal(ds.split(k), torch.from_numpy(rows[w])) for k, w in where.items())
+    unit = load_dataset(str(tmp_path / "a.npy"), support="unit")  # not binarized: the grey levels k/255
+    for k in unit.splits:
+        want = torch.from_numpy(rows[file_rows(unit.split(k), rows)].astype(np.float64) / 255)
+        torch.testing.assert_close(unit.prepare(unit.split(k)).double(), want, atol=1e-7, rtol=0)
     np.savez(tmp_path / "b.npz", train=x[:40] / 255.0, test=x[40:] / 255.0)
     ds = load_dataset(str(tmp_path / "b.npz"), binarize="none", support="real")
-    # no val array: 10% of train becomes the validation split
+    # no val array: 10% of train becomes the validation split; the given test split is kept as it is
     assert ds.split("train").shape == (36, 30) and ds.split("val").shape == (4, 30)
     assert ds.split("test").dtype == torch.float32
+    floats = (rows / 255.0).astype(np.float32)
+    assert torch.equal(ds.prepare(ds.split("test")), torch.from_numpy(floats[40:]))
+    train, val = file_rows(ds.split("train"), floats), file_rows(ds.split("val"), floats)
+    assert sorted(train + val) == list(range(40)) and train == sorted(train) and val == sorted(val)
+    assert torch.equal(ds.prepare(ds.split("train")), torch.from_numpy(floats[train]))
 
 
 def test_csv_with_header(tmp_path):

@@ -26,6 +26,7 @@ from vaekit.parts.likelihoods import (
     cb_mean,
     likelihood_support,
 )
+from vaekit.parts.likelihoods.eight_bit import LOG_SCALE_MAX, LOG_SCALE_MIN
 
 D64 = torch.float64
 LEVELS = torch.arange(256, dtype=D64) / 255
@@ -141,14 +142,51 @@ def test_categorical_against_log_softmax():
     torch.testing.assert_close(total, torch.ones(3, 4, dtype=D64), atol=1e-5, rtol=0)
 
 
+def log_prob64(name, h, x, log_r=0.0):
+    """log p(x | head output h) per value [B, D] in float64, written out here for each family: the
+    discretized logistic's bin masses as differences of sigmoids (1 − F in the right tail, both taken
+    in log space so a mass of e^−10⁵ is not 0), the edge bins taking the tails, log s clamped as
+    documented; the categorical's log_softmax over 256 blocks of D logits; the others' closed forms."""
+    h, x = h.double(), x.double()
+    if name == "discretized-logistic":
+        loc, log_s = h.chunk(2, -1)
+        k, s = (x * 255).round(), log_s.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX).exp()
+        a, b = ((k + 0.5) / 255 - loc) / s, ((k - 0.5) / 255 - loc) / s  # the bin's edges, in units of s
+        ls = torch.nn.functional.logsigmoid
+        right, left = b > 0, a < 0  # whole bin right of loc: 1 − F(b) − (1 − F(a)); left of it: F(a) − F(b)
+        ar, br = torch.where(right, a, 2.0), torch.where(right, b, 1.0)  # other cases fed safe values,
+        al, bl = torch.where(left, a, -1.0), torch.where(left, b, -2.0)  # so no NaN gradient leaks back
+        am, bm = torch.where(right | left, 1.0, a), torch.where(right | left, -1.0, b)
+        inner = torch.where(right, ls(-br) + torch.log(-torch.expm1(ls(-ar) - ls(-br))),
+                            torch.where(left, ls(al) + torch.log(-torch.expm1(ls(bl) - ls(al))),
+                                        torch.log(torch.sigmoid(am) - torch.sigmoid(bm))))
+        return torch.where(k == 0, ls(a), torch.where(k == 255, ls(-b), inner))
+    if name == "categorical":
+        logits = h.unflatten(-1, (256, -1)).movedim(-2, -1)  # [B, D, 256]
+        k = (x * 255).round().long().expand(logits.shape[:-1])
+        return torch.log_softmax(logits, -1).gather(-1, k[..., None])[..., 0]
+    if name == "continuous-bernoulli":  # x log λ + (1 − x) log(1 − λ) + log C(λ), C = η / tanh(η/2)
+        return x * h - torch.nn.functional.softplus(h) + torch.log(h / torch.tanh(h / 2))
+    if name == "poisson":
+        return x * h - h.exp() - torch.lgamma(x + 1)
+    r, mu = math.exp(log_r), h.exp()  # negative binomial: C(x + r − 1, x) (r/(r + μ))^r (μ/(r + μ))^x
+    return torch.lgamma(x + r) - math.lgamma(r) - torch.lgamma(x + 1) - r * torch.log1p(mu / r) - x * torch.log1p(r / mu)
+
+
 @pytest.mark.parametrize("name", ["discretized-logistic", "categorical"])
 def test_8bit_heads_fit_a_conv_decoder(name):
+    """The conv decoder's channels are the head's blocks (loc then log s; the 256 levels' logits): each
+    value's log-mass equals the float64 formula on the network's output."""
     model = VAE(data_dim=64, latent_dim=3, hidden=(16,), arch="conv", data_shape=(1, 8, 8), likelihood=name)
     z = torch.randn(5, 3)
     p = model.p_x_given_z(z)
     assert p.batch_shape == (5,) and p.event_shape == (64,) and model.decode(z).shape == (5, 64)
     x = torch.randint(0, 256, (5, 64)) / 255.0
-    assert torch.isfinite(p.log_prob(x)).all() and (p.log_prob(x) < 0).all()  # a probability mass
+    x[:, :2] = torch.tensor([0.0, 1.0])  # both edge bins in every example
+    with torch.no_grad():
+        want = log_prob64(name, model.decoder.net(z), x)
+        torch.testing.assert_close(p.base_dist.log_prob(x).double(), want, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(p.log_prob(x).double(), want.sum(-1), atol=1e-3, rtol=1e-6)
 
 
 # --- counts ----------------------------------------------------------------------------------------
@@ -222,13 +260,24 @@ def test_sampled_frequencies_match_the_probabilities(name):
 
 @pytest.mark.parametrize("name", NEW)
 def test_log_prob_and_its_gradient_stay_finite_at_extremes(name):
+    """Finite, and right: log p and its gradient in h equal the float64 formula's (`log_prob64`, by
+    autograd), for outputs far beyond any sensible network's (logistic scales at the clamp, masses of
+    e^−7·10⁵, rates of e^86, logits of ±150)."""
     h = (head_output(name) * 40).requires_grad_(True)  # far beyond any sensible network output
     head = LIKELIHOODS.build(name, data_dim=4)
     counts = likelihood_support(name) == "count"
     x = torch.tensor([0.0, 1.0, 30.0, 500.0]) if counts else torch.tensor([0.0, 255.0, 128.0, 1.0]) / 255
-    lp = head(h).log_prob(x.expand(3, 4))
+    p = head(h)
+    lp = p.log_prob(x.expand(3, 4))
     lp.sum().backward()
     assert torch.isfinite(lp).all() and torch.isfinite(h.grad).all()
+    h64 = h.detach().double().requires_grad_(True)
+    want = log_prob64(name, h64, x)  # negative binomial: the head's initial r = 1
+    want.sum().backward()
+    # per value, to float32's precision: a logistic mass of e^−7·10⁵ is right to ~0.1 nats
+    torch.testing.assert_close(p.base_dist.log_prob(x.expand(3, 4)).double(), want.detach(), atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(lp.double(), want.detach().sum(-1), atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(h.grad.double(), h64.grad, atol=1e-4, rtol=1e-4)
 
 
 def test_supports_and_what_bits_per_dim_measures():

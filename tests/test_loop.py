@@ -90,11 +90,22 @@ def test_deferred_nonfinite_batches_are_counted_and_named_when_read_back():
         return g * float("nan") if calls["n"] in (2, 5) else g
 
     model, opt, loss = fresh()
+    seen = []  # each batch's metrics as the loss computed them (finite: only the gradient is poisoned)
+
+    def recorded(batch, progress):
+        value, batch_metrics = loss(batch, progress)
+        seen.append({k: float(v.detach()) for k, v in batch_metrics.items()})
+        return value, batch_metrics
+
     hook = model.decoder.net[-1].bias.register_hook(poison)
     state = LoopState(epoch=3, step=30)
-    metrics = train_epoch(model, opt, loss, x, 64, 0, state, skip_nonfinite=2, sync_every=100)
+    metrics = train_epoch(model, opt, recorded, x, 64, 0, state, skip_nonfinite=2, sync_every=100)
     assert (state.skipped, state.step, state.epoch) == (2, 38, 4)
-    # the means are over the 8 good batches only: recompute them from a clean replay below
+    # the means are over the 8 good batches only (all of 64 examples): batches 2 and 5 add nothing
+    good = [m for n, m in enumerate(seen, 1) if n not in (2, 5)]
+    assert len(seen) == 10 and set(metrics) == set(seen[0])
+    for k, v in metrics.items():
+        assert v == pytest.approx(math.fsum(m[k] for m in good) / 8, rel=1e-6), k
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
     calls["n"] = 0

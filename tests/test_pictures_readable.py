@@ -164,9 +164,22 @@ def test_curves_of_an_elbo_run_keep_train_and_validation_together():
 
 
 def test_cli_sample_of_vector_data_is_a_heatmap(wine, tmp_path, monkeypatch):
+    """s.npy is the model's E[x|z] for z ~ p(z) under the default seed 0, in the data's units (the saved
+    standardization undone), recomputed here; the heatmap shows those values, each column coloured by
+    (x_j − mean_j)/std_j over the 20 rows."""
+    from vaekit.runs.checkpoint import load_run, load_standardization
+
     _, figs = drawn(monkeypatch, main, ["sample", str(wine), "--n", "20", "--out", str(tmp_path / "s.png")])
     heatmap = figs["s"].axes[0].get_images()[0].get_array()
-    assert heatmap.shape == (20, 13) and np.load(tmp_path / "s.npy").shape == (20, 13)
+    samples = np.load(tmp_path / "s.npy")
+    assert heatmap.shape == (20, 13) and samples.shape == (20, 13)
+    _, model = load_run(wine)
+    shift, spread = load_standardization(wine)
+    torch.manual_seed(0)
+    want = model.decode(model.prior().sample((20,))) * spread + shift
+    np.testing.assert_allclose(samples, want.numpy(), rtol=1e-5, atol=1e-5)
+    s64 = samples.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(heatmap), (s64 - s64.mean(0)) / s64.std(0, ddof=1), rtol=1e-9, atol=1e-9)
 
 
 def test_without_matplotlib_grids_are_bare(monkeypatch, tmp_path):

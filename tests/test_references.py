@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from vaekit import VAE, LinearGaussian, elbo, iwae_bound, log_likelihood
+from vaekit.evaluation import estimates
+from vaekit.objectives.estimators import log_weights
 from vaekit.parts.distributions import diagonal_normal
 from vaekit.rng import batch_seed
 
@@ -103,16 +105,26 @@ def test_log_likelihood_estimator_against_exact(setup):
     torch.testing.assert_close(one, single, atol=1e-10, rtol=0)
 
 
-def test_chunking_does_not_change_the_estimate(setup):
+def test_chunking_does_not_change_the_estimate(setup, monkeypatch):
+    """vaekit's chunked combination of the k log-weights (running logaddexp of per-chunk logsumexps,
+    minus log k) equals one float64 logsumexp over all k of the very log-weights it drew, and the ESS
+    equals (Σw)²/Σw² of those weights: a dropped chunk or a wrong normalizer fails."""
     vae, _, x = setup
     full = log_likelihood(vae, x, k=300, chunk_size=300, seed=5).per_example
-    # same draws in chunks: rsample of 300 at once vs 7 chunks differs in RNG order, so compare the
-    # chunked combination on fixed log-weights instead
-    torch.manual_seed(5)
-    lw = torch.randn(300, 4, dtype=D) * 10
-    combined = torch.full((4,), -math.inf, dtype=D)
-    for c in lw.split(7):
-        combined = torch.logaddexp(combined, torch.logsumexp(c, 0))
-    torch.testing.assert_close(combined, torch.logsumexp(lw, 0), atol=1e-10, rtol=0)
-    chunked = log_likelihood(vae, x, k=300, chunk_size=7, seed=5).per_example
-    assert (chunked - full).abs().max() < 0.05  # different draws, same estimand, k = 300
+    drawn = []  # every chunk of log-weights the estimator combines, recorded as it draws them
+
+    def recording(*args, **kwargs):
+        lw = log_weights(*args, **kwargs)
+        drawn.append(lw.detach().clone())
+        return lw
+
+    monkeypatch.setattr(estimates, "log_weights", recording)
+    # the default chunk size under a small budget: 7 draws × 8 examples × 5 dimensions per chunk
+    monkeypatch.setattr(estimates, "CPU_CHUNK_ELEMENTS", 7 * x.shape[0] * x.shape[1])
+    chunked = log_likelihood(vae, x, k=300, seed=5)
+    assert [c.shape[0] for c in drawn] == [7] * 42 + [6]  # 300 draws in chunks, the last one short
+    lw = torch.cat(drawn).double()  # [300, 8]
+    torch.testing.assert_close(chunked.per_example, torch.logsumexp(lw, 0) - math.log(300), atol=1e-10, rtol=0)
+    w = (lw - lw.max(0).values).exp()
+    torch.testing.assert_close(chunked.ess, w.sum(0) ** 2 / (w**2).sum(0), atol=1e-8, rtol=1e-10)
+    assert (chunked.per_example - full).abs().max() < 0.05  # different draws, same estimand, k = 300

@@ -1,12 +1,15 @@
 """report.html: one self-contained file with every picture embedded and the run's numbers."""
 
 import base64
+import html
+import json
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pngread import read_png
 
 import vaekit
 from vaekit.cli import main
@@ -84,6 +87,33 @@ def test_report_renders_in_a_browser(report, tmp_path):
 
 
 def test_cli_report(report, capsys):
-    assert main(["report", str(report.parent), "--k", "10"]) == 0
+    """`vaekit report --k 10` writes a page with `vaekit evaluate --k 10 --json`'s numbers (the same seed
+    0 and split), the run's saved config.json section for section, and each picture's PNG file byte for byte."""
+    run = report.parent
+    assert main(["report", str(run), "--k", "10"]) == 0
     assert "report.html" in capsys.readouterr().out
+    page = report.read_text(encoding="utf-8")
+    assert main(["evaluate", str(run), "--k", "10", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["k"] == 10 and m["split"] == "test"
+
+    def cell(name, value):  # a row of the metrics table: its name and its value, as the page escapes them
+        return f"<tr><td>{html.escape(name)}</td><td>{html.escape(value)}</td>"
+
+    for name, key in [("ELBO", "elbo"), ("reconstruction E_Q[log p(x|z)]", "reconstruction"),
+                      ("KL(Q(z|x) ‖ p(z))", "kl"), ("NLL", "nll")]:
+        assert cell(name, f"{m[key]:.3f}") in page, name
+    assert cell("log-likelihood", f"{m['log_likelihood']:.3f} ± {m['log_likelihood_stderr']:.3f}") in page
+    assert cell("bits/dim", f"{m['bits_per_dim']:.4f}") in page and "k = 10 importance samples" in page
+    assert cell("active units", f"{m['active_units']} of 3") in page and f"n = {m['n']})" in page
+    assert "<tr>" + "".join(f"<td>{v:.3f}</td>" for v in m["kl_per_dim"]) + "</tr>" in page
+    shown = json.loads(html.unescape(re.search(r"<h2>Config</h2><pre>(.*?)</pre>", page, re.DOTALL).group(1)))
+    saved = json.loads((run / "config.json").read_text())
+    assert {"model", "data", "train"} <= set(shown) and all(shown[k] == saved[k] for k in shown)
+    assert shown["train"]["epochs"] == 2 and shown["model"]["latent_dim"] == [3]
+    embedded = dict(zip(re.findall(r'alt="([^"]+)"', page), IMG.findall(page)))
+    assert sorted(embedded) == sorted(p.stem for p in run.glob("*.png"))
+    for stem, data in embedded.items():
+        assert base64.b64decode(data) == (run / f"{stem}.png").read_bytes(), stem
+        assert read_png(run / f"{stem}.png").shape[2] == 3  # decodes: chunks and CRCs checked
 
