@@ -175,7 +175,7 @@ def check_beta(r, results):
     rates = []
     for beta, rate, distortion in stated_pairs:
         cfg = Config().replace(model={"latent_dim": 8, "hidden": [64]},
-                               train={"epochs": 8, "batch_size": 64, "lr": 3e-3, "beta": float(beta)})
+                               train={"epochs": 8, "batch_size": 64, "lr": 3e-3, "objective": {"name": "elbo", "beta": float(beta)}})
         model = train_run(cfg, progress=False).model
         x = load_data(cfg).eval_split("test")
         with torch.no_grad():
