@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from run_cli import assert_resumed_equals_straight, assert_two_processes_match_one, straight_and_resumed, vaekit_cli
+from run_cli import assert_resumed_equals_straight, straight_and_resumed, vaekit_cli
 from safetensors.torch import load_file
 
 from vaekit import VAE, Config
@@ -142,12 +142,3 @@ def test_a_trainer_state_without_the_discriminator_is_refused_in_one_line(runs, 
                                                          "model.safetensors and pass --resume to start the run "
                                                          "again from step 0")
     assert load_file(run / "model.safetensors")  # nothing was lost
-
-
-@pytest.mark.parametrize("objective", ["factorvae", "beta-tcvae", "dip-vae-2"])
-def test_batch_statistics_span_the_global_batch_so_two_processes_match_one(objective, tmp_path):
-    """TC, the DIP covariance and D's permutation are statistics of the whole batch: each rank computes
-    them over the gathered global batch (`distributed.gather_batch`)."""
-    flags = {"factorvae": TRAIN[2:], "beta-tcvae": [*TRAIN[2:9], "beta-tcvae", "--beta", "6"],
-             "dip-vae-2": [*TRAIN[2:9], "dip-vae-2", "--dip-lambda-od", "50"]}[objective]
-    assert_two_processes_match_one(["train", *flags], tmp_path)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from dreg_check import check_dreg
-from run_cli import assert_resumed_equals_straight, assert_two_processes_match_one, straight_and_resumed, vaekit_cli
+from run_cli import assert_resumed_equals_straight, straight_and_resumed, vaekit_cli
 from test_hierarchical import assert_every_bound_is_exact, linear_stack
 
 import vaekit
@@ -154,7 +154,3 @@ def test_cli_resumes_bit_identical_and_evaluates_as_python(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == ("vaekit: error: inference = 'ladder' needs two or more stochastic layers "
                                             "(--latent-dim twice)")
-
-
-def test_two_processes_match_one(tmp_path):
-    assert_two_processes_match_one(TRAIN, tmp_path)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from run_cli import assert_resumed_equals_straight, assert_two_processes_match_one, straight_and_resumed, vaekit_cli
+from run_cli import vaekit_cli
 
 from vaekit.data import load_dataset
 from vaekit.data.builtin import read_builtin
@@ -367,26 +367,3 @@ def counts_file(path):
 DATA = {"continuous-bernoulli": lambda tmp: "digits", "discretized-logistic": lambda tmp: digits_8bit(tmp / "d8.npy"),
         "categorical": lambda tmp: digits_8bit(tmp / "d8.npy"), "poisson": lambda tmp: counts_file(tmp / "c.npy"),
         "negative-binomial": lambda tmp: counts_file(tmp / "c.npy")}
-
-
-@pytest.mark.parametrize("likelihood", list(DATA))
-def test_each_likelihood_resumes_bit_identical_reloads_to_the_same_numbers_and_trains_alike_in_two_processes(
-        tmp_path, likelihood):
-    """The issue's three checks for every family, here the likelihoods for data the seed does not cover:
-    a resumed run's weights equal the straight run's bit for bit; `vaekit evaluate` of the saved run equals
-    evaluate_all of the model loaded in Python; one process and two gloo processes train the same weights."""
-    from vaekit.evaluation.estimates import evaluate_all
-    from vaekit.runs.checkpoint import load_run
-    from vaekit.runs.experiment import load_data
-
-    train = ["--quiet", "train", "--dataset", DATA[likelihood](tmp_path), "--likelihood", likelihood,
-             "--latent-dim", "3", "--hidden", "32"]
-    root = straight_and_resumed(train, tmp_path)
-    assert_resumed_equals_straight(root)
-    shown = json.loads(vaekit_cli("evaluate", root / "straight", "--k", "20", "--json").stdout)
-    cfg, model = load_run(root / "straight")
-    mine = evaluate_all(model, load_data(cfg).eval_split("test"), k=20, seed=0)
-    assert (shown["elbo"], shown["log_likelihood"]) == (mine["elbo"], mine["log_likelihood"])
-    # lr 1e-3: a weight whose gradient is within rounding of 0 may take a step of either sign (measured:
-    # up to 1.4e-3 in the categorical head's 16,384 logit weights), moving the validation ELBO by ≤ 1e-4
-    assert_two_processes_match_one(train[1:], tmp_path, atol=2e-3, val_rtol=5e-4)

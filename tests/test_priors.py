@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from pngread import read_png
-from run_cli import resume_equals_uninterrupted, vaekit_cli
+from run_cli import vaekit_cli
 from safetensors.torch import load_file
 
 import vaekit
@@ -142,8 +142,3 @@ def test_mog_prior_is_learned_and_saved(mog_run):
     assert saved["prior.means"].shape == (4, 2)
     assert (saved["prior.means"] - initial["prior.means"]).abs().max() > 1e-3  # Adam moved them
     assert not torch.equal(saved["prior.logits"], initial["prior.logits"])
-
-
-def test_mog_resume_equals_uninterrupted(mog_run, tmp_path):
-    full = resume_equals_uninterrupted(mog_run, FLAGS, tmp_path)
-    assert "prior.means" in full

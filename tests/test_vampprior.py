@@ -5,15 +5,12 @@ term, one copy of the encoder's weights, and a run trained with it through the c
 import copy
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from pngread import read_png
-from run_cli import resume_equals_uninterrupted, vaekit_cli
+from run_cli import vaekit_cli
 from safetensors.torch import load_file
 from torch.distributions import Categorical, MultivariateNormal
 
@@ -261,26 +258,3 @@ def test_standard_prior_runs_have_no_pseudo_input_picture(tmp_path):
     from vaekit.pictures.report import part_pictures
 
     assert part_pictures(load_run(run)[1]) == {}
-
-
-def test_resume_equals_uninterrupted(vamp_run, tmp_path):
-    full = resume_equals_uninterrupted(vamp_run, FLAGS, tmp_path)
-    assert "prior.pseudo_inputs" in full
-
-
-def test_two_processes_match_one(tmp_path):
-    """DDP over the objective: the encoder runs twice a step (x and the pseudo-inputs) and its weights are
-    held once, so DDP finds no unused or duplicated parameter and the all-reduced run matches one process."""
-    common = ["--dataset", "digits", "--prior", "vampprior", "--prior-components", "5", "--latent-dim", "4",
-              "--hidden", "32", "--lr", "3e-3", "--seed", "3", "--epochs", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for out, nproc, batch in (("one", None, 64), ("two", 2, 32)):
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-        cmd = [*(launcher if nproc else [sys.executable]), "-m", "vaekit", "--quiet", "train", *common,
-               "--batch-size", str(batch), "--out", str(tmp_path / out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, check=False)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    one, two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
-    assert one.keys() == two.keys() and "prior.pseudo_inputs" in one
-    for key in one:  # only the order of float32 additions differs (see test_distributed.py)
-        torch.testing.assert_close(two[key], one[key], atol=1e-4, rtol=1e-4)
