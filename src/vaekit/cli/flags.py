@@ -65,9 +65,10 @@ def _add(p: argparse.ArgumentParser, flag: str, dest: str, d: Declared, help_tex
     if base is bool:
         p.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
     elif getattr(base, "__origin__", None) is tuple:
-        p.add_argument(flag, type=base.__args__[0], action="append", **kwargs)
+        p.add_argument(flag, type=base.__args__[0], action="append", metavar=d.name.upper(), **kwargs)
     else:
-        p.add_argument(flag, type=base, choices=d.spec.choices, **kwargs)
+        p.add_argument(flag, type=base, choices=d.spec.choices, metavar=None if d.spec.choices else d.name.upper(),
+                       **kwargs)
 
 
 def _shown(default: Any) -> str:
