@@ -172,3 +172,18 @@ def test_elbo_draws_average_to_the_elbo():
         log_px, kl_term = elbo_draws(vae, x, z, kl=kl)
         assert log_px.shape == (7, 6) and kl_term.shape == ((6,) if kl == "analytic" else (7, 6))
         torch.testing.assert_close((log_px - kl_term).mean(0), elbo(vae, x, q_z=q, kl=kl, z=z).elbo, atol=1e-12, rtol=0)
+
+
+def test_mc_kl_surrogate_is_the_per_example_mean_over_draws():
+    """kl="mc": KL and surrogate are (1/S) Σ_s of log Q(z_s) − log p(z_s) and of log p(x|z_s) − β(…), one
+    value per example, by hand on given draws (S = 4 ≠ B = 6, so a mean over the wrong axis fails)."""
+    vae, _, x = _linear_gaussian()
+    q = vae.posterior(x)
+    z = q.rsample((4,))
+    r = elbo(vae, x, q_z=q, kl="mc", beta=2.5, z=z)
+    log_px, kl_s = vae.p_x_given_z(z).log_prob(x), q.log_prob(z) - vae.prior().log_prob(z)
+    torch.testing.assert_close(r.kl, kl_s.mean(0), atol=1e-12, rtol=0)
+    torch.testing.assert_close(r.surrogate, (log_px - 2.5 * kl_s).mean(0), atol=1e-12, rtol=0)
+    for kl in ("mc", "analytic"):  # β = 1 by default: the surrogate is the ELBO itself
+        r = elbo(vae, x, q_z=q, kl=kl, z=z)
+        torch.testing.assert_close(r.surrogate, r.elbo, atol=1e-12, rtol=0)
