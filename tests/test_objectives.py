@@ -187,3 +187,18 @@ def test_mc_kl_surrogate_is_the_per_example_mean_over_draws():
     for kl in ("mc", "analytic"):  # β = 1 by default: the surrogate is the ELBO itself
         r = elbo(vae, x, q_z=q, kl=kl, z=z)
         torch.testing.assert_close(r.surrogate, r.elbo, atol=1e-12, rtol=0)
+
+
+def test_dreg_surrogate_is_the_weighted_sum_of_log_weights_per_example():
+    """DReG's surrogate, one value per example: Σ_i w̃_i log w_i with w̃ = softmax(log w) over the k draws
+    (its gradient is the test above), by hand on given draws (k = 4 ≠ B = 6)."""
+    from vaekit.objectives.estimators import iwae, log_weights
+
+    vae, _, x = _linear_gaussian()
+    z = vae.posterior(x).rsample((4,))
+    lw = log_weights(vae, x, 4, z=z).detach()
+    r = iwae(vae, x, 4, dreg=True, z=z)
+    torch.testing.assert_close(r.surrogate, (torch.softmax(lw, 0) * lw).sum(0), atol=1e-12, rtol=0)
+    torch.testing.assert_close(r.bound, torch.logsumexp(lw, 0) - math.log(4), atol=1e-12, rtol=0)
+    plain = iwae(vae, x, 4, z=z)  # the default is the plain estimator, whose surrogate is L_k itself
+    assert torch.equal(plain.surrogate, plain.bound)
