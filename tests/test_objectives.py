@@ -202,3 +202,18 @@ def test_dreg_surrogate_is_the_weighted_sum_of_log_weights_per_example():
     torch.testing.assert_close(r.bound, torch.logsumexp(lw, 0) - math.log(4), atol=1e-12, rtol=0)
     plain = iwae(vae, x, 4, z=z)  # the default is the plain estimator, whose surrogate is L_k itself
     assert torch.equal(plain.surrogate, plain.bound)
+
+
+def test_closed_form_kl_of_a_laplace_q_against_a_diagonal_gaussian_prior():
+    """Neither both diagonal Gaussians nor a full-covariance Q: torch's registered KL, against the closed
+    form per dimension −(1 + log 2b) + log(σ√(2π)) + (2b² + (m − μ)²)/(2σ²), and `elbo` takes it."""
+    from torch.distributions import Independent, Laplace
+
+    from vaekit.objectives.estimators import analytic_kl
+
+    m = torch.tensor([[0.3, -1.0], [2.0, 0.5]], dtype=D)
+    b = torch.tensor([[0.5, 1.2], [0.1, 2.0]], dtype=D)
+    mu, sigma = torch.tensor([0.2, -0.3], dtype=D), torch.tensor([1.5, 0.7], dtype=D)
+    q, p = Independent(Laplace(m, b), 1), diagonal_normal(mu.expand(2, 2), sigma.expand(2, 2))
+    want = (-(1 + torch.log(2 * b)) + torch.log(sigma * math.sqrt(2 * math.pi)) + (2 * b**2 + (m - mu) ** 2) / (2 * sigma**2))
+    torch.testing.assert_close(analytic_kl(q, p), want.sum(-1), atol=1e-12, rtol=0)
