@@ -217,3 +217,15 @@ def test_closed_form_kl_of_a_laplace_q_against_a_diagonal_gaussian_prior():
     q, p = Independent(Laplace(m, b), 1), diagonal_normal(mu.expand(2, 2), sigma.expand(2, 2))
     want = (-(1 + torch.log(2 * b)) + torch.log(sigma * math.sqrt(2 * math.pi)) + (2 * b**2 + (m - mu) ** 2) / (2 * sigma**2))
     torch.testing.assert_close(analytic_kl(q, p), want.sum(-1), atol=1e-12, rtol=0)
+
+
+def test_expectation_value_is_the_per_example_monte_carlo_mean():
+    """The first value `expectation` returns is E_Q[f] itself, one per example: the quadratic's closed
+    form Σ_j A_j((μ_j − C_j)² + σ_j²), within 5 standard errors, for B = 2 examples and S = 20 000 draws."""
+    mu = torch.tensor([[0.2, -0.4, 1.0], [-1.0, 0.5, 0.0]], dtype=D)
+    sigma = torch.tensor([[0.6, 1.1, 1.3], [0.2, 0.4, 2.0]], dtype=D)
+    q = diagonal_normal(mu, sigma)
+    value, _ = expectation(q, f, 20_000)
+    want = (A * ((mu - C) ** 2 + sigma**2)).sum(-1)
+    se = f(q.sample((20_000,))).std(0) / math.sqrt(20_000)
+    assert value.shape == (2,) and ((value - want).abs() < 5 * se).all(), (value, want, se)
