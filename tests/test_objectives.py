@@ -229,3 +229,13 @@ def test_expectation_value_is_the_per_example_monte_carlo_mean():
     want = (A * ((mu - C) ** 2 + sigma**2)).sum(-1)
     se = f(q.sample((20_000,))).std(0) / math.sqrt(20_000)
     assert value.shape == (2,) and ((value - want).abs() < 5 * se).all(), (value, want, se)
+
+
+def test_data_of_the_wrong_shape_or_dtype_is_refused_before_torch_sees_it():
+    from vaekit.errors import VaekitError
+
+    vae = VAE(data_dim=6, latent_dim=2, hidden=(5,)).double()
+    x = torch.bernoulli(torch.full((4, 6), 0.5, dtype=D))
+    for bad in (x[0], x[:, :5], x.long(), x[None]):  # 1-D, the wrong D, integers, 3-D
+        with pytest.raises(VaekitError, match=r"the model expects floats of shape \[B, 6\]"):
+            elbo(vae, bad)
