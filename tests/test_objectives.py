@@ -239,3 +239,19 @@ def test_data_of_the_wrong_shape_or_dtype_is_refused_before_torch_sees_it():
     for bad in (x[0], x[:, :5], x.long(), x[None]):  # 1-D, the wrong D, integers, 3-D
         with pytest.raises(VaekitError, match=r"the model expects floats of shape \[B, 6\]"):
             elbo(vae, bad)
+
+
+def test_given_draws_carry_the_gradient_as_drawn():
+    """z given to `elbo` (reparameterized draws of Q) is used as it was drawn: the same value and the same
+    encoder gradient as drawing it inside under the same seed."""
+    vae = VAE(data_dim=6, latent_dim=2, hidden=(5,)).double()
+    x = torch.bernoulli(torch.full((4, 6), 0.5, dtype=D))
+    encoder = list(vae.encoder.parameters())
+    torch.manual_seed(5)
+    inside = elbo(vae, x, num_samples=3)
+    torch.manual_seed(5)
+    q = vae.posterior(x)
+    given = elbo(vae, x, q_z=q, z=q.rsample((3,)))
+    torch.testing.assert_close(given.elbo, inside.elbo, atol=1e-12, rtol=0)
+    for a, b in zip(torch.autograd.grad(given.elbo.sum(), encoder), torch.autograd.grad(inside.elbo.sum(), encoder)):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
