@@ -184,3 +184,26 @@ def test_evaluation_leaves_the_models_mode_as_it_was():
         evaluate_all(model, x, k=5, elbo_samples=2)
         assert model.training is training and model.encoder.training is training
         assert model.decoder.training is (not training)
+
+
+def test_labels_give_each_batch_its_conditional_model_and_its_seed():
+    """y: batch b is evaluated by model.given(y_b) under the seed (seed, b): the per-example estimate is
+    logsumexp of the k log-weights drawn so, minus log k, by hand; labels of another length are refused."""
+    import pytest
+
+    from vaekit.errors import VaekitError
+    from vaekit.objectives.estimators import log_weights
+    from vaekit.rng import batch_seed
+
+    torch.manual_seed(0)
+    model = VAE(data_dim=12, latent_dim=3, hidden=(8,), condition="label", condition_classes=4).double()
+    g = torch.Generator().manual_seed(1)
+    x, y = (torch.rand(10, 12, generator=g, dtype=D) < 0.4).to(D), torch.randint(0, 4, (10,), generator=g)
+    ll = log_likelihood(model, x, k=7, batch_size=4, seed=2, y=y)
+    by_hand = []
+    for b, (xb, yb) in enumerate(zip(x.split(4), y.split(4))):
+        torch.manual_seed(batch_seed(2, b))
+        by_hand.append(torch.logsumexp(log_weights(model.given(yb), xb, 7), 0) - math.log(7))
+    torch.testing.assert_close(ll.per_example, torch.cat(by_hand), atol=1e-10, rtol=0)
+    with pytest.raises(VaekitError, match="9 labels for 10 examples"):
+        log_likelihood(model, x, k=7, y=y[:9])
