@@ -207,3 +207,22 @@ def test_labels_give_each_batch_its_conditional_model_and_its_seed():
     torch.testing.assert_close(ll.per_example, torch.cat(by_hand), atol=1e-10, rtol=0)
     with pytest.raises(VaekitError, match="9 labels for 10 examples"):
         log_likelihood(model, x, k=7, y=y[:9])
+
+
+def test_default_k_single_example_and_the_smallest_k_with_a_spread():
+    """k = 1000, batches of 100 and seed 0 by default (every weight of the exact Q is p(x): ESS = k); one example has no spread over
+    examples (stderr NaN), two have; k = 2 is the smallest k with a Monte Carlo variance: Var(w)/(k·mean(w)²)."""
+    vae, lg, x, post, _ = linear_gaussian(n=3)
+    ll = log_likelihood(vae, x, q_z=post)
+    torch.testing.assert_close(ll.ess, torch.full((3,), 1000.0, dtype=D), atol=1e-6, rtol=0)
+    one = log_likelihood(vae, x[:1], k=5, q_z=lg.posterior(x[:1]))
+    assert math.isnan(one.stderr) and one.per_example.shape == (1,)
+    two = log_likelihood(vae, x[:2], k=5, q_z=lg.posterior(x[:2]))
+    assert abs(two.stderr - float(two.per_example.std() / math.sqrt(2))) < 1e-12 and two.stderr > 0
+    vae, _, x, _, best = linear_gaussian(n=150)  # batches of 100 and seed 0 by default
+    default = log_likelihood(vae, x, k=3, q_z=best).per_example
+    assert torch.equal(default, log_likelihood(vae, x, k=3, q_z=best, batch_size=100, seed=0).per_example)
+    assert not torch.equal(default, log_likelihood(vae, x, k=3, q_z=best, batch_size=101).per_example)
+    w = torch.tensor([[1.0], [3.0]], dtype=D)  # [k = 2, B = 1]: unbiased Var = 2, mean 2
+    torch.testing.assert_close(delta_method_variance(w.sum(0) ** 2 / (w**2).sum(0), 2),
+                               torch.tensor([2 / (2 * 4)], dtype=D), atol=1e-12, rtol=0)
