@@ -226,3 +226,24 @@ def test_default_k_single_example_and_the_smallest_k_with_a_spread():
     w = torch.tensor([[1.0], [3.0]], dtype=D)  # [k = 2, B = 1]: unbiased Var = 2, mean 2
     torch.testing.assert_close(delta_method_variance(w.sum(0) ** 2 / (w**2).sum(0), 2),
                                torch.tensor([2 / (2 * 4)], dtype=D), atol=1e-12, rtol=0)
+
+
+def test_the_smallest_memory_budget_still_draws_one_sample_per_chunk(monkeypatch):
+    """A budget below one draw's decoder output (B × D elements) gives chunks of one draw, never none,
+    and the estimate is still logsumexp over all k draws minus log k."""
+    from vaekit.evaluation import estimates
+
+    vae, _, x, _, best = linear_gaussian(n=4)
+    drawn = []
+    unrecorded = estimates.log_weights
+
+    def recording(*args, **kwargs):
+        lw = unrecorded(*args, **kwargs)
+        drawn.append(lw.detach().clone())
+        return lw
+
+    monkeypatch.setattr(estimates, "log_weights", recording)
+    monkeypatch.setattr(estimates, "CPU_CHUNK_ELEMENTS", 1)
+    chunked = log_likelihood(vae, x, k=5, q_z=best, seed=1)
+    assert [c.shape[0] for c in drawn] == [1] * 5
+    torch.testing.assert_close(chunked.per_example, torch.logsumexp(torch.cat(drawn), 0) - math.log(5), atol=1e-10, rtol=0)
