@@ -247,3 +247,15 @@ def test_the_smallest_memory_budget_still_draws_one_sample_per_chunk(monkeypatch
     chunked = log_likelihood(vae, x, k=5, q_z=best, seed=1)
     assert [c.shape[0] for c in drawn] == [1] * 5
     torch.testing.assert_close(chunked.per_example, torch.logsumexp(torch.cat(drawn), 0) - math.log(5), atol=1e-10, rtol=0)
+
+
+def test_log_likelihood_reports_its_progress_only_when_asked(monkeypatch, capsys):
+    """progress=False by default: nothing on stderr; progress=True: examples done of N, batch by batch."""
+    from vaekit.training import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # a plain line at every update, not every 10 s
+    vae, _, x, _, best = linear_gaussian(n=150)
+    log_likelihood(vae, x, k=3, q_z=best)
+    assert capsys.readouterr().err == ""
+    log_likelihood(vae, x, k=3, q_z=best, progress=True)
+    assert "log-likelihood (k = 3): 100/150 ex" in capsys.readouterr().err
