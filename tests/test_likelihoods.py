@@ -74,3 +74,18 @@ def test_closed_form_kl_matches_torch_and_monte_carlo(standard_prior):
     samples = q.log_prob(z) - p.log_prob(z)
     mc, se = samples.mean(0), samples.std(0) / math.sqrt(n)
     assert ((mc - kl).abs() < 4 * se).all(), (mc, kl, se)
+
+
+HEADS = ["bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-per-dim", "continuous-bernoulli",
+         "discretized-logistic", "categorical", "poisson", "negative-binomial"]
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_every_head_is_one_distribution_per_example_over_its_d_values(name):
+    """Decoder output [S, B, out] → batch shape [S, B], event shape [D]: `log_prob` gives one value per example."""
+    from vaekit.parts.likelihoods import LIKELIHOODS
+
+    head = LIKELIHOODS.build(name, data_dim=4)
+    p = head(torch.zeros(2, 3, head.out_features(4)))
+    assert (tuple(p.batch_shape), tuple(p.event_shape)) == ((2, 3), (4,))
+    assert p.log_prob(torch.zeros(2, 3, 4)).shape == (2, 3)
