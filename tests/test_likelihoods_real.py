@@ -390,3 +390,11 @@ def test_each_likelihood_resumes_bit_identical_reloads_to_the_same_numbers_and_t
     # lr 1e-3: a weight whose gradient is within rounding of 0 may take a step of either sign (measured:
     # up to 1.4e-3 in the categorical head's 16,384 logit weights), moving the validation ELBO by ≤ 1e-4
     assert_two_processes_match_one(train[1:], tmp_path, atol=2e-3, val_rtol=5e-4)
+
+
+# --- the edges: the 8-bit support, the edge bins in samples, the scale's floor and ceiling ------------
+
+def test_eight_bit_support_is_exactly_the_256_levels():
+    values = torch.tensor([-1 / 255, 0.0, 1 / 255, 0.5, 128 / 255, 1.0, 256 / 255, 0.5 / 255])
+    assert EIGHT_BIT.check(values).tolist() == [False, True, True, False, True, True, False, False]
+    assert EIGHT_BIT.is_discrete and EIGHT_BIT.event_dim == 0  # what torch reads of a support: discrete, per value
