@@ -398,3 +398,14 @@ def test_eight_bit_support_is_exactly_the_256_levels():
     values = torch.tensor([-1 / 255, 0.0, 1 / 255, 0.5, 128 / 255, 1.0, 256 / 255, 0.5 / 255])
     assert EIGHT_BIT.check(values).tolist() == [False, True, True, False, True, True, False, False]
     assert EIGHT_BIT.is_discrete and EIGHT_BIT.event_dim == 0  # what torch reads of a support: discrete, per value
+
+
+def test_discretized_logistic_samples_the_edge_bins_as_often_as_their_mass():
+    """With loc at 0 (resp. 1) about half the mass is in the bottom (top) bin, which takes the tail."""
+    d = DiscretizedLogistic(torch.tensor([0.0, 1.0]), torch.full((2,), math.log(0.01)))
+    n = 20_000
+    x = d.sample((n,))
+    for j, level in ((0, 0.0), (1, 1.0)):
+        p = float(d.log_prob(torch.full((2,), level))[j].exp())
+        freq = float((x[:, j] == level).double().mean())
+        assert 0.4 < p < 0.6 and abs(freq - p) < 5 * math.sqrt(p * (1 - p) / n), (level, freq, p)
