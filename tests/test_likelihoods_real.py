@@ -409,3 +409,13 @@ def test_discretized_logistic_samples_the_edge_bins_as_often_as_their_mass():
         p = float(d.log_prob(torch.full((2,), level))[j].exp())
         freq = float((x[:, j] == level).double().mean())
         assert 0.4 < p < 0.6 and abs(freq - p) < 5 * math.sqrt(p * (1 - p) / n), (level, freq, p)
+
+
+@pytest.mark.parametrize("log_s, s", [(-50.0, math.exp(-10.0)), (50.0, math.exp(10.0))])
+def test_log_scale_beyond_the_floor_or_ceiling_is_e_to_the_minus_10_or_10(log_s, s):
+    """s is clamped to [e^−10, e^10]: the mass of bin 100 against the float64 CDF difference at that s, at
+    a location 1.1 s below the bin's upper edge (for the floor; mid-range for the ceiling)."""
+    loc = torch.tensor([(100.5 / 255 - 1.1 * s) if s < 1 else 0.5])
+    want = torch.log(dl_reference(100, loc.double()[0], torch.tensor(s, dtype=D64)))
+    got = DiscretizedLogistic(loc, torch.tensor([log_s])).log_prob(torch.tensor([100 / 255]))
+    torch.testing.assert_close(got.double()[0], want, atol=1e-3, rtol=0)  # float32 edges; e^±1 off is 0.2 nats or more
