@@ -419,3 +419,18 @@ def test_log_scale_beyond_the_floor_or_ceiling_is_e_to_the_minus_10_or_10(log_s,
     want = torch.log(dl_reference(100, loc.double()[0], torch.tensor(s, dtype=D64)))
     got = DiscretizedLogistic(loc, torch.tensor([log_s])).log_prob(torch.tensor([100 / 255]))
     torch.testing.assert_close(got.double()[0], want, atol=1e-3, rtol=0)  # float32 edges; e^±1 off is 0.2 nats or more
+
+
+@pytest.mark.parametrize("name, bad", [("bernoulli", 0.5), ("discretized-logistic", 0.5), ("categorical", 0.5),
+                                       ("poisson", 0.5), ("negative-binomial", 0.5), ("continuous-bernoulli", 1.5)])
+def test_validation_refuses_a_value_off_the_support_only_when_on(name, bad):
+    """A value off the support (0.5: not 0/1, a level k/255 or a count; 1.5: not in [0, 1]) is refused with
+    validation on, and not looked at with it off."""
+    head = LIKELIHOODS.build(name, data_dim=2)
+    h = torch.zeros(1, head.out_features(2))
+    x = torch.tensor([[0.0, bad]])
+    head.validate_args = True
+    with pytest.raises(ValueError, match="support"):
+        head(h).log_prob(x)
+    head.validate_args = False
+    assert head(h).log_prob(x).shape == (1,)
