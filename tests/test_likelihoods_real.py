@@ -434,3 +434,12 @@ def test_validation_refuses_a_value_off_the_support_only_when_on(name, bad):
         head(h).log_prob(x)
     head.validate_args = False
     assert head(h).log_prob(x).shape == (1,)
+
+
+def test_continuous_bernoulli_at_logit_zero_samples_the_uniform():
+    """η = 0 is CB(½) = U(0, 1) (|η| floored at 10⁻⁶ in the inverse CDF): finite samples with mean ½ and variance 1/12."""
+    n = 20_000
+    x = ContinuousBernoulliLogits(torch.zeros(3)).sample((n,)).double()
+    assert bool(((x >= 0) & (x <= 1)).all())
+    assert (x.mean(0) - 0.5).abs().max() < 5 * math.sqrt(1 / 12 / n)
+    assert (x.var(0) - 1 / 12).abs().max() < 0.005
