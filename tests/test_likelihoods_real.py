@@ -443,3 +443,14 @@ def test_continuous_bernoulli_at_logit_zero_samples_the_uniform():
     assert bool(((x >= 0) & (x <= 1)).all())
     assert (x.mean(0) - 0.5).abs().max() < 5 * math.sqrt(1 / 12 / n)
     assert (x.var(0) - 1 / 12).abs().max() < 0.005
+
+
+def test_cb_series_in_float64_to_their_truncation_error_and_the_mean_beyond_its_band():
+    """Float64 resolves the series' coefficients: log C at |η| = 0.2, where the next term is < 10⁻¹⁰; and
+    the mean from |η| = 0.5 (the band's edge, excluded) to 1.4 is the closed form (the series would be off by up to 10⁻⁵)."""
+    eta = torch.tensor([-0.3, -0.2, 0.2, 0.3], dtype=D64)  # 0.3: the band's edge, excluded (the closed form)
+    torch.testing.assert_close(cb_log_norm(eta), torch.log(eta / torch.tanh(eta / 2)), atol=1e-10, rtol=0)
+    eta = torch.tensor([-1.4, -0.6, -0.5, 0.5, 0.6, 1.0, 1.4], dtype=D64)
+    torch.testing.assert_close(cb_mean(eta), -1 / torch.expm1(-eta) - 1 / eta, atol=1e-12, rtol=0)
+    eta = torch.tensor([-0.3, 0.3], dtype=D64)  # the mean's series in its band, to its truncation error (2·10⁻¹⁰)
+    torch.testing.assert_close(cb_mean(eta), -1 / torch.expm1(-eta) - 1 / eta, atol=1e-9, rtol=0)
