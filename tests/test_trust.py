@@ -438,3 +438,14 @@ def test_state_check_bounds_are_inclusive(name, edit):
     model, opt, state = _in_memory_state()
     edit(state)
     check_state(state, model, opt, Path("train_state.pt"), max_batch=3)
+
+
+@pytest.mark.parametrize("name, edit, fragment", BOUNDS_REFUSED, ids=[b[0] for b in BOUNDS_REFUSED])
+def test_state_check_refuses_just_past_each_bound(name, edit, fragment):
+    from vaekit.runs.state_check import check_state
+
+    model, opt, state = _in_memory_state()
+    edit(state)
+    with pytest.raises(VaekitError, match="train_state.pt: ") as info:
+        check_state(state, model, opt, Path("train_state.pt"), max_batch=3)
+    assert fragment in str(info.value), str(info.value)
