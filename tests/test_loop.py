@@ -6,6 +6,7 @@ this eager step on a device (BENCHMARKS.md records the result).
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -202,3 +203,21 @@ def test_settled_sums_are_a_snapshot():
     firsts = [d["elbo"].item() for d in seen]
     assert len(set(firsts)) == len(firsts)  # each step's snapshot differs, and none moved afterwards
     assert all(a > b for a, b in itertools.pairwise(firsts))  # sums of negative ELBOs only fall
+
+
+def test_a_bad_batch_is_named_at_the_next_read_back_not_before_or_after():
+    """sync_every=3: the verdicts are read after batches 3, 6, 9 and the last; a NaN gradient at batch 2
+    is named there, after batch 3 was taken and before batch 4 is."""
+    x = DATA.split("train")[:640]  # 10 batches of 64
+    model, opt, loss = fresh()
+    calls = {"n": 0}
+
+    def counted(batch, progress):
+        calls["n"] += 1
+        return loss(batch, progress)
+
+    hook = model.decoder.net[-1].bias.register_hook(lambda g: g * float("nan") if calls["n"] == 2 else g)
+    with pytest.raises(NonFiniteLossError, match=r"a gradient is NaN or Inf at epoch 1, step 2 \(global step 2\)"):
+        train_epoch(model, opt, counted, x, 64, 0, LoopState(), sync_every=3)
+    hook.remove()
+    assert calls["n"] == 3
