@@ -221,3 +221,29 @@ def test_a_bad_batch_is_named_at_the_next_read_back_not_before_or_after():
         train_epoch(model, opt, counted, x, 64, 0, LoopState(), sync_every=3)
     hook.remove()
     assert calls["n"] == 3
+
+
+def test_a_short_last_batch_is_stepped_weighted_and_shown(monkeypatch, capsys):
+    """193 rows in batches of 64: 4 steps, the last of one example; the loss sees the progress epoch + i/4;
+    the means weight each batch by its size; the bar counts examples, batch by batch."""
+    from vaekit.training import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)  # a plain line at every read-back
+    x = DATA.split("train")[:193]
+    model, opt, loss = fresh()
+    seen = []
+
+    def recorded(batch, progress):
+        value, metrics = loss(batch, progress)
+        seen.append((batch.shape[0], float(progress), {k: float(v.detach()) for k, v in metrics.items()}))
+        return value, metrics
+
+    state = LoopState(epoch=2)
+    means = train_epoch(model, opt, recorded, x, 64, 0, state, show_progress=True)
+    assert [(n, p) for n, p, _ in seen] == [(64, 2.0), (64, 2.25), (64, 2.5), (1, 2.75)]
+    assert (state.epoch, state.batch, state.step, state.examples, state.sums) == (3, 0, 4, 0, {})  # the next epoch, from its start
+    for k, v in means.items():
+        assert v == pytest.approx(math.fsum(n * m[k] for n, _, m in seen) / 193, rel=1e-6), k
+    err = capsys.readouterr().err
+    assert re.findall(r"epoch 3: (\S+)/193 ex", err) == ["0", "64", "128", "192"]  # the start, each read-back before 193
+    assert f"  elbo {seen[0][2]['elbo']:.3f}" in err  # beside the count, the epoch's mean so far: batch 1's
