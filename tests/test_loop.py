@@ -247,3 +247,16 @@ def test_a_short_last_batch_is_stepped_weighted_and_shown(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert re.findall(r"epoch 3: (\S+)/193 ex", err) == ["0", "64", "128", "192"]  # the start, each read-back before 193
     assert f"  elbo {seen[0][2]['elbo']:.3f}" in err  # beside the count, the epoch's mean so far: batch 1's
+
+
+def test_steps_not_yet_read_back_are_no_part_of_a_states_value_and_no_bar_by_default(monkeypatch, capsys):
+    from vaekit.training import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
+    x = DATA.split("train")[:128]
+    model, opt, loss = fresh()
+    seen = []
+    train_epoch(model, opt, loss, x, 64, 0, LoopState(), on_step=lambda st: seen.append(st.pending))
+    assert seen[0] is not None and LoopState(step=2, pending=seen[0]) == LoopState(step=2)
+    assert "pending" not in repr(LoopState(pending=seen[0]))
+    assert capsys.readouterr().err == ""  # show_progress=False by default
