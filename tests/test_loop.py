@@ -260,3 +260,13 @@ def test_steps_not_yet_read_back_are_no_part_of_a_states_value_and_no_bar_by_def
     assert seen[0] is not None and LoopState(step=2, pending=seen[0]) == LoopState(step=2)
     assert "pending" not in repr(LoopState(pending=seen[0]))
     assert capsys.readouterr().err == ""  # show_progress=False by default
+
+
+def test_the_last_step_is_read_back_before_on_step_sees_it_and_max_steps_cuts_the_epoch():
+    x = DATA.split("train")[:256]
+    model, opt, loss = fresh()
+    seen = []
+    state = LoopState()
+    means = train_epoch(model, opt, loss, x, 64, 0, state, max_steps=2, sync_every=100,
+                        on_step=lambda st: seen.append((st.step, st.examples, set(st.sums))))
+    assert seen == [(1, 64, set()), (2, 128, set(means))] and (state.epoch, state.step) == (1, 2)
