@@ -270,3 +270,17 @@ def test_the_last_step_is_read_back_before_on_step_sees_it_and_max_steps_cuts_th
     means = train_epoch(model, opt, loss, x, 64, 0, state, max_steps=2, sync_every=100,
                         on_step=lambda st: seen.append((st.step, st.examples, set(st.sums))))
     assert seen == [(1, 64, set()), (2, 128, set(means))] and (state.epoch, state.step) == (1, 2)
+
+
+def test_rows_and_their_labels_are_gathered_together():
+    x, labels = DATA.split("train")[:128], torch.arange(128)
+    model, opt, loss = fresh()
+
+    def checked(batch, progress):
+        xb, yb = batch
+        assert torch.equal(xb, x[yb])  # each row with its own label
+        value, metrics = loss(xb, progress)
+        return value, {"zero": torch.zeros(()), **metrics}  # a metric whose sum is 0 is a mean of 0, not nothing
+
+    means = train_epoch(model, opt, checked, (x, labels), 64, 0, LoopState())
+    assert means["zero"] == 0.0 and set(means) == {"zero", "elbo", "reconstruction", "kl"}
