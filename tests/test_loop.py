@@ -284,3 +284,15 @@ def test_rows_and_their_labels_are_gathered_together():
 
     means = train_epoch(model, opt, checked, (x, labels), 64, 0, LoopState())
     assert means["zero"] == 0.0 and set(means) == {"zero", "elbo", "reconstruction", "kl"}
+
+
+def test_a_value_error_of_the_loss_is_a_nonfinite_error_naming_the_step():
+    """torch.distributions refusing NaN parameters: one line, its first, with where it happened."""
+    model, opt, _ = fresh()
+
+    def refusing(batch, progress):
+        raise ValueError("Expected parameter loc to satisfy the constraint Real()\ntensor([nan])")
+
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite values at epoch 3, step 1: Expected parameter loc to "
+                                                 r"satisfy the constraint Real\(\)$"):
+        train_epoch(model, opt, refusing, DATA.split("train")[:128], 64, 0, LoopState(epoch=2))
