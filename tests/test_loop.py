@@ -296,3 +296,17 @@ def test_a_value_error_of_the_loss_is_a_nonfinite_error_naming_the_step():
     with pytest.raises(NonFiniteLossError, match=r"^non-finite values at epoch 3, step 1: Expected parameter loc to "
                                                  r"satisfy the constraint Real\(\)$"):
         train_epoch(model, opt, refusing, DATA.split("train")[:128], 64, 0, LoopState(epoch=2))
+
+
+def test_nonfinite_weights_are_named_as_an_overflowed_update_not_a_bad_batch():
+    """Weights gone Inf after step 1 make step 2's loss non-finite: the error names the weights, even
+    with batches left to skip."""
+    model, opt, loss = fresh()
+
+    def spoil(st):
+        if st.step == 1:
+            with torch.no_grad():
+                model.decoder.net[-1].bias.fill_(float("inf"))
+
+    with pytest.raises(NonFiniteLossError, match=r"the weights are NaN or Inf at epoch 1, step 2 \(global step 2\)"):
+        train_epoch(model, opt, loss, DATA.split("train")[:256], 64, 0, LoopState(), on_step=spoil, skip_nonfinite=5)
