@@ -184,3 +184,78 @@ def test_evaluation_leaves_the_models_mode_as_it_was():
         evaluate_all(model, x, k=5, elbo_samples=2)
         assert model.training is training and model.encoder.training is training
         assert model.decoder.training is (not training)
+
+
+def test_labels_give_each_batch_its_conditional_model_and_its_seed():
+    """y: batch b is evaluated by model.given(y_b) under the seed (seed, b): the per-example estimate is
+    logsumexp of the k log-weights drawn so, minus log k, by hand; labels of another length are refused."""
+    import pytest
+
+    from vaekit.errors import VaekitError
+    from vaekit.objectives.estimators import log_weights
+    from vaekit.rng import batch_seed
+
+    torch.manual_seed(0)
+    model = VAE(data_dim=12, latent_dim=3, hidden=(8,), condition="label", condition_classes=4).double()
+    g = torch.Generator().manual_seed(1)
+    x, y = (torch.rand(10, 12, generator=g, dtype=D) < 0.4).to(D), torch.randint(0, 4, (10,), generator=g)
+    ll = log_likelihood(model, x, k=7, batch_size=4, seed=2, y=y)
+    by_hand = []
+    for b, (xb, yb) in enumerate(zip(x.split(4), y.split(4))):
+        torch.manual_seed(batch_seed(2, b))
+        by_hand.append(torch.logsumexp(log_weights(model.given(yb), xb, 7), 0) - math.log(7))
+    torch.testing.assert_close(ll.per_example, torch.cat(by_hand), atol=1e-10, rtol=0)
+    with pytest.raises(VaekitError, match="9 labels for 10 examples"):
+        log_likelihood(model, x, k=7, y=y[:9])
+
+
+def test_default_k_single_example_and_the_smallest_k_with_a_spread():
+    """k = 1000, batches of 100 and seed 0 by default (every weight of the exact Q is p(x): ESS = k); one example has no spread over
+    examples (stderr NaN), two have; k = 2 is the smallest k with a Monte Carlo variance: Var(w)/(k·mean(w)²)."""
+    vae, lg, x, post, _ = linear_gaussian(n=3)
+    ll = log_likelihood(vae, x, q_z=post)
+    torch.testing.assert_close(ll.ess, torch.full((3,), 1000.0, dtype=D), atol=1e-6, rtol=0)
+    one = log_likelihood(vae, x[:1], k=5, q_z=lg.posterior(x[:1]))
+    assert math.isnan(one.stderr) and one.per_example.shape == (1,)
+    two = log_likelihood(vae, x[:2], k=5, q_z=lg.posterior(x[:2]))
+    assert abs(two.stderr - float(two.per_example.std() / math.sqrt(2))) < 1e-12 and two.stderr > 0
+    vae, _, x, _, best = linear_gaussian(n=150)  # batches of 100 and seed 0 by default
+    default = log_likelihood(vae, x, k=3, q_z=best).per_example
+    assert torch.equal(default, log_likelihood(vae, x, k=3, q_z=best, batch_size=100, seed=0).per_example)
+    assert not torch.equal(default, log_likelihood(vae, x, k=3, q_z=best, batch_size=101).per_example)
+    w = torch.tensor([[1.0], [3.0]], dtype=D)  # [k = 2, B = 1]: unbiased Var = 2, mean 2
+    torch.testing.assert_close(delta_method_variance(w.sum(0) ** 2 / (w**2).sum(0), 2),
+                               torch.tensor([2 / (2 * 4)], dtype=D), atol=1e-12, rtol=0)
+
+
+def test_the_smallest_memory_budget_still_draws_one_sample_per_chunk(monkeypatch):
+    """A budget below one draw's decoder output (B × D elements) gives chunks of one draw, never none,
+    and the estimate is still logsumexp over all k draws minus log k."""
+    from vaekit.evaluation import estimates
+
+    vae, _, x, _, best = linear_gaussian(n=4)
+    drawn = []
+    unrecorded = estimates.log_weights
+
+    def recording(*args, **kwargs):
+        lw = unrecorded(*args, **kwargs)
+        drawn.append(lw.detach().clone())
+        return lw
+
+    monkeypatch.setattr(estimates, "log_weights", recording)
+    monkeypatch.setattr(estimates, "CPU_CHUNK_ELEMENTS", 1)
+    chunked = log_likelihood(vae, x, k=5, q_z=best, seed=1)
+    assert [c.shape[0] for c in drawn] == [1] * 5
+    torch.testing.assert_close(chunked.per_example, torch.logsumexp(torch.cat(drawn), 0) - math.log(5), atol=1e-10, rtol=0)
+
+
+def test_log_likelihood_reports_its_progress_only_when_asked(monkeypatch, capsys):
+    """progress=False by default: nothing on stderr; progress=True: examples done of N, batch by batch."""
+    from vaekit.training import progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)  # a plain line at every update, not every 10 s
+    vae, _, x, _, best = linear_gaussian(n=150)
+    log_likelihood(vae, x, k=3, q_z=best)
+    assert capsys.readouterr().err == ""
+    log_likelihood(vae, x, k=3, q_z=best, progress=True)
+    assert "log-likelihood (k = 3): 100/150 ex" in capsys.readouterr().err

@@ -74,3 +74,35 @@ def test_closed_form_kl_matches_torch_and_monte_carlo(standard_prior):
     samples = q.log_prob(z) - p.log_prob(z)
     mc, se = samples.mean(0), samples.std(0) / math.sqrt(n)
     assert ((mc - kl).abs() < 4 * se).all(), (mc, kl, se)
+
+
+HEADS = ["bernoulli", "gaussian", "gaussian-learned", "gaussian-learned-per-dim", "continuous-bernoulli",
+         "discretized-logistic", "categorical", "poisson", "negative-binomial"]
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_every_head_is_one_distribution_per_example_over_its_d_values(name):
+    """Decoder output [S, B, out] → batch shape [S, B], event shape [D]: `log_prob` gives one value per example."""
+    from vaekit.parts.likelihoods import LIKELIHOODS
+
+    head = LIKELIHOODS.build(name, data_dim=4)
+    p = head(torch.zeros(2, 3, head.out_features(4)))
+    assert (tuple(p.batch_shape), tuple(p.event_shape)) == ((2, 3), (4,))
+    assert p.log_prob(torch.zeros(2, 3, 4)).shape == (2, 3)
+
+
+def test_gaussian_heads_default_to_sigma_one_tenth():
+    from vaekit.errors import VaekitError
+    from vaekit.parts.likelihoods import LIKELIHOODS
+
+    for name in ("gaussian", "gaussian-learned", "gaussian-learned-per-dim"):
+        p = LIKELIHOODS.build(name, data_dim=4)(torch.zeros(2, 4))
+        torch.testing.assert_close(p.base_dist.scale, torch.full((2, 4), 0.1))
+    assert LIKELIHOODS.build("gaussian-learned", data_dim=4).log_sigma.shape == ()  # one σ
+    assert LIKELIHOODS.build("gaussian-learned-per-dim", data_dim=4).log_sigma.shape == (4,)  # one per dimension
+    assert float(LearnedGaussianObservation(4).log_sigma.detach()) == 0.0  # the class itself starts at σ = 1
+    for name in ("gaussian", "gaussian-learned", "gaussian-learned-per-dim"):  # σ = 0 is refused as a setting
+        with pytest.raises(VaekitError, match="must be > 0, got 0"):
+            LIKELIHOODS.build({"name": name, "sigma": 0.0}, data_dim=4)
+    with pytest.raises(ValueError, match="sigma must be > 0, got 0.0"):  # and by the class itself
+        GaussianObservation(0.0)

@@ -367,3 +367,66 @@ def counts_file(path):
 DATA = {"continuous-bernoulli": lambda tmp: "digits", "discretized-logistic": lambda tmp: digits_8bit(tmp / "d8.npy"),
         "categorical": lambda tmp: digits_8bit(tmp / "d8.npy"), "poisson": lambda tmp: counts_file(tmp / "c.npy"),
         "negative-binomial": lambda tmp: counts_file(tmp / "c.npy")}
+
+# --- the edges: the 8-bit support, the edge bins in samples, the scale's floor and ceiling ------------
+
+def test_eight_bit_support_is_exactly_the_256_levels():
+    values = torch.tensor([-1 / 255, 0.0, 1 / 255, 0.5, 128 / 255, 1.0, 256 / 255, 0.5 / 255])
+    assert EIGHT_BIT.check(values).tolist() == [False, True, True, False, True, True, False, False]
+    assert EIGHT_BIT.is_discrete and EIGHT_BIT.event_dim == 0  # what torch reads of a support: discrete, per value
+
+
+def test_discretized_logistic_samples_the_edge_bins_as_often_as_their_mass():
+    """With loc at 0 (resp. 1) about half the mass is in the bottom (top) bin, which takes the tail."""
+    d = DiscretizedLogistic(torch.tensor([0.0, 1.0]), torch.full((2,), math.log(0.01)))
+    n = 20_000
+    x = d.sample((n,))
+    for j, level in ((0, 0.0), (1, 1.0)):
+        p = float(d.log_prob(torch.full((2,), level))[j].exp())
+        freq = float((x[:, j] == level).double().mean())
+        assert 0.4 < p < 0.6 and abs(freq - p) < 5 * math.sqrt(p * (1 - p) / n), (level, freq, p)
+
+
+@pytest.mark.parametrize("log_s, s", [(-50.0, math.exp(-10.0)), (50.0, math.exp(10.0))])
+def test_log_scale_beyond_the_floor_or_ceiling_is_e_to_the_minus_10_or_10(log_s, s):
+    """s is clamped to [e^−10, e^10]: the mass of bin 100 against the float64 CDF difference at that s, at
+    a location 1.1 s below the bin's upper edge (for the floor; mid-range for the ceiling)."""
+    loc = torch.tensor([(100.5 / 255 - 1.1 * s) if s < 1 else 0.5])
+    want = torch.log(dl_reference(100, loc.double()[0], torch.tensor(s, dtype=D64)))
+    got = DiscretizedLogistic(loc, torch.tensor([log_s])).log_prob(torch.tensor([100 / 255]))
+    torch.testing.assert_close(got.double()[0], want, atol=1e-3, rtol=0)  # float32 edges; e^±1 off is 0.2 nats or more
+
+
+@pytest.mark.parametrize("name, bad", [("bernoulli", 0.5), ("discretized-logistic", 0.5), ("categorical", 0.5),
+                                       ("poisson", 0.5), ("negative-binomial", 0.5), ("continuous-bernoulli", 1.5)])
+def test_validation_refuses_a_value_off_the_support_only_when_on(name, bad):
+    """A value off the support (0.5: not 0/1, a level k/255 or a count; 1.5: not in [0, 1]) is refused with
+    validation on, and not looked at with it off."""
+    head = LIKELIHOODS.build(name, data_dim=2)
+    h = torch.zeros(1, head.out_features(2))
+    x = torch.tensor([[0.0, bad]])
+    head.validate_args = True
+    with pytest.raises(ValueError, match="support"):
+        head(h).log_prob(x)
+    head.validate_args = False
+    assert head(h).log_prob(x).shape == (1,)
+
+
+def test_continuous_bernoulli_at_logit_zero_samples_the_uniform():
+    """η = 0 is CB(½) = U(0, 1) (|η| floored at 10⁻⁶ in the inverse CDF): finite samples with mean ½ and variance 1/12."""
+    n = 20_000
+    x = ContinuousBernoulliLogits(torch.zeros(3)).sample((n,)).double()
+    assert bool(((x >= 0) & (x <= 1)).all())
+    assert (x.mean(0) - 0.5).abs().max() < 5 * math.sqrt(1 / 12 / n)
+    assert (x.var(0) - 1 / 12).abs().max() < 0.005
+
+
+def test_cb_series_in_float64_to_their_truncation_error_and_the_mean_beyond_its_band():
+    """Float64 resolves the series' coefficients: log C at |η| = 0.2, where the next term is < 10⁻¹⁰; and
+    the mean from |η| = 0.5 (the band's edge, excluded) to 1.4 is the closed form (the series would be off by up to 10⁻⁵)."""
+    eta = torch.tensor([-0.3, -0.2, 0.2, 0.3], dtype=D64)  # 0.3: the band's edge, excluded (the closed form)
+    torch.testing.assert_close(cb_log_norm(eta), torch.log(eta / torch.tanh(eta / 2)), atol=1e-10, rtol=0)
+    eta = torch.tensor([-1.4, -0.6, -0.5, 0.5, 0.6, 1.0, 1.4], dtype=D64)
+    torch.testing.assert_close(cb_mean(eta), -1 / torch.expm1(-eta) - 1 / eta, atol=1e-12, rtol=0)
+    eta = torch.tensor([-0.3, 0.3], dtype=D64)  # the mean's series in its band, to its truncation error (2·10⁻¹⁰)
+    torch.testing.assert_close(cb_mean(eta), -1 / torch.expm1(-eta) - 1 / eta, atol=1e-9, rtol=0)

@@ -6,6 +6,7 @@ this eager step on a device (BENCHMARKS.md records the result).
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -202,3 +203,110 @@ def test_settled_sums_are_a_snapshot():
     firsts = [d["elbo"].item() for d in seen]
     assert len(set(firsts)) == len(firsts)  # each step's snapshot differs, and none moved afterwards
     assert all(a > b for a, b in itertools.pairwise(firsts))  # sums of negative ELBOs only fall
+
+
+def test_a_bad_batch_is_named_at_the_next_read_back_not_before_or_after():
+    """sync_every=3: the verdicts are read after batches 3, 6, 9 and the last; a NaN gradient at batch 2
+    is named there, after batch 3 was taken and before batch 4 is."""
+    x = DATA.split("train")[:640]  # 10 batches of 64
+    model, opt, loss = fresh()
+    calls = {"n": 0}
+
+    def counted(batch, progress):
+        calls["n"] += 1
+        return loss(batch, progress)
+
+    hook = model.decoder.net[-1].bias.register_hook(lambda g: g * float("nan") if calls["n"] == 2 else g)
+    with pytest.raises(NonFiniteLossError, match=r"a gradient is NaN or Inf at epoch 1, step 2 \(global step 2\)"):
+        train_epoch(model, opt, counted, x, 64, 0, LoopState(), sync_every=3)
+    hook.remove()
+    assert calls["n"] == 3
+
+
+def test_a_short_last_batch_is_stepped_weighted_and_shown(monkeypatch, capsys):
+    """193 rows in batches of 64: 4 steps, the last of one example; the loss sees the progress epoch + i/4;
+    the means weight each batch by its size; the bar counts examples, batch by batch."""
+    from vaekit.training import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)  # a plain line at every read-back
+    x = DATA.split("train")[:193]
+    model, opt, loss = fresh()
+    seen = []
+
+    def recorded(batch, progress):
+        value, metrics = loss(batch, progress)
+        seen.append((batch.shape[0], float(progress), {k: float(v.detach()) for k, v in metrics.items()}))
+        return value, metrics
+
+    state = LoopState(epoch=2)
+    means = train_epoch(model, opt, recorded, x, 64, 0, state, show_progress=True)
+    assert [(n, p) for n, p, _ in seen] == [(64, 2.0), (64, 2.25), (64, 2.5), (1, 2.75)]
+    assert (state.epoch, state.batch, state.step, state.examples, state.sums) == (3, 0, 4, 0, {})  # the next epoch, from its start
+    for k, v in means.items():
+        assert v == pytest.approx(math.fsum(n * m[k] for n, _, m in seen) / 193, rel=1e-6), k
+    err = capsys.readouterr().err
+    assert re.findall(r"epoch 3: (\S+)/193 ex", err) == ["0", "64", "128", "192"]  # the start, each read-back before 193
+    assert f"  elbo {seen[0][2]['elbo']:.3f}" in err  # beside the count, the epoch's mean so far: batch 1's
+
+
+def test_steps_not_yet_read_back_are_no_part_of_a_states_value_and_no_bar_by_default(monkeypatch, capsys):
+    from vaekit.training import progress as progress_module
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
+    x = DATA.split("train")[:128]
+    model, opt, loss = fresh()
+    seen = []
+    train_epoch(model, opt, loss, x, 64, 0, LoopState(), on_step=lambda st: seen.append(st.pending))
+    assert seen[0] is not None and LoopState(step=2, pending=seen[0]) == LoopState(step=2)
+    assert "pending" not in repr(LoopState(pending=seen[0]))
+    assert capsys.readouterr().err == ""  # show_progress=False by default
+
+
+def test_the_last_step_is_read_back_before_on_step_sees_it_and_max_steps_cuts_the_epoch():
+    x = DATA.split("train")[:256]
+    model, opt, loss = fresh()
+    seen = []
+    state = LoopState()
+    means = train_epoch(model, opt, loss, x, 64, 0, state, max_steps=2, sync_every=100,
+                        on_step=lambda st: seen.append((st.step, st.examples, set(st.sums))))
+    assert seen == [(1, 64, set()), (2, 128, set(means))] and (state.epoch, state.step) == (1, 2)
+
+
+def test_rows_and_their_labels_are_gathered_together():
+    x, labels = DATA.split("train")[:128], torch.arange(128)
+    model, opt, loss = fresh()
+
+    def checked(batch, progress):
+        xb, yb = batch
+        assert torch.equal(xb, x[yb])  # each row with its own label
+        value, metrics = loss(xb, progress)
+        return value, {"zero": torch.zeros(()), **metrics}  # a metric whose sum is 0 is a mean of 0, not nothing
+
+    means = train_epoch(model, opt, checked, (x, labels), 64, 0, LoopState())
+    assert means["zero"] == 0.0 and set(means) == {"zero", "elbo", "reconstruction", "kl"}
+
+
+def test_a_value_error_of_the_loss_is_a_nonfinite_error_naming_the_step():
+    """torch.distributions refusing NaN parameters: one line, its first, with where it happened."""
+    model, opt, _ = fresh()
+
+    def refusing(batch, progress):
+        raise ValueError("Expected parameter loc to satisfy the constraint Real()\ntensor([nan])")
+
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite values at epoch 3, step 1: Expected parameter loc to "
+                                                 r"satisfy the constraint Real\(\)$"):
+        train_epoch(model, opt, refusing, DATA.split("train")[:128], 64, 0, LoopState(epoch=2))
+
+
+def test_nonfinite_weights_are_named_as_an_overflowed_update_not_a_bad_batch():
+    """Weights gone Inf after step 1 make step 2's loss non-finite: the error names the weights, even
+    with batches left to skip."""
+    model, opt, loss = fresh()
+
+    def spoil(st):
+        if st.step == 1:
+            with torch.no_grad():
+                model.decoder.net[-1].bias.fill_(float("inf"))
+
+    with pytest.raises(NonFiniteLossError, match=r"the weights are NaN or Inf at epoch 1, step 2 \(global step 2\)"):
+        train_epoch(model, opt, loss, DATA.split("train")[:256], 64, 0, LoopState(), on_step=spoil, skip_nonfinite=5)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -353,3 +354,98 @@ def test_identical_runs_write_identical_files(tmp_path):
         runs.append(tmp_path / name)
     for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.CONFIG):
         assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
+
+
+# ---- 1b. the check's bounds, on a state built in memory: each limit is where it says it is ----
+
+def _in_memory_state():
+    """A model, its Adam after one step and the state `checkpoint.save_checkpoint` would write, mid-epoch."""
+    from vaekit.model import VAE
+    from vaekit.objectives.estimators import elbo
+    from vaekit.training.loop import make_adam
+
+    torch.manual_seed(0)
+    model = VAE(6, latent_dim=2, hidden=(4,))
+    opt = make_adam(model.parameters(), 1e-3)
+    (-elbo(model, torch.bernoulli(torch.full((5, 6), 0.5))).elbo.mean()).backward()
+    opt.step()
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "epoch": 0,
+             "step": 1, "batch": 1, "sums": {"elbo": torch.tensor(-20.0)}, "skipped": 0, "examples": 5}
+    return model, opt, state
+
+
+def _group(key, value):
+    def edit(s):
+        s["optimizer"]["param_groups"][0][key] = value
+    return edit
+
+
+def _moment(key, index, value):
+    def edit(s):
+        s["optimizer"]["state"][0][key].view(-1)[index] = value
+    return edit
+
+
+BOUNDS_KEPT = [  # (what, edit): at the limit, still a valid state
+    ("batch at the end of the epoch", _set("batch", 3)),
+    ("counters at 0", lambda s: s.update(batch=0, step=0, epoch=0, examples=0, skipped=0)),
+    ("a counter at 2**62", _set("step", 2**62)),
+    ("a second moment of exactly 0", _moment("exp_avg_sq", 0, 0.0)),
+    ("Adam's step count at 0", lambda s: s["optimizer"]["state"][0]["step"].zero_()),
+    ("betas of 0", _group("betas", (0.0, 0.0))),
+    ("no sums", _set("sums", {})),
+    ("a group of only params and lr", lambda s: s["optimizer"]["param_groups"].__setitem__(
+        0, {k: s["optimizer"]["param_groups"][0][k] for k in ("params", "lr")})),  # the defaults of the rest pass
+    ("an AMSGrad moment", lambda s: s["optimizer"]["state"][0].update(max_exp_avg_sq=torch.zeros_like(
+        s["optimizer"]["state"][0]["exp_avg_sq"]))),
+]
+BOUNDS_REFUSED = [
+    ("batch past the end of the epoch", _set("batch", 4), "batch is 4, above 3"),
+    ("a counter above 2**62", _set("examples", 2**62 + 1), "examples is 4611686018427387905, above"),
+    ("a negative second moment", _moment("exp_avg_sq", 0, -1e-30), "exp_avg_sq holds negative values"),
+    ("a learning rate of 0", _group("lr", 0.0), ".lr is 0"),
+    ("a negative learning rate", _group("lr", -1e-3), ".lr is -0.001, below 0.0"),
+    ("beta of 1", _group("betas", (0.9, 1.0)), "betas[1] is 1.0, above"),
+    ("a negative beta", _group("betas", (-0.1, 0.999)), "betas[0] is -0.1, below 0.0"),
+    ("a fractional Adam step", lambda s: s["optimizer"]["state"][0]["step"].fill_(1.5), ".step is 1.5, not a whole number"),
+    ("an optimizer state with another key", lambda s: s["optimizer"].update(extra=1), "optimizer is not an optimizer state"),
+    ("a negative Adam step", lambda s: s["optimizer"]["state"][0]["step"].fill_(-1.0), ".step is -1.0, below 0.0"),
+    ("eps of 0", _group("eps", 0.0), ".eps is 0.0, below 1e-300"),
+    ("negative weight decay", _group("weight_decay", -0.1), ".weight_decay is -0.1, below 0.0"),
+    ("a moment for a parameter the model lacks", lambda s: s["optimizer"]["state"].update(
+        {len(s["optimizer"]["param_groups"][0]["params"]): s["optimizer"]["state"][0]}), "names parameter 8"),
+    ("rng as floats", _set("rng", torch.zeros(5056)), "rng is not a generator state"),
+    ("two param groups", lambda s: s["optimizer"]["param_groups"].append(dict(s["optimizer"]["param_groups"][0])),
+     "optimizer.param_groups has 2 groups, expected 1"),
+    ("a group without lr", lambda s: s["optimizer"]["param_groups"][0].pop("lr"), "param_groups[0] is not an optimizer group"),
+    ("three betas", _group("betas", (0.9, 0.99, 0.5)), "betas is not a pair"),
+    ("param groups not a list", lambda s: s["optimizer"].update(param_groups=None), "optimizer.param_groups has no groups"),
+    ("a negative AMSGrad moment", lambda s: s["optimizer"]["state"][0].update(max_exp_avg_sq=torch.full_like(
+        s["optimizer"]["state"][0]["exp_avg_sq"], -1.0)), "max_exp_avg_sq holds negative values"),
+    ("a NaN sum", _set("sums", {"elbo": torch.tensor(float("nan"))}), "sums['elbo'] is nan"),
+    ("an objective's weights this run lacks", _set("parts", {}), "parts holds an objective's own weights"),
+    ("a moment for parameter -1", lambda s: s["optimizer"]["state"].update({-1: s["optimizer"]["state"][0]}),
+     "names parameter -1"),
+    ("sums named by numbers", _set("sums", {1: torch.tensor(0.0)}), "sums is not a dict of named sums"),
+    ("a number as a string", _set("sums", {"elbo": "-20"}), "sums['elbo'] is a str, not a number"),
+]
+
+
+@pytest.mark.parametrize("name, edit", BOUNDS_KEPT, ids=[b[0] for b in BOUNDS_KEPT])
+def test_state_check_bounds_are_inclusive(name, edit):
+    from vaekit.runs.state_check import check_state
+
+    model, opt, state = _in_memory_state()
+    edit(state)
+    check_state(state, model, opt, Path("train_state.pt"), max_batch=3)
+
+
+@pytest.mark.parametrize("name, edit, fragment", BOUNDS_REFUSED, ids=[b[0] for b in BOUNDS_REFUSED])
+def test_state_check_refuses_just_past_each_bound(name, edit, fragment):
+    from vaekit.runs.state_check import check_state
+
+    model, opt, state = _in_memory_state()
+    edit(state)
+    with pytest.raises(VaekitError, match="train_state.pt: ") as info:
+        check_state(state, model, opt, Path("train_state.pt"), max_batch=3)
+    assert fragment in str(info.value), str(info.value)
