@@ -14,10 +14,11 @@ from .disentanglement import (
 from .errors import VaekitError
 from .evaluation.estimates import evaluate_elbo, log_likelihood
 from .evaluation.references import LinearGaussian
-from .model import VAE, Decoder, Encoder, GenerativeModel, build_model
+from .model import VAE, GenerativeModel, build_model
 from .objectives import OBJECTIVES, Objective
 from .objectives.estimators import ELBO, elbo, iwae, iwae_bound
 from .parts.likelihoods import LIKELIHOODS
+from .parts.modules import Decoder, Encoder
 from .parts.networks import ARCHITECTURES
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS, StandardNormal

@@ -1,0 +1,84 @@
+"""The modules a VAE holds around its networks: `Encoder` (x → Q(z|x), a network and a posterior head),
+`Decoder` (z → p(x|z), a network and a likelihood head) and `Labels` (y → the one-hot context of a
+conditional VAE). A head is a module or a registered part: its name, or a table of its name and settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from ..errors import VaekitError
+from .likelihoods import LIKELIHOODS
+from .posteriors import POSTERIORS
+from .registry import Choice
+
+Part = str | dict | Choice  # a registered part: its name, {"name": …, setting: value}, or a Choice
+
+
+def widen(t: Tensor) -> Tensor:
+    """A network output as float32 (a no-op unless autocast made it bf16/fp16): no log-density is
+    summed in bf16."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def beside(t: Tensor, context: Tensor | None) -> Tensor:
+    """[t, context] along the last dimension, the context [B, C] broadcast to t's leading dimensions
+    ([S, B, k] draws of z): what a conditional encoder and decoder take (Sohn et al. 2015)."""
+    if context is None:
+        return t
+    return torch.cat([t, context.to(t.dtype).expand(*t.shape[:-1], context.shape[-1])], -1)
+
+
+class Encoder(nn.Module):
+    """x: [..., D] → Q(z|x): `head(net(x))`. Any `nn.Module` can be the net; the head is a posterior
+    family, a module or a registered name (`Encoder(my_net, "full", latent_dim=8)`), and needs
+    `head.out_features(k)` outputs from the net."""
+
+    def __init__(self, net: nn.Module, head: nn.Module | Part = "diagonal", **settings: Any):
+        super().__init__()
+        self.net = net
+        self.head = head if isinstance(head, nn.Module) else POSTERIORS.build(head, settings)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
+        return self.head(widen(self.net(beside(x, context))))
+
+
+class Decoder(nn.Module):
+    """z: [..., k] → p(x|z): `head(net(z))`, the head a likelihood module or a registered name with its
+    settings (`Decoder(my_net, "gaussian", sigma=0.1)`); the net gives `head.out_features(D)` outputs."""
+
+    def __init__(self, net: nn.Module, head: nn.Module | Part = "bernoulli", data_dim: int | None = None,
+                 **settings: Any):
+        super().__init__()
+        self.net, self.data_dim = net, data_dim
+        self.head = head if isinstance(head, nn.Module) else LIKELIHOODS.build(head, settings, data_dim=data_dim)
+
+    @property
+    def support(self) -> str | None:
+        """What data the likelihood takes (likelihoods.SUPPORTS), when the head says."""
+        return getattr(self.head, "support", None)
+
+    def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
+        return self.head(widen(self.net(beside(z, context))))
+
+
+class Labels(nn.Module):
+    """Whole-number labels y [B] in 0…C−1 → the one-hot context c(y) [B, C] of a conditional VAE."""
+
+    def __init__(self, classes: int):
+        super().__init__()
+        self.classes = classes
+        self.register_buffer("eye", torch.eye(classes), persistent=False)  # rows: the one-hot codes, in the
+        # model's dtype and on its device
+
+    def forward(self, y: Tensor) -> Tensor:
+        y = torch.as_tensor(y)
+        if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise VaekitError(f"labels must be whole numbers of shape [B], got {y.dtype} of shape {tuple(y.shape)}")
+        if y.device.type == "cpu" and y.numel() and not (0 <= int(y.min()) and int(y.max()) < self.classes):
+            raise VaekitError(f"labels must lie in 0…{self.classes - 1} (the model's {self.classes} classes); "
+                              f"got {int(y.min())}…{int(y.max())}")
+        return self.eye[y.to(self.eye.device).long()]
