@@ -7,8 +7,8 @@ import argparse
 from typing import Any
 
 from ..errors import VaekitError
-from ..parts.registry import Choice, Declared, Registry
-from ..runs.config import SECTIONS, Config, declared, load_config_file, merge, settings, slots
+from ..parts.registry import Choice, Declared
+from ..runs.config import SECTIONS, Config, declared, load_config_file, merge, settings, slot_registry, slots
 
 
 def part_flags() -> dict[str, tuple[str, str, Declared, list[str]]]:
@@ -16,7 +16,7 @@ def part_flags() -> dict[str, tuple[str, str, Declared, list[str]]]:
     part. Parts of one slot share a flag when they share the setting's name and type; a flag claimed
     twice otherwise is refused in one line (a plugin gives its setting `Setting(flag=…)`)."""
     flags: dict[str, tuple[str, str, Declared, list[str]]] = {}
-    general = {_flag(sec, f.name, f.metadata["setting"].flag) for sec, f in settings()}
+    general = {declared(SECTIONS[sec])[f.name].flag for sec, f in settings()}
     for section, name, registry in slots():
         for entry in map(registry.entry, registry.names()):
             for d in entry.settings.values():
@@ -32,27 +32,23 @@ def part_flags() -> dict[str, tuple[str, str, Declared, list[str]]]:
     return flags
 
 
-def _flag(section: str, name: str, flag: str | None) -> str:
-    return "--" + name.replace("_", "-") if flag is None else flag
-
-
 def add_setting_flags(p: argparse.ArgumentParser) -> None:
     """One flag per config field (`--latent-dim`, `--prior`, …) and per part setting (`--prior-components`,
     `--gamma`, …), with the type, choices, range and help their declarations give. Defaults are None,
     so only given flags override."""
     for section, f in settings():
-        flag = _flag(section, f.name, f.metadata["setting"].flag)
+        d = declared(SECTIONS[section])[f.name]
+        flag = d.flag
         if flag == "":
             continue
         registry = f.metadata.get("registry")
-        d = declared(SECTIONS[section])[f.name]
         if registry is not None:
             text = f"{d.spec.help} ({registry.help()}) (default: {f.default.name})".replace("%", "%%")
             p.add_argument(flag, dest=f"{section}.{f.name}", choices=registry.names(), default=None, help=text)
         else:
             _add(p, flag, f"{section}.{f.name}", d, d.spec.help + f" (default: {_shown(d.default)})")
     for flag, (section, name, d, parts) in part_flags().items():
-        registry = {(s, n): r for s, n, r in slots()}[(section, name)]
+        registry = slot_registry(section, name)
         defaults = {_shown(registry.entry(part).settings[d.name].default) for part in parts}
         default = defaults.pop() if len(defaults) == 1 else ", ".join(
             f"{part}: {_shown(registry.entry(part).settings[d.name].default)}" for part in parts)
@@ -97,12 +93,8 @@ def flag_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         elif isinstance(update.get(section, {}).get(name), dict):
             update[section][name]["name"] = value
         else:
-            update.setdefault(section, {})[name] = {"name": value} if _is_slot(section, name) else value
+            update.setdefault(section, {})[name] = {"name": value} if slot_registry(section, name) else value
     return update
-
-
-def _is_slot(section: str, name: str) -> bool:
-    return any((s, n) == (section, name) for s, n, _ in slots())
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -137,4 +129,4 @@ def registry_tables() -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["Registry", "add_setting_flags", "build_config", "given_settings", "registry_tables"]
+__all__ = ["add_setting_flags", "build_config", "given_settings", "registry_tables"]

@@ -55,7 +55,8 @@ class Declared:
 
     @property
     def flag(self) -> str:
-        return self.spec.flag or "--" + self.name.replace("_", "-")
+        """`Setting.flag`, else --name-with-dashes; "" for a setting with no flag."""
+        return self.spec.flag if self.spec.flag is not None else "--" + self.name.replace("_", "-")
 
     @property
     def optional(self) -> bool:

@@ -20,6 +20,7 @@ type or range.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import typing
@@ -194,8 +195,9 @@ def _plain(value: Any) -> Any:
     return value.as_dict() if isinstance(value, Choice) else value
 
 
+@functools.cache
 def declared(cls: type) -> dict[str, Declared]:
-    """The fields of a section as `Declared` settings (a slot's `type` is its Choice)."""
+    """The fields of a section as `Declared` settings (a slot's `type` is its Choice); read once per class."""
     hints = typing.get_type_hints(cls)
     return {f.name: Declared(f.name, hints[f.name], f.default, f.metadata["setting"]) for f in dataclasses.fields(cls)}
 
@@ -212,6 +214,11 @@ def slots():
     for section, f in settings():
         if "registry" in f.metadata:
             yield section, f.name, f.metadata["registry"]
+
+
+def slot_registry(section: str, name: str) -> Registry | None:
+    """The registry of the slot `name` of `section`, or None where that field is no slot."""
+    return next((r for s, n, r in slots() if (s, n) == (section, name)), None)
 
 
 def check_keys(d: Any, known: set[str], where: str) -> None:
@@ -251,14 +258,13 @@ def merge(base: dict[str, dict[str, Any]], update: dict[str, Any]) -> dict[str, 
     """`update`'s sections over `base`'s. A slot given by another part's name starts from that part's
     defaults; given without a name (settings only), it keeps the part it had and changes those settings."""
     out = {name: dict(values) for name, values in base.items()}
-    slot_names = {(s, n) for s, n, _ in slots()}
     for section, values in update.items():
         if not isinstance(values, dict) or section not in out:
             out[section] = values  # refused with its name by from_dict
             continue
         for key, value in values.items():
             old = out[section].get(key)
-            if (section, key) in slot_names and isinstance(old, dict):
+            if slot_registry(section, key) is not None and isinstance(old, dict):
                 new = {"name": value} if isinstance(value, str) else _plain(value)
                 if isinstance(new, dict) and new.get("name", old["name"]) == old["name"]:
                     new = {**old, **new}
@@ -289,8 +295,8 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(values, dict) or key not in values:
             continue
         value = values.pop(key)
-        registry = {(s, n): r for s, n, r in slots()}[(section, slot_name)]
-        current = values.get(slot_name, SECTIONS[section]().__getattribute__(slot_name).name)
+        registry = slot_registry(section, slot_name)
+        current = values.get(slot_name, getattr(SECTIONS[section](), slot_name).name)
         current = {"name": current} if isinstance(current, str) else dict(current)
         if current.get("name") in registry and setting_name in registry.entry(current["name"]).settings and value is not None:
             current[setting_name] = value
