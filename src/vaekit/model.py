@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from .errors import VaekitError
+from .parts.distributions import tempered
 from .parts.hierarchical import INFERENCE, HierarchicalPrior, LadderEncoder, TopPath
 from .parts.likelihoods import LIKELIHOODS
 from .parts.modules import Decoder, Encoder, Labels, Part
@@ -30,6 +31,7 @@ from .parts.networks import ARCHITECTURES, Concat, First, mlp
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
 from .parts.registry import closest
+from .parts.topdown import LastState, TopDownEncoder, TopDownPath, TopDownPrior
 
 
 def mean_of(d: Distribution, samples: int = 256) -> Tensor:
@@ -63,11 +65,11 @@ class Joint:
         return getattr(self.decoder, "data_dim", None)
 
     @torch.no_grad()
-    def sample(self, n: int, mean: bool = True) -> Tensor:
+    def sample(self, n: int, mean: bool = True, temperature: float = 1.0) -> Tensor:
         """n draws from the model, [n, D]: E[x|z] for z ~ p(z) by default (what pictures show);
         `mean=False` draws x ~ p(x|z) too. A prior with batch shape [n] (conditioned on n labels) gives
-        one draw each."""
-        p_z = self.prior()
+        one draw each. `temperature` T < 1 draws z with every Gaussian scale of p(z) times T (`tempered`)."""
+        p_z = self.prior() if temperature == 1.0 else tempered(self.prior(), temperature)
         p = self.p_x_given_z(p_z.sample() if tuple(p_z.batch_shape) == (n,) else p_z.sample((n,)))
         return p.mean if mean else p.sample()
 
@@ -235,6 +237,9 @@ def compose(
     else:
         enc_net = Concat(net("encoder", data_dim + c, n_q // 2, hidden), net("encoder", data_dim + c, n_q - n_q // 2, hidden))
     dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
+    if inference == "top-down":  # its networks are built by `deep`
+        return (*deep(net, p_head, data_dim, sizes, hidden, dec_hidden, layer_hidden, activation, prior, posterior,
+                      labels), None)
     dec_net = net("decoder", sizes[0] + c, p_head.out_features(data_dim), dec_hidden)
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
@@ -268,6 +273,28 @@ def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int
     if isinstance(q_z, LadderEncoder):
         q_z.attach(p_z)
     return q_z, Decoder(First(sizes[0], dec_net, prior_settings.get("classes", 0)), p_head, data_dim), p_z
+
+
+def deep(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Sequence[int], dec_hidden: Sequence[int],
+         layer_hidden: Sequence[int] | None, activation: str, prior: Part, posterior: Part,
+         labels: nn.Module | None) -> tuple[nn.Module, Decoder, nn.Module]:
+    """A deep top-down VAE (`parts.topdown`): the bottom-up trunk is the `hidden` network from x to the path's
+    width (`layer_hidden[0]`, default the last `hidden` size), the decoder the `decoder_hidden` network from
+    the last state h₀ to p(x|h₀); between them L groups on one path shared by p(z) and Q(z|x)."""
+    for slot, registry, choice, wanted in (("prior", PRIORS, prior, "standard"),
+                                           ("posterior", POSTERIORS, posterior, "diagonal")):
+        name = registry.choose(choice).name
+        if name != wanted:
+            raise VaekitError(f"a top-down VAE (--inference top-down) draws every group from the shared path: "
+                              f"--{slot} must be {wanted}, got {name}")
+    if labels is not None:
+        raise VaekitError("a top-down VAE (--inference top-down) is not conditioned on labels yet: "
+                          "use --inference bottom-up with --condition label")
+    width = layer_hidden[0] if layer_hidden else (hidden[-1] if hidden else 256)
+    path = TopDownPath(sizes, width, activation)
+    encoder = TopDownEncoder(net("encoder", data_dim, width, hidden), path, activation)
+    decoder = Decoder(LastState(path, net("decoder", width, p_head.out_features(data_dim), dec_hidden)), p_head, data_dim)
+    return encoder, decoder, TopDownPrior(path)
 
 
 def build_model(cfg: Any) -> VAE:

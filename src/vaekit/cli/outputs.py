@@ -38,7 +38,10 @@ def cmd_sample(args: argparse.Namespace) -> Path:
         y = torch.arange(args.n) % cfg.model.condition_classes  # every label in turn
     else:
         y = None if args.label is None else torch.full((args.n,), args.label)
-    x = to_data_units(cfg, args.run, conditioned(model, cfg, y).sample(args.n, mean=not args.draw))
+    if not 0 < args.temperature < float("inf"):
+        raise VaekitError(f"--temperature must be a number > 0, got {args.temperature}")
+    x = conditioned(model, cfg, y).sample(args.n, mean=not args.draw, temperature=args.temperature)
+    x = to_data_units(cfg, args.run, x)
     out = Path(args.out or Path(args.run) / "samples.png")
     picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
     if out.suffix.lower() not in (".png", ".npy"):

@@ -132,6 +132,18 @@ def elbo(
     return ELBO(reconstruction - kl_value, reconstruction, kl_value, objective)
 
 
+def group_kl(q_z: Distribution, p_z: Distribution, z: Tensor) -> Tensor:
+    """The KL term of each group of latents at the draws z [S, B, k]: [G, S, B]. A group is a stochastic
+    layer where Q and p(z) have them (`layer_log_probs`: log Q(z_l|·) − log p(z_l|·), Monte Carlo), else z
+    as a whole (the closed form where one exists, broadcast over S). Their sum over G is the ELBO's KL."""
+    if hasattr(q_z, "layer_log_probs") and hasattr(p_z, "layer_log_probs"):
+        return torch.stack([q - p for q, p in zip(q_z.layer_log_probs(z), p_z.layer_log_probs(z), strict=True)])
+    closed = analytic_kl(q_z, p_z)
+    if closed is not None:
+        return closed.expand(z.shape[:-1]).unsqueeze(0)
+    return (q_z.log_prob(z) - p_z.log_prob(z)).unsqueeze(0)
+
+
 def _closed_kl(q_z: Distribution, p_z: Distribution, kl: str) -> Tensor | None:
     """KL(Q ‖ p) in closed form as the kl mode asks ("auto": where one exists), else None."""
     if kl not in KL_MODES:
@@ -215,6 +227,8 @@ def iwae(
         q_z = model.posterior(x)
     if z is None:
         z = draw(q_z, k)
+    if dreg:  # a fresh tensor: no part may score a remembered walk of the draw (`parts.topdown`), every
+        z = z.view_as(z)  # gradient reaching z must pass the hook below
     log_w = _log_weights(model, x, z, detached(q_z) if dreg else q_z)
     bound = torch.logsumexp(log_w, dim=0) - math.log(k)
     if not dreg:

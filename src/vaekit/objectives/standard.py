@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import torch
 from torch import Tensor
 
+from ..errors import VaekitError
 from ..parts.registry import Setting
 from .base import (
     KL,
@@ -20,9 +22,13 @@ from .base import (
     reported,
     warmup_ramp,
 )
-from .estimators import elbo, iwae
+from .estimators import ELBO, elbo, group_kl, iwae
 
 Beta = Annotated[float, Setting("KL weight in the training objective only; the reported ELBO is β = 1", at_least=0)]
+FreeBits = Annotated[float, Setting("free bits (Kingma et al. 2016): nats per group of latents (a stochastic layer) "
+                                    "below which a group's batch-mean KL is not penalized (0: off)", at_least=0)]
+Balance = Annotated[bool, Setting("KL balancing during the warm-up (NVAE, Vahdat & Kautz 2020, App. A): each group's "
+                                  "KL weighted by its share of the KL per latent, so no group is switched off early")]
 
 
 @OBJECTIVES.register("elbo")
@@ -33,17 +39,44 @@ class ELBOObjective(Objective):
     true ELBO (β = 1) at the same draws."""
 
     def __init__(self, num_samples: NumSamples = 1, kl: KL = "auto", estimator: Estimator = "reparameterization",
-                 beta: Beta = 1.0, kl_warmup_epochs: Warmup = 0.0):
+                 beta: Beta = 1.0, kl_warmup_epochs: Warmup = 0.0, free_bits: FreeBits = 0.0,
+                 kl_balance: Balance = False):
         super().__init__()
         self.num_samples, self.kl, self.estimator = num_samples, kl, estimator
         self.beta, self.kl_warmup_epochs = beta, kl_warmup_epochs
+        self.free_bits, self.kl_balance = free_bits, kl_balance
+        if (free_bits or kl_balance) and estimator != "reparameterization":
+            raise VaekitError("free bits and KL balancing shape the reparameterized gradient: use "
+                              "--estimator reparameterization with them")
 
     def loss(self, model, x: Tensor, draw: Draw, progress: float | Tensor, whole: Whole = one_process):
         q_z = model.posterior(x)
         z = draw(q_z, self.num_samples, self.estimator)
         beta = self.beta * warmup_ramp(progress, self.kl_warmup_epochs)
+        if self.free_bits or self.kl_balance:
+            return self._per_group(model, x, q_z, z, beta, whole)
         r = elbo(model, x, q_z=q_z, kl=self.kl, beta=beta, estimator=self.estimator, z=z)
         return -r.surrogate.mean(), reported(r)
+
+    def _per_group(self, model, x: Tensor, q_z, z: Tensor, beta: float | Tensor, whole: Whole):
+        """−E[log p(x|z)] + β Σ_g γ_g · max(λ, KL_g): KL_g the batch mean of group g's KL term, λ the free bits,
+        γ_g NVAE's balancing weights while β < 1 (else 1). Which groups sit below λ and the weights are decided
+        on the whole batch (every rank alike), so N processes take one process's gradient."""
+        log_px = model.p_x_given_z(z).log_prob(x)  # [S, B]
+        kls = group_kl(q_z, model.prior(), z)  # [G, S, B]
+        local = kls.mean((1, 2))  # [G]: this rank's batch means, what the gradient flows through
+        overall = whole(kls.detach().mean(1), 1).mean(-1)  # [G]: the whole batch's
+        penalty = local
+        if self.free_bits:  # a group under λ contributes the constant λ: no gradient pushes its KL lower
+            penalty = torch.where(overall > self.free_bits, local, torch.full_like(local, self.free_bits))
+        if self.kl_balance:
+            sizes = torch.tensor([float(d) for d in getattr(q_z, "layer_sizes", (z.shape[-1],))], device=z.device)
+            gamma = (overall.abs() + 0.01) / sizes
+            gamma = gamma / gamma.mean()
+            warming = torch.as_tensor(beta, device=z.device) < 1  # balanced only during the warm-up
+            penalty = penalty * torch.where(warming, gamma, torch.ones_like(gamma))
+        r = ELBO((log_px - kls.sum(0)).mean(0), log_px.mean(0), kls.sum(0).mean(0), log_px.mean(0))
+        return -(log_px.mean() - beta * penalty.sum()), reported(r)
 
 
 @OBJECTIVES.register("iwae")

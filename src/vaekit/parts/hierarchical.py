@@ -29,7 +29,8 @@ from torch.distributions import Distribution, constraints
 from torch.func import functional_call
 
 from ..errors import VaekitError
-from .distributions import detached, diagonal_normal, is_diagonal_normal
+from .distributions import detached, diagonal_normal, is_diagonal_normal, tempered
+from .topdown import TopDownEncoder
 
 
 class Chain(Distribution):
@@ -102,6 +103,11 @@ class Chain(Distribution):
                 terms.append(d.base_dist.log_prob(b) if is_diagonal_normal(d) else None)
         return terms[::-1] if self.top_down else terms
 
+    def tempered(self, temperature: float) -> Chain:
+        """The chain drawn with every conditional's Gaussian scale times `temperature` (`distributions.tempered`)."""
+        steps = [Tempered(step, temperature) for step in self.steps]
+        return Chain(tempered(self.first, temperature), steps, self.layer_sizes, self.top_down, self.params)
+
     def expand(self, batch_shape: torch.Size, _instance=None) -> Chain:
         return Chain(self.first.expand(torch.Size(batch_shape)), self.steps, self.layer_sizes, self.top_down, self.params)
 
@@ -118,6 +124,17 @@ class Chain(Distribution):
                 steps.append(step)
                 params.append({name: p.detach() for name, p in step.named_parameters()})
         return Chain(detached(self.first), steps, self.layer_sizes, self.top_down, params)
+
+
+class Tempered(nn.Module):
+    """A chain's step whose distributions are drawn at a temperature."""
+
+    def __init__(self, step: nn.Module, temperature: float):
+        super().__init__()
+        self.step, self.temperature = step, temperature
+
+    def forward(self, block: Tensor) -> Distribution:
+        return tempered(self.step(block), self.temperature)
 
 
 class HierarchicalEncoder(nn.Module):
@@ -229,4 +246,5 @@ class HierarchicalPrior(nn.Module):
         return self.top.pictures() if hasattr(self.top, "pictures") else {}
 
 
-INFERENCE = {"bottom-up": HierarchicalEncoder, "ladder": LadderEncoder}  # how Q runs through the layers
+INFERENCE = {"bottom-up": HierarchicalEncoder, "ladder": LadderEncoder,  # how Q runs through the layers
+             "top-down": TopDownEncoder}  # a deep top-down VAE: a path shared by p and Q (`parts.topdown`)

@@ -166,7 +166,7 @@ def load_state(run: Path) -> dict[str, Any]:
 
 def restore(
     out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
-    max_batch: int = 2**62, parts: nn.Module | None = None,
+    max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None,
 ) -> list[dict[str, Any]]:
     """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
     Every field is checked against `model`, the objective's `parts` (if any) and `optimizer` first
@@ -177,13 +177,15 @@ def restore(
     before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
     """
     saved = load_state(out)
-    check_state(saved, model, optimizer, out / STATE, max_batch, parts)
+    check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema)
     try:
         model.load_state_dict(saved["model"])
         if parts is not None:
             parts.load_state_dict(saved["parts"])
         optimizer.load_state_dict(saved["optimizer"])
         lr_to_device(optimizer)
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise VaekitError(f"{out / STATE}: does not match the model in {CONFIG} ({str(e).splitlines()[0]})") from None
     torch.set_rng_state(saved["rng"])
@@ -192,6 +194,7 @@ def restore(
         torch.cuda.set_rng_state(saved["cuda_rng"], device)
     state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
     state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
+    state.oversized = int(saved.get("oversized", 0))
     if not main:
         state.sums, state.examples = {}, 0
     log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
@@ -230,9 +233,10 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
-                    parts: nn.Module | None = None) -> None:
+                    parts: nn.Module | None = None, ema: Any = None) -> None:
     """train_state.pt (everything to continue, weights included, and the objective's own `parts`: a
-    discriminator belongs to training, not to the model) first, then model.safetensors."""
+    discriminator belongs to training, not to the model) first, then model.safetensors: the weights
+    evaluation and sampling use, which are the `ema` average where the run keeps one (`training.ema`)."""
     settle(state)  # the steps still in flight on the device are counted first
     trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
     if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
@@ -242,11 +246,14 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     device = next(model.parameters()).device
     cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
     own = {"parts": parts.state_dict()} if parts is not None else {}
+    if ema is not None:
+        own["ema"] = ema.state_dict()
     save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
-                          "skipped": state.skipped, "examples": state.examples})
-    save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+                          "skipped": state.skipped, "examples": state.examples, "oversized": state.oversized})
+    with ema.swapped() if ema is not None else contextlib.nullcontext():
+        save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 
 
 def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, nn.Module]:

@@ -160,6 +160,12 @@ class TrainConfig(Slots):
     compile: bool = setting(False, "torch.compile the objective (falls back to eager, with a warning)", resumable=True)
     cuda_graphs: bool = setting(False, "CUDA, one process: capture the whole training step once and replay it",
                                 resumable=True)
+    grad_clip: float = setting(0.0, "rescale the gradient to at most this global norm (0: never; VDVAE: 200)",
+                               resumable=True, at_least=0)
+    grad_skip: float = setting(0.0, "take no update whose gradient norm exceeds this (0: never; VDVAE: 400); "
+                               "counted, not an error", resumable=True, at_least=0)
+    ema: float = setting(0.0, "decay of an exponential moving average of the weights, which evaluation and "
+                         "sampling use (0: none; VDVAE: 0.9999)", at_least=0, at_most=0.999999999)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

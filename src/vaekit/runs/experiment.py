@@ -30,7 +30,8 @@ from ..evaluation.estimates import evaluate_elbo
 from ..training.graphs import GraphedStep
 from .history import append_metrics
 from ..parts.likelihoods import likelihood_support
-from ..training.loop import LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
+from ..training.ema import EMA
+from ..training.loop import Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from ..training.loss import VAEObjective
 from ..model import VAE, build_model
 
@@ -192,6 +193,8 @@ def train_model(
     objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
     own = (objective.module if isinstance(objective, DistributedDataParallel) else objective).objective
     parts = own if own.has_state() else None  # the objective's own modules (FactorVAE's discriminator)
+    ema = EMA(model, tc.ema) if tc.ema else None  # the weights evaluation and sampling use
+    averaged = ema.swapped if ema is not None else contextlib.nullcontext
     state = LoopState()
     history: list[dict[str, Any]] = []
     steps = -(-len(shard_indices(torch.arange(dataset.split("train").shape[0]), ctx, tc.batch_size)) // tc.batch_size)
@@ -199,7 +202,7 @@ def train_model(
         raise VaekitError(f"{dataset.name}: {dataset.split('train').shape[0]} training examples give no step per epoch "
                           f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
-        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts)
+        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts, ema=ema)
         set_lr(optimizer, tc.lr)  # the config's rate (a --resume may change it), not the one saved with Adam
         if out is not None and ctx.is_main:
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
@@ -214,11 +217,11 @@ def train_model(
     val_y = labels_for(cfg, dataset, "val", device)
     if val_y is not None:  # a conditional VAE: the loop gathers each batch's labels with its rows
         train_x = (train_x, labels_for(cfg, dataset, "train", device))
-    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts)) if out is not None and ctx.is_main else (lambda: None)
+    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts, ema)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_signals() as interrupted:
 
         def on_step(st: LoopState) -> None:
-            if tc.checkpoint_every and (st.step + st.skipped) % tc.checkpoint_every == 0:  # steps taken
+            if tc.checkpoint_every and (st.step + st.skipped + st.oversized) % tc.checkpoint_every == 0:  # steps taken
                 settle(st)  # on every rank, so a non-finite batch stops all of them at the same step
                 save()
             if interrupted():
@@ -232,9 +235,11 @@ def train_model(
             t0 = time.perf_counter()
             train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
                                         progress and ctx.is_main, ctx=ctx, on_step=on_step,
-                                        skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn)
+                                        skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn, guards=guards(tc),
+                                        after_step=ema.update if ema is not None else None)
             seconds = time.perf_counter() - t0
-            val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y)
+            with averaged():
+                val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y)
             record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
                       **{f"train/{k}": v for k, v in train_metrics.items()},
                       **{f"val/{k}": v for k, v in val.terms().items()}}
@@ -248,7 +253,16 @@ def train_model(
                     on_epoch(record, model, cfg)
             save()
     barrier(ctx)
+    if ema is not None:  # the model handed back is the one saved: the averaged weights
+        with torch.no_grad():
+            for p, avg in zip(model.parameters(), ema.average):
+                p.copy_(avg)
     return TrainResult(model, cfg, history, dataset)
+
+
+def guards(tc: TrainConfig) -> Guards:
+    """The gradient-norm guards a run's config asks for."""
+    return Guards(clip=tc.grad_clip, skip=tc.grad_skip)
 
 
 def summary(cfg: Config, dataset: Dataset, device: str, out: Path | None) -> str:
@@ -280,7 +294,7 @@ def build_trainer(
         graphs = False
     if ctx.distributed:
         objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
-    return objective, optimizer, GraphedStep(objective, optimizer, objective, tc.batch_size) if graphs else None
+    return objective, optimizer, GraphedStep(objective, optimizer, objective, tc.batch_size, guards=guards(tc)) if graphs else None
 
 
 def _graphs_possible(device: str, ctx: Context) -> bool:

@@ -108,7 +108,7 @@ def _rng(value: Any, field: str, like: Tensor | None) -> None:
 
 
 def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, max_batch: int,
-                parts: nn.Module | None = None) -> None:
+                parts: nn.Module | None = None, ema: Any = None) -> None:
     """Refuse `saved` (a loaded train_state.pt) in one line unless every field fits `model`, the
     objective's `parts` (if any) and `optimizer`; `max_batch` is the number of batches in an epoch
     (a mid-epoch position is ≤ it)."""
@@ -118,7 +118,15 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
             _need(key in saved, key, "is missing")
         _need(parts is not None or "parts" not in saved, "parts",
               "holds an objective's own weights (a discriminator), which this run's objective lacks")
+        _need((ema is not None) == ("ema" in saved), "ema", "is missing" if ema is not None else
+              "holds an average of the weights, which this run does not keep")
         _module(saved["model"], model, "model")
+        if ema is not None:
+            _module(saved["ema"], ema, "ema")
+        if "oversized" in saved:
+            _need(isinstance(saved["oversized"], int) and not isinstance(saved["oversized"], bool), "oversized",
+                  "is not an integer")
+            _number(saved["oversized"], "oversized", low=0, high=2**62)
         named = list(model.named_parameters())
         if parts is not None:
             _module(saved["parts"], parts, "parts")

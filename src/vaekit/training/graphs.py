@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .loop import LossFn, fused, train_step
+from .loop import NO_GUARDS, Guards, LossFn, fused, train_step
 
 
 class GraphedStep:
@@ -21,10 +21,10 @@ class GraphedStep:
     """
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, batch_size: int,
-                 warmup: int = 3):
+                 warmup: int = 3, guards: Guards = NO_GUARDS):
         if not fused(optimizer, capturable=True):
             raise ValueError("GraphedStep needs fused Adam with capturable=True (make_adam(..., capturable=True))")
-        self.module, self.optimizer, self.loss_fn, self.warmup = module, optimizer, loss_fn, warmup
+        self.module, self.optimizer, self.loss_fn, self.warmup, self.guards = module, optimizer, loss_fn, warmup, guards
         self.batch_size = batch_size
         self.graph: torch.cuda.CUDAGraph | None = None
         self.batch = self.progress = self.out = None
@@ -38,7 +38,7 @@ class GraphedStep:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                out = train_step(self.module, self.optimizer, self.loss_fn, batch, progress)
+                out = train_step(self.module, self.optimizer, self.loss_fn, batch, progress, self.guards)
             torch.cuda.current_stream().wait_stream(side)
             return out
         self.batch.copy_(batch)
@@ -51,5 +51,5 @@ class GraphedStep:
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.out = train_step(self.module, self.optimizer, self.loss_fn, self.batch, self.progress)
+            self.out = train_step(self.module, self.optimizer, self.loss_fn, self.batch, self.progress, self.guards)
         self.graph = graph

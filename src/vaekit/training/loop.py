@@ -32,7 +32,7 @@ LossFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 StepFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 """step(raw_batch, progress) → (verdict, metrics): `train_step` with its module, optimizer and loss bound."""
 
-OK, BAD_LOSS, BAD_GRADIENT = 0, 1, 2  # a step's verdict
+OK, BAD_LOSS, BAD_GRADIENT, LARGE_GRADIENT = 0, 1, 2, 3  # a step's verdict
 GPU_SYNC_EVERY = 100  # steps between reads of the verdicts on an accelerator
 
 
@@ -46,6 +46,7 @@ class LoopState:
     sums: dict[str, Tensor] = field(default_factory=dict)  # the current epoch's metric sums so far
     examples: int = 0  # examples in those sums (a skipped non-finite batch adds none)
     skipped: int = 0  # non-finite batches skipped so far
+    oversized: int = 0  # updates skipped because the gradient norm exceeded `Guards.skip` (not an error)
     pending: _Pending | None = field(default=None, repr=False, compare=False)  # steps not yet read back
 
 
@@ -92,13 +93,31 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
+@dataclass(frozen=True)
+class Guards:
+    """What keeps a deep model's training stable, for any loss (VDVAE, Child 2021, §4; NVAE, Vahdat & Kautz 2020):
+    `clip`: rescale the gradient to norm at most this (0: never); `skip`: take no update whose gradient norm
+    (before clipping) exceeds this (0: never), counted in `LoopState.oversized`."""
+
+    clip: float = 0.0
+    skip: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.clip or self.skip)
+
+
+NO_GUARDS = Guards()
+
+
 def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, batch: Tensor,
-               progress: float | Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+               progress: float | Tensor, guards: Guards = NO_GUARDS) -> tuple[Tensor, dict[str, Tensor]]:
     """One optimizer step on `batch`, with no host synchronization.
 
-    Returns (verdict, metrics): verdict is a 0-d int tensor, OK, BAD_LOSS or BAD_GRADIENT; for a bad
-    one the parameters and the optimizer state are left exactly as they were. Everything here is
-    device work, so the whole step can be captured in a CUDA graph.
+    Returns (verdict, metrics): verdict is a 0-d int tensor, OK, BAD_LOSS, BAD_GRADIENT or LARGE_GRADIENT;
+    for a bad one the parameters and the optimizer state are left exactly as they were. With `guards`
+    the metrics gain `grad_norm`, the global norm before clipping. Everything here is device work, so the
+    whole step can be captured in a CUDA graph.
     """
     optimizer.zero_grad(set_to_none=True)
     loss, metrics = loss_fn(batch, progress)
@@ -106,14 +125,31 @@ def train_step(module: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Los
     # and the averaged gradients, identical on all ranks, then carry the verdict to all of them.
     loss.backward()
     grads = [p.grad for p in module.parameters() if p.grad is not None]
-    grads_ok = all_finite(grads) if grads else loss.new_ones((), dtype=torch.bool)
-    verdict = torch.where(loss.detach().isfinite(), torch.where(grads_ok, OK, BAD_GRADIENT), BAD_LOSS)
+    if guards.active and grads:
+        norm = global_norm(grads)
+        grads_ok = norm.isfinite()
+        if guards.clip:  # g · min(1, clip/‖g‖), as torch.nn.utils.clip_grad_norm_ but without a host sync
+            torch._foreach_mul_(grads, torch.clamp(guards.clip / (norm + 1e-6), max=1.0))
+        large = norm > guards.skip if guards.skip else torch.zeros((), dtype=torch.bool, device=norm.device)
+        verdict = torch.where(loss.detach().isfinite(), torch.where(grads_ok, torch.where(large, LARGE_GRADIENT, OK),
+                                                                    BAD_GRADIENT), BAD_LOSS)
+        metrics = {**metrics, "grad_norm": torch.where(grads_ok, norm, 0.0)}
+    else:
+        grads_ok = all_finite(grads) if grads else loss.new_ones((), dtype=torch.bool)
+        verdict = torch.where(loss.detach().isfinite(), torch.where(grads_ok, OK, BAD_GRADIENT), BAD_LOSS)
     if fused(optimizer):
         optimizer.found_inf = (verdict != OK).float()  # the fused kernel leaves everything as it was
         optimizer.step()
     elif int(verdict) == OK:  # an optimizer without a device-side skip: ask (a synchronization)
         optimizer.step()
     return verdict, {name: value.detach() for name, value in metrics.items()}  # and let the graph go
+
+
+def global_norm(tensors: list[Tensor]) -> Tensor:
+    """‖(t₁, t₂, …)‖₂ over every element of every tensor, a 0-d tensor on the device (no host sync)."""
+    norm = getattr(torch, "_foreach_norm", None)
+    norms = norm(tensors) if norm is not None else [t.norm() for t in tensors]
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
 
 
 def all_finite(tensors: list[Tensor]) -> Tensor:
@@ -141,6 +177,8 @@ def train_epoch(
     skip_nonfinite: int = 0,
     sync_every: int | None = None,
     step_fn: StepFn | None = None,
+    guards: Guards = NO_GUARDS,
+    after_step: Callable[[Tensor], None] | None = None,
 ) -> dict[str, float]:
     """One pass over `data` in the order `epoch_permutation(…, state.epoch)`; returns example-weighted means.
     `data` is a tensor of rows, or a tuple of them (examples and their labels, say) whose batches are
@@ -153,7 +191,8 @@ def train_epoch(
     `skip_nonfinite` batches have been skipped so far, in which case the batch just counts as skipped.
     `sync_every` (default: 1 on CPU, GPU_SYNC_EVERY elsewhere) is how often it reads back; on CPU the
     error therefore comes before any later batch is stepped. `step_fn(batch, progress)` replaces
-    `train_step` (a CUDA-graphed step, say). Under torch.distributed each rank takes
+    `train_step` (a CUDA-graphed step, say); `guards` clip and skip by the gradient norm (`Guards`);
+    `after_step(verdict)` runs after each step on the device (an EMA of the weights that counts good steps only). Under torch.distributed each rank takes
     its block of each global batch (`distributed.shard_indices`) with its own `batch_size`; the returned means are
     over all ranks' examples.
     """
@@ -167,7 +206,7 @@ def train_epoch(
         perm = perm[: steps * batch_size]
     if step_fn is None:
         def step_fn(batch, progress):
-            return train_step(module, optimizer, loss_fn, batch, progress)
+            return train_step(module, optimizer, loss_fn, batch, progress, guards)
     sync_every = sync_every or (1 if rows.device.type == "cpu" else GPU_SYNC_EVERY)
     state.pending = _Pending(state, steps, skip_nonfinite, rows.device, list(module.parameters()))
     bar = Progress(perm.shape[0], f"epoch {state.epoch + 1}", enabled=show_progress)
@@ -182,6 +221,8 @@ def train_epoch(
         except ValueError as e:  # torch.distributions refusing NaN parameters, where validation is on
             raise NonFiniteLossError(f"non-finite values at epoch {state.epoch + 1}, step {i + 1}: "
                                      f"{str(e).splitlines()[0]}") from None
+        if after_step is not None:
+            after_step(verdict)
         state.pending.add(state, verdict, metrics, index.shape[0])
         if (i + 1) % sync_every == 0 or i + 1 == steps:
             settle(state)
@@ -252,6 +293,13 @@ class _Pending:
             if verdict == OK:
                 continue
             i, step = self.first + j, self.first_step + j - bad + 1
+            if verdict == LARGE_GRADIENT:  # a guard, not a fault: the update was not taken, nothing is wrong
+                bad += 1
+                state.oversized += 1
+                state.step -= 1
+                state.examples -= self.sizes[i]
+                log.debug("gradient norm above the skip threshold at epoch %d, step %d: update skipped", state.epoch + 1, i + 1)
+                continue
             if self.params and not bool(all_finite([p.detach() for p in self.params])):
                 raise NonFiniteLossError(
                     f"the weights are NaN or Inf at epoch {state.epoch + 1}, step {i + 1} (global step {step}): an "
