@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ from vaekit.evaluation.estimates import evaluate_elbo, log_likelihood
 from vaekit.model import build_model
 from vaekit.runs.checkpoint import save_config, save_weights
 from vaekit.runs.config import Config
-from vaekit.runs.experiment import build_trainer, load_data, resolve
+from vaekit.runs.experiment import build_trainer, guards, load_data, resolve
+from vaekit.training.ema import EMA
 from vaekit.training.loop import LoopState, set_lr, train_epoch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -37,7 +39,8 @@ def recipe_arguments(p, epochs: int) -> None:
 def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, device: str = "cpu"):
     """Train `cfg` through stages of (passes, learning rate); fractional passes end an epoch early.
 
-    Returns (model, dataset, seconds of training).
+    The config's guards apply (gradient clipping and skipping); with `ema`, validation uses the average
+    and the model returned holds it. Returns (model, dataset, seconds of training).
     """
     ds = load_data(cfg)
     cfg = resolve(cfg, ds)
@@ -47,18 +50,24 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, devi
     x = ds.split("train").to(device)
     steps_per_pass = -(-x.shape[0] // cfg.train.batch_size)
     state, seconds = LoopState(), 0.0
+    ema = EMA(model, cfg.train.ema) if cfg.train.ema else None
     for i, (passes, lr) in enumerate(stages):
         set_lr(opt, lr)
         steps_left = max(1, round(passes * steps_per_pass))
         while steps_left > 0:
             t0 = time.perf_counter()
             metrics = train_epoch(model, opt, loss_fn, x, cfg.train.batch_size, cfg.train.seed, state,
-                                  max_steps=min(steps_left, steps_per_pass), step_fn=step_fn)
+                                  max_steps=min(steps_left, steps_per_pass), step_fn=step_fn, guards=guards(cfg.train),
+                                  after_step=ema.update if ema is not None else None)
             seconds += time.perf_counter() - t0
             steps_left -= steps_per_pass
-        val = evaluate_elbo(model, ds.eval_split("val").to(device))["elbo"]
+        with ema.swapped() if ema is not None else contextlib.nullcontext():
+            val = evaluate_elbo(model, ds.eval_split("val").to(device))["elbo"]
         shown = " ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-        log(f"stage {i}: {passes:g} passes at lr {lr:.2e}; train {shown}; val ELBO {val:.2f}; {seconds:.0f}s so far")
+        skipped = f"; {state.oversized} updates skipped by --grad-skip" if state.oversized else ""
+        log(f"stage {i}: {passes:g} passes at lr {lr:.2e}; train {shown}; val ELBO {val:.2f}; {seconds:.0f}s so far{skipped}")
+    if ema is not None:
+        ema.load_into_module()
     return model, ds, seconds
 
 

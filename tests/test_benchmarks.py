@@ -65,3 +65,20 @@ def test_the_best_recipes_are_the_runs_they_report():
     two = mnist_best.recipe_config(mnist_best.parse(["--recipe", "2-layer-iwae", "--epochs", "7"]))
     assert two.model.latent_dim == (64, 32) and two.train.precision == "bf16"
     assert two.train.objective.as_dict() == {"name": "iwae", "k": 5, "dreg": True} and mnist_best.parse(["--recipe", "2-layer-iwae"]).epochs == 360
+
+
+def test_the_deep_recipes_share_everything_but_the_structure():
+    """`deep.py`'s three recipes differ only in how the latents hang together: the same trunk, decoder,
+    guards, EMA and per-group objective; `plain` is one layer of Σ d_l latents."""
+    import deep
+
+    args = deep.argparse.Namespace(latent_dim=[16, 8], warmup=10.0, epochs=200, free_bits=0.25, data_dir="x", arch="mlp",
+                                   seed=3, ema=0.999, precision="fp32", compile=False, cuda_graphs=False, recipe="top-down")
+    cfgs = {r: deep.recipe_config(args, r) for r in ("top-down", "bottom-up", "plain")}
+    assert [c.model.inference for c in cfgs.values()] == ["top-down", "bottom-up", "bottom-up"]
+    assert [c.model.latent_dim for c in cfgs.values()] == [(16, 8), (16, 8), (24,)]
+    for c in cfgs.values():
+        assert (c.model.hidden, c.model.decoder_hidden, c.train.grad_clip, c.train.grad_skip, c.train.ema) == (
+            (512, 512), (512, 512), 200.0, 1000.0, 0.999)
+        assert c.train.objective["free_bits"] == 0.25 and c.train.objective["kl_warmup_epochs"] == 10.0
+    assert cfgs["top-down"].train.objective["kl_balance"] and not cfgs["plain"].train.objective["kl_balance"]

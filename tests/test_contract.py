@@ -93,6 +93,11 @@ ROWS = [
                                    "16"), two=True),
     Row("family", "two layers", ("--latent-dim", "2", "--activation", "tanh"), two=True),
     Row("family", "ladder", ("--latent-dim", "2", "--inference", "ladder"), two=True),
+    Row("family", "top-down", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down"), two=True),
+    # the trainer's guards and the per-group objective: an EMA saved and resumed, clipping, free bits, balancing
+    Row("family", "top-down guarded", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down", "--ema", "0.9",
+                                       "--grad-clip", "5", "--grad-skip", "1e4", "--free-bits", "0.05", "--kl-balance",
+                                       "--kl-warmup-epochs", "1"), two=True),
     Row("plugin", "laplace", ("--prior", "laplace", "--laplace-scale", "0.5")),
 ]
 REGISTRIES = {"prior": PRIORS, "posterior": POSTERIORS, "likelihood": LIKELIHOODS, "architecture": ARCHITECTURES,

@@ -65,6 +65,13 @@ def run_dir(d):
     return d / "run"
 
 
+def vamp_iaf_run(d):
+    """A 1-epoch VampPrior over an IAF's Q: a p(z) that is a mixture of flows, not of Gaussians."""
+    assert main(["--quiet", "train", "--out", str(d / "vr"), "--latent-dim", "2", "--hidden", "16", "--epochs", "1",
+                 "--prior", "vampprior", "--prior-components", "3", "--posterior", "iaf"]) == 0
+    return str(d / "vr")
+
+
 def edit_config(run, fn):
     cfg = json.loads((run / "config.json").read_text())
     fn(cfg)
@@ -139,6 +146,9 @@ ROWS = [
     ("config", "a setting the chosen part does not read", lambda d: [*TRAIN, "--gamma", "40"], "[train.objective]: objective 'elbo' has no setting 'gamma'"),
     ("config", "a misspelt setting of a part", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"prior": {"name": "mog", "component": 5}}})], "prior 'mog' has no setting 'component'; did you mean 'components'?"),
     ("config", "a 0.2 config's flat setting of a part", lambda d: [*TRAIN, "--config", write(d, "c.json", {"train": {"gamma": 40}})], "gamma is a setting of the objective since vaekit 0.3: write it in its table, [train.objective] gamma = …"),
+    ("config", "a top-down VAE with a prior other than its path's", lambda d: [*TRAIN, "--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down", "--prior", "mog"], "--inference top-down) draws every group from the shared path: --prior must be standard, got mog"),
+    ("config", "free bits with the score-function estimator", lambda d: [*TRAIN, "--free-bits", "0.5", "--estimator", "score-function"], "free bits and KL balancing shape the reparameterized gradient"),
+    ("config", "an EMA decay of 1 or more", lambda d: [*TRAIN, "--ema", "1"], "ema must be >= 0 and <= 0.99999, got 1.0"),
     ("config", "an unsupported precision", lambda d: [*TRAIN, "--config", write(d, "c.json", {"train": {"precision": "fp16"}})], "precision = 'fp16' is not one of fp32, bf16"),
     ("config", "an unknown device", lambda d: [*TRAIN, "--device", "tpu"], "--device 'tpu': use cpu, cuda, cuda:N or auto"),
     ("config", "invalid TOML", lambda d: [*TRAIN, "--config", write_text(d, "c.toml", "[model\n")], "not valid TOML"),
@@ -157,6 +167,8 @@ ROWS = [
     ("run", "--resume with a different model", lambda d: [*RESUME(run_dir(d)), "--hidden", "32"], "[model] hidden = (32,) differs from the run's (16,), and it cannot change on --resume"),
     ("run", "an empty --out", lambda d: ["train", "--out", "", "--epochs", "1"], "--out is empty"),
     ("run", "sample --n too large for memory", lambda d: ["sample", str(run_dir(d)), "--n", "100000000000"], "out of memory"),
+    ("run", "sample --temperature 0", lambda d: ["sample", str(run_dir(d)), "--temperature", "0"], "--temperature must be a number > 0, got 0.0"),
+    ("run", "sample --temperature with a prior that is not Gaussian", lambda d: ["sample", vamp_iaf_run(d), "--temperature", "0.5"], "sampling at a temperature needs a Gaussian p(z)"),
     ("run", "sample --output with a suffix it cannot write", lambda d: ["sample", str(run_dir(d)), "--output", "{d}/x.jpg"], "name a .png (the grid"),
     ("config", "--arch conv on vectors", lambda d: [*TRAIN, "--arch", "conv", "--dataset", "wine", "--likelihood", "gaussian"], "arch = 'conv' needs image data of shape (C, H, W), got (13,)"),
     ("config", "a conditional VAE with --cuda-graphs", lambda d: [*TRAIN, "--condition", "label", "--cuda-graphs"], "condition = 'label' takes no cuda_graphs"),

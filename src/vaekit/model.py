@@ -278,9 +278,10 @@ def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int
 def deep(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Sequence[int], dec_hidden: Sequence[int],
          layer_hidden: Sequence[int] | None, activation: str, prior: Part, posterior: Part,
          labels: nn.Module | None) -> tuple[nn.Module, Decoder, nn.Module]:
-    """A deep top-down VAE (`parts.topdown`): the bottom-up trunk is the `hidden` network from x to the path's
-    width (`layer_hidden[0]`, default the last `hidden` size), the decoder the `decoder_hidden` network from
-    the last state h₀ to p(x|h₀); between them L groups on one path shared by p(z) and Q(z|x)."""
+    """A deep top-down VAE (`parts.topdown`): the bottom-up trunk is the `hidden` network from x whose last
+    size is the path's width (or, with `layer_hidden`, the `hidden` network from x to a width of
+    `layer_hidden[0]`), the decoder the `decoder_hidden` network from the last state h₀ to p(x|h₀);
+    between them L groups on one path shared by p(z) and Q(z|x)."""
     for slot, registry, choice, wanted in (("prior", PRIORS, prior, "standard"),
                                            ("posterior", POSTERIORS, posterior, "diagonal")):
         name = registry.choose(choice).name
@@ -290,9 +291,10 @@ def deep(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Se
     if labels is not None:
         raise VaekitError("a top-down VAE (--inference top-down) is not conditioned on labels yet: "
                           "use --inference bottom-up with --condition label")
-    width = layer_hidden[0] if layer_hidden else (hidden[-1] if hidden else 256)
+    # the path's width: the last hidden size, the trunk's output (x → … → a₁, as deep as a one-layer encoder)
+    width, trunk = (layer_hidden[0], hidden) if layer_hidden else (hidden[-1] if hidden else 256, hidden[:-1])
     path = TopDownPath(sizes, width, activation)
-    encoder = TopDownEncoder(net("encoder", data_dim, width, hidden), path, activation)
+    encoder = TopDownEncoder(net("encoder", data_dim, width, trunk), path, activation)
     decoder = Decoder(LastState(path, net("decoder", width, p_head.out_features(data_dim), dec_hidden)), p_head, data_dim)
     return encoder, decoder, TopDownPrior(path)
 

@@ -46,6 +46,11 @@ def soft_clamp(t: Tensor, bound: float = LOG_SCALE_BOUND) -> Tensor:
     return bound * torch.tanh(t / bound)
 
 
+def bottleneck(width: int) -> int:
+    """A residual cell's inner width: a quarter of the path's (VDVAE's bottleneck blocks), at least 16."""
+    return max(16, width // 4)
+
+
 class Residual(nn.Module):
     """h → h + W₂·act(W₁·act(h)): a residual cell whose last layer starts at `scale` of its default init."""
 
@@ -88,9 +93,9 @@ class TopDownPath(nn.Module):
         self.top = nn.Parameter(torch.zeros(width))
         self.prior_heads = nn.ModuleList([nn.Sequential(act(), nn.Linear(width, 2 * d)) for d in top_down])
         self.posterior_heads = nn.ModuleList([
-            nn.Sequential(act(), nn.Linear(2 * width, width), act(), nn.Linear(width, 2 * d)) for d in top_down])
+            nn.Sequential(act(), nn.Linear(2 * width, 2 * d)) for d in top_down])
         self.inject = nn.ModuleList([nn.Linear(d, width) for d in top_down])
-        self.cells = nn.ModuleList([Residual(width, width, activation, scale) for _ in top_down])
+        self.cells = nn.ModuleList([Residual(width, bottleneck(width), activation, scale) for _ in top_down])
         with torch.no_grad():  # Δ = 0 at the start: Q = p, every group's KL 0 (NVAE)
             for head in self.posterior_heads:
                 head[-1].weight.zero_()
@@ -214,7 +219,7 @@ class TopDownEncoder(nn.Module):
         super().__init__()
         groups = len(path.layer_sizes)
         self.trunk = trunk
-        self.up = nn.ModuleList([Residual(path.width, path.width, activation, 1.0 / math.sqrt(groups))
+        self.up = nn.ModuleList([Residual(path.width, bottleneck(path.width), activation, 1.0 / math.sqrt(groups))
                                  for _ in range(groups - 1)])
         self._path = (path,)
         self.layer_sizes = path.layer_sizes

@@ -89,7 +89,9 @@ class ModelConfig(Slots):
                                                    above=0)
     inference: str = setting("bottom-up", "two or more --latent-dim: Q drawn bottom-up, Q(z₁|x)Q(z₂|z₁)… (Burda "
                              "et al. 2016), or top-down, ladder: Q(z_l|z_l+1, x) ∝ p(z_l|z_l+1)·N(μ̂_l(x), σ̂_l²) "
-                             "(Sønderby et al. 2016)", choices=tuple(INFERENCE))
+                             "(Sønderby et al. 2016); top-down: a deep VAE whose groups hang on one path shared by "
+                             "p(z_l|z_>l) and Q(z_l|z_>l, x) (NVAE, VDVAE; width: the last --hidden)",
+                             choices=tuple(INFERENCE))
     prior: Choice = slot("standard", "p(z) (of the top layer z_L when there are several)", PRIORS)  # noqa: RUF009 - a Choice is immutable
     condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "
                              "data's labels y (one-hot); --prior label adds p(z|y)", choices=("none", "label"))
@@ -165,7 +167,7 @@ class TrainConfig(Slots):
     grad_skip: float = setting(0.0, "take no update whose gradient norm exceeds this (0: never; VDVAE: 400); "
                                "counted, not an error", resumable=True, at_least=0)
     ema: float = setting(0.0, "decay of an exponential moving average of the weights, which evaluation and "
-                         "sampling use (0: none; VDVAE: 0.9999)", at_least=0, at_most=0.999999999)
+                         "sampling use (0: none; VDVAE: 0.9999)", at_least=0, at_most=0.99999)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

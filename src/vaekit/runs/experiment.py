@@ -254,9 +254,7 @@ def train_model(
             save()
     barrier(ctx)
     if ema is not None:  # the model handed back is the one saved: the averaged weights
-        with torch.no_grad():
-            for p, avg in zip(model.parameters(), ema.average):
-                p.copy_(avg)
+        ema.load_into_module()
     return TrainResult(model, cfg, history, dataset)
 
 

@@ -51,6 +51,12 @@ class EMA:
                 for p, own in zip(params, kept):
                     p.copy_(own)
 
+    @torch.no_grad()
+    def load_into_module(self) -> None:
+        """Replace the module's weights by the average for good (what a finished run hands back)."""
+        for p, avg in zip(self.module.parameters(), self.average):
+            p.copy_(avg)
+
     def state_dict(self) -> dict[str, Tensor]:
         return dict(zip(self.names, self.average))
 

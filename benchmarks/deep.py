@@ -1,0 +1,118 @@
+"""Deep hierarchies on dynamically binarized MNIST (issue 24): the deep top-down VAE's recipe, the same depth
+bottom-up for comparison, and what a top-down epoch costs against the plain one.
+
+Recipes (each a preset; a flag given overrides it):
+
+- `top-down` (`--inference top-down`, `parts/topdown.py`): 784-512-512 ReLU trunk, L groups of latents on a
+  path of width 512 shared by p(z_l|z_>l) and Q(z_l|z_>l, x), a 512-512 decoder from the last state; the ELBO
+  with its KL warmed up over `--warmup` epochs and balanced between groups meanwhile (NVAE), free bits
+  `--free-bits` per group, gradients clipped at norm 200 and updates skipped above 1000 (VDVAE's guards,
+  counted), an EMA of the weights (decay 0.999) for validation and the test, batch 128, Adam with a cosine
+  decay of the learning rate from `--lr` to 0 (a step per epoch), 59,600 training / 400 validation images.
+- `bottom-up`: the same latent sizes as Burda et al.'s stack (Q(z₁|x) Q(z₂|z₁) …), the same trunk, guards
+  and schedule: depth without the shared path.
+- `plain`: one layer of Σ d_l latents, the same trunk, guards and schedule.
+
+    python benchmarks/deep.py --recipe top-down --epochs 200 --eval-k 5000 --json deep.json
+    python benchmarks/deep.py --speed                  # seconds per epoch, top-down against plain, one process
+    python benchmarks/deep.py --device cuda --precision bf16 --compile --cuda-graphs --arch conv   # a GPU
+
+The budget is fixed in epochs so a run repeats; BENCHMARKS.md has the times. The test NLL is importance
+sampled with `--eval-k` over the first `--eval-n` test images (default all 10,000), in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+from common import recipe_arguments, save_run, test_nll, train_stages
+
+from vaekit.model import build_model
+from vaekit.runs.config import Config
+from vaekit.runs.experiment import build_trainer, load_data, resolve
+from vaekit.training.loop import LoopState, train_epoch
+
+INFERENCE = {"top-down": "top-down", "bottom-up": "bottom-up", "plain": "bottom-up"}
+
+
+def recipe_config(args, recipe: str | None = None) -> Config:
+    recipe = recipe or args.recipe
+    latent = [sum(args.latent_dim)] if recipe == "plain" else args.latent_dim
+    objective = {"name": "elbo", "kl_warmup_epochs": min(args.warmup, args.epochs / 4), "free_bits": args.free_bits,
+                 "kl_balance": len(latent) > 1}
+    return Config().replace(
+        model={"latent_dim": latent, "hidden": [512, 512], "decoder_hidden": [512, 512], "activation": "relu",
+               "inference": INFERENCE[recipe], "arch": args.arch},
+        data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
+        train={"batch_size": 128, "objective": objective, "seed": args.seed, "grad_clip": 200.0, "grad_skip": 1000.0,
+               "ema": args.ema, "precision": args.precision, "compile": args.compile, "cuda_graphs": args.cuda_graphs},
+    )
+
+
+def speed(args) -> dict:
+    """Seconds per training step of each recipe, measured in this process, alternating, best of `--repeats`."""
+    times: dict[str, list[float]] = {}
+    for recipe in ("plain", "top-down") * args.repeats:
+        cfg = recipe_config(args, recipe)
+        ds = load_data(cfg)
+        cfg = resolve(cfg, ds)
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        loss_fn, opt, step_fn = build_trainer(model, cfg.train, ds)
+        x = ds.split("train")[: 128 * (args.steps + 5)]
+        train_epoch(model, opt, loss_fn, x[: 128 * 5], 128, 0, LoopState())  # warm up
+        t0 = time.perf_counter()
+        train_epoch(model, opt, loss_fn, x, 128, 0, LoopState(), max_steps=args.steps)
+        times.setdefault(recipe, []).append((time.perf_counter() - t0) / args.steps)
+    best = {r: min(t) for r, t in times.items()}
+    steps = -(-59600 // 128)
+    for r, t in best.items():
+        print(f"{r:>9}: {t * 1e3:.1f} ms per step of 128, ≈ {t * steps:.1f} s per epoch")
+    print(f"a top-down epoch costs {best['top-down'] / best['plain']:.2f}× a plain one (latent {args.latent_dim}, "
+          f"{torch.get_num_threads()} threads)")
+    return {"seconds_per_step": best, "ratio": best["top-down"] / best["plain"]}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    recipe_arguments(p, epochs=200)
+    p.add_argument("--recipe", choices=list(INFERENCE), default="top-down")
+    p.add_argument("--latent-dim", type=int, nargs="+", default=[16, 16, 16, 16])
+    p.add_argument("--warmup", type=float, default=10.0, help="KL warm-up epochs (balanced between groups meanwhile)")
+    p.add_argument("--free-bits", type=float, default=0.0, help="nats per group below which its KL is not penalized")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--cuda-graphs", action="store_true")
+    p.add_argument("--save", help="keep the trained model as a run directory for `vaekit evaluate`")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--speed", action="store_true", help="only time a top-down step against a plain one")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    if args.speed:
+        return speed(args)
+    cfg = recipe_config(args)
+    stages = [(1.0, args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs))) for e in range(args.epochs)]
+    model, ds, seconds = train_stages(cfg, stages, device=args.device)
+    if args.save:
+        save_run(cfg, ds, model, args.save)
+    elbo, nll, se = test_nll(model, ds, args.eval_k, args.eval_n)
+    n = args.eval_n or ds.eval_split("test").shape[0]
+    print(f"{args.recipe} {args.latent_dim}: {args.epochs} epochs in {seconds:.0f}s of training; test ELBO {elbo:.2f}; "
+          f"test NLL (k={args.eval_k}, n={n}) {nll:.2f} ± {se:.2f} nats")
+    result = {"recipe": args.recipe, "latent_dim": args.latent_dim, "epochs": args.epochs, "seconds": seconds,
+              "elbo": elbo, "nll": nll, "stderr": se, "k": args.eval_k, "n": n, "config": cfg.to_dict()}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
+if __name__ == "__main__":
+    main()
