@@ -64,9 +64,9 @@ def speed(args) -> dict:
         model = build_model(cfg.model)
         loss_fn, opt, step_fn = build_trainer(model, cfg.train, ds)
         x = ds.split("train")[: 128 * (args.steps + 5)]
-        train_epoch(model, opt, loss_fn, x[: 128 * 5], 128, 0, LoopState())  # warm up
+        train_epoch(model, opt, loss_fn, x[: 128 * 5], 128, 0, LoopState(), step_fn=step_fn)  # warm up
         t0 = time.perf_counter()
-        train_epoch(model, opt, loss_fn, x, 128, 0, LoopState(), max_steps=args.steps)
+        train_epoch(model, opt, loss_fn, x, 128, 0, LoopState(), max_steps=args.steps, step_fn=step_fn)
         times.setdefault(recipe, []).append((time.perf_counter() - t0) / args.steps)
     best = {r: min(t) for r, t in times.items()}
     steps = -(-59600 // 128)

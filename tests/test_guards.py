@@ -11,9 +11,9 @@ import vaekit
 from vaekit.cli import main
 from vaekit.objectives.estimators import group_kl
 from vaekit.objectives.standard import ELBOObjective
+from vaekit.rng import epoch_permutation
 from vaekit.runs.checkpoint import load_state
 from vaekit.training.ema import EMA
-from vaekit.rng import epoch_permutation
 from vaekit.training.loop import LARGE_GRADIENT, OK, Guards, LoopState, train_epoch, train_step
 
 
