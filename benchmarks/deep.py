@@ -61,12 +61,15 @@ def speed(args) -> dict:
         ds = load_data(cfg)
         cfg = resolve(cfg, ds)
         torch.manual_seed(0)
-        model = build_model(cfg.model)
-        loss_fn, opt, step_fn = build_trainer(model, cfg.train, ds)
-        x = ds.split("train")[: 128 * (args.steps + 5)]
+        model = build_model(cfg.model).to(args.device)
+        loss_fn, opt, step_fn = build_trainer(model, cfg.train, ds, args.device)
+        x = ds.split("train")[: 128 * (args.steps + 5)].to(args.device)
         train_epoch(model, opt, loss_fn, x[: 128 * 5], 128, 0, LoopState(), step_fn=step_fn)  # warm up
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        sync()
         t0 = time.perf_counter()
         train_epoch(model, opt, loss_fn, x, 128, 0, LoopState(), max_steps=args.steps, step_fn=step_fn)
+        sync()
         times.setdefault(recipe, []).append((time.perf_counter() - t0) / args.steps)
     best = {r: min(t) for r, t in times.items()}
     steps = -(-59600 // 128)

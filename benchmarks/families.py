@@ -35,6 +35,9 @@ FAMILIES = [
      "ladder VAE (Sønderby et al. 2016): their MNIST rows use batch norm, warm-up and 5 layers"),
     ("2-layer+vampprior", {"latent_dim": [32, 16], "prior": {"name": "vampprior", "components": 500}}, 83.19,
      "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018)"),
+    ("hvae+vampprior", {"latent_dim": [40, 40], "inference": "hvae", "arch": "gated", "hidden": [300, 300],
+                        "layer_hidden": [300, 300], "prior": {"name": "vampprior", "components": 500}}, 83.19,
+     "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018): the paper's structure and gated 300-unit layers"),
 ]
 
 

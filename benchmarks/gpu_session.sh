@@ -4,7 +4,9 @@
 # 1. gpu.py: the GPU checks, examples/s per mode, the k=5000 NLL, the cost of bf16 in nats;
 # 2. the CLI end to end on the GPU: train with CUDA graphs + compile + bf16 for 4 epochs, the same
 #    stopped after 2 and resumed (the weights must match), evaluate on the GPU;
-# 3. the fast MNIST recipe (benchmarks/mnist_fast.py) on the GPU: its test NLL and training time.
+# 3. the fast MNIST recipe (benchmarks/mnist_fast.py) on the GPU: its test NLL and training time;
+# 4. the deep top-down recipe (benchmarks/deep.py, issue 24) with convolutions, bf16, compile and CUDA graphs:
+#    what a top-down step costs against a plain one, then 150 epochs and the k = 5000 test NLL (aim ≤ 80.0).
 set -u
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 VAEKIT_DATA=${VAEKIT_DATA:-$PWD/../shared/data}
 tmp=$(mktemp -d)
@@ -24,3 +26,7 @@ PY
 python3 -m vaekit evaluate "$tmp/a" --device auto --k 5000 | head -6
 echo "== fast MNIST recipe on the GPU"
 (cd benchmarks && python3 mnist_fast.py --device cuda --cuda-graphs --compile --epochs 125 --eval-k 5000 | tail -3)
+echo "== deep top-down recipe on the GPU"
+(cd benchmarks && python3 deep.py --speed --device cuda --steps 50 --repeats 2 | tail -1)
+(cd benchmarks && python3 deep.py --device cuda --arch conv --precision bf16 --compile --cuda-graphs --epochs 150 \
+   --eval-k 5000 --json results/deep_gpu.json | tail -2)

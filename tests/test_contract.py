@@ -82,6 +82,7 @@ ROWS = [
     Row("likelihood", "negative-binomial", ("--likelihood", "negative-binomial", *SLOW), "counts", two=True, atol=2e-3),
     Row("architecture", "mlp"),
     Row("architecture", "conv", ("--arch", "conv")),
+    Row("architecture", "gated", ("--arch", "gated", "--hidden", "16")),
     Row("objective", "elbo", ("--kl-warmup-epochs", "1.5", "--num-samples", "2")),
     Row("objective", "iwae", ("--objective", "iwae", "--train-k", "3", "--dreg")),
     # TC, the DIP covariance and D's permutation are statistics of the whole batch, gathered over the ranks
@@ -98,6 +99,8 @@ ROWS = [
     Row("family", "top-down guarded", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down", "--ema", "0.9",
                                        "--grad-clip", "5", "--grad-skip", "1e4", "--free-bits", "0.05", "--kl-balance",
                                        "--kl-warmup-epochs", "1"), two=True),
+    Row("family", "hvae", ("--latent-dim", "2", "--inference", "hvae", "--arch", "gated", "--prior", "vampprior",
+                           "--prior-components", "4"), two=True),
     Row("plugin", "laplace", ("--prior", "laplace", "--laplace-scale", "0.5")),
 ]
 REGISTRIES = {"prior": PRIORS, "posterior": POSTERIORS, "likelihood": LIKELIHOODS, "architecture": ARCHITECTURES,

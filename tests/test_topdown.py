@@ -117,6 +117,15 @@ def test_the_remembered_walk_is_used_only_for_the_same_draw_and_weights():
     for a, b, old in zip(changed, again, remembered):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
         assert (a - old).abs().max() > 1e-6
+    z = z.detach()
+    for fused in (True, False):  # a fused Adam writes the weights without bumping their versions
+        before = model.prior().log_prob(z)
+        optimizer = torch.optim.Adam(model.parameters(), 0.1, fused=fused)
+        (-before.sum()).backward()
+        optimizer.step()
+        after = model.prior().log_prob(z)  # grad mode as before: only the step tells the walks apart
+        torch.testing.assert_close(after, model.prior().log_prob(z.clone()), rtol=0, atol=1e-12)
+        assert (after - before).abs().max() > 1e-3
 
 
 def test_the_groups_are_scored_in_storage_order_and_sum_to_the_density():

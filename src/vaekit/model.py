@@ -24,7 +24,7 @@ from torch.distributions import Distribution
 
 from .errors import VaekitError
 from .parts.distributions import tempered
-from .parts.hierarchical import INFERENCE, HierarchicalPrior, LadderEncoder, TopPath
+from .parts.hierarchical import INFERENCE, HierarchicalPrior, HVAEEncoder, LadderEncoder, TopPath
 from .parts.likelihoods import LIKELIHOODS
 from .parts.modules import Decoder, Encoder, Labels, Part
 from .parts.networks import ARCHITECTURES, Concat, First, mlp
@@ -240,6 +240,12 @@ def compose(
     if inference == "top-down":  # its networks are built by `deep`
         return (*deep(net, p_head, data_dim, sizes, hidden, dec_hidden, layer_hidden, activation, prior, posterior,
                       labels), None)
+    if inference == "hvae":
+        if len(sizes) < 2 or labels is not None:
+            raise VaekitError("inference = 'hvae' needs two or more stochastic layers (--latent-dim twice) and no "
+                              "--condition")
+        return (*hvae(net, p_head, data_dim, sizes, hidden, dec_hidden, layer_hidden, activation, init, prior,
+                      posterior, data_shape, ARCHITECTURES.choose(arch).name == "gated"), None)
     dec_net = net("decoder", sizes[0] + c, p_head.out_features(data_dim), dec_hidden)
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
@@ -273,6 +279,30 @@ def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int
     if isinstance(q_z, LadderEncoder):
         q_z.attach(p_z)
     return q_z, Decoder(First(sizes[0], dec_net, prior_settings.get("classes", 0)), p_head, data_dim), p_z
+
+
+def hvae(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Sequence[int], dec_hidden: Sequence[int],
+         layer_hidden: Sequence[int] | None, activation: str, init: str, prior: Part, posterior: Part,
+         data_shape: Sequence[int], gated: bool) -> tuple[nn.Module, Decoder, nn.Module]:
+    """Tomczak & Welling's (2018) HVAE (`parts.hierarchical.HVAEEncoder`): Q(z_L|x) (the `posterior` family) and each
+    Q(z_l|x, z_{l+1}) from `hidden` networks on x (and the layer above), p(z_l|z_{l+1}) diagonal Gaussians from
+    `layer_hidden` MLPs as in `stack` (gated layers with `--arch gated`, the paper's), p(z_L) the registered
+    `prior` over Q(z_L|·) (a VampPrior: Q(z_L|u_k)), and the decoder a `decoder_hidden` network on every layer."""
+    top = Encoder(net("encoder", data_dim, POSTERIORS.build(posterior, latent_dim=sizes[-1]).out_features(sizes[-1]),
+                      hidden), POSTERIORS.build(posterior, latent_dim=sizes[-1]))
+    pairs = list(itertools.pairwise(sizes))
+    lower = [Encoder(net("encoder", data_dim + hi, 2 * lo, hidden), "diagonal") for lo, hi in reversed(pairs)]
+    q_z = HVAEEncoder(top, lower, sizes)
+    def between(upper: int, lower: int) -> nn.Module:  # z_{l+1} → p(z_l|z_{l+1})'s mean and log-variance
+        widths = tuple(layer_hidden) if layer_hidden is not None else (2 * upper, 2 * upper)
+        if gated:
+            return ARCHITECTURES.build("gated", role="prior", in_features=upper, out_features=2 * lower, hidden=widths)
+        return mlp(upper, widths, 2 * lower, activation, init)
+
+    p_lower = [Encoder(between(hi, lo), "diagonal") for lo, hi in reversed(pairs)]
+    p_top = PRIORS.build(prior, latent_dim=sizes[-1], encoder=top, data_dim=data_dim, data_shape=data_shape, classes=0)
+    decoder = Decoder(net("decoder", sum(sizes), p_head.out_features(data_dim), dec_hidden), p_head, data_dim)
+    return q_z, decoder, HierarchicalPrior(p_top, p_lower, sizes)
 
 
 def deep(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Sequence[int], dec_hidden: Sequence[int],

@@ -218,6 +218,41 @@ def _bottom_up(q: Distribution) -> Distribution:
     return q
 
 
+class GivenData(nn.Module):
+    """An inference step that sees the data too: z_{l+1} → Q(z_l | x, z_{l+1}) = `encoder([x, z_{l+1}])`, x bound
+    (held, not owned: the `HVAEEncoder` owns the networks). `params`: the encoder's, detached (DReG)."""
+
+    def __init__(self, encoder: nn.Module, x: Tensor, params: dict[str, Tensor] | None = None):
+        super().__init__()
+        self._encoder, self.x, self.params = (encoder,), x, params
+
+    def forward(self, upper: Tensor) -> Distribution:
+        joint = torch.cat([self.x.expand(*upper.shape[:-1], self.x.shape[-1]), upper], -1)
+        encoder = self._encoder[0]
+        return encoder(joint) if self.params is None else functional_call(encoder, self.params, (joint,))
+
+    def detached(self) -> GivenData:
+        return GivenData(self._encoder[0], self.x.detach(),
+                         {name: p.detach() for name, p in self._encoder[0].named_parameters()})
+
+
+class HVAEEncoder(nn.Module):
+    """x → Q(z|x) = Q(z_L|x) Π_l Q(z_l | x, z_{l+1}), drawn top-down with x at every layer: Tomczak & Welling's
+    (2018) HVAE, whose prior is p(z_L) p(z_{L−1}|z_L) … and whose decoder sees every layer, p(x|z₁, …, z_L).
+    `first` maps x to Q(z_L|x) (a VampPrior over z_L mixes it at its pseudo-inputs); `lower[i]`, listed from
+    the top down, maps [x, z_{L−i}] to Q(z_{L−i−1}|x, z_{L−i})."""
+
+    def __init__(self, first: nn.Module, lower: Sequence[nn.Module], sizes: Sequence[int]):
+        super().__init__()
+        self.first, self.lower, self.layer_sizes = first, nn.ModuleList(lower), tuple(sizes)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Chain:
+        if context is not None:
+            raise VaekitError("the HVAE (--inference hvae) is not conditioned on labels yet: use --inference "
+                              "bottom-up with --condition label")
+        return Chain(self.first(x), [GivenData(q, x) for q in self.lower], self.layer_sizes, top_down=True)
+
+
 class TopPath(nn.Module):
     """An encoder's `top` as a module's forward, held in a tuple so the prior that uses it does not own it."""
 
@@ -247,4 +282,5 @@ class HierarchicalPrior(nn.Module):
 
 
 INFERENCE = {"bottom-up": HierarchicalEncoder, "ladder": LadderEncoder,  # how Q runs through the layers
-             "top-down": TopDownEncoder}  # a deep top-down VAE: a path shared by p and Q (`parts.topdown`)
+             "top-down": TopDownEncoder,  # a deep VAE whose groups hang on one shared path (`parts.topdown`)
+             "hvae": HVAEEncoder}  # Tomczak & Welling 2018: Q(z_L|x) Q(z_l|x, z_l+1), p(x|z₁, …, z_L)

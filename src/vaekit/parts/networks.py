@@ -109,6 +109,18 @@ class ConvDecoderNet(nn.Module):
         return y.reshape(*lead, -1)
 
 
+class GatedDense(nn.Module):
+    """h = (W x + b) ⊙ sigmoid(V x + c): a gated linear unit (Dauphin et al. 2017), the layer of Tomczak &
+    Welling's (2018) MLPs (their `GatedDense`)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.h, self.g = nn.Linear(in_features, out_features), nn.Linear(in_features, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
+
+
 class Concat(nn.Module):
     """Several networks on one input, their outputs side by side: e.g. the seed's separate q(x; φ)
     and v(x; ψ) for the mean and the log-variance of Q."""
@@ -147,6 +159,13 @@ def mlp_architecture(role: str, in_features: int, out_features: int, hidden: Seq
                      init: str = "default") -> nn.Module:
     """fully connected layers (--hidden sizes, --activation, --init)"""
     return mlp(in_features, hidden, out_features, activation, init)
+
+
+@ARCHITECTURES.register("gated")
+def gated_architecture(role: str, in_features: int, out_features: int, hidden: Sequence[int]) -> nn.Module:
+    """gated dense layers h ⊙ sigmoid(g) of the --hidden sizes, then a linear map (Tomczak & Welling 2018)"""
+    sizes = [in_features, *hidden]
+    return nn.Sequential(*[GatedDense(a, b) for a, b in pairwise(sizes)], nn.Linear(sizes[-1], out_features))
 
 
 @ARCHITECTURES.register("conv")

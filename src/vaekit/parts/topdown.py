@@ -32,12 +32,21 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 from torch.func import functional_call
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..errors import VaekitError
 from .distributions import diagonal_normal
 from .networks import ACTIVATIONS
 
 EMPTY = torch.Size()
+_STEPS = [0]  # optimizer steps taken in this process: a fused kernel writes weights without bumping their versions
+
+
+def _count_step(optimizer, args, kwargs) -> None:
+    _STEPS[0] += 1
+
+
+register_optimizer_step_post_hook(_count_step)
 LOG_SCALE_BOUND = 5.0  # |log σ| < 5: σ in (0.0067, 148), NVAE's soft_clamp5
 
 
@@ -131,9 +140,10 @@ class TopDownPath(nn.Module):
         out = z if z is not None else torch.cat(blocks[::-1], -1)
         return Walk(out, qs, ps, h)
 
-    def version(self) -> int:
-        """A number that changes whenever any weight of the path is written in place (an optimizer step)."""
-        return sum(p._version for p in self.parameters())
+    def version(self) -> tuple[int, int]:
+        """What changes whenever a weight of the path may have changed: the parameters' version counters (any
+        in-place write through autograd's view) and the count of optimizer steps (fused kernels bump no counter)."""
+        return sum(p._version for p in self.parameters()), _STEPS[0]
 
     def remember(self, walk: Walk, features: Sequence[Tensor] | None) -> Walk:
         self._memo = (walk.z, features, self.version(), torch.is_grad_enabled(), walk)
