@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from pathlib import Path
@@ -78,6 +79,14 @@ def save_run(cfg: Config, ds, model, out: str) -> None:
     run.mkdir(parents=True, exist_ok=True)
     save_config(run, resolve(cfg, ds))
     save_weights(run, model)
+
+
+def write_json(result, path: str | None):
+    """`result` written to `path` as JSON where one is given; returned either way."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1)
+    return result
 
 
 def test_nll(model, ds, k: int, n: int | None = None) -> tuple[float, float, float]:

@@ -24,12 +24,11 @@ sampled with `--eval-k` over the first `--eval-n` test images (default all 10,00
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import torch
-from common import recipe_arguments, save_run, test_nll, train_stages
+from common import recipe_arguments, save_run, test_nll, train_stages, write_json
 
 from vaekit.model import build_model
 from vaekit.runs.config import Config
@@ -111,10 +110,7 @@ def main(argv=None) -> dict:
           f"test NLL (k={args.eval_k}, n={n}) {nll:.2f} ± {se:.2f} nats")
     result = {"recipe": args.recipe, "latent_dim": args.latent_dim, "epochs": args.epochs, "seconds": seconds,
               "elbo": elbo, "nll": nll, "stderr": se, "k": args.eval_k, "n": n, "config": cfg.to_dict()}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return write_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,9 @@ and every evaluation is float32; `--save DIR` keeps the model for `vaekit evalua
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
-from common import recipe_arguments, save_run, test_nll, train_stages
+from common import recipe_arguments, save_run, test_nll, train_stages, write_json
 
 from vaekit.runs.config import Config
 
@@ -86,10 +85,7 @@ def main(argv=None) -> dict:
               "k": args.eval_k, "n": args.eval_n or 10000, "seconds": seconds}
     print(f"best recipe ({args.recipe}): {args.epochs} epochs in {seconds:.0f}s of training; test ELBO {elbo:.2f}; "
           f"test NLL (k={args.eval_k}, n={result['n']}) {nll:.2f} ± {se:.2f} nats", flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return write_json(result, args.json)
 
 
 if __name__ == "__main__":
