@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -79,6 +80,17 @@ def save_run(cfg: Config, ds, model, out: str) -> None:
     run.mkdir(parents=True, exist_ok=True)
     save_config(run, resolve(cfg, ds))
     save_weights(run, model)
+
+
+def cosine_recipe(cfg: Config, args) -> tuple:
+    """Train `cfg` for `args.epochs` with Adam's rate decaying from `args.lr` to 0 on a cosine (a step per epoch),
+    keep it in `args.save` if given, and evaluate it on the test split (`args.eval_k`, `args.eval_n`):
+    (dataset, seconds of training, test ELBO, test NLL, its standard error)."""
+    stages = [(1.0, args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs))) for e in range(args.epochs)]
+    model, ds, seconds = train_stages(cfg, stages, device=args.device)
+    if args.save:
+        save_run(cfg, ds, model, args.save)
+    return (ds, seconds, *test_nll(model, ds, args.eval_k, args.eval_n))
 
 
 def write_json(result, path: str | None):

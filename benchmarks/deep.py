@@ -24,11 +24,10 @@ sampled with `--eval-k` over the first `--eval-n` test images (default all 10,00
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
-from common import recipe_arguments, save_run, test_nll, train_stages, write_json
+from common import cosine_recipe, recipe_arguments, write_json
 
 from vaekit.model import build_model
 from vaekit.runs.config import Config
@@ -100,11 +99,7 @@ def main(argv=None) -> dict:
     if args.speed:
         return speed(args)
     cfg = recipe_config(args)
-    stages = [(1.0, args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs))) for e in range(args.epochs)]
-    model, ds, seconds = train_stages(cfg, stages, device=args.device)
-    if args.save:
-        save_run(cfg, ds, model, args.save)
-    elbo, nll, se = test_nll(model, ds, args.eval_k, args.eval_n)
+    ds, seconds, elbo, nll, se = cosine_recipe(cfg, args)
     n = args.eval_n or ds.eval_split("test").shape[0]
     print(f"{args.recipe} {args.latent_dim}: {args.epochs} epochs in {seconds:.0f}s of training; test ELBO {elbo:.2f}; "
           f"test NLL (k={args.eval_k}, n={n}) {nll:.2f} ± {se:.2f} nats")

@@ -26,9 +26,8 @@ and every evaluation is float32; `--save DIR` keeps the model for `vaekit evalua
 from __future__ import annotations
 
 import argparse
-import math
 
-from common import recipe_arguments, save_run, test_nll, train_stages, write_json
+from common import cosine_recipe, recipe_arguments, write_json
 
 from vaekit.runs.config import Config
 
@@ -75,11 +74,7 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse(argv)
     cfg = recipe_config(args)
-    stages = [(1.0, args.lr * 0.5 * (1 + math.cos(math.pi * e / args.epochs))) for e in range(args.epochs)]
-    model, ds, seconds = train_stages(cfg, stages, device=args.device)
-    if args.save:
-        save_run(cfg, ds, model, args.save)
-    elbo, nll, se = test_nll(model, ds, args.eval_k, args.eval_n)
+    _, seconds, elbo, nll, se = cosine_recipe(cfg, args)
     result = {"recipe": args.recipe, "epochs": args.epochs, "objective": args.objective, "latent_dim": args.latent_dim,
               "prior": args.prior, "precision": args.precision, "elbo": elbo, "nll": nll, "stderr": se,
               "k": args.eval_k, "n": args.eval_n or 10000, "seconds": seconds}
