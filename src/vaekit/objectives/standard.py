@@ -58,6 +58,15 @@ class ELBOObjective(Objective):
         r = elbo(model, x, q_z=q_z, kl=self.kl, beta=beta, estimator=self.estimator, z=z)
         return -r.surrogate.mean(), reported(r)
 
+    def _group_sizes(self, q_z, z: Tensor) -> Tensor:
+        """[G] the groups' latent counts, made once on the device (the first, eager step), not per step: a
+        host-to-device copy in the step costs a sync and cannot be captured in a CUDA graph."""
+        sizes = getattr(self, "_sizes", None)
+        if sizes is None or sizes.device != z.device:
+            sizes = torch.tensor([float(d) for d in getattr(q_z, "layer_sizes", (z.shape[-1],))], device=z.device)
+            self._sizes = sizes
+        return sizes
+
     def _per_group(self, model, x: Tensor, q_z, z: Tensor, beta: float | Tensor, whole: Whole):
         """−E[log p(x|z)] + β Σ_g γ_g · max(λ, KL_g): KL_g the batch mean of group g's KL term, λ the free bits,
         γ_g NVAE's balancing weights while β < 1 (else 1). Which groups sit below λ and the weights are decided
@@ -70,11 +79,12 @@ class ELBOObjective(Objective):
         if self.free_bits:  # a group under λ contributes the constant λ: no gradient pushes its KL lower
             penalty = torch.where(overall > self.free_bits, local, torch.full_like(local, self.free_bits))
         if self.kl_balance:
-            sizes = torch.tensor([float(d) for d in getattr(q_z, "layer_sizes", (z.shape[-1],))], device=z.device)
-            gamma = (overall.abs() + 0.01) / sizes
+            gamma = (overall.abs() + 0.01) / self._group_sizes(q_z, z)
             gamma = gamma / gamma.mean()
-            warming = torch.as_tensor(beta, device=z.device) < 1  # balanced only during the warm-up
-            penalty = penalty * torch.where(warming, gamma, torch.ones_like(gamma))
+            if isinstance(beta, Tensor):  # balanced only during the warm-up (a device tensor under graphs, compile)
+                penalty = penalty * torch.where(beta < 1, gamma, torch.ones_like(gamma))
+            elif beta < 1:
+                penalty = penalty * gamma
         r = ELBO((log_px - kls.sum(0)).mean(0), log_px.mean(0), kls.sum(0).mean(0), log_px.mean(0))
         return -(log_px.mean() - beta * penalty.sum()), reported(r)
 
