@@ -40,13 +40,14 @@ INFERENCE = {"top-down": "top-down", "bottom-up": "bottom-up", "plain": "bottom-
 def recipe_config(args, recipe: str | None = None) -> Config:
     recipe = recipe or args.recipe
     latent = [sum(args.latent_dim)] if recipe == "plain" else args.latent_dim
+    prior = {"name": "vampprior", "components": args.components} if args.prior == "vampprior" else "standard"
     objective = {"name": "elbo", "kl_warmup_epochs": min(args.warmup, args.epochs / 4), "free_bits": args.free_bits,
                  "kl_balance": len(latent) > 1}
     return Config().replace(
         model={"latent_dim": latent, "hidden": [512, 512], "decoder_hidden": [512, 512], "activation": "relu",
-               "inference": INFERENCE[recipe], "arch": args.arch},
+               "inference": INFERENCE[recipe], "arch": args.arch, "prior": prior},
         data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
-        train={"batch_size": 128, "objective": objective, "seed": args.seed, "grad_clip": 200.0, "grad_skip": 1000.0,
+        train={"batch_size": 128, "objective": objective, "seed": args.seed, "grad_clip": args.grad_clip, "grad_skip": args.grad_skip,
                "ema": args.ema, "precision": args.precision, "compile": args.compile, "cuda_graphs": args.cuda_graphs},
     )
 
@@ -86,7 +87,12 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=float, default=10.0, help="KL warm-up epochs (balanced between groups meanwhile)")
     p.add_argument("--free-bits", type=float, default=0.0, help="nats per group below which its KL is not penalized")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+    p.add_argument("--prior", choices=["standard", "vampprior"], default="standard",
+                   help="the top group's prior: the path's Gaussian head, or a VampPrior over Q(z_L|u_k)")
+    p.add_argument("--components", type=int, default=500, help="the VampPrior's pseudo-inputs")
+    p.add_argument("--grad-clip", type=float, default=200.0)
+    p.add_argument("--grad-skip", type=float, default=1000.0, help="skip an update whose gradient norm is above this")
+    p.add_argument("--arch", choices=["mlp", "gated", "conv"], default="mlp")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--cuda-graphs", action="store_true")

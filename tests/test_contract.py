@@ -94,7 +94,9 @@ ROWS = [
                                    "16"), two=True),
     Row("family", "two layers", ("--latent-dim", "2", "--activation", "tanh"), two=True),
     Row("family", "ladder", ("--latent-dim", "2", "--inference", "ladder"), two=True),
-    Row("family", "top-down", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down"), two=True),
+    # a VampPrior over the top group: Q(z_L|u_k) mixed at the pseudo-inputs
+    Row("family", "top-down", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down", "--prior", "vampprior",
+                               "--prior-components", "3"), two=True),
     # the trainer's guards and the per-group objective: an EMA saved and resumed, clipping, free bits, balancing
     Row("family", "top-down guarded", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down", "--ema", "0.9",
                                        "--grad-clip", "5", "--grad-skip", "1e4", "--free-bits", "0.05", "--kl-balance",

@@ -3,12 +3,14 @@ an EMA of the weights for evaluation and sampling, free bits (Kingma et al. 2016
 Each against what it is defined to be: torch's clip_grad_norm_ then Adam, an untouched step, the EMA
 recursion in float64, the gradient of the loss the paper writes."""
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from test_loop import DATA, fresh, same, snapshot
 
 import vaekit
 from vaekit.cli import main
+from vaekit.errors import VaekitError
 from vaekit.objectives.estimators import group_kl
 from vaekit.objectives.standard import ELBOObjective
 from vaekit.rng import epoch_permutation
@@ -62,6 +64,12 @@ def test_an_update_above_the_skip_threshold_is_not_taken_and_is_counted_not_fata
     assert 0 < skipped < 8 and state.oversized == skipped and state.step == 8 - skipped
     assert state.skipped == 0 and means  # not errors
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+    # a threshold below every norm skips every update: the model can never change, so the epoch says so
+    model, opt, loss = fresh()
+    before = snapshot(model, opt)
+    with pytest.raises(VaekitError, match="every update of epoch 1 was skipped"):
+        train_epoch(model, opt, loss, DATA.split("train")[:256], 32, 0, LoopState(), guards=Guards(skip=1.0))
+    assert same(before, snapshot(model, opt))
 
 
 def test_the_ema_follows_its_recursion_over_good_steps_only():

@@ -139,9 +139,41 @@ def test_the_groups_are_scored_in_storage_order_and_sum_to_the_density():
     torch.testing.assert_close(p_z.layer_log_probs(z)[2], top.log_prob(z[..., 5:]).sum(-1), rtol=0, atol=1e-12)
 
 
+def test_a_vampprior_over_the_top_group_mixes_its_posterior_at_the_pseudo_inputs():
+    """p(z₃) = (1/K) Σ_k Q(z₃|u_k), each Q(z₃|u_k) read off the full top-down Q at u_k (its top factor sees no
+    other group), in float64 with a log-sum-exp written here; the lower groups keep the path's p(z_l|z_>l)."""
+    model, standard = deep(prior={"name": "vampprior", "components": 5}), deep()
+    model.load_state_dict({**standard.state_dict(), "prior.top.pseudo_inputs": model.prior.top.pseudo_inputs})
+    x = binary(4)
+    z = model.posterior(x).rsample((3,))  # [3, 4, 7]
+    u = model.prior.top.inputs()  # [5, 12]
+    q_u = model.encoder(u).expand(torch.Size([3, 4, 5]))
+    top = q_u.layer_log_probs(z[:, :, None, :].expand(3, 4, 5, 7))[2]  # log Q(z₃|u_k) [3, 4, 5]
+    expected = torch.logsumexp(top, -1) - math.log(5)
+    layers = model.prior().layer_log_probs(z)
+    torch.testing.assert_close(layers[2], expected, rtol=0, atol=1e-12)
+    for mine, theirs in zip(layers[:2], standard.prior().layer_log_probs(z)[:2], strict=True):  # same weights below
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-12)
+    assert model.prior().layer_log_probs(z, per_dimension=True)[2] is None  # a mixture has no per-latent terms
+    # drawing: the top group from the mixture (at a temperature, each component's σ scaled), the rest down the path
+    torch.manual_seed(5)
+    draws = vaekit.parts.distributions.tempered(model.prior(), 0.5).sample((2000,))
+    assert draws.shape == (2000, 7) and torch.isfinite(draws).all()
+    locs = torch.stack([q.base_dist.loc for q in [model.prior.path.top_posterior(a) for a in
+                                                   [model.encoder.features(u)[-1]]]])[0]  # [5, 2]
+    torch.testing.assert_close(draws[:, 5:].mean(0), locs.mean(0), rtol=0, atol=0.1)
+    # the pseudo-inputs are the prior's own parameter; the encoder is the VAE's, once
+    names = [n for n, _ in model.named_parameters()]
+    assert "prior.top.pseudo_inputs" in names and len(names) == len(set(names))
+    assert len(names) == len(list(standard.named_parameters())) + 1
+
+
 def test_dreg_is_unbiased_over_the_path_q_shares_with_the_prior():
     model = deep()
     check_dreg(model, binary(2), copies=16, repeats=40, of_q=("encoder.", "prior.path."))
+    # with a VampPrior over the top group the encoder and the path are the prior's too (through Q(z_L|u_k))
+    check_dreg(deep(prior={"name": "vampprior", "components": 3}), binary(2), copies=16, repeats=40,
+               of_q=("encoder.", "prior.path."))
 
 
 def test_drawing_at_a_temperature_scales_the_noise_of_every_group():
@@ -167,8 +199,7 @@ def test_drawing_at_a_temperature_scales_the_noise_of_every_group():
 
 
 def test_a_top_down_vae_refuses_what_it_cannot_be():
-    for settings, message in (({"prior": "vampprior"}, "--prior must be standard"),
-                              ({"posterior": "iaf"}, "--posterior must be diagonal"),
+    for settings, message in (({"posterior": "iaf"}, "--posterior must be diagonal"),
                               ({"condition": "label", "condition_classes": 3}, "not conditioned on labels")):
         with pytest.raises(VaekitError, match=message):
             vaekit.VAE(data_dim=12, latent_dim=(3, 2), inference="top-down", **settings)

@@ -31,7 +31,7 @@ from .parts.networks import ARCHITECTURES, Concat, First, mlp
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
 from .parts.registry import closest
-from .parts.topdown import LastState, TopDownEncoder, TopDownPath, TopDownPrior
+from .parts.topdown import LastState, TopDownEncoder, TopDownPath, TopDownPrior, TopGroup
 
 
 def mean_of(d: Distribution, samples: int = 256) -> Tensor:
@@ -239,7 +239,7 @@ def compose(
     dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
     if inference == "top-down":  # its networks are built by `deep`
         return (*deep(net, p_head, data_dim, sizes, hidden, dec_hidden, layer_hidden, activation, prior, posterior,
-                      labels), None)
+                      labels, data_shape), None)
     if inference == "hvae":
         if len(sizes) < 2 or labels is not None:
             raise VaekitError("inference = 'hvae' needs two or more stochastic layers (--latent-dim twice) and no "
@@ -307,17 +307,17 @@ def hvae(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Se
 
 def deep(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Sequence[int], dec_hidden: Sequence[int],
          layer_hidden: Sequence[int] | None, activation: str, prior: Part, posterior: Part,
-         labels: nn.Module | None) -> tuple[nn.Module, Decoder, nn.Module]:
+         labels: nn.Module | None, data_shape: Sequence[int]) -> tuple[nn.Module, Decoder, nn.Module]:
     """A deep top-down VAE (`parts.topdown`): the bottom-up trunk is the `hidden` network from x whose last
     size is the path's width (or, with `layer_hidden`, the `hidden` network from x to a width of
     `layer_hidden[0]`), the decoder the `decoder_hidden` network from the last state h₀ to p(x|h₀);
-    between them L groups on one path shared by p(z) and Q(z|x)."""
-    for slot, registry, choice, wanted in (("prior", PRIORS, prior, "standard"),
-                                           ("posterior", POSTERIORS, posterior, "diagonal")):
-        name = registry.choose(choice).name
-        if name != wanted:
-            raise VaekitError(f"a top-down VAE (--inference top-down) draws every group from the shared path: "
-                              f"--{slot} must be {wanted}, got {name}")
+    between them L groups on one path shared by p(z) and Q(z|x). The top group's prior is the path's Gaussian
+    head at its learned state (`--prior standard`) or the registered `prior` over Q(z_L|·) (`TopGroup`: a
+    VampPrior mixes Q(z_L|u_k))."""
+    name = POSTERIORS.choose(posterior).name
+    if name != "diagonal":
+        raise VaekitError(f"a top-down VAE (--inference top-down) draws every group from the shared path: "
+                          f"--posterior must be diagonal, got {name}")
     if labels is not None:
         raise VaekitError("a top-down VAE (--inference top-down) is not conditioned on labels yet: "
                           "use --inference bottom-up with --condition label")
@@ -326,7 +326,11 @@ def deep(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Se
     path = TopDownPath(sizes, width, activation)
     encoder = TopDownEncoder(net("encoder", data_dim, width, trunk), path, activation)
     decoder = Decoder(LastState(path, net("decoder", width, p_head.out_features(data_dim), dec_hidden)), p_head, data_dim)
-    return encoder, decoder, TopDownPrior(path)
+    top = None
+    if PRIORS.choose(prior).name != "standard":
+        top = PRIORS.build(prior, latent_dim=sizes[-1], encoder=TopGroup(encoder), data_dim=data_dim,
+                           data_shape=data_shape, classes=0)
+    return encoder, decoder, TopDownPrior(path, top)
 
 
 def build_model(cfg: Any) -> VAE:

@@ -9,7 +9,9 @@ and a top-down path starts from a learned state h_L and runs down the groups,
     h_{l−1} = cell_l(h_l + W_l z_l)                                  the state takes the group in
 
 so that p(z) = Π_l p(z_l|z_>l), Q(z|x) = Π_l Q(z_l|z_>l, x) and p(x|z) = p(x | h₀) (the decoder network on
-the last state). Q is written relative to the prior (NVAE's residual Normal, §3.2): at initialisation
+the last state). The top group's prior is N(μ_p(h_L), σ_p(h_L)²) from the learned state, or any registered
+prior over it (`TopDownPrior(path, top)`): a VampPrior mixes the top group's own posterior Q(z_L|u_k) at its
+pseudo-inputs (`TopGroup`), as Tomczak & Welling's HVAE does for its top layer. Q is written relative to the prior (NVAE's residual Normal, §3.2): at initialisation
 Δ = 0 and Q = p, and the KL of a group is a function of the two networks' difference. The log-scales are
 soft-clamped to (−5, 5) (NVAE's soft_clamp5) and every residual cell's last layer starts at 1/√L of its
 default scale (VDVAE scales its blocks' last convolution the same way), so a deep stack starts near the
@@ -35,7 +37,7 @@ from torch.func import functional_call
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..errors import VaekitError
-from .distributions import diagonal_normal
+from .distributions import diagonal_normal, is_diagonal_normal, tempered
 from .networks import ACTIVATIONS
 
 EMPTY = torch.Size()
@@ -111,8 +113,19 @@ class TopDownPath(nn.Module):
                 head[-1].bias.zero_()
         self._memo: tuple | None = None
 
+    def posterior(self, i: int, h: Tensor, a: Tensor, p_loc: Tensor, p_log_scale: Tensor) -> Distribution:
+        """Q(z_l|z_>l, x) of the i-th group from the top: the prior's (loc, log-scale) moved by the head on [h, a]."""
+        dq_loc, dq_log_scale = self.posterior_heads[i](torch.cat([h, a.expand(*h.shape[:-1], a.shape[-1])], -1)).chunk(2, -1)
+        return diagonal_normal(p_loc + dq_loc, soft_clamp(p_log_scale + dq_log_scale).exp(), validate_args=False)
+
+    def top_posterior(self, a: Tensor) -> Distribution:
+        """Q(z_L|x) from the top of the bottom-up path a_L [..., width] alone (it sees no other group)."""
+        h = self.top.expand(*a.shape[:-1], self.width)
+        return self.posterior(0, h, a, *self.prior_heads[0](h).chunk(2, -1))
+
     def forward(self, features: Sequence[Tensor] | None, z: Tensor | None = None,
-                sample_shape: torch.Size = EMPTY, temperature: float = 1.0, draw: bool = True) -> Walk:
+                sample_shape: torch.Size = EMPTY, temperature: float = 1.0, draw: bool = True,
+                top: Distribution | None = None) -> Walk:
         lead = torch.Size(sample_shape) + (features[0].shape[:-1] if features is not None else torch.Size())
         if z is not None:
             lead = z.shape[:-1]
@@ -124,12 +137,13 @@ class TopDownPath(nn.Module):
             ps.append(diagonal_normal(p_loc, soft_clamp(p_log_scale).exp(), validate_args=False))
             q = None
             if features is not None:
-                a = features[len(self.layer_sizes) - 1 - i]
-                dq_loc, dq_log_scale = self.posterior_heads[i](torch.cat([h, a.expand(*h.shape[:-1], a.shape[-1])], -1)).chunk(2, -1)
-                q = diagonal_normal(p_loc + dq_loc, soft_clamp(p_log_scale + dq_log_scale).exp(), validate_args=False)
+                q = self.posterior(i, h, features[len(self.layer_sizes) - 1 - i], p_loc, p_log_scale)
             qs.append(q)
             if given is not None:
                 block = given[i]
+            elif i == 0 and q is None and top is not None:  # the top group from its registered prior
+                dist = tempered(top, temperature) if temperature != 1.0 else top
+                block = dist.rsample(lead) if draw and dist.has_rsample else dist.sample(lead)
             else:
                 dist = q if q is not None else ps[-1]
                 if q is None and temperature != 1.0:
@@ -161,21 +175,23 @@ class TopDownPath(nn.Module):
 
 class TopDown(Distribution):
     """Q(z|x) (with the bottom-up `features`) or p(z) (without) of a `TopDownPath`, over z = [z₁, …, z_L].
-    `params`: the path's parameters to use instead of its own (`detach`); `temperature` scales p's σ when drawn."""
+    `params`: the path's parameters to use instead of its own (`detach`); `temperature` scales p's σ when drawn;
+    `top`: p(z_L), the top group's prior, where it is not the path's own head (a VampPrior's mixture)."""
 
     arg_constraints: ClassVar[dict] = {}
     support = constraints.real_vector
     has_rsample = True
 
     def __init__(self, path: TopDownPath, features: Sequence[Tensor] | None = None,
-                 params: dict[str, Tensor] | None = None, temperature: float = 1.0):
+                 params: dict[str, Tensor] | None = None, temperature: float = 1.0, top: Distribution | None = None):
         self.path, self.features, self.params, self.temperature = path, features, params, temperature
+        self.top = top if features is None else None
         self.layer_sizes = path.layer_sizes
         batch = features[0].shape[:-1] if features is not None else torch.Size()
         super().__init__(batch, torch.Size([sum(self.layer_sizes)]), validate_args=False)
 
     def _walk(self, z: Tensor | None = None, sample_shape: torch.Size = EMPTY, draw: bool = True) -> Walk:
-        args = (self.features, z, torch.Size(sample_shape), self.temperature, draw)
+        args = (self.features, z, torch.Size(sample_shape), self.temperature, draw, self.top)
         if self.params is not None:
             return functional_call(self.path, self.params, args)
         if z is not None:
@@ -193,6 +209,8 @@ class TopDown(Distribution):
         """(distribution, block) per group in storage order (z₁ first)."""
         walk = self._walk(z)
         dists = walk.q if self.features is not None else walk.p
+        if self.top is not None:
+            dists = [self.top, *dists[1:]]
         return list(zip(dists[::-1], z.split(self.layer_sizes, -1), strict=True))
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -200,25 +218,27 @@ class TopDown(Distribution):
 
     def layer_log_probs(self, z: Tensor, per_dimension: bool = False) -> list[Tensor]:
         """log of each group's conditional at z in storage order (z₁ first): [...] each, or [..., d_l]."""
-        return [d.base_dist.log_prob(b) if per_dimension else d.log_prob(b) for d, b in self.conditionals(z)]
+        if not per_dimension:
+            return [d.log_prob(b) for d, b in self.conditionals(z)]
+        return [d.base_dist.log_prob(b) if is_diagonal_normal(d) else None for d, b in self.conditionals(z)]
 
     def expand(self, batch_shape: torch.Size, _instance=None) -> TopDown:
         if self.features is None:
             raise VaekitError("a top-down prior p(z) has no batch to expand; draw with a sample shape instead")
         features = [a.expand(*batch_shape, a.shape[-1]) for a in self.features]
-        return TopDown(self.path, features, self.params, self.temperature)
+        return TopDown(self.path, features, self.params, self.temperature, self.top)
 
     def detach(self) -> TopDown:
         """The same density with every parameter (the path's, and the bottom-up features) cut from the graph,
         gradients still flowing through z: what DReG scores log Q with."""
         params = {name: p.detach() for name, p in self.path.named_parameters()}
         features = None if self.features is None else [a.detach() for a in self.features]
-        return TopDown(self.path, features, params, self.temperature)
+        return TopDown(self.path, features, params, self.temperature, self.top)
 
     def tempered(self, temperature: float) -> TopDown:
         """p(z) drawn with every group's σ_p times `temperature` (NVAE and VDVAE sample at 0.6–0.9); a draw at
         a temperature is for pictures: the density (`log_prob`) stays the model's."""
-        return TopDown(self.path, self.features, self.params, temperature)
+        return TopDown(self.path, self.features, self.params, temperature, self.top)
 
 
 class TopDownEncoder(nn.Module):
@@ -238,25 +258,43 @@ class TopDownEncoder(nn.Module):
         if context is not None:
             raise VaekitError("a top-down VAE (--inference top-down) is not conditioned on labels yet; "
                               "use --inference bottom-up with --condition label")
+        return TopDown(self._path[0], self.features(x))
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The bottom-up path a₁ … a_L from x."""
         features = [self.trunk(x)]
         for cell in self.up:
             features.append(cell(features[-1]))
-        return TopDown(self._path[0], features)
+        return features
+
+
+class TopGroup(nn.Module):
+    """x → Q(z_L|x): the top group's posterior alone, what a prior over the top group built on the encoder mixes
+    (a VampPrior: p(z_L) = (1/K) Σ_k Q(z_L|u_k)). Holds the `TopDownEncoder`, owns nothing."""
+
+    def __init__(self, encoder: TopDownEncoder):
+        super().__init__()
+        self._encoder = (encoder,)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
+        encoder = self._encoder[0]
+        return encoder._path[0].top_posterior(encoder.features(x)[-1])
 
 
 class TopDownPrior(nn.Module):
-    """p(z) = Π_l p(z_l|z_>l) of the top-down path, which it owns."""
+    """p(z) = Π_l p(z_l|z_>l) of the top-down path, which it owns; with `top` (a registered prior part over the top
+    group, which it owns too) p(z_L) = top() instead of the path's Gaussian head at the learned top state."""
 
     conditional = False
 
-    def __init__(self, path: TopDownPath):
+    def __init__(self, path: TopDownPath, top: nn.Module | None = None):
         super().__init__()
-        self.path = path
+        self.path, self.top = path, top
         self.layer_sizes = path.layer_sizes
         self.latent_dim = sum(path.layer_sizes)
 
     def forward(self, context: Tensor | None = None) -> TopDown:
-        return TopDown(self.path)
+        return TopDown(self.path, top=None if self.top is None else self.top())
 
 
 class LastState(nn.Module):

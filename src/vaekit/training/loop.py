@@ -209,6 +209,7 @@ def train_epoch(
             return train_step(module, optimizer, loss_fn, batch, progress, guards)
     sync_every = sync_every or (1 if rows.device.type == "cpu" else GPU_SYNC_EVERY)
     state.pending = _Pending(state, steps, skip_nonfinite, rows.device, list(module.parameters()))
+    first, oversized = state.batch, state.oversized
     bar = Progress(perm.shape[0], f"epoch {state.epoch + 1}", enabled=show_progress)
     bar.update(min(state.batch * batch_size, perm.shape[0]))  # a resumed epoch starts part way
     for i in range(state.batch, steps):
@@ -238,6 +239,10 @@ def train_epoch(
         torch.tensor(float(state.examples), dtype=torch.float64, device=rows.device)]), ctx).tolist()
     state.epoch, state.batch, state.sums, state.examples, state.pending = state.epoch + 1, 0, {}, 0, None
     if not totals[-1]:  # every batch was skipped: no means to give
+        if steps > first and state.oversized - oversized == steps - first:
+            raise VaekitError(f"every update of epoch {state.epoch} was skipped: each gradient norm was above "
+                              "--grad-skip, so the model cannot change; raise it above the norms a healthy run logs "
+                              "(train/grad_norm), or clip instead with --grad-clip")
         return {}
     return {name: totals[i] / totals[-1] for i, name in enumerate(names)}
 
