@@ -3,15 +3,23 @@ bottom-up for comparison, and what a top-down epoch costs against the plain one.
 
 Recipes (each a preset; a flag given overrides it):
 
-- `top-down` (`--inference top-down`, `parts/topdown.py`): 784-512-512 ReLU trunk, L groups of latents on a
-  path of width 512 shared by p(z_l|z_>l) and Q(z_l|z_>l, x), a 512-512 decoder from the last state; the ELBO
-  with its KL warmed up over `--warmup` epochs and balanced between groups meanwhile (NVAE), free bits
-  `--free-bits` per group, gradients clipped at norm 200 and updates skipped above 1000 (VDVAE's guards,
-  counted), an EMA of the weights (decay 0.999) for validation and the test, batch 128, Adam with a cosine
-  decay of the learning rate from `--lr` to 0 (a step per epoch), 59,600 training / 400 validation images.
+- `top-down` (`--inference top-down`, `parts/topdown.py`): a 784-512-512 trunk of gated dense layers (`--arch
+  gated`, Tomczak & Welling's; `--arch mlp` for ReLU), L groups of latents on a path of width 512 shared by
+  p(z_l|z_>l) and Q(z_l|z_>l, x), a 512-512 gated decoder from the last state; the ELBO with its KL warmed up
+  over `--warmup` epochs and balanced between groups meanwhile (NVAE), free bits `--free-bits` per group,
+  gradients clipped at norm 200 (`--grad-skip T` also skips updates above T, VDVAE's guard: the gated net's
+  first gradients exceed 1000, so it is off by default), an EMA of the weights (decay 0.999) for validation and
+  the test, batch 128, Adam with a cosine decay of the learning rate from `--lr` to 0 (a step per epoch),
+  59,600 training / 400 validation images.
 - `bottom-up`: the same latent sizes as Burda et al.'s stack (Q(z₁|x) Q(z₂|z₁) …), the same trunk, guards
   and schedule: depth without the shared path.
 - `plain`: one layer of Σ d_l latents, the same trunk, guards and schedule.
+- `ladder` (`--inference ladder-unshared`): Sønderby et al.'s LVAE as their code trains it: five layers of
+  64-32-16-8-4 latents, 784-512-512 trunk and 512-512 decoder, 256-256 networks between the layers (theirs
+  narrow with the layers: 256 … 32), batch normalization before every hidden activation (`--norm batch`), leaky
+  ReLU, Q's own top-down networks met by precision weighting, KL warm-up over `--warmup` epochs, batch 256, no
+  EMA and no guards (theirs had none).
+- `ladder-bottom-up`: the same five layers, networks and schedule with Q drawn bottom-up: the paper's VAE row.
 
     python benchmarks/deep.py --recipe top-down --epochs 200 --eval-k 5000 --json deep.json
     python benchmarks/deep.py --speed                  # seconds per epoch, top-down against plain, one process
@@ -34,21 +42,35 @@ from vaekit.runs.config import Config
 from vaekit.runs.experiment import build_trainer, load_data, resolve
 from vaekit.training.loop import LoopState, train_epoch
 
-INFERENCE = {"top-down": "top-down", "bottom-up": "bottom-up", "plain": "bottom-up"}
+INFERENCE = {"top-down": "top-down", "bottom-up": "bottom-up", "plain": "bottom-up", "ladder": "ladder-unshared",
+             "ladder-bottom-up": "bottom-up"}
+LADDER = {"latent_dim": [64, 32, 16, 8, 4], "layer_hidden": [256, 256], "activation": "leaky-relu", "batch_size": 256}
 
 
 def recipe_config(args, recipe: str | None = None) -> Config:
     recipe = recipe or args.recipe
-    latent = [sum(args.latent_dim)] if recipe == "plain" else args.latent_dim
+    ladder = recipe.startswith("ladder")
+    latent = args.latent_dim or (LADDER["latent_dim"] if ladder else [16, 16, 16, 16])
+    latent = [sum(latent)] if recipe == "plain" else latent
     prior = {"name": "vampprior", "components": args.components} if args.prior == "vampprior" else "standard"
     objective = {"name": "elbo", "kl_warmup_epochs": min(args.warmup, args.epochs / 4), "free_bits": args.free_bits,
-                 "kl_balance": len(latent) > 1}
+                 "kl_balance": len(latent) > 1 and not ladder}
+    arch = {"name": "mlp", "norm": "batch"} if ladder else args.arch
+    model = {"latent_dim": latent, "hidden": [512, 512], "decoder_hidden": [512, 512], "activation": "relu",
+             "inference": INFERENCE[recipe], "arch": arch, "prior": prior}
+    if ladder:
+        model.update(layer_hidden=LADDER["layer_hidden"], activation=LADDER["activation"])
+
+    def default(value, top_down):  # a flag given, else the top-down recipes' guard, else none for the ladders
+        return value if value is not None else 0.0 if ladder else top_down
+
     return Config().replace(
-        model={"latent_dim": latent, "hidden": [512, 512], "decoder_hidden": [512, 512], "activation": "relu",
-               "inference": INFERENCE[recipe], "arch": args.arch, "prior": prior},
+        model=model,
         data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
-        train={"batch_size": 128, "objective": objective, "seed": args.seed, "grad_clip": args.grad_clip, "grad_skip": args.grad_skip,
-               "ema": args.ema, "precision": args.precision, "compile": args.compile, "cuda_graphs": args.cuda_graphs},
+        train={"batch_size": LADDER["batch_size"] if ladder else 128, "objective": objective, "seed": args.seed,
+               "grad_clip": default(args.grad_clip, 200.0), "grad_skip": default(args.grad_skip, 0.0),
+               "ema": default(args.ema, 0.999), "precision": args.precision, "compile": args.compile,
+               "cuda_graphs": args.cuda_graphs},
     )
 
 
@@ -74,7 +96,7 @@ def speed(args) -> dict:
     steps = -(-59600 // 128)
     for r, t in best.items():
         print(f"{r:>9}: {t * 1e3:.1f} ms per step of 128, ≈ {t * steps:.1f} s per epoch")
-    print(f"a top-down epoch costs {best['top-down'] / best['plain']:.2f}× a plain one (latent {args.latent_dim}, "
+    print(f"a top-down epoch costs {best['top-down'] / best['plain']:.2f}× a plain one (latent {list(cfg.model.latent_dim)}, "
           f"{torch.get_num_threads()} threads)")
     return {"seconds_per_step": best, "ratio": best["top-down"] / best["plain"]}
 
@@ -83,16 +105,18 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     recipe_arguments(p, epochs=200)
     p.add_argument("--recipe", choices=list(INFERENCE), default="top-down")
-    p.add_argument("--latent-dim", type=int, nargs="+", default=[16, 16, 16, 16])
+    p.add_argument("--latent-dim", type=int, nargs="+", default=None,
+                   help="the groups' sizes, z₁ first (default 16 16 16 16; the ladders: 64 32 16 8 4)")
     p.add_argument("--warmup", type=float, default=10.0, help="KL warm-up epochs (balanced between groups meanwhile)")
     p.add_argument("--free-bits", type=float, default=0.0, help="nats per group below which its KL is not penalized")
-    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--ema", type=float, default=None, help="default 0.999 (the ladders: 0, none)")
     p.add_argument("--prior", choices=["standard", "vampprior"], default="standard",
                    help="the top group's prior: the path's Gaussian head, or a VampPrior over Q(z_L|u_k)")
     p.add_argument("--components", type=int, default=500, help="the VampPrior's pseudo-inputs")
-    p.add_argument("--grad-clip", type=float, default=200.0)
-    p.add_argument("--grad-skip", type=float, default=1000.0, help="skip an update whose gradient norm is above this")
-    p.add_argument("--arch", choices=["mlp", "gated", "conv"], default="mlp")
+    p.add_argument("--grad-clip", type=float, default=None, help="default 200 (the ladders: 0, none)")
+    p.add_argument("--grad-skip", type=float, default=None,
+                   help="skip an update whose gradient norm is above this (default 0: never)")
+    p.add_argument("--arch", choices=["mlp", "gated", "conv"], default="gated")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--cuda-graphs", action="store_true")
@@ -107,9 +131,9 @@ def main(argv=None) -> dict:
     cfg = recipe_config(args)
     ds, seconds, elbo, nll, se = cosine_recipe(cfg, args)
     n = args.eval_n or ds.eval_split("test").shape[0]
-    print(f"{args.recipe} {args.latent_dim}: {args.epochs} epochs in {seconds:.0f}s of training; test ELBO {elbo:.2f}; "
+    print(f"{args.recipe} {list(cfg.model.latent_dim)}: {args.epochs} epochs in {seconds:.0f}s of training; test ELBO {elbo:.2f}; "
           f"test NLL (k={args.eval_k}, n={n}) {nll:.2f} ± {se:.2f} nats")
-    result = {"recipe": args.recipe, "latent_dim": args.latent_dim, "epochs": args.epochs, "seconds": seconds,
+    result = {"recipe": args.recipe, "latent_dim": list(cfg.model.latent_dim), "epochs": args.epochs, "seconds": seconds,
               "elbo": elbo, "nll": nll, "stderr": se, "k": args.eval_k, "n": n, "config": cfg.to_dict()}
     return write_json(result, args.json)
 

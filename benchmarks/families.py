@@ -33,6 +33,8 @@ FAMILIES = [
     ("2-layer", {"latent_dim": [32, 16]}, 85.33, "VAE, 2 stochastic layers (Burda et al. 2016, Table 1)"),
     ("2-layer-ladder", {"latent_dim": [32, 16], "inference": "ladder"}, None,
      "ladder VAE (Sønderby et al. 2016): their MNIST rows use batch norm, warm-up and 5 layers"),
+    ("2-layer-ladder-unshared", {"latent_dim": [32, 16], "inference": "ladder-unshared"}, None,
+     "ladder VAE with Q's own top-down networks, as the authors' code trains it"),
     ("2-layer+vampprior", {"latent_dim": [32, 16], "prior": {"name": "vampprior", "components": 500}}, 83.19,
      "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018)"),
     ("hvae+vampprior", {"latent_dim": [40, 40], "inference": "hvae", "arch": "gated", "hidden": [300, 300],

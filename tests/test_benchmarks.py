@@ -73,12 +73,22 @@ def test_the_deep_recipes_share_everything_but_the_structure():
     import deep
 
     args = deep.argparse.Namespace(latent_dim=[16, 8], warmup=10.0, epochs=200, free_bits=0.25, data_dir="x", arch="mlp",
-                                   seed=3, ema=0.999, precision="fp32", compile=False, cuda_graphs=False, recipe="top-down")
+                                   seed=3, ema=None, grad_clip=None, grad_skip=None, prior="standard", components=500,
+                                   precision="fp32", compile=False, cuda_graphs=False, recipe="top-down")
     cfgs = {r: deep.recipe_config(args, r) for r in ("top-down", "bottom-up", "plain")}
     assert [c.model.inference for c in cfgs.values()] == ["top-down", "bottom-up", "bottom-up"]
     assert [c.model.latent_dim for c in cfgs.values()] == [(16, 8), (16, 8), (24,)]
     for c in cfgs.values():
         assert (c.model.hidden, c.model.decoder_hidden, c.train.grad_clip, c.train.grad_skip, c.train.ema) == (
-            (512, 512), (512, 512), 200.0, 1000.0, 0.999)
+            (512, 512), (512, 512), 200.0, 0.0, 0.999)
         assert c.train.objective["free_bits"] == 0.25 and c.train.objective["kl_warmup_epochs"] == 10.0
     assert cfgs["top-down"].train.objective["kl_balance"] and not cfgs["plain"].train.objective["kl_balance"]
+    # the ladders: Sønderby et al.'s five layers, batch norm and leaky ReLU, no guards; the same networks both ways
+    args.latent_dim, args.free_bits = None, 0.0
+    ladders = {r: deep.recipe_config(args, r) for r in ("ladder", "ladder-bottom-up")}
+    assert [c.model.inference for c in ladders.values()] == ["ladder-unshared", "bottom-up"]
+    for c in ladders.values():
+        assert c.model.latent_dim == (64, 32, 16, 8, 4) and c.model.arch["norm"] == "batch"
+        assert (c.model.activation, c.model.layer_hidden, c.train.batch_size) == ("leaky-relu", (256, 256), 256)
+        assert (c.train.grad_clip, c.train.grad_skip, c.train.ema) == (0.0, 0.0, 0.0)
+        assert not c.train.objective["kl_balance"]

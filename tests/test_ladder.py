@@ -30,8 +30,8 @@ def log_normal(z, loc, var):
 
 def ladder(**settings):
     torch.manual_seed(0)
-    return vaekit.VAE(data_dim=12, latent_dim=(4, 2), hidden=(8,), activation="tanh", inference="ladder",
-                      **settings).to(D)
+    return vaekit.VAE(data_dim=12, latent_dim=(4, 2), hidden=(8,), activation="tanh", **{"inference": "ladder",
+                                                                                         **settings}).to(D)
 
 
 def binary(n, seed=1):
@@ -64,6 +64,32 @@ def test_q_is_the_prior_step_times_the_bottom_up_gaussian_renormalized():
     assert bottom_up.state_dict().keys() == model.state_dict().keys()
 
 
+def test_an_unshared_ladder_meets_the_bottom_up_gaussian_with_its_own_top_down_step():
+    """--inference ladder-unshared (the authors' code): log Q(z₁|z₂, x) is the same Gaussian product with Q's own
+    network in place of p(z₁|z₂); the ELBO still scores z₁ under the prior's p(z₁|z₂); Q's extra networks are its own."""
+    model, x = ladder(inference="ladder-unshared"), binary(5)
+    torch.manual_seed(3)
+    z = model.posterior(x).rsample((7,))
+    z1, z2 = z[..., :4], z[..., 4:]
+    mu1, log_var1 = model.encoder.first.net(x).chunk(2, -1)
+    mu2, log_var2 = model.encoder.upper[0].net(mu1).chunk(2, -1)
+    mu_t, log_var_t = model.encoder.down[0].net(z2).chunk(2, -1)  # Q's own top-down step
+    mu_p, log_var_p = model.prior.lower[0].net(z2).chunk(2, -1)  # p(z₁|z₂)
+    assert not torch.allclose(mu_t, mu_p)
+    log_q1 = (log_normal(z1, mu_t, log_var_t.exp()) + log_normal(z1, mu1, log_var1.exp())
+              - log_normal(mu1, mu_t, log_var_t.exp() + log_var1.exp()))
+    log_q2 = log_normal(z2, mu2, log_var2.exp())
+    torch.testing.assert_close(model.posterior(x).log_prob(z), log_q1 + log_q2, rtol=0, atol=1e-12)
+    logits = model.decoder.net.net(z1)
+    log_px = (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
+    by_hand = (log_px + log_normal(z1, mu_p, log_var_p.exp()) + (-0.5 * (LOG_2PI + z2**2)).sum(-1)
+               - log_q1 - log_q2).mean(0)
+    torch.testing.assert_close(elbo(model, x, z=z, num_samples=7).elbo, by_hand, rtol=0, atol=1e-12)
+    shared = ladder().state_dict().keys()
+    assert set(model.state_dict()) - set(shared) == {f"encoder.down.0.net.{i}.{w}" for i in (0, 2, 4)
+                                                     for w in ("weight", "bias")}
+
+
 def test_draws_follow_q_top_down():
     """Moments of z₁ given a fixed z₂ (through Q's own sampler) against the precision-weighted closed form."""
     model, x = ladder(), binary(1)
@@ -82,11 +108,11 @@ def test_draws_follow_q_top_down():
     assert (resid.mean(0).abs() < 5 / math.sqrt(200_000)).all() and ((resid.var(0) - 1).abs() < 0.02).all()
 
 
-def linear_gaussian_ladder(sigma=0.5):
+def linear_gaussian_ladder(sigma=0.5, inference="ladder"):
     """p(z₂) = N(0, 1), z₁|z₂ = N(A z₂ + a, diag v), x|z₁ = N(B z₁ + b, σ² I) with B's columns orthogonal: then
     μ̂₁ = (BᵀB)⁻¹Bᵀ(x − b) ~ N(z₁, diag σ²/BᵀB) is sufficient, p(z₁|z₂, x) ∝ p(z₁|z₂) N(μ̂₁; z₁, ·) is a ladder
     step, and p(z₂|x) a Gaussian linear in μ̂₁: the exact posterior is a ladder Q. Returns it and p(x)."""
-    model, (lower, dec, enc, upper) = linear_stack(sigma, inference="ladder")
+    model, (lower, dec, enc, upper) = linear_stack(sigma, inference=inference)
     with torch.no_grad():
         q, _ = torch.linalg.qr(torch.randn(5, 3, dtype=D))
         b_mat, b = q * torch.tensor([1.5, 0.7, 1.1], dtype=D), torch.randn(5, dtype=D)
@@ -114,11 +140,17 @@ def linear_gaussian_ladder(sigma=0.5):
 def test_the_exact_posterior_of_a_linear_gaussian_stack_is_a_ladder_q():
     """Every importance weight is p(x): the ELBO, L_k and the estimate equal the closed form whatever the draws."""
     assert_exact_until_perturbed(*linear_gaussian_ladder(), lambda m: m.encoder.first.net[0].bias.add_(0.3))
+    # unshared: Q's own top-down step set to p's is the same exact posterior; moved off it, it is not
+    model, marginal = linear_gaussian_ladder(inference="ladder-unshared")
+    with torch.no_grad():
+        model.encoder.down.load_state_dict(model.prior.lower.state_dict())
+    assert_exact_until_perturbed(model, marginal, lambda m: m.encoder.down[0].net[0].bias.add_(1.0))
 
 
 def test_dreg_is_unbiased_over_the_networks_q_shares_with_the_prior():
     model = ladder()
     check_dreg(model, binary(2), copies=16, repeats=40, of_q=("encoder.", "prior.lower."))
+    check_dreg(ladder(inference="ladder-unshared"), binary(2), copies=16, repeats=40, of_q=("encoder.",))
 
 
 def test_a_ladder_needs_layers_and_diagonal_gaussians():

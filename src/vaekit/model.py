@@ -249,8 +249,9 @@ def compose(
     dec_net = net("decoder", sizes[0] + c, p_head.out_features(data_dim), dec_hidden)
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
+        norm = dict(ARCHITECTURES.choose(arch).settings).get("norm", "none")  # the MLPs between layers follow --arch
         return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init, inference,
-                       prior=prior, data_shape=data_shape, classes=c), labels)
+                       prior=prior, norm=norm, data_shape=data_shape, classes=c), labels)
     if inference != "bottom-up":
         raise VaekitError(f"inference = {inference!r} needs two or more stochastic layers (--latent-dim twice)")
     # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
@@ -260,20 +261,23 @@ def compose(
 
 def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int, sizes: Sequence[int],
           layer_hidden: Sequence[int] | None, activation: str, init: str, inference: str, prior: Part,
-          **prior_settings: Any) -> tuple[nn.Module, Decoder, nn.Module]:
+          norm: str = "none", **prior_settings: Any) -> tuple[nn.Module, Decoder, nn.Module]:
     """A hierarchical VAE (`parts.hierarchical`) around the one-layer parts of x ↔ z₁ (Burda et al. 2016):
     Q(z_{l+1}|z_l) and p(z_l|z_{l+1}) are diagonal Gaussians from MLPs with `layer_hidden` units (default
-    two layers of 2·d_{l+1}: Burda's 100-100 between z₁ = 100 and z₂ = 50), p(z_L) the registered `prior`.
-    `inference="ladder"`: the same networks, Q drawn top-down through the prior's (`LadderEncoder`)."""
+    two layers of 2·d_{l+1}: Burda's 100-100 between z₁ = 100 and z₂ = 50; batch-normalized with `norm`), p(z_L)
+    the registered `prior`.
+    `inference="ladder"`: the same networks, Q drawn top-down through the prior's (`LadderEncoder`);
+    "ladder-unshared": Q's top-down steps are networks of its own, shaped as the prior's."""
 
     def gaussian(n_in: int, n_out: int, upper: int) -> Encoder:
         widths = tuple(layer_hidden) if layer_hidden is not None else (2 * upper, 2 * upper)
-        return Encoder(mlp(n_in, widths, 2 * n_out, activation, init), "diagonal")
+        return Encoder(mlp(n_in, widths, 2 * n_out, activation, init, norm), "diagonal")
 
     pairs = list(itertools.pairwise(sizes))
     if inference not in INFERENCE:
         raise VaekitError(f"inference must be one of {', '.join(INFERENCE)}, got {inference!r}")
-    q_z = INFERENCE[inference](encoder, [gaussian(lo, hi, hi) for lo, hi in pairs], sizes)
+    own = {"down": [gaussian(hi, lo, hi) for lo, hi in reversed(pairs)]} if inference == "ladder-unshared" else {}
+    q_z = INFERENCE[inference](encoder, [gaussian(lo, hi, hi) for lo, hi in pairs], sizes, **own)
     top = PRIORS.build(prior, latent_dim=sizes[-1], encoder=TopPath(q_z), data_dim=data_dim, **prior_settings)
     p_z = HierarchicalPrior(top, [gaussian(hi, lo, hi) for lo, hi in reversed(pairs)], sizes)
     if isinstance(q_z, LadderEncoder):

@@ -165,7 +165,7 @@ class HierarchicalEncoder(nn.Module):
 
 class PrecisionWeighted(nn.Module):
     """A ladder VAE's inference step (Sønderby et al. 2016, eqs. 17-19): z_{l+1} → Q(z_l|z_{l+1}, x) ∝
-    p(z_l|z_{l+1}) N(z_l; μ̂, σ̂²), the generative conditional (the prior's own network, held, not owned)
+    p(z_l|z_{l+1}) N(z_l; μ̂, σ̂²), a top-down conditional (the prior's own network or Q's, held, not owned)
     times the bottom-up Gaussian of x, renormalized: precisions add and the means weigh by them, written
     as σ² = σ_p² σ̂² / (σ_p² + σ̂²) so that no precision is formed (nothing overflows as a σ → 0)."""
 
@@ -194,8 +194,16 @@ class LadderEncoder(HierarchicalEncoder):
     """x → Q(z|x) drawn top-down (a ladder VAE, Sønderby et al. 2016). A deterministic bottom-up pass gives
     a Gaussian N(μ̂_l, σ̂_l²) per layer from the same networks as the bottom-up Q (`first` on x, then each of
     `upper` on the layer below's mean μ̂: `top`'s path); Q(z_L|x) is the top one, and each lower layer is
-    drawn given the one above by `PrecisionWeighted` with the prior's step p(z_l|z_{l+1}). `attach` gives it
-    the prior (held, not owned: the parameters are the bottom-up model's, only the way Q is drawn differs)."""
+    drawn given the one above by `PrecisionWeighted` with a top-down step: the prior's p(z_l|z_{l+1}) (the
+    paper's equations; `attach` gives it the prior, held, not owned: the parameters are the bottom-up
+    model's, only the way Q is drawn differs), or with `down` (the steps listed from the top, z_{l+1} → a
+    diagonal Gaussian over z_l) networks of Q's own, as the authors' code trains it (`ladder_share_params
+    False`): then p(z_l|z_{l+1}) is the generative model's alone and cannot pull Q with it."""
+
+    def __init__(self, first: nn.Module, upper: Sequence[nn.Module], sizes: Sequence[int],
+                 down: Sequence[nn.Module] | None = None):
+        super().__init__(first, upper, sizes)
+        self.down = None if down is None else nn.ModuleList(down)
 
     def attach(self, prior: HierarchicalPrior) -> None:
         self._prior = (prior,)
@@ -204,9 +212,10 @@ class LadderEncoder(HierarchicalEncoder):
         gaussians = [_bottom_up(self.first(x) if context is None else self.first(x, context))]
         for step in self.upper:
             gaussians.append(_bottom_up(step(gaussians[-1].mean)))
-        # top-down: the prior's lower[i] maps z_{L−i} to p(z_{L−i−1}|z_{L−i}), met by layer L−i−1's Gaussian
+        # top-down: lower[i] maps z_{L−i} to a Gaussian over z_{L−i−1}, met by layer L−i−1's bottom-up Gaussian
+        lower = self._prior[0].lower if self.down is None else self.down
         steps = [PrecisionWeighted(p, g.base_dist.loc, g.base_dist.scale)
-                 for p, g in zip(self._prior[0].lower, reversed(gaussians[:-1]), strict=True)]
+                 for p, g in zip(lower, reversed(gaussians[:-1]), strict=True)]
         return Chain(gaussians[-1], steps, self.layer_sizes, top_down=True)
 
 
@@ -282,5 +291,6 @@ class HierarchicalPrior(nn.Module):
 
 
 INFERENCE = {"bottom-up": HierarchicalEncoder, "ladder": LadderEncoder,  # how Q runs through the layers
+             "ladder-unshared": LadderEncoder,  # its top-down steps its own (`model.stack` builds them)
              "top-down": TopDownEncoder,  # a deep VAE whose groups hang on one shared path (`parts.topdown`)
              "hvae": HVAEEncoder}  # Tomczak & Welling 2018: Q(z_L|x) Q(z_l|x, z_l+1), p(x|z₁, …, z_L)

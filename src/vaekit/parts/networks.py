@@ -9,15 +9,71 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import VaekitError
-from .registry import Registry
+from .registry import Registry, Setting
 
 ARCHITECTURES = Registry("architecture")
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus,
+               "leaky-relu": nn.LeakyReLU}  # slope 0.01: Lasagne's leaky_rectify, the ladder VAE's
+NORMS = ("none", "batch")
+
+
+def _global_sum(t: Tensor) -> Tensor:
+    """t summed over the processes of torch.distributed (with its gradient: each rank's backward gets the sum of
+    every rank's), or t itself in one process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        return _AllReduce.apply(t)
+    return t
+
+
+class _AllReduce(torch.autograd.Function):
+    """A sum over the processes whose gradient is the sum of every process's gradient."""
+
+    @staticmethod
+    def forward(saved, t: Tensor) -> Tensor:
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(saved, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+class BatchNorm(nn.Module):
+    """Batch normalization (Ioffe & Szegedy 2015) of the last dimension over every leading one (a batch [B, C],
+    importance samples [k, B, C]): in training, (h − mean) / √(var + ε)·γ + β with the biased variance of the
+    batch, which under torch.distributed is the global batch (its sums taken over the ranks with their
+    gradients, so N processes train as one); in evaluation, the running averages (each step moves them by
+    `momentum` toward the batch's mean and unbiased variance): torch's BatchNorm1d, written for any rank
+    and any number of processes."""
+
+    def __init__(self, features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight, self.bias = nn.Parameter(torch.ones(features)), nn.Parameter(torch.zeros(features))
+        self.register_buffer("running_mean", torch.zeros(features))
+        self.register_buffer("running_var", torch.ones(features))
+
+    def forward(self, h: Tensor) -> Tensor:
+        flat = h.reshape(-1, h.shape[-1])
+        if self.training:
+            sums = _global_sum(torch.cat([flat.sum(0), flat.new_tensor([flat.shape[0]])]))
+            count, mean = sums[-1], sums[:-1] / sums[-1]
+            var = _global_sum((flat - mean).pow(2).sum(0)) / count
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return ((flat - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias).reshape(h.shape)
 
 
 def mlp(
@@ -26,8 +82,10 @@ def mlp(
     out_features: int,
     activation: str = "relu",
     init: str = "default",
+    norm: str = "none",
 ) -> nn.Sequential:
-    """Linear layers of sizes in → hidden… → out with `activation` between them (none after the last).
+    """Linear layers of sizes in → hidden… → out with `activation` between them (none after the last), each
+    hidden layer batch-normalized before its activation where `norm="batch"` (`BatchNorm`).
 
     `hidden=()` gives a single linear map. `init="glorot"` uses Glorot-uniform weights and zero biases,
     as in Kingma & Welling (2013) and Burda et al. (2016); "default" keeps PyTorch's.
@@ -37,15 +95,19 @@ def mlp(
     sizes = [in_features, *hidden, out_features]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(pairwise(sizes)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
+        hidden_layer = i < len(sizes) - 2
+        layers.append(nn.Linear(a, b, bias=not (hidden_layer and norm == "batch")))  # BN's β is the bias
+        if hidden_layer:
+            if norm == "batch":
+                layers.append(BatchNorm(b))
             layers.append(ACTIVATIONS[activation]())
     net = nn.Sequential(*layers)
     if init == "glorot":
         for m in net:
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
     elif init != "default":
         raise ValueError(f"unknown init {init!r}; choose 'default' or 'glorot'")
     return net
@@ -156,9 +218,13 @@ def _image_shape(data_shape: Sequence[int] | None) -> tuple[int, int, int]:
 
 @ARCHITECTURES.register("mlp")
 def mlp_architecture(role: str, in_features: int, out_features: int, hidden: Sequence[int], activation: str = "relu",
-                     init: str = "default") -> nn.Module:
-    """fully connected layers (--hidden sizes, --activation, --init)"""
-    return mlp(in_features, hidden, out_features, activation, init)
+                     init: str = "default",
+                     norm: Annotated[str, Setting("batch: batch normalization before every hidden layer's activation, "
+                                                  "in the networks between stochastic layers too (the ladder VAE's "
+                                                  "recipe); statistics of the global batch under torchrun",
+                                                  choices=NORMS)] = "none") -> nn.Module:
+    """fully connected layers (--hidden sizes, --activation, --init, --norm)"""
+    return mlp(in_features, hidden, out_features, activation, init, norm)
 
 
 @ARCHITECTURES.register("gated")

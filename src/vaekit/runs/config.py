@@ -89,7 +89,8 @@ class ModelConfig(Slots):
                                                    above=0)
     inference: str = setting("bottom-up", "two or more --latent-dim: Q drawn bottom-up, Q(z₁|x)Q(z₂|z₁)… (Burda "
                              "et al. 2016), or top-down, ladder: Q(z_l|z_l+1, x) ∝ p(z_l|z_l+1)·N(μ̂_l(x), σ̂_l²) "
-                             "(Sønderby et al. 2016); top-down: a deep VAE whose groups hang on one path shared by "
+                             "(Sønderby et al. 2016); ladder-unshared: the same with Q's top-down steps its own networks, not p's "
+                             "(the authors' code); top-down: a deep VAE whose groups hang on one path shared by "
                              "p(z_l|z_>l) and Q(z_l|z_>l, x) (NVAE, VDVAE; width: the last --hidden); hvae: "
                              "Q(z₂|x)Q(z₁|x, z₂), p(x|z₁, z₂) (Tomczak & Welling 2018)",
                              choices=tuple(INFERENCE))
