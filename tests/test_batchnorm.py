@@ -96,6 +96,9 @@ def test_every_hidden_layer_of_the_mlps_is_normalized_and_no_output():
     assert sorted(norms.values()) == [6, 6, 6, 8, 8, 8, 8]
     activations = [m for m in model.modules() if isinstance(m, torch.nn.LeakyReLU | torch.nn.ReLU)]
     assert len(activations) == 7 and all(type(m) is torch.nn.LeakyReLU for m in activations)
+    hvae = vaekit.VAE(data_dim=12, latent_dim=(4, 2), hidden=(8,), layer_hidden=(6,), inference="hvae",
+                      arch={"name": "mlp", "norm": "batch"})
+    assert [m.weight.shape[0] for m in hvae.prior.lower.modules() if isinstance(m, BatchNorm)] == [6]  # p(z₁|z₂)
     plain = vaekit.VAE(data_dim=12, latent_dim=(4, 2), hidden=(8, 8), layer_hidden=(6,))
     assert not any(isinstance(m, BatchNorm) for m in plain.modules())
     with pytest.raises(VaekitError, match="'gated' has no setting 'norm'"):

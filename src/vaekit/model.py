@@ -237,6 +237,8 @@ def compose(
     else:
         enc_net = Concat(net("encoder", data_dim + c, n_q // 2, hidden), net("encoder", data_dim + c, n_q - n_q // 2, hidden))
     dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
+    chosen = ARCHITECTURES.choose(arch)
+    norm = dict(chosen.settings).get("norm", "none")  # the MLPs between stochastic layers follow --arch's
     if inference == "top-down":  # its networks are built by `deep`
         return (*deep(net, p_head, data_dim, sizes, hidden, dec_hidden, layer_hidden, activation, prior, posterior,
                       labels, data_shape), None)
@@ -245,11 +247,10 @@ def compose(
             raise VaekitError("inference = 'hvae' needs two or more stochastic layers (--latent-dim twice) and no "
                               "--condition")
         return (*hvae(net, p_head, data_dim, sizes, hidden, dec_hidden, layer_hidden, activation, init, prior,
-                      posterior, data_shape, ARCHITECTURES.choose(arch).name == "gated"), None)
+                      posterior, data_shape, chosen.name == "gated", norm), None)
     dec_net = net("decoder", sizes[0] + c, p_head.out_features(data_dim), dec_hidden)
     encoder = Encoder(enc_net, q_head)
     if len(sizes) > 1:
-        norm = dict(ARCHITECTURES.choose(arch).settings).get("norm", "none")  # the MLPs between layers follow --arch
         return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init, inference,
                        prior=prior, norm=norm, data_shape=data_shape, classes=c), labels)
     if inference != "bottom-up":
@@ -287,11 +288,12 @@ def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int
 
 def hvae(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Sequence[int], dec_hidden: Sequence[int],
          layer_hidden: Sequence[int] | None, activation: str, init: str, prior: Part, posterior: Part,
-         data_shape: Sequence[int], gated: bool) -> tuple[nn.Module, Decoder, nn.Module]:
+         data_shape: Sequence[int], gated: bool, norm: str = "none") -> tuple[nn.Module, Decoder, nn.Module]:
     """Tomczak & Welling's (2018) HVAE (`parts.hierarchical.HVAEEncoder`): Q(z_L|x) (the `posterior` family) and each
     Q(z_l|x, z_{l+1}) from `hidden` networks on x (and the layer above), p(z_l|z_{l+1}) diagonal Gaussians from
-    `layer_hidden` MLPs as in `stack` (gated layers with `--arch gated`, the paper's), p(z_L) the registered
-    `prior` over Q(z_L|·) (a VampPrior: Q(z_L|u_k)), and the decoder a `decoder_hidden` network on every layer."""
+    `layer_hidden` MLPs as in `stack` (gated layers with `--arch gated`, the paper's; batch-normalized with `norm`),
+    p(z_L) the registered `prior` over Q(z_L|·) (a VampPrior: Q(z_L|u_k)), and the decoder a `decoder_hidden`
+    network on every layer."""
     top = Encoder(net("encoder", data_dim, POSTERIORS.build(posterior, latent_dim=sizes[-1]).out_features(sizes[-1]),
                       hidden), POSTERIORS.build(posterior, latent_dim=sizes[-1]))
     pairs = list(itertools.pairwise(sizes))
@@ -301,7 +303,7 @@ def hvae(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Se
         widths = tuple(layer_hidden) if layer_hidden is not None else (2 * upper, 2 * upper)
         if gated:
             return ARCHITECTURES.build("gated", role="prior", in_features=upper, out_features=2 * lower, hidden=widths)
-        return mlp(upper, widths, 2 * lower, activation, init)
+        return mlp(upper, widths, 2 * lower, activation, init, norm)
 
     p_lower = [Encoder(between(hi, lo), "diagonal") for lo, hi in reversed(pairs)]
     p_top = PRIORS.build(prior, latent_dim=sizes[-1], encoder=top, data_dim=data_dim, data_shape=data_shape, classes=0)

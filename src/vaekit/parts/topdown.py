@@ -141,14 +141,13 @@ class TopDownPath(nn.Module):
             qs.append(q)
             if given is not None:
                 block = given[i]
-            elif i == 0 and q is None and top is not None:  # the top group from its registered prior
-                dist = tempered(top, temperature) if temperature != 1.0 else top
-                block = dist.rsample(lead) if draw and dist.has_rsample else dist.sample(lead)
             else:
-                dist = q if q is not None else ps[-1]
+                from_top = q is None and i == 0 and top is not None  # the top group's registered prior: no batch
+                dist = q if q is not None else top if from_top else ps[-1]
                 if q is None and temperature != 1.0:
-                    dist = diagonal_normal(p_loc, soft_clamp(p_log_scale).exp() * temperature, validate_args=False)
-                block = dist.rsample() if draw else dist.sample()
+                    dist = tempered(dist, temperature)
+                shape = lead if from_top else EMPTY
+                block = dist.rsample(shape) if draw and dist.has_rsample else dist.sample(shape)
             blocks.append(block)
             h = self.cells[i](h + self.inject[i](block))
         out = z if z is not None else torch.cat(blocks[::-1], -1)
