@@ -26,6 +26,7 @@ from run_cli import assert_two_processes_match_one
 from safetensors.torch import load_file
 from test_likelihoods_real import counts_file, digits_8bit, log_prob64
 from test_plugins import PLUGIN
+from test_tables import mixed_reference
 
 import vaekit
 from vaekit.cli import main
@@ -51,7 +52,7 @@ class Row:
     kind: str  # the registry (or "family" for a composition, "plugin" for a user's part)
     name: str
     flags: tuple[str, ...] = ()  # beyond BASE
-    data: str = "digits"  # digits, 8bit or counts
+    data: str = "digits"  # digits, 8bit, counts or penguins
     two: bool = False  # also train in two processes
     atol: float = 1e-4  # for the two-process weights (see assert_two_processes_match_one)
     tol: float = 1e-10  # of the float64 log-density against its formula
@@ -80,6 +81,7 @@ ROWS = [
     Row("likelihood", "categorical", ("--likelihood", "categorical", *SLOW), "8bit", two=True, atol=2e-3),
     Row("likelihood", "poisson", ("--likelihood", "poisson", *SLOW), "counts", two=True, atol=2e-3),
     Row("likelihood", "negative-binomial", ("--likelihood", "negative-binomial", *SLOW), "counts", two=True, atol=2e-3),
+    Row("likelihood", "mixed", ("--likelihood", "mixed", *SLOW), "penguins", two=True, atol=2e-3),
     Row("architecture", "mlp"),
     Row("architecture", "conv", ("--arch", "conv")),
     Row("architecture", "gated", ("--arch", "gated", "--hidden", "16")),
@@ -163,6 +165,8 @@ def likelihood_reference(model, name, z, x):
         head = model.decoder.head
         sigma = torch.tensor(head.sigma, dtype=h.dtype) if name == "gaussian" else head.log_sigma.exp()
         return normal64(x, h, sigma.expand_as(h))
+    if name == "mixed":  # a table's columns, each by scipy.stats
+        return mixed_reference(model.decoder.head, h, x)
     if name == "negative-binomial":  # C(x + r − 1, x) (r/(r + μ))^r (μ/(r + μ))^x, a learned r per dimension
         r, mu = model.decoder.head.log_total_count.exp(), h.exp()
         return (torch.lgamma(x + r) - torch.lgamma(r) - torch.lgamma(x + 1) - r * torch.log1p(mu / r)
@@ -180,6 +184,9 @@ def dataset_flag(row, folder):
         return str(digits_8bit(folder / "d8.npy"))
     if row.data == "counts":
         return str(counts_file(folder / "c.npy"))
+    if row.data == "penguins":
+        pytest.importorskip("palmerpenguins")
+        return "penguins"
     return "digits"
 
 

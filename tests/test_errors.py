@@ -114,6 +114,7 @@ def bad_amat(d):
 
 
 TRAIN = ["train", "--out", "{d}/out", "--epochs", "1"]
+MIXED = [*TRAIN, "--likelihood", "mixed"]
 # (area, the input, argv builder, fragment the message must hold)
 ROWS = [
     ("data", "example shape does not match the model", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"data_shape": [1, 4, 4]}})], "model expects data of shape (1, 4, 4) but digits has (1, 8, 8)"),
@@ -134,6 +135,13 @@ ROWS = [
     ("data", "a CSV that is not UTF-8", lambda d: [*TRAIN, "--dataset", write_bytes(d, "l.csv", "x,y\n1,2\ncaf\xe9,3\n".encode("latin-1"))], "l.csv: line 3 is not UTF-8 text (byte 0xe9)"),
     ("data", "a PNG claiming 30000×30000 pixels (decompression bomb)", lambda d: [*TRAIN, "--dataset", bomb(d)], "bomb.png: the image claims 30000×30000 = 900,000,000 pixels"),
     ("data", "an image folder mixing 8-bit and 16-bit images", lambda d: [*TRAIN, "--dataset", mixed_depths(d)], "2.png: a 16-bit image, but 0.png is 8-bit"),
+    ("table", "a table row with a cell too few (--likelihood mixed)", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2\n3,y\n")], "t.csv: line 3 has 1 cells; the header names 2 columns"),
+    ("table", "a numeric cell in a positive column that is not > 0", lambda d: [*MIXED, "--column-type", "a=positive", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n-2,y\n3,y\n4,x\n")], "t.csv: line 3, column 'a': -2 is not > 0"),
+    ("table", "an unknown column kind", lambda d: [*MIXED, "--column-type", "a=normal", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2,y\n3,y\n4,x\n")], "column 'a': expected a kind (real, positive"),
+    ("table", "a table with text given a Gaussian likelihood", lambda d: [*TRAIN, "--likelihood", "gaussian", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2,y\n3,y\n4,x\n")], "a table with text or missing cells takes --likelihood mixed"),
+    ("table", "penguins without the mixed likelihood", lambda d: [*TRAIN, "--likelihood", "gaussian", "--dataset", "penguins"], "penguins: a table of mixed columns; it takes --likelihood mixed"),
+    ("table", "impute with a run that is not of a table", lambda d: ["impute", str(run_dir(d)), "--data", write_text(d, "t.csv", "a\n1\n"), "--out", "{d}/f.csv"], "not a run of a table (train with --likelihood mixed"),
+    ("table", "--likelihood mixed with the VampPrior", lambda d: [*MIXED, "--prior", "vampprior", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2,y\n3,y\n4,x\n")], "--prior vampprior learns pseudo-inputs in the data's space"),
     ("data", "a test split of one example", lambda d: [*TRAIN, "--dataset", npz(d, "t.npz", train=np.zeros((10, 3)), test=np.zeros((1, 3)))], "[test]: 1 example; a test split needs at least 2"),
     ("config", "an unknown key", lambda d: [*TRAIN, "--config", write(d, "c.json", {"train": {"batchsize": 3}})], "unknown key 'batchsize'; did you mean 'batch_size'?"),
     ("config", "a wrong type", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"latent_dim": "two"}})], "latent_dim: expected a list of integers, got 'two'"),

@@ -8,12 +8,15 @@ except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, ne
     __version__ = "0+unknown"
 
 from .data import Dataset, load_dataset
+from .data.table_files import Table, read_table
+from .data.tables import Schema
 from .disentanglement import (
     metrics,  # disentanglement metrics on any arrays of codes: vaekit.metrics.mig(codes, factors)
 )
 from .errors import VaekitError
 from .evaluation.estimates import evaluate_elbo, log_likelihood
 from .evaluation.references import LinearGaussian
+from .evaluation.tables import impute, score
 from .model import VAE, GenerativeModel, build_model
 from .objectives import OBJECTIVES, Objective
 from .objectives.estimators import ELBO, elbo, iwae, iwae_bound
@@ -47,8 +50,10 @@ __all__ = [
     "LinearGaussian",
     "ModelConfig",
     "Objective",
+    "Schema",
     "Setting",
     "StandardNormal",
+    "Table",
     "TrainConfig",
     "VaekitError",
     "__version__",
@@ -56,6 +61,7 @@ __all__ = [
     "elbo",
     "evaluate_elbo",
     "fit",
+    "impute",
     "iwae",
     "iwae_bound",
     "load",
@@ -63,11 +69,13 @@ __all__ = [
     "load_plugin",
     "log_likelihood",
     "metrics",
+    "read_table",
     "register_architecture",
     "register_likelihood",
     "register_objective",
     "register_posterior",
     "register_prior",
     "save",
+    "score",
     "train_run",
 ]

@@ -19,6 +19,7 @@ from .commands import cmd_disentanglement, cmd_evaluate, cmd_train
 from .flags import add_setting_flags
 from .outputs import cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample
 from .runs import add_data_arguments
+from .tables import add_table_commands
 
 PLUGIN_HELP = "the plugin (file or module) the run's parts come from, as given to train; repeat for more (default: none)"
 DEVICE_HELP = "cpu, cuda, cuda:N, or auto (default: cpu)"
@@ -143,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
     add_run(rp)
     rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood (default: 100)")
     rp.set_defaults(func=cmd_report)
+
+    for table_command in add_table_commands(sub):
+        add_common(table_command)
 
     ex = sub.add_parser("explain", help="a worked example with numbers and a figure: " + ", ".join(TOPICS))
     ex.add_argument("topic", choices=TOPICS, help="which idea of the VAE")

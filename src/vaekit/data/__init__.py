@@ -3,6 +3,8 @@
 dataset.py  the Dataset (splits as tensors, `prepare`), supports, binarization, standardization
 load.py     load_dataset (a name or a path → Dataset), tensor_dataset (in-memory arrays)
 files.py    user data: .npy, .npz, .csv, image folders
+tables.py   a table's schema: column kinds (inferred or given), levels, training statistics; cells → codes
+table_files.py  tables from CSV and Parquet files (support "table"), the penguins CSV
 builtin.py  digits and wine (embedded in resources/), Frey faces
 mnist.py    MNIST, Fashion-MNIST, binarized MNIST (and the Frey faces file): download, MD5 check, parse
 """

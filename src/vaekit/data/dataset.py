@@ -7,7 +7,8 @@ says so, standardize if asked.
 
 The likelihood's support decides what data are acceptable (SUPPORTS): "binary" (Bernoulli: 0/1, or
 grey levels in [0, 1] that are binarized), "unit" (values in [0, 1], e.g. continuous Bernoulli),
-"real" (any finite value, e.g. Gaussian), "count" (whole numbers ≥ 0, kept unscaled), "discrete256" (the
+"real" (any finite value, e.g. Gaussian), "table" (a table's codes, NaN where a cell is missing: the
+mixed likelihood; `tables.py`), "count" (whole numbers ≥ 0, kept unscaled), "discrete256" (the
 8-bit grey levels k/255, k = 0…255, after scaling: discretized logistic, categorical). Binarization is
 stated, never implied, and only for a binary support: "dynamic" draws x ~ Bernoulli(pixel) afresh every
 time an image is used (Burda et al. 2016), "static" draws once with a fixed seed, "none" keeps the
@@ -27,9 +28,10 @@ import torch
 from torch import Tensor
 
 from ..errors import VaekitError
+from .tables import Schema
 
 SPLITS = ("train", "val", "test")
-SUPPORTS = ("binary", "unit", "real", "count", "discrete256")
+SUPPORTS = ("binary", "unit", "real", "count", "discrete256", "table")  # "table": mixed columns, NaN where missing
 BINARIZE = ("auto", "dynamic", "static", "none")
 EVAL_BINARIZATION_SEED = 1234  # evaluation binarizes each split once with this seed, so numbers repeat
 MIN_SPREAD = 1e-12  # a dimension whose training std is below this (constant) is not rescaled: spread 1
@@ -51,6 +53,7 @@ class Dataset:
     shift: Tensor | None = None  # float32 [D]: training mean per dimension when standardizing (set it with
     # with_standardization: prepare caches device copies), else None
     spread: Tensor | None = None  # float32 [D]: the training std per dimension (1 if constant), else None
+    schema: Schema | None = None  # a table's columns (support "table"), fitted on the training split
     _on_device: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # device → (shift, spread)
 
     @property
@@ -218,8 +221,11 @@ def check_values(x: Tensor, scale: float, where: str, support: str = "unit", blo
     lo, hi = math.inf, -math.inf
     block = block or _rows_per_block(x)
     for start, xb in zip(range(0, x.shape[0], block), _blocks(x, block)):
-        if xb.is_floating_point():
-            _refuse_first(~torch.isfinite(xb), start, f"{where}: example {{}} contains NaN or Inf")
+        if xb.is_floating_point() and support == "table":
+            _refuse_first(xb.isinf(), start, f"{where}: example {{}} contains Inf")
+        elif xb.is_floating_point():
+            _refuse_first(~torch.isfinite(xb), start, f"{where}: example {{}} contains NaN or Inf"
+                          f"{'; missing cells need --likelihood mixed' if support == 'real' else ''}")
             if support == "count":
                 _refuse_first(xb != xb.round(), start, f"{where}: count data must be whole numbers; example {{}} is not")
         if support == "discrete256" and not (xb.dtype == torch.uint8 and scale == 255):
@@ -227,7 +233,8 @@ def check_values(x: Tensor, scale: float, where: str, support: str = "unit", blo
             _refuse_first((levels - levels.round()).abs() > 1e-3, start,
                           f"{where}: support 'discrete256' takes 8-bit grey levels k/255 (k = 0…255) after scaling; "
                           "example {} is not (other grey levels need a likelihood with unit or real support)")
-        lo, hi = min(lo, float(xb.min()) / scale), max(hi, float(xb.max()) / scale)
+        if support != "table":
+            lo, hi = min(lo, float(xb.min()) / scale), max(hi, float(xb.max()) / scale)
     if support in ("unit", "binary", "discrete256") and (lo < 0 or hi > 1):
         pixels = "; 8-bit pixels are divided by 255 when stored as uint8 or as images" if (
             scale == 1 and 0 <= lo and hi <= 255) else ""

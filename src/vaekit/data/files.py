@@ -215,7 +215,8 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
     except UnicodeDecodeError as e:
         raise VaekitError(_not_utf8(path, e)) from None
     except ValueError as e:
-        raise VaekitError(f"{path}: not a numeric CSV ({e})") from None
+        raise VaekitError(f"{path}: not a numeric CSV ({e}); a table with text or missing cells takes --likelihood mixed"
+                          ) from None
     label = [i for i, name in enumerate(names) if name in LABEL_COLUMNS]
     if len(label) > 1:
         raise VaekitError(f"{path}: the header names {len(label)} label columns ({', '.join(names[i] for i in label)}); "

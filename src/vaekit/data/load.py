@@ -16,14 +16,17 @@ from torch import Tensor
 from ..errors import VaekitError
 from .builtin import BUILTIN, read_builtin
 from .dataset import Dataset, finalize, resolve_binarize, seeded_split, standardization
-from .files import as_examples, read_csv, read_numpy, to_tensor, user_dataset, whole_labels
+from .files import MIN_TEST, as_examples, read_csv, read_numpy, to_tensor, user_dataset, whole_labels
 from .images import read_image_folder
 from .mnist import DATASETS as MNIST_FAMILY
 from .mnist import load_mnist_family
+from .table_files import penguins_csv, read_table
+from .tables import Schema
 
 log = logging.getLogger(__name__)
 
-DATASETS = (*BUILTIN, *MNIST_FAMILY)  # the named datasets; any other name is a path
+TABLES = ("penguins",)  # named tables of mixed columns (support "table" only)
+DATASETS = (*BUILTIN, *TABLES, *MNIST_FAMILY)  # the named datasets; any other name is a path
 
 
 def load_dataset(
@@ -38,6 +41,8 @@ def load_dataset(
     shift: Tensor | np.ndarray | Sequence[float] | None = None,
     spread: Tensor | np.ndarray | Sequence[float] | None = None,
     scale: float | None = None,
+    schema: Schema | None = None,
+    overrides: dict | None = None,
 ) -> Dataset:
     """The dataset a `DataConfig` names, split into train/val/test and checked against the likelihood's
     support (one of SUPPORTS).
@@ -52,11 +57,16 @@ def load_dataset(
     scale (user files only): stored values are divided by it; default: 255 for uint8 arrays and 8-bit
     images, 65535 for 16-bit images, 1 (the values as given) otherwise, CSV included (vaekit.data.files).
     The scale applied is logged (one info line).
+    support "table" (the mixed likelihood): a CSV or Parquet table, or `penguins`, read by `tables.read_table`
+    with its `schema` (a run's) or one inferred with the user's `overrides` ({column: kind}); numeric data
+    (an array, wine) become real columns, NaN where missing. The schema is fitted on the training split.
     """
     resolve_binarize(binarize, support)  # argument errors before any file is read
     _check_standardize(support, standardize, shift, spread)
     _check_scale(name, scale)
-    ds, default_val, why = _load_source(name, split_seed, data_dir, mmap, scale)
+    if support != "table" and (name in TABLES or Path(name).suffix == ".parquet"):
+        raise VaekitError(f"{name}: a table of mixed columns; it takes --likelihood mixed")
+    ds, default_val, why = _load_source(name, split_seed, data_dir, mmap, scale, support, schema, overrides)
     if support == "count":
         log.info("%s: count data, values used as stored (scale 1)", ds.name)
     elif ds.scale == 1.0:
@@ -68,6 +78,8 @@ def load_dataset(
     if "val" not in ds.splits:
         _carve_validation(ds, default_val if val_size is None else val_size, split_seed, contiguous=mmap)
     ds = finalize(ds, binarize, support, split_seed)
+    if support == "table":
+        ds.schema = schema if schema is not None else (ds.schema or Schema.real(ds.dim)).fitted(ds.split("train"))
     if standardize:
         if shift is None:
             shift, spread = standardization(ds.split("train"), ds.scale)
@@ -109,10 +121,21 @@ def tensor_dataset(
     return finalize(ds, binarize, support, seed)
 
 
-def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool,
-                 scale: float | None) -> tuple[Dataset, int, str]:
+def _load_source(name: str, split_seed: int, data_dir: str | None, mmap: bool, scale: float | None,
+                 support: str = "real", schema: Schema | None = None,
+                 overrides: dict | None = None) -> tuple[Dataset, int, str]:
     """The named dataset or user data, with train and test splits (and val where published), the
     default validation size, and what the scale is based on."""
+    if support == "table" and (name in TABLES or Path(name).suffix in (".csv", ".parquet")):
+        path = penguins_csv() if name in TABLES else Path(name)
+        table = read_table(path, schema, overrides)
+        n = len(table.codes)
+        if n < MIN_TEST + 2:
+            raise VaekitError(f"{path}: need at least {MIN_TEST + 2} rows to split into train, val and test, got {n}")
+        test_idx, rest = (torch.from_numpy(i) for i in seeded_split(n, max(MIN_TEST, n // 10), split_seed))
+        ds = Dataset(name if name in TABLES else path.name, (len(table.schema),),
+                     {"train": table.codes[rest], "test": table.codes[test_idx]}, schema=table.schema)
+        return ds, max(1, len(rest) // 10), "a table's cells"
     if name in BUILTIN:
         spec = BUILTIN[name]
         x, y, factors = read_builtin(name, data_dir)

@@ -98,7 +98,10 @@ class Declared:
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """Check `value` against a type: JSON lists become tuples (one int stands for a one-item tuple of
-    ints), ints are accepted as floats; booleans are never numbers."""
+    ints), ints are accepted as floats; booleans are never numbers; a type with `from_plain` (a table's
+    `Schema`) reads its own JSON form."""
+    if hasattr(hint, "from_plain"):
+        return hint.from_plain(value, where)
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
         if isinstance(value, int) and item is int and not isinstance(value, bool):

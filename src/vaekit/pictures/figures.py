@@ -328,3 +328,42 @@ def plot_marginals(panels: Mapping[str, Tensor], path: Path) -> Path:
 
 def plot_correlations(panels: Mapping[str, Tensor], path: Path) -> Path:
     return save_figure(correlations_figure(panels, "correlations between dimensions"), path)
+
+
+def columns_figure(columns: Sequence[tuple[str, Sequence[str], Tensor, Tensor]], title: str):
+    """One panel per column of a table (the first MAX_MARGINALS): (name, levels, truth, guess) of its hidden
+    cells; a numeric column (no levels) as guess against truth with the diagonal, a leveled one as the
+    confusion matrix (rows: the truth)."""
+    columns = list(columns)[:MAX_MARGINALS]
+    ncol = min(4, len(columns))
+    fig = figure((2.6 * ncol, 2.5 * math.ceil(len(columns) / ncol) + 0.7))
+    axes = fig.subplots(math.ceil(len(columns) / ncol), ncol, squeeze=False).ravel()
+    for ax in axes[len(columns):]:
+        ax.set_axis_off()
+    for ax, (name, levels, truth, guess) in zip(axes, columns):
+        t, g = truth.double().numpy(), guess.double().numpy()
+        if levels:
+            counts = np.zeros((len(levels), len(levels)))
+            np.add.at(counts, (t.astype(int), g.astype(int)), 1)
+            ax.imshow(counts, cmap="Blues")
+            ticks = range(len(levels)) if len(levels) <= 8 else []
+            ax.set_xticks(ticks, [levels[i][:8] for i in ticks], fontsize=6, rotation=45)
+            ax.set_yticks(ticks, [levels[i][:8] for i in ticks], fontsize=6)
+            ax.set_xlabel("imputed", fontsize=7)
+            ax.set_ylabel("true", fontsize=7)
+        else:
+            ax.scatter(t, g, s=6, alpha=0.6)
+            if len(t):
+                lo, hi = float(min(t.min(), g.min())), float(max(t.max(), g.max()))
+                ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8)
+            ax.set_xlabel("true", fontsize=7)
+            ax.set_ylabel("imputed", fontsize=7)
+            ax.tick_params(labelsize=6)
+        ax.set_title(f"{name} (n = {len(t)})", fontsize=9)
+    fig.suptitle(wrap(title, fig.get_figwidth() * DPI), fontsize=10)
+    return fig
+
+
+def plot_columns(columns: Sequence[tuple[str, Sequence[str], Tensor, Tensor]], path: Path) -> Path:
+    title = "each column's hidden cells: imputed against true (numeric) or the confusion matrix (levels)"
+    return save_figure(columns_figure(columns, title), path)

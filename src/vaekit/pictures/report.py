@@ -22,12 +22,14 @@ from ..disentanglement.scoring import captured_factors, have_sklearn, score_mode
 from ..evaluation.checks import evaluation_warnings
 from ..evaluation.diagnostics import collapse_warning
 from ..evaluation.estimates import evaluate_all, latent_statistics, marginals
+from ..evaluation.tables import ColumnQuality, column_quality
 from ..files import atomic_write
 from ..rng import forked_rng
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import labels_for, load_data, point_data
 from ..runs.history import read_metrics
 from .figures import (
+    plot_columns,
     plot_correlations,
     plot_curves,
     plot_images,
@@ -91,6 +93,8 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
     parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
     if "disentanglement" in metrics:
         parts.append(scores_table(metrics["disentanglement"]))
+    if load_config(run_dir).model.columns is not None:
+        parts.append(columns_table(table_quality(run_dir, dataset, data_dir)))
     parts += [figure_html(p, captions.get(p.stem)) for p in pictures]
     config = json.dumps(load_config(run_dir).to_dict(), indent=2)
     parts.append(f"<h2>Config</h2><pre>{html.escape(config, quote=False)}</pre>")
@@ -126,7 +130,10 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     dataset = load_data(cfg, run_dir)
     x, labels = dataset.eval_split(split), dataset.labels.get(split)
     shape = tuple(cfg.model.data_shape)
-    if getattr(model, "condition", None) is not None:
+    if cfg.model.columns is not None:  # a table: its columns, not strips of codes
+        quality = column_quality(model, x, dataset.split("train"), seed=SEED)
+        paths = table_pictures(model, x, labels, quality, cfg.model.columns, out)
+    elif getattr(model, "condition", None) is not None:
         paths = conditional_pictures(model, x, dataset.labels_of(split), shape, out)
     else:
         paths = pictures(model, x, labels, shape, out, split, dataset.factors.get(split), dataset.factor_names)
@@ -182,6 +189,37 @@ def pictures(model, x: torch.Tensor, labels: torch.Tensor | None, shape: tuple[i
                      f"samples x ~ p(x) (n = {DISTRIBUTION_SAMPLES})": model.sample(DISTRIBUTION_SAMPLES, mean=False)}
             paths += [plot_marginals(draws, out / "marginals.png"), plot_correlations(draws, out / "correlations.png")]
     return paths
+
+
+def table_quality(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
+                  split: str = "test") -> list[ColumnQuality]:
+    """Each column's reconstruction and imputation on `split` (`evaluation.tables.column_quality`)."""
+    cfg, model = load_run(run_dir)
+    data = load_data(point_data(cfg, dataset, data_dir), run_dir)
+    return column_quality(model, data.eval_split(split), data.split("train"), seed=SEED)
+
+
+def table_pictures(model, x: torch.Tensor, labels: torch.Tensor | None, quality: list[ColumnQuality], schema,
+                   out: Path) -> list[Path]:
+    """A table's pictures: latent_map.png and columns.png (each column's hidden cells, imputed against true)."""
+    with forked_rng(next(model.parameters()).device), torch.no_grad():
+        n = min(len(x), MAX_MAP_POINTS)
+        points, axis_names = project_2d(posterior_means(model, x[:n]).double())
+        paths = [plot_latent_map(points, axis_names, None if labels is None else labels[:n], out / "latent_map.png")]
+    panels = [(q.name, c.levels if q.measure == "accuracy" else (), *q.pairs) for q, c in zip(quality, schema.columns)]
+    return [*paths, plot_columns(panels, out / "columns.png")]
+
+
+def columns_table(quality: list[ColumnQuality]) -> str:
+    """The columns' reconstruction and imputation quality as an HTML table."""
+    rows = "".join(f"<tr><td>{html.escape(q.name)}</td><td>{q.kind}</td><td>{q.observed}</td><td>{q.measure}</td>"
+                   f"<td>{q.reconstruction:.3f}</td><td>{q.imputation:.3f}</td><td>{q.baseline:.3f}</td></tr>"
+                   for q in quality)
+    return ("<h2>Columns</h2><p>Reconstruction: E[x|z] at Q's mean with the row whole. Imputation: 20% of the observed "
+            "cells hidden (seeded) and imputed (k = 200); baseline: the training mean or mode in each hidden cell. "
+            "RMSE in units of the column's training sd, or accuracy.</p><table><tr><th>column</th><th>kind</th>"
+            "<th>observed</th><th>measure</th><th>reconstruction</th><th>imputation</th><th>baseline</th></tr>"
+            f"{rows}</table>")
 
 
 def posterior_means(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.tables import KINDS, Schema
 from ..errors import VaekitError
 from ..objectives import OBJECTIVES
 from ..parts.hierarchical import INFERENCE
@@ -98,6 +99,8 @@ class ModelConfig(Slots):
     condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "
                              "data's labels y (one-hot); --prior label adds p(z|y)", choices=("none", "label"))
     condition_classes: int = setting(0, "filled from the data: the number of label classes", flag="", at_least=0)
+    columns: Schema | None = setting(None, "filled from the data: a table's columns, their kinds, levels and training "
+                                     "statistics (--likelihood mixed)", flag="")
     shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "
                                    "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")
     init: str = setting("default", "weights: default (PyTorch) or glorot (Glorot-uniform, zero biases: the "
@@ -142,6 +145,10 @@ class DataConfig:
     mmap: bool = setting(False, ".npy only: memory-map instead of reading into RAM (data larger than memory)")
     scale: float | None = setting(None, "user files: divide the stored values by this (default: 255 for uint8 arrays "
                                   "and 8-bit images, 65535 for 16-bit images, 1 otherwise, CSV included)", above=0)
+    schema: str | None = setting(None, "a table (--likelihood mixed): a JSON file of column kinds, {name: kind} or "
+                                 "{name: {\"kind\": …, \"levels\": [...]}}, over the inferred ones")
+    column_types: tuple[str, ...] = setting((), f"a table: NAME=KIND, a column's kind over the inferred one; repeat "
+                                            f"(kinds: {', '.join(KINDS)})", flag="--column-type")
 
 
 @dataclass(frozen=True)
@@ -202,7 +209,7 @@ class Config:
 
 
 def _plain(value: Any) -> Any:
-    return value.as_dict() if isinstance(value, Choice) else value
+    return value.as_dict() if isinstance(value, Choice) else value.as_plain() if hasattr(value, "as_plain") else value
 
 
 @functools.cache

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig, plugins_needed, resume_config
 from ..data import DATASETS, Dataset, load_dataset, resolve_binarize
+from ..data.table_files import load_overrides
 from ..training.distributed import SINGLE, Context, barrier, shard_indices
 from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
@@ -43,8 +44,10 @@ def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
     statistics saved there at training time (not recomputed)."""
     d = cfg.data
     saved = ckpt.load_standardization(Path(run)) if run is not None and d.standardize else (None, None)
-    dataset = load_dataset(d.dataset, d.binarize, likelihood_support(cfg.model.likelihood), d.split_seed, d.val_size,
-                           d.data_dir, d.mmap, d.standardize, *saved, scale=d.scale)
+    support = likelihood_support(cfg.model.likelihood)
+    overrides = load_overrides(d.schema, d.column_types) if support == "table" and cfg.model.columns is None else None
+    dataset = load_dataset(d.dataset, d.binarize, support, d.split_seed, d.val_size, d.data_dir, d.mmap, d.standardize,
+                           *saved, scale=d.scale, schema=cfg.model.columns, overrides=overrides)
     if run is not None and cfg.model.data_shape and tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"{dataset.name}: examples of shape {tuple(dataset.shape)}, but the model of {run} was trained "
                           f"on shape {tuple(cfg.model.data_shape)}; point [data] dataset at the run's data")
@@ -65,7 +68,9 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
         if classes and dataset.classes > classes:
             raise VaekitError(f"{dataset.name} has labels up to {dataset.classes - 1}; the model knows {classes} classes")
         classes = classes or dataset.classes
-    return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins, condition_classes=classes),
+    columns = dataset.schema if likelihood_support(cfg.model.likelihood) == "table" else None
+    return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins, condition_classes=classes,
+                                      columns=columns),
                    data=replace(cfg.data, binarize=binarize, **absolute_paths(cfg.data)))
 
 
@@ -133,6 +138,9 @@ def train_run(
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
         dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
         cfg = resolve(cfg, dataset)
+        if cfg.model.columns is not None and ctx.is_main:
+            log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
+                     cfg.model.columns.describe())
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model).to(device)
         return train_model(model, cfg, dataset, out, resume, progress, ctx, device, on_epoch)

@@ -2,7 +2,7 @@
 (in this order: the order of `--likelihood`'s choices and the README's table)."""
 
 # isort: off
-from . import binary, real, unit, eight_bit, counts  # noqa: F401  (registration, in this order)
+from . import binary, real, unit, eight_bit, counts, table  # noqa: F401  (registration, in this order)
 # isort: on
 from .base import LIKELIHOODS, SUPPORTS, Likelihood, likelihood_support
 from .binary import BernoulliLogits, BernoulliObservation
@@ -18,12 +18,13 @@ from .eight_bit import (
     discretized_logistic_mean,
 )
 from .real import GaussianObservation, LearnedGaussianObservation
+from .table import MixedTable, TableInput, TableObservation
 from .unit import ContinuousBernoulliLogits, ContinuousBernoulliObservation, cb_log_norm, cb_mean
 
 __all__ = [
     "EIGHT_BIT", "LEVELS", "LIKELIHOODS", "SUPPORTS", "BernoulliLogits", "BernoulliObservation", "Categorical256",
     "CategoricalObservation", "ContinuousBernoulliLogits", "ContinuousBernoulliObservation", "DiscretizedLogistic",
-    "DiscretizedLogisticObservation", "GaussianObservation", "LearnedGaussianObservation", "Likelihood",
-    "NegativeBinomialLogMean", "NegativeBinomialObservation", "PoissonLogRate", "PoissonObservation", "cb_log_norm",
+    "DiscretizedLogisticObservation", "GaussianObservation", "LearnedGaussianObservation", "Likelihood", "MixedTable",
+    "NegativeBinomialLogMean", "NegativeBinomialObservation", "PoissonLogRate", "PoissonObservation", "TableInput", "TableObservation", "cb_log_norm",
     "cb_mean", "discretized_logistic_log_prob", "discretized_logistic_mean", "likelihood_support",
 ]

@@ -11,11 +11,9 @@ from __future__ import annotations
 from torch import Tensor
 from torch.distributions import Distribution
 
+from ...data.dataset import SUPPORTS  # what data a likelihood takes; the data layer checks it
 from ..distributions import Part
 from ..registry import Registry
-
-SUPPORTS = ("binary", "unit", "real", "count", "discrete256")  # what data a likelihood takes; the data layer
-# checks it (vaekit.data.dataset); "discrete256": the 8-bit grey levels k/255, k = 0…255
 
 
 class Likelihood(Part):

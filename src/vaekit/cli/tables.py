@@ -1,0 +1,142 @@
+"""`vaekit impute` and `vaekit score`: a run trained on a table (--likelihood mixed) fills the missing cells
+of a CSV or Parquet table, or ranks its rows by −log p(x_obs) (`evaluation.tables`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+import torch
+
+from ..data.table_files import read_rows, read_table
+from ..data.tables import LEVELED, is_missing
+from ..errors import VaekitError
+from ..evaluation.tables import impute, score
+from ..files import atomic_write
+from ..runs.checkpoint import load_run
+from ..runs.experiment import load_data, point_data
+
+K_HELP = "importance samples per row (default: 1000)"
+
+
+def add_table_commands(sub) -> None:
+    im = sub.add_parser("impute", help="fill the missing cells of a table with a run trained on it (--likelihood mixed)")
+    im.add_argument("run", help="a run directory written by vaekit train --likelihood mixed")
+    im.add_argument("--data", required=True, help="a CSV or Parquet table with the run's columns (required)")
+    im.add_argument("--out", required=True, help="the completed table, a CSV (required)")
+    im.add_argument("--k", type=int, default=1000, help=K_HELP)
+    im.add_argument("--draws", type=int, default=0, metavar="M", help="multiple imputation: M completed tables by "
+                    "sampling-importance-resampling, stacked with a first column `draw` (default: 0: one table, "
+                    "the conditional mean or most probable level)")
+    im.add_argument("--seed", type=int, default=0, help="seeds the draws (default: 0)")
+    im.set_defaults(func=cmd_impute)
+
+    sc = sub.add_parser("score", help="anomaly scores −log p(x_obs) of a table's rows, with each column's part")
+    sc.add_argument("run", help="a run directory written by vaekit train --likelihood mixed")
+    sc.add_argument("--data", required=True, help="a CSV or Parquet table with the run's columns (required)")
+    sc.add_argument("--out", required=True, help="scores.csv: a row per input row, ranked (required)")
+    sc.add_argument("--k", type=int, default=1000, help=K_HELP)
+    sc.add_argument("--quantile", type=float, default=0.99, help="flag rows scoring above this quantile of the "
+                    "run's validation split (default: 0.99)")
+    sc.add_argument("--data-dir", help="where the run's own data lie now, for its validation split (default: the run's)")
+    sc.add_argument("--seed", type=int, default=0, help="seeds the importance samples (default: 0)")
+    sc.set_defaults(func=cmd_score)
+    for p in (im, sc):
+        p.add_argument("--plugin", action="append", help="the plugin the run's parts come from (default: none)")
+    return im, sc
+
+
+def _open(args: argparse.Namespace):
+    cfg, model = load_run(args.run)
+    schema = cfg.model.columns
+    if schema is None:
+        raise VaekitError(f"{args.run}: not a run of a table (train with --likelihood mixed on a CSV or Parquet table)")
+    path = Path(args.data)
+    return cfg, model, schema, path, read_table(path, schema)
+
+
+def _cell(value: float, kind: str, levels: tuple[str, ...]) -> str:
+    if kind in LEVELED:
+        return levels[int(value)]
+    if kind in ("count", "poisson"):
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    if path.suffix.lower() != ".csv":
+        raise VaekitError(f"--out {path}: name a .csv file")
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def cmd_impute(args: argparse.Namespace) -> Path:
+    """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
+    _, model, schema, path, table = _open(args)
+    result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
+    names, cells, _ = read_rows(path)
+    order = [names.index(n) for n in schema.names]
+
+    def completed(codes: torch.Tensor) -> list[list[str]]:
+        out = []
+        for i, raw in enumerate(cells):
+            row = list(map(_text, raw))
+            for j, c in enumerate(schema.columns):
+                if is_missing(raw[order[j]]):
+                    row[order[j]] = _cell(float(codes[i, j]), c.kind, c.levels)
+            out.append(row)
+        return out
+
+    if args.draws:
+        rows = [[str(m + 1), *r] for m in range(args.draws) for r in completed(result.draws[m])]
+        _write_csv(Path(args.out), ["draw", *names], rows)
+    else:
+        _write_csv(Path(args.out), names, completed(result.filled))
+    n_missing = int(table.codes.isnan().sum())
+    what = f"{args.draws} completed tables" if args.draws else "the completed table"
+    print(f"wrote {args.out}: {what}, {n_missing} missing cells of {table.codes.numel()} filled (k = {args.k})")
+    return Path(args.out)
+
+
+def _text(cell) -> str:
+    """A cell as read, as text (a Parquet number as Python writes it; null as empty)."""
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return ""
+    return cell if isinstance(cell, str) else str(cell)
+
+
+def cmd_score(args: argparse.Namespace) -> Path:
+    """A CSV of the rows of --data ranked by −log p(x_obs), its Monte Carlo error, whether it is beyond the
+    validation split's --quantile, and each column's part."""
+    if not 0 < args.quantile < 1:
+        raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
+    cfg, model, schema, _, table = _open(args)
+    s = score(model, table.codes, k=args.k, seed=args.seed)
+    val = load_data(point_data(cfg, data_dir=args.data_dir), args.run).eval_split("val")
+    usual = score(model, val, k=args.k, seed=args.seed)
+    threshold = float(torch.quantile(usual.score, args.quantile))
+    median = usual.columns.median(0).values  # each column's usual part: "most from" is the excess over it
+    ranked = torch.argsort(s.score, descending=True, stable=True)
+    rows = []
+    for rank, i in enumerate(ranked.tolist(), 1):
+        rows.append([table.lines[i], rank, f"{float(s.score[i]):.4f}", f"{float(s.mc_stderr[i]):.4f}",
+                     int(s.score[i] > threshold), *(f"{float(v):.4f}" for v in s.columns[i])])
+    _write_csv(Path(args.out), ["line", "rank", "score", "mc_stderr", "flagged", *schema.names], rows)
+    flagged = int((s.score > threshold).sum())
+    print(f"wrote {args.out}: {len(rows)} rows ranked by −log p(x_obs) (nats, k = {args.k}); threshold "
+          f"{threshold:.3f} = the {args.quantile:g} quantile of the validation split; {flagged} rows above it")
+    for i in ranked[:5].tolist():
+        excess = s.columns[i] - median
+        top = int(excess.argmax())
+        print(f"  line {table.lines[i]}: {float(s.score[i]):.3f} ± {float(s.mc_stderr[i]):.3f} nats, most from "
+              f"{schema.names[top]} ({float(excess[top]):+.2f} nats over its median on the validation split)")
+    return Path(args.out)
+
