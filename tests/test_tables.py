@@ -346,3 +346,16 @@ def test_the_report_measures_each_column_against_its_mean_or_mode(tmp_path):
     assert len(truth) == len(guess) > 0 and q["a"].reconstruction >= 0.9
     vaekit_cli("report", run, "--k", "20")
     assert "<h2>Columns</h2>" in (run / "report.html").read_text() and (run / "columns.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("column, value, message", [
+    (4, 3.0, "column 'colour' (categorical) takes level indices 0…2 (NaN where missing); row 1 holds 3"),
+    (5, 0.5, "column 'rating' (ordinal) takes level indices 0…3"),
+    (2, -1.0, "column 'visits' (count) takes whole numbers ≥ 0"),
+    (1, 0.0, "column 'income' (positive) takes numbers > 0"),
+])
+def test_codes_the_schema_does_not_admit_are_refused_naming_the_column(head, column, value, message):
+    x = rows(3, torch.Generator().manual_seed(8)).nan_to_num(1.0)
+    x[1, column] = value
+    with pytest.raises(VaekitError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        head(torch.zeros(3, head.width, dtype=D64)).log_prob(x)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
 from ...data.tables import Column, Schema
+from ...errors import VaekitError
 from .base import LIKELIHOODS, Likelihood
 from .counts import NegativeBinomialLogMean, PoissonLogRate
 
@@ -68,6 +69,8 @@ class MixedTable(Distribution):
         return torch.where(mask, lp, torch.zeros_like(lp))
 
     def log_prob(self, value: Tensor) -> Tensor:
+        if self.head.validate_args is not False:
+            self.head.check(value)
         return self.column_log_prob(value).sum(-1)
 
     def probs(self, j: int) -> Tensor:
@@ -143,6 +146,29 @@ class TableObservation(Likelihood):
 
     def out_features(self, data_dim: int) -> int:
         return self.width
+
+    def check(self, x: Tensor) -> None:
+        """Codes the schema admits (NaN anywhere): level indices 0…K−1, counts whole and ≥ 0, positives > 0;
+        else one line naming the column and the first bad row."""
+        if x.shape[-1] != len(self.schema):
+            raise VaekitError(f"a table of {len(self.schema)} columns, got codes of shape {tuple(x.shape)}")
+        rows = x.reshape(-1, x.shape[-1])
+        for j, c in enumerate(self.schema.columns):
+            v = rows[:, j]
+            seen = ~v.isnan()
+            if c.kind in ("binary", "categorical", "ordinal"):
+                bad = seen & ((v != v.round()) | (v < 0) | (v >= len(c.levels)))
+                what = f"level indices 0…{len(c.levels) - 1}"
+            elif c.kind in ("count", "poisson"):
+                bad, what = seen & ((v != v.round()) | (v < 0)), "whole numbers ≥ 0"
+            elif c.kind == "positive":
+                bad, what = seen & ~(v > 0), "numbers > 0"
+            else:
+                bad, what = v.isinf(), "finite numbers"
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise VaekitError(f"column {c.name!r} ({c.kind}) takes {what} (NaN where missing); row {row} holds "
+                                  f"{float(v[row]):g}")
 
     def sigma(self, j: int) -> Tensor:
         return self.log_sigma[str(j)].exp()
