@@ -56,7 +56,8 @@ def recipe_config(args, recipe: str | None = None) -> Config:
     objective = {"name": "elbo", "kl_warmup_epochs": min(args.warmup, args.epochs / 4), "free_bits": args.free_bits,
                  "kl_balance": len(latent) > 1 and not ladder}
     arch = {"name": "mlp", "norm": "batch"} if ladder else args.arch
-    model = {"latent_dim": latent, "hidden": [512, 512], "decoder_hidden": [512, 512], "activation": "relu",
+    width = [args.width, args.width]
+    model = {"latent_dim": latent, "hidden": width, "decoder_hidden": width, "activation": "relu",
              "inference": INFERENCE[recipe], "arch": arch, "prior": prior}
     if ladder:
         model.update(layer_hidden=LADDER["layer_hidden"], activation=LADDER["activation"])
@@ -113,6 +114,8 @@ def main(argv=None) -> dict:
     p.add_argument("--prior", choices=["standard", "vampprior"], default="standard",
                    help="the top group's prior: the path's Gaussian head, or a VampPrior over Q(z_L|u_k)")
     p.add_argument("--components", type=int, default=500, help="the VampPrior's pseudo-inputs")
+    p.add_argument("--width", type=int, default=512, help="the trunk's and the decoder's two layers, the path's width "
+                   "(default 512; Tomczak & Welling's HVAE: 300)")
     p.add_argument("--grad-clip", type=float, default=None, help="default 200 (the ladders: 0, none)")
     p.add_argument("--grad-skip", type=float, default=None,
                    help="skip an update whose gradient norm is above this (default 0: never)")

@@ -102,6 +102,16 @@ def test_torchrun_resumes_automatically(runs, tmp_path):
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
+def test_a_run_of_one_process_is_not_resumed_by_two(tmp_path):
+    """train_state.pt records the processes that wrote it: their number decides which examples each epoch's
+    batches hold and the global batch, so another number is refused in one line (each rank says it)."""
+    run(["train", "--out", tmp_path / "r", "--batch-size", "32", "--epochs", "1", *COMMON])
+    proc = run(["train", "--out", tmp_path / "r", "--batch-size", "32", "--epochs", "2", *COMMON], nproc=2, check=False)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("vaekit: error:")]
+    assert ours and all("written by 1 process(es), resumed by 2" in line for line in ours)  # torchrun adds its own report
+
+
 def test_a_failing_rank_ends_the_job_with_its_cause(tmp_path):
     good = np.random.default_rng(0).random((40, 6)).astype(np.float32)
     bad = good.copy()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,11 @@ _ADVICE = {
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
     errno.EEXIST: "a part of the path is a file, not a folder: choose another path",
     errno.EISDIR: "the path is a folder: name a file",
+    errno.ELOOP: "it is a symbolic link, and vaekit writes no file of a run through a link: remove the link",
 }
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # open the file itself, never where a symbolic link points
+MAX_TEXT_BYTES = 64 << 20  # a config.json or a settings file: far beyond any real one
+MAX_METRICS_BYTES = 1 << 30  # metrics.jsonl: a line per epoch, ~1 KB each
 
 
 def write_error(path: Path, e: OSError) -> VaekitError:
@@ -92,14 +97,47 @@ def write_array(path: Path, array) -> None:
     atomic_write(path, write)
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append `line` + newline with one write and fsync; on failure cut the file back to where it was,
-    so a reader never sees half a line of ours."""
-    data = (line.rstrip("\n") + "\n").encode()
+def open_regular(path: Path, flags: int) -> int:
+    """os.open(path) for writing, never through a symbolic link (O_NOFOLLOW) and never a FIFO or a device:
+    a file descriptor of a regular file, or one line naming it."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        fd = os.open(path, flags | NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:
         raise write_error(path, e) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise VaekitError(f"{path}: not a regular file (a FIFO, a device or a socket); remove it")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_capped(path: Path, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of the regular file `path` if it holds at most `limit`: a FIFO, a device (/dev/zero) or a
+    file too large is refused in one line, never read until memory runs out. FileNotFoundError passes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused below
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise VaekitError(f"{path}: not a regular file (a FIFO, a device or a socket)")
+        if st.st_size > limit:
+            raise VaekitError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} vaekit reads of it")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:  # grew while read
+                raise VaekitError(f"{path}: more than the {limit:,} bytes vaekit reads of it")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` + newline with one write and fsync; on failure cut the file back to where it was,
+    so a reader never sees half a line of ours. Never through a symbolic link, never into a FIFO."""
+    data = (line.rstrip("\n") + "\n").encode()
+    fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         size = os.fstat(fd).st_size
         try:
@@ -139,10 +177,7 @@ class RunLock:
         make_dirs(self.path.parent)
         if fcntl is None:
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise write_error(self.path, e) from None
+        fd = open_regular(self.path, os.O_RDWR | os.O_CREAT)  # a link here would have us truncate its target
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         except (MemoryError, RuntimeError) as e:
             if not _out_of_memory(e):
                 raise
-            raise VaekitError(f"out of memory ({str(e).splitlines()[0][:160]}); ask for less: a smaller --n, "
+            said = (str(e).splitlines() or [type(e).__name__])[0][:160]  # a MemoryError may say nothing
+            raise VaekitError(f"out of memory ({said}); ask for less: a smaller --n, "
                               "--batch-size, --hidden or --k") from None
     except BrokenPipeError:  # the reader of stdout left (`vaekit evaluate RUN --json | head -c 100`), as for cat
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere

@@ -169,6 +169,8 @@ def _read_user_arrays(path: Path, mmap: bool) -> tuple[dict[str, np.ndarray], st
         raise VaekitError(f"{path}: no such file or directory, and not a named dataset ({', '.join(DATASETS)})")
     if path.is_dir():
         return {"x": read_image_folder(path)}, "images"
+    if not path.is_file():  # a FIFO would block the reader forever, a device never end
+        raise VaekitError(f"{path}: not a regular file (a FIFO, a device or a socket); name a data file")
     if path.suffix in (".npy", ".npz"):
         return read_numpy(path, mmap), "numpy"
     if path.suffix == ".csv":

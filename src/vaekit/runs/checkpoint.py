@@ -28,8 +28,8 @@ from .history import METRICS, read_metrics, truncate_metrics
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
 from ..model import VAE, build_model
 from .plugins import is_loaded
-from ..files import LOCK, RunLock, atomic_write, remove_stale_temporaries
-from .state_check import check_state
+from ..files import LOCK, RunLock, atomic_write, read_capped, remove_stale_temporaries
+from .state_check import check_state, own_implementation
 
 log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
@@ -60,9 +60,11 @@ def load_config(run: Path) -> Config:
     if not Path(run).is_dir():
         raise VaekitError(f"{run}: no such run directory")
     try:
-        d = json.loads(path.read_text())
+        d = json.loads(read_capped(path).decode())
     except FileNotFoundError:
         raise VaekitError(f"{path}: missing; is {run} a vaekit run directory?") from None
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise VaekitError(f"{path}: not valid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
     if not isinstance(d, dict):
@@ -164,6 +166,12 @@ def load_state(run: Path) -> dict[str, Any]:
         raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
+def world_size() -> int:
+    """The processes training together (torch.distributed), 1 without it."""
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() \
+        else 1
+
+
 def restore(
     out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
     max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None,
@@ -178,10 +186,15 @@ def restore(
     """
     saved = load_state(out)
     check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema)
+    if saved.get("world_size", world_size()) != world_size():
+        raise VaekitError(f"{out / STATE}: written by {saved['world_size']} process(es), resumed by {world_size()}: the "
+                          "batches of an epoch and the global batch depend on it; resume with "
+                          f"{saved['world_size']} (torchrun --nproc-per-node), or train a new run into another --out")
     try:
         model.load_state_dict(saved["model"])
         if parts is not None:
             parts.load_state_dict(saved["parts"])
+        own_implementation(saved["optimizer"], optimizer)
         optimizer.load_state_dict(saved["optimizer"])
         lr_to_device(optimizer)
         if ema is not None:
@@ -251,7 +264,8 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
-                          "skipped": state.skipped, "examples": state.examples, "oversized": state.oversized})
+                          "skipped": state.skipped, "examples": state.examples, "oversized": state.oversized,
+                          "world_size": world_size()})
     with ema.swapped() if ema is not None else contextlib.nullcontext():
         save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..data.tables import KINDS, Schema
 from ..errors import VaekitError
+from ..files import read_capped
 from ..objectives import OBJECTIVES
 from ..parts.hierarchical import INFERENCE
 from ..parts.likelihoods import LIKELIHOODS
@@ -325,7 +326,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or JSON config into a dict (checked later by `Config.from_dict`)."""
     path = Path(path)
     try:
-        text = path.read_bytes()
+        text = read_capped(path)
     except OSError as e:
         raise VaekitError(f"{path}: cannot read config ({e.strerror})") from None
     try:

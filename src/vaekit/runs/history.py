@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VaekitError
-from ..files import append_line, atomic_write
+from ..files import MAX_METRICS_BYTES, append_line, atomic_write, read_capped
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
@@ -34,7 +34,7 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
     it. A damaged line before the last is refused, naming it."""
     path = Path(run) / METRICS
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_capped(path, MAX_METRICS_BYTES).decode("utf-8", errors="replace")
     except FileNotFoundError:
         return []
     except OSError as e:

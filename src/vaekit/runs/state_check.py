@@ -67,6 +67,19 @@ def _module(saved: Any, module: nn.Module, key: str) -> None:
         _tensor(saved[name], f"{key}.{name}", like)
 
 
+NUMERIC_OPTIONS = {"params", "lr", "betas", "eps", "weight_decay"}  # checked as numbers above
+IMPLEMENTATION = {"foreach", "fused", "capturable"}  # how this process runs Adam: taken from its own optimizer
+# every other option (maximize, amsgrad, differentiable, decoupled_weight_decay, …) must equal the run's
+
+
+def own_implementation(saved: dict, optimizer: torch.optim.Optimizer) -> None:
+    """The saved groups' implementation options (`IMPLEMENTATION`) replaced by this process's: a run trained
+    with a fused kernel on one device resumes on another."""
+    for group, mine in zip(saved["param_groups"], optimizer.param_groups):
+        for key in IMPLEMENTATION & set(group) & set(mine):
+            group[key] = mine[key]
+
+
 def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
     _need(isinstance(saved, dict) and set(saved) == {"state", "param_groups"}, "optimizer", "is not an optimizer state")
     ours, theirs = optimizer.state_dict()["param_groups"], saved["param_groups"]
@@ -85,6 +98,11 @@ def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, st
             _number(beta, f"{field}.betas[{j}]", low=0.0, high=1.0 - 1e-12)
         _number(group.get("eps", 1.0), f"{field}.eps", low=1e-300)
         _number(group.get("weight_decay", 0.0), f"{field}.weight_decay", low=0.0)
+        extra = sorted(set(group) - set(mine) - {"initial_lr"}, key=str)
+        _need(not extra, field, f"has options {extra[:3]} that this run's optimizer lacks")
+        for key in sorted(set(group) & set(mine) - NUMERIC_OPTIONS - IMPLEMENTATION):  # maximize, amsgrad, foreach, fused, …
+            _need(type(group[key]) is type(mine[key]) and group[key] == mine[key], f"{field}.{key}",
+                  f"is {group[key]!r:.40}, but this run's optimizer has {mine[key]!r}")
     state = saved["state"]
     _need(isinstance(state, dict), "optimizer.state", "is not a dict")
     for key, entry in state.items():
@@ -123,6 +141,10 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
         _module(saved["model"], model, "model")
         if ema is not None:
             _module(saved["ema"], ema, "ema")
+        if "world_size" in saved:
+            _need(isinstance(saved["world_size"], int) and not isinstance(saved["world_size"], bool), "world_size",
+                  "is not an integer")
+            _number(saved["world_size"], "world_size", low=1, high=2**20)
         if "oversized" in saved:
             _need(isinstance(saved["oversized"], int) and not isinstance(saved["oversized"], bool), "oversized",
                   "is not an integer")

@@ -1,0 +1,106 @@
+"""Files in a run directory that are not what they claim (issue 27): links, FIFOs and devices where vaekit
+writes or reads, each made for real, each refused in one line with nothing written outside the run."""
+
+import os
+import threading
+
+import pytest
+
+from vaekit.cli import main
+from vaekit.files import append_line, read_capped
+
+TRAIN = ["train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden", "16"]
+
+
+def run(capsys, *argv):
+    code = main(["--quiet", *map(str, argv)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def test_a_lock_that_links_elsewhere_is_refused_and_its_target_kept(tmp_path, capsys):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("do not truncate me\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".vaekit.lock").symlink_to(victim)
+    code, err = run(capsys, *TRAIN, "--out", out)
+    assert code == 2 and len(err) == 1 and "symbolic link" in err[0] and ".vaekit.lock" in err[0]
+    assert victim.read_text() == "do not truncate me\n"
+    (out / ".vaekit.lock").unlink()
+    (out / ".vaekit.lock").symlink_to(tmp_path / "nowhere" / "made")  # dangling: nothing may be created there
+    code, err = run(capsys, *TRAIN, "--out", out)
+    assert code == 2 and not (tmp_path / "nowhere").exists()
+
+
+def test_a_lock_that_is_a_fifo_is_refused_without_blocking(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / ".vaekit.lock")
+    code, err = run(capsys, *TRAIN, "--out", out)
+    assert code == 2 and err == [f"vaekit: error: {out / '.vaekit.lock'}: not a regular file (a FIFO, a device or a "
+                                 "socket); remove it"]
+
+
+def test_metrics_are_never_appended_through_a_link(tmp_path):
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").symlink_to(elsewhere)  # dangling
+    with pytest.raises(Exception, match="symbolic link"):
+        append_line(run_dir / "metrics.jsonl", '{"epoch": 1}')
+    assert not elsewhere.exists()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["--quiet", *TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def copy_of(trained, tmp_path):
+    import shutil
+
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def test_metrics_and_config_that_are_devices_or_fifos_are_refused_at_once(trained, tmp_path, capsys):
+    run_dir = copy_of(trained, tmp_path)
+    (run_dir / "metrics.jsonl").unlink()
+    (run_dir / "metrics.jsonl").symlink_to("/dev/zero")  # would allocate until the process died
+    code, err = run(capsys, "plot", run_dir, "--out", tmp_path / "pics")
+    assert code == 2 and len(err) == 1 and "metrics.jsonl: not a regular file" in err[0]
+    (run_dir / "config.json").unlink()
+    os.mkfifo(run_dir / "config.json")  # would block evaluate forever
+    done = []
+    t = threading.Thread(target=lambda: done.append(run(capsys, "evaluate", run_dir, "--k", "2")), daemon=True)
+    t.start()
+    t.join(60)
+    assert done and done[0][0] == 2 and "config.json: not a regular file" in done[0][1][0]
+
+
+def test_a_file_larger_than_its_cap_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "config.json"
+    big.write_bytes(b" " * 2048)
+    with pytest.raises(Exception, match="2,048 bytes, more than the 1,024"):
+        read_capped(big, 1024)
+    assert read_capped(big, 4096) == b" " * 2048
+
+
+def test_a_dataset_that_is_a_fifo_is_refused(tmp_path, capsys):
+    os.mkfifo(tmp_path / "data.npy")
+    code, err = run(capsys, *TRAIN[:1], "--dataset", tmp_path / "data.npy", "--out", tmp_path / "run", "--epochs", "1")
+    assert code == 2 and "data.npy: not a regular file" in err[0]
+
+
+def test_out_of_memory_without_a_message_is_one_line(monkeypatch, capsys):
+    import vaekit.cli.arguments as arguments
+
+    def boom(args):
+        raise MemoryError
+
+    monkeypatch.setattr(arguments, "cmd_evaluate", boom)
+    code, err = run(capsys, "evaluate", "anything")
+    assert code == 2 and err == ["vaekit: error: out of memory (MemoryError); ask for less: a smaller --n, --batch-size, "
+                                 "--hidden or --k"]
