@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Bernoulli, Distribution, Independent
 
+from ..distributions import softplus
 from .base import LIKELIHOODS, Likelihood
 
 
@@ -14,7 +14,7 @@ class BernoulliLogits(Independent):
 
     log p(x|l) = Σ_d [x_d·l_d − softplus(l_d)], exact for x ∈ {0, 1}: two elementwise passes over the
     [..., D] logits instead of binary_cross_entropy_with_logits' six (the importance-sampled NLL spends
-    most of its non-matmul time here). softplus returns l itself above 20, where log1p(e^−l) < 2·10⁻⁹.
+    most of its non-matmul time here). `distributions.softplus`: exact in float64 too.
     """
 
     def __init__(self, logits: Tensor, validate_args: bool | None = None):
@@ -24,7 +24,7 @@ class BernoulliLogits(Independent):
         if self._validate_args:
             self.base_dist._validate_sample(value)
         logits = self.base_dist.logits
-        return (value * logits).sum(-1) - F.softplus(logits).sum(-1)
+        return (value * logits).sum(-1) - softplus(logits).sum(-1)
 
 
 class BernoulliObservation(Likelihood):

@@ -8,10 +8,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, Independent, constraints
 
+from ..distributions import softplus
 from .base import LIKELIHOODS, Likelihood
 
 LEVELS = 255  # the 8-bit values are k/LEVELS, k = 0…LEVELS
@@ -48,7 +48,7 @@ def discretized_logistic_log_prob(value: Tensor, loc: Tensor, log_scale: Tensor)
     top, bottom = k >= LEVELS, k <= 0
     zero = torch.zeros((), dtype=a.dtype, device=a.device)
     log_width = torch.log(-torch.expm1(-inv_s / LEVELS))
-    return (torch.where(top, zero, -F.softplus(-a)) + torch.where(bottom, zero, -F.softplus(b))
+    return (torch.where(top, zero, -softplus(-a)) + torch.where(bottom, zero, -softplus(b))
             + torch.where(top | bottom, zero, log_width))
 
 
