@@ -38,8 +38,8 @@ def test_a_lock_that_is_a_fifo_is_refused_without_blocking(tmp_path, capsys):
     out.mkdir()
     os.mkfifo(out / ".vaekit.lock")
     code, err = run(capsys, *TRAIN, "--out", out)
-    assert code == 2 and err == [f"vaekit: error: {out / '.vaekit.lock'}: not a regular file (a FIFO, a device or a "
-                                 "socket); remove it"]
+    want = f"vaekit: error: {out / '.vaekit.lock'}: not a regular file (a FIFO, a device or a socket); remove it"
+    assert code == 2 and err == [want]
 
 
 def test_metrics_are_never_appended_through_a_link(tmp_path):
@@ -95,12 +95,12 @@ def test_a_dataset_that_is_a_fifo_is_refused(tmp_path, capsys):
 
 
 def test_out_of_memory_without_a_message_is_one_line(monkeypatch, capsys):
-    import vaekit.cli.arguments as arguments
+    from vaekit.cli import arguments
 
     def boom(args):
         raise MemoryError
 
     monkeypatch.setattr(arguments, "cmd_evaluate", boom)
     code, err = run(capsys, "evaluate", "anything")
-    assert code == 2 and err == ["vaekit: error: out of memory (MemoryError); ask for less: a smaller --n, --batch-size, "
-                                 "--hidden or --k"]
+    want = "vaekit: error: out of memory (MemoryError); ask for less: a smaller --n, --batch-size, --hidden or --k"
+    assert code == 2 and err == [want]
