@@ -176,3 +176,12 @@ def test_tensorboard_logs_scalars_and_sample_grids(tmp_path):
     assert {"train/elbo", "train/kl", "val/reconstruction"} <= set(acc.Tags()["scalars"])
     images = acc.Images("samples")
     assert [i.step for i in images] == [1, 2] and images[0].width > 8
+
+
+def test_flags_are_never_abbreviated(tmp_path):
+    """`--epoch 1` is a typo, not `--epochs 1`: argparse's prefix matching is off (issue 27)."""
+    from run_cli import vaekit_cli
+
+    proc = vaekit_cli("train", "--out", tmp_path / "r", "--epoch", "1", check=False)
+    assert proc.returncode == 2 and "unrecognized arguments: --epoch 1" in proc.stderr
+    assert not (tmp_path / "r").exists()

@@ -183,6 +183,7 @@ ROWS = [
     ("run", "sample --temperature with a prior that is not Gaussian", lambda d: ["sample", vamp_iaf_run(d), "--temperature", "0.5"], "sampling at a temperature needs a Gaussian p(z)"),
     ("run", "sample --output with a suffix it cannot write", lambda d: ["sample", str(run_dir(d)), "--output", "{d}/x.jpg"], "name a .png (the grid"),
     ("config", "--arch conv on vectors", lambda d: [*TRAIN, "--arch", "conv", "--dataset", "wine", "--likelihood", "gaussian"], "arch = 'conv' needs image data of shape (C, H, W), got (13,)"),
+    ("data", "frey-faces not in the data folder", lambda d: [*TRAIN, "--dataset", "frey-faces", "--likelihood", "gaussian", "--data-dir", "{d}/empty"], "or point --data-dir (or $VAEKIT_DATA) at the folder"),
     ("config", "a conditional VAE with --cuda-graphs", lambda d: [*TRAIN, "--condition", "label", "--cuda-graphs"], "condition = 'label' takes no cuda_graphs"),
     ("config", "a config nested 100 000 deep", lambda d: [*TRAIN, "--config", write_text(d, "deep.json", "[" * 100000 + "]" * 100000)], "not valid JSON (nested too deeply)"),
     ("run", "data that no longer match the run's model", lambda d: ["reconstruct", edit_config(run_dir(d), lambda c: c["data"].update(dataset=npy(d, "v.npy", np.ones((50, 10), dtype=np.uint8))))], "but the model of DIR/run was trained on shape (1, 8, 8)"),

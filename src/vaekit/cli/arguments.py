@@ -26,7 +26,12 @@ DEVICE_HELP = "cpu, cuda, cuda:N, or auto (default: cpu)"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with an argument error as one line and a pointer to --help instead of the usage block."""
+    """argparse, with an argument error as one line and a pointer to --help instead of the usage block, and
+    no abbreviations (`--epoch 1` would be taken as `--epochs 1`: a typo must not train another run)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message}; see {self.prog} --help\n")

@@ -226,7 +226,8 @@ def read_frey_faces(data_dir: str | os.PathLike | None = None) -> np.ndarray:
     `data_root(data_dir)/frey_faces/frey_faces.npy`, MD5-checked: uint8 [1965, 560], grey levels 8..238."""
     path = data_root(data_dir) / "frey_faces" / "frey_faces.npy"
     if not path.is_file():
-        raise VaekitError(f"frey-faces: missing {path}; {_FREY_SOURCE}")
+        raise VaekitError(f"frey-faces: missing {path}; {_FREY_SOURCE}; or point --data-dir (or $VAEKIT_DATA) at the "
+                          "folder that holds frey_faces/")
     _verify(path, fix=f"replace it with a good copy ({_FREY_SOURCE})")
     x = np.load(path, allow_pickle=False)
     if x.dtype != np.uint8 or x.shape != FREY_SHAPE:  # cannot happen with the right MD5: a guard for edits above
