@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_data_trust import png_claiming
 
 from vaekit.cli import main
@@ -63,6 +64,19 @@ def run_dir(d):
         assert main(["--quiet", "train", "--out", str(src), "--latent-dim", "2", "--hidden", "16", "--epochs", "1"]) == 0
     shutil.copytree(src, d / "run")
     return d / "run"
+
+
+def standardized(d, **tensors):
+    """A 1-epoch Gaussian VAE of wine, standardized, whose saved statistics are then replaced by `tensors`."""
+    from safetensors.torch import save_file
+
+    src = d.parent / "standardized"
+    if not src.exists():
+        assert main(["--quiet", "train", "--out", str(src), "--dataset", "wine", "--likelihood", "gaussian-learned",
+                     "--standardize", "--latent-dim", "2", "--hidden", "16", "--epochs", "1"]) == 0
+    shutil.copytree(src, d / "run")
+    save_file(tensors, d / "run" / "standardization.safetensors")
+    return str(d / "run")
 
 
 def vamp_iaf_run(d):
@@ -173,6 +187,9 @@ ROWS = [
     ("run", "a train_state.pt that makes Adam maximize the loss", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s["optimizer"]["param_groups"][0].update(maximize=True)))], "param_groups[0].maximize is True, but this run's optimizer has False"),
     ("run", "a train_state.pt with amsgrad switched on", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s["optimizer"]["param_groups"][0].update(amsgrad=True)))], "param_groups[0].amsgrad is True, but this run's optimizer has False"),
     ("run", "a train_state.pt with an optimizer option this run lacks", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s["optimizer"]["param_groups"][0].update(nesterov=True)))], "has options ['nesterov'] that this run's optimizer lacks"),
+    ("run", "saved standardization statistics holding NaN (sample)", lambda d: ["sample", standardized(d, shift=torch.full((13,), float("nan")), spread=torch.ones(13)), "--n", "4"], "standardization.safetensors: shift holds NaN or Inf"),
+    ("run", "a saved spread of 0 (decode would give every sample alike)", lambda d: ["sample", standardized(d, shift=torch.zeros(13), spread=torch.zeros(13)), "--n", "4"], "standardization.safetensors: spread must be positive, found 0"),
+    ("run", "saved statistics of the wrong shape", lambda d: ["sample", standardized(d, shift=torch.zeros(5), spread=torch.ones(5)), "--n", "4"], "statistics of 5 dimensions; the model's data have 13"),
     ("run", "a train_state.pt with a negative batch position", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s.update(batch=-3)))], "batch is -3, below 0"),
     ("run", "weights holding NaN or Inf", lambda d: ["evaluate", str(nan_weights(run_dir(d)))], "the weights hold NaN or Inf"),
     ("run", "--out that is a file", lambda d: ["train", "--out", write_text(d, "file", "x"), "--epochs", "1"], "is a file, not a folder"),

@@ -143,11 +143,21 @@ def load_standardization(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
     path = Path(run) / STANDARDIZATION
     try:
         tensors = load_file(path)
-        return tensors["shift"], tensors["spread"]
     except FileNotFoundError:
         raise VaekitError(f"{path}: missing; the run standardizes its data but its statistics are gone") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise VaekitError(f"{path}: corrupt or not a standardization file ({str(e).splitlines()[0]})") from None
+    if set(tensors) != {"shift", "spread"}:
+        raise VaekitError(f"{path}: holds {sorted(tensors)}, not shift and spread")
+    shift, spread = tensors["shift"], tensors["spread"]
+    for name, t in (("shift", shift), ("spread", spread)):  # sample and decode apply them to every output
+        if not t.is_floating_point() or t.dim() != 1 or t.shape != shift.shape:
+            raise VaekitError(f"{path}: {name} is {t.dtype} of shape {list(t.shape)}; expected one float per dimension")
+        if not bool(torch.isfinite(t).all()):
+            raise VaekitError(f"{path}: {name} holds NaN or Inf")
+    if not bool((spread > 0).all()):
+        raise VaekitError(f"{path}: spread must be positive, found {float(spread.min()):g}")
+    return shift.float(), spread.float()
 
 
 def save_state(run: Path, state: dict[str, Any]) -> None:

@@ -103,6 +103,9 @@ def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor
     if not cfg.data.standardize:
         return x
     shift, spread = ckpt.load_standardization(Path(run))
+    if shift.shape[0] != cfg.model.data_dim:
+        raise VaekitError(f"{Path(run) / ckpt.STANDARDIZATION}: statistics of {shift.shape[0]} dimensions; the model's "
+                          f"data have {cfg.model.data_dim}")
     return x * spread + shift
 
 
