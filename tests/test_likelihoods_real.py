@@ -458,3 +458,47 @@ def test_equal_count_bins_are_equal_when_n_allows():
     ties = np.repeat(np.arange(10.0), 100)  # equal values share a bin, whatever the count
     labels = _equal_count_bins(ties, 20)
     assert all(len(set(labels[ties == t])) == 1 for t in range(10))
+
+
+@pytest.mark.parametrize("name", ["poisson", "negative-binomial"])
+def test_counts_in_the_hundreds_train_where_raw_inputs_overflowed(tmp_path, name):
+    """Issue 27: a count likelihood on counts of 8–238 (the Frey faces' range) overflowed within three steps,
+    the encoder fed raw counts and the rate starting at 1. With data_scale (the default) the encoder sees
+    log(1 + x) and the log-rate starts at the log of the training mean: it trains; without it, as before, NaN."""
+    rng = np.random.default_rng(1)
+    faces = rng.integers(8, 239, size=(1, 200)) * rng.uniform(0.7, 1.0, size=(400, 1))
+    path = tmp_path / "c.npy"
+    np.save(path, rng.poisson(faces).astype(np.int64))
+    flags = ["train", "--dataset", path, "--likelihood", name, "--epochs", "2", "--latent-dim", "4", "--hidden", "64"]
+    vaekit_cli(*flags, "--out", tmp_path / "scaled")
+    from vaekit.runs.checkpoint import load_run
+
+    _, model = load_run(tmp_path / "scaled")
+    assert model.decoder.head.data_scale and isinstance(model.encoder.inputs, torch.nn.Module)
+    raw = vaekit_cli(*flags, "--no-data-scale", "--out", tmp_path / "raw", check=False)
+    scaled = json.loads((tmp_path / "scaled" / "metrics.jsonl").read_text().splitlines()[-1])["val/elbo"]
+    if raw.returncode:  # the Poisson overflows, saying what to try
+        assert raw.returncode == 2 and "NaN or Inf" in raw.stderr and "Try a smaller --lr" in raw.stderr
+    else:  # the negative binomial survives, tens of thousands of nats worse
+        worse = json.loads((tmp_path / "raw" / "metrics.jsonl").read_text().splitlines()[-1])["val/elbo"]
+        assert scaled > worse + 10_000, (scaled, worse)
+    assert scaled > -3000  # 200 counts of ~150: a few nats each
+
+
+def test_the_rate_starts_at_the_training_mean_and_old_count_runs_keep_raw_inputs(tmp_path):
+    head = LIKELIHOODS.build("poisson", data_dim=3)
+    head.initialize(torch.tensor([150.0, 0.0, 2.5]))
+    torch.testing.assert_close(head.offset.data, torch.tensor([150.0, 1e-3, 2.5]).log())
+    torch.testing.assert_close(head(torch.zeros(1, 3)).mean, torch.tensor([[150.0, 1e-3, 2.5]]))
+    run = tmp_path / "old"  # a run written by vaekit 0.3: its count likelihood read raw counts, no offset
+    vaekit_cli("train", "--dataset", counts_file(tmp_path / "c.npy"), "--likelihood", "poisson", "--no-data-scale",
+               "--epochs", "1", "--latent-dim", "2", "--hidden", "16", "--out", run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["versions"]["vaekit"] = "0.3.0"
+    cfg["model"]["likelihood"] = "poisson"
+    (run / "config.json").write_text(json.dumps(cfg))
+    from vaekit.runs.checkpoint import load_run
+
+    loaded, model = load_run(run)
+    assert loaded.model.likelihood["data_scale"] is False and model.encoder.inputs is None
+    assert not hasattr(model.decoder.head, "offset")

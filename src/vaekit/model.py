@@ -26,7 +26,7 @@ from .data.tables import Schema
 from .errors import VaekitError
 from .parts.distributions import tempered
 from .parts.hierarchical import INFERENCE, HierarchicalPrior, HVAEEncoder, LadderEncoder, TopPath
-from .parts.likelihoods import LIKELIHOODS, TableInput, TableObservation
+from .parts.likelihoods import LIKELIHOODS, TableObservation
 from .parts.modules import Decoder, Encoder, Labels, Part
 from .parts.networks import ARCHITECTURES, Concat, First, mlp
 from .parts.posteriors import POSTERIORS
@@ -230,8 +230,8 @@ def compose(
     data_shape = tuple(data_shape) if data_shape else (data_dim,)
     q_head = POSTERIORS.build(posterior, latent_dim=sizes[0])
     p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, schema=columns)
-    inputs = TableInput(p_head.schema) if isinstance(p_head, TableObservation) else None
-    if inputs is not None:
+    inputs = p_head.encoder_input() if hasattr(p_head, "encoder_input") else None  # how the encoder sees x
+    if isinstance(p_head, TableObservation):
         refuse_with_table(inference, len(sizes), labels is not None, PRIORS.choose(prior).name, data_dim, p_head)
     common = {"activation": activation, "init": init, "data_shape": data_shape}
 
@@ -239,13 +239,11 @@ def compose(
         return ARCHITECTURES.build(arch, role=role, in_features=n_in, out_features=n_out, hidden=tuple(sizes), **common)
 
     n_q = q_head.out_features(sizes[0])
-    n_x = inputs.features if inputs is not None else data_dim  # what the encoder's network takes of x
+    n_x = getattr(inputs, "features", data_dim)  # what the encoder's network takes of x
     if shared_encoder:
         enc_net = net("encoder", n_x + c, n_q, hidden)
     else:
         enc_net = Concat(net("encoder", n_x + c, n_q // 2, hidden), net("encoder", n_x + c, n_q - n_q // 2, hidden))
-    if inputs is not None:
-        enc_net = nn.Sequential(inputs, enc_net)
     dec_hidden = tuple(reversed(tuple(hidden))) if decoder_hidden is None else tuple(decoder_hidden)
     chosen = ARCHITECTURES.choose(arch)
     norm = dict(chosen.settings).get("norm", "none")  # the MLPs between stochastic layers follow --arch's
@@ -259,7 +257,7 @@ def compose(
         return (*hvae(net, p_head, data_dim, sizes, hidden, dec_hidden, layer_hidden, activation, init, prior,
                       posterior, data_shape, chosen.name == "gated", norm), None)
     dec_net = net("decoder", sizes[0] + c, p_head.out_features(data_dim), dec_hidden)
-    encoder = Encoder(enc_net, q_head)
+    encoder = Encoder(enc_net, q_head, inputs)
     if len(sizes) > 1:
         return (*stack(encoder, dec_net, p_head, data_dim, sizes, layer_hidden, activation, init, inference,
                        prior=prior, norm=norm, data_shape=data_shape, classes=c), labels)

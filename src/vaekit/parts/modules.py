@@ -33,16 +33,20 @@ def beside(t: Tensor, context: Tensor | None) -> Tensor:
 
 
 class Encoder(nn.Module):
-    """x: [..., D] → Q(z|x): `head(net(x))`. Any `nn.Module` can be the net; the head is a posterior
-    family, a module or a registered name (`Encoder(my_net, "full", latent_dim=8)`), and needs
-    `head.out_features(k)` outputs from the net."""
+    """x: [..., D] → Q(z|x): `head(net(x))` (`head(net(inputs(x)))` with `inputs`). Any `nn.Module` can be the
+    net; the head is a posterior family, a module or a registered name (`Encoder(my_net, "full", latent_dim=8)`),
+    and needs `head.out_features(k)` outputs from the net."""
 
-    def __init__(self, net: nn.Module, head: nn.Module | Part = "diagonal", **settings: Any):
+    def __init__(self, net: nn.Module, head: nn.Module | Part = "diagonal", inputs: nn.Module | None = None,
+                 **settings: Any):
         super().__init__()
         self.net = net
         self.head = head if isinstance(head, nn.Module) else POSTERIORS.build(head, settings)
+        self.inputs = inputs  # how the net sees x where the raw values would not do (`Likelihood.encoder_input`)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Distribution:
+        if self.inputs is not None:
+            x = self.inputs(x)
         return self.head(widen(self.net(beside(x, context))))
 
 

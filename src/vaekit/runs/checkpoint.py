@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .config import Config, ModelConfig, migrate, plugins_needed
+from .config import Config, ModelConfig, migrate, plugins_needed, raw_count_inputs
 from ..errors import NonFiniteLossError, PluginError, VaekitError
 from .history import METRICS, read_metrics, truncate_metrics
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
@@ -36,6 +36,7 @@ CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
 STANDARDIZATION = "standardization.safetensors"  # the training split's mean and spread, when standardizing
 LAYOUT_VERSION = (0, 2)  # runs written before VAE(encoder, decoder, prior) hold another state-dict layout
 SETTINGS_VERSION = (0, 3)  # runs written before it keep the parts' settings flat in config.json (`config.migrate`)
+COUNT_INPUT_VERSION = (0, 4)  # runs written before it fed count likelihoods' encoders raw counts (`raw_count_inputs`)
 
 
 def vaekit_version() -> str:
@@ -84,6 +85,8 @@ def load_config(run: Path) -> Config:
                           f"pass {flags} (a run directory never imports code by itself)")
     if _version_tuple(written_by)[:2] < SETTINGS_VERSION:
         d = migrate(d)  # 0.2 kept the parts' settings flat beside the part's name
+    if _version_tuple(written_by)[:2] < COUNT_INPUT_VERSION:
+        d = raw_count_inputs(d)  # before 0.4 a count likelihood's encoder saw the raw counts
     return Config.from_dict(d, source=str(path))
 
 

@@ -322,6 +322,19 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def raw_count_inputs(d: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written before vaekit 0.4, whose count likelihoods fed the encoder raw counts: the same
+    model now (`data_scale = false`), not the log(1 + x) input and data-scaled rates 0.4's count likelihoods default to."""
+    model = d.get("model")
+    if not isinstance(model, dict):
+        return d
+    likelihood = model.get("likelihood")
+    table = {"name": likelihood} if isinstance(likelihood, str) else likelihood
+    if isinstance(table, dict) and table.get("name") in ("poisson", "negative-binomial") and "data_scale" not in table:
+        model["likelihood"] = {**table, "data_scale": False}
+    return d
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or JSON config into a dict (checked later by `Config.from_dict`)."""
     path = Path(path)

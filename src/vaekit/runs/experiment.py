@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig, plugins_needed, resume_config
-from ..data import DATASETS, Dataset, load_dataset, resolve_binarize
+from ..data import DATASETS, Dataset, load_dataset, resolve_binarize, standardization
 from ..data.table_files import load_overrides
 from ..training.distributed import SINGLE, Context, barrier, shard_indices
 from ..errors import TrainingInterrupted, VaekitError
@@ -201,6 +201,9 @@ def train_model(
     `cfg.train` says, checkpointing into `out` (checked by `open_run`) after every epoch."""
     tc = cfg.train
     barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
+    head = getattr(getattr(model, "decoder", None), "head", None)
+    if not resume and hasattr(head, "initialize"):  # a part that starts from the data: a count's rate at its mean
+        head.initialize(standardization(dataset.split("train"), dataset.scale)[0].to(device))
     objective, optimizer, step_fn = build_trainer(model, tc, dataset, device, ctx)
     own = (objective.module if isinstance(objective, DistributedDataParallel) else objective).objective
     parts = own if own.has_state() else None  # the objective's own modules (FactorVAE's discriminator)

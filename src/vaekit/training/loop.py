@@ -314,7 +314,10 @@ class _Pending:
             problem = "loss is NaN or Inf" if verdict == BAD_LOSS else "a gradient is NaN or Inf"
             where = f"epoch {state.epoch + 1}, step {i + 1} (global step {step})"
             if state.skipped >= self.skip_limit:
-                raise NonFiniteLossError(f"{problem} at {where}; nothing was stepped with it")
+                raise NonFiniteLossError(f"{problem} at {where}; nothing was stepped with it. Try a smaller --lr, "
+                                         "--grad-clip 100, --kl-warmup-epochs 5, or data near unit scale (--standardize "
+                                         "for real values; counts keep data_scale on); --skip-nonfinite N skips N such "
+                                         "batches")
             state.skipped += 1
             state.step -= 1
             state.examples -= self.sizes[i]

@@ -8,7 +8,7 @@ support holds the families (binary, real, unit, eight_bit, counts); `--likelihoo
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ...data.dataset import SUPPORTS  # what data a likelihood takes; the data layer checks it
@@ -24,6 +24,12 @@ class Likelihood(Part):
 
     def out_features(self, data_dim: int) -> int:
         return data_dim
+
+    def encoder_input(self) -> nn.Module | None:
+        """How the encoder sees x, where the data's raw values would not do (a module x → features, with
+        `features` if their number is not D): counts as log(1 + x), a table's cells one-hot and masked. None:
+        as they are."""
+        return None
 
     def forward(self, h: Tensor) -> Distribution:  # pragma: no cover - interface
         raise NotImplementedError

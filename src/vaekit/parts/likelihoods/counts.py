@@ -4,11 +4,14 @@ learned dispersion per dimension.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, NegativeBinomial, Poisson
 
+from ..registry import Setting
 from .base import LIKELIHOODS, Likelihood
 
 
@@ -48,35 +51,72 @@ class NegativeBinomialLogMean(NegativeBinomial):
         return (log_p + torch.lgamma(x + r) - torch.lgamma(r) - torch.lgamma(x + 1)).to(self.logits.dtype)
 
 
-class PoissonObservation(Likelihood):
+class Log1p(nn.Module):
+    """x → log(1 + x): counts as an encoder's input (raw counts in the hundreds overflow its first layer: Q's
+    log-variance reaches e^hundreds at the first step)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.log1p(x.clamp_min(0))
+
+
+class CountObservation(Likelihood):
+    """A count likelihood's head. `data_scale`: counts in the hundreds meet a network made for values near 1 in
+    both directions, so the encoder sees log(1 + x) and the log-rate (or log-mean) is g(z) plus a learned offset
+    per dimension that starts at the log of the training mean (`initialize`); without it (vaekit < 0.4) raw
+    counts go in and the rate starts at 1, which on the Frey faces (8–238) overflows within three steps."""
+
     support = "count"
 
+    def __init__(self, data_dim: int, data_scale: bool = True):
+        super().__init__()
+        self.data_scale = data_scale
+        if data_scale:
+            self.offset = nn.Parameter(torch.zeros(data_dim))
+
+    def encoder_input(self) -> nn.Module | None:
+        return Log1p() if self.data_scale else None
+
+    @torch.no_grad()
+    def initialize(self, mean: Tensor) -> None:
+        """Start the rates at the training split's mean counts [D] (a dimension always 0 at 10⁻³)."""
+        if self.data_scale:
+            self.offset.copy_(mean.to(self.offset).clamp_min(1e-3).log())
+
+    def log_rate(self, h: Tensor) -> Tensor:
+        return h + self.offset.to(h.dtype) if self.data_scale else h
+
+
+class PoissonObservation(CountObservation):
     def forward(self, h: Tensor) -> Distribution:
-        return Independent(PoissonLogRate(h, self.validate_args), 1, validate_args=self.validate_args)
+        return Independent(PoissonLogRate(self.log_rate(h), self.validate_args), 1, validate_args=self.validate_args)
 
 
-class NegativeBinomialObservation(Likelihood):
+class NegativeBinomialObservation(CountObservation):
     """log μ from the decoder, log r learned per dimension (scVI's per-gene dispersion; Lopez et al. 2018),
     initially r = 1."""
 
-    support = "count"
-
-    def __init__(self, data_dim: int):
-        super().__init__()
+    def __init__(self, data_dim: int, data_scale: bool = True):
+        super().__init__(data_dim, data_scale)
         self.log_total_count = nn.Parameter(torch.zeros(data_dim))
 
     def forward(self, h: Tensor) -> Distribution:
         log_r = self.log_total_count.to(h.dtype).expand_as(h)
-        return Independent(NegativeBinomialLogMean(h, log_r, self.validate_args), 1, validate_args=self.validate_args)
+        return Independent(NegativeBinomialLogMean(self.log_rate(h), log_r, self.validate_args), 1,
+                           validate_args=self.validate_args)
+
+
+DataScale = Annotated[bool, Setting("count likelihoods: the encoder sees log(1 + x) and the log-rate starts at the log "
+                                    "of the training mean per dimension (a learned offset); false: raw counts in, "
+                                    "rates from 1, as vaekit < 0.4")]
 
 
 @LIKELIHOODS.register("poisson")
-def poisson() -> Likelihood:
+def poisson(data_dim: int, data_scale: DataScale = True) -> Likelihood:
     """Poisson(e^g(z)) per value: counts, unscaled"""
-    return PoissonObservation()
+    return PoissonObservation(data_dim, data_scale)
 
 
 @LIKELIHOODS.register("negative-binomial")
-def negative_binomial(data_dim: int) -> Likelihood:
+def negative_binomial(data_dim: int, data_scale: DataScale = True) -> Likelihood:
     """negative binomial, mean e^g(z), a learned total count r per dimension: overdispersed counts"""
-    return NegativeBinomialObservation(data_dim)
+    return NegativeBinomialObservation(data_dim, data_scale)

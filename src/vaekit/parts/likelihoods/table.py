@@ -147,6 +147,9 @@ class TableObservation(Likelihood):
     def out_features(self, data_dim: int) -> int:
         return self.width
 
+    def encoder_input(self) -> nn.Module:
+        return TableInput(self.schema)
+
     def check(self, x: Tensor) -> None:
         """Codes the schema admits (NaN anywhere): level indices 0…K−1, counts whole and ≥ 0, positives > 0;
         else one line naming the column and the first bad row."""
