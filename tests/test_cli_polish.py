@@ -136,3 +136,51 @@ def test_explain_writes_into_a_folder_named_for_the_topic(tmp_path, monkeypatch,
     assert "figure in explain-posterior" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir()] == ["explain-posterior"]
     assert any(p.suffix == ".png" for p in (tmp_path / "explain-posterior").iterdir())
+
+
+# ---- what a new user met (issue 27) ----------------------------------------------------------------------
+
+def test_threads_sets_torch_threads_and_refuses_nonsense(capsys):
+    before = torch.get_num_threads()
+    try:
+        assert main(["--quiet", "--threads", "1", "evaluate", "no-such-run"]) == 2
+        assert torch.get_num_threads() == 1
+        assert main(["--quiet", "evaluate", "no-such-run", "--threads", "0"]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == ("vaekit: error: --threads must be a number of "
+                                                                    "threads from 1 to 4096, got 0")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_fit_prints_each_epoch_where_logging_is_not_set_up():
+    code = ("import torch, vaekit\n"
+            "m = vaekit.VAE(data_dim=6, latent_dim=2, hidden=[8], likelihood='gaussian')\n"
+            "vaekit.fit(m, torch.randn(60, 6), epochs=2, batch_size=20)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("model mlp") for line in lines)
+    assert [line.split()[1] for line in lines if line.startswith("epoch ")] == ["1/2", "2/2"]
+    assert all("val elbo" in line for line in lines if line.startswith("epoch "))
+
+
+def test_the_curves_fit_the_later_epochs_not_the_first():
+    from vaekit.pictures.figures import curves_figure
+
+    metrics = [{"epoch": e, "train/elbo": -100 - 900 * (e == 1) + e / 10, "val/elbo": -101 + e / 10} for e in range(1, 21)]
+    low, high = curves_figure(metrics).axes[0].get_ylim()
+    assert -101 < low < -100.5 and -98 < high < -97.5  # epoch 1's −1000 runs off the axis
+    assert "y from epoch 3" in curves_figure(metrics).axes[0].get_title()
+
+
+def test_the_start_line_says_the_data_are_binarized_and_sample_says_it_replaces(run, tmp_path):
+    from vaekit.runs.config import Config
+    from vaekit.runs.experiment import summary
+
+    cfg = load_config(run)
+    line = summary(cfg, load_data(cfg), "cpu", None)
+    assert "binarized dynamically" in line
+    gauss = Config().replace(model={"likelihood": "gaussian"}, data={"dataset": "wine"})
+    assert "binarized" not in summary(gauss, load_data(gauss), "cpu", None)
+    first = vaekit_cli("sample", run, "--n", "4", "--out", tmp_path / "s.png").stdout
+    second = vaekit_cli("sample", run, "--n", "4", "--out", tmp_path / "s.png").stdout
+    assert "replacing" not in first and "replacing the earlier ones" in second

@@ -265,3 +265,16 @@ def test_bad_input_is_one_line_vaekit_error(call, message):
     with pytest.raises(VaekitError, match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_the_factorvae_score_ignores_a_rescaling_up_to_1e300():
+    """Issue 27: codes scaled by 1e300 squared to inf and the score collapsed; it is invariant to positive
+    rescaling, so the same votes must come out (the same seed draws the same batches)."""
+    rng = np.random.default_rng(0)
+    f = np.stack([rng.integers(0, 3, 2000), rng.integers(0, 4, 2000)], 1)
+    z = np.stack([f[:, 0] + 2.5 * rng.standard_normal(2000), f[:, 1] + 2.5 * rng.standard_normal(2000),
+                  rng.standard_normal(2000)], 1)
+    base = metrics.factorvae_score(z, f, seed=0, num_train=2000, num_eval=1000)
+    assert 0.6 < base < 1.0  # not trivially perfect: a real vote
+    for scale in (1e-300, 1e300):  # one scale for all codes: per code, `prune` would see collapsed ones
+        assert metrics.factorvae_score(z * scale, f, seed=0, num_train=2000, num_eval=1000) == base

@@ -79,3 +79,17 @@ def test_report_shows_the_scores_and_labels_traversals_by_factor(run):
         assert label == (f"{ds.factor_names[best]}, {mi[j, best]:.2f} nats" if mi[j, best] >= 0.05 else "none")
     _, _, rows, _ = traversals(model, x, captures=captures)
     assert all(any(c in row for c in captures) for row in rows)
+
+
+def test_a_factor_constant_on_the_split_is_captured_by_no_code():
+    """Issue 27: one factor constant on the test split made captured_factors, and so the report, refuse
+    everything; a constant shares no information with any code, so it is simply never the one captured."""
+    from vaekit.disentanglement.scoring import captured_factors
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.stack([torch.randint(0, 3, (300,), generator=g), torch.zeros(300, dtype=torch.long)], 1)
+    codes = torch.randn(300, 2, generator=g)
+    codes[:, 0] += 3 * f[:, 0]
+    labels = captured_factors(codes, f, ["shape", "fixed"])
+    assert labels[0].startswith("shape, ") and float(labels[0].split(", ")[1].split()[0]) > 0.5
+    assert all("fixed" not in lab for lab in labels)

@@ -104,3 +104,14 @@ def test_out_of_memory_without_a_message_is_one_line(monkeypatch, capsys):
     code, err = run(capsys, "evaluate", "anything")
     want = "vaekit: error: out of memory (MemoryError); ask for less: a smaller --n, --batch-size, --hidden or --k"
     assert code == 2 and err == [want]
+
+
+def test_tensorboard_is_never_written_through_a_link(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tensorboard").symlink_to(elsewhere)
+    code, err = run(capsys, *TRAIN, "--out", out, "--tensorboard")
+    assert code == 2 and "tensorboard: is a symbolic link" in err[0] and list(elsewhere.iterdir()) == []

@@ -18,8 +18,10 @@ import logging
 import os
 import sys
 
+import torch
+
 from ..errors import TrainingInterrupted, VaekitError
-from ..runs.config import MAX_COUNT
+from ..runs.config import MAX_COUNT, MAX_SEED
 from .arguments import load_plugins_first, parser
 from .flags import build_config
 
@@ -27,13 +29,26 @@ __all__ = ["build_config", "main", "parser"]
 
 
 def check_args(args) -> None:
-    """What argparse's types do not check: counts > 0, paths that are not empty."""
+    """What argparse's types do not check: counts > 0, paths that are not empty; --threads applied."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if not 0 < threads <= 4096:
+            raise VaekitError(f"--threads must be a number of threads from 1 to 4096, got {threads}")
+        torch.set_num_threads(threads)
     for name in ("n", "k", "elbo_samples"):
         value = getattr(args, name, None)
         if value is not None and not 0 < value <= MAX_COUNT:
             flag = "--" + name.replace("_", "-")
             raise VaekitError(f"{flag} must be > 0, got {value}" if value <= 0 else f"{flag} = {value} is out of range "
                               f"(at most {MAX_COUNT})")
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise VaekitError(f"--seed must be a whole number from 0 to {MAX_SEED} (what torch's generators take), got {seed}")
+    for name in ("out", "output", "data", "latents"):
+        long = [part for part in str(getattr(args, name, None) or "").split(os.sep) if len(part.encode()) > 255]
+        if long:
+            raise VaekitError(f"--{name}: the name {long[0][:40]}… is {len(long[0].encode())} bytes; file systems take "
+                              "at most 255 a name: choose a shorter one")
     for name in ("out", "output"):
         if getattr(args, name, None) == "":
             raise VaekitError(f"--{name} is empty; name a path")

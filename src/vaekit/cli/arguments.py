@@ -45,6 +45,9 @@ def add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--debug", action="store_true", default=default, help="show tracebacks (default: off)")
     p.add_argument("--quiet", action="store_true", default=default,
                    help="only warnings and results: no progress, no log lines (default: off)")
+    p.add_argument("--threads", type=int, default=None if top else argparse.SUPPRESS, metavar="N",
+                   help="CPU threads for torch (default: torch's choice, one per core); on a busy machine 1 can be "
+                   "many times faster")
 
 
 def add_run(p: argparse.ArgumentParser, data: bool = True) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from ..pictures.report import plot_run, write_report
 from ..runs.checkpoint import load_run
 from ..runs.experiment import labels_for, to_data_units
 from .runs import run_with_data
+
+log = logging.getLogger(__name__)
 
 
 def conditioned(model, cfg, y: torch.Tensor | None):
@@ -46,9 +49,10 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
     if out.suffix.lower() not in (".png", ".npy"):
         raise VaekitError(f"--out {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
+    replaced = picture.exists() or array.exists()
     plot_samples(x, cfg.model.data_shape, picture, mean=not args.draw)
     write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
-    print(f"wrote {picture} and {array}")
+    print(f"wrote {picture} and {array}" + (" (replacing the earlier ones: --out FILE keeps them)" if replaced else ""))
     return picture
 
 
@@ -108,6 +112,8 @@ def cmd_plot(args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_report(args: argparse.Namespace) -> Path:
+    log.info("report: evaluating the test split afresh at k = %d importance samples (--k; `vaekit evaluate RUN --k %d` "
+             "gives the same numbers), then drawing every picture", args.k, args.k)
     path = write_report(args.run, k=args.k, dataset=args.dataset, data_dir=args.data_dir,
                         progress=not args.quiet)
     print(f"wrote {path}")

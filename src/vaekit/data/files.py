@@ -217,6 +217,10 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
     except ValueError as e:
         raise VaekitError(f"{path}: not a numeric CSV ({e}); a table with text or missing cells takes --likelihood mixed"
                           ) from None
+    if not np.isfinite(arr).all():  # named by its line here: after the seeded split only its shuffled index is known
+        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+        raise VaekitError(f"{path}: line {_data_lines(path, skip)[row]} holds NaN or Inf; a table with missing cells "
+                          "takes --likelihood mixed")
     label = [i for i, name in enumerate(names) if name in LABEL_COLUMNS]
     if len(label) > 1:
         raise VaekitError(f"{path}: the header names {len(label)} label columns ({', '.join(names[i] for i in label)}); "
@@ -227,6 +231,12 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
         if not label:
             return {"x": arr.astype(np.float32)}
         return {"x": np.delete(arr, label[0], axis=1).astype(np.float32), "y": arr[:, label[0]]}
+
+
+def _data_lines(path: Path, skip: int) -> list[int]:
+    """The file's line numbers (from 1) of the rows np.loadtxt read: those after the header that are not blank."""
+    with open(path, encoding="utf-8-sig") as f:
+        return [i for i, line in enumerate(f, 1) if i > skip and line.strip()]
 
 
 def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:

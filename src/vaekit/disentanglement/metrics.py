@@ -348,11 +348,15 @@ def factorvae_score(codes: Array, factors: Array, batch_size: int = 64, num_trai
         raise VaekitError(f"prune must be in [0, 1), got {prune}")
     z, labels, _, _ = _prepare(codes, factors, min_factors=2)
     groups, rng = _Groups(labels), _rng(seed)
-    std = z.std(axis=0, ddof=1)
+    size = np.abs(z).max(axis=0)
+    size = np.where(size > 0, size, 1.0)
+    z = z / size  # a positive rescaling, which the score ignores: codes of 1e300 would square to inf
+    zs = z.std(axis=0, ddof=1)
+    std = zs * size  # each code's std in its own units (at most its largest value: no overflow), for `prune`
     active = std > prune * std.max()
     if not active.any():
         return 0.0  # every code is constant: no vote can say anything
-    zn = z[:, active] / std[active]
+    zn = z[:, active] / zs[active]
     classifier = np.argmax(_factorvae_votes(zn, groups, batch_size, num_train, rng), axis=0)
     votes = _factorvae_votes(zn, groups, batch_size, num_eval, rng)
     return float(votes[classifier, np.arange(zn.shape[1])].sum() / votes.sum())

@@ -78,6 +78,9 @@ def captured_factors(codes: Tensor, factors: Tensor, names: Sequence[str]) -> li
     """For each code dimension, the factor it shares the most information with and that mutual
     information in nats ("pos_x, 1.21 nats"; "none" where it is below 0.05 nats): what a traversal's rows
     are labelled with."""
-    mi = mutual_information(codes, factors)  # [K, F]
+    varying = (factors != factors[:1]).any(0)  # a factor constant on these examples shares nothing with any code
+    mi = torch.zeros(codes.shape[1], factors.shape[1], dtype=torch.float64)
+    if bool(varying.any()):
+        mi[:, varying] = torch.as_tensor(mutual_information(codes, factors[:, varying]), dtype=torch.float64)
     best = mi.argmax(1)
     return [f"{names[f]}, {mi[j, f]:.2f} nats" if mi[j, f] >= 0.05 else "none" for j, f in enumerate(best)]

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import VaekitError
+from ..files import make_dirs
 from .beta import explain_beta
 from .elbo import explain_elbo
 from .mean_field import explain_mean_field
@@ -41,7 +42,7 @@ def explain(topic: str, out_dir: str | Path = ".", progress: bool = False) -> di
     if topic not in TOPICS:
         raise VaekitError(f"unknown topic {topic!r}; choose from {', '.join(TOPICS)}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)  # an existing file there: one line, not a traceback
     fn = {"posterior": explain_posterior, "elbo": explain_elbo, "mean-field": explain_mean_field,
           "reparameterization": explain_reparameterization, "beta": explain_beta}[topic]
     with torch.random.fork_rng(devices=[]):  # the topics seed themselves; the caller's RNG is left as it was

@@ -114,6 +114,6 @@ def full(latent_dim: int) -> PosteriorHead:
 
 @POSTERIORS.register("iaf")
 def iaf(latent_dim: int, flow_steps: Annotated[int, Setting("T, the inverse autoregressive flow steps", above=0,
-                                                            flag="--flow-steps")] = 2) -> PosteriorHead:
+                                                            at_most=256, flag="--flow-steps")] = 2) -> PosteriorHead:
     """N(μ(x), diag σ²(x)) then --flow-steps inverse autoregressive flow steps (Kingma et al. 2016)"""
     return InverseAutoregressiveFlow(latent_dim, flow_steps)

@@ -184,7 +184,7 @@ def standard(latent_dim: int) -> nn.Module:
 
 
 Components = Annotated[int, Setting("K, the components of a mixture prior (mog: Gaussians; vampprior: "
-                                    "pseudo-inputs)", above=0, flag="--prior-components")]
+                                    "pseudo-inputs)", above=0, at_most=65536, flag="--prior-components")]
 
 
 @PRIORS.register("mog")

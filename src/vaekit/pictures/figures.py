@@ -303,13 +303,21 @@ def curves_figure(metrics: list[dict]):
         panels.setdefault(BOUND if curve_name(name) != name else name, []).append(name)
     panels = {panel: members for panel, members in panels.items() if members or len(panels) == 1}
     fig, axes = new_figure(ncols=len(panels), size=(4.2, 3.4))
+    epochs = sorted({r["epoch"] for r in metrics if "epoch" in r})
+    start = epochs[max(1, len(epochs) // 10)] if len(epochs) > 4 else None  # the first epochs would flatten the rest
     for ax, (panel, members) in zip(axes, panels.items()):
+        later = []
         for i, name in enumerate(members):
             for split, style in (("train", "-"), ("val", "--")):
                 points = [(r["epoch"], r[f"{split}/{name}"]) for r in metrics if f"{split}/{name}" in r]
                 if points:
                     ax.plot(*zip(*points), style, color=f"C{i}", marker=".", label=f"{split} {curve_name(name)}")
+                    later += [y for x, y in points if start is not None and x >= start and math.isfinite(y)]
         title = "bound: " + ", ".join(curve_name(n) for n in members) if panel == BOUND else TERMS.get(panel, panel)
+        if later and max(later) > min(later):
+            pad = 0.05 * (max(later) - min(later))
+            ax.set_ylim(min(later) - pad, max(later) + pad)  # the earlier epochs run off the top or bottom
+            title += f" (y from epoch {start})"
         ax.set(xlabel="epoch", ylabel="nats per example", title=title)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.has_data():

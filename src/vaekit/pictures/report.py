@@ -23,7 +23,7 @@ from ..evaluation.checks import evaluation_warnings
 from ..evaluation.diagnostics import collapse_warning
 from ..evaluation.estimates import evaluate_all, latent_statistics, marginals
 from ..evaluation.tables import ColumnQuality, column_quality
-from ..files import atomic_write
+from ..files import atomic_write, make_dirs
 from ..rng import forked_rng
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import labels_for, load_data, point_data
@@ -47,14 +47,18 @@ CAPTIONS = {
     "samples": "E[x|z] for z ~ p(z): what the model generates (vector data: a heatmap beside the data's first rows).",
     "reconstructions": ("Test inputs (rows labelled input), each row above its reconstructions E[x|z = E_Q[z|x]] "
                         "(vector data: input and reconstruction heatmaps side by side)."),
-    "latent_map": "Posterior means of the test split (PCA to 2-D when latent_dim > 2), coloured by label.",
+    "latent_map": "Posterior means of the test split (PCA to 2-D when latent_dim > 2), coloured by label where the data "
+                  "have labels.",
+    "columns": "A table's columns: each column's hidden test cells, imputed against true (numbers) or as a confusion "
+               "matrix (levels).",
     "manifold": "E[x|z] over a grid of the prior's quantiles of the 2-D latent space (Kingma & Welling 2013, fig. 4).",
     "traversals": "One latent varied at a time from a test input's posterior mean; rows by decreasing KL.",
     "interpolations": "Decoded straight lines between the posterior means of two test inputs (shown at the ends).",
     "marginals": "Vector data: a histogram per dimension (the first 16), the test split against draws x ~ p(x).",
     "correlations": "Vector data: correlations between dimensions, the test split beside draws x ~ p(x).",
     "curves": ("Per epoch, nats per example: every train (solid) and validation (dashed) series of metrics.jsonl; "
-               "the bounds (ELBO, IWAE L_k) share the first panel."),
+               "the bounds (ELBO, IWAE L_k) share the first panel; the y-axis fits the epochs after the first tenth "
+               "(the first epochs run off it)."),
 }
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}
@@ -126,7 +130,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     cfg, model = load_run(run_dir)
     cfg = point_data(cfg, dataset, data_dir)
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)  # an existing file there: one line, not a traceback
     dataset = load_data(cfg, run_dir)
     x, labels = dataset.eval_split(split), dataset.labels.get(split)
     shape = tuple(cfg.model.data_shape)

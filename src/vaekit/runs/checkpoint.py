@@ -70,7 +70,10 @@ def load_config(run: Path) -> Config:
         raise VaekitError(f"{path}: not valid JSON ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
     if not isinstance(d, dict):
         raise VaekitError(f"{path}: expected a JSON object")
-    written_by = str((d.pop("versions", None) or {}).get("vaekit", "0"))
+    recorded = d.pop("versions", None)
+    if not isinstance(recorded, (dict, type(None))) or not isinstance((recorded or {}).get("vaekit", "0"), str):
+        raise VaekitError(f"{path}: versions must be an object of version strings, got {recorded!r:.60}")
+    written_by = (recorded or {}).get("vaekit", "0")
     if _version_tuple(written_by) > _version_tuple(versions()["vaekit"]):
         raise VaekitError(f"{path}: written by vaekit {written_by}, newer than this vaekit {versions()['vaekit']}; "
                           "upgrade vaekit to read it")
@@ -78,6 +81,8 @@ def load_config(run: Path) -> Config:
         raise VaekitError(f"{path}: written by vaekit {written_by}, whose model layout this vaekit "
                           f"{versions()['vaekit']} does not read; retrain it, or read it with vaekit {written_by}")
     model = d.get("model") if isinstance(d.get("model"), dict) else {}
+    if not isinstance(model.get("plugins", []), list):
+        raise VaekitError(f"{path}: [model] plugins must be a list of plugin names, got {model.get('plugins')!r:.60}")
     missing = [p for p in model.get("plugins", []) if isinstance(p, str) and not is_loaded(p)]
     if missing:
         flags = " ".join(f"--plugin {p}" for p in missing)

@@ -217,6 +217,9 @@ def train_model(
                           f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
         history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts, ema=ema)
+        if tc.epochs < state.epoch:  # config.json would say fewer epochs than the weights have seen
+            raise VaekitError(f"{out}: --epochs {tc.epochs} is fewer than the {state.epoch} this run has trained; "
+                              f"--resume continues to a larger total (--epochs {state.epoch + 1} or more)")
         set_lr(optimizer, tc.lr)  # the config's rate (a --resume may change it), not the one saved with Adam
         if out is not None and ctx.is_main:
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
@@ -284,6 +287,8 @@ def summary(cfg: Config, dataset: Dataset, device: str, out: Path | None) -> str
     latent = " + ".join(map(str, m.latent_dim))
     model = f"{m.arch} {hidden}, latent {latent}, {m.posterior} Q, {m.prior} prior, {m.likelihood} likelihood"
     data = f"{dataset.name} ({dataset.split('train').shape[0]} train, {dataset.split('val').shape[0]} val)"
+    if dataset.binarize == "dynamic":  # grey levels become 0/1: say so, it is a choice (--binarize none keeps them)
+        data += ", binarized dynamically (x ~ Bernoulli(grey level) afresh each use; --binarize static or none)"
     where = f"{out} (config in {ckpt.CONFIG})" if out is not None else "memory"
     return (f"model {model}; data {data}; objective {t.objective}, {t.epochs} epochs of batch {t.batch_size}, "
             f"lr {t.lr:g}; {device}; run {where}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -9,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data import tensor_dataset
+from ..errors import VaekitError
+from ..training.distributed import SINGLE
 from . import checkpoint as ckpt
 from .config import Config
-from ..data import tensor_dataset
-from ..training.distributed import SINGLE
-from ..errors import VaekitError
 from .experiment import TrainResult, open_run, train_model, writing_lock
 
 
@@ -54,7 +57,28 @@ def fit(
         classes = mc.condition_classes or getattr(model.condition, "classes", 0) or dataset.classes
         mc = replace(mc, condition="label", condition_classes=classes)
     cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset="tensors", binarize=dataset.binarize))
-    with writing_lock(Path(out) if out is not None else None, SINGLE):
+    with writing_lock(Path(out) if out is not None else None, SINGLE), epoch_lines(progress):
         out, resume, cfg = open_run(cfg, out, resume)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
+
+
+@contextlib.contextmanager
+def epoch_lines(progress: bool):
+    """With `progress`, the CLI's lines (the run's summary, then each epoch's training and validation ELBO) on
+    stderr for a Python caller whose logging is not set up (Python shows only warnings then); a caller who
+    configured logging keeps its own handlers."""
+    logger = logging.getLogger("vaekit")
+    if not progress or logging.getLogger().handlers or logger.handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 

@@ -24,6 +24,9 @@ class TensorBoardLogger:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise VaekitError("--tensorboard needs the tensorboard package: pip install vaekit[tensorboard]") from None
+        if Path(log_dir).is_symlink():  # a run directory may come from someone else: write nothing through a link
+            raise VaekitError(f"{log_dir}: is a symbolic link, and vaekit writes no file of a run through a link: "
+                              "remove the link")
         self.writer = SummaryWriter(log_dir=str(log_dir))
         self.n, self.seed = n_samples, seed
 

@@ -1,0 +1,80 @@
+"""Inputs that ended in a traceback (issue 27's list), each now one line with exit status 2: the case made for
+real (a crafted config.json, a 300-byte name, a seed beyond torch's range), the message checked."""
+
+import json
+import shutil
+
+import pytest
+
+from vaekit.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("inputs") / "run"
+    assert main(["--quiet", "train", "--out", str(out), "--epochs", "1", "--latent-dim", "2", "--hidden", "16"]) == 0
+    return out
+
+
+def one_line(capsys, *argv):
+    code = main(["--quiet", *map(str, argv)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("vaekit: error: "), (code, err)
+    return err[0]
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["sample"], ["encode", "--out", "{tmp}/z.npy"]])
+def test_a_seed_beyond_torch_range(trained, tmp_path, capsys, command):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    assert "--seed must be a whole number from 0 to 9223372036854775807" in one_line(
+        capsys, argv[0], trained, *argv[1:], "--seed", str(2**64))
+
+
+def test_an_out_name_longer_than_a_file_system_takes(tmp_path, capsys):
+    line = one_line(capsys, "train", "--out", tmp_path / ("r" * 300), "--epochs", "1")
+    assert "is 300 bytes; file systems take at most 255 a name" in line
+
+
+def edited(trained, tmp_path, fn):
+    run = shutil.copytree(trained, tmp_path / "run")
+    cfg = json.loads((run / "config.json").read_text())
+    fn(cfg)
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda c: c.update(versions=["0.4.0"]), "versions must be an object of version strings"),
+    (lambda c: c["model"].update(plugins=5), "[model] plugins must be a list of plugin names, got 5"),
+    (lambda c: c["model"].update(plugins=None), "[model] plugins must be a list of plugin names, got None"),
+    (lambda c: c["model"].update(condition_classes=-1), "condition_classes must be >= 0, got -1"),
+    (lambda c: c["model"].update(data_shape=[-1, 8, 8]), "data_shape must be > 0, got -1"),
+])
+def test_a_crafted_config_json(trained, tmp_path, capsys, fn, message):
+    assert message in one_line(capsys, "evaluate", edited(trained, tmp_path, fn), "--k", "2")
+
+
+def test_plot_into_a_path_that_is_a_file(trained, tmp_path, capsys):
+    (tmp_path / "pics").write_text("not a folder")
+    assert "is a file, not a folder" in one_line(capsys, "plot", trained, "--out", tmp_path / "pics")
+
+
+def test_a_flow_of_a_million_steps(tmp_path, capsys):
+    line = one_line(capsys, "train", "--out", tmp_path / "r", "--posterior", "iaf", "--flow-steps", "1000000")
+    assert "flow_steps must be > 0 and <= 256, got 1000000" in line
+
+
+def test_a_nan_in_a_csv_is_named_by_its_line(tmp_path, capsys):
+    (tmp_path / "n.csv").write_text("a,b\n1,2\n\n3,4\n5,nan\n6,7\n")
+    line = one_line(capsys, "train", "--dataset", tmp_path / "n.csv", "--likelihood", "gaussian", "--out", tmp_path / "r")
+    assert line.endswith("n.csv: line 5 holds NaN or Inf; a table with missing cells takes --likelihood mixed")
+
+
+def test_resume_to_fewer_epochs_than_trained_is_refused_and_config_kept(trained, tmp_path, capsys):
+    run = shutil.copytree(trained, tmp_path / "run")
+    before = (run / "config.json").read_bytes()
+    main(["--quiet", "train", "--out", str(run), "--resume", "--epochs", "2", "--latent-dim", "2", "--hidden", "16"])
+    capsys.readouterr()
+    line = one_line(capsys, "train", "--out", run, "--resume", "--epochs", "1", "--latent-dim", "2", "--hidden", "16")
+    assert "--epochs 1 is fewer than the 2 this run has trained" in line
+    assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2 and before != b""
