@@ -156,6 +156,8 @@ ROWS = [
     ("table", "penguins without the mixed likelihood", lambda d: [*TRAIN, "--likelihood", "gaussian", "--dataset", "penguins"], "penguins: a table of mixed columns; it takes --likelihood mixed"),
     ("table", "impute with a run that is not of a table", lambda d: ["impute", str(run_dir(d)), "--data", write_text(d, "t.csv", "a\n1\n"), "--out", "{d}/f.csv"], "not a run of a table (train with --likelihood mixed"),
     ("table", "--likelihood mixed with the VampPrior", lambda d: [*MIXED, "--prior", "vampprior", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2,y\n3,y\n4,x\n")], "--prior vampprior learns pseudo-inputs in the data's space"),
+    ("data", "a CSV label of 10¹² (a one-hot of 10¹² classes)", lambda d: [*TRAIN, "--dataset", write_text(d, "l.csv", "a,b,label\n1,2,0\n3,4,1\n5,6,1e12\n7,8,0\n9,1,1\n")], "labels are class indices 0…99999; label 2 is 1e+12"),
+    ("data", "a label of 1e20 (once reported as −2⁶³)", lambda d: [*TRAIN, "--dataset", npz(d, "y.npz", x=np.zeros((20, 3)), y=np.full(20, 1e20))], "labels are class indices 0…99999; label 0 is 1e+20"),
     ("data", "a test split of one example", lambda d: [*TRAIN, "--dataset", npz(d, "t.npz", train=np.zeros((10, 3)), test=np.zeros((1, 3)))], "[test]: 1 example; a test split needs at least 2"),
     ("config", "an unknown key", lambda d: [*TRAIN, "--config", write(d, "c.json", {"train": {"batchsize": 3}})], "unknown key 'batchsize'; did you mean 'batch_size'?"),
     ("config", "a wrong type", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"latent_dim": "two"}})], "latent_dim: expected a list of integers, got 'two'"),

@@ -214,3 +214,18 @@ def test_cli_prior_choices_and_config_checks_read_the_registry(registries):
     message = str(e.value)
     assert "[model.prior] name = 'no-such-prior' is not one of" in message
     assert all(name in message for name in ("standard", "mog", "test-cauchy"))
+
+
+@pytest.mark.parametrize("body, message", [
+    ("raise RuntimeError('my bug')", "prior 'broken' (plugin test_plugins): its factory raised RuntimeError: my bug"),
+    ("return None", "prior 'broken' (plugin test_plugins): its factory returned NoneType, not a torch module"),
+    ("return 3", "its factory returned int, not a torch module"),
+])
+def test_a_plugin_factory_that_fails_is_named_in_one_line(registries, body, message):
+    namespace = {}
+    exec(f"def broken(latent_dim):\n    {body}\n", namespace)  # noqa: S102 - the test's own code
+    namespace["broken"].__module__ = "test_plugins"
+    vaekit.register_prior("broken")(namespace["broken"])
+    cfg = Config().replace(model={"prior": "broken", "latent_dim": 2, "hidden": [4], "data_shape": [6]})
+    with pytest.raises(VaekitError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        vaekit.build_model(cfg.model)

@@ -27,7 +27,7 @@ D64 = torch.float64
 SCHEMA = Schema((
     Column("height", "real", shift=170.0, spread=9.0),
     Column("income", "positive", shift=10.0, spread=0.7),
-    Column("visits", "count"),
+    Column("visits", "count", shift=math.log(12.0)),
     Column("calls", "poisson"),
     Column("colour", "categorical", ("blue", "green", "red")),
     Column("rating", "ordinal", ("1", "2", "3", "4")),
@@ -53,10 +53,10 @@ def mixed_reference(head, h, x):
             s = float(head.log_sigma[str(j)].detach().exp())
             lp = stats.lognorm.logpdf(xs, s=c.spread * s, scale=np.exp(c.shift + c.spread * eta[..., 0]))
         elif c.kind == "count":  # mean μ, total count r: scipy's nbinom(n = r, p = r/(r + μ))
-            r, mu = math.exp(float(head.log_total_count[str(j)].detach())), np.exp(eta[..., 0])
+            r, mu = math.exp(float(head.log_total_count[str(j)].detach())), np.exp(eta[..., 0] + c.shift)
             lp = stats.nbinom.logpmf(xs, r, r / (r + mu))
         elif c.kind == "poisson":
-            lp = stats.poisson.logpmf(xs, np.exp(eta[..., 0]))
+            lp = stats.poisson.logpmf(xs, np.exp(eta[..., 0] + c.shift))
         elif c.kind == "binary":
             lp = stats.bernoulli.logpmf(xs, expit(eta[..., 0]))
         elif c.kind == "categorical":
@@ -150,8 +150,8 @@ def test_table_input_is_the_zero_filled_standardized_row_and_its_mask():
     x = torch.tensor([[179.0, math.exp(10.7), 4.0, 2.0, 2.0, math.nan, 1.0],
                       [math.nan, math.nan, math.nan, math.nan, math.nan, 3.0, math.nan]])
     got = TableInput(SCHEMA)(x)
-    want = torch.tensor([[1.0, 1.0, math.log(5), math.log(3), 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1],
-                         [0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0]])
+    want = torch.tensor([[1.0, 1.0, math.log(5 / 12), math.log(3), 1, 0, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1],
+                         [0.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0]])  # missing: 0, not −shift
     # features: height, income, visits, calls, smoker (numeric), colour one-hot, rating one-hot, then the 7-cell mask
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 

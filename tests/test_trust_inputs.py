@@ -78,3 +78,40 @@ def test_resume_to_fewer_epochs_than_trained_is_refused_and_config_kept(trained,
     line = one_line(capsys, "train", "--out", run, "--resume", "--epochs", "1", "--latent-dim", "2", "--hidden", "16")
     assert "--epochs 1 is fewer than the 2 this run has trained" in line
     assert json.loads((run / "config.json").read_text())["train"]["epochs"] == 2 and before != b""
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("short.csv", "z1_mean,z2_mean\n0.1,0.2\n0.3\n", "cannot read latents (IndexError"),
+    ("zip.npz", "this is not a zip archive", "cannot read latents ("),
+    ("empty.npy", "", "cannot read latents ("),
+    ("empty.csv", "", "expected latents of shape [N, 2]"),
+])
+def test_latents_files_that_are_not_what_they_claim(trained, tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    assert message in one_line(capsys, "decode", trained, "--latents", path, "--out", tmp_path / "x.npy")
+
+
+def test_labels_that_do_not_match_the_latents(tmp_path, capsys):
+    import numpy as np
+
+    run = tmp_path / "cvae"
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+                 "--condition", "label"]) == 0
+    np.savez(tmp_path / "z.npz", mean=np.zeros((3, 2), np.float32), labels=np.arange(5))
+    assert "3 latents beside 5 labels" in one_line(capsys, "decode", run, "--latents", tmp_path / "z.npz",
+                                                   "--out", tmp_path / "x.npy")
+    (tmp_path / "z.csv").write_text("z1_mean,z2_mean,label\n0.1,0.2,1\n0.3,0.4,\n")
+    assert "cannot read labels (" in one_line(capsys, "decode", run, "--latents", tmp_path / "z.csv",
+                                              "--out", tmp_path / "x.npy")
+
+
+def test_a_setting_of_the_runs_own_objective_on_resume(tmp_path, capsys):
+    """--gamma on a FactorVAE run's --resume was refused as 'not a setting of elbo': the flags now stand over the
+    run's saved config, not the defaults; a non-resumable setting is still refused, naming itself."""
+    run = tmp_path / "fvae"
+    flags = ["--latent-dim", "2", "--hidden", "16", "--objective", "factorvae", "--discriminator-hidden", "8"]
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "1", *flags]) == 0
+    line = one_line(capsys, "train", "--out", run, "--resume", "--epochs", "2", "--gamma", "7")
+    assert "[train] objective" in line and "cannot change on --resume" in line and "elbo" not in line
+    assert main(["--quiet", "train", "--out", str(run), "--resume", "--epochs", "2"]) == 0

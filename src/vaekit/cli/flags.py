@@ -4,10 +4,12 @@ config they resolve to, and the README's table of parts (the same declarations, 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from ..errors import VaekitError
 from ..parts.registry import Choice, Declared
+from ..runs.checkpoint import CONFIG, load_config
 from ..runs.config import SECTIONS, Config, declared, load_config_file, merge, settings, slot_registry, slots
 
 
@@ -98,8 +100,12 @@ def flag_values(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    """defaults < --config file < flags."""
+    """defaults < --config file < flags; with --resume the run's saved config stands for the defaults, so a
+    setting of its own parts (--gamma of a FactorVAE run) is read as that part's, not the default ELBO's."""
     merged: dict[str, dict[str, Any]] = Config().to_dict()
+    saved = Path(args.out) / CONFIG if getattr(args, "resume", False) and getattr(args, "out", None) else None
+    if saved is not None and saved.is_file():
+        merged = load_config(saved.parent).to_dict()
     if args.config:
         file_cfg = load_config_file(args.config)
         Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file

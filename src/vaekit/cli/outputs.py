@@ -91,6 +91,8 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     if cfg.model.conditional and y is None:
         raise VaekitError(f"{args.run} is a conditional VAE: decode with --label K (or latents in an .npz with labels)")
     y = y if cfg.model.conditional else None
+    if y is not None and len(y) != len(z):
+        raise VaekitError(f"{args.latents}: {len(z)} latents beside {len(y)} labels; give one label per row")
     parts = zip(z.split(1000), y.split(1000)) if y is not None else ((zb, None) for zb in z.split(1000))
     x = to_data_units(cfg, args.run, torch.cat([conditioned(model, cfg, yb).decode(zb) for zb, yb in parts]))
     out = Path(args.out)

@@ -31,6 +31,7 @@ from .images import SIXTEEN_BIT
 
 log = logging.getLogger(__name__)
 KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"}  # the arrays an .npz may hold
+MAX_CLASSES = 100_000  # labels are class indices: a one-hot of more classes is no label a VAE conditions on
 MIN_TEST = 2  # the test split's smallest size: a standard error, active units, interpolations need two
 # dtypes a memory map keeps as stored (torch computes with them); others are converted to float32
 _MAPPABLE = {np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64)}
@@ -152,6 +153,10 @@ def whole_labels(y: np.ndarray, n: int, where: str, examples: str) -> np.ndarray
     if y.dtype.kind == "f" and not bool((np.isfinite(y) & (y == np.round(y))).all()):
         first = int(np.flatnonzero(~(np.isfinite(y) & (y == np.round(y))))[0])
         raise VaekitError(f"{where}: labels must be whole numbers; label {first} is {y[first]}")
+    out_of_range = (y < 0) | (y >= MAX_CLASSES) if len(y) else np.zeros(0, bool)
+    if out_of_range.any():  # checked before the cast: 1e20 would wrap to −2⁶³, 10¹² would ask for 10¹² classes
+        first = int(np.flatnonzero(out_of_range)[0])
+        raise VaekitError(f"{where}: labels are class indices 0…{MAX_CLASSES - 1}; label {first} is {y[first]:g}")
     return y.astype(np.int64)
 
 

@@ -46,8 +46,9 @@ MAX_LEVELS = 1000  # a column of more distinct labels is an identifier, not a ca
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its name, kind (KINDS), levels (leveled kinds: the labels, index = code) and, for real
-    and positive columns, the training mean and standard deviation of the value (of its log if positive)."""
+    """One column: its name, kind (KINDS), levels (leveled kinds: the labels, index = code), for real and
+    positive columns the training mean and standard deviation of the value (of its log if positive), for counts
+    the log of the training mean (`shift`: where the rate starts and what the encoder's log(1 + x) is centred on)."""
 
     name: str
     kind: str
@@ -66,6 +67,8 @@ class Column:
             d["levels"] = list(self.levels)
         if self.kind in ("real", "positive"):
             d.update(shift=self.shift, spread=self.spread)
+        if self.kind in ("count", "poisson"):
+            d["shift"] = self.shift
         return d
 
 
@@ -126,8 +129,9 @@ class Schema:
         return cls(tuple(columns))
 
     def fitted(self, codes: Tensor) -> Schema:
-        """This schema with each real and positive column's shift and spread measured on `codes` [N, C]
-        (the training split: observed cells only, in float64; spread 1 for a constant column)."""
+        """This schema with each real and positive column's shift and spread, and each count column's log mean,
+        measured on `codes` [N, C] (the training split: observed cells only, in float64; spread 1 for a constant
+        column)."""
         columns = []
         for j, c in enumerate(self.columns):
             if c.kind in ("real", "positive"):
@@ -139,6 +143,10 @@ class Schema:
                     raise VaekitError(f"column {c.name!r}: every cell of the training split is missing")
                 std = float(v.std(correction=0))
                 c = replace(c, shift=float(v.mean()), spread=std if std > 1e-12 else 1.0)
+            elif c.kind in ("count", "poisson"):  # counts in the hundreds: the rate starts at their mean, not at 1
+                v = codes[:, j].double()
+                v = v[~v.isnan()]
+                c = replace(c, shift=math.log(max(float(v.mean()) if len(v) else 1.0, 1e-3)))
             columns.append(c)
         return Schema(tuple(columns))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -99,10 +100,10 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
             z = np.array([[float(r[i]) for i in (columns or range(len(r)))] for r in body if r], dtype=np.float32)
         else:
             raise VaekitError(f"{path}: latents are read from {', '.join(FORMATS)}")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, VaekitError):
             raise
-        raise VaekitError(f"{path}: cannot read latents ({str(e).splitlines()[0]})") from None
+        raise VaekitError(f"{path}: cannot read latents ({_said(e)})") from None
     z = np.asarray(z)
     if z.ndim == 2 and z.shape[1] == 2 * latent_dim:
         z = z[:, :latent_dim]  # the .npy layout: means, then standard deviations
@@ -130,13 +131,20 @@ def read_labels(path: Path) -> Tensor | None:
             y = np.array([float(r[column]) for r in rows[1:] if r])
         else:
             return None
-    except (OSError, ValueError) as e:
-        raise VaekitError(f"{path}: cannot read labels ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as e:
+        raise VaekitError(f"{path}: cannot read labels ({_said(e)})") from None
     if y is None:
         return None
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
         raise VaekitError(f"{path}: labels must be whole numbers, one per row; got {list(y.shape)} of {y.dtype}")
     return torch.from_numpy(y.astype(np.int64))
+
+
+def _said(e: BaseException) -> str:
+    """An exception's first line, or its kind when it says nothing (an IndexError of a short CSV row)."""
+    text = str(e).splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text and isinstance(e, IndexError) else text[0] if text else \
+        type(e).__name__
 
 
 def _numeric(row: list[str]) -> bool:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from ..errors import VaekitError
 
 MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
@@ -257,7 +259,20 @@ class Registry:
         if missing:
             raise VaekitError(f"{self.kind} {entry.name!r}: its factory asks for {', '.join(missing)}, which the builder "
                               f"does not offer (it offers {', '.join(offered) or 'nothing'})")
-        return entry.factory(**wiring, **settings)
+        if entry.builtin:
+            return entry.factory(**wiring, **settings)
+        try:  # a plugin's factory is the user's code: its failure is named, not a traceback from inside vaekit
+            part = entry.factory(**wiring, **settings)
+        except VaekitError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever the plugin raises
+            said = str(e).splitlines()[0] if str(e) else ""
+            raise VaekitError(f"{self.kind} {entry.name!r} (plugin {entry.module}): its factory raised "
+                              f"{type(e).__name__}{': ' + said if said else ''}") from None
+        if not isinstance(part, nn.Module):
+            raise VaekitError(f"{self.kind} {entry.name!r} (plugin {entry.module}): its factory returned "
+                              f"{type(part).__name__}, not a torch module")
+        return part
 
     def help(self) -> str:
         """'name: help; name: help', for --help."""

@@ -6,7 +6,8 @@ Per column j of kind:
 - real: x_j = shift + spread·v, v ~ N(μ, σ²) on the standardized value, σ learned per column; its density
   in the data's units is N(v; μ, σ²)/spread.
 - positive: log x_j = shift + spread·v, v as for real: log-normal, density N(v; μ, σ²)/(spread·x_j).
-- count: negative binomial, mean e^η, total count r learned per column; poisson: Poisson(e^η).
+- count: negative binomial, mean e^(η + shift), total count r learned per column; poisson: Poisson(e^(η + shift));
+  shift the log of the training mean, so the rate starts at the data's scale (counts in the hundreds).
 - binary: Bernoulli(sigmoid(η)); categorical: softmax over the column's K levels.
 - ordinal: cumulative logit, P(x_j ≤ k) = sigmoid(θ_k − η), thresholds θ₀ < … < θ_{K−2} learned per column
   (McCullagh 1980); P(x_j = k) = sigmoid(θ_k − η) − sigmoid(θ_{k−1} − η), in logs without cancellation.
@@ -88,7 +89,7 @@ class MixedTable(Distribution):
             if c.kind in ("binary", "categorical", "ordinal"):
                 cols.append(self.head.level_log_probs(j, c, h).argmax(-1).to(h.dtype))
             elif c.kind in ("count", "poisson"):
-                cols.append(h[..., 0].exp())
+                cols.append((h[..., 0] + c.shift).exp())
             else:
                 mu, sigma = h[..., 0], self.head.sigma(j)
                 if c.kind == "real":
@@ -106,9 +107,10 @@ class MixedTable(Distribution):
                     logp = self.head.level_log_probs(j, c, h)
                     cols.append(torch.distributions.Categorical(logits=logp).sample().to(h.dtype))
                 elif c.kind == "poisson":
-                    cols.append(torch.poisson(h[..., 0].exp()))
+                    cols.append(torch.poisson((h[..., 0] + c.shift).exp()))
                 elif c.kind == "count":
-                    cols.append(NegativeBinomialLogMean(h[..., 0], self.head.log_r(j).expand_as(h[..., 0])).sample())
+                    eta = h[..., 0] + c.shift
+                    cols.append(NegativeBinomialLogMean(eta, self.head.log_r(j).expand_as(eta)).sample())
                 else:
                     v = h[..., 0] + self.head.sigma(j) * torch.randn_like(h[..., 0])
                     v = c.shift + c.spread * v
@@ -202,9 +204,9 @@ class TableObservation(Likelihood):
             lp = -0.5 * z * z - log_sigma - HALF_LOG_2PI - math.log(c.spread)
             return lp - v if c.kind == "positive" else lp
         if c.kind == "poisson":
-            return PoissonLogRate(h[..., 0]).log_prob(x)
+            return PoissonLogRate(h[..., 0] + c.shift).log_prob(x)
         if c.kind == "count":
-            eta = h[..., 0]
+            eta = h[..., 0] + c.shift
             return NegativeBinomialLogMean(eta, self.log_r(j).to(h.dtype).expand_as(eta)).log_prob(x)
         logp = self.level_log_probs(j, c, h)
         k = x.long().expand(logp.shape[:-1]).unsqueeze(-1)
@@ -216,7 +218,7 @@ class TableObservation(Likelihood):
 
 class TableInput(nn.Module):
     """A row with holes as the encoder sees it (MIWAE: the data zero-filled, and the mask): per column its
-    standardized value (real: (x − shift)/spread; positive: of log x; counts: log(1 + x)), binary 0/1, a
+    standardized value (real: (x − shift)/spread; positive: of log x; counts: log(1 + x) − shift), binary 0/1, a
     one-hot of the level for categorical and ordinal columns, 0 where missing; then the mask [C]."""
 
     def __init__(self, schema: Schema):
