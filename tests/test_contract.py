@@ -159,6 +159,8 @@ def posterior_reference(model, x, z):
 
 def likelihood_reference(model, name, z, x):
     h = model.decoder.net(z)
+    if getattr(model.decoder.head, "data_scale", False):  # counts: the log-rate is g(z) + the learned offset
+        h = h + model.decoder.head.offset
     if name == "bernoulli":
         return (x * h - torch.nn.functional.softplus(h)).sum(-1)
     if name.startswith("gaussian"):

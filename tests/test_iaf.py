@@ -158,7 +158,7 @@ def test_latent_statistics_use_a_monte_carlo_mean_and_no_kl_per_dimension():
 
 def test_flow_steps_setting():
     assert Config().replace(model={"posterior": "iaf"}).model.posterior["flow_steps"] == 2
-    with pytest.raises(VaekitError, match=r"\[model.posterior\] flow_steps must be > 0, got 0"):
+    with pytest.raises(VaekitError, match=r"\[model.posterior\] flow_steps must be > 0 and <= 256, got 0"):
         Config.from_dict({"model": {"posterior": {"name": "iaf", "flow_steps": 0}}})
     model = vaekit.build_model(Config().replace(model={"posterior": {"name": "iaf", "flow_steps": 3},
                                                        "data_shape": [64]}).model)

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from vaekit.cli import main
 
@@ -115,3 +116,19 @@ def test_a_setting_of_the_runs_own_objective_on_resume(tmp_path, capsys):
     line = one_line(capsys, "train", "--out", run, "--resume", "--epochs", "2", "--gamma", "7")
     assert "[train] objective" in line and "cannot change on --resume" in line and "elbo" not in line
     assert main(["--quiet", "train", "--out", str(run), "--resume", "--epochs", "2"]) == 0
+
+
+def test_finite_weights_that_make_an_invalid_distribution(tmp_path, capsys):
+    """A MoG prior's log-scales of −200 are finite, but e^−200 is 0 in float32: torch.distributions refuses the
+    scale; that is one line naming the damaged weights, not a traceback."""
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "mog"
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+                 "--prior", "mog", "--prior-components", "3"]) == 0
+    weights = load_file(run / "model.safetensors")
+    (key,) = [k for k in weights if k.endswith("log_scales")]
+    weights[key] = torch.full_like(weights[key], -200.0)
+    save_file(weights, run / "model.safetensors")
+    line = one_line(capsys, "evaluate", run, "--k", "2")
+    assert "the model's weights make an invalid distribution (Expected parameter scale" in line

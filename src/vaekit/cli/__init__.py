@@ -77,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
             said = (str(e).splitlines() or [type(e).__name__])[0][:160]  # a MemoryError may say nothing
             raise VaekitError(f"out of memory ({said}); ask for less: a smaller --n, "
                               "--batch-size, --hidden or --k") from None
+        except ValueError as e:  # torch.distributions refusing what the weights made (a scale ≤ 0, an overflow)
+            if "Expected parameter" not in str(e):
+                raise
+            said = str(e).splitlines()[0].split(" of shape")[0][:160]
+            raise VaekitError(f"the model's weights make an invalid distribution ({said}); the run's model.safetensors "
+                              "is damaged or was trained into overflow: retrain, or resume from a good checkpoint") \
+                from None
     except BrokenPipeError:  # the reader of stdout left (`vaekit evaluate RUN --json | head -c 100`), as for cat
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
         return 141  # 128 + SIGPIPE: what a shell tool stopped by it returns
