@@ -23,7 +23,8 @@ FLOATS = ["-1", "0", "1e-300", "0.5", "1", "3", "1e38", "1e400", "nan", "inf", "
 WORDS = ["", "x", "none", "-", "../..", "é" * 300, "digits", "wine"]
 NOT_FUZZED = {"--help", "--out", "--config", "--plugin", "--resume", "--device", "--tensorboard", "--debug", "--quiet",
               "--epochs",  # a value of 10¹¹ would train for ever, not fail
-              "--compile", "--no-compile", "--cuda-graphs", "--no-cuda-graphs"}
+              "--compile", "--no-compile", "--cuda-graphs", "--no-cuda-graphs",
+              "--threads"}  # sets this process's torch threads: the bit-for-bit comparisons after it would see it
 
 
 def flags_of(command):
