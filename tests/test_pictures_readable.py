@@ -174,7 +174,7 @@ def test_cli_sample_of_vector_data_is_a_heatmap(wine, tmp_path, monkeypatch):
     samples = np.load(tmp_path / "s.npy")
     assert heatmap.shape == (20, 13) and samples.shape == (20, 13)
     _, model = load_run(wine)
-    shift, spread = load_standardization(wine)
+    shift, spread = load_standardization(wine, 13)
     torch.manual_seed(0)
     want = model.decode(model.prior().sample((20,))) * spread + shift
     np.testing.assert_allclose(samples, want.numpy(), rtol=1e-5, atol=1e-5)

@@ -232,7 +232,7 @@ def compose(
     p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, schema=columns)
     inputs = p_head.encoder_input() if hasattr(p_head, "encoder_input") else None  # how the encoder sees x
     if isinstance(p_head, TableObservation):
-        refuse_with_table(inference, len(sizes), labels is not None, PRIORS.choose(prior).name, data_dim, p_head)
+        refuse_with_table(inference, labels is not None, PRIORS.choose(prior).name, data_dim, p_head)
     common = {"activation": activation, "init": init, "data_shape": data_shape}
 
     def net(role: str, n_in: int, n_out: int, sizes: Sequence[int]) -> nn.Module:
@@ -268,8 +268,7 @@ def compose(
     return encoder, Decoder(dec_net, p_head, data_dim), p_z, labels
 
 
-def refuse_with_table(inference: str, layers: int, conditional: bool, prior: str, data_dim: int,
-                      head: TableObservation) -> None:
+def refuse_with_table(inference: str, conditional: bool, prior: str, data_dim: int, head: TableObservation) -> None:
     """The compositions a table's likelihood does not enter yet, refused in one line each."""
     if len(head.schema) != data_dim:
         raise VaekitError(f"likelihood mixed: the schema has {len(head.schema)} columns, the data {data_dim}")

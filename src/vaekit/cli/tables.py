@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.table_files import read_rows, read_table
+from ..data.table_files import read_table
 from ..data.tables import LEVELED, is_missing
 from ..errors import VaekitError
 from ..evaluation.tables import impute, score
@@ -53,8 +53,7 @@ def _open(args: argparse.Namespace):
     schema = cfg.model.columns
     if schema is None:
         raise VaekitError(f"{args.run}: not a run of a table (train with --likelihood mixed on a CSV or Parquet table)")
-    path = Path(args.data)
-    return cfg, model, schema, path, read_table(path, schema)
+    return cfg, model, schema, read_table(Path(args.data), schema)
 
 
 def _cell(value: float, kind: str, levels: tuple[str, ...]) -> str:
@@ -80,9 +79,9 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 def cmd_impute(args: argparse.Namespace) -> Path:
     """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
-    _, model, schema, path, table = _open(args)
+    _, model, schema, table = _open(args)
     result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
-    names, cells, _ = read_rows(path)
+    names, cells = table.names, table.cells  # as read: observed cells go back untouched
     order = [names.index(n) for n in schema.names]
 
     def completed(codes: torch.Tensor) -> list[list[str]]:
@@ -118,7 +117,7 @@ def cmd_score(args: argparse.Namespace) -> Path:
     validation split's --quantile, and each column's part."""
     if not 0 < args.quantile < 1:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
-    cfg, model, schema, _, table = _open(args)
+    cfg, model, schema, table = _open(args)
     s = score(model, table.codes, k=args.k, seed=args.seed)
     val = load_data(point_data(cfg, data_dir=args.data_dir), args.run).eval_split("val")
     usual = score(model, val, k=args.k, seed=args.seed)

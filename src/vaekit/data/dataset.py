@@ -104,16 +104,7 @@ class Dataset:
                              spread: Tensor | np.ndarray | Sequence[float]) -> Dataset:
         """This dataset (its split tensors shared, not copied) with `prepare` standardizing by the given
         statistics: [D] each, e.g. those saved with a run at training time; spread > 0."""
-        stats = {}
-        for what, v in (("shift", shift), ("spread", spread)):
-            t = torch.as_tensor(v).detach().to("cpu", torch.float32).clone()
-            if tuple(t.shape) != (self.dim,):
-                raise VaekitError(f"{self.name}: {what} has shape {list(t.shape)}; the data need [{self.dim}]")
-            if not bool(torch.isfinite(t).all()):
-                raise VaekitError(f"{self.name}: {what} holds NaN or Inf")
-            stats[what] = t
-        if not bool((stats["spread"] > 0).all()):
-            raise VaekitError(f"{self.name}: spread must be positive, found minimum {float(stats['spread'].min()):g}")
+        stats = dict(zip(("shift", "spread"), checked_statistics(shift, spread, self.dim, self.name)))
         return replace(self, **stats)
 
     def eval_split(self, name: str) -> Tensor:
@@ -142,6 +133,23 @@ class Dataset:
         if x.shape[-1] != self.dim:
             shift, spread = shift.view(self.shape), spread.view(self.shape)
         return shift, spread
+
+
+def checked_statistics(shift: Tensor | np.ndarray | Sequence[float], spread: Tensor | np.ndarray | Sequence[float],
+                       dim: int, where: str) -> tuple[Tensor, Tensor]:
+    """Standardization statistics as float32 [dim] each, finite, spread > 0 (what `prepare` and a run's samples
+    divide and multiply by), or one line naming `where`."""
+    stats = []
+    for what, v in (("shift", shift), ("spread", spread)):
+        t = torch.as_tensor(v).detach().to("cpu", torch.float32).clone()
+        if tuple(t.shape) != (dim,):
+            raise VaekitError(f"{where}: {what} has shape {list(t.shape)}; the data need [{dim}]")
+        if not bool(torch.isfinite(t).all()):
+            raise VaekitError(f"{where}: {what} holds NaN or Inf")
+        stats.append(t)
+    if not bool((stats[1] > 0).all()):
+        raise VaekitError(f"{where}: spread must be positive, found minimum {float(stats[1].min()):g}")
+    return stats[0], stats[1]
 
 
 def seeded_split(n: int, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

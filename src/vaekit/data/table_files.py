@@ -4,8 +4,8 @@ under a schema (`tables.py`: inferred, overridden, or a run's), and the packaged
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,30 +15,33 @@ import numpy as np
 from torch import Tensor
 
 from ..errors import VaekitError
+from ..files import read_capped
 from .tables import KINDS, Schema, encode, infer, override
 
-MAX_TABLE_BYTES = 1 << 31  # a CSV larger than 2 GiB is refused before it is read
+MAX_TABLE_BYTES = 1 << 30  # a table is read whole (then kept as float32 codes): larger files are refused unread
+MAX_SCHEMA_BYTES = 1 << 20
 
 
 @dataclass
 class Table:
-    """A table read from a file: its codes [N, C] (float32, NaN where missing), its schema, and where
-    each row came from (`lines`: the file's line numbers, for messages)."""
+    """A table read from a file: its codes [N, C] (float32, NaN where missing, the schema's columns), its schema,
+    the file's column names and cells as read (`names`, `cells`: what `vaekit impute` writes back untouched) and
+    each row's line in the file (`lines`, for messages)."""
 
     codes: Tensor
     schema: Schema
     lines: np.ndarray
-
-    @property
-    def mask(self) -> Tensor:
-        """True where a cell is observed, [N, C]."""
-        return ~self.codes.isnan()
+    names: list[str]
+    cells: list[list[Any]]
 
 
-def read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
+def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
     """(column names, rows of cells, each row's line in the file) of a CSV with a header, or of a Parquet
-    file (pyarrow: `pip install vaekit[tables]`)."""
-    _check_regular(path)
+    file (pyarrow: `pip install vaekit[tables]`): a regular file of at most MAX_TABLE_BYTES (`read_capped`)."""
+    try:
+        data = read_capped(path, MAX_TABLE_BYTES)
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
     if path.suffix == ".parquet":
         try:
             import pyarrow as pa
@@ -46,45 +49,33 @@ def read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
         except ImportError:
             raise VaekitError(f"{path}: reading Parquet needs pyarrow: pip install 'vaekit[tables]'") from None
         try:
-            t = pq.read_table(path)
+            t = pq.read_table(pa.BufferReader(data))
         except (OSError, ValueError, TypeError, pa.ArrowException) as e:  # pyarrow's own types for a bad file
             raise VaekitError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                               ) from None
-        data = [t.column(i).to_pylist() for i in range(t.num_columns)]
-        return list(t.column_names), [list(r) for r in zip(*data)], list(range(1, t.num_rows + 1))
+        columns = [t.column(i).to_pylist() for i in range(t.num_columns)]
+        return list(t.column_names), [list(r) for r in zip(*columns)], list(range(1, t.num_rows + 1))
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise VaekitError(f"{path}: the file is empty; a table needs a header row of column names")
-            names = [h.strip() for h in header]
-            rows, lines = [], []
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # a blank line
-                if len(row) != len(names):
-                    raise VaekitError(f"{path}: line {reader.line_num} has {len(row)} cells; the header names "
-                                      f"{len(names)} columns")
-                rows.append(row)
-                lines.append(reader.line_num)
+        reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+        header = next(reader, None)
+        if header is None:
+            raise VaekitError(f"{path}: the file is empty; a table needs a header row of column names")
+        names = [h.strip() for h in header]
+        rows, lines = [], []
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            if len(row) != len(names):
+                raise VaekitError(f"{path}: line {reader.line_num} has {len(row)} cells; the header names "
+                                  f"{len(names)} columns")
+            rows.append(row)
+            lines.append(reader.line_num)
     except UnicodeDecodeError:
         raise VaekitError(f"{path}: not UTF-8 text; save the table as UTF-8") from None
     except csv.Error as e:
         raise VaekitError(f"{path}: not a CSV table ({e})") from None
     _check_names(path, names)
     return names, rows, lines
-
-
-def _check_regular(path: Path) -> None:
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
-    if not (st.st_mode & 0o170000 == 0o100000):
-        raise VaekitError(f"{path}: not a regular file")
-    if st.st_size > MAX_TABLE_BYTES:
-        raise VaekitError(f"{path}: {st.st_size} bytes; tables up to {MAX_TABLE_BYTES} bytes are read")
 
 
 def _check_names(path: Path, names: list[str]) -> None:
@@ -101,11 +92,10 @@ def load_overrides(schema_file: str | None, column_types: Sequence[str]) -> dict
     given: dict[str, Any] = {}
     if schema_file:
         path = Path(schema_file)
-        _check_regular(path)
-        if path.stat().st_size > 1 << 20:
-            raise VaekitError(f"{path}: a schema file larger than 1 MiB")
         try:
-            given = json.loads(path.read_text(encoding="utf-8"))
+            given = json.loads(read_capped(path, MAX_SCHEMA_BYTES).decode("utf-8"))
+        except OSError as e:
+            raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
         except (ValueError, UnicodeDecodeError) as e:
             raise VaekitError(f"{path}: not a JSON schema ({e})") from None
         if not isinstance(given, dict):
@@ -123,16 +113,16 @@ def read_table(path: str | Path, schema: Schema | None = None, overrides: Mappin
     """A CSV or Parquet table as codes and its schema: `schema` (a run's, to read new rows its way: the
     columns by name, unknown levels refused) or one inferred, with the user's `overrides` by column name."""
     path = Path(path)
-    names, rows, lines = read_rows(path)
-    if not rows:
+    names, cells, lines = _read_rows(path)
+    if not cells:
         raise VaekitError(f"{path}: the table has a header and no rows")
     if schema is not None:
         missing = [n for n in schema.names if n not in names]
         if missing:
             raise VaekitError(f"{path}: no column {missing[0]!r}; the run's table has {', '.join(schema.names)}")
         order = [names.index(n) for n in schema.names]
-        rows = [[r[j] for j in order] for r in rows]
-        return Table(encode(schema.names, rows, lines, schema, str(path)), schema, np.asarray(lines))
+        rows = [[r[j] for j in order] for r in cells]
+        return Table(encode(rows, lines, schema, str(path)), schema, np.asarray(lines), names, cells)
     overrides = dict(overrides or {})
     unknown = [n for n in overrides if n not in names]
     if unknown:
@@ -140,16 +130,16 @@ def read_table(path: str | Path, schema: Schema | None = None, overrides: Mappin
                           f"(it has {', '.join(names[:12])}{', …' if len(names) > 12 else ''})")
     columns = []
     for j, name in enumerate(names):
-        cells = [r[j] for r in rows]
+        column = [r[j] for r in cells]
         try:
-            col = infer(name, cells)
+            col = infer(name, column)
             if name in overrides:
-                col = override(col, overrides[name], cells, "--schema/--column-type")
+                col = override(col, overrides[name], column, "--schema/--column-type")
         except VaekitError as e:
             raise VaekitError(f"{path}: {e}") from None
         columns.append(col)
     schema = Schema(tuple(columns))
-    return Table(encode(names, rows, lines, schema, str(path)), schema, np.asarray(lines))
+    return Table(encode(cells, lines, schema, str(path)), schema, np.asarray(lines), names, cells)
 
 
 def penguins_csv() -> Path:

@@ -56,11 +56,6 @@ class Column:
     shift: float = 0.0
     spread: float = 1.0
 
-    @property
-    def inputs(self) -> int:
-        """Features it gives the encoder: a one-hot of its levels (categorical, ordinal), else one value."""
-        return len(self.levels) if self.kind in ("categorical", "ordinal") else 1
-
     def as_plain(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind}
         if self.kind in LEVELED:
@@ -249,8 +244,7 @@ def _refuse_binary(name: str, labels: Sequence[str]) -> Column:
                       f"({', '.join(labels[:5])}{', …' if len(labels) > 5 else ''})")
 
 
-def encode(names: Sequence[str], rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema,
-           path: str) -> Tensor:
+def encode(rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema, path: str) -> Tensor:
     """The cells of `rows` as codes [N, C] under `schema` (NaN where missing); a cell the schema does not
     admit is refused naming its line and column."""
     codes = np.full((len(rows), len(schema)), np.nan, dtype=np.float64)

@@ -88,7 +88,9 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
     """Evaluate the run (`progress`: as it goes), draw its pictures (`plot_run`), write run_dir/report.html."""
     run_dir = Path(run_dir)
     metrics = run_metrics(run_dir, k=k, dataset=dataset, data_dir=data_dir, progress=progress)
-    pictures = plot_run(run_dir, dataset=dataset, data_dir=data_dir)
+    saved = load_config(run_dir)
+    quality = table_quality(run_dir, dataset, data_dir) if saved.model.columns is not None else None
+    pictures = plot_run(run_dir, dataset=dataset, data_dir=data_dir, quality=quality)
     captions = {name: caption for name, (_, caption) in part_pictures(load_run(run_dir)[1]).items()}
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
     for warning in [*evaluation_warnings(metrics), collapse_warning(metrics)]:
@@ -97,10 +99,10 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
     parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
     if "disentanglement" in metrics:
         parts.append(scores_table(metrics["disentanglement"]))
-    if load_config(run_dir).model.columns is not None:
-        parts.append(columns_table(table_quality(run_dir, dataset, data_dir)))
+    if quality is not None:
+        parts.append(columns_table(quality))
     parts += [figure_html(p, captions.get(p.stem)) for p in pictures]
-    config = json.dumps(load_config(run_dir).to_dict(), indent=2)
+    config = json.dumps(saved.to_dict(), indent=2)
     parts.append(f"<h2>Config</h2><pre>{html.escape(config, quote=False)}</pre>")
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>vaekit report: {html.escape(run_dir.name)}</title><style>{STYLE}</style></head>"
@@ -117,14 +119,16 @@ DISTRIBUTION_SAMPLES = 2000  # draws x ~ p(x) for the histograms and correlation
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test",
-             dataset: str | None = None, data_dir: str | None = None) -> list[Path]:
+             dataset: str | None = None, data_dir: str | None = None,
+             quality: list[ColumnQuality] | None = None) -> list[Path]:
     """Write every picture of the run in `run_dir` (default: into it) and return their paths.
 
     samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2, images only),
     traversals.png, interpolations.png; for vector data (data_shape (D,)) also marginals.png and
     correlations.png (the split against draws x ~ p(x)); NAME.png for each picture a part offers of
     itself (`part_pictures`), curves.png (when metrics.jsonl has lines); a conditional VAE gets
-    `conditional_pictures` instead of the first six. Every model call is made here;
+    `conditional_pictures` instead of the first six; a table gets latent_map.png and columns.png (`quality`:
+    its columns' measures when the caller has them, else measured here). Every model call is made here;
     `figures` draws. Needs matplotlib (the `plot` extra).
     """
     cfg, model = load_run(run_dir)
@@ -135,7 +139,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     x, labels = dataset.eval_split(split), dataset.labels.get(split)
     shape = tuple(cfg.model.data_shape)
     if cfg.model.columns is not None:  # a table: its columns, not strips of codes
-        quality = column_quality(model, x, dataset.split("train"), seed=SEED)
+        quality = quality or column_quality(model, x, dataset.split("train"), seed=SEED)
         paths = table_pictures(model, x, labels, quality, cfg.model.columns, out)
     elif getattr(model, "condition", None) is not None:
         paths = conditional_pictures(model, x, dataset.labels_of(split), shape, out)

@@ -23,6 +23,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .config import Config, ModelConfig, migrate, plugins_needed, raw_count_inputs
+from ..data.dataset import checked_statistics
 from ..errors import NonFiniteLossError, PluginError, VaekitError
 from .history import METRICS, read_metrics, truncate_metrics
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
@@ -146,8 +147,9 @@ def save_standardization(run: Path, shift: torch.Tensor, spread: torch.Tensor) -
     atomic_write(run / STANDARDIZATION, lambda tmp: save_file(tensors, tmp))
 
 
-def load_standardization(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shift, spread) saved when the run was trained with standardize = true."""
+def load_standardization(run: Path, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, spread) saved when the run was trained with standardize = true, checked for `dim` dimensions
+    (`data.checked_statistics`): sample and decode apply them to every output."""
     path = Path(run) / STANDARDIZATION
     try:
         tensors = load_file(path)
@@ -157,15 +159,7 @@ def load_standardization(run: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise VaekitError(f"{path}: corrupt or not a standardization file ({str(e).splitlines()[0]})") from None
     if set(tensors) != {"shift", "spread"}:
         raise VaekitError(f"{path}: holds {sorted(tensors)}, not shift and spread")
-    shift, spread = tensors["shift"], tensors["spread"]
-    for name, t in (("shift", shift), ("spread", spread)):  # sample and decode apply them to every output
-        if not t.is_floating_point() or t.dim() != 1 or t.shape != shift.shape:
-            raise VaekitError(f"{path}: {name} is {t.dtype} of shape {list(t.shape)}; expected one float per dimension")
-        if not bool(torch.isfinite(t).all()):
-            raise VaekitError(f"{path}: {name} holds NaN or Inf")
-    if not bool((spread > 0).all()):
-        raise VaekitError(f"{path}: spread must be positive, found {float(spread.min()):g}")
-    return shift.float(), spread.float()
+    return checked_statistics(tensors["shift"], tensors["spread"], dim, str(path))
 
 
 def save_state(run: Path, state: dict[str, Any]) -> None:
@@ -184,19 +178,14 @@ def load_state(run: Path) -> dict[str, Any]:
         raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
-def world_size() -> int:
-    """The processes training together (torch.distributed), 1 without it."""
-    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() \
-        else 1
-
-
 def restore(
     out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
-    max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None,
+    max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None, world_size: int = 1,
 ) -> list[dict[str, Any]]:
     """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
     Every field is checked against `model`, the objective's `parts` (if any) and `optimizer` first
-    (`state_check`); `max_batch` is the number of batches in an epoch.
+    (`state_check`); `max_batch` is the number of batches in an epoch; `world_size` the processes resuming
+    it, which must be the number that wrote it.
 
     Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
     sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
@@ -204,8 +193,8 @@ def restore(
     """
     saved = load_state(out)
     check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema)
-    if saved.get("world_size", world_size()) != world_size():
-        raise VaekitError(f"{out / STATE}: written by {saved['world_size']} process(es), resumed by {world_size()}: the "
+    if saved.get("world_size", world_size) != world_size:
+        raise VaekitError(f"{out / STATE}: written by {saved['world_size']} process(es), resumed by {world_size}: the "
                           "batches of an epoch and the global batch depend on it; resume with "
                           f"{saved['world_size']} (torchrun --nproc-per-node), or train a new run into another --out")
     try:
@@ -264,9 +253,9 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
-                    parts: nn.Module | None = None, ema: Any = None) -> None:
+                    parts: nn.Module | None = None, ema: Any = None, world_size: int = 1) -> None:
     """train_state.pt (everything to continue, weights included, and the objective's own `parts`: a
-    discriminator belongs to training, not to the model) first, then model.safetensors: the weights
+    discriminator belongs to training, not to the model, and the `world_size` of processes training) first, then model.safetensors: the weights
     evaluation and sampling use, which are the `ema` average where the run keeps one (`training.ema`)."""
     settle(state)  # the steps still in flight on the device are counted first
     trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
@@ -283,7 +272,7 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
                           "skipped": state.skipped, "examples": state.examples, "oversized": state.oversized,
-                          "world_size": world_size()})
+                          "world_size": world_size})
     with ema.swapped() if ema is not None else contextlib.nullcontext():
         save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 

@@ -43,7 +43,7 @@ def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
     """The data `cfg` names, checked against its likelihood's support; with `run`, standardized by the
     statistics saved there at training time (not recomputed)."""
     d = cfg.data
-    saved = ckpt.load_standardization(Path(run)) if run is not None and d.standardize else (None, None)
+    saved = ckpt.load_standardization(Path(run), cfg.model.data_dim) if run is not None and d.standardize else (None, None)
     support = likelihood_support(cfg.model.likelihood)
     overrides = load_overrides(d.schema, d.column_types) if support == "table" and cfg.model.columns is None else None
     dataset = load_dataset(d.dataset, d.binarize, support, d.split_seed, d.val_size, d.data_dir, d.mmap, d.standardize,
@@ -102,10 +102,7 @@ def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor
     """Undo the run's standardization on model outputs x: [..., D] (the identity without one)."""
     if not cfg.data.standardize:
         return x
-    shift, spread = ckpt.load_standardization(Path(run))
-    if shift.shape[0] != cfg.model.data_dim:
-        raise VaekitError(f"{Path(run) / ckpt.STANDARDIZATION}: statistics of {shift.shape[0]} dimensions; the model's "
-                          f"data have {cfg.model.data_dim}")
+    shift, spread = ckpt.load_standardization(Path(run), cfg.model.data_dim)
     return x * spread + shift
 
 
@@ -216,7 +213,8 @@ def train_model(
         raise VaekitError(f"{dataset.name}: {dataset.split('train').shape[0]} training examples give no step per epoch "
                           f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
-        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts, ema=ema)
+        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts, ema=ema,
+                               world_size=ctx.world_size)
         if tc.epochs < state.epoch:  # config.json would say fewer epochs than the weights have seen
             raise VaekitError(f"{out}: --epochs {tc.epochs} is fewer than the {state.epoch} this run has trained; "
                               f"--resume continues to a larger total (--epochs {state.epoch + 1} or more)")
@@ -234,7 +232,7 @@ def train_model(
     val_y = labels_for(cfg, dataset, "val", device)
     if val_y is not None:  # a conditional VAE: the loop gathers each batch's labels with its rows
         train_x = (train_x, labels_for(cfg, dataset, "train", device))
-    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts, ema)) if out is not None and ctx.is_main else (lambda: None)
+    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_signals() as interrupted:
 
         def on_step(st: LoopState) -> None:

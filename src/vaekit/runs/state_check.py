@@ -67,7 +67,7 @@ def _module(saved: Any, module: nn.Module, key: str) -> None:
         _tensor(saved[name], f"{key}.{name}", like)
 
 
-NUMERIC_OPTIONS = {"params", "lr", "betas", "eps", "weight_decay"}  # checked as numbers above
+CHECKED_OPTIONS = {"params", "lr", "betas", "eps", "weight_decay"}  # each checked by itself in `_optimizer`
 IMPLEMENTATION = {"foreach", "fused", "capturable"}  # how this process runs Adam: taken from its own optimizer
 # every other option (maximize, amsgrad, differentiable, decoupled_weight_decay, …) must equal the run's
 
@@ -100,7 +100,7 @@ def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, st
         _number(group.get("weight_decay", 0.0), f"{field}.weight_decay", low=0.0)
         extra = sorted(set(group) - set(mine) - {"initial_lr"}, key=str)
         _need(not extra, field, f"has options {extra[:3]} that this run's optimizer lacks")
-        for key in sorted(set(group) & set(mine) - NUMERIC_OPTIONS - IMPLEMENTATION):  # maximize, amsgrad, foreach, fused, …
+        for key in sorted(set(group) & set(mine) - CHECKED_OPTIONS - IMPLEMENTATION):  # maximize, amsgrad, …
             _need(type(group[key]) is type(mine[key]) and group[key] == mine[key], f"{field}.{key}",
                   f"is {group[key]!r:.40}, but this run's optimizer has {mine[key]!r}")
     state = saved["state"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from ...data.tables import Column, Schema
+from ...data.tables import LEVELED, Column, Schema
 from ...errors import VaekitError
 from .base import LIKELIHOODS, Likelihood
 from .counts import NegativeBinomialLogMean, PoissonLogRate
@@ -139,6 +139,11 @@ class TableObservation(Likelihood):
         # ordinal thresholds θ₀ < θ₁ < …: the first free, then positive steps (softplus), spread around 0
         self.cuts = nn.ParameterDict({str(j): nn.Parameter(self._initial_cuts(len(c.levels)))
                                       for j, c in enumerate(schema.columns) if c.kind == "ordinal"})
+        kinds = [c.kind for c in schema.columns]  # what `check` admits, per column, as masks: one pass, one sync
+        for name, which in (("_leveled", LEVELED), ("_whole", (*LEVELED, "count", "poisson")), ("_positive", ("positive",))):
+            self.register_buffer(name, torch.tensor([k in which for k in kinds]), persistent=False)
+        self.register_buffer("_levels", torch.tensor([len(c.levels) if c.levels else math.inf for c in schema.columns]),
+                             persistent=False)
 
     @staticmethod
     def _initial_cuts(levels: int) -> Tensor:
@@ -158,22 +163,17 @@ class TableObservation(Likelihood):
         if x.shape[-1] != len(self.schema):
             raise VaekitError(f"a table of {len(self.schema)} columns, got codes of shape {tuple(x.shape)}")
         rows = x.reshape(-1, x.shape[-1])
-        for j, c in enumerate(self.schema.columns):
-            v = rows[:, j]
-            seen = ~v.isnan()
-            if c.kind in ("binary", "categorical", "ordinal"):
-                bad = seen & ((v != v.round()) | (v < 0) | (v >= len(c.levels)))
-                what = f"level indices 0…{len(c.levels) - 1}"
-            elif c.kind in ("count", "poisson"):
-                bad, what = seen & ((v != v.round()) | (v < 0)), "whole numbers ≥ 0"
-            elif c.kind == "positive":
-                bad, what = seen & ~(v > 0), "numbers > 0"
-            else:
-                bad, what = v.isinf(), "finite numbers"
-            if bool(bad.any()):
-                row = int(bad.nonzero()[0, 0])
-                raise VaekitError(f"column {c.name!r} ({c.kind}) takes {what} (NaN where missing); row {row} holds "
-                                  f"{float(v[row]):g}")
+        seen = ~rows.isnan()
+        bad = rows.isinf() | seen & ((self._whole & ((rows != rows.round()) | (rows < 0)))
+                                     | (self._leveled & (rows >= self._levels)) | (self._positive & ~(rows > 0)))
+        if not bool(bad.any()):  # the only host synchronization of a valid batch
+            return
+        row, j = (int(i) for i in bad.nonzero()[0])
+        c = self.schema.columns[j]
+        what = {"count": "whole numbers ≥ 0", "poisson": "whole numbers ≥ 0", "positive": "numbers > 0",
+                "real": "finite numbers"}.get(c.kind, f"level indices 0…{len(c.levels) - 1}")
+        raise VaekitError(f"column {c.name!r} ({c.kind}) takes {what} (NaN where missing); row {row} holds "
+                          f"{float(rows[row, j]):g}")
 
     def sigma(self, j: int) -> Tensor:
         return self.log_sigma[str(j)].exp()
