@@ -3,6 +3,7 @@ encode/decode, runs that travel, explain's output folder."""
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -185,3 +186,31 @@ def test_the_start_line_says_the_data_are_binarized_and_sample_says_it_replaces(
     first = vaekit_cli("sample", run, "--n", "4", "--out", tmp_path / "s.png").stdout
     second = vaekit_cli("sample", run, "--n", "4", "--out", tmp_path / "s.png").stdout
     assert "replacing" not in first and "replacing the earlier ones" in second
+
+
+def test_evaluate_n_is_the_first_n_examples_and_says_so(run, capsys):
+    from vaekit.evaluation.estimates import evaluate_all
+
+    assert main(["--quiet", "evaluate", str(run), "--n", "40", "--k", "16", "--elbo-samples", "4", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    model = load(run)
+    test = load_data(load_config(run), run).eval_split("test")
+    want = evaluate_all(model, test[:40], k=16, seed=0, elbo_samples=4, progress=False)
+    assert (got["n"], got["split_size"], got["protocol"]["n"]) == (40, test.shape[0], 40)
+    assert got["log_likelihood"] == want["log_likelihood"] and got["elbo"] == want["elbo"]
+    assert main(["--quiet", "evaluate", str(run), "--n", "40", "--k", "16", "--elbo-samples", "4"]) == 0
+    assert f"(n=40: the first 40 of {test.shape[0]}, --n)" in capsys.readouterr().out
+
+
+def test_val_size_0_trains_on_every_training_example_without_validation(tmp_path, capsys, caplog):
+    flags = ["--epochs", "2", "--latent-dim", "3", "--hidden", "16", "--val-size", "0"]
+    with caplog.at_level(logging.INFO):
+        assert main(["train", "--out", str(tmp_path / "run"), *flags]) == 0
+    out = capsys.readouterr()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [sorted(k for k in r if k.startswith("val/")) for r in records] == [[], []]
+    data = load_data(load_config(tmp_path / "run"), tmp_path / "run")
+    assert data.split("val").shape[0] == 0 and data.split("train").shape[0] == 1797 - data.split("test").shape[0]
+    assert f"({data.split('train').shape[0]} train, 0 val)" in caplog.text and "no validation split" in out.out
+    assert main(["--quiet", "evaluate", str(tmp_path / "run"), "--split", "val"]) == 2
+    assert "no validation examples" in capsys.readouterr().err

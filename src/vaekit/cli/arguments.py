@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     add_run(e)
     e.add_argument("--split", default="test", choices=SPLITS, help="which examples (default: test)")
     e.add_argument("--k", type=int, help="importance samples per example (default: the run's eval_k)")
+    e.add_argument("--n", type=int, help="only the first N examples of the split, said in the output (default: all)")
     e.add_argument("--elbo-samples", type=int, default=ELBO_SAMPLES, metavar="S",
                    help=f"draws of z per example for the ELBO (default {ELBO_SAMPLES}: Monte Carlo error < 0.01 nats "
                    "on digits; it is reported)")

@@ -52,8 +52,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                 board.close()
     last = result.history[-1] if result.history else {}
     if ctx.is_main and last:
-        print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
-        _report_latents(result)
+        if "val/elbo" in last:
+            print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
+            _report_latents(result)
+        else:
+            print(f"trained {last['epoch']} epochs: train ELBO {last['train/elbo']:.3f} nats (no validation split: "
+                  f"--val-size 0); run directory {args.out}")
     return last
 
 
@@ -99,15 +103,18 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise VaekitError(f"--elbo-samples must be > 0, got {args.elbo_samples}")
     cfg, model, dataset = run_with_data(args)
     device = resolve_device(args.device)
-    model, x = model.to(device), dataset.eval_split(args.split).to(device)
-    y = labels_for(cfg, dataset, args.split, device)
+    x, y = dataset.eval_split(args.split), labels_for(cfg, dataset, args.split)
+    total = x.shape[0]
+    if args.n is not None:  # a quick look: the first N examples, in the split's stored order
+        x, y = x[: args.n], (y[: args.n] if y is not None else None)
+    model, x, y = model.to(device), x.to(device), (y.to(device) if y is not None else None)
     if y is not None and getattr(args, "amortization_gap", False):
         raise VaekitError("--amortization-gap is not computed for a conditional VAE")
     k = args.k or cfg.train.eval_k
     with launched(device) as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,
                                progress=not args.quiet, y=y)
-    metrics["split"] = args.split
+    metrics["split"], metrics["split_size"] = args.split, total
     if not ctx.is_main:
         return metrics
     metrics["protocol"] = evaluation_protocol(cfg, args, metrics, device)
@@ -130,7 +137,8 @@ def print_evaluation(m: dict[str, Any]) -> None:
     def pm(se: float) -> str:
         return f"± {se:.3f}" if math.isfinite(se) else "± n/a"
 
-    print(f"{'split':<16}{m['split']} (n={m['n']})")
+    part = f": the first {m['n']} of {m['split_size']}, --n" if m["n"] < m["split_size"] else ""
+    print(f"{'split':<16}{m['split']} (n={m['n']}{part})")
     print(f"{'elbo':<16}{m['elbo']:10.3f} nats {pm(m['elbo_mc_stderr'])} Monte Carlo "
           f"({m['elbo_samples']} draws of z per example)")
     for key in ("reconstruction", "kl"):
@@ -164,7 +172,7 @@ def evaluation_protocol(cfg, args: argparse.Namespace, m: dict[str, Any], device
     canonical = json.dumps(cfg.to_dict()["model"], sort_keys=True, separators=(",", ":"))
     with open(Path(args.run) / WEIGHTS, "rb") as f:
         weights = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"split": args.split, "n": m["n"], "k": m["k"], "elbo_samples": m["elbo_samples"], "seed": args.seed,
+    return {"split": args.split, "n": m["n"], "split_size": m["split_size"], "k": m["k"], "elbo_samples": m["elbo_samples"], "seed": args.seed,
             "dataset": cfg.data.dataset, "binarization": binarization,
             "binarization_seed": {"dynamic": EVAL_BINARIZATION_SEED, "static": cfg.data.split_seed}.get(binarization),
             "model_config_sha256": hashlib.sha256(canonical.encode()).hexdigest(), "weights_sha256": weights,

@@ -109,6 +109,9 @@ class Dataset:
 
     def eval_split(self, name: str) -> Tensor:
         """A split ready for evaluation: float, and for dynamic binarization one fixed seeded draw."""
+        if name == "val" and self.split(name).shape[0] == 0:
+            raise VaekitError(f"{self.name}: no validation examples (the run was trained with val_size 0); "
+                              "use another --split, or retrain with a validation split")
         g = torch.Generator().manual_seed(EVAL_BINARIZATION_SEED)
         return self.prepare(self.split(name), generator=g)
 
@@ -182,7 +185,8 @@ def finalize(ds: Dataset, binarize: str = "auto", support: str = "binary", seed:
     if support == "count":
         ds.scale = 1.0
     for name, x in ds.splits.items():
-        check_values(x, ds.scale, f"{ds.name} [{name}]", support)
+        if name != "val" or x.shape[0] > 0:  # an empty validation split is asked for (val_size 0)
+            check_values(x, ds.scale, f"{ds.name} [{name}]", support)
     if binarize == "static":
         g = torch.Generator().manual_seed(seed)
         ds.splits = {k: _static_draw(v, ds.scale, g) for k, v in ds.splits.items()}

@@ -228,9 +228,11 @@ def train_model(
         if ctx.distributed:
             log.info("%d processes × batch %d = global batch %d", ctx.world_size, tc.batch_size, ctx.world_size * tc.batch_size)
 
-    train_x, val_x = dataset.split("train").to(device), dataset.eval_split("val").to(device)
-    val_y = labels_for(cfg, dataset, "val", device)
-    if val_y is not None:  # a conditional VAE: the loop gathers each batch's labels with its rows
+    train_x = dataset.split("train").to(device)
+    validated = dataset.split("val").shape[0] > 0  # --val-size 0: no validation wanted, none computed
+    val_x = dataset.eval_split("val").to(device) if validated else None
+    val_y = labels_for(cfg, dataset, "val", device) if validated else None
+    if cfg.model.conditional:  # the loop gathers each batch's labels with its rows
         train_x = (train_x, labels_for(cfg, dataset, "train", device))
     save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_signals() as interrupted:
@@ -253,15 +255,17 @@ def train_model(
                                         skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn, guards=guards(tc),
                                         after_step=ema.update if ema is not None else None)
             seconds = time.perf_counter() - t0
-            with averaged():
-                val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y)
+            val = {}
+            if validated:
+                with averaged():
+                    val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y).terms()
             record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
-                      **{f"train/{k}": v for k, v in train_metrics.items()},
-                      **{f"val/{k}": v for k, v in val.terms().items()}}
+                      **{f"train/{k}": v for k, v in train_metrics.items()}, **{f"val/{k}": v for k, v in val.items()}}
             history.append(record)
             if ctx.is_main:
                 train_text = "  ".join(f"{k} {v:.3f}" for k, v in train_metrics.items())
-                log.info("epoch %d/%d  train %s  val elbo %.3f  %.2fs", state.epoch, tc.epochs, train_text, val["elbo"], seconds)
+                val_text = f"val elbo {val['elbo']:.3f}" if val else "no validation"
+                log.info("epoch %d/%d  train %s  %s  %.2fs", state.epoch, tc.epochs, train_text, val_text, seconds)
                 if out is not None:  # metrics first: a resume drops lines past its checkpoint
                     append_metrics(out, record)
                 if on_epoch is not None:
