@@ -208,6 +208,8 @@ ROWS = [
     ("run", "data that no longer match the run's model", lambda d: ["reconstruct", edit_config(run_dir(d), lambda c: c["data"].update(dataset=npy(d, "v.npy", np.ones((50, 10), dtype=np.uint8))))], "but the model of DIR/run was trained on shape (1, 8, 8)"),
     ("data", "an .npz whose arrays have unknown names", lambda d: [*TRAIN, "--dataset", npz(d, "k.npz", images=np.zeros((20, 4)), targets=np.zeros(20))], "holds the arrays images, targets; expected 'x'"),
     ("run", "a run written by vaekit 0.1", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["versions"].update(vaekit="0.1.0"))], "written by vaekit 0.1.0, whose model layout"),
+    ("run", "a damaged tracking.json on --resume", lambda d: [*RESUME(overwrite(run_dir(d), "tracking.json", b"{not json"))], "tracking.json: not valid JSON; remove it to start a new tracked run"),
+    ("run", "--track naming another tracker than the run's", lambda d: [*RESUME(overwrite(run_dir(d), "tracking.json", b'{"tracker": "wandb", "run_id": "abc123"}')), "--track", "mlflow"], "says this run is tracked in wandb: pass --track wandb (or --track none)"),
 ]
 
 

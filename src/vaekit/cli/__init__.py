@@ -35,7 +35,7 @@ def check_args(args) -> None:
         if not 0 < threads <= 4096:
             raise VaekitError(f"--threads must be a number of threads from 1 to 4096, got {threads}")
         torch.set_num_threads(threads)
-    for name in ("n", "k", "elbo_samples"):
+    for name in ("n", "k", "elbo_samples", "samples"):
         value = getattr(args, name, None)
         if value is not None and not 0 < value <= MAX_COUNT:
             flag = "--" + name.replace("_", "-")

@@ -15,10 +15,12 @@ from ..disentanglement.scoring import METRICS
 from ..evaluation.estimates import ELBO_SAMPLES
 from ..explain import TOPICS
 from ..runs.plugins import load_plugin
+from ..runs.samplers import SAMPLERS
 from .commands import cmd_disentanglement, cmd_evaluate, cmd_train
 from .flags import add_setting_flags
 from .outputs import cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample
 from .runs import add_data_arguments
+from .samplers import add_sampler_command
 from .tables import add_table_commands
 
 PLUGIN_HELP = "the plugin (file or module) the run's parts come from, as given to train; repeat for more (default: none)"
@@ -80,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help=DEVICE_HELP)
     t.add_argument("--tensorboard", action="store_true", help="log scalars and sample grids to RUN/tensorboard "
                    "(default: off)")
+    t.add_argument("--track", choices=("none", "mlflow", "wandb"), help="log the config, each epoch's metrics, "
+                   "config.json and the pictures to MLflow or W&B (offline unless WANDB_MODE is set); RUN/tracking.json "
+                   "keeps the tracked run for --resume and evaluate (default: the run's tracker on --resume, else none)")
     add_common(t)
     t.set_defaults(func=cmd_train)
 
@@ -88,12 +93,19 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=SPLITS, help="which examples (default: test)")
     e.add_argument("--k", type=int, help="importance samples per example (default: the run's eval_k)")
     e.add_argument("--n", type=int, help="only the first N examples of the split, said in the output (default: all)")
+    e.add_argument("--samples", type=int, metavar="N", help="also measure N samples' quality: Fréchet distance and "
+                   "precision/recall against N test examples in a classifier's feature space (not Inception; default: "
+                   "off)")
+    e.add_argument("--sampler", choices=SAMPLERS, help="with --samples: z from this fitted sampler, not p(z) "
+                   "(vaekit fit-sampler; default: p(z))")
     e.add_argument("--elbo-samples", type=int, default=ELBO_SAMPLES, metavar="S",
                    help=f"draws of z per example for the ELBO (default {ELBO_SAMPLES}: Monte Carlo error < 0.01 nats "
                    "on digits; it is reported)")
     e.add_argument("--seed", type=int, default=0, help="seeds the importance samples and ELBO draws (default: 0)")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout, with the protocol (default: text)")
     e.add_argument("--device", default="cpu", help=DEVICE_HELP)
+    e.add_argument("--track", choices=("auto", "none"), default="auto", help="auto: log the evaluation to the "
+                   "run's tracked run when train --track made one (RUN/tracking.json); none: do not (default: auto)")
     e.add_argument("--amortization-gap", action="store_true",
                    help="also fit a diagonal Q per example and report ELBO(Q*) − ELBO(encoder) (Cremer et al. 2018; "
                    "default: off)")
@@ -108,6 +120,8 @@ def parser() -> argparse.ArgumentParser:
                    help="draw z with every Gaussian scale of p(z) times T (NVAE, VDVAE: 0.6-0.9; default: 1)")
     s.add_argument("--label", type=int, help="a conditional VAE: sample with this label y (default: the labels in "
                    "turn, 0, 1, …)")
+    s.add_argument("--sampler", choices=SAMPLERS, help="draw z from a density fitted on the aggregate posterior by "
+                   "vaekit fit-sampler, not from p(z) (default: p(z))")
     add_out(s, "a .png (the .npy goes beside it) or a .npy (default: RUN/samples.png)")
     s.set_defaults(func=cmd_sample)
 
@@ -154,8 +168,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood (default: 100)")
     rp.set_defaults(func=cmd_report)
 
-    for table_command in add_table_commands(sub):
-        add_common(table_command)
+    for command in (*add_table_commands(sub), add_sampler_command(sub)):
+        add_common(command)
 
     ex = sub.add_parser("explain", help="a worked example with numbers and a figure: " + ", ".join(TOPICS))
     ex.add_argument("topic", choices=TOPICS, help="which idea of the VAE")

@@ -21,6 +21,8 @@ from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..parts.likelihoods import likelihood_support
 from ..runs.checkpoint import WEIGHTS, versions
 from ..runs.experiment import labels_for, train_run
+from ..runs.samplers import sample_quality
+from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import from_env, launched
 from .flags import build_config, given_settings
@@ -36,12 +38,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     with launched(device) as ctx:
         if not ctx.is_main:
             logging.getLogger().setLevel(logging.WARNING)
+        tracker = training_tracker(args.track, args.out) if ctx.is_main else None  # MLflow, W&B: rank 0
         board = None
         if args.tensorboard and ctx.is_main:
             board = TensorBoardLogger(Path(args.out) / "tensorboard")
         try:
             result = train_run(cfg, args.out, resume=args.resume, progress=not args.quiet, ctx=ctx,
-                               device=device, on_epoch=board, given=given_settings(args))
+                               device=device, on_epoch=each_epoch(board, tracker), given=given_settings(args))
         except RuntimeError as e:  # a collective broken by a rank that died: say so in one line
             if not ctx.distributed:
                 raise
@@ -50,6 +53,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if board is not None:
                 board.close()
+            if tracker is not None:
+                tracker.close()  # the run's files and its end; never raises
     last = result.history[-1] if result.history else {}
     if ctx.is_main and last:
         if "val/elbo" in last:
@@ -120,6 +125,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     metrics["protocol"] = evaluation_protocol(cfg, args, metrics, device)
     if getattr(args, "amortization_gap", False):
         metrics.update(evaluate_amortization_gap(model, x, args.seed))
+    if args.samples is not None:  # sample quality in a classifier's (or principal components') feature space
+        metrics["sample_quality"] = sample_quality(args.run, args.samples, args.sampler, args.seed)
     if args.json:
         for warning in evaluation_warnings(metrics):  # stdout stays one JSON object
             log.warning("warning: %s", warning)
@@ -129,6 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         for warning in evaluation_warnings(metrics):
             print(f"warning: {warning}")
         print_diagnostics(metrics)
+        if "sample_quality" in metrics:
+            print_sample_quality(metrics["sample_quality"])
+    log_evaluation(args.run, finite_or_null(metrics), getattr(args, "track", "auto"))  # RUN/tracking.json's run
     return metrics
 
 
@@ -214,6 +224,14 @@ def cmd_disentanglement(args: argparse.Namespace) -> dict[str, float]:
 def evaluate_amortization_gap(model, x: torch.Tensor, seed: int) -> dict[str, float]:
     """`evaluate --amortization-gap`: mean encoder ELBO, per-example optimized ELBO and their gap."""
     return gap_summary(amortization_gap(model, x, seed=seed))
+
+
+def print_sample_quality(q: dict[str, Any]) -> None:
+    print(f"{'sample quality':<16}{q['samples']} samples E[x|z], z from {q['sampler']}, against as many test examples, "
+          f"in {q['features']}")
+    print(f"{'':<16}Fréchet distance {q['frechet_distance']:.3f}, precision {q['precision']:.3f}, recall "
+          f"{q['recall']:.3f} (training examples in their place: {q['reference_frechet_distance']:.3f}, "
+          f"{q['reference_precision']:.3f}, {q['reference_recall']:.3f})")
 
 
 def print_diagnostics(metrics: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from ..pictures.figures import plot_images, plot_reconstructions, plot_samples
 from ..pictures.report import plot_run, write_report
 from ..runs.checkpoint import load_run
 from ..runs.experiment import labels_for, to_data_units
+from ..runs.samplers import draw_codes
 from .runs import run_with_data
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,24 @@ def cmd_sample(args: argparse.Namespace) -> Path:
         y = None if args.label is None else torch.full((args.n,), args.label)
     if not 0 < args.temperature < float("inf"):
         raise VaekitError(f"--temperature must be a number > 0, got {args.temperature}")
-    x = conditioned(model, cfg, y).sample(args.n, mean=not args.draw, temperature=args.temperature)
+    source = "z ~ p(z)"
+    if args.sampler is None:
+        x = conditioned(model, cfg, y).sample(args.n, mean=not args.draw, temperature=args.temperature)
+    else:  # z from a density fitted on the aggregate posterior (vaekit fit-sampler)
+        if args.temperature != 1.0:
+            raise VaekitError("--temperature scales p(z); a --sampler draws z from its own fitted density")
+        z = draw_codes(args.run, args.sampler, args.n, seed=args.seed, latent_size=cfg.model.latent_size)
+        with torch.no_grad():
+            p_x = model.p_x_given_z(z)
+            x = p_x.mean if not args.draw else p_x.sample()
+        source = f"z from the fitted {args.sampler} sampler"
     x = to_data_units(cfg, args.run, x)
     out = Path(args.out or Path(args.run) / "samples.png")
     picture, array = out.with_suffix(".png"), out.with_suffix(".npy")
     if out.suffix.lower() not in (".png", ".npy"):
         raise VaekitError(f"--out {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
     replaced = picture.exists() or array.exists()
-    plot_samples(x, cfg.model.data_shape, picture, mean=not args.draw)
+    plot_samples(x, cfg.model.data_shape, picture, mean=not args.draw, source=source)
     write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
     print(f"wrote {picture} and {array}" + (" (replacing the earlier ones: --out FILE keeps them)" if replaced else ""))
     return picture

@@ -168,16 +168,17 @@ def plot_images(images: Tensor, shape: Sequence[int], path: Path, title: str | N
 
 
 def plot_samples(samples: Tensor, shape: Sequence[int], path: Path, data: Tensor | None = None,
-                 mean: bool = True) -> Path:
+                 mean: bool = True, source: str = "z ~ p(z)") -> Path:
     """samples [N, D] drawn by the caller (E[x|z], or x ~ p(x|z) when not `mean`) as a titled grid; vector
-    data as a heatmap, beside as many rows of `data` [M, D] where given (then coloured relative to it)."""
+    data as a heatmap, beside as many rows of `data` [M, D] where given (then coloured relative to it).
+    `source` says where the z came from (the prior, or a post-hoc sampler)."""
     what = "E[x|z]" if mean else "x ~ p(x|z)"
     if is_vector(shape) and have_matplotlib():
         n = len(samples) if data is None else min(len(data), len(samples))  # as many rows of each
         panels = {} if data is None else {f"data (first {n})": data[:n]}
-        title = f"samples from the model: {what} for {n} draws z ~ p(z)" + (", beside the data" if panels else "")
+        title = f"samples from the model: {what} for {n} draws {source}" + (", beside the data" if panels else "")
         return save_figure(heatmap_figure({**panels, f"samples {what}": samples[:n]}, title), path)
-    return plot_grid(samples, shape, path, f"samples from the model: {what} for {len(samples)} draws z ~ p(z)")
+    return plot_grid(samples, shape, path, f"samples from the model: {what} for {len(samples)} draws {source}")
 
 
 def plot_reconstructions(x: Tensor, x_hat: Tensor, shape: Sequence[int], path: Path, ncol: int = 8) -> Path:

@@ -1,0 +1,152 @@
+"""Post-hoc samplers and sample quality: the mixture's EM against scikit-learn's from one start, the Fréchet
+distance against scipy's matrix square root and the 1-D closed form, precision/recall against a brute-force
+count, and the fit-sampler / sample / evaluate --samples commands against the library on the same draws."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vaekit import load
+from vaekit.cli import main
+from vaekit.evaluation.features import cache_root, feature_space, grey_levels
+from vaekit.evaluation.latents import posterior_summary
+from vaekit.evaluation.mixture import Mixture, fit_mixture
+from vaekit.evaluation.quality import frechet_distance, precision_recall
+from vaekit.runs.checkpoint import load_config
+from vaekit.runs.experiment import load_data
+from vaekit.runs.samplers import draw_codes, sample_quality
+
+scipy_linalg = pytest.importorskip("scipy.linalg")
+mixture_sklearn = pytest.importorskip("sklearn.mixture")
+
+
+def blobs(n=600, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [4.0, 1.0, -2.0], [-3.0, 3.0, 1.0]], dtype=torch.float64)
+    z = centres[torch.randint(3, (n,), generator=g)] + torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.7
+    return z @ torch.tensor([[1.0, 0.3, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def test_mixture_em_equals_scikit_learn_from_the_same_start():
+    z = blobs()
+    start = Mixture(torch.full((3,), 1 / 3, dtype=torch.float64), z[:3].clone(),
+                    torch.eye(3, dtype=torch.float64).expand(3, 3, 3).clone())
+    ours, mean_log_lik = fit_mixture(z, 3, iterations=25, tol=0.0, start=start)
+    theirs = mixture_sklearn.GaussianMixture(3, covariance_type="full", max_iter=25, tol=0.0, reg_covar=1e-6,
+                                             weights_init=start.weights.numpy(), means_init=start.means.numpy(),
+                                             precisions_init=np.linalg.inv(start.covariances.numpy()))
+    with pytest.warns(Warning):  # scikit-learn says it did not converge: tol 0 runs every iteration, as ours
+        theirs.fit(z.numpy())
+    np.testing.assert_allclose(ours.weights.numpy(), theirs.weights_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.means.numpy(), theirs.means_, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(ours.covariances.numpy(), theirs.covariances_, rtol=1e-8, atol=1e-10)
+    assert abs(mean_log_lik - theirs.score(z.numpy())) < 1e-9
+
+
+def test_mixture_density_is_torchs_and_recovers_the_blobs():
+    z = blobs(1500, seed=1)
+    mixture, mean_log_lik = fit_mixture(z, 3, seed=0)
+    d = mixture.distribution()
+    assert abs(float(d.log_prob(z).mean()) - mean_log_lik) < 1e-10
+    fitted = sorted(mixture.means[:, 0].tolist())
+    truth = sorted((torch.tensor([[0.0, 0, 0], [4, 1, -2], [-3, 3, 1]], dtype=torch.float64)
+                    @ torch.tensor([[1.0, 0.3, 0], [0, 1, 0.5], [0, 0, 1]], dtype=torch.float64))[:, 0].tolist())
+    assert np.allclose(fitted, truth, atol=0.1)
+
+
+def test_frechet_distance_against_scipy_and_the_one_dimensional_closed_form():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(400, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(300, 6, generator=g, dtype=torch.float64) * 1.5 + 0.4
+    mu_a, mu_b, ca, cb = a.mean(0).numpy(), b.mean(0).numpy(), np.cov(a.T.numpy()), np.cov(b.T.numpy())
+    root = scipy_linalg.sqrtm(ca @ cb).real  # pytorch-fid's formula
+    want = ((mu_a - mu_b) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * np.trace(root)
+    assert abs(frechet_distance(a, b) - want) < 1e-8 * max(1.0, want)
+    x, y = torch.tensor([[0.0], [2.0]], dtype=torch.float64), torch.tensor([[1.0], [7.0]], dtype=torch.float64)
+    sd_x, sd_y = x.std().item(), y.std().item()
+    assert abs(frechet_distance(x, y) - ((1.0 - 4.0) ** 2 + (sd_x - sd_y) ** 2)) < 1e-12
+
+
+def test_precision_recall_against_a_brute_force_count():
+    g = torch.Generator().manual_seed(3)
+    real = torch.randn(150, 4, generator=g, dtype=torch.float64)
+    fake = torch.randn(120, 4, generator=g, dtype=torch.float64) * 1.3 + 0.5
+
+    def covered(points, centres):
+        radii = [sorted(float((c - o).norm()) for o in centres)[3] for c in centres]  # k = 3, itself at 0
+        return np.mean([any(float((p - c).norm()) <= r for c, r in zip(centres, radii)) for p in points])
+
+    assert precision_recall(real, fake, chunk=37) == (covered(fake, real), covered(real, fake))
+    assert precision_recall(real, real) == (1.0, 1.0)
+    assert precision_recall(real, real + 100.0) == (0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("samplers") / "run"
+    assert main(["--quiet", "train", "--out", str(out), "--epochs", "30", "--latent-dim", "4", "--hidden", "64",
+                 "--binarize", "none", "--likelihood", "continuous-bernoulli", "--lr", "3e-3"]) == 0
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_fit_sampler_gmm_is_the_mixture_of_the_training_means_and_sample_decodes_its_draws(run, tmp_path):
+    assert main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "5"]) == 0
+    saved = load_file(run / "samplers" / "gmm.safetensors")
+    model = load(run)
+    means = posterior_summary(model, load_data(load_config(run), run).eval_split("train"))[0]
+    want, _ = fit_mixture(means, 5, seed=0)
+    assert torch.equal(saved["means"], want.means) and torch.equal(saved["covariances"], want.covariances)
+    assert main(["--quiet", "sample", str(run), "--sampler", "gmm", "--n", "16", "--seed", "2",
+                 "--out", str(tmp_path / "s.npy")]) == 0
+    z = draw_codes(run, "gmm", 16, seed=2)
+    assert np.array_equal(np.load(tmp_path / "s.npy").reshape(16, -1), model.decode(z).numpy())
+    # the mixture is closer to the codes than the prior is (latent space, same number of draws)
+    prior = torch.randn(means.shape[0], 4, generator=torch.Generator().manual_seed(0))
+    assert frechet_distance(means, draw_codes(run, "gmm", means.shape[0])) < 0.2 * frechet_distance(means, prior)
+
+
+def test_two_stage_is_a_run_of_its_own_and_draws_its_means(run):
+    assert main(["--quiet", "fit-sampler", str(run), "--sampler", "two-stage", "--epochs", "2", "--hidden", "32"]) == 0
+    stage2 = load(run / "samplers" / "two-stage")
+    assert (stage2.data_dim, stage2.latent_dim) == (4, 4)
+    torch.manual_seed(7)
+    assert torch.equal(draw_codes(run, "two-stage", 10, seed=7), stage2.sample(10))
+
+
+def test_a_crafted_mixture_is_refused_in_one_line(run, capsys):
+    main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2"])
+    path = run / "samplers" / "gmm.safetensors"
+    t = load_file(path)
+    t["covariances"][0] = -t["covariances"][0]
+    save_file(t, path)
+    assert main(["--quiet", "sample", str(run), "--sampler", "gmm"]) == 2
+    assert "not symmetric positive definite" in capsys.readouterr().err
+    save_file({**t, "means": torch.zeros(2, 9, dtype=torch.float64)}, path)
+    assert main(["--quiet", "sample", str(run), "--sampler", "gmm"]) == 2
+    assert "do not make a mixture over this run's 4 latents" in capsys.readouterr().err
+    path.unlink()
+
+
+def test_evaluate_samples_is_the_librarys_measure_in_the_stored_classifiers_space(run, capsys):
+    assert main(["--quiet", "evaluate", str(run), "--k", "4", "--elbo-samples", "2", "--n", "20", "--samples", "150",
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["sample_quality"]
+    stored = list(cache_root().glob("digits-*.safetensors"))
+    assert len(stored) == 1 and "classifier of digits" in got["features"] and "not Inception" in got["features"]
+    assert got == sample_quality(run, 150)  # the second time from the stored classifier: the same features
+    dataset = load_data(load_config(run), run)
+    space = feature_space(dataset)
+    real, train = grey_levels(dataset, "test")[:150], grey_levels(dataset, "train")[:150]
+    assert got["reference_frechet_distance"] == frechet_distance(space.features(real), space.features(train))
+    accuracy = float(space.name.split("test accuracy ")[1].split(";")[0])
+    assert accuracy > 0.9  # a classifier whose features mean something on these digits
+    stored[0].write_bytes(b"damaged")
+    assert sample_quality(run, 150) == got  # retrained, seeded: the same classifier again
