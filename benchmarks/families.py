@@ -21,45 +21,31 @@ import math
 
 from common import default_data_dir, test_nll, train_stages
 
-from vaekit.runs.config import Config
+from vaekit.runs.config import Config, merge
+from vaekit.runs.recipes import recipe
 
-# name, model settings, the published test NLL (nats) of the closest row, and where it comes from
-FAMILIES = [
-    ("plain", {}, 86.76, "VAE, 1 stochastic layer (Burda et al. 2016, Table 1)"),
-    ("mog", {"prior": {"name": "mog", "components": 10}}, None, "no published row at this protocol"),
-    ("vampprior", {"prior": {"name": "vampprior", "components": 500}}, 85.57, "VampPrior, 1 layer (Tomczak & Welling 2018)"),
-    ("full", {"posterior": "full"}, None, "no published row at this protocol"),
-    ("iaf", {"posterior": {"name": "iaf", "flow_steps": 2}}, None, "IAF's MNIST rows use a ResNet VAE (Kingma et al. 2016)"),
-    ("2-layer", {"latent_dim": [32, 16]}, 85.33, "VAE, 2 stochastic layers (Burda et al. 2016, Table 1)"),
-    ("2-layer-ladder", {"latent_dim": [32, 16], "inference": "ladder"}, None,
-     "ladder VAE (Sønderby et al. 2016): their MNIST rows use batch norm, warm-up and 5 layers"),
-    ("2-layer-ladder-unshared", {"latent_dim": [32, 16], "inference": "ladder-unshared"}, None,
-     "ladder VAE with Q's own top-down networks, as the authors' code trains it"),
-    ("2-layer+vampprior", {"latent_dim": [32, 16], "prior": {"name": "vampprior", "components": 500}}, 83.19,
-     "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018)"),
-    ("hvae+vampprior", {"latent_dim": [40, 40], "inference": "hvae", "arch": "gated", "hidden": [300, 300],
-                        "layer_hidden": [300, 300], "prior": {"name": "vampprior", "components": 500}}, 83.19,
-     "HVAE (L = 2) + VampPrior (Tomczak & Welling 2018): the paper's structure and gated 300-unit layers"),
-]
+# the families' rows are recipes (vaekit reproduce NAME --budget paper trains one as a user would); this script
+# runs them side by side at any budget, in one process, for the table and the epoch times
+FAMILIES = ["plain", "mog", "vampprior", "full", "iaf", "2-layer", "2-layer-ladder", "2-layer+vampprior",
+            "hvae+vampprior"]
 
 
-def config(model: dict, args) -> Config:
-    return Config().replace(
-        model={"latent_dim": 32, "hidden": [512, 512], "activation": "relu", **model},
-        data={"dataset": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "val_size": 400},
-        train={"batch_size": 128, "objective": {"name": "elbo", "kl_warmup_epochs": min(10.0, args.epochs / 4)},
-               "seed": args.seed},
-    )
+def config(name: str, args) -> Config:
+    """The recipe's config at this script's budget: epochs, KL warm-up over at most a quarter of them, data, seed."""
+    return Config.from_dict(merge(recipe(name).config, {
+        "data": {"data_dir": args.data_dir},
+        "train": {"epochs": args.epochs, "seed": args.seed,
+                  "objective": {"kl_warmup_epochs": min(10.0, args.epochs / 4)}}}))
 
 
 def time_only(args) -> list[dict]:
     """Seconds per epoch of each family and its ratio to plain, from a fraction of an epoch, one process."""
     rows, plain = [], None
-    for name, model, _, _ in FAMILIES:
+    for name in FAMILIES:
         if name not in args.families:
             continue
         half = args.time_only / 2
-        _, _, seconds = train_stages(config(model, args), [(half, 1e-3), (half, 1e-3)], log=lambda *_: None,
+        _, _, seconds = train_stages(config(name, args), [(half, 1e-3), (half, 1e-3)], log=lambda *_: None,
                                      device=args.device)
         per_epoch = seconds / args.time_only
         plain = per_epoch if name == "plain" else plain
@@ -73,7 +59,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--eval-k", type=int, default=1000)
     p.add_argument("--eval-n", type=int, default=2000)
-    p.add_argument("--families", nargs="*", default=[f[0] for f in FAMILIES])
+    p.add_argument("--families", nargs="*", default=FAMILIES)
     p.add_argument("--data-dir", default=default_data_dir())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, …: where to train and evaluate")
@@ -86,10 +72,11 @@ def main(argv=None) -> list[dict]:
 
     stages = [(1.0, 1e-3 * 0.5 * (1 + math.cos(math.pi * e / args.epochs))) for e in range(args.epochs)]
     rows, plain_seconds = [], None
-    for name, model, published, source in FAMILIES:
+    for name in FAMILIES:
         if name not in args.families:
             continue
-        trained, ds, seconds = train_stages(config(model, args), stages, log=lambda *_: None, device=args.device)
+        published, source = recipe(name).paper_nll, recipe(name).paper or "no published row at this protocol"
+        trained, ds, seconds = train_stages(config(name, args), stages, log=lambda *_: None, device=args.device)
         elbo, nll, se = test_nll(trained, ds, args.eval_k, args.eval_n)
         plain_seconds = seconds if name == "plain" else plain_seconds
         rows.append({"family": name, "test_elbo": elbo, "nll": nll, "stderr": se, "seconds": seconds,

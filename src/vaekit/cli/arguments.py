@@ -19,6 +19,7 @@ from ..runs.samplers import SAMPLERS
 from .commands import cmd_disentanglement, cmd_evaluate, cmd_train
 from .flags import add_setting_flags
 from .outputs import cmd_decode, cmd_encode, cmd_explain, cmd_plot, cmd_reconstruct, cmd_report, cmd_sample
+from .reproduce import add_reproduce_command
 from .runs import add_data_arguments
 from .samplers import add_sampler_command
 from .tables import add_table_commands
@@ -168,7 +169,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--k", type=int, default=100, help="importance samples for the log-likelihood (default: 100)")
     rp.set_defaults(func=cmd_report)
 
-    for command in (*add_table_commands(sub), add_sampler_command(sub)):
+    for command in (*add_table_commands(sub), add_sampler_command(sub), add_reproduce_command(sub)):
         add_common(command)
 
     ex = sub.add_parser("explain", help="a worked example with numbers and a figure: " + ", ".join(TOPICS))

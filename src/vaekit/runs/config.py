@@ -160,6 +160,9 @@ class TrainConfig(Slots):
                           above=0)
     batch_size: int = setting(128, "examples per step (per process under torchrun)", above=0)
     lr: float = setting(1e-3, "Adam's learning rate", resumable=True, above=0)
+    lr_schedule: str = setting("constant", "constant: lr throughout; cosine: lr·½(1 + cos(π e/epochs)) in epoch e = 0, "
+                               "1, … (a step per epoch, to 0 at the end; the recipes' choice)", resumable=True,
+                               choices=("constant", "cosine"))
     adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)", above=0)
     objective: Choice = slot("elbo", "what training maximizes", OBJECTIVES)  # noqa: RUF009 - a Choice is immutable
     seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise", at_least=0, at_most=MAX_SEED)

@@ -7,6 +7,7 @@ This is where data, model, objective, trainer and checkpoints meet (the generic 
 from __future__ import annotations
 
 import contextlib
+import math
 import logging
 import os
 import signal
@@ -249,6 +250,8 @@ def train_model(
                                           signum=interrupted())
 
         while state.epoch < tc.epochs:
+            if tc.lr_schedule == "cosine":  # from the epoch alone: a resumed run continues the same curve
+                set_lr(optimizer, tc.lr * 0.5 * (1 + math.cos(math.pi * state.epoch / tc.epochs)))
             t0 = time.perf_counter()
             train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
                                         progress and ctx.is_main, ctx=ctx, on_step=on_step,

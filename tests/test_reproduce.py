@@ -1,0 +1,109 @@
+"""Paper rows by one command: the recipes are the configs that made README's numbers, `vaekit reproduce` writes a
+certificate whose numbers are `vaekit evaluate`'s on the same run, and the cosine schedule the recipes use."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaekit.cli import build_config, main, parser
+from vaekit.runs.checkpoint import load_state
+from vaekit.runs.config import Config
+from vaekit.runs.experiment import train_run
+from vaekit.runs.recipes import RECIPES, recipe, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VAEKIT_DATA") or ROOT.parent / "shared" / "data")
+IGNORED = {("data", "data_dir"), ("model", "data_shape"), ("model", "plugins"), ("model", "columns"),
+           ("train", "epochs"), ("train", "lr_schedule"), ("train", "seed")}  # where the stored runs differ by design
+
+
+def comparable(cfg: Config) -> dict:
+    return {s: {k: v for k, v in values.items() if (s, k) not in IGNORED} for s, values in cfg.to_dict().items()}
+
+
+@pytest.mark.parametrize("name, result", [("top-down", "deep_topdown_125ep_k1000"),
+                                          ("top-down-gated", "deep_topdown_gated_280ep_k1000"),
+                                          ("deep-top-down", "deep_topdown_w300_vamp_190ep_k1000"),
+                                          ("ladder", "deep_ladder_50ep_k500"),
+                                          ("ladder-bottom-up", "deep_ladder-bottom-up_50ep_k500")])
+def test_a_recipe_is_the_config_of_the_run_behind_its_number(name, result):
+    stored = json.loads((ROOT / "benchmarks" / "results" / f"{result}.json").read_text())
+    r = recipe(name)
+    assert comparable(Config.from_dict(r.config)) == comparable(Config.from_dict(stored["config"]))
+    assert r.config["train"]["epochs"] == stored["epochs"] and r.ours_k == stored["k"]
+    assert r.ours == f"{stored['nll']:.2f} ± {stored['stderr']:.2f}"
+
+
+def test_every_recipe_builds_in_both_budgets_and_readme_shows_its_number():
+    readme = (ROOT / "README.md").read_text()
+    for r in RECIPES:
+        for budget in ("quick", "paper"):
+            config, (k, n) = r.budget(budget)
+            Config.from_dict(config)
+            assert k > 0 and (n is None or n > 0)
+        assert r.ours.split(" ±")[0] in readme, r.name
+    assert "vaekit reproduce --list" in readme
+
+
+def test_verdict_against_the_papers_number():
+    assert verdict(83.19, 83.08, 0.22) == "reproduced (-0.11 nats from the paper)"
+    assert verdict(85.57, 83.61, 0.23) == "better than the paper by 1.96 nats"
+    assert verdict(81.74, 83.29, 0.23) == "short of the paper by 1.55 nats"
+    assert verdict(None, 83.0, 0.2) == "no published number at this protocol"
+
+
+def test_list_prints_every_recipe(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1 : 1 + len(RECIPES)]] == [r.name for r in RECIPES]
+
+
+def test_the_quick_digits_recipe_certifies_what_evaluate_says(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--seeds", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    cert = json.loads((out / "certificate.json").read_text())
+    assert main(["--quiet", "evaluate", str(out / "seed-1"), "--k", "100", "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    row = cert["seeds"][1]
+    assert (row["nll"], row["log_likelihood_stderr"], row["ess_min"]) == (
+        evaluated["nll"], evaluated["log_likelihood_stderr"], evaluated["ess_min"])
+    assert cert["protocol"]["k"] == 100 and cert["protocol"]["n"] == cert["protocol"]["split_size"] == 297
+    assert cert["nll"] == pytest.approx((cert["seeds"][0]["nll"] + row["nll"]) / 2, abs=1e-12)
+    assert cert["nll_sd_over_seeds"] == pytest.approx(abs(cert["seeds"][0]["nll"] - row["nll"]) / math.sqrt(2))
+    assert cert["config"]["train"]["epochs"] == 20 and "no choice of this run" in cert["protocol"]["evaluated"]
+    assert cert["seeds"][0]["nll"] != row["nll"]  # two seeds, two runs
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason=f"{SHARED / 'mnist'} not found (shared data)")
+def test_a_quick_mnist_recipe_runs_at_its_protocol(tmp_path, capsys):
+    out = tmp_path / "plain"
+    assert main(["--quiet", "reproduce", "plain", "--budget", "quick", "--data-dir", str(SHARED), "--out", str(out)]) == 0
+    cert = json.loads((out / "certificate.json").read_text())
+    assert (cert["protocol"]["k"], cert["protocol"]["n"], cert["protocol"]["split_size"]) == (100, 500, 10000)
+    assert cert["protocol"]["binarization"] == "dynamic" and 90 < cert["nll"] < 200  # one epoch of the plain VAE
+    assert cert["paper_nll"] == 86.76 and "quick budget" in cert["verdict"]
+
+
+def test_the_cosine_schedule_sets_each_epochs_rate_and_resumes_on_its_curve(tmp_path):
+    flags = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--lr", "0.01", "--lr-schedule", "cosine"]
+    assert main(["--quiet", "train", *flags, "--epochs", "3", "--out", str(tmp_path / "run")]) == 0
+    lr = float(load_state(tmp_path / "run")["optimizer"]["param_groups"][0]["lr"])
+    assert lr == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 2 / 3)), rel=1e-12)  # epoch e = 2 of 3
+    cfg = build_config(parser().parse_args(["train", *flags, "--epochs", "4", "--out", "x"]))
+
+    def stop_in_epoch_3(record, model, config):  # epoch 2's checkpoint is written, epoch 3's is not
+        if record["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, tmp_path / "part", progress=False, on_epoch=stop_in_epoch_3)
+    assert main(["--quiet", "train", *flags, "--epochs", "4", "--resume", "--out", str(tmp_path / "part")]) == 0
+    assert main(["--quiet", "train", *flags, "--epochs", "4", "--out", str(tmp_path / "full")]) == 0
+    resumed, full = (load_file(tmp_path / d / "model.safetensors") for d in ("part", "full"))
+    assert all(torch.equal(resumed[key], full[key]) for key in full)  # the same curve, not one over 2 epochs
