@@ -214,3 +214,22 @@ def test_val_size_0_trains_on_every_training_example_without_validation(tmp_path
     assert f"({data.split('train').shape[0]} train, 0 val)" in caplog.text and "no validation split" in out.out
     assert main(["--quiet", "evaluate", str(tmp_path / "run"), "--split", "val"]) == 2
     assert "no validation examples" in capsys.readouterr().err
+
+
+def test_a_learned_sigma_is_reported_by_evaluate_and_the_report(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    for likelihood, count in (("gaussian-learned", 1), ("gaussian-learned-per-dim", 64)):
+        out = tmp_path / likelihood
+        assert main(["--quiet", "train", "--out", str(out), "--epochs", "2", "--latent-dim", "2", "--hidden", "16",
+                     "--likelihood", likelihood, "--binarize", "none"]) == 0
+        capsys.readouterr()
+        assert main(["--quiet", "evaluate", str(out), "--k", "4", "--elbo-samples", "2", "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)["likelihood_learned"]["σ"]
+        sigma = load_file(out / "model.safetensors")["decoder.head.log_sigma"].exp().double()  # σ as the model uses it
+        assert got == {"median": float(sigma.median()), "min": float(sigma.min()), "max": float(sigma.max()),
+                       "count": count}
+    assert main(["--quiet", "evaluate", str(out), "--k", "4", "--elbo-samples", "2"]) == 0
+    assert f"p(x|z) learned  σ: median {got['median']:.4g}, from {got['min']:.4g}" in capsys.readouterr().out
+    assert main(["--quiet", "report", str(out), "--k", "4"]) == 0
+    assert f"p(x|z)&#x27;s learned σ</td><td>median {got['median']:.4g}" in (out / "report.html").read_text()

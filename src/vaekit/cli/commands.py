@@ -86,6 +86,13 @@ def format_kl_per_dim(kl_per_dim: list[float] | None) -> str:
     return " ".join(f"{v:.2f}" for v in kl_per_dim)
 
 
+def format_learned(name: str, v: dict[str, float]) -> str:
+    """A learned likelihood parameter: its value, or its median and range over its values."""
+    if v["count"] == 1:
+        return f"{name} = {v['median']:.4g}"
+    return f"{name}: median {v['median']:.4g}, from {v['min']:.4g} to {v['max']:.4g} over {v['count']} values"
+
+
 def resolve_device(name: str) -> str:
     """cpu | cuda | cuda:N | auto (cuda where available, else cpu); under torchrun, cuda:LOCAL_RANK."""
     if name == "auto":
@@ -167,6 +174,8 @@ def print_evaluation(m: dict[str, Any]) -> None:
     for layer, (size, active, kl) in enumerate(zip(*(m.get(key, ()) for key in LAYER_KEYS)), 1):
         print(f"{f'  layer z{layer}':<16}{active:10d} of {size} active, KL {kl:.3f} nats (Monte Carlo, one draw)")
     print(f"{'KL per dim':<16}" + format_kl_per_dim(m["kl_per_dim"]))
+    for name, v in m.get("likelihood_learned", {}).items():
+        print(f"{'p(x|z) learned':<16}{format_learned(name, v)}")
     p = m["protocol"]
     drawn = f" (seed {p['binarization_seed']})" if p["binarization_seed"] is not None else ""
     print(f"{'protocol':<16}seed {p['seed']}, binarization {p['binarization']}{drawn}, model config sha256 "

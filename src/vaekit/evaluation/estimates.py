@@ -337,4 +337,16 @@ def evaluate_all(
             "log_likelihood": ll.mean, "log_likelihood_stderr": ll.stderr, "log_likelihood_mc_stderr": ll.mc_stderr,
             "nll": -ll.mean, "k": k, "bits_per_dim": bits_per_dim(ll.mean, x.shape[1]),
             "bits_per_dim_of": bits_per_dim_of(model), **ess_summary(ll.ess, k),
-            "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x, seed=seed, y=y)}
+            "bound_check": bound_check(e.elbo, e.mc_stderr, ll.mean, ll.mc_stderr), **latent_statistics(model, x, seed=seed, y=y),
+            "likelihood_learned": learned_summary(model)}
+
+
+def learned_summary(model) -> dict[str, dict[str, float]]:
+    """What the likelihood learned of its own (`Likelihood.learned`: a σ, a dispersion): each parameter's
+    median, min and max over its values and their number; {} where it learns nothing."""
+    learned = getattr(getattr(getattr(model, "decoder", None), "head", None), "learned", None)
+    out = {}
+    for name, value in (learned() if callable(learned) else {}).items():
+        v = value.detach().double().flatten().cpu()
+        out[name] = {"median": float(v.median()), "min": float(v.min()), "max": float(v.max()), "count": v.numel()}
+    return out

@@ -331,6 +331,11 @@ def metrics_table(m: dict[str, Any]) -> str:
         ("bits/dim", f"{m['bits_per_dim']:.4f}", "NLL / (D log 2)"),
         ("active units", f"{m['active_units']} of {m['latent_dim']}", "Cov_x E_Q[z_j] > 0.01 (Burda et al. 2016)"),
     ]
+    for name, v in m.get("likelihood_learned", {}).items():
+        value = (f"{v['median']:.4g}" if v["count"] == 1 else
+                 f"median {v['median']:.4g} ({v['min']:.4g} to {v['max']:.4g})")
+        rows.append((f"p(x|z)'s learned {name}", value, f"over {v['count']} value(s), in the units the model sees "
+                     "(standardized where the run standardizes)"))
     for layer, (size, active, kl) in enumerate(zip(m.get("layer_sizes", ()), m.get("active_units_per_layer", ()),
                                                    m.get("kl_per_layer", ())), 1):
         rows.append((f"layer z{layer}", f"{active} of {size} active, KL {kl:.3f} nats",

@@ -177,7 +177,8 @@ def log_evaluation(run: str | Path, certificate: dict[str, Any], track: str = "a
     guard = Guard(backend)
     guard.call("continuing its run", backend.start, run.absolute(), saved, False)
     split = certificate.get("split", "test")
-    scores = {f"eval/{split}/{k}": v for k, v in numbers(certificate, lambda k: True).items()}
+    nested = flatten({key: certificate[key] for key in ("sample_quality", "likelihood_learned") if key in certificate})
+    scores = {f"eval/{split}/{k}": v for k, v in numbers({**certificate, **nested}, lambda k: True).items()}
     guard.call("logging the evaluation", backend.log_result, scores, last_epoch(run))
     with tempfile.TemporaryDirectory(prefix="vaekit-track-") as tmp:
         (Path(tmp) / f"evaluation-{split}.json").write_text(json.dumps(certificate, indent=2) + "\n")

@@ -31,6 +31,11 @@ class Likelihood(Part):
         as they are."""
         return None
 
+    def learned(self) -> dict[str, Tensor]:
+        """The likelihood's own learned parameters in their units, by name (a learned σ, a dispersion), to report
+        beside the numbers; {} where p(x|z) learns nothing of its own."""
+        return {}
+
     def forward(self, h: Tensor) -> Distribution:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -99,6 +99,9 @@ class NegativeBinomialObservation(CountObservation):
         super().__init__(data_dim, data_scale)
         self.log_total_count = nn.Parameter(torch.zeros(data_dim))
 
+    def learned(self) -> dict[str, Tensor]:
+        return {"total count r": self.log_total_count.detach().exp()}
+
     def forward(self, h: Tensor) -> Distribution:
         log_r = self.log_total_count.to(h.dtype).expand_as(h)
         return Independent(NegativeBinomialLogMean(self.log_rate(h), log_r, self.validate_args), 1,

@@ -38,6 +38,9 @@ class LearnedGaussianObservation(Likelihood):
     def forward(self, h: Tensor) -> Distribution:
         return diagonal_normal(h, self.log_sigma.exp().to(h.dtype).expand_as(h), self.validate_args)
 
+    def learned(self) -> dict[str, Tensor]:
+        return {"σ": self.log_sigma.detach().exp()}
+
 
 Sigma = Annotated[float, Setting("σ of the known-σ Gaussian likelihood (the initial σ where it is learned)",
                                  above=0, flag="--sigma")]
