@@ -233,3 +233,19 @@ def test_a_learned_sigma_is_reported_by_evaluate_and_the_report(tmp_path, capsys
     assert f"p(x|z) learned  σ: median {got['median']:.4g}, from {got['min']:.4g}" in capsys.readouterr().out
     assert main(["--quiet", "report", str(out), "--k", "4"]) == 0
     assert f"p(x|z)&#x27;s learned σ</td><td>median {got['median']:.4g}" in (out / "report.html").read_text()
+
+
+def test_conditional_vector_samples_name_each_rows_label(tmp_path, monkeypatch):
+    import vaekit.pictures.figures as figures
+
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "v.npz", x=g.normal(size=(120, 5)).astype(np.float32), y=np.arange(120) % 3)
+    assert main(["--quiet", "train", "--dataset", str(tmp_path / "v.npz"), "--likelihood", "gaussian", "--epochs", "1",
+                 "--condition", "label", "--latent-dim", "2", "--hidden", "8", "--out", str(tmp_path / "run")]) == 0
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    assert main(["--quiet", "sample", str(tmp_path / "run"), "--n", "6"]) == 0
+    (fig,) = drawn
+    assert "E[x|z, y] for 6 draws z ~ p(z|y)" in fig._suptitle.get_text().replace("\n", " ")  # wrapped
+    heatmap = fig.axes[0]
+    assert [t.get_text() for t in heatmap.get_yticklabels()] == ["y = 0", "y = 1", "y = 2"] * 2

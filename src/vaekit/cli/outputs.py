@@ -50,6 +50,8 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     else:  # z from a density fitted on the aggregate posterior (vaekit fit-sampler)
         if args.temperature != 1.0:
             raise VaekitError("--temperature scales p(z); a --sampler draws z from its own fitted density")
+        if cfg.model.conditional:
+            raise VaekitError("--sampler: a conditional VAE's codes depend on the label; sample it from p(z|y)")
         z = draw_codes(args.run, args.sampler, args.n, seed=args.seed, latent_size=cfg.model.latent_size)
         with torch.no_grad():
             p_x = model.p_x_given_z(z)
@@ -61,7 +63,7 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     if out.suffix.lower() not in (".png", ".npy"):
         raise VaekitError(f"--out {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
     replaced = picture.exists() or array.exists()
-    plot_samples(x, cfg.model.data_shape, picture, mean=not args.draw, source=source)
+    plot_samples(x, cfg.model.data_shape, picture, mean=not args.draw, source=source, labels=y)
     write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
     print(f"wrote {picture} and {array}" + (" (replacing the earlier ones: --out FILE keeps them)" if replaced else ""))
     return picture

@@ -128,11 +128,13 @@ def dimension_ticks(d: int) -> tuple[range, list[str]]:
     return ticks, [str(j + 1) for j in ticks]
 
 
-def heatmap_figure(panels: Mapping[str, Tensor], title: str, row_groups: Sequence[str] = ()):
+def heatmap_figure(panels: Mapping[str, Tensor], title: str, row_groups: Sequence[str] = (),
+                   row_names: Sequence[str] = ()):
     """Vector data [N, D] as they are: one heatmap per panel, rows = examples, columns = dimensions,
     coloured by (x_j − m_j)/s_j with the first panel's per-dimension mean m and standard deviation s
     (so dimensions in any units read alike; ±3 at the ends), one shared colorbar. row_groups: names of
-    equal runs of consecutive rows (a traversal's latent, an interpolation's pair), separated by lines."""
+    equal runs of consecutive rows (a traversal's latent, an interpolation's pair), separated by lines;
+    row_names: a name for each row (a conditional sample's label)."""
     ref = next(iter(panels.values())).detach().double().cpu()
     m = ref.mean(0)
     s = ref.std(0) if len(ref) > 1 else torch.ones_like(m)
@@ -149,6 +151,8 @@ def heatmap_figure(panels: Mapping[str, Tensor], title: str, row_groups: Sequenc
             ax.set_yticks([(g + 0.5) * size - 0.5 for g in range(len(row_groups))], list(row_groups), fontsize=7)
             for g in range(1, len(row_groups)):
                 ax.axhline(g * size - 0.5, color="black", linewidth=0.8)
+        elif row_names:
+            ax.set_yticks(range(len(values)), list(row_names)[: len(values)], fontsize=6)
         else:
             ax.set_ylabel("example")
     over = f"of {next(iter(panels))}" if len(panels) > 1 else "over the rows"
@@ -168,16 +172,20 @@ def plot_images(images: Tensor, shape: Sequence[int], path: Path, title: str | N
 
 
 def plot_samples(samples: Tensor, shape: Sequence[int], path: Path, data: Tensor | None = None,
-                 mean: bool = True, source: str = "z ~ p(z)") -> Path:
+                 mean: bool = True, source: str = "z ~ p(z)", labels: Tensor | None = None) -> Path:
     """samples [N, D] drawn by the caller (E[x|z], or x ~ p(x|z) when not `mean`) as a titled grid; vector
     data as a heatmap, beside as many rows of `data` [M, D] where given (then coloured relative to it).
-    `source` says where the z came from (the prior, or a post-hoc sampler)."""
+    `source` says where the z came from (the prior, or a post-hoc sampler); `labels` [N]: a conditional
+    model's y of each sample (then z ~ p(z|y), and each row of a heatmap is named by its label)."""
     what = "E[x|z]" if mean else "x ~ p(x|z)"
+    if labels is not None:
+        what, source = what.replace("z]", "z, y]").replace("|z)", "|z, y)"), source.replace("p(z)", "p(z|y)")
     if is_vector(shape) and have_matplotlib():
         n = len(samples) if data is None else min(len(data), len(samples))  # as many rows of each
         panels = {} if data is None else {f"data (first {n})": data[:n]}
         title = f"samples from the model: {what} for {n} draws {source}" + (", beside the data" if panels else "")
-        return save_figure(heatmap_figure({**panels, f"samples {what}": samples[:n]}, title), path)
+        names = [f"y = {int(v)}" for v in labels[:n]] if labels is not None else ()
+        return save_figure(heatmap_figure({**panels, f"samples {what}": samples[:n]}, title, row_names=names), path)
     return plot_grid(samples, shape, path, f"samples from the model: {what} for {len(samples)} draws {source}")
 
 
