@@ -118,7 +118,8 @@ def test_two_stage_is_a_run_of_its_own_and_draws_its_means(run):
     stage2 = load(run / "samplers" / "two-stage")
     assert (stage2.data_dim, stage2.latent_dim) == (4, 4)
     torch.manual_seed(7)
-    assert torch.equal(draw_codes(run, "two-stage", 10, seed=7), stage2.sample(10))
+    assert torch.equal(draw_codes(run, "two-stage", 10, seed=7), stage2.sample(10, mean=False))
+    assert stage2.decoder.head.log_sigma.shape == (4,)  # a σ per dimension (module docstring of runs.samplers)
 
 
 def test_a_crafted_mixture_is_refused_in_one_line(run, capsys):

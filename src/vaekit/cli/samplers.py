@@ -36,6 +36,7 @@ def cmd_fit_sampler(args: argparse.Namespace) -> dict[str, Any]:
               f"{fitted['mean_log_likelihood']:.3f} nats per code; saved in {args.run}/samplers/gmm.safetensors")
     else:
         print(f"trained the second-stage VAE on {fitted['codes']} draws z ~ Q(z|x) for {fitted['epochs']} epochs: "
-              f"ELBO {fitted['elbo']:.3f} nats, γ = {fitted['gamma']:.4f}; saved in {args.run}/samplers/two-stage")
+              f"ELBO {fitted['elbo']:.3f} nats, KL {fitted['kl']:.3f}, median σ {fitted['sigma_median']:.4f}; saved in "
+              f"{args.run}/samplers/two-stage")
     print(f"draw from it: vaekit sample {args.run} --sampler {args.sampler}")
     return fitted
