@@ -148,3 +148,25 @@ def test_real_tabular_data_standardized_train_and_evaluate_in_nats(tmp_path):
     assert samples.shape == (400, 13)
     assert abs(samples[:, 12].mean() - data[:, 12].mean()) < 0.5 * data[:, 12].std()
     assert 0.3 < samples[:, 12].std() / data[:, 12].std() < 2.0
+
+
+def test_the_config_of_a_python_built_model_says_what_is_known_and_marks_the_rest(tmp_path, caplog):
+    import json
+    import logging
+
+    x = torch.randn(300, 6)
+    with caplog.at_level(logging.INFO, logger="vaekit"):
+        vaekit.fit(my_model(), x, out=tmp_path / "fitted", epochs=2, batch_size=50, seed=1, progress=False)
+    assert "built in Python (latent 2; encoder: vaekit.parts.modules.Encoder" in caplog.text
+    fitted = json.loads((tmp_path / "fitted" / "config.json").read_text())
+    m = fitted["model"]
+    assert (m["latent_dim"], m["data_shape"], m["built_in_python"]) == ([2], [6], True)
+    assert m["python_parts"] == ["encoder: vaekit.parts.modules.Encoder", "decoder: vaekit.parts.modules.Decoder",
+                                 "likelihood: vaekit.parts.likelihoods.real.GaussianObservation",
+                                 "prior: vaekit.parts.priors.StandardNormal"]
+    assert {"model.hidden", "model.likelihood", "model.posterior", "model.prior"} <= set(m["unknown"])
+    assert "model.latent_dim" not in m["unknown"] and "train" not in m["unknown"]
+    assert (fitted["train"]["epochs"], fitted["train"]["batch_size"], fitted["data"]["dataset"]) == (2, 50, "tensors")
+    vaekit.save(my_model(), tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())["model"]["unknown"]
+    assert saved[-2:] == ["data", "train"] and "model.hidden" in saved  # saved, not trained: no data, no training

@@ -299,8 +299,7 @@ def model_config(model: nn.Module) -> ModelConfig:
     `build_model`), else one that marks it as built in Python (the user rebuilds it to load it)."""
     settings = getattr(model, "settings", None)
     if settings is None:
-        data_dim = getattr(model, "data_dim", None)
-        return ModelConfig(data_shape=(data_dim,) if data_dim else (), built_in_python=True)
+        return python_model_config(model)
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     values = {k: v for k, v in settings.items() if k in known and v is not None}
     values["data_shape"] = tuple(settings.get("data_shape") or (settings["data_dim"],))
@@ -310,13 +309,35 @@ def model_config(model: nn.Module) -> ModelConfig:
     return ModelConfig(**values)
 
 
+KNOWN_IN_PYTHON = {"data_shape", "latent_dim", "built_in_python", "plugins", "python_parts", "unknown", "condition",
+                   "condition_classes", "columns"}  # what a model built from modules still tells
+
+
+def python_model_config(model: nn.Module) -> ModelConfig:
+    """What is known of a model built from modules (VAE(encoder, decoder, prior)): its shapes and the class of each
+    part; every other [model] setting is listed in `unknown` (its value in config.json is only the default)."""
+    data_dim = getattr(model, "data_dim", None)
+    roles = [("encoder", getattr(model, "encoder", None)), ("decoder", getattr(model, "decoder", None)),
+             ("likelihood", getattr(getattr(model, "decoder", None), "head", None)), ("prior", getattr(model, "prior", None))]
+    parts = tuple(f"{role}: {type(m).__module__}.{type(m).__qualname__}" for role, m in roles if m is not None)
+    values: dict[str, Any] = {"data_shape": (data_dim,) if data_dim else (), "built_in_python": True, "python_parts": parts}
+    try:
+        values["latent_dim"] = (int(model.latent_dim),)
+    except Exception:  # noqa: BLE001 - a prior of the user's that cannot say its size: leave it unknown
+        pass
+    known = KNOWN_IN_PYTHON - ({"latent_dim"} - set(values))
+    values["unknown"] = tuple(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in known)
+    return ModelConfig(**values)
+
+
 def save(model: nn.Module, run: str | Path) -> Path:
     """Write `model` as a run directory: config.json (what rebuilds it) and model.safetensors.
     `vaekit.load(run)` rebuilds a model made of registered parts; a model with the user's own
     networks loads with `vaekit.load(run, model=the same architecture)`."""
     run = Path(run)
     cfg = Config(model=model_config(model))
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, plugins=plugins_needed(cfg)))
+    unknown = (*cfg.model.unknown, "data", "train")  # saved, not trained here: neither section describes the model
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, plugins=plugins_needed(cfg), unknown=unknown))
     save_config(run, cfg)
     save_weights(run, model)
     return run

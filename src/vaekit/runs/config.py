@@ -110,6 +110,10 @@ class ModelConfig(Slots):
                                     "only into the same model, rebuilt by the user (vaekit.load(DIR, model=…))", flag="")
     plugins: tuple[str, ...] = setting((), "plugin files or modules that define this run's registered parts "
                                        "(recorded; never imported because a run directory names them)", flag="")
+    python_parts: tuple[str, ...] = setting((), "built in Python: the class of each part (role: module.Class), "
+                                            "recorded to say what the model is; never imported", flag="")
+    unknown: tuple[str, ...] = setting((), "built in Python: the settings of this config.json that do not describe "
+                                       "the run (their values are the defaults), e.g. model.hidden", flag="")
 
     @property
     def data_dim(self) -> int:

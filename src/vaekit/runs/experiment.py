@@ -291,6 +291,8 @@ def summary(cfg: Config, dataset: Dataset, device: str, out: Path | None) -> str
     hidden = "linear" if not m.hidden else "×".join(map(str, m.hidden))
     latent = " + ".join(map(str, m.latent_dim))
     model = f"{m.arch} {hidden}, latent {latent}, {m.posterior} Q, {m.prior} prior, {m.likelihood} likelihood"
+    if m.built_in_python:  # the settings would be the defaults, not this model
+        model = f"built in Python (latent {latent}; {'; '.join(m.python_parts)})"
     data = f"{dataset.name} ({dataset.split('train').shape[0]} train, {dataset.split('val').shape[0]} val)"
     if dataset.binarize == "dynamic":  # grey levels become 0/1: say so, it is a choice (--binarize none keeps them)
         data += ", binarized dynamically (x ~ Bernoulli(grey level) afresh each use; --binarize static or none)"
