@@ -229,3 +229,19 @@ def test_a_plugin_factory_that_fails_is_named_in_one_line(registries, body, mess
     cfg = Config().replace(model={"prior": "broken", "latent_dim": 2, "hidden": [4], "data_shape": [6]})
     with pytest.raises(VaekitError, match=message.replace("(", r"\(").replace(")", r"\)")):
         vaekit.build_model(cfg.model)
+
+
+def test_a_plugin_a_config_lists_but_no_part_uses_is_not_recorded(tmp_path, capsys):
+    import json
+
+    from vaekit.cli import main
+
+    unused = tmp_path / "unused_plugin.py"
+    unused.write_text("X = 1\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[model]\nplugins = ["{unused}"]\nlatent_dim = [2]\n')
+    assert main(["--quiet", "train", "--config", str(config), "--epochs", "1", "--hidden", "8",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["plugins"] == []
+    unused.unlink()  # gone: a command on the run must not ask for it
+    assert main(["--quiet", "evaluate", str(tmp_path / "run"), "--k", "2", "--elbo-samples", "2"]) == 0

@@ -62,7 +62,11 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
     if cfg.model.data_shape and tuple(cfg.model.data_shape) != shape:
         raise VaekitError(f"model expects data of shape {tuple(cfg.model.data_shape)} but {dataset.name} has {shape}")
     binarize = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
-    plugins = tuple(sorted(set(cfg.model.plugins) | set(plugins_needed(cfg))))
+    plugins = plugins_needed(cfg)  # only those a part comes from: every later command will ask for them
+    unused = sorted(set(cfg.model.plugins) - set(plugins))
+    if unused:
+        log.warning("plugin %s names no part of this run: not recorded (a command on the run will not ask for it)",
+                    ", ".join(unused))
     classes = cfg.model.condition_classes
     if cfg.model.conditional:
         dataset.labels_of("train")
