@@ -278,3 +278,16 @@ def test_the_factorvae_score_ignores_a_rescaling_up_to_1e300():
     assert 0.6 < base < 1.0  # not trivially perfect: a real vote
     for scale in (1e-300, 1e300):  # one scale for all codes: per code, `prune` would see collapsed ones
         assert metrics.factorvae_score(z * scale, f, seed=0, num_train=2000, num_eval=1000) == base
+
+
+def test_the_betavae_score_ignores_a_global_rescaling_of_the_codes():
+    """Issue 27: raw, an L2-penalized classifier made codes scaled by 1e-3 score at chance and 1e300 overflow; the
+    points are now in units of their RMS, so one scale on every code gives the same classifier, the same score."""
+    rng = np.random.default_rng(0)
+    f = np.stack([rng.integers(0, 5, 3000), rng.integers(0, 5, 3000)], 1)
+    z = np.stack([f[:, 0] + 1.5 * rng.standard_normal(3000), f[:, 1] + 1.5 * rng.standard_normal(3000),
+                  rng.standard_normal(3000)], 1)
+    base = metrics.betavae_score(z, f, seed=0, num_train=1000, num_eval=500)
+    assert 0.6 < base < 1.0
+    for scale in (2.0 ** -990, 1e-3, 2.0 ** 990):  # powers of two: z·s and its RMS scale exactly
+        assert metrics.betavae_score(z * scale, f, seed=0, num_train=1000, num_eval=500) == base

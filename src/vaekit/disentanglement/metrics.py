@@ -382,7 +382,10 @@ def betavae_score(codes: Array, factors: Array, batch_size: int = 64, num_train:
     over batch_size pairs of rows sharing k's value (each pair its own value); a linear classifier
     (scikit-learn LogisticRegression, as disentanglement_lib) learns k from num_train points, and its
     accuracy on num_eval fresh points is returned (chance 1/F). Rows come from the given arrays, as in
-    `factorvae_score`. Not invariant to rescaling a code: the classifier's L2 penalty sees the scales."""
+    `factorvae_score`. One departure from disentanglement_lib: the points are divided by their root mean
+    square over the training points (one number), so the score does not change when every code is scaled by
+    the same factor (raw, the classifier's L2 penalty turned codes scaled by 1e-3 to chance, and 1e300
+    overflowed); rescaling one code against the others still changes it."""
     _check_votes(batch_size, num_train, num_eval, min_batch=1)
     z, labels, _, _ = _prepare(codes, factors, min_factors=2)
     sk = _sklearn()
@@ -391,5 +394,7 @@ def betavae_score(codes: Array, factors: Array, batch_size: int = 64, num_train:
     x_ev, k_ev = _betavae_points(z, groups, batch_size, num_eval, rng)
     if np.unique(k_tr).size < 2:
         raise VaekitError(f"num_train={num_train} points drew a single factor: give more")
-    model = sk.linear_model.LogisticRegression(max_iter=2000, random_state=0).fit(x_tr, k_tr)
-    return float(model.score(x_ev, k_ev))
+    top = float(np.abs(x_tr).max())
+    unit = top * float(np.sqrt(np.mean(np.square(x_tr / top)))) if top > 0 else 1.0  # the RMS, without overflow
+    model = sk.linear_model.LogisticRegression(max_iter=2000, random_state=0).fit(x_tr / unit, k_tr)
+    return float(model.score(x_ev / unit, k_ev))
