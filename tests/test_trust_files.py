@@ -115,3 +115,33 @@ def test_tensorboard_is_never_written_through_a_link(tmp_path, capsys):
     (out / "tensorboard").symlink_to(elsewhere)
     code, err = run(capsys, *TRAIN, "--out", out, "--tensorboard")
     assert code == 2 and "tensorboard: is a symbolic link" in err[0] and list(elsewhere.iterdir()) == []
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real file system with no space left: a 64 KiB tmpfs, filled (skipped where mounting is not allowed)."""
+    import subprocess
+
+    where = tmp_path / "full"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with open(where / "fill", "wb") as f:
+            try:
+                f.write(bytes(1 << 20))
+            except OSError:
+                pass
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+def test_a_full_disk_at_the_lock_or_tensorboard_is_one_line(full_disk, capsys):
+    for extra, what in (([], ".vaekit.lock: cannot write (the disk is full"),
+                        (["--tensorboard"], "tensorboard/.vaekit-probe: cannot write (the disk is full")):
+        out = full_disk / f"run{len(extra)}"
+        assert main(["--quiet", "train", "--epochs", "1", "--hidden", "8", *extra, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert what in err and err.count("\n") == 1, err
+        assert not (out / "model.safetensors").exists()

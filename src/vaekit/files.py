@@ -63,6 +63,15 @@ def make_dirs(path: Path) -> None:
         raise write_error(path, e) from None
 
 
+def probe_writable(folder: Path, size: int = 1 << 16) -> None:
+    """Write and remove `size` bytes in `folder` (made if missing): a full disk or a read-only folder is one line
+    now, before a library that writes from a thread of its own (TensorBoard) fails where no one can say so."""
+    make_dirs(folder)
+    probe = folder / ".vaekit-probe"
+    atomic_write(probe, lambda tmp: Path(tmp).write_bytes(bytes(size)))
+    probe.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call write(tmp_path) for a temporary file beside `path`, fsync, then rename it over `path`.
 
@@ -185,8 +194,12 @@ class RunLock:
             os.close(fd)
             raise VaekitError(f"{self.path.parent}: another vaekit process (pid {holder}) is training into this run; "
                               "wait for it to finish or stop it, or choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:  # a full disk, a quota: nothing is trained into a run that cannot be written
+            os.close(fd)
+            raise write_error(self.path, e) from None
         self.fd = fd
         return self
 
