@@ -334,8 +334,8 @@ def metrics_table(m: dict[str, Any]) -> str:
     for name, v in m.get("likelihood_learned", {}).items():
         value = (f"{v['median']:.4g}" if v["count"] == 1 else
                  f"median {v['median']:.4g} ({v['min']:.4g} to {v['max']:.4g})")
-        rows.append((f"p(x|z)'s learned {name}", value, f"over {v['count']} value(s), in the units the model sees "
-                     "(standardized where the run standardizes)"))
+        note = f"over {v['count']} value(s), in the units the model sees (standardized where the run standardizes)"
+        rows.append((f"p(x|z)'s learned {name}", value, note))
     for layer, (size, active, kl) in enumerate(zip(m.get("layer_sizes", ()), m.get("active_units_per_layer", ()),
                                                    m.get("kl_per_layer", ())), 1):
         rows.append((f"layer z{layer}", f"{active} of {size} active, KL {kl:.3f} nats",
