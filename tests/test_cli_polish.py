@@ -236,7 +236,7 @@ def test_a_learned_sigma_is_reported_by_evaluate_and_the_report(tmp_path, capsys
 
 
 def test_conditional_vector_samples_name_each_rows_label(tmp_path, monkeypatch):
-    import vaekit.pictures.figures as figures
+    from vaekit.pictures import figures
 
     g = np.random.default_rng(0)
     np.savez(tmp_path / "v.npz", x=g.normal(size=(120, 5)).astype(np.float32), y=np.arange(120) % 3)
