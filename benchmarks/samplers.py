@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -38,9 +39,11 @@ PRIORS = {"plain": [], "vampprior": ["--prior", "vampprior", "--prior-components
 def run_one(data: str, prior: str, epochs: int, stage2: TwoStage, n: int, args) -> list[dict]:
     out = Path(args.out) / f"{data}-{prior}"
     t0 = time.perf_counter()
-    if not (out / "model.safetensors").exists() or args.retrain:
-        main(["--quiet", "train", *DATA[data], *PRIORS[prior], "--epochs", str(epochs), "--data-dir", args.data_dir,
-              "--seed", "0", "--out", str(out)])
+    if args.retrain:
+        shutil.rmtree(out, ignore_errors=True)
+    resume = ["--resume"] if (out / "train_state.pt").exists() else []  # finish a run that was cut short
+    main(["--quiet", "train", *DATA[data], *PRIORS[prior], "--epochs", str(epochs), "--data-dir", args.data_dir,
+          "--seed", "0", "--out", str(out), *resume])
     trained = time.perf_counter() - t0
     rows = []
     for sampler in (None, "gmm", "two-stage"):
