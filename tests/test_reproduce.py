@@ -97,13 +97,39 @@ def test_the_cosine_schedule_sets_each_epochs_rate_and_resumes_on_its_curve(tmp_
     assert lr == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 2 / 3)), rel=1e-12)  # epoch e = 2 of 3
     cfg = build_config(parser().parse_args(["train", *flags, "--epochs", "4", "--out", "x"]))
 
-    def stop_in_epoch_3(record, model, config):  # epoch 2's checkpoint is written, epoch 3's is not
-        if record["epoch"] == 3:
+    def stop_after_epoch_2(record, model, config):  # the checkpoint is written before the epoch's side channels
+        if record["epoch"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_run(cfg, tmp_path / "part", progress=False, on_epoch=stop_in_epoch_3)
+        train_run(cfg, tmp_path / "part", progress=False, on_epoch=stop_after_epoch_2)
+    assert load_state(tmp_path / "part")["epoch"] == 2
     assert main(["--quiet", "train", *flags, "--epochs", "4", "--resume", "--out", str(tmp_path / "part")]) == 0
     assert main(["--quiet", "train", *flags, "--epochs", "4", "--out", str(tmp_path / "full")]) == 0
     resumed, full = (load_file(tmp_path / d / "model.safetensors") for d in ("part", "full"))
     assert all(torch.equal(resumed[key], full[key]) for key in full)  # the same curve, not one over 2 epochs
+
+
+def test_a_resume_that_bends_the_cosine_curve_says_so(tmp_path, caplog):
+    import logging
+
+    flags = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "8", "--lr-schedule", "cosine"]
+    assert main(["--quiet", "train", *flags, "--epochs", "2", "--out", str(tmp_path / "run")]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert main(["--quiet", "train", "--out", str(tmp_path / "run"), "--epochs", "4", "--resume"]) == 0
+    assert "schedule changes on this resume (cosine over 2 epochs → cosine over 4): epoch 3 trains at lr 0.0005" \
+        in caplog.text
+
+
+def test_reproduce_continues_only_a_run_of_the_same_recipe_budget_and_seed(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["--quiet", "train", "--dataset", "digits", "--latent-dim", "8", "--hidden", "256", "--hidden", "128",
+                 "--epochs", "1", "--batch-size", "64", "--lr", "2e-3", "--beta", "0.1", "--out", str(out / "seed-0")]) == 0
+    capsys.readouterr()
+    assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--out", str(out)]) == 2
+    assert "[train] epochs is 1, not the recipe's 20" in capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "seed-0").symlink_to(tmp_path / "elsewhere")
+    assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--out", str(tmp_path / "linked")]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err and not any((tmp_path / "elsewhere").iterdir())

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from vaekit import load
 from vaekit.cli import main
-from vaekit.evaluation.features import cache_root, feature_space, grey_levels
+from vaekit.evaluation.features import RECIPE, cache_root, feature_space, grey_levels
 from vaekit.evaluation.latents import posterior_summary
 from vaekit.evaluation.mixture import Mixture, fit_mixture
 from vaekit.evaluation.quality import frechet_distance, precision_recall
@@ -151,3 +151,69 @@ def test_evaluate_samples_is_the_librarys_measure_in_the_stored_classifiers_spac
     assert accuracy > 0.9  # a classifier whose features mean something on these digits
     stored[0].write_bytes(b"damaged")
     assert sample_quality(run, 150) == got  # retrained, seeded: the same classifier again
+
+
+def test_sampler_files_that_are_not_what_they_claim_are_refused_in_one_line(run, tmp_path, capsys):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad, ignore=shutil.ignore_patterns("samplers"))
+    (tmp_path / "elsewhere").mkdir()
+    (bad / "samplers").symlink_to(tmp_path / "elsewhere")  # a link in a run from someone else: nothing through it
+    assert main(["--quiet", "fit-sampler", str(bad), "--sampler", "gmm"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err and not any((tmp_path / "elsewhere").iterdir())
+    (bad / "samplers").unlink()
+    (bad / "samplers").mkdir()
+    os.mkfifo(bad / "samplers" / "gmm.safetensors")  # would block a reader for ever
+    proc = subprocess.run([sys.executable, "-m", "vaekit", "sample", str(bad), "--sampler", "gmm"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr and proc.stderr.count("\n") == 1
+    (bad / "samplers" / "gmm.safetensors").unlink()
+    with open(bad / "samplers" / "gmm.safetensors", "wb") as f:
+        f.truncate(300 << 20)  # sparse: claims 300 MB on no disk; a reader would allocate what it claims
+    assert main(["--quiet", "sample", str(bad), "--sampler", "gmm"]) == 2
+    assert "more than the 268,435,456 such a file can hold" in capsys.readouterr().err
+    save_file({"weights": torch.ones(1), "means": torch.zeros(1, 4), "covariances": torch.eye(4)[None]},
+              bad / "samplers" / "gmm.safetensors")
+    assert main(["--quiet", "sample", str(bad), "--sampler", "gmm"]) == 2
+    assert "vaekit writes float64" in capsys.readouterr().err
+
+
+def test_bad_sampler_and_quality_requests_are_one_line(run, capsys):
+    cases = [(["fit-sampler", str(run), "--sampler", "two-stage", "--hidden", "-3"], "--hidden must be widths"),
+             (["fit-sampler", str(run), "--sampler", "gmm", "--components", "0"], "--components must be"),
+             (["evaluate", str(run), "--samples", "2", "--k", "2", "--n", "5"], "needs at least 4 samples"),
+             (["evaluate", str(run), "--sampler", "gmm", "--k", "2"], "give --samples too")]
+    for argv, said in cases:
+        assert main(["--quiet", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+
+
+def test_a_mixture_of_more_components_than_distinct_codes_is_refused():
+    with pytest.raises(Exception, match="take 1 distinct values: fewer than the 2 components"):
+        fit_mixture(torch.zeros(50, 3), 2)
+
+
+def test_the_classifier_cache_is_measured_on_load_and_optional(run, tmp_path, monkeypatch, caplog):
+    import logging
+
+    want = sample_quality(run, 150)
+    (path,) = cache_root().glob("digits-*.safetensors")
+    zeros = {k: torch.zeros_like(v) for k, v in load_file(path).items()}
+    save_file(zeros, path, metadata={"recipe": RECIPE})  # the right recipe, weights that no longer classify
+    assert sample_quality(run, 150) == want  # a classifier that no longer classifies: trained again, the same
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    with caplog.at_level(logging.WARNING):
+        assert sample_quality(run, 150) == want  # not stored, but measured all the same
+    assert "will be trained again next time" in caplog.text
+
+
+def test_the_largest_seed_evaluates(run, capsys):
+    assert main(["--quiet", "evaluate", str(run), "--seed", str(2**63 - 1), "--k", "2", "--n", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"]["seed"] == 2**63 - 1

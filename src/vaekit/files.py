@@ -63,6 +63,15 @@ def make_dirs(path: Path) -> None:
         raise write_error(path, e) from None
 
 
+def own_folder(path: Path) -> Path:
+    """A folder inside a run that vaekit writes into: made if missing; a symbolic link there is refused (a run
+    directory may come from someone else, and nothing is written through a link in it)."""
+    if path.is_symlink():
+        raise VaekitError(f"{path}: is a symbolic link, and vaekit writes nothing of a run through a link: remove it")
+    make_dirs(path)
+    return path
+
+
 def probe_writable(folder: Path, size: int = 1 << 16) -> None:
     """Write and remove `size` bytes in `folder` (made if missing): a full disk or a read-only folder is one line
     now, before a library that writes from a thread of its own (TensorBoard) fails where no one can say so."""
@@ -118,6 +127,21 @@ def open_regular(path: Path, flags: int) -> int:
         raise VaekitError(f"{path}: not a regular file (a FIFO, a device or a socket); remove it")
     os.set_blocking(fd, True)
     return fd
+
+
+def check_regular(path: Path, limit: int) -> None:
+    """A file vaekit is about to read by path (safetensors opens it itself): a regular file (a FIFO would block, a
+    device never end) of at most `limit` bytes (a sparse file claims any size), or one line naming it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise VaekitError(f"{path}: missing") from None
+    except OSError as e:
+        raise VaekitError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise VaekitError(f"{path}: not a regular file (a folder, a FIFO, a device or a socket)")
+    if info.st_size > limit:
+        raise VaekitError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold")
 
 
 def read_capped(path: Path, limit: int = MAX_TEXT_BYTES) -> bytes:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+_SEEDS = 2**63  # torch's generators take a seed below this
 _STRIDE = 1_000_003  # a prime: (seed, index) pairs map to distinct seeds for any index below it
 
 
 def derive_seed(seed: int, index: int) -> int:
     """The seed of item `index` (an epoch, an evaluation batch) of a run seeded by `seed`."""
-    return seed * _STRIDE + index
+    return (seed * _STRIDE + index) % _SEEDS  # unchanged below 2^63 / STRIDE; beyond it, still a seed torch takes
 
 
 def batch_seed(seed: int, b: int) -> int:

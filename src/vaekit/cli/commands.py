@@ -113,6 +113,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """ELBO and log-likelihood with both kinds of error, the checks on them, and (--json) the protocol."""
     if args.elbo_samples <= 0:
         raise VaekitError(f"--elbo-samples must be > 0, got {args.elbo_samples}")
+    if args.sampler is not None and args.samples is None:
+        raise VaekitError("--sampler is used by --samples N (the quality of N samples); give --samples too")
     cfg, model, dataset = run_with_data(args)
     device = resolve_device(args.device)
     x, y = dataset.eval_split(args.split), labels_for(cfg, dataset, args.split)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import VaekitError
 from ..runs.samplers import SAMPLERS, TwoStage, fit_sampler
 
 DEFAULT = TwoStage()
@@ -28,7 +29,10 @@ def add_sampler_command(sub) -> argparse.ArgumentParser:
 
 
 def cmd_fit_sampler(args: argparse.Namespace) -> dict[str, Any]:
-    settings = TwoStage(hidden=tuple(args.hidden or DEFAULT.hidden), epochs=args.epochs)
+    hidden = tuple(args.hidden or DEFAULT.hidden)
+    if not all(0 < h <= 1 << 16 for h in hidden):
+        raise VaekitError(f"--hidden must be widths from 1 to 65536, got {' '.join(map(str, hidden))}")
+    settings = TwoStage(hidden=hidden, epochs=args.epochs)
     fitted = fit_sampler(args.run, args.sampler, components=args.components, seed=args.seed, two_stage=settings,
                          progress=not args.quiet)
     if args.sampler == "gmm":

@@ -24,12 +24,14 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from ..data import Dataset
-from ..files import atomic_write, make_dirs
+from ..errors import VaekitError
+from ..files import atomic_write, check_regular, make_dirs
 from ..rng import forked_rng
 
 log = logging.getLogger(__name__)
 RECIPE = "mlp-512-256 adam 1e-3 batch 128 3000 steps seed 0 v1"  # in the cache key: a new recipe retrains
 PCA_COMPONENTS = 32
+MIN_ACCURACY = 0.5  # a stored classifier below this on the test split is not the recipe's: trained again
 
 
 @dataclass
@@ -71,30 +73,42 @@ def train_classifier(x: Tensor, y: Tensor, classes: int, steps: int = 3000, batc
 
 
 def labelled_space(dataset: Dataset) -> FeatureSpace:
-    """The stored classifier of this dataset's training split, trained first where the cache lacks it."""
+    """The stored classifier of this dataset's training split, trained first where the cache lacks it (or holds
+    one that is damaged, of another recipe, or no longer classifies: its accuracy is measured on every load)."""
     x, y = grey_levels(dataset, "train"), dataset.labels["train"]
     classes = int(y.max()) + 1
     key = hashlib.sha256(RECIPE.encode() + x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:16]
     path = cache_root() / f"{dataset.name.replace(os.sep, '_')[-60:]}-{key}.safetensors"
-    net = classifier(x.shape[1], classes)
-    try:
-        net.load_state_dict(load_file(path))
-        net.eval()
-        accuracy = _read_accuracy(path)
-    except Exception:  # noqa: BLE001 - absent, damaged or from another recipe: train it afresh
+    net, accuracy = _stored(path, x.shape[1], classes, dataset)
+    if net is None:
         log.info("training the feature classifier for %s (once; stored in %s)", dataset.name, path)
         net = train_classifier(x, y, classes)
         accuracy = _accuracy(net, dataset)
-        make_dirs(path.parent)
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
-        atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"accuracy": repr(accuracy), "recipe": RECIPE}))
+        try:
+            make_dirs(path.parent)
+            atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"recipe": RECIPE}))
+        except VaekitError as e:  # a cache is a convenience: the numbers are made all the same
+            log.warning("%s; the feature classifier is not stored and will be trained again next time", e)
     name = f"the penultimate layer of vaekit's classifier of {dataset.name} (test accuracy {accuracy:.4f}; not Inception)"
     return FeatureSpace(name, lambda v: _penultimate(net, v))
 
 
-def _read_accuracy(path: Path) -> float:
-    with safe_open(str(path), "pt") as f:
-        return float((f.metadata() or {})["accuracy"])
+def _stored(path: Path, dim: int, classes: int, dataset: Dataset) -> tuple[nn.Sequential | None, float | None]:
+    """The cached classifier and its accuracy measured now, or (None, None) where it cannot be trusted."""
+    net = classifier(dim, classes)
+    try:
+        check_regular(path, sum(t.numel() * 4 for t in net.state_dict().values()) + (1 << 20))
+        with safe_open(str(path), "pt") as f:
+            if (f.metadata() or {}).get("recipe") != RECIPE:
+                return None, None
+        net.load_state_dict(load_file(path))
+    except Exception:  # noqa: BLE001 - absent, damaged, a FIFO, another shape: train it afresh
+        return None, None
+    if not all(torch.isfinite(t).all() for t in net.state_dict().values()):
+        return None, None
+    accuracy = _accuracy(net.eval(), dataset)
+    return (net, accuracy) if accuracy >= MIN_ACCURACY else (None, None)
 
 
 def _accuracy(net: nn.Sequential, dataset: Dataset) -> float:

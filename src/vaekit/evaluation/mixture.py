@@ -80,6 +80,10 @@ def fit_mixture(z: Tensor, components: int = 10, seed: int = 0, iterations: int 
     if not 0 < components <= z.shape[0]:
         raise VaekitError(f"a mixture of {components} components needs at least as many codes; there are {z.shape[0]}")
     if start is None:
+        distinct = torch.unique(z, dim=0).shape[0]
+        if distinct < components:  # k-means++ would have no point left to draw
+            raise VaekitError(f"the codes take {distinct} distinct values: fewer than the {components} components asked "
+                              "for (is the encoder dead? fewer --components)")
         mixture = m_step(z, kmeans_start(z, components, torch.Generator().manual_seed(seed)), reg)
     else:
         mixture = Mixture(*(t.to(torch.float64) for t in (start.weights, start.means, start.covariances)))

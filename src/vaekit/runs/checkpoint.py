@@ -29,7 +29,7 @@ from .history import METRICS, read_metrics, truncate_metrics
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
 from ..model import VAE, build_model
 from .plugins import is_loaded
-from ..files import LOCK, RunLock, atomic_write, read_capped, remove_stale_temporaries
+from ..files import LOCK, RunLock, atomic_write, check_regular, read_capped, remove_stale_temporaries
 from .state_check import check_state, own_implementation
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def canonical_safetensors(data: bytes) -> bytes:
 
 def load_weights(run: Path, model: nn.Module) -> None:
     path = Path(run) / WEIGHTS
+    check_regular(path, weights_bytes(model) + HEADER_SLACK)  # a FIFO would block, a sparse file claim any size
     try:
         tensors = load_file(path)
     except FileNotFoundError:
@@ -140,6 +141,14 @@ def load_weights(run: Path, model: nn.Module) -> None:
         raise VaekitError(f"{path}: the weights hold NaN or Inf (in {bad[0]}{' and others' if len(bad) > 1 else ''}); "
                           "the run diverged: retrain it with a smaller --lr")
     model.load_state_dict(tensors)
+
+
+HEADER_SLACK = 64 << 20  # a safetensors header beyond the tensors themselves: far more than a real one
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """What the tensors of `model`'s state take in a safetensors file."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def save_standardization(run: Path, shift: torch.Tensor, spread: torch.Tensor) -> None:

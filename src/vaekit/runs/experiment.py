@@ -225,6 +225,7 @@ def train_model(
                               f"--resume continues to a larger total (--epochs {state.epoch + 1} or more)")
         set_lr(optimizer, tc.lr)  # the config's rate (a --resume may change it), not the one saved with Adam
         if out is not None and ctx.is_main:
+            warn_schedule_change(ckpt.load_config(out).train, tc, state.epoch)
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
     elif out is not None and ctx.is_main:
         ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
@@ -275,13 +276,23 @@ def train_model(
                 log.info("epoch %d/%d  train %s  %s  %.2fs", state.epoch, tc.epochs, train_text, val_text, seconds)
                 if out is not None:  # metrics first: a resume drops lines past its checkpoint
                     append_metrics(out, record)
-                if on_epoch is not None:
-                    on_epoch(record, model, cfg)
-            save()
+            save()  # before the epoch's side channels (a tracker, TensorBoard): a slow one never delays it
+            if ctx.is_main and on_epoch is not None:
+                on_epoch(record, model, cfg)
     barrier(ctx)
     if ema is not None:  # the model handed back is the one saved: the averaged weights
         ema.load_into_module()
     return TrainResult(model, cfg, history, dataset)
+
+
+def warn_schedule_change(before: TrainConfig, now: TrainConfig, epoch: int) -> None:
+    """A resume that changes the epochs of a cosine schedule (or the schedule) bends the learning-rate curve: say so."""
+    if now.lr_schedule == before.lr_schedule and (now.lr_schedule == "constant" or now.epochs == before.epochs):
+        return
+    lr = now.lr * 0.5 * (1 + math.cos(math.pi * epoch / now.epochs)) if now.lr_schedule == "cosine" else now.lr
+    log.warning("the learning-rate schedule changes on this resume (%s over %d epochs → %s over %d): epoch %d trains "
+                "at lr %.3g, not where the old curve was", before.lr_schedule, before.epochs, now.lr_schedule,
+                now.epochs, epoch + 1, lr)
 
 
 def guards(tc: TrainConfig) -> Guards:

@@ -23,7 +23,13 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value (since 2.x); co
 BATCH = 100  # MLflow's limit on parameters and tags in one log_batch
 
 
+QUICK_FAILURE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}  # a server out of reach:
+# one warning after seconds, not four minutes of retries while training and Ctrl-C wait (the user's values win)
+
+
 def make_backend() -> MLflowBackend:
+    for name, value in QUICK_FAILURE.items():
+        os.environ.setdefault(name, value)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
