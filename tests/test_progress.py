@@ -4,6 +4,8 @@ nothing when asked for quiet."""
 import io
 import time
 
+import torch
+
 from vaekit import Config, train_run
 from vaekit.training import progress as progress_module
 from vaekit.training.progress import Progress
@@ -59,3 +61,32 @@ def test_the_log_likelihood_reports_progress(monkeypatch, capsys):
     shown = log_likelihood(model, x, k=10, batch_size=100, progress=True)
     assert "log-likelihood (k = 10): 100/297 ex (34%" in capsys.readouterr().err
     assert shown.mean == quiet.mean  # progress changes nothing in the numbers
+
+
+def test_encode_decode_and_disentanglement_say_how_far_they_are(monkeypatch, capsys, caplog, tmp_path):
+    import logging
+
+    from vaekit import VAE, load_dataset
+    from vaekit.cli import main
+    from vaekit.disentanglement.scoring import score_codes
+    from vaekit.evaluation.latents import posterior_summary
+
+    monkeypatch.setattr(progress_module, "PLAIN_EVERY_S", 0.0)
+    x = load_dataset("digits").eval_split("train")
+    model = VAE(data_dim=64, latent_dim=2, hidden=(16,))
+    quiet = posterior_summary(model, x, batch_size=500)
+    assert capsys.readouterr().err == ""
+    shown = posterior_summary(model, x, batch_size=500, progress=True)
+    assert "encoding: 500/1300 ex (38%" in capsys.readouterr().err
+    assert all(torch.equal(a, b) for a, b in zip(quiet, shown))
+    with caplog.at_level(logging.INFO, logger="vaekit"):
+        score_codes(shown[0], torch.randint(0, 3, (1300, 2)), ["mig"], progress=True)
+    assert "scoring mig on 1300 codes" in caplog.text
+    assert main(["--quiet", "train", "--out", str(tmp_path / "run"), "--epochs", "1", "--latent-dim", "2",
+                 "--hidden", "8"]) == 0
+    import numpy as np
+
+    np.save(tmp_path / "z.npy", np.zeros((2500, 2), np.float32))
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "run"), "--latents", str(tmp_path / "z.npy"), "--out", str(tmp_path / "x.npy")]) == 0
+    assert "decoding: 1000/2500 ex (40%" in capsys.readouterr().err

@@ -222,7 +222,7 @@ def cmd_disentanglement(args: argparse.Namespace) -> dict[str, float]:
     x = torch.cat([dataset.eval_split(s) for s in splits])
     factors = torch.cat([dataset.factors[s] for s in splits])
     y = torch.cat([labels_for(cfg, dataset, s) for s in splits]) if cfg.model.conditional else None
-    scores = score_model(model, x, factors, names, seed=args.seed, y=y)
+    scores = score_model(model, x, factors, names, seed=args.seed, y=y, progress=not args.quiet)
     if args.json:
         print(json.dumps({"split": args.split, "n": int(x.shape[0]), "factors": list(dataset.factor_names), **scores}))
     else:

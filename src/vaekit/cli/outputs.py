@@ -20,6 +20,7 @@ from ..pictures.report import plot_run, write_report
 from ..runs.checkpoint import load_run
 from ..runs.experiment import labels_for, to_data_units
 from ..runs.samplers import draw_codes
+from ..training.progress import Progress
 from .runs import run_with_data
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     x = torch.cat([dataset.eval_split(s) for s in splits])
     have_labels = all(s in dataset.labels for s in splits) or cfg.model.conditional
     labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None
-    mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.conditional else None)
+    mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.conditional else None,
+                                  progress=not args.quiet)
     path = write_latents(Path(args.out), mean, std, labels)
     what = "means, standard deviations" + (" and labels" if labels is not None else "")
     print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")
@@ -107,7 +109,12 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     if y is not None and len(y) != len(z):
         raise VaekitError(f"{args.latents}: {len(z)} latents beside {len(y)} labels; give one label per row")
     parts = zip(z.split(1000), y.split(1000)) if y is not None else ((zb, None) for zb in z.split(1000))
-    x = to_data_units(cfg, args.run, torch.cat([conditioned(model, cfg, yb).decode(zb) for zb, yb in parts]))
+    decoded = []
+    with Progress(z.shape[0], "decoding", enabled=not args.quiet) as bar:
+        for zb, yb in parts:
+            decoded.append(conditioned(model, cfg, yb).decode(zb))
+            bar.update(zb.shape[0])
+    x = to_data_units(cfg, args.run, torch.cat(decoded))
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         plot_images(x, cfg.model.data_shape, out, f"E[x|z] for the {x.shape[0]} latents of {Path(args.latents).name}",

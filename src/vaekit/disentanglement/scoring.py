@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -17,6 +18,8 @@ from ..evaluation.latents import posterior_summary
 from .metrics import betavae_score, dci, factorvae_score, mig, mutual_information, sap
 
 METRICS = ("mig", "sap", "dci", "factorvae", "betavae")  # every one, in the order reported
+
+log = logging.getLogger(__name__)
 
 
 def have_sklearn() -> bool:
@@ -33,12 +36,14 @@ def check_metrics(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def score_codes(codes: Tensor, factors: Tensor, names: Sequence[str] = METRICS, seed: int = 0,
-                skip: bool = False) -> dict[str, float | str]:
+                skip: bool = False, progress: bool = False) -> dict[str, float | str]:
     """{metric: value} for codes [N, K] against factors [N, F]; DCI gives three entries
     (dci_disentanglement, dci_completeness, dci_informativeness). `skip`: a metric these arrays cannot
     give (too few rows per factor value for the vote scores, say) gets its one-line reason instead."""
     scores: dict[str, float | str] = {}
     for name in check_metrics(names):
+        if progress:  # a metric takes seconds to minutes (DCI's forests): say which one runs
+            log.info("scoring %s on %d codes", name, codes.shape[0])
         try:
             scores.update(_score(name, codes, factors, seed))
         except VaekitError as e:
@@ -65,13 +70,13 @@ def _score(name: str, codes: Tensor, factors: Tensor, seed: int) -> dict[str, fl
 
 @torch.no_grad()
 def score_model(model, x: Tensor, factors: Tensor, names: Sequence[str] = METRICS, seed: int = 0,
-                y: Tensor | None = None, skip: bool = False) -> dict[str, float | str]:
+                y: Tensor | None = None, skip: bool = False, progress: bool = False) -> dict[str, float | str]:
     """The metrics of the posterior means of x (`latents.posterior_summary`; y: labels of a conditional
     VAE; `skip` as in `score_codes`)."""
     if factors.shape[0] != x.shape[0]:
         raise VaekitError(f"{factors.shape[0]} rows of factors for {x.shape[0]} examples")
-    codes, _ = posterior_summary(model, x, seed=seed, y=y)
-    return score_codes(codes, factors, names, seed, skip)
+    codes, _ = posterior_summary(model, x, seed=seed, y=y, progress=progress)
+    return score_codes(codes, factors, names, seed, skip, progress)
 
 
 def captured_factors(codes: Tensor, factors: Tensor, names: Sequence[str]) -> list[str]:

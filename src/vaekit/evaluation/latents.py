@@ -23,6 +23,7 @@ from torch import Tensor
 from ..errors import VaekitError
 from ..files import atomic_write, write_array
 from ..model import mean_of
+from ..training.progress import Progress
 
 FORMATS = (".npy", ".npz", ".csv")
 MC_SAMPLES = 256  # draws for a standard deviation torch has no closed form for (a flow's Q)
@@ -30,12 +31,12 @@ MC_SAMPLES = 256  # draws for a standard deviation torch has no closed form for 
 
 @torch.no_grad()
 def posterior_summary(model, x: Tensor, batch_size: int = 1000, seed: int = 0,
-                      y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      y: Tensor | None = None, progress: bool = False) -> tuple[Tensor, Tensor]:
     """(mean, std) of Q(z|x) for every row of x, each [N, k]: closed forms where torch has them, else
     Monte Carlo over `MC_SAMPLES` draws from a generator seeded by `seed` (the caller's RNG untouched).
-    y: the labels of x, for a conditional VAE's Q(z|x, y)."""
+    y: the labels of x, for a conditional VAE's Q(z|x, y). `progress`: a bar (or lines) over the examples."""
     means, stds = [], []
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), Progress(x.shape[0], "encoding", enabled=progress) as bar:
         torch.manual_seed(seed)
         labels = y.split(batch_size) if y is not None else [None] * len(x.split(batch_size))
         for xb, yb in zip(x.split(batch_size), labels):
@@ -45,6 +46,7 @@ def posterior_summary(model, x: Tensor, batch_size: int = 1000, seed: int = 0,
                 stds.append(q.stddev)
             except NotImplementedError:
                 stds.append(q.sample((MC_SAMPLES,)).std(0))
+            bar.update(xb.shape[0])
     return torch.cat(means), torch.cat(stds)
 
 
