@@ -42,5 +42,7 @@ def cmd_fit_sampler(args: argparse.Namespace) -> dict[str, Any]:
         print(f"trained the second-stage VAE on {fitted['codes']} draws z ~ Q(z|x) for {fitted['epochs']} epochs: "
               f"ELBO {fitted['elbo']:.3f} nats, KL {fitted['kl']:.3f}, median σ {fitted['sigma_median']:.4f}; saved in "
               f"{args.run}/samplers/two-stage")
+    if fitted["replaced"]:
+        print("(it replaces the earlier fit of this sampler)")
     print(f"draw from it: vaekit sample {args.run} --sampler {args.sampler}")
     return fitted
