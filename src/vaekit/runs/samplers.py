@@ -1,0 +1,211 @@
+"""Post-hoc samplers: a second density fitted on a trained VAE's aggregate posterior q(z) = E_x Q(z|x), drawn from
+instead of the prior p(z) (`vaekit fit-sampler RUN --sampler NAME`, then `vaekit sample RUN --sampler NAME`).
+
+Prior samples of a VAE are poor where p(z) puts mass the encoder never uses (the "holes" between the prior and
+the aggregate posterior; Rosca et al. 2018, Dai & Wipf 2019). Two cures, each its paper's recipe:
+- `gmm`: a 10-component full-covariance Gaussian mixture on the posterior means of the training split
+  (Ghosh et al. 2020, "ex-post density estimation"); saved as RUN/samplers/gmm.safetensors (float64).
+- `two-stage`: a second VAE with as many latents as the first, trained on one draw z ~ Q(z|x) per training
+  example (Dai & Wipf 2019, "Diagnosing and enhancing VAE models"); a sample is z ~ p(z|u) for u ~ N(0, I).
+  Dai & Wipf learn one decoder variance γ and take E[z|u]; here that second VAE collapsed at once (KL → 0: the
+  draws' moments are already those of N(0, I), so a constant E[z|u] with γ ≈ 1 explains them, and every sample is
+  the same), so the second stage learns a σ per dimension, warms its KL up over 5 epochs, and its samples keep
+  that σ's noise (BENCHMARKS.md, "Samplers", has both). Saved as a run directory of its own,
+  RUN/samplers/two-stage (vaekit.load reads it).
+Both hold weights and numbers only: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from ..errors import TrainingInterrupted, VaekitError
+from ..evaluation.features import feature_space, grey_levels
+from ..evaluation.latents import posterior_summary
+from ..evaluation.mixture import Mixture, fit_mixture
+from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_recall
+from ..files import atomic_write, check_regular, own_folder
+from ..model import VAE
+from .checkpoint import load_config, load_run
+from .experiment import load_data, to_data_units
+from .fit import fit
+
+SAMPLERS = ("gmm", "two-stage")
+FOLDER = "samplers"
+GMM_FILE = "gmm.safetensors"
+MAX_GMM_BYTES = 256 << 20  # 100 components over 512 latents take 210 MB: a larger file is not one of ours
+
+
+@dataclass
+class TwoStage:
+    """The two-stage sampler's settings (Dai & Wipf used 3 × 1024 and hundreds of epochs on a GPU; these fit a CPU)."""
+
+    hidden: tuple[int, ...] = (512, 512)
+    epochs: int = 50
+    batch_size: int = 100
+    lr: float = 1e-3
+
+
+def check_name(name: str) -> str:
+    if name not in SAMPLERS:
+        raise VaekitError(f"--sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    return name
+
+
+def training_codes(run: Path, model: nn.Module, cfg, split: str, draw: bool, seed: int) -> Tensor:
+    """The codes of `split`: posterior means, or (draw) one seeded draw z ~ Q(z|x) per example; [N, k] float32."""
+    if cfg.model.conditional:
+        raise VaekitError(f"{run}: a conditional VAE's codes depend on the label; post-hoc samplers are fitted for "
+                          "unconditional models")
+    x = load_data(cfg, run).eval_split(split)
+    if not draw:
+        return posterior_summary(model, x, seed=seed)[0]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        return torch.cat([model.encode(xb, distribution=True).sample() for xb in x.split(1000)])
+
+
+def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0, two_stage: TwoStage | None = None,
+                progress: bool = True) -> dict[str, Any]:
+    """Fit sampler `name` on the run's training codes and save it in RUN/samplers; returns what was fitted."""
+    run, name = Path(run), check_name(name)
+    if name == "gmm" and components < 1:
+        raise VaekitError(f"--components must be a number of mixture components ≥ 1, got {components}")
+    cfg, model = load_run(run)
+    own_folder(run / FOLDER)
+    if name == "gmm":
+        codes = training_codes(run, model, cfg, "train", draw=False, seed=seed)
+        mixture, mean_log_lik = fit_mixture(codes, components, seed=seed)
+        replaced = (run / FOLDER / GMM_FILE).exists()
+        tensors = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
+        meta = {"sampler": "gmm", "fitted_on": "posterior means of the train split", "codes": str(codes.shape[0])}
+        atomic_write(run / FOLDER / GMM_FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        return {"sampler": name, "codes": codes.shape[0], "components": components,
+                "mean_log_likelihood": mean_log_lik, "replaced": replaced}
+    settings = two_stage or TwoStage()
+    z_train = training_codes(run, model, cfg, "train", draw=True, seed=seed)
+    has_val = load_data(cfg, run).split("val").shape[0] > 0
+    z_val = training_codes(run, model, cfg, "val", draw=True, seed=seed + 1) if has_val else None
+    k = z_train.shape[1]
+    stage2 = VAE(data_dim=k, latent_dim=k, hidden=settings.hidden,
+                 likelihood={"name": "gaussian-learned-per-dim", "sigma": 1.0})
+    fresh = run / FOLDER / "two-stage.fitting"  # trained aside, then put in place of an earlier fit
+    if fresh.is_symlink() or fresh.is_file():
+        raise VaekitError(f"{fresh}: is a link or a file, not vaekit's: remove it")
+    shutil.rmtree(fresh, ignore_errors=True)  # an interrupted fit's leftovers
+    try:
+        result = fit(stage2, z_train, z_val, out=fresh, progress=progress, epochs=settings.epochs,
+                     batch_size=settings.batch_size, lr=settings.lr, seed=seed,
+                     objective={"name": "elbo", "kl_warmup_epochs": min(5.0, settings.epochs / 4)})
+    except TrainingInterrupted as e:  # its message says --resume, which fit-sampler has not: a fit starts afresh
+        raise TrainingInterrupted(f"the two-stage fit was interrupted; the earlier sampler (if any) is kept; run "
+                                  "fit-sampler again to fit it", signum=e.signum) from None
+    replaced = (run / FOLDER / "two-stage").exists()
+    replace_folder(fresh, run / FOLDER / "two-stage")
+    last = result.history[-1]
+    sigma = result.model.decoder.head.log_sigma.detach().exp()
+    return {"sampler": name, "codes": z_train.shape[0], "epochs": settings.epochs,
+            "elbo": last.get("val/elbo", last["train/elbo"]), "kl": last.get("val/kl", last["train/kl"]),
+            "sigma_median": float(sigma.median()), "replaced": replaced}
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Put folder `new` where `old` is: an earlier fit is removed first (a link or a file there is refused)."""
+    if old.is_symlink() or old.is_file():
+        raise VaekitError(f"{old}: is a link or a file, not vaekit's fitted sampler: remove it, then fit again")
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(new, old)
+
+
+def load_gmm(path: Path, latent_size: int) -> Mixture:
+    """The saved mixture, checked: the three tensors, their shapes for `latent_size`, weights that sum to 1,
+    covariances that are symmetric positive definite (a crafted file is refused in one line)."""
+    if not path.exists() and not path.is_symlink():
+        raise VaekitError(f"{path}: missing; fit it first: vaekit fit-sampler RUN --sampler gmm")
+    check_regular(path, MAX_GMM_BYTES)
+    try:
+        t = load_file(path)
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise VaekitError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    if set(t) != {"weights", "means", "covariances"}:
+        raise VaekitError(f"{path}: holds {sorted(t)}, not weights, means and covariances")
+    if any(v.dtype != torch.float64 for v in t.values()):
+        raise VaekitError(f"{path}: tensors of {sorted({str(v.dtype) for v in t.values()})}; vaekit writes float64")
+    w, mu, cov = (t[key].to(torch.float64) for key in ("weights", "means", "covariances"))
+    k = w.shape[0] if w.dim() == 1 else -1
+    if k < 1 or mu.shape != (k, latent_size) or cov.shape != (k, latent_size, latent_size):
+        raise VaekitError(f"{path}: shapes {tuple(w.shape)}, {tuple(mu.shape)}, {tuple(cov.shape)} do not make a "
+                          f"mixture over this run's {latent_size} latents")
+    if not all(torch.isfinite(x).all() for x in (w, mu, cov)) or (w < 0).any() or abs(float(w.sum()) - 1) > 1e-6:
+        raise VaekitError(f"{path}: weights or parameters are not finite, or the weights do not sum to 1")
+    if not torch.allclose(cov, cov.transpose(1, 2)) or torch.linalg.cholesky_ex(cov).info.any():
+        raise VaekitError(f"{path}: a covariance is not symmetric positive definite")
+    if float(mu.abs().max()) > 1e15 or float(cov.diagonal(dim1=1, dim2=2).max()) > 1e30:
+        raise VaekitError(f"{path}: means or variances beyond 1e15 / 1e30: not a mixture of any decoder's codes")
+    return Mixture(w, mu, cov)
+
+
+def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: int | None = None) -> Tensor:
+    """n latents [n, k] from the run's fitted sampler `name`, seeded (the caller's random state untouched)."""
+    run, name = Path(run), check_name(name)
+    if latent_size is None:
+        latent_size = load_config(run).model.latent_size
+    if name == "gmm":
+        source = load_gmm(run / FOLDER / GMM_FILE, latent_size).distribution()
+    else:
+        where = run / FOLDER / "two-stage"
+        if not where.is_dir():
+            raise VaekitError(f"{where}: missing; fit it first: vaekit fit-sampler RUN --sampler two-stage")
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the caller's stream
+            stage2 = load_run(where)[1]
+        if stage2.data_dim != latent_size:
+            raise VaekitError(f"{where}: draws {stage2.data_dim} latents, but this run has {latent_size}")
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        if name == "gmm":
+            return source.sample((n,)).to(torch.float32)
+        return stage2.sample(n, mean=False)  # z ~ p(z|u), u ~ N(0, I): with its learned σ (module docstring)
+
+
+def sample_quality(run: str | Path, n: int, sampler: str | None = None, seed: int = 0) -> dict[str, Any]:
+    """Fréchet distance and precision/recall (`evaluation.quality`) of n samples E[x|z], z from p(z) or from a
+    fitted sampler, against the first n test examples in grey levels, in `evaluation.features`' space; with the
+    same numbers for n training examples against those test examples (`reference_*`: what a perfect model gets
+    at this n)."""
+    run = Path(run)
+    cfg, model = load_run(run)
+    dataset = load_data(cfg, run)
+    space = feature_space(dataset)
+    real = grey_levels(dataset, "test")[:n]
+    n = real.shape[0]
+    if n <= PR_NEIGHBOURS:  # precision and recall need each point's PR_NEIGHBOURS-th neighbour among the others
+        raise VaekitError(f"--samples {n}: sample quality needs at least {PR_NEIGHBOURS + 1} samples and as many test "
+                          "examples")
+    if sampler is not None:
+        z = draw_codes(run, sampler, n, seed=seed, latent_size=cfg.model.latent_size)
+    else:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            given = model.given(torch.arange(n) % cfg.model.condition_classes) if cfg.model.conditional else model
+            p_z = given.prior()
+            z = p_z.sample() if tuple(p_z.batch_shape) == (n,) else p_z.sample((n,))
+            model = given
+    with torch.no_grad():
+        fake = to_data_units(cfg, run, torch.cat([model.p_x_given_z(zb).mean for zb in z.split(1000)]))
+    f_real, f_fake = space.features(real), space.features(fake)
+    f_train = space.features(grey_levels(dataset, "train")[:n])
+    precision, recall = precision_recall(f_real, f_fake)
+    ref_precision, ref_recall = precision_recall(f_real, f_train)
+    return {"samples": n, "sampler": sampler or "prior", "features": space.name, "seed": seed,
+            "frechet_distance": frechet_distance(f_real, f_fake), "precision": precision, "recall": recall,
+            "reference_frechet_distance": frechet_distance(f_real, f_train), "reference_precision": ref_precision,
+            "reference_recall": ref_recall}
