@@ -2,6 +2,7 @@
 writes or reads, each made for real, each refused in one line with nothing written outside the run."""
 
 import os
+import shutil
 import threading
 
 import pytest
@@ -146,3 +147,36 @@ def test_a_full_disk_at_the_lock_or_tensorboard_is_one_line(full_disk, capsys):
         err = capsys.readouterr().err
         assert what in err and err.count("\n") == 1, err
         assert not (out / "model.safetensors").exists()
+
+
+def test_a_fifo_as_the_standardization_or_the_trainer_state_is_one_line_not_a_hang(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "std"
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "1", "--hidden", "8", "--latent-dim", "2",
+                 "--likelihood", "gaussian", "--standardize"]) == 0
+    for name, verb in (("standardization.safetensors", ["sample", "--n", "4"]),
+                       ("train_state.pt", ["train", "--resume", "--epochs", "2", "--out"])):
+        case = tmp_path / name
+        shutil.copytree(run, case)
+        (case / name).unlink()
+        os.mkfifo(case / name)  # a reader would wait for a writer for ever
+        argv = [verb[0], *verb[1:], str(case)] if verb[0] == "train" else [verb[0], str(case), *verb[1:]]
+        proc = subprocess.run([sys.executable, "-m", "vaekit", *argv], capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert proc.returncode == 2 and f"{name}: not a regular file" in proc.stderr, proc.stderr
+        assert [line for line in proc.stderr.splitlines() if "error" in line or "Traceback" in line] == \
+            [proc.stderr.splitlines()[-1]]  # the data's own note may come first; then one line, no traceback
+
+
+def test_a_run_without_validation_encodes_all_and_scores_against_its_training_rows(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n" + "".join(f"{i % 7},{'xy'[i % 2]}\n" for i in range(40)))
+    assert main(["--quiet", "train", "--dataset", str(table), "--likelihood", "mixed", "--epochs", "1", "--hidden", "8",
+                 "--latent-dim", "2", "--val-size", "0", "--out", str(tmp_path / "run")]) == 0
+    assert main(["--quiet", "encode", str(tmp_path / "run"), "--split", "all", "--out", str(tmp_path / "z.npz")]) == 0
+    assert "(train, test)" in capsys.readouterr().out
+    assert main(["--quiet", "score", str(tmp_path / "run"), "--data", str(table), "--out", str(tmp_path / "s.csv"),
+                 "--k", "5"]) == 0
+    assert "quantile of the training split (the run has no validation split)" in capsys.readouterr().out

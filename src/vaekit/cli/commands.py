@@ -18,6 +18,7 @@ from ..errors import VaekitError
 from ..evaluation.checks import evaluation_warnings
 from ..evaluation.diagnostics import amortization_gap, collapse_warning, gap_summary
 from ..evaluation.estimates import evaluate_all, latent_statistics
+from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
 from ..runs.checkpoint import WEIGHTS, versions
 from ..runs.experiment import labels_for, train_run
@@ -115,7 +116,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise VaekitError(f"--elbo-samples must be > 0, got {args.elbo_samples}")
     if args.sampler is not None and args.samples is None:
         raise VaekitError("--sampler is used by --samples N (the quality of N samples); give --samples too")
+    if args.samples is not None and args.samples <= PR_NEIGHBOURS:
+        raise VaekitError(f"--samples {args.samples}: sample quality needs at least {PR_NEIGHBOURS + 1} samples")
     cfg, model, dataset = run_with_data(args)
+    if args.sampler is not None and cfg.model.conditional:
+        raise VaekitError("--sampler: a conditional VAE's codes depend on the label; its samples come from p(z|y)")
     device = resolve_device(args.device)
     x, y = dataset.eval_split(args.split), labels_for(cfg, dataset, args.split)
     total = x.shape[0]
@@ -135,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "amortization_gap", False):
         metrics.update(evaluate_amortization_gap(model, x, args.seed))
     if args.samples is not None:  # sample quality in a classifier's (or principal components') feature space
-        metrics["sample_quality"] = sample_quality(args.run, args.samples, args.sampler, args.seed)
+        metrics["sample_quality"] = sample_quality(args.run, args.samples, args.sampler, args.seed, dataset=dataset)
     if args.json:
         for warning in evaluation_warnings(metrics):  # stdout stays one JSON object
             log.warning("warning: %s", warning)
@@ -215,7 +220,7 @@ def cmd_disentanglement(args: argparse.Namespace) -> dict[str, float]:
     """The disentanglement metrics of the run's posterior means against the data's factors."""
     names = check_metrics([m.strip() for m in args.metrics.split(",") if m.strip()])
     cfg, model, dataset = run_with_data(args)
-    splits = ("train", "val", "test") if args.split == "all" else (args.split,)
+    splits = dataset.present_splits() if args.split == "all" else (args.split,)
     if not dataset.factors:
         raise VaekitError(f"dataset {dataset.name!r} has no factors to score codes against: use --dataset shapes2d or "
                           "an .npz with 'factors' (and --dataset PATH to point the run at it)")

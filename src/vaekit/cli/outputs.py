@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from ..data import SPLITS
 from ..errors import VaekitError
 from ..evaluation.latents import posterior_summary, read_labels, read_latents, write_latents
 from ..explain import explain, format_result
@@ -53,6 +52,8 @@ def cmd_sample(args: argparse.Namespace) -> Path:
             raise VaekitError("--temperature scales p(z); a --sampler draws z from its own fitted density")
         if cfg.model.conditional:
             raise VaekitError("--sampler: a conditional VAE's codes depend on the label; sample it from p(z|y)")
+        if args.label is not None:
+            raise VaekitError("--label: this model is not conditioned on labels (train with --condition label)")
         z = draw_codes(args.run, args.sampler, args.n, seed=args.seed, latent_size=cfg.model.latent_size)
         with torch.no_grad():
             p_x = model.p_x_given_z(z)
@@ -86,7 +87,7 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     """Q(z|x)'s mean and standard deviation for every example of a split (or of all), with labels
     where the data have them: the representation, for use elsewhere (`vaekit.evaluation.latents` has the layouts)."""
     cfg, model, dataset = run_with_data(args)
-    splits = SPLITS if args.split == "all" else (args.split,)
+    splits = dataset.present_splits() if args.split == "all" else (args.split,)
     x = torch.cat([dataset.eval_split(s) for s in splits])
     have_labels = all(s in dataset.labels for s in splits) or cfg.model.conditional
     labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None

@@ -32,6 +32,8 @@ def cmd_fit_sampler(args: argparse.Namespace) -> dict[str, Any]:
     hidden = tuple(args.hidden or DEFAULT.hidden)
     if not all(0 < h <= 1 << 16 for h in hidden):
         raise VaekitError(f"--hidden must be widths from 1 to 65536, got {' '.join(map(str, hidden))}")
+    if args.epochs <= 0:
+        raise VaekitError(f"--epochs must be > 0, got {args.epochs}")
     settings = TwoStage(hidden=hidden, epochs=args.epochs)
     fitted = fit_sampler(args.run, args.sampler, components=args.components, seed=args.seed, two_stage=settings,
                          progress=not args.quiet)

@@ -19,6 +19,7 @@ from ..runs.checkpoint import load_run
 from ..runs.experiment import load_data, point_data
 
 K_HELP = "importance samples per row (default: 1000)"
+SPLIT_NAMES = {"val": "validation split", "train": "training split (the run has no validation split)"}
 
 
 def add_table_commands(sub) -> None:
@@ -119,8 +120,9 @@ def cmd_score(args: argparse.Namespace) -> Path:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
     cfg, model, schema, table = _open(args)
     s = score(model, table.codes, k=args.k, seed=args.seed)
-    val = load_data(point_data(cfg, data_dir=args.data_dir), args.run).eval_split("val")
-    usual = score(model, val, k=args.k, seed=args.seed)
+    data = load_data(point_data(cfg, data_dir=args.data_dir), args.run)
+    usual_split = "val" if "val" in data.present_splits() else "train"  # val_size 0: the training rows instead
+    usual = score(model, data.eval_split(usual_split), k=args.k, seed=args.seed)
     threshold = float(torch.quantile(usual.score, args.quantile))
     median = usual.columns.median(0).values  # each column's usual part: "most from" is the excess over it
     ranked = torch.argsort(s.score, descending=True, stable=True)
@@ -131,11 +133,12 @@ def cmd_score(args: argparse.Namespace) -> Path:
     _write_csv(Path(args.out), ["line", "rank", "score", "mc_stderr", "flagged", *schema.names], rows)
     flagged = int((s.score > threshold).sum())
     print(f"wrote {args.out}: {len(rows)} rows ranked by −log p(x_obs) (nats, k = {args.k}); threshold "
-          f"{threshold:.3f} = the {args.quantile:g} quantile of the validation split; {flagged} rows above it")
+          f"{threshold:.3f} = the {args.quantile:g} quantile of the {SPLIT_NAMES[usual_split]}; {flagged} rows above "
+          "it")
     for i in ranked[:5].tolist():
         excess = s.columns[i] - median
         top = int(excess.argmax())
         print(f"  line {table.lines[i]}: {float(s.score[i]):.3f} ± {float(s.mc_stderr[i]):.3f} nats, most from "
-              f"{schema.names[top]} ({float(excess[top]):+.2f} nats over its median on the validation split)")
+              f"{schema.names[top]} ({float(excess[top]):+.2f} nats over its median on the {SPLIT_NAMES[usual_split]})")
     return Path(args.out)
 

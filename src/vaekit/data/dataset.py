@@ -107,6 +107,10 @@ class Dataset:
         stats = dict(zip(("shift", "spread"), checked_statistics(shift, spread, self.dim, self.name)))
         return replace(self, **stats)
 
+    def present_splits(self) -> tuple[str, ...]:
+        """The splits that hold examples, in order ("all" of a run trained with val_size 0 is train and test)."""
+        return tuple(name for name in SPLITS if name in self.splits and self.splits[name].shape[0] > 0)
+
     def eval_split(self, name: str) -> Tensor:
         """A split ready for evaluation: float, and for dynamic binarization one fixed seeded draw."""
         if name == "val" and self.split(name).shape[0] == 0:

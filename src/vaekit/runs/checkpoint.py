@@ -22,14 +22,14 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .config import Config, ModelConfig, migrate, plugins_needed, raw_count_inputs
 from ..data.dataset import checked_statistics
 from ..errors import NonFiniteLossError, PluginError, VaekitError
-from .history import METRICS, read_metrics, truncate_metrics
-from ..training.loop import LoopState, all_finite, lr_to_device, settle
-from ..model import VAE, build_model
-from .plugins import is_loaded
 from ..files import LOCK, RunLock, atomic_write, check_regular, read_capped, remove_stale_temporaries
+from ..model import VAE, build_model
+from ..training.loop import LoopState, all_finite, lr_to_device, settle
+from .config import Config, ModelConfig, migrate, plugins_needed, raw_count_inputs
+from .history import METRICS, read_metrics, truncate_metrics
+from .plugins import is_loaded
 from .state_check import check_state, own_implementation
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ def load_weights(run: Path, model: nn.Module) -> None:
 
 
 HEADER_SLACK = 64 << 20  # a safetensors header beyond the tensors themselves: far more than a real one
+MAX_STATE_BYTES = 64 << 30  # train_state.pt: Adam's moments are twice the weights; beyond this it is not ours
 
 
 def weights_bytes(model: nn.Module) -> int:
@@ -160,10 +161,11 @@ def load_standardization(run: Path, dim: int) -> tuple[torch.Tensor, torch.Tenso
     """(shift, spread) saved when the run was trained with standardize = true, checked for `dim` dimensions
     (`data.checked_statistics`): sample and decode apply them to every output."""
     path = Path(run) / STANDARDIZATION
+    if not path.exists() and not path.is_symlink():
+        raise VaekitError(f"{path}: missing; the run standardizes its data but its statistics are gone")
+    check_regular(path, 16 * dim + HEADER_SLACK)  # two float32 vectors (float64 at most) and a header
     try:
         tensors = load_file(path)
-    except FileNotFoundError:
-        raise VaekitError(f"{path}: missing; the run standardizes its data but its statistics are gone") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise VaekitError(f"{path}: corrupt or not a standardization file ({str(e).splitlines()[0]})") from None
     if set(tensors) != {"shift", "spread"}:
@@ -179,12 +181,15 @@ def save_state(run: Path, state: dict[str, Any]) -> None:
 
 def load_state(run: Path) -> dict[str, Any]:
     path = Path(run) / STATE
+    if not path.exists() and not path.is_symlink():
+        raise VaekitError(f"{path}: missing; nothing to resume")
+    check_regular(path, MAX_STATE_BYTES)  # a FIFO would block torch.load for ever
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise VaekitError(f"{path}: missing; nothing to resume") from None
     except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt archives come as many types
-        raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        said = str(e).splitlines()[0] if "weights_only" not in str(e) else "it holds more than tensors and numbers"
+        raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {said}); vaekit never "
+                          "unpickles it: restart the run, or resume from a state vaekit wrote") from None
 
 
 def restore(
@@ -330,10 +335,8 @@ def python_model_config(model: nn.Module) -> ModelConfig:
              ("likelihood", getattr(getattr(model, "decoder", None), "head", None)), ("prior", getattr(model, "prior", None))]
     parts = tuple(f"{role}: {type(m).__module__}.{type(m).__qualname__}" for role, m in roles if m is not None)
     values: dict[str, Any] = {"data_shape": (data_dim,) if data_dim else (), "built_in_python": True, "python_parts": parts}
-    try:
+    with contextlib.suppress(Exception):  # a prior of the user's that cannot say its size: left unknown
         values["latent_dim"] = (int(model.latent_dim),)
-    except Exception:  # noqa: BLE001 - a prior of the user's that cannot say its size: leave it unknown
-        pass
     known = KNOWN_IN_PYTHON - ({"latent_dim"} - set(values))
     values["unknown"] = tuple(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in known)
     return ModelConfig(**values)

@@ -100,7 +100,7 @@ class ModelConfig(Slots):
     condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "
                              "data's labels y (one-hot); --prior label adds p(z|y)", choices=("none", "label"))
     condition_classes: int = setting(0, "filled from the data: the number of label classes", flag="", at_least=0)
-    columns: Schema | None = setting(None, "filled from the data: a table's columns, their kinds, levels and training "
+    columns: Schema | None = setting(None, "filled from the data: a table's columns, their kinds, levels and training "  # noqa: RUF009 - its default is None
                                      "statistics (--likelihood mixed)", flag="")
     shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "
                                    "(or --separate-encoder): separate networks q(x; φ), v(x; ψ)")

@@ -7,8 +7,8 @@ This is where data, model, objective, trainer and checkpoints meet (the generic 
 from __future__ import annotations
 
 import contextlib
-import math
 import logging
+import math
 import os
 import signal
 import threading
@@ -22,20 +22,20 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import checkpoint as ckpt
-from .config import Config, TrainConfig, plugins_needed, resume_config
 from ..data import DATASETS, Dataset, load_dataset, resolve_binarize, standardization
 from ..data.table_files import load_overrides
-from ..training.distributed import SINGLE, Context, barrier, shard_indices
 from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
-from ..training.graphs import GraphedStep
-from .history import append_metrics
+from ..model import VAE, build_model
 from ..parts.likelihoods import likelihood_support
+from ..training.distributed import SINGLE, Context, barrier, shard_indices
 from ..training.ema import EMA
+from ..training.graphs import GraphedStep
 from ..training.loop import Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from ..training.loss import VAEObjective
-from ..model import VAE, build_model
+from . import checkpoint as ckpt
+from .config import Config, TrainConfig, plugins_needed, resume_config
+from .history import append_metrics
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import EVAL_BINARIZATION_SEED, resolve_binarize
-from ..evaluation.estimates import evaluate_all
 from ..errors import TrainingInterrupted, VaekitError
+from ..evaluation.estimates import evaluate_all
 from ..files import atomic_write, make_dirs
 from ..parts.likelihoods import likelihood_support
 from .checkpoint import CONFIG, load_config, load_run, versions

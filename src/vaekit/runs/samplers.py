@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..data import Dataset
 from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.features import feature_space, grey_levels
 from ..evaluation.latents import posterior_summary
@@ -97,6 +98,9 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
     k = z_train.shape[1]
     stage2 = VAE(data_dim=k, latent_dim=k, hidden=settings.hidden,
                  likelihood={"name": "gaussian-learned-per-dim", "sigma": 1.0})
+    final = run / FOLDER / "two-stage"
+    if final.is_symlink() or final.is_file():  # said before training, not after
+        raise VaekitError(f"{final}: is a link or a file, not vaekit's fitted sampler: remove it, then fit again")
     fresh = run / FOLDER / "two-stage.fitting"  # trained aside, then put in place of an earlier fit
     if fresh.is_symlink() or fresh.is_file():
         raise VaekitError(f"{fresh}: is a link or a file, not vaekit's: remove it")
@@ -106,7 +110,7 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
                      batch_size=settings.batch_size, lr=settings.lr, seed=seed,
                      objective={"name": "elbo", "kl_warmup_epochs": min(5.0, settings.epochs / 4)})
     except TrainingInterrupted as e:  # its message says --resume, which fit-sampler has not: a fit starts afresh
-        raise TrainingInterrupted(f"the two-stage fit was interrupted; the earlier sampler (if any) is kept; run "
+        raise TrainingInterrupted("the two-stage fit was interrupted; the earlier sampler (if any) is kept; run "
                                   "fit-sampler again to fit it", signum=e.signum) from None
     replaced = (run / FOLDER / "two-stage").exists()
     replace_folder(fresh, run / FOLDER / "two-stage")
@@ -176,14 +180,15 @@ def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: i
         return stage2.sample(n, mean=False)  # z ~ p(z|u), u ~ N(0, I): with its learned σ (module docstring)
 
 
-def sample_quality(run: str | Path, n: int, sampler: str | None = None, seed: int = 0) -> dict[str, Any]:
+def sample_quality(run: str | Path, n: int, sampler: str | None = None, seed: int = 0,
+                   dataset: Dataset | None = None) -> dict[str, Any]:
     """Fréchet distance and precision/recall (`evaluation.quality`) of n samples E[x|z], z from p(z) or from a
     fitted sampler, against the first n test examples in grey levels, in `evaluation.features`' space; with the
     same numbers for n training examples against those test examples (`reference_*`: what a perfect model gets
-    at this n)."""
+    at this n). `dataset`: the run's data where it lies now (else where config.json says)."""
     run = Path(run)
     cfg, model = load_run(run)
-    dataset = load_data(cfg, run)
+    dataset = dataset if dataset is not None else load_data(cfg, run)
     space = feature_space(dataset)
     real = grey_levels(dataset, "test")[:n]
     n = real.shape[0]
