@@ -28,7 +28,7 @@ def comparable(cfg: Config) -> dict:
 
 @pytest.mark.parametrize("name, result", [("top-down", "deep_topdown_125ep_k1000"),
                                           ("top-down-gated", "deep_topdown_gated_280ep_k1000"),
-                                          ("deep-top-down", "deep_topdown_w300_vamp_190ep_k1000"),
+                                          ("deep-top-down", "deep_topdown_w300_vamp_190ep_k5000"),
                                           ("ladder", "deep_ladder_50ep_k500"),
                                           ("ladder-bottom-up", "deep_ladder-bottom-up_50ep_k500")])
 def test_a_recipe_is_the_config_of_the_run_behind_its_number(name, result):
