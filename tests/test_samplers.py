@@ -219,3 +219,19 @@ def test_the_classifier_cache_is_measured_on_load_and_optional(run, tmp_path, mo
 def test_the_largest_seed_evaluates(run, capsys):
     assert main(["--quiet", "evaluate", str(run), "--seed", str(2**63 - 1), "--k", "2", "--n", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["protocol"]["seed"] == 2**63 - 1
+
+
+def test_fit_sampler_finds_data_that_moved(tmp_path, capsys):
+    import numpy as np
+
+    data = tmp_path / "v.npy"
+    np.save(data, np.random.default_rng(0).random((200, 6)).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", "--dataset", str(data), "--likelihood", "gaussian", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--out", str(run)]) == 0
+    data.rename(tmp_path / "moved.npy")
+    assert main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2",
+                 "--dataset", str(tmp_path / "moved.npy")]) == 0
+    assert (run / "samplers" / "gmm.safetensors").is_file()

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import VaekitError
 from ..runs.samplers import SAMPLERS, TwoStage, fit_sampler
+from .runs import add_data_arguments
 
 DEFAULT = TwoStage()
 
@@ -24,6 +25,7 @@ def add_sampler_command(sub) -> argparse.ArgumentParser:
     f.add_argument("--hidden", type=int, action="append", help="two-stage: the second VAE's hidden widths, repeat "
                    f"for layers (default: {' '.join(map(str, DEFAULT.hidden))})")
     f.add_argument("--seed", type=int, default=0, help="seeds the fit (default: 0)")
+    add_data_arguments(f)
     f.set_defaults(func=cmd_fit_sampler)
     return f
 
@@ -36,7 +38,7 @@ def cmd_fit_sampler(args: argparse.Namespace) -> dict[str, Any]:
         raise VaekitError(f"--epochs must be > 0, got {args.epochs}")
     settings = TwoStage(hidden=hidden, epochs=args.epochs)
     fitted = fit_sampler(args.run, args.sampler, components=args.components, seed=args.seed, two_stage=settings,
-                         progress=not args.quiet)
+                         progress=not args.quiet, dataset=args.dataset, data_dir=args.data_dir)
     if args.sampler == "gmm":
         print(f"fitted a {args.components}-component Gaussian mixture on {fitted['codes']} posterior means: "
               f"{fitted['mean_log_likelihood']:.3f} nats per code; saved in {args.run}/samplers/gmm.safetensors")

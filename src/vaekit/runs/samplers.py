@@ -36,7 +36,7 @@ from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_reca
 from ..files import atomic_write, check_regular, own_folder
 from ..model import VAE
 from .checkpoint import load_config, load_run
-from .experiment import load_data, to_data_units
+from .experiment import load_data, point_data, to_data_units
 from .fit import fit
 
 SAMPLERS = ("gmm", "two-stage")
@@ -75,12 +75,14 @@ def training_codes(run: Path, model: nn.Module, cfg, split: str, draw: bool, see
 
 
 def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0, two_stage: TwoStage | None = None,
-                progress: bool = True) -> dict[str, Any]:
-    """Fit sampler `name` on the run's training codes and save it in RUN/samplers; returns what was fitted."""
+                progress: bool = True, dataset: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """Fit sampler `name` on the run's training codes and save it in RUN/samplers; returns what was fitted.
+    `dataset`, `data_dir`: where the run's data lie now (`experiment.point_data`), if not where it says."""
     run, name = Path(run), check_name(name)
     if name == "gmm" and components < 1:
         raise VaekitError(f"--components must be a number of mixture components ≥ 1, got {components}")
     cfg, model = load_run(run)
+    cfg = point_data(cfg, dataset, data_dir)
     own_folder(run / FOLDER)
     if name == "gmm":
         codes = training_codes(run, model, cfg, "train", draw=False, seed=seed)
