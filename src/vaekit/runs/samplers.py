@@ -61,12 +61,8 @@ def check_name(name: str) -> str:
     return name
 
 
-def training_codes(run: Path, model: nn.Module, cfg, split: str, draw: bool, seed: int) -> Tensor:
-    """The codes of `split`: posterior means, or (draw) one seeded draw z ~ Q(z|x) per example; [N, k] float32."""
-    if cfg.model.conditional:
-        raise VaekitError(f"{run}: a conditional VAE's codes depend on the label; post-hoc samplers are fitted for "
-                          "unconditional models")
-    x = load_data(cfg, run).eval_split(split)
+def codes(model: nn.Module, x: Tensor, draw: bool, seed: int) -> Tensor:
+    """The codes of x: posterior means, or (draw) one seeded draw z ~ Q(z|x) per example; [N, k] float32."""
     if not draw:
         return posterior_summary(model, x, seed=seed)[0]
     with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -82,30 +78,39 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
     if name == "gmm" and components < 1:
         raise VaekitError(f"--components must be a number of mixture components ≥ 1, got {components}")
     cfg, model = load_run(run)
-    cfg = point_data(cfg, dataset, data_dir)
+    if cfg.model.conditional:
+        raise VaekitError(f"{run}: a conditional VAE's codes depend on the label; post-hoc samplers are fitted for "
+                          "unconditional models")
+    data = load_data(point_data(cfg, dataset, data_dir), run)
     own_folder(run / FOLDER)
     if name == "gmm":
-        codes = training_codes(run, model, cfg, "train", draw=False, seed=seed)
-        mixture, mean_log_lik = fit_mixture(codes, components, seed=seed)
-        replaced = (run / FOLDER / GMM_FILE).exists()
-        tensors = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
-        meta = {"sampler": "gmm", "fitted_on": "posterior means of the train split", "codes": str(codes.shape[0])}
-        atomic_write(run / FOLDER / GMM_FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
-        return {"sampler": name, "codes": codes.shape[0], "components": components,
-                "mean_log_likelihood": mean_log_lik, "replaced": replaced}
-    settings = two_stage or TwoStage()
-    z_train = training_codes(run, model, cfg, "train", draw=True, seed=seed)
-    has_val = load_data(cfg, run).split("val").shape[0] > 0
-    z_val = training_codes(run, model, cfg, "val", draw=True, seed=seed + 1) if has_val else None
+        return fit_gmm(run / FOLDER / GMM_FILE, codes(model, data.eval_split("train"), False, seed), components, seed)
+    return fit_two_stage(run / FOLDER, model, data, seed, two_stage or TwoStage(), progress)
+
+
+def fit_gmm(path: Path, z: Tensor, components: int, seed: int) -> dict[str, Any]:
+    """The mixture of the training means z, written to `path`."""
+    mixture, mean_log_lik = fit_mixture(z, components, seed=seed)
+    replaced = path.exists()
+    tensors = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
+    meta = {"sampler": "gmm", "fitted_on": "posterior means of the train split", "codes": str(z.shape[0])}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return {"sampler": "gmm", "codes": z.shape[0], "components": components, "mean_log_likelihood": mean_log_lik,
+            "replaced": replaced}
+
+
+def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, settings: TwoStage,
+                  progress: bool) -> dict[str, Any]:
+    """The second-stage VAE, trained aside in FOLDER/two-stage.fitting, then put in place of an earlier fit."""
+    final, fresh = folder / "two-stage", folder / "two-stage.fitting"
+    for path in (final, fresh):  # said before training, not after
+        if path.is_symlink() or path.is_file():
+            raise VaekitError(f"{path}: is a link or a file, not vaekit's fitted sampler: remove it, then fit again")
+    z_train = codes(model, data.eval_split("train"), True, seed)
+    z_val = codes(model, data.eval_split("val"), True, seed + 1) if "val" in data.present_splits() else None
     k = z_train.shape[1]
     stage2 = VAE(data_dim=k, latent_dim=k, hidden=settings.hidden,
                  likelihood={"name": "gaussian-learned-per-dim", "sigma": 1.0})
-    final = run / FOLDER / "two-stage"
-    if final.is_symlink() or final.is_file():  # said before training, not after
-        raise VaekitError(f"{final}: is a link or a file, not vaekit's fitted sampler: remove it, then fit again")
-    fresh = run / FOLDER / "two-stage.fitting"  # trained aside, then put in place of an earlier fit
-    if fresh.is_symlink() or fresh.is_file():
-        raise VaekitError(f"{fresh}: is a link or a file, not vaekit's: remove it")
     shutil.rmtree(fresh, ignore_errors=True)  # an interrupted fit's leftovers
     try:
         result = fit(stage2, z_train, z_val, out=fresh, progress=progress, epochs=settings.epochs,
@@ -114,22 +119,15 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
     except TrainingInterrupted as e:  # its message says --resume, which fit-sampler has not: a fit starts afresh
         raise TrainingInterrupted("the two-stage fit was interrupted; the earlier sampler (if any) is kept; run "
                                   "fit-sampler again to fit it", signum=e.signum) from None
-    replaced = (run / FOLDER / "two-stage").exists()
-    replace_folder(fresh, run / FOLDER / "two-stage")
+    replaced = final.exists()
+    if replaced:
+        shutil.rmtree(final)
+    os.replace(fresh, final)
     last = result.history[-1]
     sigma = result.model.decoder.head.log_sigma.detach().exp()
-    return {"sampler": name, "codes": z_train.shape[0], "epochs": settings.epochs,
+    return {"sampler": "two-stage", "codes": z_train.shape[0], "epochs": settings.epochs,
             "elbo": last.get("val/elbo", last["train/elbo"]), "kl": last.get("val/kl", last["train/kl"]),
             "sigma_median": float(sigma.median()), "replaced": replaced}
-
-
-def replace_folder(new: Path, old: Path) -> None:
-    """Put folder `new` where `old` is: an earlier fit is removed first (a link or a file there is refused)."""
-    if old.is_symlink() or old.is_file():
-        raise VaekitError(f"{old}: is a link or a file, not vaekit's fitted sampler: remove it, then fit again")
-    if old.exists():
-        shutil.rmtree(old)
-    os.replace(new, old)
 
 
 def load_gmm(path: Path, latent_size: int) -> Mixture:
