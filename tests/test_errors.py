@@ -86,6 +86,11 @@ def vamp_iaf_run(d):
     return str(d / "vr")
 
 
+def dangling(d):
+    (d / "link").symlink_to(d / "gone")
+    return str(d / "link")
+
+
 def edit_config(run, fn):
     cfg = json.loads((run / "config.json").read_text())
     fn(cfg)
@@ -188,6 +193,8 @@ ROWS = [
     ("run", "a checkpoint from a different architecture", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["model"].update(hidden=[8]))], "weights do not match the architecture"),
     ("run", "a file from a newer vaekit", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["versions"].update(vaekit="99.0"))], "newer than this vaekit"),
     ("run", "a run directory that already holds a run", lambda d: ["train", "--out", str(run_dir(d)), "--epochs", "1"], "already holds a run; pass --resume"),
+    ("run", "train --resume on a run vaekit.fit trained on tensors", lambda d: ["train", "--out", edit_config(run_dir(d), lambda c: c["data"].update(dataset="tensors")), "--resume", "--epochs", "2"], "its data were tensors given to vaekit.fit in Python"),
+    ("run", "--out a symbolic link to a missing folder", lambda d: ["train", "--out", dangling(d), "--epochs", "1"], "which does not exist: make that folder"),
     ("run", "--resume with nothing to resume", lambda d: [*TRAIN, "--resume"], "no checkpoint to resume from"),
     ("run", "a train_state.pt whose Adam moment is smaller than its parameter", lambda d: [*RESUME(shrunk_moment(run_dir(d)))], "exp_avg has shape [1, 64], expected [16, 64]"),
     ("run", "a train_state.pt that makes Adam maximize the loss", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s["optimizer"]["param_groups"][0].update(maximize=True)))], "param_groups[0].maximize is True, but this run's optimizer has False"),

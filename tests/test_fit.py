@@ -170,3 +170,19 @@ def test_the_config_of_a_python_built_model_says_what_is_known_and_marks_the_res
     vaekit.save(my_model(), tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())["model"]["unknown"]
     assert saved[-2:] == ["data", "train"] and "model.hidden" in saved  # saved, not trained: no data, no training
+
+
+def test_a_run_trained_on_tensors_says_how_to_continue_it_from_the_shell(tmp_path):
+    """`train --resume` or `evaluate` on a vaekit.fit run: no file holds its data; the one line says so and how to
+    go on (it said "tensors: no such file or directory")."""
+    model = vaekit.build_model(vaekit.ModelConfig(latent_dim=2, hidden=(8,), data_shape=(12,)))
+    x = (torch.rand(120, 12, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    vaekit.fit(model, x, out=tmp_path / "fitted", epochs=1, batch_size=40, progress=False)
+    for args in (["train", "--out", tmp_path / "fitted", "--resume", "--epochs", "2"], ["evaluate", tmp_path / "fitted"]):
+        proc = vaekit_cli(*args, check=False)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "vaekit.fit(model, x, out=RUN, resume=True)" in proc.stderr and "--dataset FILE" in proc.stderr
+    csv = tmp_path / "x.csv"
+    np.savetxt(csv, x.numpy(), delimiter=",", fmt="%d")
+    shown = vaekit_cli("evaluate", tmp_path / "fitted", "--dataset", csv, "--k", "10").stdout
+    assert "nats" in shown

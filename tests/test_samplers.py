@@ -122,6 +122,28 @@ def test_two_stage_is_a_run_of_its_own_and_draws_its_means(run):
     assert stage2.decoder.head.log_sigma.shape == (4,)  # a σ per dimension (module docstring of runs.samplers)
 
 
+def test_a_second_fit_of_the_same_runs_sampler_waits_its_turn(run, capsys):
+    """A fit in progress (its lock held, its two-stage.fitting half written) is refused to a second fit-sampler, in
+    one line, and its folder kept (the second removed it as an interrupted fit's leftovers and trained there)."""
+    import os
+
+    from vaekit.files import RunLock
+
+    (run / "samplers").mkdir(exist_ok=True)
+    with RunLock(run / "samplers"):
+        (run / "samplers" / "two-stage.fitting").mkdir()
+        (run / "samplers" / "two-stage.fitting" / "half.bin").write_bytes(b"being written")
+        for sampler in ("two-stage", "gmm"):
+            code = main(["--quiet", "fit-sampler", str(run), "--sampler", sampler, "--epochs", "1"])
+            err = capsys.readouterr().err.strip().splitlines()
+            assert code == 2 and err == [(f"vaekit: error: {run / 'samplers'}: another vaekit process (pid {os.getpid()}) "
+                                         "is fitting a sampler of this run; wait for it to finish or stop it")]
+        assert (run / "samplers" / "two-stage.fitting" / "half.bin").read_bytes() == b"being written"
+    (run / "samplers" / "two-stage.fitting" / "half.bin").unlink()
+    (run / "samplers" / "two-stage.fitting").rmdir()
+    assert main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2"]) == 0  # released
+
+
 def test_a_crafted_mixture_is_refused_in_one_line(run, capsys):
     main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2"])
     path = run / "samplers" / "gmm.safetensors"

@@ -167,6 +167,29 @@ def test_mlflow_default_store_works_with_the_dev_extra(tmp_path, monkeypatch, ca
     assert history(client, saved["run_id"], "val/elbo") == [(1, metrics_of(tmp_path / "r")[0]["val/elbo"])]
 
 
+def test_a_tracked_run_continued_from_another_folder_makes_no_store_there(tmp_path, monkeypatch, capsys, caplog):
+    """No MLFLOW_TRACKING_URI: a resume beside the default store continues the run in it; evaluate of the run from
+    another folder is one whole warning and leaves no ./mlflow.db there (MLflow made an empty one, the warning cut
+    mid-word); the store tracking.json names is not followed."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert run(capsys, *TRAIN, "--epochs", "1", "--track", "mlflow", "--out", "r")[0] == 0
+    assert run(capsys, "--quiet", "train", "--epochs", "2", "--resume", "--out", "r")[0] == 0
+    saved = json.loads((tmp_path / "r" / "tracking.json").read_text())
+    client = mlflow.MlflowClient(saved["store"])
+    assert [step for step, _ in history(client, saved["run_id"], "val/elbo")] == [1, 2]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    code, out, _ = run(capsys, *EVALUATE, tmp_path / "r")
+    assert code == 0 and json.loads(out)["nll"] > 0
+    assert not (tmp_path / "elsewhere" / "mlflow.db").exists() and not (tmp_path / "elsewhere" / "mlruns").exists()
+    want = (f"MLflow tracking is off for this run: run {saved['run_id']} was tracked in '{saved['store']}' "
+            "(tracking.json), and MLFLOW_TRACKING_URI is not set: set it to that store to continue the run there")
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("mlflow") or "MLflow" in r.getMessage()] == [want]
+    assert "test/nll" not in client.get_run(saved["run_id"]).data.metrics
+
+
 def test_tracking_json_is_written_by_rename_never_through_a_link(tmp_path, store, capsys):
     out = tmp_path / "run"
     out.mkdir()

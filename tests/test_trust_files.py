@@ -34,6 +34,14 @@ def test_a_lock_that_links_elsewhere_is_refused_and_its_target_kept(tmp_path, ca
     assert code == 2 and not (tmp_path / "nowhere").exists()
 
 
+def test_an_out_that_links_nowhere_is_named_as_such(tmp_path, capsys):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")  # it said "is a file, not a folder"
+    code, err = run(capsys, *TRAIN, "--out", tmp_path / "out")
+    assert code == 2 and err == [(f"vaekit: error: {tmp_path / 'out'}: is a symbolic link to {tmp_path / 'gone'}, which "
+                                 "does not exist: make that folder, or choose another path")]
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_lock_that_is_a_fifo_is_refused_without_blocking(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -58,6 +58,9 @@ def make_dirs(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
+        if path.is_symlink() and not path.exists():
+            raise VaekitError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist: make that folder, "
+                              "or choose another path") from None
         raise VaekitError(f"{path}: is a file, not a folder; choose another path") from None
     except OSError as e:
         raise write_error(path, e) from None
@@ -203,8 +206,9 @@ class RunLock:
     The OS releases it when the process ends, however it ends (kill -9 included), so it never
     stays stuck; a second process is refused in one line naming the holder's pid."""
 
-    def __init__(self, run: Path):
-        self.path, self.fd = Path(run) / LOCK, None
+    def __init__(self, run: Path, busy: str = "is training into this run; wait for it to finish or stop it, or choose "
+                 "another --out"):
+        self.path, self.fd, self.busy = Path(run) / LOCK, None, busy
 
     def __enter__(self) -> RunLock:  # noqa: PYI034 - not subclassed
         make_dirs(self.path.parent)
@@ -216,8 +220,7 @@ class RunLock:
         except OSError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise VaekitError(f"{self.path.parent}: another vaekit process (pid {holder}) is training into this run; "
-                              "wait for it to finish or stop it, or choose another --out") from None
+            raise VaekitError(f"{self.path.parent}: another vaekit process (pid {holder}) {self.busy}") from None
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())

@@ -38,12 +38,17 @@ from .config import Config, TrainConfig, plugins_needed, resume_config
 from .history import append_metrics
 
 log = logging.getLogger(__name__)
+IN_MEMORY = "tensors"  # [data] dataset of a run that vaekit.fit trained on tensors: no file holds them
 
 
 def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
     """The data `cfg` names, checked against its likelihood's support; with `run`, standardized by the
     statistics saved there at training time (not recomputed)."""
     d = cfg.data
+    if d.dataset == IN_MEMORY:
+        raise VaekitError(f"{run or 'this run'}: its data were tensors given to vaekit.fit in Python ([data] dataset "
+                          f"\"{IN_MEMORY}\"), which no file holds: continue it with vaekit.fit(model, x, out=RUN, "
+                          "resume=True); evaluate, encode and score take the data as --dataset FILE")
     saved = ckpt.load_standardization(Path(run), cfg.model.data_dim) if run is not None and d.standardize else (None, None)
     support = likelihood_support(cfg.model.likelihood)
     overrides = load_overrides(d.schema, d.column_types) if support == "table" and cfg.model.columns is None else None
@@ -88,7 +93,7 @@ def absolute_paths(d) -> dict[str, str]:
     """The data paths of a [data] section made absolute, so that config.json works from any folder
     (a named dataset stays a name; the data root, when given, becomes absolute too)."""
     paths = {}
-    if d.dataset not in DATASETS and d.dataset != "tensors":
+    if d.dataset not in DATASETS and d.dataset != IN_MEMORY:
         paths["dataset"] = str(Path(d.dataset).expanduser().resolve())
     if d.data_dir is not None:
         paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())

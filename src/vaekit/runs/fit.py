@@ -17,7 +17,7 @@ from ..errors import VaekitError
 from ..training.distributed import SINGLE
 from . import checkpoint as ckpt
 from .config import Config
-from .experiment import TrainResult, open_run, train_model, writing_lock
+from .experiment import IN_MEMORY, TrainResult, open_run, train_model, writing_lock
 
 
 def fit(
@@ -56,7 +56,7 @@ def fit(
     if conditional:  # the loop gathers each batch's labels with its rows
         classes = mc.condition_classes or getattr(model.condition, "classes", 0) or dataset.classes
         mc = replace(mc, condition="label", condition_classes=classes)
-    cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset="tensors", binarize=dataset.binarize))
+    cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset=IN_MEMORY, binarize=dataset.binarize))
     with writing_lock(Path(out) if out is not None else None, SINGLE), epoch_lines(progress):
         out, resume, cfg = open_run(cfg, out, resume)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)

@@ -33,7 +33,7 @@ from ..evaluation.features import feature_space, grey_levels
 from ..evaluation.latents import posterior_summary
 from ..evaluation.mixture import Mixture, fit_mixture
 from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_recall
-from ..files import atomic_write, check_regular, own_folder
+from ..files import RunLock, atomic_write, check_regular, own_folder
 from ..model import VAE
 from .checkpoint import load_config, load_run
 from .experiment import load_data, point_data, to_data_units
@@ -83,9 +83,10 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
                           "unconditional models")
     data = load_data(point_data(cfg, dataset, data_dir), run)
     own_folder(run / FOLDER)
-    if name == "gmm":
-        return fit_gmm(run / FOLDER / GMM_FILE, codes(model, data.eval_split("train"), False, seed), components, seed)
-    return fit_two_stage(run / FOLDER, model, data, seed, two_stage or TwoStage(), progress)
+    with RunLock(run / FOLDER, busy="is fitting a sampler of this run; wait for it to finish or stop it"):
+        if name == "gmm":
+            return fit_gmm(run / FOLDER / GMM_FILE, codes(model, data.eval_split("train"), False, seed), components, seed)
+        return fit_two_stage(run / FOLDER, model, data, seed, two_stage or TwoStage(), progress)
 
 
 def fit_gmm(path: Path, z: Tensor, components: int, seed: int) -> dict[str, Any]:

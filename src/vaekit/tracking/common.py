@@ -73,9 +73,12 @@ class Guard:
                 return fn(*args)
         except Exception as e:  # noqa: BLE001 - any failure of a side channel; KeyboardInterrupt still stops
             self.on = False
-            said = (str(e).strip().splitlines() or [""])[0][:200]
-            log.warning("%s tracking failed while %s (%s: %s); tracking is off for the rest of this run, which goes "
-                        "on without it", self.backend.title, doing, type(e).__name__, said)
+            said = (str(e).strip().splitlines() or [""])[0]
+            if isinstance(e, VaekitError):  # ours: one line that says what to do, kept whole
+                log.warning("%s tracking is off for this run: %s", self.backend.title, said)
+            else:  # a library's: its first line, bounded
+                log.warning("%s tracking failed while %s (%s: %s); tracking is off for the rest of this run, which "
+                            "goes on without it", self.backend.title, doing, type(e).__name__, said[:200])
             return None
 
 

@@ -8,7 +8,9 @@ to the experiment MLFLOW_EXPERIMENT_ID or MLFLOW_EXPERIMENT_NAME names, else "va
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 import warnings
@@ -23,12 +25,14 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter's value (since 2.x); co
 BATCH = 100  # MLflow's limit on parameters and tags in one log_batch
 
 
-QUICK_FAILURE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}  # a server out of reach:
-# one warning after seconds, not four minutes of retries while training and Ctrl-C wait (the user's values win)
+# MLflow's settings vaekit changes unless the user set them: a server out of reach is one warning after seconds, not
+# four minutes of retries while training and Ctrl-C wait; MLflow's INFO lines ("Creating initial MLflow database
+# tables...") stay off stderr, where vaekit's own lines are
+DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_LOGGING_LEVEL": "WARNING"}
 
 
 def make_backend() -> MLflowBackend:
-    for name, value in QUICK_FAILURE.items():
+    for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
     try:
         with warnings.catch_warnings():
@@ -37,6 +41,8 @@ def make_backend() -> MLflowBackend:
     except ImportError:
         raise VaekitError("tracking in MLflow needs the mlflow package: pip install 'vaekit[mlflow]', "
                           "or pass --track none") from None
+    with contextlib.suppress(ValueError):  # MLflow reads its level once, when first imported (maybe before us)
+        logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     return MLflowBackend()
 
 
@@ -46,6 +52,14 @@ def public(uri: str) -> str:
     if "@" not in parts.netloc:
         return uri
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def existing_store(default: str, saved: str | None) -> bool:
+    """MLflow's default store here is the one the run was tracked in, and it exists (opening it makes none)."""
+    if default != saved:
+        return False
+    parts = urlsplit(default)
+    return parts.scheme not in ("sqlite", "file", "") or Path(parts.path).exists()
 
 
 def param_value(value: Any) -> str:
@@ -62,8 +76,14 @@ class MLflowBackend:
         self.run_id = ""
 
     def start(self, run_dir: Path, saved: dict[str, str] | None, training: bool) -> dict[str, str]:
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient, get_tracking_uri
 
+        if saved is not None and not os.environ.get("MLFLOW_TRACKING_URI") and not existing_store(
+                public(get_tracking_uri()), saved.get("store")):
+            # continuing a tracked run elsewhere: MLflow's default would make a new, empty store in this folder
+            # (./mlflow.db); the store tracking.json names is not followed (the file may come from someone else)
+            raise VaekitError(f"run {saved['run_id']} was tracked in {saved.get('store', '?')[:200]!r} (tracking.json), "
+                              "and MLFLOW_TRACKING_URI is not set: set it to that store to continue the run there")
         self.client = MlflowClient()
         store = public(self.client.tracking_uri)
         if saved is None:
