@@ -195,6 +195,7 @@ ROWS = [
     ("run", "a run directory that already holds a run", lambda d: ["train", "--out", str(run_dir(d)), "--epochs", "1"], "already holds a run; pass --resume"),
     ("run", "train --resume on a run vaekit.fit trained on tensors", lambda d: ["train", "--out", edit_config(run_dir(d), lambda c: c["data"].update(dataset="tensors")), "--resume", "--epochs", "2"], "its data were tensors given to vaekit.fit in Python"),
     ("run", "--out a symbolic link to a missing folder", lambda d: ["train", "--out", dangling(d), "--epochs", "1"], "which does not exist: make that folder"),
+    ("run", "--init-from a run of another model", lambda d: ["train", "--init-from", str(run_dir(d)), "--hidden", "32", "--out", "{d}/ft"], "its weights fit only its own model"),
     ("run", "--resume with nothing to resume", lambda d: [*TRAIN, "--resume"], "no checkpoint to resume from"),
     ("run", "a train_state.pt whose Adam moment is smaller than its parameter", lambda d: [*RESUME(shrunk_moment(run_dir(d)))], "exp_avg has shape [1, 64], expected [16, 64]"),
     ("run", "a train_state.pt that makes Adam maximize the loss", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s["optimizer"]["param_groups"][0].update(maximize=True)))], "param_groups[0].maximize is True, but this run's optimizer has False"),

@@ -106,6 +106,8 @@ def build_config(args: argparse.Namespace) -> Config:
     saved = Path(args.out) / CONFIG if getattr(args, "resume", False) and getattr(args, "out", None) else None
     if saved is not None and saved.is_file():
         merged = load_config(saved.parent).to_dict()
+    elif getattr(args, "train.init_from", None):  # a new run from another's weights: that run's settings by default
+        merged = load_config(Path(getattr(args, "train.init_from"))).to_dict()
     if args.config:
         file_cfg = load_config_file(args.config)
         Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file

@@ -170,6 +170,9 @@ class TrainConfig(Slots):
     adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)", above=0)
     objective: Choice = slot("elbo", "what training maximizes", OBJECTIVES)  # noqa: RUF009 - a Choice is immutable
     seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise", at_least=0, at_most=MAX_SEED)
+    init_from: str | None = setting(None, "a new run that starts from the weights of this run directory, its settings "
+                                    "the defaults (give what changes: a fine-tune with --objective iwae, Sønderby et "
+                                    "al.'s last stage); the model must stay the same")
     eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True, above=0)
     checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)",
                                     resumable=True, at_least=0)

@@ -7,6 +7,8 @@ This is where data, model, objective, trainer and checkpoints meet (the generic 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -144,6 +146,8 @@ def train_run(
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
+    if cfg.train.init_from:  # recorded as a path that works from any folder
+        cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
         dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
@@ -152,8 +156,26 @@ def train_run(
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
                      cfg.model.columns.describe())
         torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model).to(device)
-        return train_model(model, cfg, dataset, out, resume, progress, ctx, device, on_epoch)
+        model = build_model(cfg.model)
+        if cfg.train.init_from and not resume:
+            start_from(model, cfg, ctx.is_main)
+        return train_model(model.to(device), cfg, dataset, out, resume, progress, ctx, device, on_epoch)
+
+
+def start_from(model: nn.Module, cfg: Config, say: bool = True) -> None:
+    """Load the weights of the run `cfg.train.init_from` into `model` (`--init-from`), whose config must be that
+    run's model: the weights fit no other."""
+    run = Path(cfg.train.init_from)
+    saved = ckpt.load_config(run).model
+    differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
+    if differ:
+        name = differ[0]
+        raise VaekitError(f"--init-from {run}: [model] {name} = {getattr(cfg.model, name)!s} differs from that run's "
+                          f"{getattr(saved, name)!s}; its weights fit only its own model (leave the model's settings out)")
+    ckpt.load_weights(run, model)
+    if say:
+        digest = hashlib.sha256((run / ckpt.WEIGHTS).read_bytes()).hexdigest()  # checked by load_weights
+        log.info("starting from the weights of %s (model.safetensors sha256 %s…)", run, digest[:12])
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,

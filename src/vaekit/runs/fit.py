@@ -45,6 +45,9 @@ def fit(
     `condition`) takes each example's label: y_train [N] (and y_val with x_val), whole numbers.
     """
     cfg = Config.from_dict({"train": train}, source="vaekit.fit")
+    if cfg.train.init_from:
+        raise VaekitError("vaekit.fit trains the model it is given: load the run's weights into it first "
+                          "(vaekit.load(RUN) or vaekit.load(RUN, model=…)) instead of init_from")
     conditional = getattr(model, "condition", None) is not None
     if conditional != (y_train is not None):
         raise VaekitError("this VAE is conditioned on labels: pass y_train (and y_val with x_val)" if conditional else
