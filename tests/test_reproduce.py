@@ -133,3 +133,29 @@ def test_reproduce_continues_only_a_run_of_the_same_recipe_budget_and_seed(tmp_p
     (tmp_path / "linked" / "seed-0").symlink_to(tmp_path / "elsewhere")
     assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--out", str(tmp_path / "linked")]) == 2
     assert "is a symbolic link" in capsys.readouterr().err and not any((tmp_path / "elsewhere").iterdir())
+
+
+def test_a_recipe_after_another_starts_from_its_run(tmp_path, capsys, monkeypatch):
+    """A fine-tune recipe (`after`): the recipe it starts from is trained first, at the same budget and seed, and the
+    fine-tune run starts from its weights (`train --init-from`); the certificate is evaluate's on the fine-tune."""
+    from vaekit.runs import recipes
+    from vaekit.runs.recipes import Recipe
+
+    demo = recipe("digits-demo")
+    tune = Recipe("digits-demo-iwae", "the demo, then IWAE", "", None, "", after="digits-demo", ours_k=100,
+                  config={**demo.config, "train": {**demo.config["train"], "objective": {"name": "iwae", "k": 3}}},
+                  quick={"train": {"epochs": 2, "lr": 1e-4}}, quick_evaluation=(50, None))
+    monkeypatch.setattr(recipes, "RECIPES", [*RECIPES, tune])
+    out = tmp_path / "tune"
+    assert main(["--quiet", "reproduce", "digits-demo-iwae", "--budget", "quick", "--out", str(out)]) == 0
+    base, run = out / "digits-demo-seed-0", out / "seed-0"
+    assert json.loads((base / "config.json").read_text())["train"]["epochs"] == 20  # the demo's quick budget
+    tuned = json.loads((run / "config.json").read_text())["train"]
+    assert (tuned["init_from"], tuned["epochs"], tuned["objective"]["name"]) == (str(base.resolve()), 2, "iwae")
+    capsys.readouterr()
+    assert main(["--quiet", "evaluate", str(run), "--k", "50", "--json"]) == 0
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["seeds"][0]["nll"] == json.loads(capsys.readouterr().out)["nll"]
+    assert cert["after"] == "digits-demo" and cert["seeds"][0]["started_from"] == str(base)
+    assert main(["--quiet", "evaluate", str(base), "--k", "50", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nll"] != cert["seeds"][0]["nll"]  # two epochs of IWAE moved it

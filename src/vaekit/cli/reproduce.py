@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from ..errors import VaekitError
-from ..runs.recipes import RECIPES
+from ..runs.recipes import RECIPES, recipe
 from ..runs.reproduce import CERTIFICATE, reproduce
 
 
@@ -34,6 +34,8 @@ def print_list() -> None:
     for r in RECIPES:
         paper = f"{r.paper_nll:.2f}" if r.paper_nll is not None else "—"
         epochs = r.config["train"]["epochs"]
+        if r.after:  # a fine-tune: the epochs of the run it starts from, then its own
+            epochs = f"{recipe(r.after).config['train']['epochs']}+{epochs}"
         print(f"{r.name:<19}{epochs:>7}{paper:>8}  {r.ours:<15}{r.ours_k:>5}{r.minutes:>5}  {r.paper or r.title}")
     print("test NLL in nats over every test example; min: training of the paper budget on 2 CPU cores.\n"
           "run one: vaekit reproduce NAME [--budget quick|paper] [--seeds N] [--device cuda]")

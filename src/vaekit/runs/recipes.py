@@ -59,6 +59,7 @@ class Recipe:
     minutes: str = ""  # training time of the paper budget on 2 CPU cores, as measured
     ours_k: int = 5000  # the k our last number was evaluated at
     provenance: str = "the published recipe, fixed before its row was measured"
+    after: str = ""  # a recipe whose run (this budget, this seed) this one starts from (`train --init-from`)
 
     def budget(self, name: str) -> tuple[dict[str, Any], tuple[int, int | None]]:
         """(config, (k, n)) of budget `name`: "paper" or "quick"."""

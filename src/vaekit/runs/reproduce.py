@@ -80,6 +80,13 @@ def evaluate_seed(run: Path, k: int, n: int | None, progress: bool) -> dict[str,
             "binarization": cfg.data.binarize, "dataset": cfg.data.dataset}
 
 
+def seed_folder(out: Path, name: str) -> Path:
+    run = out / name
+    if run.is_symlink():
+        raise VaekitError(f"{run}: is a symbolic link, and vaekit trains no run through a link: remove it")
+    return run
+
+
 def reproduce(name: str, out: str | Path, budget: str = "paper", seeds: int = 1, device: str = "cpu",
               data_dir: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Train and evaluate recipe `name` at `budget` for seeds 0 … seeds−1; returns (and writes) the certificate."""
@@ -89,18 +96,22 @@ def reproduce(name: str, out: str | Path, budget: str = "paper", seeds: int = 1,
     make_dirs(out)
     rows = []
     for seed in range(seeds):
-        run = out / f"seed-{seed}"
-        if run.is_symlink():
-            raise VaekitError(f"{run}: is a symbolic link, and vaekit trains no run through a link: remove it")
-        seconds = train_seed(config, run, seed, device, data_dir, progress)
-        rows.append({"seed": seed, "run": str(run), "train_seconds_this_call": round(seconds, 1),
+        run, seconds, started = seed_folder(out, f"seed-{seed}"), 0.0, {}
+        seed_config = config
+        if r.after:  # the recipe it starts from, trained first (or continued) in a folder of its own
+            base = seed_folder(out, f"{r.after}-seed-{seed}")
+            seconds += train_seed(recipe(r.after).budget(budget)[0], base, seed, device, data_dir, progress)
+            seed_config = merge(config, {"train": {"init_from": str(base.resolve())}})
+            started = {"started_from": str(base)}
+        seconds += train_seed(seed_config, run, seed, device, data_dir, progress)
+        rows.append({"seed": seed, "run": str(run), **started, "train_seconds_this_call": round(seconds, 1),
                      **evaluate_seed(run, k, n, progress)})
         log.info("%s seed %d: test NLL %.3f ± %.3f nats (k = %d, n = %d)", name, seed, rows[-1]["nll"],
                  rows[-1]["log_likelihood_stderr"], k, rows[-1]["n"])
     nll = statistics.fmean(row["nll"] for row in rows)
     stderr = math.sqrt(statistics.fmean(row["log_likelihood_stderr"] ** 2 for row in rows) / len(rows))
     certificate = {
-        "recipe": name, "title": r.title, "budget": budget, "config": config,
+        "recipe": name, "title": r.title, "budget": budget, "config": config, "after": r.after or None,
         "protocol": {"split": "test", "evaluated": "once, at the end of training; no choice of this run looked at it",
                      "dataset": rows[0]["dataset"], "binarization": rows[0]["binarization"],
                      "evaluation_binarization_seed": EVAL_BINARIZATION_SEED, "k": k, "n": rows[0]["n"],
