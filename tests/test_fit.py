@@ -186,3 +186,39 @@ def test_a_run_trained_on_tensors_says_how_to_continue_it_from_the_shell(tmp_pat
     np.savetxt(csv, x.numpy(), delimiter=",", fmt="%d")
     shown = vaekit_cli("evaluate", tmp_path / "fitted", "--dataset", csv, "--k", "10").stdout
     assert "nats" in shown
+
+
+def test_save_never_writes_over_a_run(tmp_path):
+    """vaekit.save replaced a trained run's config.json and weights (then it could neither resume nor evaluate), even
+    while another process trained into it; it may replace only an earlier save."""
+    from vaekit.files import RunLock
+
+    vaekit_cli("--quiet", "train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+               "--out", tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file() and p.name != ".vaekit.lock"}
+    with pytest.raises(VaekitError, match=r"run: holds a run \(train_state.pt\); vaekit.save writes only into a new"):
+        vaekit.save(my_model(), tmp_path / "run")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file() and p.name != ".vaekit.lock"} == before
+    (tmp_path / "live").mkdir()
+    with RunLock(tmp_path / "live"), pytest.raises(VaekitError, match=r"another vaekit process \(pid \d+\) is training"):
+        vaekit.save(my_model(), tmp_path / "live")  # a run being trained: the lock refuses
+    assert not (tmp_path / "live" / "config.json").exists()
+    vaekit.save(my_model(), tmp_path / "saved")
+    vaekit.save(my_model(), tmp_path / "saved")  # over an earlier save: allowed
+    for bad, said in ((None, "must be a torch module"), (my_model(), "empty path")):
+        with pytest.raises(VaekitError, match=said):
+            vaekit.save(bad, "" if bad is not None else tmp_path / "x")
+
+
+def test_fit_draws_its_training_noise_from_its_seed():
+    """The same model and data with the same seed train to the same weights, whatever the process drew before (the
+    noise came from the global stream, so a second-stage sampler fitted twice with one --seed differed)."""
+    first = my_model()
+    second = my_model()
+    second.load_state_dict(first.state_dict())
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(1))
+    trained = []
+    for model in (first, second):
+        torch.rand(11)  # the process's stream moves between the two
+        trained.append(vaekit.fit(model, x, epochs=2, batch_size=50, seed=3, progress=False).model.state_dict())
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])

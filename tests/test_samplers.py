@@ -257,3 +257,33 @@ def test_fit_sampler_finds_data_that_moved(tmp_path, capsys):
     assert main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2",
                  "--dataset", str(tmp_path / "moved.npy")]) == 0
     assert (run / "samplers" / "gmm.safetensors").is_file()
+
+
+def test_a_fit_repeats_to_the_byte_and_a_sampler_of_older_weights_is_refused(run, tmp_path, capsys):
+    """The same --seed gives the same files (the second stage's first weights came from the process's unseeded
+    generator; the mixture's header order varied); after `train --resume` the fitted sampler is of another encoder,
+    and sample/evaluate refuse it (they used it without a word)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "samplers", ignore_errors=True)
+    files = {"gmm": copy / "samplers" / "gmm.safetensors", "two-stage": copy / "samplers" / "two-stage" / "model.safetensors"}
+    for name, path in files.items():
+        fitted = []
+        for _ in range(2):
+            torch.rand(7)  # the process's generator moves between fits; the fit must not depend on it
+            assert main(["--quiet", "fit-sampler", str(copy), "--sampler", name, "--epochs", "2", "--hidden", "16",
+                         "--components", "3", "--seed", "5"]) == 0
+            fitted.append(path.read_bytes())
+        assert fitted[0] == fitted[1], name
+    capsys.readouterr()
+    assert main(["--quiet", "train", "--out", str(copy), "--resume", "--epochs", "31"]) == 0
+    for name, where in (("gmm", files["gmm"]), ("two-stage", files["two-stage"].parent)):
+        code = main(["--quiet", "sample", str(copy), "--sampler", name, "--n", "4", "--out", str(tmp_path / "s.npy")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err == [(f"vaekit: error: {where}: fitted on other weights than {copy / 'model.safetensors'} "
+                                     f"has now (trained further since?); fit it again: vaekit fit-sampler RUN --sampler "
+                                     f"{name}")]
+    assert main(["--quiet", "fit-sampler", str(copy), "--sampler", "gmm", "--components", "3"]) == 0
+    assert main(["--quiet", "sample", str(copy), "--sampler", "gmm", "--n", "4", "--out", str(tmp_path / "s.npy")]) == 0

@@ -346,12 +346,23 @@ def save(model: nn.Module, run: str | Path) -> Path:
     """Write `model` as a run directory: config.json (what rebuilds it) and model.safetensors.
     `vaekit.load(run)` rebuilds a model made of registered parts; a model with the user's own
     networks loads with `vaekit.load(run, model=the same architecture)`."""
+    if not str(run).strip():
+        raise VaekitError("vaekit.save: name a folder to write the model into (got an empty path)")
+    if not isinstance(model, nn.Module):
+        raise VaekitError(f"vaekit.save: the model must be a torch module (a VAE), got {type(model).__name__}")
     run = Path(run)
     cfg = Config(model=model_config(model))
     unknown = (*cfg.model.unknown, "data", "train")  # saved, not trained here: neither section describes the model
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, plugins=plugins_needed(cfg), unknown=unknown))
-    save_config(run, cfg)
-    save_weights(run, model)
+    with writing(run):  # a run being trained holds the lock: refused, naming its process
+        trained = [name for name in (STATE, METRICS) if (run / name).exists() or (run / name).is_symlink()]
+        if not trained and (run / CONFIG).exists() and "train" not in load_config(run).model.unknown:
+            trained = [CONFIG]  # a run stopped before its first checkpoint: its config.json is what restarts it
+        if trained:
+            raise VaekitError(f"{run}: holds a run ({trained[0]}); vaekit.save writes only into a new folder or over "
+                              "an earlier vaekit.save: choose another folder")
+        save_config(run, cfg)
+        save_weights(run, model)
     return run
 
 

@@ -62,6 +62,8 @@ def fit(
     cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset=IN_MEMORY, binarize=dataset.binarize))
     with writing_lock(Path(out) if out is not None else None, SINGLE), epoch_lines(progress):
         out, resume, cfg = open_run(cfg, out, resume)
+        if not resume:  # the training noise from `seed`, as the CLI's (a resume restores the saved stream)
+            torch.manual_seed(cfg.train.seed)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
 
 

@@ -17,6 +17,8 @@ Both hold weights and numbers only: nothing is unpickled.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -24,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from ..data import Dataset
@@ -33,15 +37,18 @@ from ..evaluation.features import feature_space, grey_levels
 from ..evaluation.latents import posterior_summary
 from ..evaluation.mixture import Mixture, fit_mixture
 from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_recall
-from ..files import RunLock, atomic_write, check_regular, own_folder
+from ..files import RunLock, atomic_write, check_regular, own_folder, read_capped
 from ..model import VAE
-from .checkpoint import load_config, load_run
+from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run
 from .experiment import load_data, point_data, to_data_units
 from .fit import fit
 
 SAMPLERS = ("gmm", "two-stage")
 FOLDER = "samplers"
 GMM_FILE = "gmm.safetensors"
+FITTED_ON = "fitted_on.json"  # in the two-stage folder: {"model_sha256": …} of the weights it was fitted on
+MODEL_DIGEST = "model_sha256"
+MAX_WEIGHTS_BYTES = 16 << 30  # a model.safetensors read to be hashed: far beyond any MLP or small conv VAE
 MAX_GMM_BYTES = 256 << 20  # 100 components over 512 latents take 210 MB: a larger file is not one of ours
 
 
@@ -84,24 +91,43 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
     data = load_data(point_data(cfg, dataset, data_dir), run)
     own_folder(run / FOLDER)
     with RunLock(run / FOLDER, busy="is fitting a sampler of this run; wait for it to finish or stop it"):
+        digest = weights_digest(run)
         if name == "gmm":
-            return fit_gmm(run / FOLDER / GMM_FILE, codes(model, data.eval_split("train"), False, seed), components, seed)
-        return fit_two_stage(run / FOLDER, model, data, seed, two_stage or TwoStage(), progress)
+            return fit_gmm(run / FOLDER / GMM_FILE, codes(model, data.eval_split("train"), False, seed), components, seed,
+                           digest)
+        return fit_two_stage(run / FOLDER, model, data, seed, two_stage or TwoStage(), progress, digest)
 
 
-def fit_gmm(path: Path, z: Tensor, components: int, seed: int) -> dict[str, Any]:
-    """The mixture of the training means z, written to `path`."""
+def weights_digest(run: Path) -> str:
+    """sha256 of the run's model.safetensors: what a sampler was fitted on (a `train --resume` since changes it)."""
+    return hashlib.sha256(read_capped(run / WEIGHTS, MAX_WEIGHTS_BYTES)).hexdigest()
+
+
+def check_fitted_on(run: Path, what: Path, recorded: str | None, name: str) -> None:
+    """Refuse a sampler fitted on other weights than the run's now: its codes are of another encoder."""
+    if recorded is None:
+        raise VaekitError(f"{what}: does not record the weights it was fitted on; fit it again: vaekit fit-sampler RUN "
+                          f"--sampler {name}")
+    if recorded != weights_digest(run):
+        raise VaekitError(f"{what}: fitted on other weights than {run / WEIGHTS} has now (trained further since?); fit it "
+                          f"again: vaekit fit-sampler RUN --sampler {name}")
+
+
+def fit_gmm(path: Path, z: Tensor, components: int, seed: int, digest: str) -> dict[str, Any]:
+    """The mixture of the training means z, written to `path` (the same bytes for the same fit)."""
     mixture, mean_log_lik = fit_mixture(z, components, seed=seed)
     replaced = path.exists()
     tensors = {"weights": mixture.weights, "means": mixture.means, "covariances": mixture.covariances}
-    meta = {"sampler": "gmm", "fitted_on": "posterior means of the train split", "codes": str(z.shape[0])}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    meta = {"sampler": "gmm", "fitted_on": "posterior means of the train split", "codes": str(z.shape[0]),
+            MODEL_DIGEST: digest}
+    data = canonical_safetensors(safetensors_bytes(tensors, metadata=meta))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return {"sampler": "gmm", "codes": z.shape[0], "components": components, "mean_log_likelihood": mean_log_lik,
             "replaced": replaced}
 
 
 def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, settings: TwoStage,
-                  progress: bool) -> dict[str, Any]:
+                  progress: bool, digest: str) -> dict[str, Any]:
     """The second-stage VAE, trained aside in FOLDER/two-stage.fitting, then put in place of an earlier fit."""
     final, fresh = folder / "two-stage", folder / "two-stage.fitting"
     for path in (final, fresh):  # said before training, not after
@@ -110,8 +136,10 @@ def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, sett
     z_train = codes(model, data.eval_split("train"), True, seed)
     z_val = codes(model, data.eval_split("val"), True, seed + 1) if "val" in data.present_splits() else None
     k = z_train.shape[1]
-    stage2 = VAE(data_dim=k, latent_dim=k, hidden=settings.hidden,
-                 likelihood={"name": "gaussian-learned-per-dim", "sigma": 1.0})
+    with torch.random.fork_rng():  # its first weights from --seed, not from whatever this process drew before
+        torch.manual_seed(seed)
+        stage2 = VAE(data_dim=k, latent_dim=k, hidden=settings.hidden,
+                     likelihood={"name": "gaussian-learned-per-dim", "sigma": 1.0})
     shutil.rmtree(fresh, ignore_errors=True)  # an interrupted fit's leftovers
     try:
         result = fit(stage2, z_train, z_val, out=fresh, progress=progress, epochs=settings.epochs,
@@ -120,6 +148,7 @@ def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, sett
     except TrainingInterrupted as e:  # its message says --resume, which fit-sampler has not: a fit starts afresh
         raise TrainingInterrupted("the two-stage fit was interrupted; the earlier sampler (if any) is kept; run "
                                   "fit-sampler again to fit it", signum=e.signum) from None
+    atomic_write(fresh / FITTED_ON, lambda tmp: Path(tmp).write_text(json.dumps({MODEL_DIGEST: digest}) + "\n"))
     replaced = final.exists()
     if replaced:
         shutil.rmtree(final)
@@ -165,11 +194,15 @@ def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: i
     if latent_size is None:
         latent_size = load_config(run).model.latent_size
     if name == "gmm":
-        source = load_gmm(run / FOLDER / GMM_FILE, latent_size).distribution()
+        path = run / FOLDER / GMM_FILE
+        source = load_gmm(path, latent_size).distribution()
+        with safe_open(path, "pt") as f:
+            check_fitted_on(run, path, (f.metadata() or {}).get(MODEL_DIGEST), name)
     else:
         where = run / FOLDER / "two-stage"
         if not where.is_dir():
             raise VaekitError(f"{where}: missing; fit it first: vaekit fit-sampler RUN --sampler two-stage")
+        check_fitted_on(run, where, fitted_on(where / FITTED_ON), name)
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the caller's stream
             stage2 = load_run(where)[1]
         if stage2.data_dim != latent_size:
@@ -179,6 +212,18 @@ def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: i
         if name == "gmm":
             return source.sample((n,)).to(torch.float32)
         return stage2.sample(n, mean=False)  # z ~ p(z|u), u ~ N(0, I): with its learned σ (module docstring)
+
+
+def fitted_on(path: Path) -> str | None:
+    """The weights' digest a two-stage folder records, or None where it records none readable."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        recorded = json.loads(read_capped(path, 4096))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return recorded.get(MODEL_DIGEST) if isinstance(recorded, dict) and isinstance(recorded.get(MODEL_DIGEST), str) \
+        else None
 
 
 def sample_quality(run: str | Path, n: int, sampler: str | None = None, seed: int = 0,
