@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
@@ -122,6 +123,32 @@ def canonical_safetensors(data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + data[8 + n :]
 
 
+def check_shapes_first(run: Path, cfg: Config) -> None:
+    """Compare the model config.json describes, built without memory (on torch's meta device), with the shapes
+    model.safetensors' header lists, before the model is built for real: a few bytes changed in config.json
+    (hidden 20000) would otherwise allocate gigabytes before the weights are found not to fit."""
+    path = Path(run) / WEIGHTS
+    if not path.exists():
+        return  # said where the weights are loaded
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the caller's random stream untouched
+            meta = build_model(cfg.model)
+    except VaekitError:
+        raise
+    except Exception:  # noqa: BLE001 - a part that cannot be built on the meta device: the real build checks
+        return
+    check_regular(path, weights_bytes(meta) + HEADER_SLACK)
+    try:
+        with safe_open(str(path), "pt") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise VaekitError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    expected = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    if expected != found:
+        diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
+        raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
+
+
 def load_weights(run: Path, model: nn.Module) -> None:
     path = Path(run) / WEIGHTS
     check_regular(path, weights_bytes(model) + HEADER_SLACK)  # a FIFO would block, a sparse file claim any size
@@ -136,6 +163,11 @@ def load_weights(run: Path, model: nn.Module) -> None:
     if expected != found:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
         raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
+    own = model.state_dict()
+    cast = [k for k, v in tensors.items() if v.dtype != own[k].dtype]
+    if cast:  # a float64 1e300 is finite, and inf once loaded into the float32 model
+        raise VaekitError(f"{path}: {cast[0]} is {str(tensors[cast[0]].dtype).removeprefix('torch.')}, but the model's is "
+                          f"{str(own[cast[0]].dtype).removeprefix('torch.')}; vaekit writes the model's own dtype")
     bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise VaekitError(f"{path}: the weights hold NaN or Inf (in {bad[0]}{' and others' if len(bad) > 1 else ''}); "
@@ -302,6 +334,7 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
                               "rebuild it and load the weights into it: vaekit.load(DIR, model=…)")
         if not cfg.model.data_shape:
             raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
+        check_shapes_first(run, cfg)
         model = build_model(cfg.model)
     load_weights(run, model)
     model.eval()

@@ -155,6 +155,8 @@ def train_run(
         if cfg.model.columns is not None and ctx.is_main:
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
                      cfg.model.columns.describe())
+        if resume or cfg.train.init_from:  # weights to load: their shapes against the config's before it is built
+            ckpt.check_shapes_first(out if resume else Path(cfg.train.init_from), cfg)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
         if cfg.train.init_from and not resume:
