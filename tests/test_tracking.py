@@ -167,6 +167,27 @@ def test_mlflow_default_store_works_with_the_dev_extra(tmp_path, monkeypatch, ca
     assert history(client, saved["run_id"], "val/elbo") == [(1, metrics_of(tmp_path / "r")[0]["val/elbo"])]
 
 
+def test_a_copied_run_never_logs_into_the_tracked_run_of_its_original(tmp_path, store, capsys, caplog):
+    """`cp -r a b` (or a tracking.json edited to name a's run) then `train --out b --resume` and `evaluate b` logged
+    b's epochs, evaluation and model as a resume of a's MLflow run; now one warning, and a's run is unchanged."""
+    assert run(capsys, *TRAIN, "--epochs", "1", "--track", "mlflow", "--out", tmp_path / "a")[0] == 0
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    rid = json.loads((tmp_path / "a" / "tracking.json").read_text())["run_id"]
+    before = store.get_run(rid).data
+    caplog.clear()
+    assert run(capsys, "--quiet", "train", "--out", tmp_path / "b", "--resume", "--epochs", "2")[0] == 0
+    assert run(capsys, *EVALUATE, tmp_path / "b")[0] == 0
+    want = (f"MLflow tracking is off for this run: tracking.json names MLflow run {rid}, made for {tmp_path / 'a'}, not "
+            f"for {tmp_path / 'b'}; nothing is logged to it (remove {tmp_path / 'b'}/tracking.json to track this run as "
+            "a new one)")
+    assert [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()] == [want, want]
+    after = store.get_run(rid).data
+    assert (after.metrics, after.params, after.tags) == (before.metrics, before.params, before.tags)
+    assert history(store, rid, "train/elbo") == [(1, metrics_of(tmp_path / "a")[0]["train/elbo"])]
+
+
 def test_a_tracked_run_continued_from_another_folder_makes_no_store_there(tmp_path, monkeypatch, capsys, caplog):
     """No MLFLOW_TRACKING_URI: a resume beside the default store continues the run in it; evaluate of the run from
     another folder is one whole warning and leaves no ./mlflow.db there (MLflow made an empty one, the warning cut

@@ -92,6 +92,11 @@ class MLflowBackend:
         else:
             self.run_id = saved["run_id"]
             self._check_exists(store, saved)
+            made_for = self.client.get_run(self.run_id).data.tags.get(RUN_DIR_TAG)
+            if made_for is None or Path(made_for).resolve() != Path(run_dir).resolve():  # a copied run (cp -r) or a crafted tracking.json: never another's record
+                raise VaekitError(f"tracking.json names MLflow run {self.run_id}, made for {str(made_for)[:200]}, not "
+                                  f"for {run_dir}; nothing is logged to it (remove {run_dir}/tracking.json to track "
+                                  "this run as a new one)")
             if training:
                 self.client.update_run(self.run_id, status="RUNNING")
         return {"tracker": "mlflow", "run_id": self.run_id, "store": store}
