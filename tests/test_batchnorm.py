@@ -103,3 +103,18 @@ def test_every_hidden_layer_of_the_mlps_is_normalized_and_no_output():
     assert not any(isinstance(m, BatchNorm) for m in plain.modules())
     with pytest.raises(VaekitError, match="'gated' has no setting 'norm'"):
         vaekit.VAE(data_dim=12, latent_dim=4, arch={"name": "gated", "norm": "batch"})
+
+
+def test_a_batch_of_one_leaves_the_running_averages_and_batch_size_one_is_refused():
+    """A last batch of one example moved the running variance toward 0 (evaluation then divided by √ε: ELBO −inf);
+    a batch size of 1 with batch normalization trained a constant network and ended in exit 0 with val ELBO −inf."""
+    from vaekit.runs.config import Config
+
+    bn = BatchNorm(3)
+    bn(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))
+    mean, var = bn.running_mean.clone(), bn.running_var.clone()
+    assert not torch.equal(var, torch.ones(3))  # a batch of five moved them
+    bn(torch.randn(1, 3))
+    assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
+    with pytest.raises(VaekitError, match=r"\[train\] batch_size 1 with batch normalization"):
+        Config.from_dict({"model": {"arch": {"name": "mlp", "norm": "batch"}}, "train": {"batch_size": 1}})

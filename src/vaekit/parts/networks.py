@@ -68,9 +68,10 @@ class BatchNorm(nn.Module):
             sums = _global_sum(torch.cat([flat.sum(0), flat.new_tensor([flat.shape[0]])]))
             count, mean = sums[-1], sums[:-1] / sums[-1]
             var = _global_sum((flat - mean).pow(2).sum(0)) / count
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), self.momentum)
+            with torch.no_grad():  # a batch of one (an epoch's last) has no variance: the averages stay as they are
+                step = (count > 1).to(mean.dtype) * self.momentum
+                self.running_mean.lerp_(mean.detach(), step)
+                self.running_var.lerp_(var.detach() * count / (count - 1).clamp(min=1), step)
         else:
             mean, var = self.running_mean, self.running_var
         return ((flat - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias).reshape(h.shape)

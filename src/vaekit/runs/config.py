@@ -280,6 +280,9 @@ def validate(cfg: Config, source: str = "config") -> None:
         raise VaekitError(f"{source}: [model] latent_dim needs at least one size")
     if cfg.model.conditional and cfg.train.cuda_graphs:
         raise VaekitError(f"{source}: [model] condition = {cfg.model.condition!r} takes no cuda_graphs")
+    if dict(cfg.model.arch.settings).get("norm") == "batch" and cfg.train.batch_size < 2:
+        raise VaekitError(f"{source}: [train] batch_size {cfg.train.batch_size} with batch normalization ([model] arch "
+                          "norm = batch): one example has no variance to normalize by; use batches of 2 or more")
 
 
 def merge(base: dict[str, dict[str, Any]], update: dict[str, Any]) -> dict[str, dict[str, Any]]:
