@@ -222,3 +222,8 @@ def test_fit_draws_its_training_noise_from_its_seed():
         torch.rand(11)  # the process's stream moves between the two
         trained.append(vaekit.fit(model, x, epochs=2, batch_size=50, seed=3, progress=False).model.state_dict())
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
+def test_fit_checks_its_device_in_one_line():
+    with pytest.raises(VaekitError, match=r"^device= 'tpu': use cpu, cuda, cuda:N or auto$"):
+        vaekit.fit(my_model(), torch.randn(20, 6), device="tpu", progress=False)

@@ -159,3 +159,15 @@ def test_a_recipe_after_another_starts_from_its_run(tmp_path, capsys, monkeypatc
     assert cert["after"] == "digits-demo" and cert["seeds"][0]["started_from"] == str(base)
     assert main(["--quiet", "evaluate", str(base), "--k", "50", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["nll"] != cert["seeds"][0]["nll"]  # two epochs of IWAE moved it
+
+
+def test_reproduce_checks_its_device_as_train_does(tmp_path, capsys):
+    """--device tpu (or cuda on a machine without one) ended in a torch traceback, exit 1."""
+    bad = ["tpu"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--device", device,
+                     "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == (["vaekit: error: --device 'tpu': use cpu, cuda, cuda:N or auto"] if device == "tpu" else
+                       ["vaekit: error: --device cuda: this torch build or machine has no CUDA device"])
+    assert not (tmp_path / "r" / "seed-0").exists()

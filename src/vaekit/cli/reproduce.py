@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import VaekitError
 from ..runs.recipes import RECIPES, recipe
 from ..runs.reproduce import CERTIFICATE, reproduce
+from ..training.distributed import resolve_device
 
 
 def add_reproduce_command(sub) -> argparse.ArgumentParser:
@@ -50,7 +51,8 @@ def cmd_reproduce(args: argparse.Namespace) -> dict[str, Any] | None:
     if not 0 < args.seeds <= 100:
         raise VaekitError(f"--seeds must be from 1 to 100, got {args.seeds}")
     out = args.out or f"reproduce/{args.name}-{args.budget}"
-    c = reproduce(args.name, out, args.budget, args.seeds, args.device, args.data_dir, progress=not args.quiet)
+    device = resolve_device(args.device)
+    c = reproduce(args.name, out, args.budget, args.seeds, device, args.data_dir, progress=not args.quiet)
     p = c["protocol"]
     print(f"{args.name} ({args.budget}): test NLL {c['nll']:.3f} ± {c['nll_stderr']:.3f} nats over {len(c['seeds'])} "
           f"seed(s); k = {p['k']}, n = {p['n']} of {p['split_size']}, {p['binarization']} binarization")

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data import tensor_dataset
 from ..errors import VaekitError
-from ..training.distributed import SINGLE
+from ..training.distributed import SINGLE, resolve_device
 from . import checkpoint as ckpt
 from .config import Config
 from .experiment import IN_MEMORY, TrainResult, open_run, train_model, writing_lock
@@ -45,6 +45,8 @@ def fit(
     `condition`) takes each example's label: y_train [N] (and y_val with x_val), whole numbers.
     """
     cfg = Config.from_dict({"train": train}, source="vaekit.fit")
+    if isinstance(device, str):
+        device = resolve_device(device, flag="device=")
     if cfg.train.init_from:
         raise VaekitError("vaekit.fit trains the model it is given: load the run's weights into it first "
                           "(vaekit.load(RUN) or vaekit.load(RUN, model=…)) instead of init_from")

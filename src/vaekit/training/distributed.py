@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..errors import VaekitError
+
 
 @dataclass(frozen=True)
 class Context:
@@ -127,3 +129,19 @@ class _Gather(torch.autograd.Function):
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every rank's use of this block
         return grad[saved.rank * saved.size : (saved.rank + 1) * saved.size], None, None
+
+
+def resolve_device(name: str, flag: str = "--device") -> str:
+    """cpu | cuda | cuda:N | auto (cuda where available, else cpu); under torchrun, cuda:LOCAL_RANK. `flag`: how
+    the caller names the setting in its one-line refusal."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VaekitError(f"{flag} {name}: this torch build or machine has no CUDA device")
+        ctx = from_env()
+        if name == "cuda" and ctx is not None:
+            name = f"cuda:{ctx.local_rank}"
+    elif name != "cpu":
+        raise VaekitError(f"{flag} {name!r}: use cpu, cuda, cuda:N or auto")
+    return name
