@@ -4,7 +4,7 @@ import pytest
 
 from vaekit import Config
 from vaekit.errors import VaekitError
-from vaekit.runs.config import migrate
+from vaekit.runs.migrations import migrate
 
 
 def test_roundtrip_through_json_keeps_every_setting_of_every_part():

@@ -91,6 +91,17 @@ def dangling(d):
     return str(d / "link")
 
 
+def fifo(d, name):
+    """A FIFO: a reader that opens it waits for a writer for ever."""
+    os.mkfifo(d / name)
+    return str(d / name)
+
+
+def appended(run, name, line):
+    (run / name).write_text((run / name).read_text() + line + "\n")
+    return run
+
+
 def edit_config(run, fn):
     cfg = json.loads((run / "config.json").read_text())
     fn(cfg)
@@ -205,6 +216,7 @@ ROWS = [
     ("run", "a saved spread of 0 (decode would give every sample alike)", lambda d: ["sample", standardized(d, shift=torch.zeros(13), spread=torch.zeros(13)), "--n", "4"], "standardization.safetensors: spread must be positive, found minimum 0"),
     ("run", "saved statistics of the wrong shape", lambda d: ["sample", standardized(d, shift=torch.zeros(5), spread=torch.ones(5)), "--n", "4"], "standardization.safetensors: shift has shape [5]; the data need [13]"),
     ("run", "a train_state.pt with a negative batch position", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s.update(batch=-3)))], "batch is -3, below 0"),
+    ("run", "float64 weights that overflow the float32 model (1e300)", lambda d: ["evaluate", str(f64_weights(run_dir(d)))], "decoder.net.0.bias is float64, but the model's is float32"),
     ("run", "weights holding NaN or Inf", lambda d: ["evaluate", str(nan_weights(run_dir(d)))], "the weights hold NaN or Inf"),
     ("run", "--out that is a file", lambda d: ["train", "--out", write_text(d, "file", "x"), "--epochs", "1"], "is a file, not a folder"),
     ("run", "--resume with a different model", lambda d: [*RESUME(run_dir(d)), "--hidden", "32"], "[model] hidden = (32,) differs from the run's (16,), and it cannot change on --resume"),
@@ -221,6 +233,14 @@ ROWS = [
     ("data", "an .npz whose arrays have unknown names", lambda d: [*TRAIN, "--dataset", npz(d, "k.npz", images=np.zeros((20, 4)), targets=np.zeros(20))], "holds the arrays images, targets; expected 'x'"),
     ("run", "a run written by vaekit 0.1", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["versions"].update(vaekit="0.1.0"))], "written by vaekit 0.1.0, whose model layout"),
     ("run", "a damaged tracking.json on --resume", lambda d: [*RESUME(overwrite(run_dir(d), "tracking.json", b"{not json"))], "tracking.json: not valid JSON; remove it to start a new tracked run"),
+    ("run", "decode --latents that is a FIFO (waited for ever)", lambda d: ["decode", str(run_dir(d)), "--latents", fifo(d, "z.npy"), "--out", "{d}/x.png"], "z.npy: not a regular file (a FIFO, a device or a socket)"),
+    ("run", "decode --latents of 0 rows", lambda d: ["decode", str(run_dir(d)), "--latents", npy(d, "empty.npy", np.zeros((0, 2), np.float32)), "--out", "{d}/x.png"], "empty.npy: no latents (0 rows); decode needs at least one"),
+    ("run", "decode --latents of complex numbers", lambda d: ["decode", str(run_dir(d)), "--latents", npy(d, "c.npy", np.full((3, 2), 1 + 5j, np.complex64)), "--out", "{d}/x.npy"], "c.npy: latents must be real numbers (integer or floating point), got dtype complex64"),
+    ("run", "decode --latents beyond float32's range", lambda d: ["decode", str(run_dir(d)), "--latents", npy(d, "big.npy", np.full((3, 2), 1e300)), "--out", "{d}/x.npy"], "big.npy: row 1, z1 = 1e+300 is beyond float32's range (±3.4e+38)"),
+    ("run", "sample --temperature 1e300", lambda d: ["sample", str(run_dir(d)), "--temperature", "1e300"], "--temperature 1e+300 is out of range (at most 1000"),
+    ("run", "evaluate --n 1 (active units of one example)", lambda d: ["evaluate", str(run_dir(d)), "--n", "1"], "--n must be at least 2: active units are a variance over the examples, undefined for one; got 1"),
+    ("run", "a metrics.jsonl record of epoch 1e308 (plot)", lambda d: ["plot", str(appended(run_dir(d), "metrics.jsonl", '{"epoch": 1e308, "train/elbo": -1}')), "--out", "{d}/pics"], "metrics.jsonl: line 2: epoch must be a whole number from 1 to 1099511627776, got 1e+308"),
+    ("run", "a metrics.jsonl value that is not a number (report)", lambda d: ["report", str(appended(run_dir(d), "metrics.jsonl", '{"epoch": 1, "train/elbo": {"a": 1}}')), "--k", "2"], "metrics.jsonl: line 2: field 'train/elbo' must be a number, got {\"a\": 1}"),
     ("run", "--track naming another tracker than the run's", lambda d: [*RESUME(overwrite(run_dir(d), "tracking.json", b'{"tracker": "wandb", "run_id": "abc123"}')), "--track", "mlflow"], "says this run is tracked in wandb: pass --track wandb (or --track none)"),
 ]
 
@@ -240,6 +260,15 @@ def edit_state(run, fn):
 
 def shrunk_moment(run):
     return edit_state(run, lambda s: s["optimizer"]["state"][0].update(exp_avg=s["optimizer"]["state"][0]["exp_avg"][:1]))
+
+
+def f64_weights(run):
+    from safetensors.torch import load_file, save_file
+
+    weights = {k: v.double() for k, v in load_file(run / "model.safetensors").items()}
+    weights["decoder.net.0.bias"][0] = 1e300  # finite here, inf in float32
+    save_file(weights, run / "model.safetensors")
+    return run
 
 
 def nan_weights(run):

@@ -187,6 +187,54 @@ def test_out_that_is_a_file_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].endswith("is a file, not a folder; choose another path")
 
 
+@pytest.mark.parametrize("record, message", [
+    ('{"epoch": 1e308, "train/elbo": -1}', "epoch must be a whole number from 1 to 1099511627776, got 1e+308"),
+    ('{"epoch": "x", "train/elbo": -1}', 'epoch must be a whole number from 1 to 1099511627776, got "x"'),
+    ('{"epoch": null}', "epoch must be a whole number from 1 to 1099511627776, got null"),
+    ('{"epoch": true}', "epoch must be a whole number from 1 to 1099511627776, got true"),
+    ('{"epoch": 0}', "epoch must be a whole number from 1 to 1099511627776, got 0"),
+    ('{"epoch": 2.5}', "epoch must be a whole number from 1 to 1099511627776, got 2.5"),
+    ('{"train/elbo": -1}', "no epoch field (every record the trainer writes has one)"),
+    ('{"epoch": 2, "train/elbo": {"a": 1}}', 'field \'train/elbo\' must be a number, got {"a": 1}'),
+    ('{"epoch": 2, "train/elbo": "abc"}', 'field \'train/elbo\' must be a number, got "abc"'),
+    ('{"epoch": 2, "val/kl": null}', "field 'val/kl' must be a number, got null"),
+    ('{"epoch": 2, "val/kl": false}', "field 'val/kl' must be a number, got false"),
+    ('{"epoch": 2, "step": 1' + "0" * 30 + '}', ("field 'step' = 10000000000000000000… is out of range (at most "
+                                                 "9223372036854775807)")),
+])
+def test_a_crafted_metrics_record_is_refused_naming_its_line_and_field(trained, tmp_path, record, message):
+    run = copy_run(trained, tmp_path)
+    (run / METRICS).write_text((run / METRICS).read_text() + record + "\n")
+    with pytest.raises(VaekitError) as e:
+        read_metrics(run)
+    assert str(e.value) == f"{run / METRICS}: line 2: {message}"
+
+
+@pytest.mark.parametrize("verb", ["plot", "report"])
+@pytest.mark.parametrize("record, message", [
+    ('{"epoch": 1e308, "train/elbo": -1}', "epoch must be a whole number from 1 to 1099511627776, got 1e+308"),
+    ('{"epoch": 1, "train/elbo": {"a": 1}}', 'field \'train/elbo\' must be a number, got {"a": 1}')])
+def test_plot_and_report_of_a_crafted_metrics_record_are_one_line(trained, tmp_path, verb, record, message):
+    """A ValueError of np.arange (1e308 epochs) and a TypeError of matplotlib (a dict for a curve) were tracebacks."""
+    run = copy_run(trained, tmp_path)
+    (run / METRICS).write_text((run / METRICS).read_text() + record + "\n")
+    argv = [verb, run, "--out", tmp_path / "pics"] if verb == "plot" else [verb, run, "--k", "2"]
+    proc = vaekit_cli("--quiet", *argv, check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"vaekit: error: {run / METRICS}: line 2: {message}"]
+
+
+def test_a_diverged_epoch_of_nan_and_infinity_still_reads_and_plots(trained, tmp_path):
+    """What json.dumps writes for a bound that diverged (NaN, -Infinity) is a number: read and drawn."""
+    run = copy_run(trained, tmp_path)
+    (run / METRICS).write_text((run / METRICS).read_text() + '{"epoch": 2, "step": 22, "seconds": 0.1, '
+                               '"train/elbo": NaN, "val/elbo": -Infinity}\n')
+    records = read_metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2] and records[1]["val/elbo"] == float("-inf")
+    proc = vaekit_cli("--quiet", "plot", run, "--out", tmp_path / "pics", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "pics" / "curves.png").stat().st_size > 0
+
+
 # ---- 3. killed before the first checkpoint ----
 
 def test_resume_before_the_first_checkpoint_starts_from_step_zero(trained, tmp_path):

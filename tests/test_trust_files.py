@@ -188,3 +188,44 @@ def test_a_run_without_validation_encodes_all_and_scores_against_its_training_ro
     assert main(["--quiet", "score", str(tmp_path / "run"), "--data", str(table), "--out", str(tmp_path / "s.csv"),
                  "--k", "5"]) == 0
     assert "quantile of the training split (the run has no validation split)" in capsys.readouterr().out
+
+
+def within(seconds, fn):
+    """fn() in a thread, its result, or a failure (not a hung test) when it blocks longer than `seconds`."""
+    done = []
+    t = threading.Thread(target=lambda: done.append(fn()), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert done, f"still blocked after {seconds} s"
+    return done[0]
+
+
+def test_decode_latents_that_are_a_fifo_a_device_or_a_sparse_giant_are_one_line(trained, tmp_path, capsys):
+    """`decode --latents` waited for ever on a FIFO and read /dev/zero or a 20 GB sparse CSV until memory ran out."""
+    os.mkfifo(tmp_path / "z.npy")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    with open(tmp_path / "sparse.csv", "wb") as f:
+        f.truncate(20 << 30)  # claims 20 GB, holds none
+    for name, why in (("z.npy", "not a regular file (a FIFO, a device or a socket)"),
+                      ("zero.csv", "not a regular file (a FIFO, a device or a socket)"),
+                      ("sparse.csv", "21,474,836,480 bytes, more than the 1,073,741,824 vaekit reads of it")):
+        code, err = within(60, lambda name=name: run(capsys, "decode", trained, "--latents", tmp_path / name,
+                                                     "--out", tmp_path / "x.npy"))
+        assert code == 2 and err == [f"vaekit: error: {tmp_path / name}: {why}"]
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_impute_and_score_data_that_is_a_fifo_or_a_device_is_one_line(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("a,b\n" + "".join(f"{i % 7},{'xy'[i % 2]}\n" for i in range(40)))
+    assert main(["--quiet", "train", "--dataset", str(table), "--likelihood", "mixed", "--epochs", "1", "--hidden", "8",
+                 "--latent-dim", "2", "--out", str(tmp_path / "run")]) == 0
+    os.mkfifo(tmp_path / "fifo.csv")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    for verb in ("impute", "score"):
+        for name in ("fifo.csv", "zero.csv"):
+            code, err = within(60, lambda verb=verb, name=name: run(
+                capsys, verb, tmp_path / "run", "--data", tmp_path / name, "--out", tmp_path / "o.csv"))
+            want = f"vaekit: error: {tmp_path / name}: not a regular file (a FIFO, a device or a socket)"
+            assert code == 2 and err == [want], (verb, name)
+    assert not (tmp_path / "o.csv").exists()

@@ -4,6 +4,7 @@ real (a crafted config.json, a 300-byte name, a seed beyond torch's range), the 
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,7 +86,8 @@ def test_resume_to_fewer_epochs_than_trained_is_refused_and_config_kept(trained,
     ("short.csv", "z1_mean,z2_mean\n0.1,0.2\n0.3\n", "cannot read latents (IndexError"),
     ("zip.npz", "this is not a zip archive", "cannot read latents ("),
     ("empty.npy", "", "cannot read latents ("),
-    ("empty.csv", "", "expected latents of shape [N, 2]"),
+    ("empty.csv", "", "empty.csv: no latents (0 rows); decode needs at least one"),
+    ("header.csv", "z1_mean,z2_mean,z1_std,z2_std\n", "header.csv: no latents (0 rows); decode needs at least one"),
 ])
 def test_latents_files_that_are_not_what_they_claim(trained, tmp_path, capsys, name, content, message):
     path = tmp_path / name
@@ -132,3 +134,58 @@ def test_finite_weights_that_make_an_invalid_distribution(tmp_path, capsys):
     save_file(weights, run / "model.safetensors")
     line = one_line(capsys, "evaluate", run, "--k", "2")
     assert "the model's weights make an invalid distribution (Expected parameter scale" in line
+
+
+@pytest.mark.parametrize("name, z, message", [
+    ("empty.npy", np.zeros((0, 2), np.float32), "empty.npy: no latents (0 rows); decode needs at least one"),
+    ("empty4.npy", np.zeros((0, 4), np.float32), "empty4.npy: no latents (0 rows); decode needs at least one"),
+    ("complex.npy", np.full((3, 2), 1 + 5j, np.complex64),
+     "complex.npy: latents must be real numbers (integer or floating point), got dtype complex64"),
+    ("huge.npy", np.array([[0.0, 0.0], [0.0, -1e300]]),
+     "huge.npy: row 2, z2 = -1e+300 is beyond float32's range (±3.4e+38), what the model computes in"),
+])
+@pytest.mark.parametrize("out", ["x.png", "x.npy"])
+def test_latents_decode_cannot_make_sense_of(trained, tmp_path, capsys, name, z, message, out):
+    """0 rows: a ZeroDivisionError in the grid (.png) or an empty array written (.npy); complex: the imaginary part
+    dropped; 1e300 in float64: ±inf in float32, blamed on model.safetensors."""
+    np.save(tmp_path / name, z)
+    line = one_line(capsys, "decode", trained, "--latents", tmp_path / name, "--out", tmp_path / out)
+    assert line == f"vaekit: error: {tmp_path / name}: {message.split(': ', 1)[1]}"
+    assert not (tmp_path / out).exists()
+
+
+def test_latents_at_the_edge_of_float32_still_decode(trained, tmp_path, capsys):
+    np.save(tmp_path / "edge.npy", np.array([[3e38, -3e38], [0.5, 1]], np.float64))  # finite in float32
+    assert main(["--quiet", "decode", str(trained), "--latents", str(tmp_path / "edge.npy"),
+                 "--out", str(tmp_path / "x.npy")]) == 0
+    x = np.load(tmp_path / "x.npy")
+    assert x.shape == (2, 1, 8, 8) and np.isfinite(x).all()
+
+
+def test_a_csv_latent_beyond_float32_is_named_not_read_as_inf(trained, tmp_path, capsys):
+    (tmp_path / "z.csv").write_text("0.1,0.2\n1e300,0.3\n")
+    line = one_line(capsys, "decode", trained, "--latents", tmp_path / "z.csv", "--out", tmp_path / "x.npy")
+    assert line.endswith("z.csv: row 2, z1 = 1e+300 is beyond float32's range (±3.4e+38), what the model computes in")
+
+
+@pytest.mark.parametrize("t, message", [
+    ("1e300", ("--temperature 1e+300 is out of range (at most 1000: it multiplies p(z)'s standard deviations, and far "
+               "beyond that the decoder overflows float32)")),
+    ("inf", "--temperature inf is out of range (at most 1000"),
+    ("nan", "--temperature must be a number > 0, got nan"),
+])
+def test_a_temperature_beyond_its_bound_names_the_flag_not_the_weights(trained, tmp_path, capsys, t, message):
+    line = one_line(capsys, "sample", trained, "--temperature", t, "--out", tmp_path / "s.png")
+    assert line.startswith(f"vaekit: error: {message}") and "model.safetensors" not in line
+    assert main(["--quiet", "sample", str(trained), "--temperature", "1000", "--n", "4",
+                 "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.isfinite(np.load(tmp_path / "s.npy")).all()
+
+
+def test_evaluate_of_one_example_is_refused_not_called_collapsed(trained, capsys):
+    """Active units are a variance over the examples: over one it was 0, and a posterior-collapse warning followed."""
+    line = one_line(capsys, "evaluate", trained, "--n", "1", "--k", "2")
+    assert line == "vaekit: error: --n must be at least 2: active units are a variance over the examples, undefined " \
+                   "for one; got 1"
+    assert main(["--quiet", "evaluate", str(trained), "--n", "2", "--k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2

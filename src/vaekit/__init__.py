@@ -26,11 +26,11 @@ from .parts.networks import ARCHITECTURES
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS, StandardNormal
 from .parts.registry import Setting
-from .runs.checkpoint import load, save
 from .runs.config import Config, DataConfig, ModelConfig, TrainConfig
 from .runs.experiment import train_run
 from .runs.fit import fit
 from .runs.plugins import load_plugin
+from .runs.saving import load, save
 
 register_prior = PRIORS.register  # @vaekit.register_prior("name") on a factory: (latent_dim, …) → module
 register_posterior = POSTERIORS.register  # factory: (latent_dim, …) → head mapping h to Q(z|x)

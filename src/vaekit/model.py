@@ -24,7 +24,7 @@ from torch.distributions import Distribution
 
 from .data.tables import Schema
 from .errors import VaekitError
-from .parts.distributions import tempered
+from .parts.distributions import MAX_TEMPERATURE, tempered
 from .parts.hierarchical import INFERENCE, HierarchicalPrior, HVAEEncoder, LadderEncoder, TopPath
 from .parts.likelihoods import LIKELIHOODS, TableObservation
 from .parts.modules import Decoder, Encoder, Labels, Part
@@ -70,6 +70,11 @@ class Joint:
         """n draws from the model, [n, D]: E[x|z] for z ~ p(z) by default (what pictures show);
         `mean=False` draws x ~ p(x|z) too. A prior with batch shape [n] (conditioned on n labels) gives
         one draw each. `temperature` T < 1 draws z with every Gaussian scale of p(z) times T (`tempered`)."""
+        if isinstance(n, bool) or not hasattr(n, "__index__") or n < 1:
+            raise VaekitError(f"sample: n must be a whole number of draws ≥ 1, got {n!r}")
+        n = int(n)
+        if not (isinstance(temperature, (int, float)) and 0 < float(temperature) <= MAX_TEMPERATURE):
+            raise VaekitError(f"sample: temperature must be in (0, {MAX_TEMPERATURE:g}], got {temperature!r}")
         p_z = self.prior() if temperature == 1.0 else tempered(self.prior(), temperature)
         p = self.p_x_given_z(p_z.sample() if tuple(p_z.batch_shape) == (n,) else p_z.sample((n,)))
         return p.mean if mean else p.sample()

@@ -118,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seeds the draws (default: 0)")
     s.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of showing E[x|z] (default: off)")
     s.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                   help="draw z with every Gaussian scale of p(z) times T (NVAE, VDVAE: 0.6-0.9; default: 1)")
+                   help="draw z with every Gaussian scale of p(z) times T, 0 < T ≤ 1000 (NVAE, VDVAE: 0.6-0.9; "
+                   "default: 1)")
     s.add_argument("--label", type=int, help="a conditional VAE: sample with this label y (default: the labels in "
                    "turn, 0, 1, …)")
     s.add_argument("--sampler", choices=SAMPLERS, help="draw z from a density fitted on the aggregate posterior by "

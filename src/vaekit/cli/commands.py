@@ -25,7 +25,7 @@ from ..runs.experiment import labels_for, train_run
 from ..runs.samplers import sample_quality
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
-from ..training.distributed import from_env, launched
+from ..training.distributed import launched, resolve_device
 from .flags import build_config, given_settings
 from .runs import run_with_data
 
@@ -94,26 +94,13 @@ def format_learned(name: str, v: dict[str, float]) -> str:
     return f"{name}: median {v['median']:.4g}, from {v['min']:.4g} to {v['max']:.4g} over {v['count']} values"
 
 
-def resolve_device(name: str) -> str:
-    """cpu | cuda | cuda:N | auto (cuda where available, else cpu); under torchrun, cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise VaekitError(f"--device {name}: this torch build or machine has no CUDA device")
-
-        ctx = from_env()
-        if name == "cuda" and ctx is not None:
-            name = f"cuda:{ctx.local_rank}"
-    elif name != "cpu":
-        raise VaekitError(f"--device {name!r}: use cpu, cuda, cuda:N or auto")
-    return name
-
-
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """ELBO and log-likelihood with both kinds of error, the checks on them, and (--json) the protocol."""
     if args.elbo_samples <= 0:
         raise VaekitError(f"--elbo-samples must be > 0, got {args.elbo_samples}")
+    if args.n is not None and args.n < 2:  # --n ≤ 0: check_args
+        raise VaekitError(f"--n must be at least 2: active units are a variance over the examples, undefined for one; "
+                          f"got {args.n}")
     if args.sampler is not None and args.samples is None:
         raise VaekitError("--sampler is used by --samples N (the quality of N samples); give --samples too")
     if args.samples is not None and args.samples <= PR_NEIGHBOURS:

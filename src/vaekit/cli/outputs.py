@@ -14,6 +14,7 @@ from ..errors import VaekitError
 from ..evaluation.latents import posterior_summary, read_labels, read_latents, write_latents
 from ..explain import explain, format_result
 from ..files import write_array
+from ..parts.distributions import MAX_TEMPERATURE
 from ..pictures.figures import plot_images, plot_reconstructions, plot_samples
 from ..pictures.report import plot_run, write_report
 from ..runs.checkpoint import load_run
@@ -42,8 +43,11 @@ def cmd_sample(args: argparse.Namespace) -> Path:
         y = torch.arange(args.n) % cfg.model.condition_classes  # every label in turn
     else:
         y = None if args.label is None else torch.full((args.n,), args.label)
-    if not 0 < args.temperature < float("inf"):
+    if not 0 < args.temperature:
         raise VaekitError(f"--temperature must be a number > 0, got {args.temperature}")
+    if args.temperature > MAX_TEMPERATURE:
+        raise VaekitError(f"--temperature {args.temperature:g} is out of range (at most {MAX_TEMPERATURE:g}: it multiplies "
+                          "p(z)'s standard deviations, and far beyond that the decoder overflows float32)")
     source = "z ~ p(z)"
     if args.sampler is None:
         x = conditioned(model, cfg, y).sample(args.n, mean=not args.draw, temperature=args.temperature)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -118,6 +118,26 @@ class ELBOEstimate:
         return {"elbo": self.elbo, "reconstruction": self.reconstruction, "kl": self.kl}
 
 
+def checked_examples(model, x: Any, k: int = 1) -> Tensor:
+    """x as a tensor of examples for `model` (a NumPy array becomes one), or one line naming what is wrong: no
+    examples, examples of another size than the model's, k not a whole number ≥ 1."""
+    if isinstance(k, bool) or not hasattr(k, "__index__") or k < 1:
+        raise VaekitError(f"k must be a whole number of importance samples ≥ 1, got {k!r}")
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise VaekitError(f"x must be a tensor or an array of examples, got {type(x).__name__} ({e})") from None
+        x = x if x.is_floating_point() else x.float()
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise VaekitError(f"x holds no examples (shape {tuple(x.shape)})")
+    data_dim = getattr(model, "data_dim", None)
+    if data_dim and x[0].numel() != data_dim:
+        raise VaekitError(f"x holds examples of shape {tuple(x.shape[1:])} ({x[0].numel()} values); the model takes "
+                          f"{data_dim}")
+    return x
+
+
 @torch.no_grad()
 def evaluate_elbo(
     model, x: Tensor, *, num_samples: int = 1, batch_size: int = 1000, seed: int = 0, ctx: Context = SINGLE,
@@ -133,6 +153,7 @@ def evaluate_elbo(
     sample draws exactly the noise of `elbo(model, x_b)` under that seed. y: the labels of x [N], for a
     conditional VAE (each batch is evaluated by `model.given(y_b)`).
     """
+    x = checked_examples(model, x, num_samples)
     sums = torch.zeros(4, dtype=torch.float64, device=x.device)
     bar = Progress(x.shape[0], f"ELBO ({num_samples} draws)", enabled=progress and ctx.is_main)
     with forked_rng(x.device), eval_mode(model), bar:
@@ -200,6 +221,7 @@ def log_likelihood(
     per-example values gathered (an all-reduced sum of disjoint slots, exact): every rank returns
     the numbers of one process.
     """
+    x = checked_examples(model, x, k)
     n, cut = x.shape[0], _q_batches(q_z, x.shape[0], batch_size)
     slots = torch.zeros(2, n, dtype=torch.float64, device=x.device)  # log p̂, ESS at each example's index
     bar = Progress(n, f"log-likelihood (k = {k})", enabled=progress and ctx.is_main)

@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 
 from ..errors import VaekitError
-from ..files import atomic_write, write_array
+from ..files import atomic_write, read_capped, write_array
 from ..model import mean_of
 from ..training.progress import Progress
 
 FORMATS = (".npy", ".npz", ".csv")
 MC_SAMPLES = 256  # draws for a standard deviation torch has no closed form for (a flow's Q)
+MAX_LATENTS_BYTES = 1 << 30  # read whole: 2^27 float32 rows of k = 2, far beyond a decode; larger files are refused unread
 
 
 @torch.no_grad()
@@ -82,39 +83,54 @@ def write_latents(path: Path, mean: Tensor, std: Tensor, labels: Tensor | None =
 
 
 def read_latents(path: Path, latent_dim: int) -> Tensor:
-    """The latent means [N, k] in a file `write_latents` wrote, or a bare [N, k] array of z (.npy, .csv)."""
+    """The latent means [N, k] in a file `write_latents` wrote, or a bare [N, k] array of z (.npy, .csv): a regular
+    file of at most MAX_LATENTS_BYTES (a FIFO would block, /dev/zero or a sparse file never end), real numbers
+    finite in float32, at least one row."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise VaekitError(f"{path}: latents are read from {', '.join(FORMATS)}")
     try:
+        data = read_capped(path, MAX_LATENTS_BYTES)
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as f:
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 key = next((k for k in ("mean", "z") if k in f.files), None)
                 if key is None:
                     raise VaekitError(f"{path}: holds {', '.join(f.files) or 'no arrays'}; expected 'mean' or 'z'")
                 z = f[key]
         elif suffix == ".npy":
-            z = np.load(path, allow_pickle=False)
-        elif suffix == ".csv":
-            rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
-            header = rows[0] if rows and not _numeric(rows[0]) else None
-            body = rows[1:] if header else rows
-            columns = [i for i, name in enumerate(header) if name.endswith("_mean")] if header else None
-            z = np.array([[float(r[i]) for i in (columns or range(len(r)))] for r in body if r], dtype=np.float32)
+            z = np.load(io.BytesIO(data), allow_pickle=False)
         else:
-            raise VaekitError(f"{path}: latents are read from {', '.join(FORMATS)}")
+            rows = list(csv.reader(data.decode("utf-8-sig").splitlines()))
+            header = rows[0] if rows and not _numeric(rows[0]) else None
+            body = [r for r in (rows[1:] if header else rows) if r]
+            if not body:
+                raise VaekitError(f"{path}: no latents (0 rows); decode needs at least one")
+            columns = [i for i, name in enumerate(header) if name.endswith("_mean")] if header else None
+            z = np.array([[float(r[i]) for i in (columns or range(len(r)))] for r in body], dtype=np.float64)
     except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, VaekitError):
             raise
         raise VaekitError(f"{path}: cannot read latents ({_said(e)})") from None
     z = np.asarray(z)
+    if z.dtype.kind not in "iuf":  # complex: the imaginary part would be dropped; bool, strings, objects: no z
+        raise VaekitError(f"{path}: latents must be real numbers (integer or floating point), got dtype {z.dtype}")
     if z.ndim == 2 and z.shape[1] == 2 * latent_dim:
         z = z[:, :latent_dim]  # the .npy layout: means, then standard deviations
-    if z.ndim != 2 or z.shape[1] != latent_dim or not np.issubdtype(z.dtype, np.number):
+    if z.ndim != 2 or z.shape[1] != latent_dim:
         raise VaekitError(f"{path}: expected latents of shape [N, {latent_dim}] (or [N, {2 * latent_dim}]: means and "
                           f"standard deviations), got {list(z.shape)} of {z.dtype}")
+    if z.shape[0] == 0:
+        raise VaekitError(f"{path}: no latents (0 rows); decode needs at least one")
     if not np.isfinite(z).all():
         raise VaekitError(f"{path}: the latents hold NaN or Inf")
-    return torch.from_numpy(z.astype(np.float32))
+    with np.errstate(over="ignore"):
+        z32 = z.astype(np.float32)
+    if not np.isfinite(z32).all():  # finite as stored (float64), ±inf in the model's float32
+        row, col = (int(i[0]) for i in np.nonzero(~np.isfinite(z32)))
+        raise VaekitError(f"{path}: row {row + 1}, z{col + 1} = {z[row, col]:g} is beyond float32's range "
+                          f"(±{np.finfo(np.float32).max:.3g}), what the model computes in")
+    return torch.from_numpy(z32)
 
 
 def read_labels(path: Path) -> Tensor | None:
@@ -123,10 +139,10 @@ def read_labels(path: Path) -> Tensor | None:
     path = Path(path)
     try:
         if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as f:
+            with np.load(io.BytesIO(read_capped(path, MAX_LATENTS_BYTES)), allow_pickle=False) as f:
                 y = f["labels"] if "labels" in f.files else None
         elif path.suffix.lower() == ".csv":
-            rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+            rows = list(csv.reader(read_capped(path, MAX_LATENTS_BYTES).decode("utf-8-sig").splitlines()))
             if not rows or "label" not in rows[0]:
                 return None
             column = rows[0].index("label")

@@ -70,6 +70,9 @@ def is_diagonal_normal(d: Distribution) -> bool:
     )
 
 
+MAX_TEMPERATURE = 1000.0  # T multiplies p(z)'s scales: 1 is p(z) itself; 1e300 made z, then x, overflow float32
+
+
 def tempered(d: Distribution, temperature: float) -> Distribution:
     """d with every Gaussian scale times `temperature`, for drawing at a temperature (NVAE, VDVAE sample their
     priors at T = 0.6–0.9: fewer, cleaner samples). A diagonal Gaussian, a mixture of them (MoG, VampPrior),

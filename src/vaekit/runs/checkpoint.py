@@ -9,7 +9,6 @@ run code. The architecture is rebuilt from config.json, never unpickled.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.metadata
 import io
 import json
@@ -28,8 +27,9 @@ from ..errors import NonFiniteLossError, PluginError, VaekitError
 from ..files import LOCK, RunLock, atomic_write, check_regular, read_capped, remove_stale_temporaries
 from ..model import VAE, build_model
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
-from .config import Config, ModelConfig, migrate, plugins_needed, raw_count_inputs
+from .config import Config
 from .history import METRICS, read_metrics, truncate_metrics
+from .migrations import migrate, raw_count_inputs
 from .plugins import is_loaded
 from .state_check import check_state, own_implementation
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
 STANDARDIZATION = "standardization.safetensors"  # the training split's mean and spread, when standardizing
 LAYOUT_VERSION = (0, 2)  # runs written before VAE(encoder, decoder, prior) hold another state-dict layout
-SETTINGS_VERSION = (0, 3)  # runs written before it keep the parts' settings flat in config.json (`config.migrate`)
+SETTINGS_VERSION = (0, 3)  # runs written before it keep the parts' settings flat in config.json (`migrations.migrate`)
 COUNT_INPUT_VERSION = (0, 4)  # runs written before it fed count likelihoods' encoders raw counts (`raw_count_inputs`)
 
 
@@ -133,9 +133,7 @@ def check_shapes_first(run: Path, cfg: Config) -> None:
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the caller's random stream untouched
             meta = build_model(cfg.model)
-    except VaekitError:
-        raise
-    except Exception:  # noqa: BLE001 - a part that cannot be built on the meta device: the real build checks
+    except Exception:  # noqa: BLE001 - a part the meta device cannot build: the real build checks (and says why)
         return
     check_regular(path, weights_bytes(meta) + HEADER_SLACK)
     try:
@@ -143,7 +141,11 @@ def check_shapes_first(run: Path, cfg: Config) -> None:
             found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise VaekitError(f"{path}: corrupt or truncated safetensors file ({e})") from None
-    expected = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    same_shapes(path, meta, found)
+
+
+def same_shapes(path: Path, model: nn.Module, found: dict[str, tuple[int, ...]]) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if expected != found:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
         raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
@@ -158,11 +160,7 @@ def load_weights(run: Path, model: nn.Module) -> None:
         raise VaekitError(f"{path}: missing") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise VaekitError(f"{path}: corrupt or truncated safetensors file ({e})") from None
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected != found:
-        diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
-        raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
+    same_shapes(path, model, {k: tuple(v.shape) for k, v in tensors.items()})
     own = model.state_dict()
     cast = [k for k, v in tensors.items() if v.dtype != own[k].dtype]
     if cast:  # a float64 1e300 is finite, and inf once loaded into the float32 model
@@ -339,67 +337,3 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     load_weights(run, model)
     model.eval()
     return cfg, model
-
-
-def model_config(model: nn.Module) -> ModelConfig:
-    """The config that rebuilds `model`: its settings where it was built from settings (`VAE(data_dim=…)`,
-    `build_model`), else one that marks it as built in Python (the user rebuilds it to load it)."""
-    settings = getattr(model, "settings", None)
-    if settings is None:
-        return python_model_config(model)
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    values = {k: v for k, v in settings.items() if k in known and v is not None}
-    values["data_shape"] = tuple(settings.get("data_shape") or (settings["data_dim"],))
-    for name in ("latent_dim", "hidden", "decoder_hidden", "layer_hidden", "plugins"):
-        if name in values:
-            values[name] = (values[name],) if isinstance(values[name], int) else tuple(values[name])
-    return ModelConfig(**values)
-
-
-KNOWN_IN_PYTHON = {"data_shape", "latent_dim", "built_in_python", "plugins", "python_parts", "unknown", "condition",
-                   "condition_classes", "columns"}  # what a model built from modules still tells
-
-
-def python_model_config(model: nn.Module) -> ModelConfig:
-    """What is known of a model built from modules (VAE(encoder, decoder, prior)): its shapes and the class of each
-    part; every other [model] setting is listed in `unknown` (its value in config.json is only the default)."""
-    data_dim = getattr(model, "data_dim", None)
-    roles = [("encoder", getattr(model, "encoder", None)), ("decoder", getattr(model, "decoder", None)),
-             ("likelihood", getattr(getattr(model, "decoder", None), "head", None)), ("prior", getattr(model, "prior", None))]
-    parts = tuple(f"{role}: {type(m).__module__}.{type(m).__qualname__}" for role, m in roles if m is not None)
-    values: dict[str, Any] = {"data_shape": (data_dim,) if data_dim else (), "built_in_python": True, "python_parts": parts}
-    with contextlib.suppress(Exception):  # a prior of the user's that cannot say its size: left unknown
-        values["latent_dim"] = (int(model.latent_dim),)
-    known = KNOWN_IN_PYTHON - ({"latent_dim"} - set(values))
-    values["unknown"] = tuple(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in known)
-    return ModelConfig(**values)
-
-
-def save(model: nn.Module, run: str | Path) -> Path:
-    """Write `model` as a run directory: config.json (what rebuilds it) and model.safetensors.
-    `vaekit.load(run)` rebuilds a model made of registered parts; a model with the user's own
-    networks loads with `vaekit.load(run, model=the same architecture)`."""
-    if not str(run).strip():
-        raise VaekitError("vaekit.save: name a folder to write the model into (got an empty path)")
-    if not isinstance(model, nn.Module):
-        raise VaekitError(f"vaekit.save: the model must be a torch module (a VAE), got {type(model).__name__}")
-    run = Path(run)
-    cfg = Config(model=model_config(model))
-    unknown = (*cfg.model.unknown, "data", "train")  # saved, not trained here: neither section describes the model
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, plugins=plugins_needed(cfg), unknown=unknown))
-    with writing(run):  # a run being trained holds the lock: refused, naming its process
-        trained = [name for name in (STATE, METRICS) if (run / name).exists() or (run / name).is_symlink()]
-        if not trained and (run / CONFIG).exists() and "train" not in load_config(run).model.unknown:
-            trained = [CONFIG]  # a run stopped before its first checkpoint: its config.json is what restarts it
-        if trained:
-            raise VaekitError(f"{run}: holds a run ({trained[0]}); vaekit.save writes only into a new folder or over "
-                              "an earlier vaekit.save: choose another folder")
-        save_config(run, cfg)
-        save_weights(run, model)
-    return run
-
-
-def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
-    """The trained model of a run directory (`vaekit.load`): rebuilt from config.json, or `model`
-    (the same architecture, built by the caller) with the saved weights loaded into it."""
-    return load_run(run, model)[1]

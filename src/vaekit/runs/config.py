@@ -170,9 +170,8 @@ class TrainConfig(Slots):
     adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)", above=0)
     objective: Choice = slot("elbo", "what training maximizes", OBJECTIVES)  # noqa: RUF009 - a Choice is immutable
     seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise", at_least=0, at_most=MAX_SEED)
-    init_from: str | None = setting(None, "a new run that starts from the weights of this run directory, its settings "
-                                    "the defaults (give what changes: a fine-tune with --objective iwae, Sønderby et "
-                                    "al.'s last stage); the model must stay the same")
+    init_from: str | None = setting(None, "start a new run from this run's weights, its settings the defaults (give "
+                                    "what changes: a fine-tune with --objective iwae); the model must stay the same")
     eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True, above=0)
     checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)",
                                     resumable=True, at_least=0)
@@ -281,8 +280,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     if cfg.model.conditional and cfg.train.cuda_graphs:
         raise VaekitError(f"{source}: [model] condition = {cfg.model.condition!r} takes no cuda_graphs")
     if dict(cfg.model.arch.settings).get("norm") == "batch" and cfg.train.batch_size < 2:
-        raise VaekitError(f"{source}: [train] batch_size {cfg.train.batch_size} with batch normalization ([model] arch "
-                          "norm = batch): one example has no variance to normalize by; use batches of 2 or more")
+        raise VaekitError(f"{source}: [train] batch_size 1 with batch normalization ([model] arch norm = batch): one "
+                          "example has no variance to normalize by; use batches of 2 or more")
 
 
 def merge(base: dict[str, dict[str, Any]], update: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -315,37 +314,6 @@ MOVED = {
     ("train", "train_k"): ("objective", "k"), ("train", "dip_lambda_od"): ("objective", "lambda_od"),
     ("train", "dip_lambda_d"): ("objective", "lambda_d"),
 }
-
-
-def migrate(d: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written by vaekit 0.2 in today's layout: each flat key of `MOVED` goes into its part's
-    table where the chosen part reads it (0.2 stored every setting, read or not), else it is dropped."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
-    for (section, key), (slot_name, setting_name) in MOVED.items():
-        values = out.get(section)
-        if not isinstance(values, dict) or key not in values:
-            continue
-        value = values.pop(key)
-        registry = slot_registry(section, slot_name)
-        current = values.get(slot_name, getattr(SECTIONS[section](), slot_name).name)
-        current = {"name": current} if isinstance(current, str) else dict(current)
-        if current.get("name") in registry and setting_name in registry.entry(current["name"]).settings and value is not None:
-            current[setting_name] = value
-        values[slot_name] = current
-    return out
-
-
-def raw_count_inputs(d: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written before vaekit 0.4, whose count likelihoods fed the encoder raw counts: the same
-    model now (`data_scale = false`), not the log(1 + x) input and data-scaled rates 0.4's count likelihoods default to."""
-    model = d.get("model")
-    if not isinstance(model, dict):
-        return d
-    likelihood = model.get("likelihood")
-    table = {"name": likelihood} if isinstance(likelihood, str) else likelihood
-    if isinstance(table, dict) and table.get("name") in ("poisson", "negative-binomial") and "data_scale" not in table:
-        model["likelihood"] = {**table, "data_scale": False}
-    return d
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

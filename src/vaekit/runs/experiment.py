@@ -155,25 +155,30 @@ def train_run(
         if cfg.model.columns is not None and ctx.is_main:
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
                      cfg.model.columns.describe())
-        if resume or cfg.train.init_from:  # weights to load: their shapes against the config's before it is built
-            ckpt.check_shapes_first(out if resume else Path(cfg.train.init_from), cfg)
+        init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
+        if init is not None:
+            same_model(init, cfg)
+        if resume or init is not None:  # weights to load: their shapes against the config's before it is built
+            ckpt.check_shapes_first(out if resume else init, cfg)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
-        if cfg.train.init_from and not resume:
-            start_from(model, cfg, ctx.is_main)
+        if init is not None:
+            start_from(model, init, ctx.is_main)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, ctx, device, on_epoch)
 
 
-def start_from(model: nn.Module, cfg: Config, say: bool = True) -> None:
-    """Load the weights of the run `cfg.train.init_from` into `model` (`--init-from`), whose config must be that
-    run's model: the weights fit no other."""
-    run = Path(cfg.train.init_from)
+def same_model(run: Path, cfg: Config) -> None:
+    """`--init-from RUN`: the model to train must be RUN's, the only one its weights fit."""
     saved = ckpt.load_config(run).model
     differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
     if differ:
         name = differ[0]
         raise VaekitError(f"--init-from {run}: [model] {name} = {getattr(cfg.model, name)!s} differs from that run's "
                           f"{getattr(saved, name)!s}; its weights fit only its own model (leave the model's settings out)")
+
+
+def start_from(model: nn.Module, run: Path, say: bool = True) -> None:
+    """Load the weights of the run `--init-from` names into `model` (checked by `same_model`)."""
     ckpt.load_weights(run, model)
     if say:
         digest = hashlib.sha256((run / ckpt.WEIGHTS).read_bytes()).hexdigest()  # checked by load_weights

@@ -14,10 +14,11 @@ from torch import nn
 
 from ..data import tensor_dataset
 from ..errors import VaekitError
+from ..evaluation.estimates import checked_examples
 from ..training.distributed import SINGLE, resolve_device
-from . import checkpoint as ckpt
 from .config import Config
 from .experiment import IN_MEMORY, TrainResult, open_run, train_model, writing_lock
+from .saving import model_config
 
 
 def fit(
@@ -44,6 +45,12 @@ def fit(
     pass the same model, built the same way, and the same data). A conditional VAE (one with a
     `condition`) takes each example's label: y_train [N] (and y_val with x_val), whole numbers.
     """
+    if not all(hasattr(model, name) for name in ("posterior", "prior", "decoder")):
+        raise VaekitError(f"vaekit.fit trains a VAE (vaekit.VAE(encoder, decoder, prior) or vaekit.build_model), got "
+                          f"{type(model).__name__}")
+    checked_examples(model, x_train)  # before anything is written: examples of the model's size
+    if x_val is not None:
+        checked_examples(model, x_val)
     cfg = Config.from_dict({"train": train}, source="vaekit.fit")
     if isinstance(device, str):
         device = resolve_device(device, flag="device=")
@@ -56,7 +63,7 @@ def fit(
                           "y_train given, but this VAE takes no labels (build it with condition='label')")
     support = getattr(getattr(model, "decoder", None), "support", None) or "real"
     dataset = tensor_dataset(x_train, x_val, support, binarize, cfg.train.seed, y_train, y_val)
-    mc = ckpt.model_config(model)
+    mc = model_config(model)
     mc = replace(mc, data_shape=mc.data_shape or tuple(dataset.shape))
     if conditional:  # the loop gathers each batch's labels with its rows
         classes = mc.condition_classes or getattr(model.condition, "classes", 0) or dataset.classes

@@ -10,9 +10,11 @@ from typing import Any
 
 from ..errors import VaekitError
 from ..files import MAX_METRICS_BYTES, append_line, atomic_write, read_capped
+from ..parts.registry import MAX_COUNT
 
 log = logging.getLogger(__name__)
 METRICS = "metrics.jsonl"
+MAX_INT = 2**63 - 1  # an integer field (the step): what torch counts in
 
 
 def append_metrics(run: Path, record: dict[str, Any]) -> None:
@@ -53,5 +55,22 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
             raise VaekitError(f"{path}: line {i} is not a metrics record ({e})") from None
         if not isinstance(record, dict):
             raise VaekitError(f"{path}: line {i} is not a metrics record (not a JSON object)")
+        check_record(record, f"{path}: line {i}")
         records.append(record)
     return records
+
+
+def check_record(record: dict[str, Any], where: str) -> None:
+    """A record as the trainer writes it: `epoch` a whole number from 1 to MAX_COUNT, every other field a number
+    (NaN and ±Infinity included: a diverged epoch's bound is one). A crafted line is refused naming its field, before
+    a plot takes 1e308 epochs or a dict for a curve."""
+    if "epoch" not in record:
+        raise VaekitError(f"{where}: no epoch field (every record the trainer writes has one)")
+    epoch = record["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= MAX_COUNT:
+        raise VaekitError(f"{where}: epoch must be a whole number from 1 to {MAX_COUNT}, got {json.dumps(epoch)[:40]}")
+    for key, value in record.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise VaekitError(f"{where}: field {key[:80]!r} must be a number, got {json.dumps(value)[:40]}")
+        if isinstance(value, int) and abs(value) > MAX_INT:  # JSON holds integers of 4000 digits
+            raise VaekitError(f"{where}: field {key[:80]!r} = {str(value)[:20]}… is out of range (at most {MAX_INT})")

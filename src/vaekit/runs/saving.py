@@ -1,0 +1,79 @@
+"""The Python user's run directories: `vaekit.save(model, DIR)` and `vaekit.load(DIR)`, and the config that records
+a model built in Python (what is known of it, the rest marked unknown)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..errors import VaekitError
+from .checkpoint import CONFIG, METRICS, STATE, load_config, load_run, save_config, save_weights, writing
+from .config import Config, ModelConfig, plugins_needed
+
+
+def model_config(model: nn.Module) -> ModelConfig:
+    """The config that rebuilds `model`: its settings where it was built from settings (`VAE(data_dim=…)`,
+    `build_model`), else one that marks it as built in Python (the user rebuilds it to load it)."""
+    settings = getattr(model, "settings", None)
+    if settings is None:
+        return python_model_config(model)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    values = {k: v for k, v in settings.items() if k in known and v is not None}
+    values["data_shape"] = tuple(settings.get("data_shape") or (settings["data_dim"],))
+    for name in ("latent_dim", "hidden", "decoder_hidden", "layer_hidden", "plugins"):
+        if name in values:
+            values[name] = (values[name],) if isinstance(values[name], int) else tuple(values[name])
+    return ModelConfig(**values)
+
+
+KNOWN_IN_PYTHON = {"data_shape", "latent_dim", "built_in_python", "plugins", "python_parts", "unknown", "condition",
+                   "condition_classes", "columns"}  # what a model built from modules still tells
+
+
+def python_model_config(model: nn.Module) -> ModelConfig:
+    """What is known of a model built from modules (VAE(encoder, decoder, prior)): its shapes and the class of each
+    part; every other [model] setting is listed in `unknown` (its value in config.json is only the default)."""
+    data_dim = getattr(model, "data_dim", None)
+    roles = [("encoder", getattr(model, "encoder", None)), ("decoder", getattr(model, "decoder", None)),
+             ("likelihood", getattr(getattr(model, "decoder", None), "head", None)), ("prior", getattr(model, "prior", None))]
+    parts = tuple(f"{role}: {type(m).__module__}.{type(m).__qualname__}" for role, m in roles if m is not None)
+    values: dict[str, Any] = {"data_shape": (data_dim,) if data_dim else (), "built_in_python": True, "python_parts": parts}
+    with contextlib.suppress(Exception):  # a prior of the user's that cannot say its size: left unknown
+        values["latent_dim"] = (int(model.latent_dim),)
+    known = KNOWN_IN_PYTHON - ({"latent_dim"} - set(values))
+    values["unknown"] = tuple(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in known)
+    return ModelConfig(**values)
+
+
+def save(model: nn.Module, run: str | Path) -> Path:
+    """Write `model` as a run directory: config.json (what rebuilds it) and model.safetensors.
+    `vaekit.load(run)` rebuilds a model made of registered parts; a model with the user's own
+    networks loads with `vaekit.load(run, model=the same architecture)`."""
+    if not str(run).strip():
+        raise VaekitError("vaekit.save: name a folder to write the model into (got an empty path)")
+    if not isinstance(model, nn.Module):
+        raise VaekitError(f"vaekit.save: the model must be a torch module (a VAE), got {type(model).__name__}")
+    run = Path(run)
+    cfg = Config(model=model_config(model))
+    unknown = (*cfg.model.unknown, "data", "train")  # saved, not trained here: neither section describes the model
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, plugins=plugins_needed(cfg), unknown=unknown))
+    with writing(run):  # a run being trained holds the lock: refused, naming its process
+        trained = [name for name in (STATE, METRICS) if (run / name).exists() or (run / name).is_symlink()]
+        if not trained and (run / CONFIG).exists() and "train" not in load_config(run).model.unknown:
+            trained = [CONFIG]  # a run stopped before its first checkpoint: its config.json is what restarts it
+        if trained:
+            raise VaekitError(f"{run}: holds a run ({trained[0]}); vaekit.save writes only into a new folder or over "
+                              "an earlier vaekit.save: choose another folder")
+        save_config(run, cfg)
+        save_weights(run, model)
+    return run
+
+
+def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """The trained model of a run directory (`vaekit.load`): rebuilt from config.json, or `model`
+    (the same architecture, built by the caller) with the saved weights loaded into it."""
+    return load_run(run, model)[1]

@@ -1,0 +1,42 @@
+"""The Python API given wrong inputs (issue 27, third attack): one `VaekitError` naming the argument, shape or value,
+never an error from inside torch, and nothing written before the refusal."""
+
+import numpy as np
+import pytest
+import torch
+
+import vaekit
+from vaekit.errors import VaekitError
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return vaekit.VAE(data_dim=10, latent_dim=2, hidden=(16,))
+
+
+X = (torch.rand(40, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+
+
+@pytest.mark.parametrize("call, said", [
+    (lambda m, tmp: vaekit.fit(m, X[:, :7], out=tmp / "w7", progress=False),  # a torch matmul error, after config.json
+     r"^x holds examples of shape \(7,\) \(7 values\); the model takes 10$"),
+    (lambda m, tmp: vaekit.fit(torch.nn.Linear(3, 3), X, progress=False), r"vaekit.fit trains a VAE .* got Linear$"),
+    (lambda m, tmp: vaekit.log_likelihood(m, X, k=0), r"^k must be a whole number of importance samples ≥ 1, got 0$"),
+    (lambda m, tmp: vaekit.log_likelihood(m, X[:0], k=5), r"^x holds no examples \(shape \(0, 10\)\)$"),
+    (lambda m, tmp: vaekit.evaluate_elbo(m, X[:0]), r"^x holds no examples \(shape \(0, 10\)\)$"),
+    (lambda m, tmp: m.sample(-1), r"^sample: n must be a whole number of draws ≥ 1, got -1$"),
+    (lambda m, tmp: m.sample(2, temperature=float("nan")), r"^sample: temperature must be in \(0, 1000\], got nan$"),
+    (lambda m, tmp: m.sample(2, temperature=0), r"^sample: temperature must be in \(0, 1000\], got 0$"),
+])
+def test_wrong_inputs_are_one_line_and_write_nothing(model, tmp_path, call, said):
+    with pytest.raises(VaekitError, match=said):
+        call(model, tmp_path)
+    assert not (tmp_path / "w7").exists()
+
+
+def test_log_likelihood_takes_a_numpy_array_as_its_tensor(model):
+    as_array = vaekit.log_likelihood(model, X.numpy(), k=20, seed=3)
+    as_tensor = vaekit.log_likelihood(model, X, k=20, seed=3)
+    assert torch.equal(as_array.per_example, as_tensor.per_example)
+    assert np.isfinite(as_array.mean)
