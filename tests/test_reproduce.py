@@ -133,6 +133,12 @@ def test_reproduce_continues_only_a_run_of_the_same_recipe_budget_and_seed(tmp_p
     (tmp_path / "linked" / "seed-0").symlink_to(tmp_path / "elsewhere")
     assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--out", str(tmp_path / "linked")]) == 2
     assert "is a symbolic link" in capsys.readouterr().err and not any((tmp_path / "elsewhere").iterdir())
+    cfg = json.loads((out / "seed-0" / "config.json").read_text())
+    cfg["model"]["plugins"] = ["evil"]  # it said "pass --plugin evil", a flag reproduce does not have
+    (out / "seed-0" / "config.json").write_text(json.dumps(cfg))
+    assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"vaekit: error: {out / 'seed-0'}: holds a run whose parts come from a "
+                                               "plugin, not the recipe's; choose another --out (or remove it)")
 
 
 def test_a_recipe_after_another_starts_from_its_run(tmp_path, capsys, monkeypatch):

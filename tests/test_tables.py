@@ -194,6 +194,17 @@ def test_log_p_of_the_observed_cells_equals_the_gaussian_marginal(linear):
     assert bool(((-s.score - want).abs() < 6 * s.mc_stderr + 1e-3).all())
 
 
+def test_a_row_with_no_observed_cell_scores_exactly_zero(linear):
+    """log p(x_obs) of an empty x_obs is log ∫ p(z) dz = 0: it scored an importance-sampling noise of ±0.05 nats,
+    said to come "most from" a column it does not have."""
+    mean, cov = gaussian_of(linear)
+    x = torch.distributions.MultivariateNormal(mean, cov).sample((3,))
+    x[1] = math.nan
+    s = score(linear, x, k=50, seed=2)
+    assert (float(s.score[1]), float(s.mc_stderr[1])) == (0.0, 0.0) and bool((s.columns[1] == 0).all())
+    assert bool((s.score[[0, 2]] != 0).all())
+
+
 def test_imputation_is_the_conditional_gaussian_mean_and_keeps_observed_cells(linear):
     mean, cov = gaussian_of(linear)
     torch.manual_seed(7)

@@ -136,6 +136,9 @@ def cmd_score(args: argparse.Namespace) -> Path:
           f"{threshold:.3f} = the {args.quantile:g} quantile of the {SPLIT_NAMES[usual_split]}; {flagged} rows above "
           "it")
     for i in ranked[:5].tolist():
+        if bool(torch.isnan(table.codes[i]).all()):
+            print(f"  line {table.lines[i]}: 0 nats: no cell of it is observed")
+            continue
         excess = s.columns[i] - median
         top = int(excess.argmax())
         print(f"  line {table.lines[i]}: {float(s.score[i]):.3f} ± {float(s.mc_stderr[i]):.3f} nats, most from "

@@ -126,7 +126,11 @@ def score(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, seed: int
             log_p = torch.logsumexp(lw, 0) - math.log(k)
             ess = torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0))
             parts = -(w[..., None] * model.p_x_given_z(z).column_log_prob(xb).double()).sum(0)
-            out.append((-log_p, delta_method_variance(ess, k).sqrt(), ess, parts))
+            mc = delta_method_variance(ess, k).sqrt()
+            unseen = torch.isnan(xb).all(1)  # no cell observed: log p(x_obs) = log ∫ p(z) dz = 0 exactly, no noise
+            log_p, mc, parts = log_p.masked_fill(unseen, 0.0), mc.masked_fill(unseen, 0.0), parts.masked_fill(
+                unseen[:, None], 0.0)
+            out.append((-log_p, mc, ess, parts))
     return Scores(*(torch.cat(t) for t in zip(*out)))
 
 

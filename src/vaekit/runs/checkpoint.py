@@ -9,6 +9,8 @@ run code. The architecture is rebuilt from config.json, never unpickled.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -337,3 +339,21 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     load_weights(run, model)
     model.eval()
     return cfg, model
+
+
+def same_model(run: Path, cfg: Config) -> None:
+    """`--init-from RUN`: the model to train must be RUN's, the only one its weights fit."""
+    saved = load_config(run).model
+    differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
+    if differ:
+        name = differ[0]
+        raise VaekitError(f"--init-from {run}: [model] {name} = {getattr(cfg.model, name)!s} differs from that run's "
+                          f"{getattr(saved, name)!s}; its weights fit only its own model (leave the model's settings out)")
+
+
+def start_from(model: nn.Module, run: Path, say: bool = True) -> None:
+    """Load the weights of the run `--init-from` names into `model` (checked by `same_model`)."""
+    load_weights(run, model)
+    if say:
+        digest = hashlib.sha256((run / WEIGHTS).read_bytes()).hexdigest()  # checked by load_weights
+        log.info("starting from the weights of %s (model.safetensors sha256 %s…)", run, digest[:12])

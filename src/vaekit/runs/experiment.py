@@ -7,8 +7,6 @@ This is where data, model, objective, trainer and checkpoints meet (the generic 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -157,32 +155,14 @@ def train_run(
                      cfg.model.columns.describe())
         init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
         if init is not None:
-            same_model(init, cfg)
+            ckpt.same_model(init, cfg)
         if resume or init is not None:  # weights to load: their shapes against the config's before it is built
             ckpt.check_shapes_first(out if resume else init, cfg)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
         if init is not None:
-            start_from(model, init, ctx.is_main)
+            ckpt.start_from(model, init, ctx.is_main)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, ctx, device, on_epoch)
-
-
-def same_model(run: Path, cfg: Config) -> None:
-    """`--init-from RUN`: the model to train must be RUN's, the only one its weights fit."""
-    saved = ckpt.load_config(run).model
-    differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
-    if differ:
-        name = differ[0]
-        raise VaekitError(f"--init-from {run}: [model] {name} = {getattr(cfg.model, name)!s} differs from that run's "
-                          f"{getattr(saved, name)!s}; its weights fit only its own model (leave the model's settings out)")
-
-
-def start_from(model: nn.Module, run: Path, say: bool = True) -> None:
-    """Load the weights of the run `--init-from` names into `model` (checked by `same_model`)."""
-    ckpt.load_weights(run, model)
-    if say:
-        digest = hashlib.sha256((run / ckpt.WEIGHTS).read_bytes()).hexdigest()  # checked by load_weights
-        log.info("starting from the weights of %s (model.safetensors sha256 %s…)", run, digest[:12])
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import EVAL_BINARIZATION_SEED, resolve_binarize
-from ..errors import TrainingInterrupted, VaekitError
+from ..errors import PluginError, TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_all
 from ..files import atomic_write, make_dirs
 from ..parts.likelihoods import likelihood_support
@@ -40,7 +40,12 @@ def train_seed(config: dict[str, Any], run: Path, seed: int, device: str, data_d
     cfg = Config.from_dict(merge(config, update), source="recipe")
     resume = (run / CONFIG).exists()
     if resume:
-        check_same_recipe(load_config(run), cfg, run)
+        try:
+            saved = load_config(run)
+        except PluginError:  # no recipe names a plugin, and reproduce loads none
+            raise VaekitError(f"{run}: holds a run whose parts come from a plugin, not the recipe's; choose another "
+                              "--out (or remove it)") from None
+        check_same_recipe(saved, cfg, run)
     t0 = time.perf_counter()
     try:
         train_run(cfg, run, resume=resume, progress=progress, device=device)
