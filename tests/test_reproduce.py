@@ -165,6 +165,10 @@ def test_a_recipe_after_another_starts_from_its_run(tmp_path, capsys, monkeypatc
     assert cert["after"] == "digits-demo" and cert["seeds"][0]["started_from"] == str(base)
     assert main(["--quiet", "evaluate", str(base), "--k", "50", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["nll"] != cert["seeds"][0]["nll"]  # two epochs of IWAE moved it
+    out.rename(tmp_path / "moved")  # the fine-tune names its base by the old path: it was refused, not continued
+    assert main(["--quiet", "reproduce", "digits-demo-iwae", "--budget", "quick", "--out", str(tmp_path / "moved")]) == 0
+    again = json.loads((tmp_path / "moved" / "certificate.json").read_text())
+    assert again["seeds"][0]["nll"] == cert["seeds"][0]["nll"] and again["seeds"][0]["train_seconds_this_call"] < 5
 
 
 def test_reproduce_checks_its_device_as_train_does(tmp_path, capsys):

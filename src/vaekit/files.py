@@ -44,7 +44,7 @@ _ADVICE = {
 }
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # open the file itself, never where a symbolic link points
 MAX_TEXT_BYTES = 64 << 20  # a config.json or a settings file: far beyond any real one
-MAX_METRICS_BYTES = 1 << 30  # metrics.jsonl: a line per epoch, ~1 KB each
+MAX_METRICS_BYTES = 256 << 20  # metrics.jsonl: a line per epoch, ~1 KB each (`history.MAX_RECORDS` lines at most)
 
 
 def write_error(path: Path, e: OSError) -> VaekitError:

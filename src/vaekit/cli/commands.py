@@ -27,7 +27,7 @@ from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import launched, resolve_device
 from .flags import build_config, given_settings
-from .runs import run_with_data
+from .runs import check_k, run_with_data
 
 log = logging.getLogger("vaekit")
 
@@ -98,6 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """ELBO and log-likelihood with both kinds of error, the checks on them, and (--json) the protocol."""
     if args.elbo_samples <= 0:
         raise VaekitError(f"--elbo-samples must be > 0, got {args.elbo_samples}")
+    check_k(args.k)
     if args.n is not None and args.n < 2:  # --n ≤ 0: check_args
         raise VaekitError(f"--n must be at least 2: active units are a variance over the examples, undefined for one; "
                           f"got {args.n}")

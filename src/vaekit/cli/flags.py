@@ -104,13 +104,15 @@ def build_config(args: argparse.Namespace) -> Config:
     setting of its own parts (--gamma of a FactorVAE run) is read as that part's, not the default ELBO's."""
     merged: dict[str, dict[str, Any]] = Config().to_dict()
     saved = Path(args.out) / CONFIG if getattr(args, "resume", False) and getattr(args, "out", None) else None
+    file_cfg = load_config_file(args.config) if args.config else {}
+    if args.config:
+        Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file
+    init = getattr(args, "train.init_from", None) or (file_cfg.get("train") or {}).get("init_from")
     if saved is not None and saved.is_file():
         merged = load_config(saved.parent).to_dict()
-    elif getattr(args, "train.init_from", None):  # a new run from another's weights: that run's settings by default
-        merged = load_config(Path(getattr(args, "train.init_from"))).to_dict()
+    elif init:  # a new run from another's weights (the flag, or the --config file): that run's settings by default
+        merged = load_config(Path(init)).to_dict()
     if args.config:
-        file_cfg = load_config_file(args.config)
-        Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file
         merged = merge(merged, file_cfg)
     return Config.from_dict(merge(merged, flag_values(args)), source="command line")
 

@@ -21,7 +21,7 @@ from ..runs.checkpoint import load_run
 from ..runs.experiment import labels_for, to_data_units
 from ..runs.samplers import draw_codes
 from ..training.progress import Progress
-from .runs import run_with_data
+from .runs import check_k, run_with_data
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.conditional else None,
                                   progress=not args.quiet)
     path = write_latents(Path(args.out), mean, std, labels)
-    what = "means, standard deviations" + (" and labels" if labels is not None else "")
+    what = "means, standard deviations" + (" and labels" if labels is not None and Path(args.out).suffix.lower() != ".npy" else "")
     print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")
     return path
 
@@ -139,6 +139,7 @@ def cmd_plot(args: argparse.Namespace) -> list[Path]:
 
 
 def cmd_report(args: argparse.Namespace) -> Path:
+    check_k(args.k)
     log.info("report: evaluating the test split afresh at k = %d importance samples (--k; `vaekit evaluate RUN --k %d` "
              "gives the same numbers), then drawing every picture", args.k, args.k)
     path = write_report(args.run, k=args.k, dataset=args.dataset, data_dir=args.data_dir,

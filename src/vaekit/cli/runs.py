@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 
 from ..data import Dataset
+from ..errors import VaekitError
+from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..runs.checkpoint import load_run
 from ..runs.experiment import load_data, point_data
 
@@ -28,3 +30,9 @@ def run_with_data(args: argparse.Namespace):
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
     dataset: Dataset = load_data(cfg, args.run)
     return cfg, model, dataset
+
+
+def check_k(k: int | None) -> None:
+    """--k given: a number of importance samples vaekit will finish (`estimates.MAX_IMPORTANCE_SAMPLES`)."""
+    if k is not None and not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
+        raise VaekitError(f"--k {k} is out of range: importance samples per example from 1 to {MAX_IMPORTANCE_SAMPLES:,}")

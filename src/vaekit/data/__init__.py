@@ -21,12 +21,13 @@ from .dataset import (
     resolve_binarize,
     standardization,
 )
-from .load import DATASETS, MNIST_FAMILY, load_dataset, tensor_dataset
+from .load import DATASETS, IN_MEMORY, MNIST_FAMILY, load_dataset, tensor_dataset
 
 __all__ = [
     "BINARIZE",
     "DATASETS",
     "EVAL_BINARIZATION_SEED",
+    "IN_MEMORY",
     "MIN_SPREAD",
     "MNIST_FAMILY",
     "SPLITS",

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 TABLES = ("penguins",)  # named tables of mixed columns (support "table" only)
 DATASETS = (*BUILTIN, *TABLES, *MNIST_FAMILY)  # the named datasets; any other name is a path
 
+IN_MEMORY = "tensors"  # the name of data given to vaekit.fit as tensors ([data] dataset): no file holds them
+
 
 def load_dataset(
     name: str,
@@ -114,7 +116,7 @@ def tensor_dataset(
         if y is not None:
             y = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
             labels[name] = torch.from_numpy(whole_labels(y, len(flat), f"y_{name}", f"x_{name}"))
-    ds = Dataset("tensors", shape, splits, scale=255.0 if splits["train"].dtype == torch.uint8 and support != "count"
+    ds = Dataset(IN_MEMORY, shape, splits, scale=255.0 if splits["train"].dtype == torch.uint8 and support != "count"
                  and bool((splits["train"] > 1).any()) else 1.0, labels=labels)
     if x_val is None:
         _carve_validation(ds, max(1, len(splits["train"]) // 10), seed)

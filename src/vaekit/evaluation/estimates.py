@@ -118,11 +118,14 @@ class ELBOEstimate:
         return {"elbo": self.elbo, "reconstruction": self.reconstruction, "kl": self.kl}
 
 
+MAX_IMPORTANCE_SAMPLES = 1_000_000  # per example: hours over a test set already; 10^12 (a received eval_k) ran for days
+
+
 def checked_examples(model, x: Any, k: int = 1) -> Tensor:
     """x as a tensor of examples for `model` (a NumPy array becomes one), or one line naming what is wrong: no
     examples, examples of another size than the model's, k not a whole number ≥ 1."""
-    if isinstance(k, bool) or not hasattr(k, "__index__") or k < 1:
-        raise VaekitError(f"k must be a whole number of importance samples ≥ 1, got {k!r}")
+    if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
+        raise VaekitError(f"k must be a whole number of importance samples from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
     if not isinstance(x, Tensor):
         try:
             x = torch.as_tensor(x)

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from ..data import IN_MEMORY
 from ..data.dataset import checked_statistics
 from ..errors import NonFiniteLossError, PluginError, VaekitError
 from ..files import LOCK, RunLock, atomic_write, check_regular, read_capped, remove_stale_temporaries
@@ -341,9 +342,18 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     return cfg, model
 
 
-def same_model(run: Path, cfg: Config) -> None:
-    """`--init-from RUN`: the model to train must be RUN's, the only one its weights fit."""
+def same_model(run: Path, cfg: Config, before_data: bool = False) -> None:
+    """`--init-from RUN`: the model to train must be RUN's, the only one its weights fit (`before_data`: what can be
+    said before the data are read, the rest once they have filled in the config)."""
     saved = load_config(run).model
+    if saved.built_in_python:  # its config records no network: the registered one built from it is another model
+        raise VaekitError(f"--init-from {run}: its model was built in Python, which no setting rebuilds; load it with "
+                          "vaekit.load(RUN, model=…) and go on with vaekit.fit")
+    if before_data:
+        if cfg.data.dataset == IN_MEMORY:  # a vaekit.fit run's data are in no file
+            raise VaekitError(f"--init-from {run}: its data were tensors given to vaekit.fit; name the data to train on "
+                              "with --dataset FILE")
+        return
     differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
     if differ:
         name = differ[0]

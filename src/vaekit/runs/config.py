@@ -30,6 +30,7 @@ from typing import Any
 
 from ..data.tables import KINDS, Schema
 from ..errors import VaekitError
+from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..files import read_capped
 from ..objectives import OBJECTIVES
 from ..parts.hierarchical import INFERENCE
@@ -172,7 +173,8 @@ class TrainConfig(Slots):
     seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise", at_least=0, at_most=MAX_SEED)
     init_from: str | None = setting(None, "start a new run from this run's weights, its settings the defaults (give "
                                     "what changes: a fine-tune with --objective iwae); the model must stay the same")
-    eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True, above=0)
+    eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True, above=0,
+                          at_most=MAX_IMPORTANCE_SAMPLES)
     checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)",
                                     resumable=True, at_least=0)
     skip_nonfinite: int = setting(0, "skip up to N batches with a NaN/Inf loss or gradient (0: stop at the first)",

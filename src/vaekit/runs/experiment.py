@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import DATASETS, Dataset, load_dataset, resolve_binarize, standardization
+from ..data import DATASETS, IN_MEMORY, Dataset, load_dataset, resolve_binarize, standardization
 from ..data.table_files import load_overrides
 from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
@@ -38,7 +38,6 @@ from .config import Config, TrainConfig, plugins_needed, resume_config
 from .history import append_metrics
 
 log = logging.getLogger(__name__)
-IN_MEMORY = "tensors"  # [data] dataset of a run that vaekit.fit trained on tensors: no file holds them
 
 
 def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
@@ -148,6 +147,8 @@ def train_run(
         cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
+        if cfg.train.init_from and not resume:
+            ckpt.same_model(Path(cfg.train.init_from), cfg, before_data=True)
         dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
         cfg = resolve(cfg, dataset)
         if cfg.model.columns is not None and ctx.is_main:

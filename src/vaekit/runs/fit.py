@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import tensor_dataset
+from ..data import IN_MEMORY, tensor_dataset
 from ..errors import VaekitError
 from ..evaluation.estimates import checked_examples
 from ..training.distributed import SINGLE, resolve_device
 from .config import Config
-from .experiment import IN_MEMORY, TrainResult, open_run, train_model, writing_lock
+from .experiment import TrainResult, open_run, train_model, writing_lock
 from .saving import model_config
 
 

@@ -30,6 +30,9 @@ def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
     return kept
 
 
+MAX_RECORDS = 100_000  # epochs of one run: far beyond any real one (a record is ~1 KB of text, ~20 KB as a dict)
+
+
 def read_metrics(run: Path) -> list[dict[str, Any]]:
     """The records of metrics.jsonl. A torn last line (a crash or a full disk mid-append, from a
     writer older than `append_line`) is dropped with a warning; `--resume` rewrites the file without
@@ -42,6 +45,8 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
     except OSError as e:
         raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
     lines = text.split("\n")
+    if len(lines) > MAX_RECORDS + 1:  # each record becomes a dict of ~20× its bytes: bounded before any is parsed
+        raise VaekitError(f"{path}: {len(lines) - 1:,} lines, more than the {MAX_RECORDS:,} epochs vaekit reads of it")
     records = []
     for i, line in enumerate(lines, 1):
         if not line.strip():

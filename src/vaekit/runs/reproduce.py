@@ -46,6 +46,8 @@ def train_seed(config: dict[str, Any], run: Path, seed: int, device: str, data_d
             raise VaekitError(f"{run}: holds a run whose parts come from a plugin, not the recipe's; choose another "
                               "--out (or remove it)") from None
         check_same_recipe(saved, cfg, run)
+        if saved.train.init_from:  # a fine-tune continued where OUT lies now: it keeps the base it started from
+            cfg = cfg.replace(train={"init_from": saved.train.init_from})
     t0 = time.perf_counter()
     try:
         train_run(cfg, run, resume=resume, progress=progress, device=device)
@@ -56,7 +58,8 @@ def train_seed(config: dict[str, Any], run: Path, seed: int, device: str, data_d
 
 
 FILLED = {("data", "data_dir"), ("data", "binarize"), ("model", "data_shape"), ("model", "plugins"), ("model", "columns"),
-          ("model", "condition_classes")}  # filled from the data and the machine, compared apart (binarize) or not
+          ("model", "condition_classes"), ("train", "init_from")}  # filled from the data, the machine and where OUT
+# lies now (a moved OUT's fine-tune names its base by the old path), compared apart (binarize) or not
 
 
 def check_same_recipe(saved: Config, cfg: Config, run: Path) -> None:

@@ -84,12 +84,20 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
     run, name = Path(run), check_name(name)
     if name == "gmm" and components < 1:
         raise VaekitError(f"--components must be a number of mixture components ≥ 1, got {components}")
-    cfg, model = load_run(run)
-    if cfg.model.conditional:
-        raise VaekitError(f"{run}: a conditional VAE's codes depend on the label; post-hoc samplers are fitted for "
-                          "unconditional models")
-    data = load_data(point_data(cfg, dataset, data_dir), run)
-    own_folder(run / FOLDER)
+    load_config(run)  # a run directory (the lock below would make one)
+    # the run's own lock: a `train --resume` would change the weights between their reading and their digest
+    with RunLock(run, busy="holds this run (training it, or fitting a sampler of it); wait for it to finish or stop it"):
+        cfg, model = load_run(run)
+        if cfg.model.conditional:
+            raise VaekitError(f"{run}: a conditional VAE's codes depend on the label; post-hoc samplers are fitted for "
+                              "unconditional models")
+        data = load_data(point_data(cfg, dataset, data_dir), run)
+        own_folder(run / FOLDER)
+        return fit_locked(run, name, model, data, components, seed, two_stage, progress)
+
+
+def fit_locked(run: Path, name: str, model: nn.Module, data: Dataset, components: int, seed: int,
+               two_stage: TwoStage | None, progress: bool) -> dict[str, Any]:
     with RunLock(run / FOLDER, busy="is fitting a sampler of this run; wait for it to finish or stop it"):
         digest = weights_digest(run)
         if name == "gmm":
