@@ -3,6 +3,7 @@ asks for 10¹² importance samples (days of work, silently), `--init-from` a run
 network), a fit-sampler racing a training, `init_from` in a --config file, a metrics.jsonl of millions of lines."""
 
 import json
+import zipfile
 
 import pytest
 import torch
@@ -106,3 +107,32 @@ def test_encode_to_npy_does_not_claim_labels(trained, tmp_path, capsys):
     assert "labels" not in capsys.readouterr().out
     assert main(["--quiet", "encode", str(trained), "--out", str(tmp_path / "z.npz")]) == 0
     assert "and labels" in capsys.readouterr().out
+
+
+def zip_bomb(path, name, rows, cols):
+    """A .npz of a float32 [rows, cols] array of zeros, written as a stream: ~1/1000 of its size on disk."""
+    import io
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (rows, cols)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open(f"{name}.npy", "w", force_zip64=True) as f:
+        f.write(header.getvalue())
+        left = rows * cols * 4
+        while left > 0:
+            f.write(bytes(min(left, 1 << 24)))
+            left -= 1 << 24
+    return path
+
+
+def test_a_small_npz_that_inflates_to_gigabytes_is_refused_unread(trained, tmp_path, capsys):
+    """1.5 MB of zeros claimed 1.6 GB: decode --latents and a --dataset inflated it (2.6 and 3.3 GB resident)."""
+    latents = zip_bomb(tmp_path / "z.npz", "z", 200_000_000, 2)
+    code, err = one_line(capsys, "decode", trained, "--latents", latents, "--out", tmp_path / "d.npy")
+    assert code == 2 and err == [(f"vaekit: error: {latents} [z.npy]: 1,600,000,128 bytes once decompressed, from "
+                                 f"{zipfile.ZipFile(latents).getinfo('z.npy').compress_size:,} stored; "
+                                 "more than vaekit inflates (at most 1,073,741,824)")]
+    data = zip_bomb(tmp_path / "x.npz", "x", 200_000, 2000)
+    code, err = one_line(capsys, "train", "--dataset", data, "--epochs", "1", "--out", tmp_path / "r")
+    assert code == 2 and err[-1].startswith(f"vaekit: error: {data} [x.npy]: 1,600,000,128 bytes once decompressed")

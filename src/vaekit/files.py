@@ -11,11 +11,14 @@ process from training into a run directory that one is already writing.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +85,20 @@ def probe_writable(folder: Path, size: int = 1 << 16) -> None:
     probe = folder / ".vaekit-probe"
     atomic_write(probe, lambda tmp: Path(tmp).write_bytes(bytes(size)))
     probe.unlink(missing_ok=True)
+
+
+def check_zip_members(source: Any, path: Path, limit: int | None = None) -> None:
+    """A .npz (a zip, by path or bytes) whose members are what they claim: no member that inflates beyond `limit`
+    bytes, nor beyond 1 GiB at more than 100× its stored size (a zip bomb: 2 MB of zeros claim 2.4 GB), read unread."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: the reader says what it is
+    for m in members:
+        if (limit is not None and m.file_size > limit) or (m.file_size > 1 << 30 and m.file_size > 100 * m.compress_size):
+            raise VaekitError(f"{path} [{m.filename}]: {m.file_size:,} bytes once decompressed, from {m.compress_size:,} "
+                              f"stored; more than vaekit inflates" + (f" (at most {limit:,})" if limit else ""))
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import VaekitError
+from ..files import check_zip_members
 from .dataset import Dataset, seeded_split
 from .images import SIXTEEN_BIT
 
@@ -189,6 +190,8 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
     """A .npy as {"x": array} (memory-mapped if `mmap`) or a .npz's arrays by name; no pickles."""
     if mmap and path.suffix != ".npy":
         raise VaekitError(f"{path}: memory mapping needs a .npy file")
+    if path.suffix == ".npz":
+        check_zip_members(path, path)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import VaekitError
-from ..files import atomic_write, read_capped, write_array
+from ..files import atomic_write, check_zip_members, read_capped, write_array
 from ..model import mean_of
 from ..training.progress import Progress
 
@@ -93,6 +93,7 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
     try:
         data = read_capped(path, MAX_LATENTS_BYTES)
         if suffix == ".npz":
+            check_zip_members(data, path, MAX_LATENTS_BYTES)
             with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 key = next((k for k in ("mean", "z") if k in f.files), None)
                 if key is None:
