@@ -40,3 +40,18 @@ def test_log_likelihood_takes_a_numpy_array_as_its_tensor(model):
     as_tensor = vaekit.log_likelihood(model, X, k=20, seed=3)
     assert torch.equal(as_array.per_example, as_tensor.per_example)
     assert np.isfinite(as_array.mean)
+
+
+def test_encode_and_decode_take_arrays_and_refuse_what_the_networks_cannot(model):
+    """encode of NumPy, int64 or float64 examples gave torch errors (a dtype clash, a NumPy argument); of the wrong
+    width a matmul error; decode of NaN a torch constraint error, of a 1-D z a silently reshaped result."""
+    x = X[:3]
+    want = model.encode(x)
+    for other in (x.numpy(), x.long(), x.double()):
+        assert torch.equal(model.encode(other), want)
+    with pytest.raises(VaekitError, match=r"^x holds examples of shape \(5,\) \(5 values\); the model takes 10$"):
+        model.encode(torch.zeros(3, 5))
+    with pytest.raises(VaekitError, match=r"^decode: z must be finite latents \[N, k\], got \(3, 2\) holding NaN or Inf$"):
+        model.decode(torch.full((3, 2), float("nan")))
+    with pytest.raises(VaekitError, match=r"^decode: z must be finite latents \[N, k\], got \(2,\)$"):
+        model.decode(torch.zeros(2))

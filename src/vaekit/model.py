@@ -35,6 +35,25 @@ from .parts.registry import closest
 from .parts.topdown import LastState, TopDownEncoder, TopDownPath, TopDownPrior, TopGroup
 
 
+def examples(model, x: Any, name: str = "x") -> Tensor:
+    """x as a tensor of examples for `model` (a NumPy array becomes one, in the model's float dtype), or one line
+    naming what is wrong: no examples, examples of another size than the model's."""
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise VaekitError(f"{name} must be a tensor or an array of examples, got {type(x).__name__} ({e})") from None
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise VaekitError(f"{name} holds no examples (shape {tuple(x.shape)})")
+    data_dim = getattr(model, "data_dim", None)
+    if data_dim and x[0].numel() != data_dim:
+        raise VaekitError(f"{name} holds examples of shape {tuple(x.shape[1:])} ({x[0].numel()} values); the model "
+                          f"takes {data_dim}")
+    parameters = model.parameters() if isinstance(model, nn.Module) else ()  # a model bound to labels: as given
+    dtype = next((p.dtype for p in parameters if p.is_floating_point()), None)
+    return x if dtype is None or x.dtype == dtype else x.to(dtype)
+
+
 def mean_of(d: Distribution, samples: int = 256) -> Tensor:
     """E[d]: the closed form where torch has one, else a Monte Carlo average of `samples` draws."""
     try:
@@ -82,12 +101,16 @@ class Joint:
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
         """E[x|z], the mean of p(x|z) (probabilities for a Bernoulli, not logits): [..., D]."""
+        z = torch.as_tensor(z)
+        if z.dim() < 2 or not bool(torch.isfinite(z).all()):
+            raise VaekitError(f"decode: z must be finite latents [N, k], got {tuple(z.shape)}"
+                              + (" holding NaN or Inf" if z.dim() >= 2 else ""))
         return self.p_x_given_z(z).mean
 
     @torch.no_grad()
     def encode(self, x: Tensor, distribution: bool = False) -> Tensor | Distribution:
         """The posterior mean E_Q[z|x], [B, k]; with `distribution=True`, Q(z|x) itself."""
-        q_z = self.posterior(x)
+        q_z = self.posterior(examples(self, x))
         return q_z if distribution else mean_of(q_z)
 
     @torch.no_grad()

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal
 
 from ..errors import VaekitError
-from ..model import mean_of
+from ..model import examples, mean_of
 from ..objectives.estimators import draw, elbo_draws, log_weights
 from ..parts.distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, validating
 from ..rng import batch_seed, forked_rng
@@ -122,23 +122,11 @@ MAX_IMPORTANCE_SAMPLES = 1_000_000  # per example: hours over a test set already
 
 
 def checked_examples(model, x: Any, k: int = 1) -> Tensor:
-    """x as a tensor of examples for `model` (a NumPy array becomes one), or one line naming what is wrong: no
-    examples, examples of another size than the model's, k not a whole number ≥ 1."""
+    """x as a tensor of examples for `model` (`model.examples`), and k a whole number from 1 to
+    MAX_IMPORTANCE_SAMPLES, or one line naming what is wrong."""
     if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
         raise VaekitError(f"k must be a whole number of importance samples from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise VaekitError(f"x must be a tensor or an array of examples, got {type(x).__name__} ({e})") from None
-        x = x if x.is_floating_point() else x.float()
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise VaekitError(f"x holds no examples (shape {tuple(x.shape)})")
-    data_dim = getattr(model, "data_dim", None)
-    if data_dim and x[0].numel() != data_dim:
-        raise VaekitError(f"x holds examples of shape {tuple(x.shape[1:])} ({x[0].numel()} values); the model takes "
-                          f"{data_dim}")
-    return x
+    return examples(model, x)
 
 
 @torch.no_grad()
