@@ -29,6 +29,7 @@ def resume_equals_uninterrupted(run, flags, tmp_path, epochs=3):
     assert resumed.keys() == full.keys()
     for key in full:
         assert torch.equal(resumed[key], full[key]), key
+    assert (part / "train_state.pt").read_bytes() == (tmp_path / "full" / "train_state.pt").read_bytes()  # files too
 
     def untimed(d):
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"}

@@ -15,6 +15,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +209,18 @@ def load_standardization(run: Path, dim: int) -> tuple[torch.Tensor, torch.Tenso
 
 def save_state(run: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()  # not the temporary file: torch.save names the archive after it, so bytes would differ
-    torch.save(state, buffer)
+    torch.save(interned(state), buffer)
     atomic_write(run / STATE, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
+
+
+def interned(value: Any) -> Any:
+    """`value` with every dict key a string interned: pickle memoizes a key by identity, and a state loaded from
+    disk holds fresh copies of keys ("step") that an uninterrupted run shares, so the bytes would differ."""
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: interned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interned(v) for v in value]
+    return value
 
 
 def load_state(run: Path) -> dict[str, Any]:
