@@ -27,31 +27,12 @@ from .errors import VaekitError
 from .parts.distributions import MAX_TEMPERATURE, tempered
 from .parts.hierarchical import INFERENCE, HierarchicalPrior, HVAEEncoder, LadderEncoder, TopPath
 from .parts.likelihoods import LIKELIHOODS, TableObservation
-from .parts.modules import Decoder, Encoder, Labels, Part
+from .parts.modules import Decoder, Encoder, Labels, Part, examples
 from .parts.networks import ARCHITECTURES, Concat, First, mlp
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
 from .parts.registry import closest
 from .parts.topdown import LastState, TopDownEncoder, TopDownPath, TopDownPrior, TopGroup
-
-
-def examples(model, x: Any, name: str = "x") -> Tensor:
-    """x as a tensor of examples for `model` (a NumPy array becomes one, in the model's float dtype), or one line
-    naming what is wrong: no examples, examples of another size than the model's."""
-    if not isinstance(x, Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, ValueError, RuntimeError) as e:
-            raise VaekitError(f"{name} must be a tensor or an array of examples, got {type(x).__name__} ({e})") from None
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise VaekitError(f"{name} holds no examples (shape {tuple(x.shape)})")
-    data_dim = getattr(model, "data_dim", None)
-    if data_dim and x[0].numel() != data_dim:
-        raise VaekitError(f"{name} holds examples of shape {tuple(x.shape[1:])} ({x[0].numel()} values); the model "
-                          f"takes {data_dim}")
-    parameters = model.parameters() if isinstance(model, nn.Module) else ()  # a model bound to labels: as given
-    dtype = next((p.dtype for p in parameters if p.is_floating_point()), None)
-    return x if dtype is None or x.dtype == dtype else x.to(dtype)
 
 
 def mean_of(d: Distribution, samples: int = 256) -> Tensor:

@@ -24,9 +24,10 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal
 
 from ..errors import VaekitError
-from ..model import examples, mean_of
+from ..model import mean_of
 from ..objectives.estimators import draw, elbo_draws, log_weights
 from ..parts.distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, validating
+from ..parts.modules import examples
 from ..rng import batch_seed, forked_rng
 from ..training.distributed import SINGLE, Context, all_reduce_sum
 from ..training.progress import Progress

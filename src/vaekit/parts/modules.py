@@ -86,3 +86,22 @@ class Labels(nn.Module):
             raise VaekitError(f"labels must lie in 0…{self.classes - 1} (the model's {self.classes} classes); "
                               f"got {int(y.min())}…{int(y.max())}")
         return self.eye[y.to(self.eye.device).long()]
+
+
+def examples(model, x: Any, name: str = "x") -> Tensor:
+    """x as a tensor of examples for `model` (a NumPy array becomes one, in the model's float dtype), or one line
+    naming what is wrong: no examples, examples of another size than the model's."""
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise VaekitError(f"{name} must be a tensor or an array of examples, got {type(x).__name__} ({e})") from None
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise VaekitError(f"{name} holds no examples (shape {tuple(x.shape)})")
+    data_dim = getattr(model, "data_dim", None)
+    if data_dim and x[0].numel() != data_dim:
+        raise VaekitError(f"{name} holds examples of shape {tuple(x.shape[1:])} ({x[0].numel()} values); the model "
+                          f"takes {data_dim}")
+    parameters = model.parameters() if isinstance(model, nn.Module) else ()  # a model bound to labels: as given
+    dtype = next((p.dtype for p in parameters if p.is_floating_point()), None)
+    return x if dtype is None or x.dtype == dtype else x.to(dtype)
