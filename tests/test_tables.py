@@ -370,3 +370,13 @@ def test_codes_the_schema_does_not_admit_are_refused_naming_the_column(head, col
     x[1, column] = value
     with pytest.raises(VaekitError, match=message.replace("(", r"\(").replace(")", r"\)")):
         head(torch.zeros(3, head.width, dtype=D64)).log_prob(x)
+
+
+def test_a_numeric_level_written_another_way_is_that_level(tmp_path):
+    """A column of 0, 1 and 1.0 (or -0) is inferred binary with levels (0, 1); its own "1.0" cell was then refused as
+    not one of them, so a file that trains was refused by its inferred schema."""
+    rows = ["a,b"] + [f"{0.1 * i:.1f},{('0', '1', '1.0', '-0')[i % 4]}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    table = read_table(tmp_path / "t.csv")
+    b = table.codes[:, 1].tolist()
+    assert table.schema.columns[1].levels == ("0", "1") and b == [(0.0, 1.0, 1.0, 0.0)[i % 4] for i in range(40)]

@@ -257,6 +257,9 @@ def encode(rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema, 
             where = f"{path}: line {lines[i]}, column {col.name!r}"
             if col.kind in LEVELED:
                 label = _label(cell)
+                number = _number(cell) if label not in index else None
+                if number is not None and math.isfinite(number):  # "1.0", "-0": the number a numeric level names
+                    label = _label(number)
                 if label not in index:
                     raise VaekitError(f"{where}: {label!r:.40} is not one of its levels ({', '.join(col.levels[:8])}"
                                       f"{', …' if len(col.levels) > 8 else ''})")
