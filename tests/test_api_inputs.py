@@ -55,3 +55,11 @@ def test_encode_and_decode_take_arrays_and_refuse_what_the_networks_cannot(model
         model.decode(torch.full((3, 2), float("nan")))
     with pytest.raises(VaekitError, match=r"^decode: z must be finite latents \[N, k\], got \(2,\)$"):
         model.decode(torch.zeros(2))
+
+
+def test_a_grid_of_no_images_is_one_line():
+    from vaekit.pictures.png import image_grid
+
+    with pytest.raises(VaekitError, match=r"^no images to draw \(0 rows\)$"):  # it divided by zero
+        image_grid(torch.zeros(0, 64), (1, 8, 8))
+    assert tuple(image_grid(torch.zeros(1, 64), (1, 8, 8)).shape) == (10, 10, 1)

@@ -41,6 +41,8 @@ def image_grid(images: Tensor, shape: tuple[int, ...], ncol: int | None = None, 
     row-major, `ncol` images a row (default: near-square), white between and around the images."""
     c, h, w = image_hw(shape)
     n = images.shape[0]
+    if n == 0:
+        raise VaekitError("no images to draw (0 rows)")
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
     grid = torch.ones(c, nrow * (h + pad) + pad, ncol * (w + pad) + pad)
