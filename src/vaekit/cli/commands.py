@@ -20,7 +20,7 @@ from ..evaluation.diagnostics import amortization_gap, collapse_warning, gap_sum
 from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
-from ..runs.checkpoint import WEIGHTS, versions
+from ..runs.checkpoint import versions, weights_sha256
 from ..runs.experiment import labels_for, train_run
 from ..runs.samplers import sample_quality
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
@@ -184,8 +184,7 @@ def evaluation_protocol(cfg, args: argparse.Namespace, m: dict[str, Any], device
     spaces) and of the weights file, device and versions."""
     binarization = resolve_binarize(cfg.data.binarize, likelihood_support(cfg.model.likelihood))
     canonical = json.dumps(cfg.to_dict()["model"], sort_keys=True, separators=(",", ":"))
-    with open(Path(args.run) / WEIGHTS, "rb") as f:
-        weights = hashlib.file_digest(f, "sha256").hexdigest()
+    weights = weights_sha256(Path(args.run))
     return {"split": args.split, "n": m["n"], "split_size": m["split_size"], "k": m["k"], "elbo_samples": m["elbo_samples"], "seed": args.seed,
             "dataset": cfg.data.dataset, "binarization": binarization,
             "binarization_seed": {"dynamic": EVAL_BINARIZATION_SEED, "static": cfg.data.split_seed}.get(binarization),

@@ -31,7 +31,7 @@ from ..errors import NonFiniteLossError, PluginError, VaekitError
 from ..files import LOCK, RunLock, atomic_write, check_regular, read_capped, remove_stale_temporaries
 from ..model import VAE, build_model
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
-from .config import Config
+from .config import Config, ModelConfig
 from .history import METRICS, read_metrics, truncate_metrics
 from .migrations import migrate, raw_count_inputs
 from .plugins import is_loaded
@@ -353,18 +353,21 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     return cfg, model
 
 
-def same_model(run: Path, cfg: Config, before_data: bool = False) -> None:
-    """`--init-from RUN`: the model to train must be RUN's, the only one its weights fit (`before_data`: what can be
-    said before the data are read, the rest once they have filled in the config)."""
+def init_source(run: Path, cfg: Config) -> ModelConfig:
+    """`--init-from RUN`, before the data are read: a run whose model its config rebuilds, and data in a file.
+    Returns RUN's model config (`same_model` compares it once the data have filled in this run's)."""
     saved = load_config(run).model
     if saved.built_in_python:  # its config records no network: the registered one built from it is another model
         raise VaekitError(f"--init-from {run}: its model was built in Python, which no setting rebuilds; load it with "
                           "vaekit.load(RUN, model=…) and go on with vaekit.fit")
-    if before_data:
-        if cfg.data.dataset == IN_MEMORY:  # a vaekit.fit run's data are in no file
-            raise VaekitError(f"--init-from {run}: its data were tensors given to vaekit.fit; name the data to train on "
-                              "with --dataset FILE")
-        return
+    if cfg.data.dataset == IN_MEMORY:  # a vaekit.fit run's data are in no file
+        raise VaekitError(f"--init-from {run}: its data were tensors given to vaekit.fit; name the data to train on "
+                          "with --dataset FILE")
+    return saved
+
+
+def same_model(run: Path, saved: ModelConfig, cfg: Config) -> None:
+    """`--init-from RUN`: the model to train must be RUN's (`saved`), the only one its weights fit."""
     differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
     if differ:
         name = differ[0]
@@ -376,5 +379,11 @@ def start_from(model: nn.Module, run: Path, say: bool = True) -> None:
     """Load the weights of the run `--init-from` names into `model` (checked by `same_model`)."""
     load_weights(run, model)
     if say:
-        digest = hashlib.sha256((run / WEIGHTS).read_bytes()).hexdigest()  # checked by load_weights
-        log.info("starting from the weights of %s (model.safetensors sha256 %s…)", run, digest[:12])
+        log.info("starting from the weights of %s (model.safetensors sha256 %s…)", run, weights_sha256(run)[:12])
+
+
+def weights_sha256(run: Path) -> str:
+    """sha256 of the run's model.safetensors, a regular file read in blocks (never whole)."""
+    check_regular(Path(run) / WEIGHTS, 1 << 50)  # a FIFO would block; the size does not matter here
+    with open(Path(run) / WEIGHTS, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

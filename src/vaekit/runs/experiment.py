@@ -147,16 +147,15 @@ def train_run(
         cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
-        if cfg.train.init_from and not resume:
-            ckpt.same_model(Path(cfg.train.init_from), cfg, before_data=True)
+        init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
+        source = ckpt.init_source(init, cfg) if init is not None else None
         dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
         cfg = resolve(cfg, dataset)
         if cfg.model.columns is not None and ctx.is_main:
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
                      cfg.model.columns.describe())
-        init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
         if init is not None:
-            ckpt.same_model(init, cfg)
+            ckpt.same_model(init, source, cfg)
         if resume or init is not None:  # weights to load: their shapes against the config's before it is built
             ckpt.check_shapes_first(out if resume else init, cfg)
         torch.manual_seed(cfg.train.seed)

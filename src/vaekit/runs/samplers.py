@@ -17,7 +17,6 @@ Both hold weights and numbers only: nothing is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from ..evaluation.mixture import Mixture, fit_mixture
 from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_recall
 from ..files import RunLock, atomic_write, check_regular, own_folder, read_capped
 from ..model import VAE
-from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run
+from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run, weights_sha256
 from .experiment import load_data, point_data, to_data_units
 from .fit import fit
 
@@ -48,7 +47,6 @@ FOLDER = "samplers"
 GMM_FILE = "gmm.safetensors"
 FITTED_ON = "fitted_on.json"  # in the two-stage folder: {"model_sha256": …} of the weights it was fitted on
 MODEL_DIGEST = "model_sha256"
-MAX_WEIGHTS_BYTES = 16 << 30  # a model.safetensors read to be hashed: far beyond any MLP or small conv VAE
 MAX_GMM_BYTES = 256 << 20  # 100 components over 512 latents take 210 MB: a larger file is not one of ours
 
 
@@ -99,16 +97,11 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
 def fit_locked(run: Path, name: str, model: nn.Module, data: Dataset, components: int, seed: int,
                two_stage: TwoStage | None, progress: bool) -> dict[str, Any]:
     with RunLock(run / FOLDER, busy="is fitting a sampler of this run; wait for it to finish or stop it"):
-        digest = weights_digest(run)
+        digest = weights_sha256(run)
         if name == "gmm":
             return fit_gmm(run / FOLDER / GMM_FILE, codes(model, data.eval_split("train"), False, seed), components, seed,
                            digest)
         return fit_two_stage(run / FOLDER, model, data, seed, two_stage or TwoStage(), progress, digest)
-
-
-def weights_digest(run: Path) -> str:
-    """sha256 of the run's model.safetensors: what a sampler was fitted on (a `train --resume` since changes it)."""
-    return hashlib.sha256(read_capped(run / WEIGHTS, MAX_WEIGHTS_BYTES)).hexdigest()
 
 
 def check_fitted_on(run: Path, what: Path, recorded: str | None, name: str) -> None:
@@ -116,7 +109,7 @@ def check_fitted_on(run: Path, what: Path, recorded: str | None, name: str) -> N
     if recorded is None:
         raise VaekitError(f"{what}: does not record the weights it was fitted on; fit it again: vaekit fit-sampler RUN "
                           f"--sampler {name}")
-    if recorded != weights_digest(run):
+    if recorded != weights_sha256(run):
         raise VaekitError(f"{what}: fitted on other weights than {run / WEIGHTS} has now (trained further since?); fit it "
                           f"again: vaekit fit-sampler RUN --sampler {name}")
 
