@@ -130,14 +130,14 @@ def test_a_second_fit_of_the_same_runs_sampler_waits_its_turn(run, capsys):
     from vaekit.files import RunLock
 
     (run / "samplers").mkdir(exist_ok=True)
-    with RunLock(run / "samplers"):
+    with RunLock(run):  # the lock a fit-sampler (or a training) of this run holds
         (run / "samplers" / "two-stage.fitting").mkdir()
         (run / "samplers" / "two-stage.fitting" / "half.bin").write_bytes(b"being written")
         for sampler in ("two-stage", "gmm"):
             code = main(["--quiet", "fit-sampler", str(run), "--sampler", sampler, "--epochs", "1"])
             err = capsys.readouterr().err.strip().splitlines()
-            assert code == 2 and err == [(f"vaekit: error: {run / 'samplers'}: another vaekit process (pid {os.getpid()}) "
-                                         "is fitting a sampler of this run; wait for it to finish or stop it")]
+            assert code == 2 and err == [(f"vaekit: error: {run}: another vaekit process (pid {os.getpid()}) holds this "
+                                         "run (training it, or fitting a sampler of it); wait for it to finish or stop it")]
         assert (run / "samplers" / "two-stage.fitting" / "half.bin").read_bytes() == b"being written"
     (run / "samplers" / "two-stage.fitting" / "half.bin").unlink()
     (run / "samplers" / "two-stage.fitting").rmdir()

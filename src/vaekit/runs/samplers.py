@@ -91,13 +91,7 @@ def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0,
                               "unconditional models")
         data = load_data(point_data(cfg, dataset, data_dir), run)
         own_folder(run / FOLDER)
-        return fit_locked(run, name, model, data, components, seed, two_stage, progress)
-
-
-def fit_locked(run: Path, name: str, model: nn.Module, data: Dataset, components: int, seed: int,
-               two_stage: TwoStage | None, progress: bool) -> dict[str, Any]:
-    with RunLock(run / FOLDER, busy="is fitting a sampler of this run; wait for it to finish or stop it"):
-        digest = weights_sha256(run)
+        digest = weights_sha256(run)  # under the lock (which also keeps a second fit of this run out)
         if name == "gmm":
             return fit_gmm(run / FOLDER / GMM_FILE, codes(model, data.eval_split("train"), False, seed), components, seed,
                            digest)
