@@ -42,6 +42,18 @@ def test_log_likelihood_takes_a_numpy_array_as_its_tensor(model):
     assert np.isfinite(as_array.mean)
 
 
+def test_images_given_to_a_model_of_rows_are_its_rows(model):
+    """[N, 1, 2, 5] examples for a model of 10 values passed the width check and failed in the first layer."""
+    images = X.reshape(40, 1, 2, 5)
+    assert torch.equal(vaekit.log_likelihood(model, images, k=20, seed=3).per_example,
+                       vaekit.log_likelihood(model, X, k=20, seed=3).per_example)
+    torch.manual_seed(4)
+    from_images = vaekit.evaluate_elbo(model, images, num_samples=3)
+    torch.manual_seed(4)
+    assert from_images == vaekit.evaluate_elbo(model, X, num_samples=3)
+    assert torch.equal(model.encode(images[:3]), model.encode(X[:3]))
+
+
 def test_encode_and_decode_take_arrays_and_refuse_what_the_networks_cannot(model):
     """encode of NumPy, int64 or float64 examples gave torch errors (a dtype clash, a NumPy argument); of the wrong
     width a matmul error; decode of NaN a torch constraint error, of a 1-D z a silently reshaped result."""

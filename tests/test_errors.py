@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -305,11 +306,28 @@ def truncate(run, name):
     return run
 
 
+ROW_SECONDS = 120  # a row that waits (a FIFO opened for reading, say) fails instead of hanging the suite
+
+
+def within(seconds, call, *args):
+    """call(*args), or a failure after `seconds` (SIGALRM interrupts even a blocking open)."""
+    def late(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, late)
+    signal.alarm(seconds)
+    try:
+        return call(*args)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def message(tmp_path, build, capsys) -> tuple[int, str]:
     d = tmp_path / "case"
     d.mkdir()
     argv = [a.replace("{d}", str(d)) for a in map(str, build(d))]
-    code = main(argv)
+    code = within(ROW_SECONDS, main, argv)
     err = capsys.readouterr().err.strip().splitlines()
     return code, (err[-1] if err else "").replace(str(d), "DIR")
 

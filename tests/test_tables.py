@@ -380,3 +380,11 @@ def test_a_numeric_level_written_another_way_is_that_level(tmp_path):
     table = read_table(tmp_path / "t.csv")
     b = table.codes[:, 1].tolist()
     assert table.schema.columns[1].levels == ("0", "1") and b == [(0.0, 1.0, 1.0, 0.0)[i % 4] for i in range(40)]
+
+
+def test_a_cell_with_an_underscore_is_text_not_a_number(tmp_path):
+    """Python's float("1_000") is 1000; a column of "1_000", "2_5" … was read as numbers (pandas reads text)."""
+    rows = ["a,b"] + [f"{0.1 * i:.1f},{i % 3}_000" for i in range(30)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    column = read_table(tmp_path / "t.csv").schema.columns[1]
+    assert (column.kind, column.levels) == ("categorical", ("0_000", "1_000", "2_000"))

@@ -247,14 +247,20 @@ def wandb_items(record, kind):
     return {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items}
 
 
-def test_wandb_offline_run_holds_the_config_each_epoch_and_the_evaluation(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("wandb")
+def wandb_here(tmp_path, monkeypatch):
+    """W&B writes under tmp_path, offline (vaekit's default); its process-wide settings are made afresh."""
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()  # the settings of a first run in this process (WANDB_DIR …) would hold for the next
     monkeypatch.chdir(tmp_path)
     for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
         (tmp_path / name).mkdir()
         monkeypatch.setenv(name, str(tmp_path / name))
     for name in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_RUN_ID", "WANDB_RESUME"):
-        monkeypatch.delenv(name, raising=False)  # offline is vaekit's default
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_wandb_offline_run_holds_the_config_each_epoch_and_the_evaluation(tmp_path, monkeypatch, capsys):
+    wandb_here(tmp_path, monkeypatch)
     out = tmp_path / "run"
     assert run(capsys, *TRAIN, "--epochs", "2", "--track", "wandb", "--out", out)[0] == 0
     first_config = (out / "config.json").read_bytes()
@@ -262,7 +268,7 @@ def test_wandb_offline_run_holds_the_config_each_epoch_and_the_evaluation(tmp_pa
     code, stdout, err = run(capsys, *EVALUATE, out)
     assert code == 0, err
     saved = json.loads((out / "tracking.json").read_text())
-    assert saved == {"tracker": "wandb", "run_id": saved["run_id"], "project": "vaekit"}
+    assert saved == {"tracker": "wandb", "run_id": saved["run_id"], "project": "vaekit", "run_dir": str(out)}
     runs = sorted((tmp_path / "WANDB_DIR" / "wandb").glob("offline-run-*"))
     # one id for the three (train, resume, evaluate): each folder holds that run's file
     assert len(runs) == 3 and all((r / f"run-{saved['run_id']}.wandb").is_file() for r in runs)
@@ -287,6 +293,26 @@ def test_wandb_offline_run_holds_the_config_each_epoch_and_the_evaluation(tmp_pa
     assert summary["eval/test/log_likelihood"] == printed["log_likelihood"]
     assert json.loads((runs[2] / "files" / "evaluation-test.json").read_text()) == printed
     assert not os.environ.get("WANDB_MODE")
+
+
+def test_a_copied_wandb_run_never_continues_the_offline_run_of_its_original(tmp_path, monkeypatch, capsys, caplog):
+    """`cp -r a b` then `train --out b --resume` and `evaluate b` resumed a's offline W&B run (no reader of an offline
+    run can say which folder it was made for; tracking.json records it): now one warning each, nothing logged."""
+    wandb_here(tmp_path, monkeypatch)
+    assert run(capsys, *TRAIN, "--epochs", "1", "--track", "wandb", "--out", tmp_path / "a")[0] == 0
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    rid = json.loads((tmp_path / "a" / "tracking.json").read_text())["run_id"]
+    caplog.clear()
+    assert run(capsys, "--quiet", "train", "--out", tmp_path / "b", "--resume", "--epochs", "2")[0] == 0
+    assert run(capsys, *EVALUATE, tmp_path / "b")[0] == 0
+    want = (f"W&B tracking is off for this run: tracking.json names W&B run {rid}, made for {tmp_path / 'a'}, not for "
+            f"{tmp_path / 'b'}; nothing is logged to it (remove {tmp_path / 'b'}/tracking.json to track this run as a "
+            "new one)")
+    assert [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()] == [want, want]
+    assert len(list((tmp_path / "WANDB_DIR" / "wandb").glob("offline-run-*"))) == 1  # a's first run only
+    assert len(metrics_of(tmp_path / "b")) == 2  # the copy trained on, untracked
 
 
 def test_a_damaged_tracking_json_is_a_warning_for_evaluate_and_ignored_under_track_none(tmp_path, capsys, caplog):

@@ -170,6 +170,8 @@ def _number(cell: Any) -> float | None:
         return float(cell)
     if isinstance(cell, (int, float)):
         return float(cell)
+    if isinstance(cell, str) and "_" in cell:  # Python's float reads "1_000" as 1000; a CSV reader does not
+        return None
     try:
         return float(cell)
     except (TypeError, ValueError):

@@ -89,8 +89,9 @@ class Labels(nn.Module):
 
 
 def examples(model, x: Any, name: str = "x") -> Tensor:
-    """x as a tensor of examples for `model` (a NumPy array becomes one, in the model's float dtype), or one line
-    naming what is wrong: no examples, examples of another size than the model's."""
+    """x as a tensor of examples for `model` (a NumPy array becomes one, in the model's float dtype; images
+    [N, C, H, W] become the rows [N, C·H·W] every network takes), or one line naming what is wrong: no
+    examples, examples of another size than the model's."""
     if not isinstance(x, Tensor):
         try:
             x = torch.as_tensor(x)
@@ -102,6 +103,8 @@ def examples(model, x: Any, name: str = "x") -> Tensor:
     if data_dim and x[0].numel() != data_dim:
         raise VaekitError(f"{name} holds examples of shape {tuple(x.shape[1:])} ({x[0].numel()} values); the model "
                           f"takes {data_dim}")
+    if data_dim and x.dim() > 2:
+        x = x.reshape(x.shape[0], data_dim)
     parameters = model.parameters() if isinstance(model, nn.Module) else ()  # a model bound to labels: as given
     dtype = next((p.dtype for p in parameters if p.is_floating_point()), None)
     return x if dtype is None or x.dtype == dtype else x.to(dtype)

@@ -35,12 +35,18 @@ class WandbBackend:
     def start(self, run_dir: Path, saved: dict[str, str] | None, training: bool) -> dict[str, str]:
         project = os.environ.get("WANDB_PROJECT") or (saved or {}).get("project") or "vaekit"
         mode = {} if os.environ.get("WANDB_MODE") else {"mode": "offline"}
+        made_for = str(run_dir) if saved is None else saved.get("run_dir")
+        if made_for is None or Path(made_for).resolve() != Path(run_dir).resolve():  # a copied run or a crafted file
+            raise VaekitError(f"tracking.json names W&B run {saved['run_id']}, made for {str(made_for)[:200]}, not for "
+                              f"{run_dir}; nothing is logged to it (remove {run_dir}/tracking.json to track this run "
+                              "as a new one)")
         resume = {"id": saved["run_id"], "resume": "allow"} if saved is not None else {}
         self.run = self.wandb.init(project=project, name=run_dir.name, **mode, **resume,
                                    settings=self.wandb.Settings(console="off", silent=True))
         if training:
             self.run.config.update({RUN_DIR_KEY: str(run_dir)}, allow_val_change=True)
-        return {"tracker": "wandb", "run_id": self.run.id, "project": self.run.project or project}
+        # no reader of an offline W&B run exists to ask it which folder it was made for: tracking.json says so
+        return {"tracker": "wandb", "run_id": self.run.id, "project": self.run.project or project, "run_dir": made_for}
 
     def log_params(self, params: dict[str, Any], resumed: bool) -> None:
         self.run.config.update(params, allow_val_change=True)  # a resume may change epochs or lr
