@@ -239,6 +239,7 @@ def load_state(run: Path) -> dict[str, Any]:
 def restore(
     out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
     max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None, world_size: int = 1,
+    spectral: Any = None,
 ) -> list[dict[str, Any]]:
     """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
     Every field is checked against `model`, the objective's `parts` (if any) and `optimizer` first
@@ -250,7 +251,7 @@ def restore(
     before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
     """
     saved = load_state(out)
-    check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema)
+    check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema, spectral)
     if saved.get("world_size", world_size) != world_size:
         raise VaekitError(f"{out / STATE}: written by {saved['world_size']} process(es), resumed by {world_size}: the "
                           "batches of an epoch and the global batch depend on it; resume with "
@@ -264,6 +265,8 @@ def restore(
         lr_to_device(optimizer)
         if ema is not None:
             ema.load_state_dict(saved["ema"])
+        if spectral is not None:
+            spectral.load_state_dict(saved["spectral"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise VaekitError(f"{out / STATE}: does not match the model in {CONFIG} ({str(e).splitlines()[0]})") from None
     torch.set_rng_state(saved["rng"])
@@ -311,7 +314,7 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
-                    parts: nn.Module | None = None, ema: Any = None, world_size: int = 1) -> None:
+                    parts: nn.Module | None = None, ema: Any = None, world_size: int = 1, spectral: Any = None) -> None:
     """train_state.pt (everything to continue, weights included, and the objective's own `parts`: a
     discriminator belongs to training, not to the model, and the `world_size` of processes training) first, then model.safetensors: the weights
     evaluation and sampling use, which are the `ema` average where the run keeps one (`training.ema`)."""
@@ -326,6 +329,8 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     own = {"parts": parts.state_dict()} if parts is not None else {}
     if ema is not None:
         own["ema"] = ema.state_dict()
+    if spectral is not None:  # the power iteration's vectors (`training.spectral`)
+        own["spectral"] = spectral.state_dict()
     save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},

@@ -189,6 +189,9 @@ class TrainConfig(Slots):
                                "counted, not an error", resumable=True, at_least=0)
     ema: float = setting(0.0, "decay of an exponential moving average of the weights, which evaluation and "
                          "sampling use (0: none; VDVAE: 0.9999)", at_least=0, at_most=0.99999)
+    spectral_reg: float = setting(0.0, "add λ·Σ σ_max(W) over the model's linear and convolutional layers to the "
+                                  "loss (NVAE's spectral regularization; 0: none; NVAE: 1e-2 to 1e-1)", at_least=0,
+                                  at_most=1e3)
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

@@ -126,7 +126,7 @@ def _rng(value: Any, field: str, like: Tensor | None) -> None:
 
 
 def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, max_batch: int,
-                parts: nn.Module | None = None, ema: Any = None) -> None:
+                parts: nn.Module | None = None, ema: Any = None, spectral: Any = None) -> None:
     """Refuse `saved` (a loaded train_state.pt) in one line unless every field fits `model`, the
     objective's `parts` (if any) and `optimizer`; `max_batch` is the number of batches in an epoch
     (a mid-epoch position is ≤ it)."""
@@ -141,6 +141,10 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
         _module(saved["model"], model, "model")
         if ema is not None:
             _module(saved["ema"], ema, "ema")
+        _need((spectral is not None) == ("spectral" in saved), "spectral", "is missing" if spectral is not None else
+              "holds spectral regularization's vectors, which this run does not keep")
+        if spectral is not None:
+            _module(saved["spectral"], spectral, "spectral")
         if "world_size" in saved:
             _need(isinstance(saved["world_size"], int) and not isinstance(saved["world_size"], bool), "world_size",
                   "is not an integer")

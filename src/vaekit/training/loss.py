@@ -22,6 +22,7 @@ from ..objectives.estimators import draw
 from ..parts.distributions import validating
 from .distributed import SINGLE, Context, gather_batch
 from .loop import LossFn
+from .spectral import SpectralPenalty
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class VAEObjective(nn.Module):
         if tc.compile:  # the draws run eagerly inside a compiled objective, so they are the same numbers
             self._sample = torch.compiler.disable(self._sample)
         self._progress: torch.Tensor | None = None  # progress on the device, for a compiled core (a float is baked in)
+        # NVAE's λ·Σσ_max(W) over the model's layers, in float32 outside autocast; its vectors are training state
+        self.spectral = SpectralPenalty(model, tc.spectral_reg) if tc.spectral_reg else None
 
     def forward(self, batch: Tensor | tuple[Tensor, Tensor], progress: float | Tensor):
         """batch: raw rows [B, D], or (rows, labels [B]) for a conditional VAE (bound by `model.given`);
@@ -55,7 +58,11 @@ class VAEObjective(nn.Module):
         # the distributions skip their argument checks.
         with validating(self.model, False), torch.autocast(raw.device.type, torch.bfloat16,
                                                            enabled=self.tc.precision == "bf16"):
-            return self._core(x, self._on_device(progress, raw.device), y)
+            loss, metrics = self._core(x, self._on_device(progress, raw.device), y)
+        if self.spectral is None:
+            return loss, metrics
+        penalty, total = self.spectral.penalty()
+        return loss + penalty, {**metrics, "spectral_sum": total}
 
     def _loss(self, x: Tensor, progress: float | Tensor, y: Tensor | None = None):
         model = self.model.given(y) if y is not None else self.model

@@ -1,0 +1,77 @@
+"""Spectral regularization (NVAE, Vahdat & Kautz 2020, §3.2): the loss gains λ·Σ_l σ_max(W_l).
+
+σ_max(W_l) is the largest singular value of layer l's weight (a convolution's [out, in, kh, kw] read as
+the matrix [out, in·kh·kw], as NVAE does): an upper bound of the layer's Lipschitz constant, so the
+penalty keeps the networks smooth, which NVAE found its deep hierarchies need to train stably. Each σ
+is estimated by power iteration: u, v are kept from step to step and moved one iteration per step
+(u ← W v / ‖W v‖ after v ← Wᵀ u / ‖Wᵀ u‖), and σ = uᵀ W v, whose gradient is u vᵀ (u, v held fixed):
+Miyato et al. (2018) and torch's `spectral_norm` do the same. The vectors belong to the training
+state: `state_dict()` is saved in train_state.pt, so a resumed run continues bit for bit.
+
+Layers: every `nn.Linear` and convolution of the model, not the objective's own networks (a
+discriminator). The first vectors come from a fixed seed (the global random stream is not touched)
+and ten iterations, so σ is accurate from the first step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
+
+FIRST_ITERATIONS = 10  # before the first step; then one per step
+
+
+def regularized_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, layer) of every linear or convolutional layer of `module`, in module order."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, (nn.Linear, _ConvNd))]
+
+
+def _matrix(layer: nn.Module) -> Tensor:
+    return layer.weight.reshape(layer.weight.shape[0], -1)
+
+
+class SpectralPenalty:
+    """`penalty()` = weight · Σ σ_max(W_l) over `module`'s layers (differentiable, one power iteration
+    taken first); `sigmas()` the current estimates; `state_dict()` the vectors, by layer name."""
+
+    def __init__(self, module: nn.Module, weight: float):
+        if not weight > 0.0:
+            raise ValueError(f"a spectral regularization weight is > 0, got {weight}")
+        self.weight = float(weight)
+        self.layers = regularized_layers(module)
+        generator = torch.Generator().manual_seed(0)
+        self.u, self.v = [], []
+        for _, layer in self.layers:
+            w = _matrix(layer)
+            self.u.append(F.normalize(torch.randn(w.shape[0], generator=generator, dtype=w.dtype), dim=0).to(w.device))
+            self.v.append(torch.zeros(w.shape[1], dtype=w.dtype, device=w.device))
+        for _ in range(FIRST_ITERATIONS):
+            self._iterate()
+
+    @torch.no_grad()
+    def _iterate(self) -> None:
+        for (_, layer), u, v in zip(self.layers, self.u, self.v):
+            w = _matrix(layer).detach().to(u.dtype)
+            v.copy_(F.normalize(w.t() @ u, dim=0, eps=1e-12))
+            u.copy_(F.normalize(w @ v, dim=0, eps=1e-12))
+
+    def sigmas(self) -> Tensor:
+        """σ_l = uᵀ W_l v for each layer (differentiable in the weights)."""
+        return torch.stack([u @ (_matrix(layer) @ v) for (_, layer), u, v in zip(self.layers, self.u, self.v)])
+
+    def penalty(self) -> tuple[Tensor, Tensor]:
+        """(weight · Σσ, Σσ) after one power iteration: what the loss gains, and the sum to log."""
+        self._iterate()
+        total = self.sigmas().sum() if self.layers else torch.zeros(())
+        return self.weight * total, total.detach()
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {**{f"{name}.u": u for (name, _), u in zip(self.layers, self.u)},
+                **{f"{name}.v": v for (name, _), v in zip(self.layers, self.v)}}
+
+    def load_state_dict(self, saved: dict[str, Tensor]) -> None:
+        for (name, _), u, v in zip(self.layers, self.u, self.v):
+            u.copy_(saved[f"{name}.u"])
+            v.copy_(saved[f"{name}.v"])
