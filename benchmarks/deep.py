@@ -71,18 +71,21 @@ def recipe_config(args, recipe: str | None = None) -> Config:
         train={"batch_size": LADDER["batch_size"] if ladder else 128, "objective": objective, "seed": args.seed,
                "grad_clip": default(args.grad_clip, 200.0), "grad_skip": default(args.grad_skip, 0.0),
                "ema": default(args.ema, 0.999), "precision": args.precision, "compile": args.compile,
-               "cuda_graphs": args.cuda_graphs},
+               "cuda_graphs": args.cuda_graphs, "spectral_reg": args.spectral_reg},
     )
 
 
 def speed(args) -> dict:
     """Seconds per training step of each recipe, measured in this process, alternating, best of `--repeats`."""
     times: dict[str, list[float]] = {}
-    base = "top-down" if args.against_iwae else "plain"
-    for recipe in (base, "iwae" if args.against_iwae else "top-down") * args.repeats:
-        cfg = recipe_config(args, "top-down" if recipe == "iwae" else recipe)
+    base = "top-down" if args.against_iwae or args.against_spectral else "plain"
+    other = "iwae" if args.against_iwae else "spectral" if args.against_spectral else "top-down"
+    for recipe in (base, other) * args.repeats:
+        cfg = recipe_config(args, "top-down" if recipe in ("iwae", "spectral") else recipe)
         if recipe == "iwae":  # the fine-tune's objective on the same model
             cfg = cfg.replace(train={"objective": {"name": "iwae", "k": args.against_iwae, "dreg": True}})
+        if recipe == "spectral":  # the same step with spectral regularization's power iteration and penalty
+            cfg = cfg.replace(train={"spectral_reg": args.against_spectral})
         ds = load_data(cfg)
         cfg = resolve(cfg, ds)
         torch.manual_seed(0)
@@ -100,7 +103,6 @@ def speed(args) -> dict:
     steps = -(-59600 // 128)
     for r, t in best.items():
         print(f"{r:>9}: {t * 1e3:.1f} ms per step of 128, ≈ {t * steps:.1f} s per epoch")
-    other = "iwae" if args.against_iwae else "top-down"
     print(f"a {other} epoch costs {best[other] / best[base]:.2f}× a {base} one (latent {list(cfg.model.latent_dim)}, "
           f"{torch.get_num_threads()} threads)")
     return {"seconds_per_step": best, "ratio": best[other] / best[base]}
@@ -133,6 +135,9 @@ def main(argv=None) -> dict:
     p.add_argument("--against-iwae", type=int, default=0, metavar="K",
                    help="--speed: time the top-down recipe's ELBO step against its IWAE step of K samples (DReG), the "
                    "fine-tune's, instead of the plain model's")
+    p.add_argument("--against-spectral", type=float, default=0.0, metavar="LAMBDA",
+                   help="--speed: time the top-down recipe's step against the same step with --spectral-reg LAMBDA")
+    p.add_argument("--spectral-reg", type=float, default=0.0, help="NVAE's spectral regularization weight (default 0)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)

@@ -74,7 +74,8 @@ def test_the_deep_recipes_share_everything_but_the_structure():
 
     args = deep.argparse.Namespace(latent_dim=[16, 8], warmup=10.0, epochs=200, free_bits=0.25, data_dir="x", arch="mlp",
                                    seed=3, ema=None, grad_clip=None, grad_skip=None, prior="standard", components=500,
-                                   precision="fp32", compile=False, cuda_graphs=False, recipe="top-down", width=512)
+                                   precision="fp32", compile=False, cuda_graphs=False, recipe="top-down", width=512,
+                                   spectral_reg=0.0)
     cfgs = {r: deep.recipe_config(args, r) for r in ("top-down", "bottom-up", "plain")}
     assert [c.model.inference for c in cfgs.values()] == ["top-down", "bottom-up", "bottom-up"]
     assert [c.model.latent_dim for c in cfgs.values()] == [(16, 8), (16, 8), (24,)]
