@@ -2,6 +2,7 @@
 certificate whose numbers are `vaekit evaluate`'s on the same run, and the cosine schedule the recipes use."""
 
 import json
+import shutil
 import math
 import os
 from pathlib import Path
@@ -171,6 +172,45 @@ def test_a_recipe_after_another_starts_from_its_run(tmp_path, capsys, monkeypatc
     assert main(["--quiet", "reproduce", "digits-demo-iwae", "--budget", "quick", "--out", str(tmp_path / "moved")]) == 0
     again = json.loads((tmp_path / "moved" / "certificate.json").read_text())
     assert again["seeds"][0]["nll"] == cert["seeds"][0]["nll"] and again["seeds"][0]["train_seconds_this_call"] < 5
+
+
+def test_a_seed_restarted_from_step_0_never_starts_from_a_run_its_config_names(tmp_path, capsys, monkeypatch):
+    """A seed folder holding only config.json (stopped before its first checkpoint) started again from the run its
+    `init_from` named, any run at all, and the certificate claimed the recipe (fifth attack, HIGH): refused now."""
+    from vaekit.runs import recipes
+    from vaekit.runs.recipes import Recipe
+
+    demo = recipe("digits-demo")
+    tune = Recipe("digits-demo-tune", "the demo, tuned", "", None, "", after="digits-demo", ours_k=100,
+                  config={**demo.config, "train": {**demo.config["train"], "lr": 1e-4}},
+                  quick={"train": {"epochs": 2}}, quick_evaluation=(20, 100))
+    monkeypatch.setattr(recipes, "RECIPES", [*RECIPES, tune])
+    honest = tmp_path / "honest"
+    assert main(["--quiet", "reproduce", "digits-demo-tune", "--budget", "quick", "--out", str(honest)]) == 0
+    other = tmp_path / "other"  # another run of the same network, trained longer
+    assert main(["--quiet", "train", "--dataset", "digits", "--latent-dim", "8", "--hidden", "256", "--hidden", "128",
+                 "--epochs", "3", "--seed", "7", "--out", str(other)]) == 0
+    crafted = tmp_path / "crafted"
+    (crafted / "seed-0").mkdir(parents=True)
+    shutil.copytree(honest / "digits-demo-seed-0", crafted / "digits-demo-seed-0")
+    cfg = json.loads((honest / "seed-0" / "config.json").read_text())
+    cfg["train"]["init_from"] = str(other)
+    (crafted / "seed-0" / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main(["--quiet", "reproduce", "digits-demo-tune", "--budget", "quick", "--out", str(crafted)]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == (f"vaekit: error: {crafted / 'seed-0'}: holds a run whose [train] init_from is '{other}', not the "
+                    f"recipe's '{(crafted / 'digits-demo-seed-0').resolve()}'; choose another --out (or remove it)")
+    assert not (crafted / "seed-0" / "model.safetensors").exists()
+    # a recipe with no base: a seed whose config names one is refused
+    cfg = json.loads((honest / "digits-demo-seed-0" / "config.json").read_text())
+    cfg["train"]["init_from"] = str(other)
+    (tmp_path / "plain" / "seed-0").mkdir(parents=True)
+    (tmp_path / "plain" / "seed-0" / "config.json").write_text(json.dumps(cfg))
+    assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--out", str(tmp_path / "plain")]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == (f"vaekit: error: {tmp_path / 'plain' / 'seed-0'}: holds a run whose [train] init_from is "
+                    f"'{other}', not the recipe's None; choose another --out (or remove it)")
 
 
 def test_reproduce_checks_its_device_as_train_does(tmp_path, capsys):

@@ -22,7 +22,7 @@ from ..errors import PluginError, TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_all
 from ..files import atomic_write, make_dirs
 from ..parts.likelihoods import likelihood_support
-from .checkpoint import CONFIG, load_config, load_run, versions
+from .checkpoint import CONFIG, STATE, load_config, load_run, versions
 from .config import Config, merge
 from .experiment import load_data, train_run
 from .recipes import recipe, verdict
@@ -46,8 +46,13 @@ def train_seed(config: dict[str, Any], run: Path, seed: int, device: str, data_d
             raise VaekitError(f"{run}: holds a run whose parts come from a plugin, not the recipe's; choose another "
                               "--out (or remove it)") from None
         check_same_recipe(saved, cfg, run)
-        if saved.train.init_from:  # a fine-tune continued where OUT lies now: it keeps the base it started from
-            cfg = cfg.replace(train={"init_from": saved.train.init_from})
+        restart = not (run / STATE).exists()  # stopped before its first checkpoint: it starts again from step 0
+        if (saved.train.init_from is None) != (cfg.train.init_from is None) or (
+                restart and saved.train.init_from != cfg.train.init_from):  # never from a run its config names
+            raise VaekitError(f"{run}: holds a run whose [train] init_from is {saved.train.init_from!r}, not the "
+                              f"recipe's {cfg.train.init_from!r}; choose another --out (or remove it)")
+        if saved.train.init_from:  # a fine-tune continued where OUT lies now keeps the base it started from (the
+            cfg = cfg.replace(train={"init_from": saved.train.init_from})  # weights come from its trainer state)
     t0 = time.perf_counter()
     try:
         train_run(cfg, run, resume=resume, progress=progress, device=device)
