@@ -2,9 +2,9 @@
 certificate whose numbers are `vaekit evaluate`'s on the same run, and the cosine schedule the recipes use."""
 
 import json
-import shutil
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest

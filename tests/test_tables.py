@@ -13,6 +13,7 @@ from run_cli import vaekit_cli
 from scipy import stats
 from scipy.special import expit, log_softmax
 
+from vaekit import load as vaekit_load
 from vaekit.data import load_dataset
 from vaekit.data.table_files import read_table
 from vaekit.data.tables import Column, Schema
@@ -156,6 +157,27 @@ def test_table_input_is_the_zero_filled_standardized_row_and_its_mask():
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
+def test_a_table_of_levels_only_is_its_one_hot_codes_and_mask_and_trains(tmp_path):
+    """No numeric column (a survey of levels, one column of small counts read as ordinal): the encoder's input
+    built its numeric flags as float tensors and torch.where failed (fifth attack)."""
+    schema = Schema((Column("colour", "categorical", ("blue", "green", "red")), Column("rating", "ordinal", ("1", "2"))))
+    got = TableInput(schema)(torch.tensor([[2.0, 0.0], [math.nan, 1.0]]))
+    want = torch.tensor([[0.0, 0, 1, 1, 0, 1, 1], [0, 0, 0, 0, 1, 0, 1]])
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    rng = np.random.default_rng(0)
+    rows = "".join(f"{rng.choice(['red', 'green', 'blue'])},{rng.integers(1, 6)}\n" for _ in range(120))
+    (tmp_path / "survey.csv").write_text("colour,rating\n" + rows)
+    run = tmp_path / "r"
+    vaekit_cli("train", "--dataset", tmp_path / "survey.csv", "--likelihood", "mixed", "--epochs", "2",
+               "--latent-dim", "2", "--hidden", "16", "--out", run, "--quiet")
+    model = vaekit_load(run)
+    table = read_table(tmp_path / "survey.csv", model.decoder.head.schema)
+    ll = log_likelihood(model, table.codes, k=2000, seed=0)
+    s = score(model, table.codes, k=2000, seed=1)
+    assert bool(torch.isfinite(ll.per_example).all()) and float(ll.per_example.max()) < 0
+    assert bool(((-s.score - ll.per_example).abs() < 6 * s.mc_stderr + 1e-3).all())
+
+
 # ---- a linear-Gaussian model: log p(x_obs) and E[x_mis|x_obs] in closed form ---------------------------
 
 @pytest.fixture
@@ -275,6 +297,27 @@ def test_parquet_reads_as_the_csv(tmp_path):
     pq.write_table(pa.table(arrays), tmp_path / "t.parquet")
     p = read_table(tmp_path / "t.parquet", t.schema)
     assert torch.equal(p.codes.nan_to_num(-1), t.codes.nan_to_num(-1))
+
+
+def test_a_table_of_more_cells_than_vaekit_reads_is_refused_before_its_cells_are_built(tmp_path, monkeypatch):
+    """A 31 kB Parquet file of 3,000,000 × 3 cells took 1.65 GB (a 526 kB one over 4 GB): its metadata are read
+    first; a CSV is counted as it is read (fifth attack)."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from vaekit.data import table_files
+
+    monkeypatch.setattr(table_files, "MAX_TABLE_CELLS", 10_000)
+    pq.write_table(pa.table({"x": np.zeros(6000), "c": ["a"] * 6000}), tmp_path / "t.parquet", compression="zstd")
+    assert (tmp_path / "t.parquet").stat().st_size < 2000
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("the cells were read"))
+    with pytest.raises(VaekitError, match=r"t.parquet: 6,000 rows × 2 columns is more than the 10,000 cells vaekit "
+                                          r"reads from a table; split it, or keep the columns the model needs$"):
+        read_table(tmp_path / "t.parquet")
+    (tmp_path / "t.csv").write_text("x,c\n" + "0,a\n" * 6000)
+    with pytest.raises(VaekitError, match=r"t.csv: .* rows × 2 columns is more than the 10,000 cells"):
+        read_table(tmp_path / "t.csv")
+    (tmp_path / "ok.csv").write_text("x,c\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(5000)))
+    assert read_table(tmp_path / "ok.csv").codes.shape == (5000, 2)
 
 
 @pytest.mark.parametrize("text, schema, message", [

@@ -19,6 +19,8 @@ from ..files import read_capped
 from .tables import KINDS, Schema, encode, infer, override
 
 MAX_TABLE_BYTES = 1 << 30  # a table is read whole (then kept as float32 codes): larger files are refused unread
+MAX_TABLE_CELLS = 20_000_000  # each cell is a Python object while read (≈ 60 bytes): ≈ 1.2 GB at most, whatever
+# the file's compression (a 31 kB Parquet file held 9,000,000 cells)
 MAX_SCHEMA_BYTES = 1 << 20
 
 
@@ -49,7 +51,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
         except ImportError:
             raise VaekitError(f"{path}: reading Parquet needs pyarrow: pip install 'vaekit[tables]'") from None
         try:
+            meta = pq.ParquetFile(pa.BufferReader(data)).metadata  # the cells' count, before any is decoded
+            _check_cells(path, meta.num_rows, meta.num_columns)
             t = pq.read_table(pa.BufferReader(data))
+        except VaekitError:
+            raise
         except (OSError, ValueError, TypeError, pa.ArrowException) as e:  # pyarrow's own types for a bad file
             raise VaekitError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                               ) from None
@@ -70,12 +76,21 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
                                   f"{len(names)} columns")
             rows.append(row)
             lines.append(reader.line_num)
+            if len(rows) % 4096 == 0:
+                _check_cells(path, len(rows), len(names))
+        _check_cells(path, len(rows), len(names))
     except UnicodeDecodeError:
         raise VaekitError(f"{path}: not UTF-8 text; save the table as UTF-8") from None
     except csv.Error as e:
         raise VaekitError(f"{path}: not a CSV table ({e})") from None
     _check_names(path, names)
     return names, rows, lines
+
+
+def _check_cells(path: Path, rows: int, columns: int) -> None:
+    if rows * columns > MAX_TABLE_CELLS:
+        raise VaekitError(f"{path}: {rows:,} rows × {columns:,} columns is more than the {MAX_TABLE_CELLS:,} cells vaekit "
+                          "reads from a table; split it, or keep the columns the model needs")
 
 
 def _check_names(path: Path, names: list[str]) -> None:

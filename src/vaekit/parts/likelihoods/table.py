@@ -229,8 +229,9 @@ class TableInput(nn.Module):
         kinds = [cols[j].kind for j in self.numeric]
         self.register_buffer("shift", torch.tensor([cols[j].shift for j in self.numeric]), persistent=False)
         self.register_buffer("spread", torch.tensor([cols[j].spread for j in self.numeric]), persistent=False)
-        self.register_buffer("is_log", torch.tensor([k == "positive" for k in kinds]), persistent=False)
-        self.register_buffer("is_count", torch.tensor([k in ("count", "poisson") for k in kinds]), persistent=False)
+        flags = {"is_log": [k == "positive" for k in kinds], "is_count": [k in ("count", "poisson") for k in kinds]}
+        for name, values in flags.items():  # bool even when no column is numeric (an empty list is float)
+            self.register_buffer(name, torch.tensor(values, dtype=torch.bool), persistent=False)
         self.features = len(self.numeric) + sum(k for _, k in self.onehot) + len(cols)
 
     def forward(self, x: Tensor) -> Tensor:
