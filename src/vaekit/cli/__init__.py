@@ -14,6 +14,7 @@ subcommand does, `parser` wires them, and `main` runs one.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -59,6 +60,13 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or "can't allocate" in text or "out of memory" in text.lower()
 
 
+def _flags_of(command: str, wanted: tuple[str, ...]) -> list[str]:
+    """Those of `wanted` that `vaekit COMMAND` takes (an error's advice names no flag the command lacks)."""
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    taken = {option for action in sub._actions for option in action.option_strings}
+    return [flag for flag in wanted if flag in taken]
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins_first(argv)
@@ -75,12 +83,18 @@ def main(argv: list[str] | None = None) -> int:
             if not _out_of_memory(e):
                 raise
             said = (str(e).splitlines() or [type(e).__name__])[0][:160]  # a MemoryError may say nothing
-            raise VaekitError(f"out of memory ({said}); ask for less: a smaller --n, "
-                              "--batch-size, --hidden or --k") from None
+            flags = _flags_of(args.command, ("--n", "--batch-size", "--hidden", "--k", "--draws"))
+            smaller = f": a smaller {', '.join(flags[:-1])} or {flags[-1]}" if len(flags) > 1 else \
+                f": a smaller {flags[0]}" if flags else ""
+            raise VaekitError(f"out of memory ({said}); ask for less{smaller}") from None
         except ValueError as e:  # torch.distributions refusing what the weights made (a scale ≤ 0, an overflow)
             if "Expected parameter" not in str(e):
                 raise
-            said = str(e).splitlines()[0].split(" of shape")[0][:160]
+            said = str(e).splitlines()[0].split(" (Tensor")[0].split(" of shape")[0][:160]
+            temperature = getattr(args, "temperature", None)
+            if temperature is not None and temperature != 1.0:  # p(z) scaled so far that a layer's output overflows
+                raise VaekitError(f"the model's distributions overflow at --temperature {temperature:g} ({said}); use a "
+                                  "smaller one") from None
             raise VaekitError(f"the model's weights make an invalid distribution ({said}); the run's model.safetensors "
                               "is damaged or was trained into overflow: retrain, or resume from a good checkpoint") \
                 from None

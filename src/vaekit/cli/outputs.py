@@ -103,6 +103,9 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     return path
 
 
+MAX_DECODED_BYTES = 1 << 30  # decode's output, held in memory to write: the size a latents file may have
+
+
 def cmd_decode(args: argparse.Namespace) -> Path:
     """E[x|z] for every row of a latents file, in the data's units: .npy (the array) or .png (a grid)."""
     cfg, model = load_run(args.run)
@@ -113,6 +116,15 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     y = y if cfg.model.conditional else None
     if y is not None and len(y) != len(z):
         raise VaekitError(f"{args.latents}: {len(z)} latents beside {len(y)} labels; give one label per row")
+    if y is not None and args.label is None and not bool(((y >= 0) & (y < cfg.model.condition_classes)).all()):
+        raise VaekitError(f"{args.latents}: labels must lie in 0…{cfg.model.condition_classes - 1} (the model's "
+                          f"{cfg.model.condition_classes} classes); got {int(y.min())}…{int(y.max())}")
+    size = z.shape[0] * cfg.model.data_dim * 4  # float32 E[x|z], held whole to write
+    if size > MAX_DECODED_BYTES:
+        most = MAX_DECODED_BYTES // (cfg.model.data_dim * 4)
+        raise VaekitError(f"{args.latents}: {z.shape[0]:,} latents decode to {size / 1e9:.1f} GB of {cfg.model.data_dim} "
+                          f"values each, more than vaekit writes at once ({MAX_DECODED_BYTES / 1e9:.1f} GB); decode at "
+                          f"most {most:,} rows a file")
     parts = zip(z.split(1000), y.split(1000)) if y is not None else ((zb, None) for zb in z.split(1000))
     decoded = []
     with Progress(z.shape[0], "decoding", enabled=not args.quiet) as bar:

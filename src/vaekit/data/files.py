@@ -205,18 +205,37 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
 LABEL_COLUMNS = ("label", "y")  # a CSV header's names for the column of labels (case and quotes aside)
 
 
+def number(text: str) -> float:
+    """A CSV cell as a number, as a CSV reader reads one: Python's float, less its underscores ("1_0" is not 10)."""
+    if "_" in text:
+        raise ValueError(f"could not convert string to float: {text!r}")
+    return float(text)
+
+
+def is_header(cells: list[str], path: Path | None = None) -> bool:
+    """Whether a CSV's first row names its columns: a cell that is not a number, or pandas' default names 0, 1, …,
+    D − 1 (what `DataFrame.to_csv(index=False)` writes for unnamed columns; said in the log)."""
+    cells = [c.strip().strip("\"'") for c in cells]
+    if len(cells) > 1 and cells == [str(i) for i in range(len(cells))]:
+        log.info("%s: the first row %s is read as column names (pandas' defaults), not as data",
+                 path or "the CSV", ",".join(cells[:4]) + (",…" if len(cells) > 4 else ""))
+        return True
+    try:
+        [number(c) for c in cells]
+    except ValueError:
+        return True
+    return False
+
+
 def read_csv(path: Path) -> dict[str, np.ndarray]:
     """Numbers separated by commas, one example a row: {"x": float32 [N, D]} (the numbers as written),
     with {"y": labels [N]} where a header names a column `label` or `y` (it leaves x). A first row that
-    is not numeric is a header. UTF-8 text; a byte-order mark (BOM) is skipped, not read as data."""
+    is not numeric, or is pandas' default names 0, 1, …, is a header (`is_header`). UTF-8 text; a byte-order mark (BOM) is skipped, not read as data."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             first = f.readline()
-        try:
-            [float(v) for v in first.split(",")]
-            skip, names = 0, []
-        except ValueError:
-            skip, names = 1, [v.strip().strip("\"'").lower() for v in first.split(",")]
+        header = is_header(first.split(","), path)
+        skip, names = (1, [v.strip().strip("\"'").lower() for v in first.split(",")]) if header else (0, [])
         with warnings.catch_warnings():  # a header and no rows: numpy warns, the empty dataset is refused below
             warnings.simplefilter("ignore", UserWarning)
             arr = np.loadtxt(path, delimiter=",", skiprows=skip, dtype=np.float64, ndmin=2, encoding="utf-8-sig")

@@ -26,6 +26,7 @@ rebuilds its model and reads new tables the same way.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,8 +40,11 @@ from ..errors import VaekitError
 
 KINDS = ("real", "positive", "count", "poisson", "categorical", "ordinal", "binary")
 LEVELED = ("categorical", "ordinal", "binary")  # kinds whose cells are level indices
-MISSING = frozenset({"", "na", "nan", "n/a", "null", "none", "?"})  # a missing cell, case and spaces aside
+log = logging.getLogger(__name__)
+MISSING = frozenset({"", "na", "nan", "n/a", "null", "none", "?", "#n/a", "#n/a n/a", "#na", "<na>", "-nan",
+                     "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan"})  # a missing cell, case and spaces aside (pandas' list)
 ORDINAL_SPAN = 12  # whole numbers ≥ 0 spanning fewer values than this are inferred ordinal
+MIN_SPREAD, MAX_SHIFT = 1e-12, 1e18  # a column's standardization as float32 data give it (a spread below is 1)
 MAX_LEVELS = 1000  # a column of more distinct labels is an identifier, not a category
 
 
@@ -115,9 +119,10 @@ class Schema:
                 raise VaekitError(f"{at} ({c['name']}): a {c['kind']} column has no levels")
             stats = [c.get("shift", 0.0), c.get("spread", 1.0)]
             if not all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in stats) or \
-                    not stats[1] > 0:
-                raise VaekitError(f"{at} ({c['name']}): shift must be a finite number and spread a positive one, "
-                                  f"got {stats[0]!r} and {stats[1]!r}")
+                    not (abs(stats[0]) <= MAX_SHIFT and MIN_SPREAD <= stats[1] <= MAX_SHIFT):
+                raise VaekitError(f"{at} ({c['name']}): shift must be a number in ±{MAX_SHIFT:g} and spread one in "
+                                  f"[{MIN_SPREAD:g}, {MAX_SHIFT:g}] (what float32 data give), got {stats[0]!r} and "
+                                  f"{stats[1]!r}")
             columns.append(Column(c["name"], c["kind"], tuple(levels), float(stats[0]), float(stats[1])))
         if len({c.name for c in columns}) != len(columns):
             raise VaekitError(f"{where}: two columns share a name")
@@ -194,6 +199,10 @@ def infer(name: str, cells: Sequence[Any]) -> Column:
         raise VaekitError(f"column {name!r}: every cell is missing; drop the column")
     numbers = [_number(c) for c in seen]
     if any(v is None for v in numbers) or not all(math.isfinite(v) for v in numbers):
+        words = {str(c).strip() for c, v in zip(seen, numbers) if v is None}
+        if len(words) == 1 and len({v for v in numbers if v is not None}) > 2:
+            log.warning("column %r: numbers except for %r (%d cells), so it is read as levels; if %r means missing, "
+                        "leave those cells empty", name, *words, sum(v is None for v in numbers), *words)
         labels = sorted({_label(c) for c in seen})
         return _leveled(name, "binary" if len(labels) == 2 else "categorical", labels)
     distinct = sorted(set(numbers))

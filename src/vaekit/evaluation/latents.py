@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.files import is_header, number
 from ..errors import VaekitError
 from ..files import atomic_write, check_zip_members, read_capped, write_array
 from ..model import mean_of
@@ -103,12 +104,12 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
             z = np.load(io.BytesIO(data), allow_pickle=False)
         else:
             rows = list(csv.reader(data.decode("utf-8-sig").splitlines()))
-            header = rows[0] if rows and not _numeric(rows[0]) else None
+            header = rows[0] if rows and is_header(rows[0], path) else None
             body = [r for r in (rows[1:] if header else rows) if r]
             if not body:
                 raise VaekitError(f"{path}: no latents (0 rows); decode needs at least one")
             columns = [i for i, name in enumerate(header) if name.endswith("_mean")] if header else None
-            z = np.array([[float(r[i]) for i in (columns or range(len(r)))] for r in body], dtype=np.float64)
+            z = np.array([[number(r[i]) for i in (columns or range(len(r)))] for r in body], dtype=np.float64)
     except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, VaekitError):
             raise
@@ -147,7 +148,7 @@ def read_labels(path: Path) -> Tensor | None:
             if not rows or "label" not in rows[0]:
                 return None
             column = rows[0].index("label")
-            y = np.array([float(r[column]) for r in rows[1:] if r])
+            y = np.array([number(r[column]) for r in rows[1:] if r])
         else:
             return None
     except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as e:
@@ -165,10 +166,3 @@ def _said(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0]}" if text and isinstance(e, IndexError) else text[0] if text else \
         type(e).__name__
 
-
-def _numeric(row: list[str]) -> bool:
-    try:
-        [float(v) for v in row]
-    except ValueError:
-        return False
-    return True

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data.table_files import MAX_TABLE_CELLS
 from ..errors import VaekitError
 from ..objectives.estimators import check_data, log_weights
 from ..rng import forked_rng
-from .estimates import delta_method_variance, eval_mode
+from .estimates import MAX_IMPORTANCE_SAMPLES, delta_method_variance, eval_mode
 
 
 @dataclass
@@ -83,6 +84,10 @@ def impute(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, draws: i
     x = _masked(x, mask)
     if k < 1 or draws < 0:
         raise VaekitError(f"impute: k must be ≥ 1 and draws ≥ 0, got k = {k}, draws = {draws}")
+    if k > MAX_IMPORTANCE_SAMPLES or draws * x.numel() > MAX_TABLE_CELLS:  # the draws are held whole, then written
+        raise VaekitError(f"impute: k must be ≤ {MAX_IMPORTANCE_SAMPLES:,} and draws × cells ≤ {MAX_TABLE_CELLS:,} "
+                          f"(the most cells vaekit reads from a table), got k = {k:,}, draws = {draws:,} of "
+                          f"{x.numel():,} cells")
     cols = head.schema.columns
     leveled = [j for j, c in enumerate(cols) if c.kind in ("binary", "categorical", "ordinal")]
     filled, probs, many = x.clone(), {j: [] for j in leveled}, []

@@ -1,0 +1,143 @@
+"""The fifth held-out attack's faults (issue 27), each made for real: a pandas CSV, a decode of more rows than fit,
+a temperature that overflows a deeper model, a crafted column standardization, a placeholder for a missing number,
+an impute of millions of draws. Each is one line (or a warning) now, with the values checked."""
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import vaekit
+from vaekit.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("attack5") / "run"
+    assert main(["--quiet", "train", "--dataset", "digits", "--out", str(out), "--epochs", "1", "--latent-dim", "2",
+                 "--hidden", "16"]) == 0
+    return out
+
+
+def one_line(capsys, *argv):
+    code = main(["--quiet", *map(str, argv)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("vaekit: error: "), (code, err)
+    return err[0].removeprefix("vaekit: error: ")
+
+
+def test_latents_written_by_pandas_decode_as_from_npy(trained, tmp_path, capsys):
+    """pandas' to_csv(index=False) writes the header 0,1: it was decoded as a latent, shifting every row by one."""
+    z = np.array([[0.5, -0.5], [1.0, 2.0], [-1.0, 0.3]], np.float32)
+    np.save(tmp_path / "z.npy", z)
+    pd.DataFrame(z).to_csv(tmp_path / "z.csv", index=False)
+    assert (tmp_path / "z.csv").read_text().splitlines()[0] == "0,1"
+    for name in ("z.npy", "z.csv"):
+        assert main(["--quiet", "decode", str(trained), "--latents", str(tmp_path / name),
+                     "--out", str(tmp_path / f"{name}.out.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "z.npy.out.npy"), np.load(tmp_path / "z.csv.out.npy"))
+    (tmp_path / "u.csv").write_text("z1,z2\n0.5,-0.5\n1_0,2\n")  # Python's float reads 1_0 as 10
+    assert "u.csv: cannot read latents" in one_line(capsys, "decode", trained, "--latents", tmp_path / "u.csv",
+                                                    "--out", tmp_path / "u.npy")
+
+
+def test_data_written_by_pandas_has_no_example_of_its_header(tmp_path):
+    x = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    pd.DataFrame(x).to_csv(tmp_path / "x.csv", index=False)
+    data = vaekit.load_dataset(str(tmp_path / "x.csv"), support="real")
+    rows = torch.cat([data.split(s) for s in ("train", "val", "test")])
+    assert rows.shape[0] == 100
+    assert {tuple(r) for r in rows.numpy().round(5).tolist()} == {tuple(r) for r in x.round(5).tolist()}
+    np.savetxt(tmp_path / "y.csv", np.vstack([[0, 1, 2], x]), delimiter=",")  # a first row of data 0, 1, 2 as floats
+    assert vaekit.load_dataset(str(tmp_path / "y.csv"), support="real").split("train").shape[0] + \
+        vaekit.load_dataset(str(tmp_path / "y.csv"), support="real").split("val").shape[0] + \
+        vaekit.load_dataset(str(tmp_path / "y.csv"), support="real").split("test").shape[0] == 101
+
+
+def test_decode_refuses_more_rows_than_it_writes_at_once(trained, tmp_path, capsys, monkeypatch):
+    """A 160 MB .npy of 20,000,000 latents (or a 155 kB .npz) made decode hold 2.6 GB before failing."""
+    from vaekit.cli import outputs
+
+    monkeypatch.setattr(outputs, "MAX_DECODED_BYTES", 64 * 4 * 1000)  # 1000 rows of digits' 64 values
+    np.save(tmp_path / "z.npy", np.zeros((1001, 2), np.float32))
+    said = one_line(capsys, "decode", trained, "--latents", tmp_path / "z.npy", "--out", tmp_path / "x.npy")
+    assert said == (f"{tmp_path / 'z.npy'}: 1,001 latents decode to 0.0 GB of 64 values each, more than vaekit writes "
+                    "at once (0.0 GB); decode at most 1,000 rows a file")
+    np.save(tmp_path / "z.npy", np.zeros((1000, 2), np.float32))
+    assert main(["--quiet", "decode", str(trained), "--latents", str(tmp_path / "z.npy"), "--out",
+                 str(tmp_path / "x.npy")]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (1000, 1, 8, 8)
+
+
+def test_an_overflow_at_a_temperature_blames_the_temperature_not_the_weights(tmp_path, capsys):
+    run = tmp_path / "two"
+    assert main(["--quiet", "train", "--dataset", "digits", "--epochs", "1", "--hidden", "16", "--latent-dim", "2",
+                 "--latent-dim", "2", "--out", str(run)]) == 0
+    said = one_line(capsys, "sample", run, "--n", "3", "--temperature", "999", "--out", tmp_path / "b.npy")
+    assert said.startswith("the model's distributions overflow at --temperature 999 (Expected parameter ")
+    assert said.endswith("); use a smaller one") and said.count("(") == said.count(")")
+    assert main(["--quiet", "sample", str(run), "--n", "3", "--temperature", "2", "--out", str(tmp_path / "a.npy")]) == 0
+
+
+def table_run(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = "".join(f"{rng.normal():.3f},{rng.choice(list('abc'))}\n" for _ in range(200))
+    (tmp_path / "t.csv").write_text("x,c\n" + rows)
+    run = tmp_path / "tab"
+    assert main(["--quiet", "train", "--dataset", str(tmp_path / "t.csv"), "--likelihood", "mixed", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "16", "--out", str(run)]) == 0
+    return run
+
+
+@pytest.mark.parametrize("field, value", [("spread", 1e-300), ("shift", 1e308), ("spread", 1e300)])
+def test_a_column_standardization_no_float32_data_give_is_refused_naming_it(tmp_path, capsys, field, value):
+    run = table_run(tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["columns"][0][field] = value
+    (run / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "q.csv").write_text("x,c\n,a\n0.1,\n")
+    said = one_line(capsys, "impute", run, "--data", tmp_path / "q.csv", "--out", tmp_path / "i.csv", "--k", "5")
+    assert "(x): shift must be a number in ±1e+18 and spread one in [1e-12, 1e+18]" in said and repr(value) in said
+
+
+def test_impute_bounds_its_draws_and_its_advice_names_its_own_flags(tmp_path, capsys, monkeypatch):
+    run = table_run(tmp_path)
+    (tmp_path / "q.csv").write_text("x,c\n,a\n0.1,\n")
+    said = one_line(capsys, "impute", run, "--data", tmp_path / "q.csv", "--out", tmp_path / "i.csv",
+                    "--draws", "6000000", "--k", "10")
+    assert said == ("impute: k must be ≤ 1,000,000 and draws × cells ≤ 20,000,000 (the most cells vaekit reads from a "
+                    "table), got k = 10, draws = 6,000,000 of 4 cells")
+    from vaekit.cli import tables
+
+    def boom(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(tables, "impute", boom)
+    said = one_line(capsys, "impute", run, "--data", tmp_path / "q.csv", "--out", tmp_path / "i.csv")
+    assert said == "out of memory (MemoryError); ask for less: a smaller --k or --draws"
+
+
+@pytest.mark.parametrize("placeholder", ["#N/A", "<NA>", "-nan"])
+def test_pandas_placeholders_for_a_missing_number_are_missing(tmp_path, placeholder):
+    from vaekit.data.table_files import read_table
+
+    rows = [f"{18 + i % 60 if i % 10 else placeholder},{'ab'[i % 2]}" for i in range(300)]
+    (tmp_path / "t.csv").write_text("age,c\n" + "\n".join(rows) + "\n")
+    table = read_table(tmp_path / "t.csv")
+    assert table.schema.columns[0].kind in ("real", "count") and int(table.codes[:, 0].isnan().sum()) == 30
+
+
+def test_a_number_column_but_for_one_word_says_so(tmp_path, caplog):
+    from vaekit.data.table_files import read_table
+
+    rows = [f"{'-' if i % 10 == 0 else 18 + i % 60},{'ab'[i % 2]}" for i in range(300)]
+    (tmp_path / "t.csv").write_text("age,c\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        table = read_table(tmp_path / "t.csv")
+    assert table.schema.columns[0].kind == "categorical"
+    assert [r.getMessage() for r in caplog.records] == [
+        "column 'age': numbers except for '-' (30 cells), so it is read as levels; if '-' means missing, leave those "
+        "cells empty"]
