@@ -18,6 +18,52 @@ def model():
 X = (torch.rand(40, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float()
 
 
+@pytest.mark.parametrize("call, said", [  # the fifth attack's: each ended inside torch or Python
+    (lambda m, tmp: vaekit.log_likelihood(m, nan_first(X), k=5), r"^x: example 0 contains NaN or Inf$"),
+    (lambda m, tmp: vaekit.evaluate_elbo(m, nan_first(X)), r"^x: example 0 contains NaN or Inf$"),
+    (lambda m, tmp: m.encode(nan_first(X)), r"^x: example 0 contains NaN or Inf$"),
+    (lambda m, tmp: vaekit.log_likelihood(m, X * 2, k=5), r"^x: values must lie in \[0, 1\] .* found range \[0, 2\]"),
+    (lambda m, tmp: vaekit.evaluate_elbo(m, X * 0.5), r"^x holds values other than 0 and 1, which a Bernoulli model"),
+    (lambda m, tmp: vaekit.log_likelihood(m, X, k=3, batch_size=0), r"^batch_size must be a whole number ≥ 1, got 0$"),
+    (lambda m, tmp: vaekit.evaluate_elbo(m, X, batch_size=-1), r"^batch_size must be a whole number ≥ 1, got -1$"),
+    (lambda m, tmp: vaekit.log_likelihood(m, X, k=3, seed=2**70), r"^seed must be a whole number from 0 to 9223372036854775807"),
+    (lambda m, tmp: vaekit.log_likelihood(m, X, k=3, y=torch.zeros(40, dtype=torch.long)), r"^y given, but this VAE takes no labels"),
+    (lambda m, tmp: m.decode(torch.zeros(2, 3)), r"^decode: z must be finite latents \[N, 2\], got \(2, 3\)$"),
+    (lambda m, tmp: m.sample(10**12), r"^sample: 1,000,000,000,000 draws of 10 values are more than the 268,435,456"),
+    (lambda m, tmp: m.sample(2, temperature=True), r"^sample: temperature must be a number in \(0, 1000\], got True$"),
+    (lambda m, tmp: vaekit.load(tmp / "run", model="x"), r"^vaekit.load: model must be the torch module .* got str$"),
+    (lambda m, tmp: vaekit.load(tmp / "run", model=vaekit.VAE(data_dim=10, latent_dim=3, hidden=(16,))),
+     r"weights do not match the model given to vaekit.load \(first differences"),
+    (lambda m, tmp: vaekit.save(m, 123), r"^vaekit.save: name a folder to write the model into \(got 123\)$"),
+    (lambda m, tmp: vaekit.save(m, "a\0b"), r"^vaekit.save: name a folder"),
+    (lambda m, tmp: vaekit.fit(m, X, out="", progress=False), r"^vaekit.fit: out must name a folder for the run"),
+])
+def test_the_fifth_attacks_api_inputs_are_one_line(model, tmp_path, call, said):
+    vaekit.save(model, tmp_path / "run")
+    with pytest.raises(VaekitError, match=said):
+        call(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def nan_first(x):
+    x = x.clone()
+    x[0, 0] = float("nan")
+    return x
+
+
+def test_decode_reconstruct_and_the_module_take_what_encode_takes(model):
+    x = X[:3]
+    z = model.encode(x)
+    assert torch.equal(model.decode(z.double()), model.decode(z)) and torch.equal(model.decode(z.numpy()), model.decode(z))
+    assert torch.equal(model.decode(torch.zeros(2, 2, dtype=torch.long)), model.decode(torch.zeros(2, 2)))
+    assert torch.equal(model.reconstruct(x.numpy()), model.reconstruct(x))
+    assert torch.equal(model(x.numpy()).mean, model(x).mean)
+    torch.manual_seed(3)
+    tempered = model.sample(3, temperature=np.float32(0.5))  # refused as "not in (0, 1000]" before
+    torch.manual_seed(3)
+    assert torch.equal(tempered, model.sample(3, temperature=0.5))
+
+
 @pytest.mark.parametrize("call, said", [
     (lambda m, tmp: vaekit.fit(m, X[:, :7], out=tmp / "w7", progress=False),  # a torch matmul error, after config.json
      r"^x holds examples of shape \(7,\) \(7 values\); the model takes 10$"),
@@ -26,8 +72,8 @@ X = (torch.rand(40, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float
     (lambda m, tmp: vaekit.log_likelihood(m, X[:0], k=5), r"^x holds no examples \(shape \(0, 10\)\)$"),
     (lambda m, tmp: vaekit.evaluate_elbo(m, X[:0]), r"^x holds no examples \(shape \(0, 10\)\)$"),
     (lambda m, tmp: m.sample(-1), r"^sample: n must be a whole number of draws ≥ 1, got -1$"),
-    (lambda m, tmp: m.sample(2, temperature=float("nan")), r"^sample: temperature must be in \(0, 1000\], got nan$"),
-    (lambda m, tmp: m.sample(2, temperature=0), r"^sample: temperature must be in \(0, 1000\], got 0$"),
+    (lambda m, tmp: m.sample(2, temperature=float("nan")), r"^sample: temperature must be a number in \(0, 1000\], got nan$"),
+    (lambda m, tmp: m.sample(2, temperature=0), r"^sample: temperature must be a number in \(0, 1000\], got 0$"),
 ])
 def test_wrong_inputs_are_one_line_and_write_nothing(model, tmp_path, call, said):
     with pytest.raises(VaekitError, match=said):
@@ -63,9 +109,9 @@ def test_encode_and_decode_take_arrays_and_refuse_what_the_networks_cannot(model
         assert torch.equal(model.encode(other), want)
     with pytest.raises(VaekitError, match=r"^x holds examples of shape \(5,\) \(5 values\); the model takes 10$"):
         model.encode(torch.zeros(3, 5))
-    with pytest.raises(VaekitError, match=r"^decode: z must be finite latents \[N, k\], got \(3, 2\) holding NaN or Inf$"):
+    with pytest.raises(VaekitError, match=r"^decode: z must be finite latents \[N, 2\], got \(3, 2\) holding NaN or Inf$"):
         model.decode(torch.full((3, 2), float("nan")))
-    with pytest.raises(VaekitError, match=r"^decode: z must be finite latents \[N, k\], got \(2,\)$"):
+    with pytest.raises(VaekitError, match=r"^decode: z must be finite latents \[N, 2\], got \(2,\)$"):
         model.decode(torch.zeros(2))
 
 

@@ -138,6 +138,6 @@ def test_a_number_column_but_for_one_word_says_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         table = read_table(tmp_path / "t.csv")
     assert table.schema.columns[0].kind == "categorical"
-    assert [r.getMessage() for r in caplog.records] == [
-        "column 'age': numbers except for '-' (30 cells), so it is read as levels; if '-' means missing, leave those "
-        "cells empty"]
+    said = ("column 'age': numbers except for '-' (30 cells), so it is read as levels; if '-' means missing, leave "
+            "those cells empty")
+    assert [r.getMessage() for r in caplog.records] == [said]

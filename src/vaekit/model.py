@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,9 @@ def mean_of(d: Distribution, samples: int = 256) -> Tensor:
         return d.mean
     except NotImplementedError:
         return d.sample((samples,)).mean(0)
+
+
+MAX_DRAWN_VALUES = 1 << 28  # values of x drawn at once (1 GiB of float32): `sample` draws in parts beyond
 
 
 class Joint:
@@ -73,8 +77,13 @@ class Joint:
         if isinstance(n, bool) or not hasattr(n, "__index__") or n < 1:
             raise VaekitError(f"sample: n must be a whole number of draws ≥ 1, got {n!r}")
         n = int(n)
-        if not (isinstance(temperature, (int, float)) and 0 < float(temperature) <= MAX_TEMPERATURE):
-            raise VaekitError(f"sample: temperature must be in (0, {MAX_TEMPERATURE:g}], got {temperature!r}")
+        if n * (self.data_dim or 1) > MAX_DRAWN_VALUES:
+            raise VaekitError(f"sample: {n:,} draws of {self.data_dim or 1} values are more than the "
+                              f"{MAX_DRAWN_VALUES:,} vaekit draws at once; draw in parts")
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or \
+                not 0 < float(temperature) <= MAX_TEMPERATURE:
+            raise VaekitError(f"sample: temperature must be a number in (0, {MAX_TEMPERATURE:g}], got {temperature!r}")
+        temperature = float(temperature)
         p_z = self.prior() if temperature == 1.0 else tempered(self.prior(), temperature)
         p = self.p_x_given_z(p_z.sample() if tuple(p_z.batch_shape) == (n,) else p_z.sample((n,)))
         return p.mean if mean else p.sample()
@@ -83,10 +92,13 @@ class Joint:
     def decode(self, z: Tensor) -> Tensor:
         """E[x|z], the mean of p(x|z) (probabilities for a Bernoulli, not logits): [..., D]."""
         z = torch.as_tensor(z)
-        if z.dim() < 2 or not bool(torch.isfinite(z).all()):
-            raise VaekitError(f"decode: z must be finite latents [N, k], got {tuple(z.shape)}"
-                              + (" holding NaN or Inf" if z.dim() >= 2 else ""))
-        return self.p_x_given_z(z).mean
+        k = self.latent_dim
+        if z.dim() < 2 or z.shape[-1] != k or z.is_complex() or not bool(torch.isfinite(z).all()):
+            raise VaekitError(f"decode: z must be finite latents [N, {k}], got {tuple(z.shape)}"
+                              + (" holding NaN or Inf" if z.dim() >= 2 and z.shape[-1] == k and not z.is_complex()
+                                 else ""))
+        dtype = next((p.dtype for p in self.decoder.parameters() if p.is_floating_point()), torch.get_default_dtype())
+        return self.p_x_given_z(z.to(dtype)).mean
 
     @torch.no_grad()
     def encode(self, x: Tensor, distribution: bool = False) -> Tensor | Distribution:
@@ -97,7 +109,7 @@ class Joint:
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """E[x|z] at z = the posterior mean of Q(z|x): [B, D]."""
-        return self.decode(mean_of(self.posterior(x)))
+        return self.decode(mean_of(self.posterior(examples(self, x))))
 
 
 class Generative(Joint, nn.Module):
@@ -165,7 +177,7 @@ class VAE(Generative):
         return self.decoder(z)
 
     def forward(self, x: Tensor) -> Distribution:
-        return self.posterior(x)
+        return self.posterior(examples(self, x))
 
     def given(self, y: Tensor | None) -> Joint:
         """The model with labels y [B] bound (`Given`); an unconditional model is itself, y unused."""

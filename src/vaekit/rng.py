@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 _SEEDS = 2**63  # torch's generators take a seed below this
+MAX_SEED = _SEEDS - 1  # the largest seed a user may give (torch.manual_seed's and numpy's generators')
 _STRIDE = 1_000_003  # a prime: (seed, index) pairs map to distinct seeds for any index below it
 
 

@@ -28,7 +28,7 @@ from ..model import mean_of
 from ..objectives.estimators import draw, elbo_draws, log_weights
 from ..parts.distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, validating
 from ..parts.modules import examples
-from ..rng import batch_seed, forked_rng
+from ..rng import MAX_SEED, batch_seed, forked_rng
 from ..training.distributed import SINGLE, Context, all_reduce_sum
 from ..training.progress import Progress
 from .checks import bound_check, ess_summary
@@ -63,6 +63,8 @@ def _batches(model, x: Tensor, batch_size: int, y: Tensor | None = None):
     """(batch of x, the model given the batch's labels y, or the model itself when y is None)."""
     if y is None:
         return ((xb, model) for xb in x.split(batch_size))
+    if getattr(model, "condition", None) is None:  # given(y) would be the model itself: the labels unused
+        raise VaekitError("y given, but this VAE takes no labels (build it with condition='label' to condition on them)")
     if y.shape[:1] != x.shape[:1]:
         raise VaekitError(f"{y.shape[0]} labels for {x.shape[0]} examples")
     return ((xb, model.given(yb)) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
@@ -122,12 +124,22 @@ class ELBOEstimate:
 MAX_IMPORTANCE_SAMPLES = 1_000_000  # per example: hours over a test set already; 10^12 (a received eval_k) ran for days
 
 
-def checked_examples(model, x: Any, k: int = 1) -> Tensor:
-    """x as a tensor of examples for `model` (`model.examples`), and k a whole number from 1 to
-    MAX_IMPORTANCE_SAMPLES, or one line naming what is wrong."""
+def checked_examples(model, x: Any, k: int = 1, batch_size: int = 1, scored: bool = True, seed: int = 0) -> Tensor:
+    """x as a tensor of examples for `model` (`model.examples`), k a whole number from 1 to
+    MAX_IMPORTANCE_SAMPLES, batch_size one ≥ 1 and seed one torch takes, or one line naming what is wrong. `scored`: x is
+    scored as it is, so a Bernoulli model's examples must be 0 or 1 (training binarizes grey levels)."""
     if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
         raise VaekitError(f"k must be a whole number of importance samples from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
-    return examples(model, x)
+    if isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or batch_size < 1:
+        raise VaekitError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+    if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= seed <= MAX_SEED:
+        raise VaekitError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    x = examples(model, x)
+    support = getattr(getattr(model, "decoder", None), "support", None)
+    if scored and support == "binary" and not bool(((x == 0) | (x == 1)).all()):
+        raise VaekitError("x holds values other than 0 and 1, which a Bernoulli model does not score: binarize them "
+                          "(torch.bernoulli(x), as training does with grey levels)")
+    return x
 
 
 @torch.no_grad()
@@ -145,7 +157,7 @@ def evaluate_elbo(
     sample draws exactly the noise of `elbo(model, x_b)` under that seed. y: the labels of x [N], for a
     conditional VAE (each batch is evaluated by `model.given(y_b)`).
     """
-    x = checked_examples(model, x, num_samples)
+    x = checked_examples(model, x, num_samples, batch_size, seed=seed)
     sums = torch.zeros(4, dtype=torch.float64, device=x.device)
     bar = Progress(x.shape[0], f"ELBO ({num_samples} draws)", enabled=progress and ctx.is_main)
     with forked_rng(x.device), eval_mode(model), bar:
@@ -213,7 +225,7 @@ def log_likelihood(
     per-example values gathered (an all-reduced sum of disjoint slots, exact): every rank returns
     the numbers of one process.
     """
-    x = checked_examples(model, x, k)
+    x = checked_examples(model, x, k, batch_size, seed=seed)
     n, cut = x.shape[0], _q_batches(q_z, x.shape[0], batch_size)
     slots = torch.zeros(2, n, dtype=torch.float64, device=x.device)  # log p̂, ESS at each example's index
     bar = Progress(n, f"log-likelihood (k = {k})", enabled=progress and ctx.is_main)

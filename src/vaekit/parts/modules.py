@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from ..data.dataset import check_values
 from ..errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .posteriors import POSTERIORS
@@ -105,6 +106,10 @@ def examples(model, x: Any, name: str = "x") -> Tensor:
                           f"takes {data_dim}")
     if data_dim and x.dim() > 2:
         x = x.reshape(x.shape[0], data_dim)
+    support = getattr(getattr(model, "decoder", None), "support", None)
+    if support is not None and (x.is_floating_point() or x.is_complex()):  # ints are whole and finite already
+        check_values(x.real if x.is_complex() else x, 1.0, name, support)  # NaN (a table's missing cell aside), Inf,
+        # the support's range: what the CLI checks of a dataset
     parameters = model.parameters() if isinstance(model, nn.Module) else ()  # a model bound to labels: as given
     dtype = next((p.dtype for p in parameters if p.is_floating_point()), None)
     return x if dtype is None or x.dtype == dtype else x.to(dtype)

@@ -148,14 +148,16 @@ def check_shapes_first(run: Path, cfg: Config) -> None:
     same_shapes(path, meta, found)
 
 
-def same_shapes(path: Path, model: nn.Module, found: dict[str, tuple[int, ...]]) -> None:
+def same_shapes(path: Path, model: nn.Module, found: dict[str, tuple[int, ...]], given: bool = False) -> None:
+    """The weights' shapes are the model's: the one config.json describes, or the one the caller `given`."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if expected != found:
         diff = sorted(set(expected.items()) ^ set(found.items()))[:3]
-        raise VaekitError(f"{path}: weights do not match the architecture in {CONFIG} (first differences: {diff})")
+        whose = "the model given to vaekit.load" if given else f"the architecture in {CONFIG}"
+        raise VaekitError(f"{path}: weights do not match {whose} (first differences: {diff})")
 
 
-def load_weights(run: Path, model: nn.Module) -> None:
+def load_weights(run: Path, model: nn.Module, given: bool = False) -> None:
     path = Path(run) / WEIGHTS
     check_regular(path, weights_bytes(model) + HEADER_SLACK)  # a FIFO would block, a sparse file claim any size
     try:
@@ -164,7 +166,7 @@ def load_weights(run: Path, model: nn.Module) -> None:
         raise VaekitError(f"{path}: missing") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise VaekitError(f"{path}: corrupt or truncated safetensors file ({e})") from None
-    same_shapes(path, model, {k: tuple(v.shape) for k, v in tensors.items()})
+    same_shapes(path, model, {k: tuple(v.shape) for k, v in tensors.items()}, given)
     own = model.state_dict()
     cast = [k for k, v in tensors.items() if v.dtype != own[k].dtype]
     if cast:  # a float64 1e300 is finite, and inf once loaded into the float32 model
@@ -344,6 +346,9 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     """(config, model) of a run directory: the model rebuilt from config.json (or `model`, built by the
     caller, for a model built in Python) with the safetensors weights loaded, in eval mode."""
     run = Path(run)
+    if model is not None and not isinstance(model, nn.Module):
+        raise VaekitError(f"vaekit.load: model must be the torch module to load the weights into, got "
+                          f"{type(model).__name__}")
     cfg = load_config(run)
     if model is None:
         if cfg.model.built_in_python:
@@ -352,8 +357,10 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
         if not cfg.model.data_shape:
             raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
         check_shapes_first(run, cfg)
-        model = build_model(cfg.model)
-    load_weights(run, model)
+        given, model = False, build_model(cfg.model)
+    else:
+        given = True
+    load_weights(run, model, given)
     model.eval()
     return cfg, model
 

@@ -39,9 +39,9 @@ from ..parts.networks import ACTIVATIONS, ARCHITECTURES
 from ..parts.posteriors import POSTERIORS
 from ..parts.priors import PRIORS
 from ..parts.registry import MAX_COUNT, Choice, Declared, Registry, Setting, closest
+from ..rng import MAX_SEED
 from .plugins import source_of
 
-MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators take
 __all__ = ["MAX_COUNT", "MAX_SEED", "Config", "DataConfig", "ModelConfig", "TrainConfig"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -48,9 +49,11 @@ def fit(
     if not all(hasattr(model, name) for name in ("posterior", "prior", "decoder")):
         raise VaekitError(f"vaekit.fit trains a VAE (vaekit.VAE(encoder, decoder, prior) or vaekit.build_model), got "
                           f"{type(model).__name__}")
-    checked_examples(model, x_train)  # before anything is written: examples of the model's size
+    if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip()):
+        raise VaekitError(f"vaekit.fit: out must name a folder for the run (or be None), got {out!r:.80}")
+    checked_examples(model, x_train, scored=False)  # before anything is written: examples of the model's size
     if x_val is not None:
-        checked_examples(model, x_val)
+        checked_examples(model, x_val, scored=False)
     cfg = Config.from_dict({"train": train}, source="vaekit.fit")
     if isinstance(device, str):
         device = resolve_device(device, flag="device=")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ def save(model: nn.Module, run: str | Path) -> Path:
     """Write `model` as a run directory: config.json (what rebuilds it) and model.safetensors.
     `vaekit.load(run)` rebuilds a model made of registered parts; a model with the user's own
     networks loads with `vaekit.load(run, model=the same architecture)`."""
-    if not str(run).strip():
-        raise VaekitError("vaekit.save: name a folder to write the model into (got an empty path)")
+    if not isinstance(run, (str, os.PathLike)) or not str(run).strip() or "\0" in str(run):
+        raise VaekitError(f"vaekit.save: name a folder to write the model into (got {run!r:.80})")
     if not isinstance(model, nn.Module):
         raise VaekitError(f"vaekit.save: the model must be a torch module (a VAE), got {type(model).__name__}")
     run = Path(run)
