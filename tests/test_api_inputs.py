@@ -37,6 +37,8 @@ X = (torch.rand(40, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float
     (lambda m, tmp: vaekit.save(m, 123), r"^vaekit.save: name a folder to write the model into \(got 123\)$"),
     (lambda m, tmp: vaekit.save(m, "a\0b"), r"^vaekit.save: name a folder"),
     (lambda m, tmp: vaekit.fit(m, X, out="", progress=False), r"^vaekit.fit: out must name a folder for the run"),
+    (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=-1), r"^VAE: latent_dim must be sizes of whole numbers ≥ 1, got -1$"),
+    (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=2, hidden=(0,)), r"^VAE: hidden must be sizes of whole numbers"),
 ])
 def test_the_fifth_attacks_api_inputs_are_one_line(model, tmp_path, call, said):
     vaekit.save(model, tmp_path / "run")

@@ -222,7 +222,8 @@ ROWS = [
     ("run", "--out that is a file", lambda d: ["train", "--out", write_text(d, "file", "x"), "--epochs", "1"], "is a file, not a folder"),
     ("run", "--resume with a different model", lambda d: [*RESUME(run_dir(d)), "--hidden", "32"], "[model] hidden = (32,) differs from the run's (16,), and it cannot change on --resume"),
     ("run", "an empty --out", lambda d: ["train", "--out", "", "--epochs", "1"], "--out is empty"),
-    ("run", "sample --n too large for memory", lambda d: ["sample", str(run_dir(d)), "--n", "100000000000"], "out of memory"),
+    ("run", "sample --n too large for memory", lambda d: ["sample", str(run_dir(d)), "--n", "100000000000"],
+     "vaekit draws at once; draw in parts"),
     ("run", "sample --temperature 0", lambda d: ["sample", str(run_dir(d)), "--temperature", "0"], "--temperature must be a number > 0, got 0.0"),
     ("run", "sample --temperature with a prior that is not Gaussian", lambda d: ["sample", vamp_iaf_run(d), "--temperature", "0.5"], "sampling at a temperature needs a Gaussian p(z)"),
     ("run", "sample --output with a suffix it cannot write", lambda d: ["sample", str(run_dir(d)), "--output", "{d}/x.jpg"], "name a .png (the grid"),
@@ -242,6 +243,8 @@ ROWS = [
     ("run", "evaluate --n 1 (active units of one example)", lambda d: ["evaluate", str(run_dir(d)), "--n", "1"], "--n must be at least 2: active units are a variance over the examples, undefined for one; got 1"),
     ("run", "a metrics.jsonl record of epoch 1e308 (plot)", lambda d: ["plot", str(appended(run_dir(d), "metrics.jsonl", '{"epoch": 1e308, "train/elbo": -1}')), "--out", "{d}/pics"], "metrics.jsonl: line 2: epoch must be a whole number from 1 to 1099511627776, got 1e+308"),
     ("run", "a metrics.jsonl value that is not a number (report)", lambda d: ["report", str(appended(run_dir(d), "metrics.jsonl", '{"epoch": 1, "train/elbo": {"a": 1}}')), "--k", "2"], "metrics.jsonl: line 2: field 'train/elbo' must be a number, got {\"a\": 1}"),
+    ("run", "--init-from '' (an unset shell variable)", lambda d: ["train", "--init-from", "", "--out", "{d}/ft"], "[train] init_from is empty; name the run directory to start from"),
+    ("run", "decode --latents written by pandas with an underscore number", lambda d: ["decode", str(run_dir(d)), "--latents", write_text(d, "z.csv", "0,1\n1_0,2\n"), "--out", "{d}/x.npy"], "z.csv: cannot read latents (could not convert string to float: '1_0')"),
     ("run", "--track naming another tracker than the run's", lambda d: [*RESUME(overwrite(run_dir(d), "tracking.json", b'{"tracker": "wandb", "run_id": "abc123"}')), "--track", "mlflow"], "says this run is tracked in wandb: pass --track wandb (or --track none)"),
 ]
 

@@ -141,3 +141,33 @@ def test_a_number_column_but_for_one_word_says_so(tmp_path, caplog):
     said = ("column 'age': numbers except for '-' (30 cells), so it is read as levels; if '-' means missing, leave "
             "those cells empty")
     assert [r.getMessage() for r in caplog.records] == [said]
+
+
+def test_a_repeated_metrics_line_is_kept_once_by_a_resume(tmp_path):
+    flags = ["--quiet", "train", "--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--seed", "3"]
+    assert main([*flags, "--epochs", "3", "--out", str(tmp_path / "straight")]) == 0
+    assert main([*flags, "--epochs", "2", "--out", str(tmp_path / "r")]) == 0
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "r" / "metrics.jsonl").write_text("".join([lines[0], lines[0], lines[1]]))
+    assert main([*flags, "--epochs", "3", "--out", str(tmp_path / "r"), "--resume"]) == 0
+
+    def untimed(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert untimed(tmp_path / "r") == untimed(tmp_path / "straight") and len(untimed(tmp_path / "r")) == 3
+
+
+def test_save_refuses_weights_that_load_would_refuse(tmp_path, capsys):
+    model = vaekit.VAE(data_dim=4, latent_dim=2, hidden=(8,))
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("nan")
+    with pytest.raises(vaekit.VaekitError, match=r"^vaekit.save: the model's weights hold NaN or Inf \(in .*\); nothing"):
+        vaekit.save(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_empty_init_from_is_refused_not_a_default_model(tmp_path, capsys):
+    said = one_line(capsys, "train", "--init-from", "", "--epochs", "1", "--out", tmp_path / "ft")
+    assert said == "command line: [train] init_from is empty; name the run directory to start from (or leave it out)"
+    assert not (tmp_path / "ft").exists()

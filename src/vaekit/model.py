@@ -29,7 +29,7 @@ from .parts.distributions import MAX_TEMPERATURE, tempered
 from .parts.hierarchical import INFERENCE, HierarchicalPrior, HVAEEncoder, LadderEncoder, TopPath
 from .parts.likelihoods import LIKELIHOODS, TableObservation
 from .parts.modules import Decoder, Encoder, Labels, Part, examples
-from .parts.networks import ARCHITECTURES, Concat, First, mlp
+from .parts.networks import ARCHITECTURES, Concat, First, check_sizes, mlp
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
 from .parts.registry import closest
@@ -253,7 +253,7 @@ def compose(
     p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, schema=columns)
     inputs = p_head.encoder_input() if hasattr(p_head, "encoder_input") else None  # how the encoder sees x
     if isinstance(p_head, TableObservation):
-        refuse_with_table(inference, labels is not None, PRIORS.choose(prior).name, data_dim, p_head)
+        p_head.refuse_composition(inference, labels is not None, PRIORS.choose(prior).name, data_dim)
     common = {"activation": activation, "init": init, "data_shape": data_shape}
 
     def net(role: str, n_in: int, n_out: int, sizes: Sequence[int]) -> nn.Module:
@@ -287,17 +287,6 @@ def compose(
     # A prior may use the encoder (VampPrior) but must not register it as its own submodule.
     p_z = PRIORS.build(prior, latent_dim=sizes[0], encoder=encoder, data_dim=data_dim, data_shape=data_shape, classes=c)
     return encoder, Decoder(dec_net, p_head, data_dim), p_z, labels
-
-
-def refuse_with_table(inference: str, conditional: bool, prior: str, data_dim: int, head: TableObservation) -> None:
-    """The compositions a table's likelihood does not enter yet, refused in one line each."""
-    if len(head.schema) != data_dim:
-        raise VaekitError(f"likelihood mixed: the schema has {len(head.schema)} columns, the data {data_dim}")
-    if inference in ("top-down", "hvae") or conditional:
-        raise VaekitError("likelihood mixed (a table) takes --inference bottom-up or ladder, without --condition")
-    if prior == "vampprior":
-        raise VaekitError("--prior vampprior learns pseudo-inputs in the data's space, which a table of levels and "
-                          "holes is not: use --prior standard or mog")
 
 
 def stack(encoder: Encoder, dec_net: nn.Module, p_head: nn.Module, data_dim: int, sizes: Sequence[int],
@@ -402,6 +391,7 @@ def model_settings(settings: dict[str, Any]) -> dict[str, Any]:
     bound = inspect.signature(compose).bind(**settings)
     bound.apply_defaults()
     resolved = dict(bound.arguments)
+    check_sizes(resolved)
     for name, registry in SLOTS.items():
         resolved[name] = registry.choose(resolved[name], f"VAE: {name}")
     return resolved

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
@@ -245,3 +245,15 @@ def conv_architecture(role: str, in_features: int, out_features: int, hidden: Se
         extra = in_features - math.prod(shape)
         return ConvEncoderNet(shape, out_features, hidden=dense, activation=activation, extra=extra)
     return ConvDecoderNet(in_features, shape, out_features // (shape[1] * shape[2]), hidden=dense, activation=activation)
+
+
+def check_sizes(settings: dict[str, Any]) -> None:
+    """A model's sizes (data_dim, latent_dim, the hidden layers') are whole numbers ≥ 1, or one line naming the
+    setting (a size of −1 ended in a torch error inside a layer's constructor)."""
+    for name in ("data_dim", "latent_dim", "hidden", "decoder_hidden", "layer_hidden"):
+        value = settings.get(name)
+        sizes = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, bool) or not hasattr(v, "__index__") or v < 1 for v in sizes) or (
+                name in ("data_dim", "latent_dim") and not sizes):
+            raise VaekitError(f"VAE: {name} must be {'a size' if name == 'data_dim' else 'sizes'} of whole numbers ≥ 1, "
+                              f"got {value!r}")

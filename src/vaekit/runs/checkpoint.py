@@ -350,6 +350,7 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
         raise VaekitError(f"vaekit.load: model must be the torch module to load the weights into, got "
                           f"{type(model).__name__}")
     cfg = load_config(run)
+    given = model is not None
     if model is None:
         if cfg.model.built_in_python:
             raise VaekitError(f"{run / CONFIG}: the model was built in Python, and code is never unpickled; "
@@ -357,9 +358,7 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
         if not cfg.model.data_shape:
             raise VaekitError(f"{run / CONFIG}: [model] data_shape is empty; the run was never trained")
         check_shapes_first(run, cfg)
-        given, model = False, build_model(cfg.model)
-    else:
-        given = True
+        model = build_model(cfg.model)
     load_weights(run, model, given)
     model.eval()
     return cfg, model

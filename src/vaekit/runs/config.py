@@ -282,6 +282,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     """The checks that span fields (each field's own range is checked as it is read)."""
     if not cfg.model.latent_dim:
         raise VaekitError(f"{source}: [model] latent_dim needs at least one size")
+    if cfg.train.init_from is not None and not cfg.train.init_from.strip():  # an unset shell variable: not a new model
+        raise VaekitError(f"{source}: [train] init_from is empty; name the run directory to start from (or leave it out)")
     if cfg.model.conditional and cfg.train.cuda_graphs:
         raise VaekitError(f"{source}: [model] condition = {cfg.model.condition!r} takes no cuda_graphs")
     if dict(cfg.model.arch.settings).get("norm") == "batch" and cfg.train.batch_size < 2:

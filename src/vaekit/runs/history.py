@@ -23,8 +23,10 @@ def append_metrics(run: Path, record: dict[str, Any]) -> None:
 
 
 def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
-    """Keep the lines of epochs ≤ `epochs` (those a checkpoint covers) and return them."""
-    kept = [r for r in read_metrics(run) if r.get("epoch", 0) <= epochs]
+    """Keep the lines of epochs ≤ `epochs` (those a checkpoint covers), one an epoch (the last written: a line
+    repeated by hand is not kept twice), and return them."""
+    last = {r.get("epoch", 0): r for r in read_metrics(run) if r.get("epoch", 0) <= epochs}
+    kept = [last[epoch] for epoch in sorted(last)]
     text = "".join(json.dumps(r) + "\n" for r in kept)
     atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(text))
     return kept

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import VaekitError
@@ -58,6 +59,10 @@ def save(model: nn.Module, run: str | Path) -> Path:
         raise VaekitError(f"vaekit.save: name a folder to write the model into (got {run!r:.80})")
     if not isinstance(model, nn.Module):
         raise VaekitError(f"vaekit.save: the model must be a torch module (a VAE), got {type(model).__name__}")
+    bad = next((name for name, t in model.state_dict().items() if t.is_floating_point() and
+                not bool(torch.isfinite(t).all())), None)
+    if bad is not None:  # vaekit.load would refuse the file
+        raise VaekitError(f"vaekit.save: the model's weights hold NaN or Inf (in {bad}); nothing is written")
     run = Path(run)
     cfg = Config(model=model_config(model))
     unknown = (*cfg.model.unknown, "data", "train")  # saved, not trained here: neither section describes the model

@@ -124,6 +124,16 @@ class TableObservation(Likelihood):
 
     support = "table"
 
+    def refuse_composition(self, inference: str, conditional: bool, prior: str, data_dim: int) -> None:
+        """The compositions a table's likelihood does not enter yet, refused in one line each."""
+        if len(self.schema) != data_dim:
+            raise VaekitError(f"likelihood mixed: the schema has {len(self.schema)} columns, the data {data_dim}")
+        if inference in ("top-down", "hvae") or conditional:
+            raise VaekitError("likelihood mixed (a table) takes --inference bottom-up or ladder, without --condition")
+        if prior == "vampprior":
+            raise VaekitError("--prior vampprior learns pseudo-inputs in the data's space, which a table of levels and "
+                              "holes is not: use --prior standard or mog")
+
     def __init__(self, schema: Schema):
         super().__init__()
         self.schema = schema
