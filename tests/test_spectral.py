@@ -103,3 +103,21 @@ def test_a_run_with_spectral_regularization_resumes_bit_identical_and_refuses_a_
     assert main([*flags, "--epochs", "3", "--out", str(tmp_path / "straight"), "--resume"]) == 2
     said = capsys.readouterr().err.strip().splitlines()
     assert len(said) == 1 and "train_state.pt: spectral is missing" in said[0], said
+
+
+def test_a_layer_that_starts_at_zero_is_tracked_once_it_grows():
+    """A top-down VAE's posterior heads start at zero (Δ = 0): u and v became 0 and stayed 0, so those layers went
+    unregularized for a whole run (σ 15.5 where 0 was tracked; found after the 190-epoch run of issue 24)."""
+    torch.manual_seed(0)
+    model = vaekit.VAE(data_dim=64, latent_dim=(4, 2), hidden=(32,), inference="top-down").double()
+    zero = [n for n, m in regularized_layers(model) if not bool(m.weight.detach().any())]
+    assert zero  # the residual heads' last layers
+    spectral = SpectralPenalty(model, 0.1)
+    assert float(spectral.sigmas().detach()[[n for n, _ in regularized_layers(model)].index(zero[0])]) == 0.0
+    with torch.no_grad():
+        for _, m in regularized_layers(model):
+            if not bool(m.weight.any()):
+                m.weight.normal_()
+    for _ in range(3000):
+        spectral._iterate()
+    torch.testing.assert_close(spectral.sigmas().detach(), exact_sigmas(model), rtol=1e-9, atol=0)

@@ -10,7 +10,8 @@ state: `state_dict()` is saved in train_state.pt, so a resumed run continues bit
 
 Layers: every `nn.Linear` and convolution of the model, not the objective's own networks (a
 discriminator). The first vectors come from a fixed seed (the global random stream is not touched)
-and ten iterations, so σ is accurate from the first step.
+and ten iterations, so σ is accurate from the first step; a layer that is zero (a residual head's last
+layer at initialization) keeps its vectors until it is not, rather than losing them to 0.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def _matrix(layer: nn.Module) -> Tensor:
     return layer.weight.reshape(layer.weight.shape[0], -1)
 
 
+def _step(vector: Tensor, image: Tensor) -> None:
+    """vector ← image / ‖image‖, but kept where the image is 0: a layer that starts at zero (a residual
+    head's last layer) would otherwise turn both vectors to 0 and keep them there, unregularized for good."""
+    norm = image.norm()
+    vector.copy_(torch.where(norm > 0, image / norm.clamp_min(torch.finfo(image.dtype).tiny), vector))
+
+
 class SpectralPenalty:
     """`penalty()` = weight · Σ σ_max(W_l) over `module`'s layers (differentiable, one power iteration
     taken first); `sigmas()` the current estimates; `state_dict()` the vectors, by layer name."""
@@ -46,7 +54,7 @@ class SpectralPenalty:
         for _, layer in self.layers:
             w = _matrix(layer)
             self.u.append(F.normalize(torch.randn(w.shape[0], generator=generator, dtype=w.dtype), dim=0).to(w.device))
-            self.v.append(torch.zeros(w.shape[1], dtype=w.dtype, device=w.device))
+            self.v.append(F.normalize(torch.randn(w.shape[1], generator=generator, dtype=w.dtype), dim=0).to(w.device))
         for _ in range(FIRST_ITERATIONS):
             self._iterate()
 
@@ -54,8 +62,8 @@ class SpectralPenalty:
     def _iterate(self) -> None:
         for (_, layer), u, v in zip(self.layers, self.u, self.v):
             w = _matrix(layer).detach().to(u.dtype)
-            v.copy_(F.normalize(w.t() @ u, dim=0, eps=1e-12))
-            u.copy_(F.normalize(w @ v, dim=0, eps=1e-12))
+            _step(v, w.t() @ u)
+            _step(u, w @ v)
 
     def sigmas(self) -> Tensor:
         """σ_l = uᵀ W_l v for each layer (differentiable in the weights)."""
