@@ -167,22 +167,30 @@ def test_mlflow_default_store_works_with_the_dev_extra(tmp_path, monkeypatch, ca
     assert history(client, saved["run_id"], "val/elbo") == [(1, metrics_of(tmp_path / "r")[0]["val/elbo"])]
 
 
-def test_a_copied_run_never_logs_into_the_tracked_run_of_its_original(tmp_path, store, capsys, caplog):
-    """`cp -r a b` (or a tracking.json edited to name a's run) then `train --out b --resume` and `evaluate b` logged
-    b's epochs, evaluation and model as a resume of a's MLflow run; now one warning, and a's run is unchanged."""
-    assert run(capsys, *TRAIN, "--epochs", "1", "--track", "mlflow", "--out", tmp_path / "a")[0] == 0
+def copied_and_continued(tmp_path, capsys, caplog, tracker: str, title: str, snapshot=lambda rid: None):
+    """Train a tracked run `a`, copy it to `b` (`cp -r`), resume and evaluate `b`: each says once that tracking is off
+    (tracking.json names a's run, made for a's folder); returns a's run id and `snapshot(rid)` taken before `b` goes
+    on."""
+    assert run(capsys, *TRAIN, "--epochs", "1", "--track", tracker, "--out", tmp_path / "a")[0] == 0
     import shutil
 
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     rid = json.loads((tmp_path / "a" / "tracking.json").read_text())["run_id"]
-    before = store.get_run(rid).data
+    before = snapshot(rid)
     caplog.clear()
     assert run(capsys, "--quiet", "train", "--out", tmp_path / "b", "--resume", "--epochs", "2")[0] == 0
     assert run(capsys, *EVALUATE, tmp_path / "b")[0] == 0
-    want = (f"MLflow tracking is off for this run: tracking.json names MLflow run {rid}, made for {tmp_path / 'a'}, not "
-            f"for {tmp_path / 'b'}; nothing is logged to it (remove {tmp_path / 'b'}/tracking.json to track this run as "
-            "a new one)")
-    assert [r.getMessage() for r in caplog.records if "MLflow" in r.getMessage()] == [want, want]
+    want = (f"{title} tracking is off for this run: tracking.json names {title} run {rid}, made for {tmp_path / 'a'}, "
+            f"not for {tmp_path / 'b'}; nothing is logged to it (remove {tmp_path / 'b'}/tracking.json to track this "
+            "run as a new one)")
+    assert [r.getMessage() for r in caplog.records if title in r.getMessage()] == [want, want]
+    return rid, before
+
+
+def test_a_copied_run_never_logs_into_the_tracked_run_of_its_original(tmp_path, store, capsys, caplog):
+    """`cp -r a b` (or a tracking.json edited to name a's run) then `train --out b --resume` and `evaluate b` logged
+    b's epochs, evaluation and model as a resume of a's MLflow run; now one warning, and a's run is unchanged."""
+    rid, before = copied_and_continued(tmp_path, capsys, caplog, "mlflow", "MLflow", lambda r: store.get_run(r).data)
     after = store.get_run(rid).data
     assert (after.metrics, after.params, after.tags) == (before.metrics, before.params, before.tags)
     assert history(store, rid, "train/elbo") == [(1, metrics_of(tmp_path / "a")[0]["train/elbo"])]
@@ -299,18 +307,7 @@ def test_a_copied_wandb_run_never_continues_the_offline_run_of_its_original(tmp_
     """`cp -r a b` then `train --out b --resume` and `evaluate b` resumed a's offline W&B run (no reader of an offline
     run can say which folder it was made for; tracking.json records it): now one warning each, nothing logged."""
     wandb_here(tmp_path, monkeypatch)
-    assert run(capsys, *TRAIN, "--epochs", "1", "--track", "wandb", "--out", tmp_path / "a")[0] == 0
-    import shutil
-
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    rid = json.loads((tmp_path / "a" / "tracking.json").read_text())["run_id"]
-    caplog.clear()
-    assert run(capsys, "--quiet", "train", "--out", tmp_path / "b", "--resume", "--epochs", "2")[0] == 0
-    assert run(capsys, *EVALUATE, tmp_path / "b")[0] == 0
-    want = (f"W&B tracking is off for this run: tracking.json names W&B run {rid}, made for {tmp_path / 'a'}, not for "
-            f"{tmp_path / 'b'}; nothing is logged to it (remove {tmp_path / 'b'}/tracking.json to track this run as a "
-            "new one)")
-    assert [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()] == [want, want]
+    copied_and_continued(tmp_path, capsys, caplog, "wandb", "W&B")
     assert len(list((tmp_path / "WANDB_DIR" / "wandb").glob("offline-run-*"))) == 1  # a's first run only
     assert len(metrics_of(tmp_path / "b")) == 2  # the copy trained on, untracked
 
