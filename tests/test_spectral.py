@@ -22,8 +22,13 @@ def conv_and_mlp_model():
 
 
 def exact_sigmas(model):
-    return torch.stack([torch.linalg.matrix_norm(m.weight.detach().reshape(m.weight.shape[0], -1), ord=2)
-                        for _, m in regularized_layers(model)])
+    """σ_max of each layer's weight as [out, in·k…]: a transposed convolution's [in, out, k…] output first (torch's
+    `spectral_norm`, dim 1; it was read as [in, out·k…])."""
+    def matrix(m):
+        w = m.weight.detach().transpose(0, 1) if isinstance(m, torch.nn.ConvTranspose2d) else m.weight.detach()
+        return w.reshape(w.shape[0], -1)
+
+    return torch.stack([torch.linalg.matrix_norm(matrix(m), ord=2) for _, m in regularized_layers(model)])
 
 
 @pytest.mark.parametrize("build, iterations", [
@@ -98,6 +103,12 @@ def test_a_run_with_spectral_regularization_resumes_bit_identical_and_refuses_a_
     state = load_state(tmp_path / "straight")
     model = vaekit.load(tmp_path / "straight")
     assert set(state["spectral"]) == {f"{n}.{w}" for n, _ in regularized_layers(model) for w in "uv"}
+    for bad in (0.0, 1e30):  # a crafted state: zero (or huge) vectors switched the penalty off for good
+        crafted = {**state, "spectral": {k: v * bad for k, v in state["spectral"].items()}}
+        save_state(tmp_path / "straight", crafted)
+        assert main([*flags, "--epochs", "3", "--out", str(tmp_path / "straight"), "--resume"]) == 2
+        said = capsys.readouterr().err.strip().splitlines()
+        assert len(said) == 1 and "train_state.pt: spectral." in said[0] and "is not a unit vector" in said[0], said
     del state["spectral"]
     save_state(tmp_path / "straight", state)
     assert main([*flags, "--epochs", "3", "--out", str(tmp_path / "straight"), "--resume"]) == 2

@@ -141,10 +141,13 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
         _module(saved["model"], model, "model")
         if ema is not None:
             _module(saved["ema"], ema, "ema")
-        _need((spectral is not None) == ("spectral" in saved), "spectral", "is missing" if spectral is not None else
-              "holds spectral regularization's vectors, which this run does not keep")
+        _need((spectral is not None) == ("spectral" in saved), "spectral", "is missing (config.json asks for "
+              "spectral_reg, and the run was trained without it)" if spectral is not None else "holds spectral "
+              "regularization's vectors, which this run does not keep (config.json's spectral_reg is 0)")
         if spectral is not None:
             _module(saved["spectral"], spectral, "spectral")
+            for name, vector in saved["spectral"].items():  # unit vectors: 0 would switch the penalty off for good
+                _need(abs(float(vector.double().norm()) - 1) <= 1e-4, f"spectral.{name}", "is not a unit vector")
         if "world_size" in saved:
             _need(isinstance(saved["world_size"], int) and not isinstance(saved["world_size"], bool), "world_size",
                   "is not an integer")

@@ -25,12 +25,17 @@ FIRST_ITERATIONS = 10  # before the first step; then one per step
 
 
 def regularized_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, layer) of every linear or convolutional layer of `module`, in module order."""
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, (nn.Linear, _ConvNd))]
+    """(name, layer) of every linear or convolutional layer of `module` whose weight exists (a lazy layer's does
+    once it has seen an input), in module order."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, (nn.Linear, _ConvNd))
+            and not isinstance(m.weight, nn.parameter.UninitializedParameter)]
 
 
 def _matrix(layer: nn.Module) -> Tensor:
-    return layer.weight.reshape(layer.weight.shape[0], -1)
+    """The weight as [out, in·k…]: a transposed convolution's [in, out, k…] read with its output first, as
+    torch's `spectral_norm` does (dim 1)."""
+    w = layer.weight.transpose(0, 1) if getattr(layer, "transposed", False) else layer.weight
+    return w.reshape(w.shape[0], -1)
 
 
 def _step(vector: Tensor, image: Tensor) -> None:
