@@ -171,3 +171,19 @@ def test_an_empty_init_from_is_refused_not_a_default_model(tmp_path, capsys):
     said = one_line(capsys, "train", "--init-from", "", "--epochs", "1", "--out", tmp_path / "ft")
     assert said == "command line: [train] init_from is empty; name the run directory to start from (or leave it out)"
     assert not (tmp_path / "ft").exists()
+
+
+def test_a_picture_holds_at_most_its_cap_of_images(trained, tmp_path, capsys, monkeypatch, caplog):
+    """decode --out X.png of 400,000 latents (a 3.2 MB file) took 5 GB to draw (sixth attack): refused; sample draws
+    the first ones into the picture and keeps every sample in the array."""
+    from vaekit.cli import outputs
+
+    monkeypatch.setattr(outputs, "MAX_GRID_IMAGES", 10)
+    np.save(tmp_path / "z.npy", np.zeros((11, 2), np.float32))
+    said = one_line(capsys, "decode", trained, "--latents", tmp_path / "z.npy", "--out", tmp_path / "x.png")
+    assert said == (f"{tmp_path / 'z.npy'}: 11 latents are more than a picture shows (10); decode them into a .npy, "
+                    "or fewer into the .png")
+    with caplog.at_level(logging.INFO):
+        assert main(["sample", str(trained), "--n", "12", "--out", str(tmp_path / "s.png")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (12, 1, 8, 8) and (tmp_path / "s.png").stat().st_size > 0
+    assert f"{tmp_path / 's.png'} shows the first 10 of the 12 samples (all are in {tmp_path / 's.npy'})" in caplog.text

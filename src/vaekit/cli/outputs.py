@@ -15,7 +15,7 @@ from ..evaluation.latents import posterior_summary, read_labels, read_latents, w
 from ..explain import explain, format_result
 from ..files import write_array
 from ..parts.distributions import MAX_TEMPERATURE
-from ..pictures.figures import plot_images, plot_reconstructions, plot_samples
+from ..pictures.figures import MAX_GRID_IMAGES, plot_images, plot_reconstructions, plot_samples
 from ..pictures.report import plot_run, write_report
 from ..runs.checkpoint import load_run
 from ..runs.experiment import labels_for, to_data_units
@@ -69,7 +69,11 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     if out.suffix.lower() not in (".png", ".npy"):
         raise VaekitError(f"--out {out}: name a .png (the grid; the array goes beside it as .npy) or a .npy file")
     replaced = picture.exists() or array.exists()
-    plot_samples(x, cfg.model.data_shape, picture, mean=not args.draw, source=source, labels=y)
+    shown = slice(0, MAX_GRID_IMAGES)  # the picture shows the first ones, the array holds all
+    plot_samples(x[shown], cfg.model.data_shape, picture, mean=not args.draw, source=source,
+                 labels=y[shown] if y is not None else None)
+    if args.n > MAX_GRID_IMAGES:
+        log.info("%s shows the first %d of the %d samples (all are in %s)", picture, MAX_GRID_IMAGES, args.n, array)
     write_array(array, x.numpy().reshape(args.n, *cfg.model.data_shape))
     print(f"wrote {picture} and {array}" + (" (replacing the earlier ones: --out FILE keeps them)" if replaced else ""))
     return picture
@@ -119,6 +123,9 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     if y is not None and args.label is None and not bool(((y >= 0) & (y < cfg.model.condition_classes)).all()):
         raise VaekitError(f"{args.latents}: labels must lie in 0…{cfg.model.condition_classes - 1} (the model's "
                           f"{cfg.model.condition_classes} classes); got {int(y.min())}…{int(y.max())}")
+    if Path(args.out).suffix.lower() == ".png" and z.shape[0] > MAX_GRID_IMAGES:
+        raise VaekitError(f"{args.latents}: {z.shape[0]:,} latents are more than a picture shows ({MAX_GRID_IMAGES:,}); "
+                          "decode them into a .npy, or fewer into the .png")
     size = z.shape[0] * cfg.model.data_dim * 4  # float32 E[x|z], held whole to write
     if size > MAX_DECODED_BYTES:
         most = MAX_DECODED_BYTES // (cfg.model.data_dim * 4)

@@ -161,6 +161,9 @@ def heatmap_figure(panels: Mapping[str, Tensor], title: str, row_groups: Sequenc
     return fig
 
 
+MAX_GRID_IMAGES = 4096  # images in one picture: a grid of 400,000 took 5 GB to draw; the arrays hold any number
+
+
 def plot_images(images: Tensor, shape: Sequence[int], path: Path, title: str | None = None, n: int = 100) -> Path:
     """The first n of images [N, D] (in [0, 1]: clamped) as a grid, titled when `title` is given (a part's
     `pictures()`, e.g. a prior's pseudo-inputs, come bare: the report captions them); vectors as a heatmap."""
