@@ -187,3 +187,18 @@ def test_a_picture_holds_at_most_its_cap_of_images(trained, tmp_path, capsys, mo
         assert main(["sample", str(trained), "--n", "12", "--out", str(tmp_path / "s.png")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (12, 1, 8, 8) and (tmp_path / "s.png").stat().st_size > 0
     assert f"{tmp_path / 's.png'} shows the first 10 of the 12 samples (all are in {tmp_path / 's.npy'})" in caplog.text
+
+
+def test_a_one_column_pandas_header_is_a_header_and_binary_data_starting_0_1_are_data(trained, tmp_path, caplog):
+    """A one-column pandas CSV (header `0`) still gained a fake row; 2-column binary data whose first row is 0,1 lost
+    it silently to the header rule (sixth attack)."""
+    x = np.random.default_rng(1).normal(size=(50, 1)).astype(np.float32)
+    pd.DataFrame(x).to_csv(tmp_path / "one.csv", index=False)
+    data = vaekit.load_dataset(str(tmp_path / "one.csv"), support="real")
+    assert sum(data.split(s).shape[0] for s in ("train", "val", "test")) == 50
+    rows = np.array([[0, 1]] + [[i % 2, (i // 2) % 2] for i in range(49)])
+    np.savetxt(tmp_path / "bin.csv", rows, fmt="%d", delimiter=",")
+    with caplog.at_level(logging.WARNING):
+        data = vaekit.load_dataset(str(tmp_path / "bin.csv"), support="binary")
+    assert sum(data.split(s).shape[0] for s in ("train", "val", "test")) == 50
+    assert "bin.csv: the first row 0,1 is read as data; if it is pandas' column names" in caplog.text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -31,6 +32,7 @@ from .dataset import Dataset, seeded_split
 from .images import SIXTEEN_BIT
 
 log = logging.getLogger(__name__)
+WHOLE = re.compile(r"[+-]?\d+")  # a whole number as a CSV writes one
 KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"}  # the arrays an .npz may hold
 MAX_CLASSES = 100_000  # labels are class indices: a one-hot of more classes is no label a VAE conditions on
 MIN_TEST = 2  # the test split's smallest size: a standard error, active units, interpolations need two
@@ -212,14 +214,20 @@ def number(text: str) -> float:
     return float(text)
 
 
-def is_header(cells: list[str], path: Path | None = None) -> bool:
+def is_header(cells: list[str], path: Path | None = None, following: list[str] | None = None) -> bool:
     """Whether a CSV's first row names its columns: a cell that is not a number, or pandas' default names 0, 1, …,
-    D − 1 (what `DataFrame.to_csv(index=False)` writes for unnamed columns; said in the log)."""
+    D − 1 (what `DataFrame.to_csv(index=False)` writes for unnamed columns) above a row of numbers that are not all
+    whole (binary data may well start with a row 0, 1: read as data then, with a warning)."""
     cells = [c.strip().strip("\"'") for c in cells]
-    if len(cells) > 1 and cells == [str(i) for i in range(len(cells))]:
-        log.info("%s: the first row %s is read as column names (pandas' defaults), not as data",
-                 path or "the CSV", ",".join(cells[:4]) + (",…" if len(cells) > 4 else ""))
-        return True
+    if cells == [str(i) for i in range(len(cells))]:
+        shown = ",".join(cells[:4]) + (",…" if len(cells) > 4 else "")
+        if following is not None and not all(WHOLE.fullmatch(c.strip().strip("\"'")) for c in following):
+            log.info("%s: the first row %s is read as column names (pandas' defaults), not as data", path or "the CSV",
+                     shown)
+            return True
+        log.warning("%s: the first row %s is read as data; if it is pandas' column names, write the file with "
+                    "header=False or name the columns", path or "the CSV", shown)
+        return False
     try:
         [number(c) for c in cells]
     except ValueError:
@@ -233,8 +241,8 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
     is not numeric, or is pandas' default names 0, 1, …, is a header (`is_header`). UTF-8 text; a byte-order mark (BOM) is skipped, not read as data."""
     try:
         with open(path, encoding="utf-8-sig") as f:
-            first = f.readline()
-        header = is_header(first.split(","), path)
+            first, second = f.readline(), f.readline()
+        header = is_header(first.split(","), path, second.split(",") if second.strip() else None)
         skip, names = (1, [v.strip().strip("\"'").lower() for v in first.split(",")]) if header else (0, [])
         with warnings.catch_warnings():  # a header and no rows: numpy warns, the empty dataset is refused below
             warnings.simplefilter("ignore", UserWarning)

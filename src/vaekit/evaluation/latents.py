@@ -104,7 +104,7 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
             z = np.load(io.BytesIO(data), allow_pickle=False)
         else:
             rows = list(csv.reader(data.decode("utf-8-sig").splitlines()))
-            header = rows[0] if rows and is_header(rows[0], path) else None
+            header = rows[0] if rows and is_header(rows[0], path, rows[1] if len(rows) > 1 else None) else None
             body = [r for r in (rows[1:] if header else rows) if r]
             if not body:
                 raise VaekitError(f"{path}: no latents (0 rows); decode needs at least one")
