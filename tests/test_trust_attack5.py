@@ -202,3 +202,26 @@ def test_a_one_column_pandas_header_is_a_header_and_binary_data_starting_0_1_are
         data = vaekit.load_dataset(str(tmp_path / "bin.csv"), support="binary")
     assert sum(data.split(s).shape[0] for s in ("train", "val", "test")) == 50
     assert "bin.csv: the first row 0,1 is read as data; if it is pandas' column names" in caplog.text
+
+
+@pytest.mark.parametrize("cell", ["inf", "-Infinity", "1e400"])
+def test_a_number_column_with_an_infinite_cell_is_refused_not_read_as_levels(tmp_path, cell):
+    from vaekit.data.table_files import read_table
+
+    rows = [f"{cell if i == 7 else 0.5 * i},{'ab'[i % 2]}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("x,c\n" + "\n".join(rows) + "\n")
+    with pytest.raises(vaekit.VaekitError, match=rf"column 'x': '{cell}' is not a finite number; leave the cell empty"):
+        read_table(tmp_path / "t.csv")
+
+
+def test_a_parquet_column_of_dates_is_one_line(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import datetime
+
+    from vaekit.data.table_files import read_table
+
+    pq.write_table(pa.table({"x": [0.5, 1.5, 2.5], "d": [datetime.date(2020, 1, i + 1) for i in range(3)]}),
+                   tmp_path / "t.parquet")
+    with pytest.raises(vaekit.VaekitError, match=r"t.parquet: column 'd' is of type date32\[day\]; vaekit reads"):
+        read_table(tmp_path / "t.parquet")

@@ -54,6 +54,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
             meta = pq.ParquetFile(pa.BufferReader(data)).metadata  # the cells' count, before any is decoded
             _check_cells(path, meta.num_rows, meta.num_columns)
             t = pq.read_table(pa.BufferReader(data))
+            for field in t.schema:  # numbers, text, booleans; a date, a list or bytes is no cell vaekit reads
+                kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+                if not any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                                                   pa.types.is_string, pa.types.is_large_string, pa.types.is_null)):
+                    raise VaekitError(f"{path}: column {field.name!r} is of type {field.type}; vaekit reads columns of "
+                                      "numbers, text or booleans (convert it, or drop it)")
         except VaekitError:
             raise
         except (OSError, ValueError, TypeError, pa.ArrowException) as e:  # pyarrow's own types for a bad file

@@ -198,6 +198,10 @@ def infer(name: str, cells: Sequence[Any]) -> Column:
     if not seen:
         raise VaekitError(f"column {name!r}: every cell is missing; drop the column")
     numbers = [_number(c) for c in seen]
+    infinite = next((c for c, v in zip(seen, numbers) if v is not None and not math.isfinite(v)), None)
+    if infinite is not None and all(v is not None for v in numbers):  # it read as levels, one a value, silently
+        raise VaekitError(f"column {name!r}: {str(infinite).strip()!r} is not a finite number; leave the cell empty "
+                          "if the value is missing")
     if any(v is None for v in numbers) or not all(math.isfinite(v) for v in numbers):
         words = {str(c).strip() for c, v in zip(seen, numbers) if v is None}
         if len(words) == 1 and len({v for v in numbers if v is not None}) > 2:
