@@ -37,6 +37,10 @@ X = (torch.rand(40, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float
     (lambda m, tmp: vaekit.save(m, 123), r"^vaekit.save: name a folder to write the model into \(got 123\)$"),
     (lambda m, tmp: vaekit.save(m, "a\0b"), r"^vaekit.save: name a folder"),
     (lambda m, tmp: vaekit.fit(m, X, out="", progress=False), r"^vaekit.fit: out must name a folder for the run"),
+    (lambda m, tmp: vaekit.evaluate_elbo("run", X), r"^model must be a VAE \(vaekit.load\(RUN\), vaekit.VAE\(…\)\), got str$"),
+    (lambda m, tmp: vaekit.log_likelihood(torch.nn.Linear(2, 2), X), r"^model must be a VAE .* got Linear$"),
+    (lambda m, tmp: vaekit.load(None), r"^vaekit.load: name the run directory to load, got None$"),
+    (lambda m, tmp: vaekit.fit(m, X, out="a\0b", progress=False), r"^vaekit.fit: out must name a folder for the run"),
     (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=-1), r"^VAE: latent_dim must be sizes of whole numbers ≥ 1, got -1$"),
     (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=2, hidden=(0,)), r"^VAE: hidden must be sizes of whole numbers"),
 ])

@@ -128,6 +128,8 @@ def checked_examples(model, x: Any, k: int = 1, batch_size: int = 1, scored: boo
     """x as a tensor of examples for `model` (`model.examples`), k a whole number from 1 to
     MAX_IMPORTANCE_SAMPLES, batch_size one ≥ 1 and seed one torch takes, or one line naming what is wrong. `scored`: x is
     scored as it is, so a Bernoulli model's examples must be 0 or 1 (training binarizes grey levels)."""
+    if not all(hasattr(model, name) for name in ("posterior", "prior", "p_x_given_z")):
+        raise VaekitError(f"model must be a VAE (vaekit.load(RUN), vaekit.VAE(…)), got {type(model).__name__}")
     if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
         raise VaekitError(f"k must be a whole number of importance samples from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
     if isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or batch_size < 1:

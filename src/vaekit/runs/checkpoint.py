@@ -346,9 +346,6 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     """(config, model) of a run directory: the model rebuilt from config.json (or `model`, built by the
     caller, for a model built in Python) with the safetensors weights loaded, in eval mode."""
     run = Path(run)
-    if model is not None and not isinstance(model, nn.Module):
-        raise VaekitError(f"vaekit.load: model must be the torch module to load the weights into, got "
-                          f"{type(model).__name__}")
     cfg = load_config(run)
     given = model is not None
     if model is None:

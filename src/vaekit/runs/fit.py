@@ -49,7 +49,7 @@ def fit(
     if not all(hasattr(model, name) for name in ("posterior", "prior", "decoder")):
         raise VaekitError(f"vaekit.fit trains a VAE (vaekit.VAE(encoder, decoder, prior) or vaekit.build_model), got "
                           f"{type(model).__name__}")
-    if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip()):
+    if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip() or "\0" in str(out)):
         raise VaekitError(f"vaekit.fit: out must name a folder for the run (or be None), got {out!r:.80}")
     checked_examples(model, x_train, scored=False)  # before anything is written: examples of the model's size
     if x_val is not None:

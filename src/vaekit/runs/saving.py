@@ -82,4 +82,9 @@ def save(model: nn.Module, run: str | Path) -> Path:
 def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
     """The trained model of a run directory (`vaekit.load`): rebuilt from config.json, or `model`
     (the same architecture, built by the caller) with the saved weights loaded into it."""
+    if not isinstance(run, (str, os.PathLike)) or "\0" in str(run):
+        raise VaekitError(f"vaekit.load: name the run directory to load, got {run!r:.80}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise VaekitError(f"vaekit.load: model must be the torch module to load the weights into, got "
+                          f"{type(model).__name__}")
     return load_run(run, model)[1]
