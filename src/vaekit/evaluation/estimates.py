@@ -124,17 +124,22 @@ class ELBOEstimate:
 MAX_IMPORTANCE_SAMPLES = 1_000_000  # per example: hours over a test set already; 10^12 (a received eval_k) ran for days
 
 
+def _whole(value: Any, low: int, high: float = math.inf) -> bool:
+    """Whether `value` is a whole number (an int or NumPy integer, not a bool) in [low, high]."""
+    return not isinstance(value, bool) and hasattr(value, "__index__") and low <= value <= high
+
+
 def checked_examples(model, x: Any, k: int = 1, batch_size: int = 1, scored: bool = True, seed: int = 0) -> Tensor:
     """x as a tensor of examples for `model` (`model.examples`), k a whole number from 1 to
     MAX_IMPORTANCE_SAMPLES, batch_size one ≥ 1 and seed one torch takes, or one line naming what is wrong. `scored`: x is
     scored as it is, so a Bernoulli model's examples must be 0 or 1 (training binarizes grey levels)."""
     if not all(hasattr(model, name) for name in ("posterior", "prior", "p_x_given_z")):
         raise VaekitError(f"model must be a VAE (vaekit.load(RUN), vaekit.VAE(…)), got {type(model).__name__}")
-    if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
+    if not _whole(k, 1, MAX_IMPORTANCE_SAMPLES):
         raise VaekitError(f"k must be a whole number of importance samples from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
-    if isinstance(batch_size, bool) or not hasattr(batch_size, "__index__") or batch_size < 1:
+    if not _whole(batch_size, 1):
         raise VaekitError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
-    if isinstance(seed, bool) or not hasattr(seed, "__index__") or not 0 <= seed <= MAX_SEED:
+    if not _whole(seed, 0, MAX_SEED):
         raise VaekitError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     x = examples(model, x)
     support = getattr(getattr(model, "decoder", None), "support", None)
