@@ -43,12 +43,33 @@ X = (torch.rand(40, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float
     (lambda m, tmp: vaekit.fit(m, X, out="a\0b", progress=False), r"^vaekit.fit: out must name a folder for the run"),
     (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=-1), r"^VAE: latent_dim must be sizes of whole numbers ≥ 1, got -1$"),
     (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=2, hidden=(0,)), r"^VAE: hidden must be sizes of whole numbers"),
+    # the sixth attack's: a typo's size allocated until torch failed (1.6 TB), complex input lost its imaginary part,
+    # empty latents decoded to an empty tensor (the CLI refuses them)
+    (lambda m, tmp: vaekit.VAE(data_dim=10**9, latent_dim=2), (r"^VAE: data_dim 1000000000, latent_dim 2, hidden \(400,\) "
+     r"make ≈ 8e\+11 weights \(2,980 GiB in float32\), more than vaekit builds")),
+    (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=2, hidden=[10**6] * 2), r"^VAE: .* make ≈ 2e\+12 weights"),
+    (lambda m, tmp: vaekit.VAE(data_dim=4, latent_dim=[2, 2], layer_hidden=[10**6] * 2), r"layer_hidden .* weights"),
+    (lambda m, tmp: m.encode(X.to(torch.complex64)), r"^x must hold real numbers, got complex64$"),
+    (lambda m, tmp: vaekit.log_likelihood(m, X.to(torch.complex64)), r"^x must hold real numbers, got complex64$"),
+    (lambda m, tmp: m.decode(torch.zeros(0, 2)), r"^decode: z must be finite latents \[N, 2\], got \(0, 2\) \(no latents\)$"),
 ])
 def test_the_fifth_attacks_api_inputs_are_one_line(model, tmp_path, call, said):
     vaekit.save(model, tmp_path / "run")
     with pytest.raises(VaekitError, match=said):
         call(model, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_an_image_model_refuses_examples_of_another_shape_with_as_many_values():
+    """[N, 64, 1] given to a [1, 8, 8] model was read as its images (the sixth attack); [N, 64] rows and [N, 1, 8, 8]
+    images are what it takes, and give the same numbers."""
+    torch.manual_seed(0)
+    m = vaekit.VAE(data_dim=64, latent_dim=2, hidden=(16,), arch="conv", data_shape=(1, 8, 8))
+    x = (torch.rand(5, 64, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    with pytest.raises(VaekitError, match=r"^x holds examples of shape \(64, 1\); the model takes images \(1, 8, 8\) "
+                       r"\(or rows of 64\)$"):
+        vaekit.log_likelihood(m, x.reshape(5, 64, 1), k=3)
+    assert torch.equal(m.encode(x.reshape(5, 1, 8, 8)), m.encode(x))
 
 
 def nan_first(x):

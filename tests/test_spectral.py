@@ -132,3 +132,20 @@ def test_a_layer_that_starts_at_zero_is_tracked_once_it_grows():
     for _ in range(3000):
         spectral._iterate()
     torch.testing.assert_close(spectral.sigmas().detach(), exact_sigmas(model), rtol=1e-9, atol=0)
+
+
+def test_a_lazy_layer_joins_the_penalty_once_it_has_its_weight():
+    """A model with `nn.LazyLinear`: the penalty built before the first forward pass skipped the layer for good (the
+    sixth attack); it joins at the first step after it has its weight, and σ then meets the SVD."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.LazyLinear(3)).double()
+    spectral = SpectralPenalty(model, 0.1)
+    assert [n for n, _ in spectral.layers] == ["0"]
+    model(torch.zeros(2, 5, dtype=torch.float64))  # the lazy layer gets its weight
+    _, total = spectral.penalty()
+    assert [n for n, _ in spectral.layers] == ["0", "1"] and set(spectral.state_dict()) == {"0.u", "0.v", "1.u", "1.v"}
+    torch.testing.assert_close(total, spectral.sigmas().detach().sum(), rtol=1e-12, atol=0)  # both layers counted
+    for _ in range(3000):
+        spectral._iterate()
+    exact = torch.stack([torch.linalg.matrix_norm(m.weight.detach(), ord=2) for m in model])
+    torch.testing.assert_close(spectral.sigmas().detach(), exact, rtol=1e-9, atol=0)

@@ -93,10 +93,10 @@ class Joint:
         """E[x|z], the mean of p(x|z) (probabilities for a Bernoulli, not logits): [..., D]."""
         z = torch.as_tensor(z)
         k = self.latent_dim
-        if z.dim() < 2 or z.shape[-1] != k or z.is_complex() or not bool(torch.isfinite(z).all()):
+        if z.dim() < 2 or z.shape[-1] != k or z.numel() == 0 or z.is_complex() or not bool(torch.isfinite(z).all()):
+            shaped = z.dim() >= 2 and z.shape[-1] == k and not z.is_complex()
             raise VaekitError(f"decode: z must be finite latents [N, {k}], got {tuple(z.shape)}"
-                              + (" holding NaN or Inf" if z.dim() >= 2 and z.shape[-1] == k and not z.is_complex()
-                                 else ""))
+                              + ("" if not shaped else " (no latents)" if z.numel() == 0 else " holding NaN or Inf"))
         dtype = next((p.dtype for p in self.decoder.parameters() if p.is_floating_point()), torch.get_default_dtype())
         return self.p_x_given_z(z.to(dtype)).mean
 

@@ -114,10 +114,16 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     """E[x|z] for every row of a latents file, in the data's units: .npy (the array) or .png (a grid)."""
     cfg, model = load_run(args.run)
     z = read_latents(Path(args.latents), cfg.model.latent_size)
+    classes = cfg.model.condition_classes if cfg.model.conditional else 0
+    if args.label is not None and not 0 <= args.label < max(classes, 1):
+        raise VaekitError(f"--label {args.label}: " + (f"the model's labels are 0…{classes - 1}" if classes else
+                          "this model is not conditioned on labels (train with --condition label)"))
     y = torch.full((z.shape[0],), args.label) if args.label is not None else read_labels(Path(args.latents))
     if cfg.model.conditional and y is None:
         raise VaekitError(f"{args.run} is a conditional VAE: decode with --label K (or latents in an .npz with labels)")
-    y = y if cfg.model.conditional else None
+    if y is not None and not cfg.model.conditional:
+        log.warning("%s: its labels are not used: %s is not conditioned on labels", args.latents, args.run)
+        y = None
     if y is not None and len(y) != len(z):
         raise VaekitError(f"{args.latents}: {len(z)} latents beside {len(y)} labels; give one label per row")
     if y is not None and args.label is None and not bool(((y >= 0) & (y < cfg.model.condition_classes)).all()):

@@ -66,6 +66,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
             raise VaekitError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                               ) from None
         columns = [t.column(i).to_pylist() for i in range(t.num_columns)]
+        _check_names(path, [str(n).strip() for n in t.column_names])  # as a CSV's header is checked
         return list(t.column_names), [list(r) for r in zip(*columns)], list(range(1, t.num_rows + 1))
     try:
         reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
@@ -102,7 +103,8 @@ def _check_cells(path: Path, rows: int, columns: int) -> None:
 def _check_names(path: Path, names: list[str]) -> None:
     for i, name in enumerate(names):
         if not name:
-            raise VaekitError(f"{path}: column {i + 1} of the header has no name")
+            pandas = " (pandas' index? write the table with index=False)" if i == 0 else ""
+            raise VaekitError(f"{path}: column {i + 1} of the header has no name{pandas}")
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
         raise VaekitError(f"{path}: the header names column {dup!r} twice")
@@ -132,8 +134,18 @@ def load_overrides(schema_file: str | None, column_types: Sequence[str]) -> dict
 
 def read_table(path: str | Path, schema: Schema | None = None, overrides: Mapping[str, Any] | None = None) -> Table:
     """A CSV or Parquet table as codes and its schema: `schema` (a run's, to read new rows its way: the
-    columns by name, unknown levels refused) or one inferred, with the user's `overrides` by column name."""
+    columns by name, unknown levels refused) or one inferred, with the user's `overrides` by column name.
+    A table under the cell cap that still needs more memory than is left is one line naming the file (the
+    command's own advice, a smaller --k or --draws, would not help)."""
     path = Path(path)
+    try:
+        return _read_table(path, schema, overrides)
+    except MemoryError:
+        raise VaekitError(f"{path}: reading the table needs more memory than this machine has left; split it, "
+                          "or keep the columns the model needs") from None
+
+
+def _read_table(path: Path, schema: Schema | None, overrides: Mapping[str, Any] | None) -> Table:
     names, cells, lines = _read_rows(path)
     if not cells:
         raise VaekitError(f"{path}: the table has a header and no rows")

@@ -108,7 +108,8 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
             body = [r for r in (rows[1:] if header else rows) if r]
             if not body:
                 raise VaekitError(f"{path}: no latents (0 rows); decode needs at least one")
-            columns = [i for i, name in enumerate(header) if name.endswith("_mean")] if header else None
+            columns = ([i for i, name in enumerate(header) if name.endswith("_mean")]  # write_latents's layout
+                       or [i for i, name in enumerate(header) if name.strip() != "label"]) if header else None
             z = np.array([[number(r[i]) for i in (columns or range(len(r)))] for r in body], dtype=np.float64)
     except (OSError, ValueError, IndexError, EOFError, zipfile.BadZipFile) as e:
         if isinstance(e, VaekitError):

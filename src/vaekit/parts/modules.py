@@ -100,15 +100,21 @@ def examples(model, x: Any, name: str = "x") -> Tensor:
             raise VaekitError(f"{name} must be a tensor or an array of examples, got {type(x).__name__} ({e})") from None
     if x.dim() == 0 or x.shape[0] == 0:
         raise VaekitError(f"{name} holds no examples (shape {tuple(x.shape)})")
+    if x.is_complex():  # torch would drop the imaginary part with a warning
+        raise VaekitError(f"{name} must hold real numbers, got {str(x.dtype).removeprefix('torch.')}")
     data_dim = getattr(model, "data_dim", None)
     if data_dim and x[0].numel() != data_dim:
         raise VaekitError(f"{name} holds examples of shape {tuple(x.shape[1:])} ({x[0].numel()} values); the model "
                           f"takes {data_dim}")
+    shape = tuple((getattr(model, "settings", None) or {}).get("data_shape") or ())
+    if x.dim() > 2 and len(shape) > 1 and tuple(x.shape[1:]) != shape:  # an image model's [N, 64, 1] is no image
+        raise VaekitError(f"{name} holds examples of shape {tuple(x.shape[1:])}; the model takes images {shape} "
+                          f"(or rows of {data_dim})")
     if data_dim and x.dim() > 2:
         x = x.reshape(x.shape[0], data_dim)
     support = getattr(getattr(model, "decoder", None), "support", None)
-    if support is not None and (x.is_floating_point() or x.is_complex()):  # ints are whole and finite already
-        check_values(x.real if x.is_complex() else x, 1.0, name, support)  # NaN (a table's missing cell aside), Inf,
+    if support is not None and x.is_floating_point():  # ints are whole and finite already
+        check_values(x, 1.0, name, support)  # NaN (a table's missing cell aside), Inf,
         # the support's range: what the CLI checks of a dataset
     parameters = model.parameters() if isinstance(model, nn.Module) else ()  # a model bound to labels: as given
     dtype = next((p.dtype for p in parameters if p.is_floating_point()), None)

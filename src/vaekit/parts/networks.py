@@ -257,3 +257,28 @@ def check_sizes(settings: dict[str, Any]) -> None:
                 name in ("data_dim", "latent_dim") and not sizes):
             raise VaekitError(f"VAE: {name} must be {'a size' if name == 'data_dim' else 'sizes'} of whole numbers ≥ 1, "
                               f"got {value!r}")
+    weights = dense_weights(settings)
+    if weights > MAX_WEIGHTS:
+        sizes = ", ".join(f"{n} {settings.get(n)!r}" for n in ("data_dim", "latent_dim", "hidden", "decoder_hidden",
+                                                                 "layer_hidden")
+                          if settings.get(n) is not None)
+        raise VaekitError(f"VAE: {sizes} make ≈ {weights:.3g} weights ({4 * weights / 2**30:,.0f} GiB in float32), more "
+                          f"than vaekit builds (≤ {MAX_WEIGHTS:.3g}): choose smaller sizes")
+
+
+MAX_WEIGHTS = 2**31  # 8 GiB of float32 weights: a model beyond is a typo (hidden 10**6), not a VAE to train here
+
+
+def dense_weights(settings: dict[str, Any]) -> int:
+    """The weights of the dense maps the sizes ask for, x → hidden → z and z → decoder hidden → x (the likelihood's
+    extra parameters and the layers between stochastic layers left out): a lower bound of the model's size, to
+    refuse a typo in one line before torch tries to allocate it."""
+    def listed(name: str) -> list[int]:
+        value = settings.get(name)
+        return [] if value is None else [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+    data, latent, hidden = listed("data_dim"), listed("latent_dim"), listed("hidden")
+    decoder = listed("decoder_hidden") if settings.get("decoder_hidden") is not None else hidden[::-1]
+    chains = [[*data, *hidden, 2 * sum(latent)], [latent[0] if latent else 1, *decoder, *data],
+              [max(latent, default=1), *listed("layer_hidden"), max(latent, default=1)]]
+    return sum(a * b for chain in chains for a, b in pairwise(chain))

@@ -155,6 +155,8 @@ class DataConfig:
                                  "{name: {\"kind\": …, \"levels\": [...]}}, over the inferred ones")
     column_types: tuple[str, ...] = setting((), f"a table: NAME=KIND, a column's kind over the inferred one; repeat "
                                             f"(kinds: {', '.join(KINDS)})", flag="--column-type")
+    digest: str = setting("", "data given to vaekit.fit as tensors: the sha256 of their bytes (a resume on other "
+                          "tensors is refused)", flag="")
 
 
 @dataclass(frozen=True)
@@ -345,11 +347,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return d
 
 
-def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "") -> Config:
+def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "",
+                  words: tuple[str, str] = ("--resume", "--out")) -> Config:
     """The config a `--resume` trains with: the run's saved one, with the settings in `given` (section,
     name) taken from `cfg` where they may change (`resumable`), and a one-line refusal where one that
     may not (the model, its parts, the objective, the data, the batch size, the seed, …) differs.
-    `given=None`: every setting of `cfg` that differs from the default counts as given (a Python caller's)."""
+    `given=None`: every setting of `cfg` that differs from the default counts as given (a Python caller's);
+    `words`: how the caller says resume and out (the CLI's flags, or `vaekit.fit`'s keywords)."""
     default = Config()
     updates: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for section, f in settings():
@@ -359,7 +363,7 @@ def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None
             continue
         if not f.metadata["resumable"]:
             raise VaekitError(f"{where}[{section}] {f.name} = {_shown(new)} differs from the run's {_shown(old)}, and it "
-                              "cannot change on --resume; train a new run into another --out")
+                              f"cannot change on {words[0]}; train a new run into another {words[1]}")
         updates[section][f.name] = new
     return Config.from_dict(merge(saved.to_dict(), updates), source="resumed config")
 

@@ -166,30 +166,35 @@ def train_run(
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
-             given: set[tuple[str, str]] | None = None) -> tuple[Path | None, bool, Config]:
+             given: set[tuple[str, str]] | None = None,
+             words: tuple[str, str] = ("--resume", "--out")) -> tuple[Path | None, bool, Config]:
     """Check the run directory before anything is trained: (out, resume, the config to train).
 
     A resumed run trains with its saved config; of the settings in `given` (see
     `config.resume_config`), those that may change (epochs, lr, checkpoint cadence, …) override it
     and are written back to config.json, and a different model, data or batch size is refused. A run killed before its
     first checkpoint (a config.json and nothing else to continue from) starts again from step 0
-    with its saved config, under `--resume` and under torchrun's elastic restart alike."""
+    with its saved config, under `--resume` and under torchrun's elastic restart alike. `words`: how the
+    caller says resume and out (`vaekit.fit`'s errors name its keywords, not the CLI's flags)."""
+    resume_word, out_word = words
     out = Path(out) if out is not None else None
     if ctx.distributed and out is not None and (out / ckpt.CONFIG).exists():
         resume = True  # an elastic restart continues where the job stopped
     if not resume:
         if out is not None and (out / ckpt.CONFIG).exists():
-            raise VaekitError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+            raise VaekitError(f"{out}: already holds a run; pass {resume_word} to continue it or choose another "
+                              f"{out_word}")
         return out, False, cfg
     if out is None or not (out / ckpt.CONFIG).exists():
-        raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without --resume")
+        raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without "
+                          f"{resume_word}")
     cfg = replace(cfg, data=replace(cfg.data, **absolute_paths(cfg.data)))  # compared as they were saved
-    cfg = resume_config(ckpt.load_config(out), cfg, given, where="--resume: ")
+    cfg = resume_config(ckpt.load_config(out), cfg, given, where=f"{resume_word}: ", words=words)
     if (out / ckpt.STATE).exists():
         return out, True, cfg
     if (out / ckpt.WEIGHTS).exists():
         raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from; "
-                          "train into another --out (vaekit.save writes no trainer state)")
+                          f"train into another {out_word} (vaekit.save writes no trainer state)")
     log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
     return out, False, cfg
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -17,9 +18,12 @@ from ..data import IN_MEMORY, tensor_dataset
 from ..errors import VaekitError
 from ..evaluation.estimates import checked_examples
 from ..training.distributed import SINGLE, resolve_device
+from . import checkpoint as ckpt
 from .config import Config
 from .experiment import TrainResult, open_run, train_model, writing_lock
 from .saving import model_config
+
+log = logging.getLogger(__name__)
 
 
 def fit(
@@ -71,12 +75,29 @@ def fit(
     if conditional:  # the loop gathers each batch's labels with its rows
         classes = mc.condition_classes or getattr(model.condition, "classes", 0) or dataset.classes
         mc = replace(mc, condition="label", condition_classes=classes)
-    cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset=IN_MEMORY, binarize=dataset.binarize))
+    cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset=IN_MEMORY, binarize=dataset.binarize,
+                                              digest=digest(dataset) if out is not None else ""))
     with writing_lock(Path(out) if out is not None else None, SINGLE), epoch_lines(progress):
-        out, resume, cfg = open_run(cfg, out, resume)
+        if resume and out is not None and (Path(out) / ckpt.CONFIG).exists() and not ckpt.load_config(out).data.digest:
+            log.warning("%s: a run written before vaekit recorded its tensors' digest; the data given are not checked "
+                        "against it", out)
+            cfg = replace(cfg, data=replace(cfg.data, digest=""))
+        out, resume, cfg = open_run(cfg, out, resume, words=("resume=True", "out"))
         if not resume:  # the training noise from `seed`, as the CLI's (a resume restores the saved stream)
             torch.manual_seed(cfg.train.seed)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
+
+
+def digest(dataset: Any) -> str:
+    """The sha256 of the tensors a run trains and validates on (and their labels), as stored: what tells a resume
+    on other data (`vaekit.fit(…, resume=True)` given other tensors) from one on the same."""
+    h = hashlib.sha256()
+    for name in sorted(dataset.splits):
+        for t in (dataset.splits[name], dataset.labels.get(name)):
+            if t is not None:
+                h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+                h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

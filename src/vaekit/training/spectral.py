@@ -11,7 +11,8 @@ state: `state_dict()` is saved in train_state.pt, so a resumed run continues bit
 Layers: every `nn.Linear` and convolution of the model, not the objective's own networks (a
 discriminator). The first vectors come from a fixed seed (the global random stream is not touched)
 and ten iterations, so σ is accurate from the first step; a layer that is zero (a residual head's last
-layer at initialization) keeps its vectors until it is not, rather than losing them to 0.
+layer at initialization) keeps its vectors until it is not, rather than losing them to 0. A lazy layer
+(`nn.LazyLinear`) joins at the first step after it has its weight, its vectors from a seed of its own.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ from torch.nn.modules.conv import _ConvNd
 FIRST_ITERATIONS = 10  # before the first step; then one per step
 
 
-def regularized_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+def regularized_layers(module: nn.Module, *, lazy: bool = False) -> list[tuple[str, nn.Module]]:
     """(name, layer) of every linear or convolutional layer of `module` whose weight exists (a lazy layer's does
-    once it has seen an input), in module order."""
+    once it has seen an input), in module order; `lazy`: those whose weight does not exist yet."""
     return [(name, m) for name, m in module.named_modules() if isinstance(m, (nn.Linear, _ConvNd))
-            and not isinstance(m.weight, nn.parameter.UninitializedParameter)]
+            and isinstance(m.weight, nn.parameter.UninitializedParameter) == lazy]
 
 
 def _matrix(layer: nn.Module) -> Tensor:
@@ -53,15 +54,38 @@ class SpectralPenalty:
         if not weight > 0.0:
             raise ValueError(f"a spectral regularization weight is > 0, got {weight}")
         self.weight = float(weight)
-        self.layers = regularized_layers(module)
-        generator = torch.Generator().manual_seed(0)
-        self.u, self.v = [], []
-        for _, layer in self.layers:
+        self.layers: list[tuple[str, nn.Module]] = []
+        self.u: list[Tensor] = []
+        self.v: list[Tensor] = []
+        self._add(regularized_layers(module), torch.Generator().manual_seed(0))
+        self._lazy = regularized_layers(module, lazy=True)
+
+    def _add(self, layers: list[tuple[str, nn.Module]], generator: torch.Generator) -> None:
+        """Start the vectors of `layers` from `generator` and iterate them ten times (theirs only)."""
+        new = []
+        for name, layer in layers:
             w = _matrix(layer)
-            self.u.append(F.normalize(torch.randn(w.shape[0], generator=generator, dtype=w.dtype), dim=0).to(w.device))
-            self.v.append(F.normalize(torch.randn(w.shape[1], generator=generator, dtype=w.dtype), dim=0).to(w.device))
+            u = F.normalize(torch.randn(w.shape[0], generator=generator, dtype=w.dtype), dim=0).to(w.device)
+            v = F.normalize(torch.randn(w.shape[1], generator=generator, dtype=w.dtype), dim=0).to(w.device)
+            new.append((name, layer, u, v))
         for _ in range(FIRST_ITERATIONS):
-            self._iterate()
+            with torch.no_grad():
+                for _, layer, u, v in new:
+                    w = _matrix(layer).detach().to(u.dtype)
+                    _step(v, w.t() @ u)
+                    _step(u, w @ v)
+        for name, layer, u, v in new:
+            self.layers.append((name, layer))
+            self.u.append(u)
+            self.v.append(v)
+
+    def _join_materialized(self) -> None:
+        """Lazy layers that have their weight now join, each seeded by its place among them."""
+        ready = [(i, nl) for i, nl in enumerate(self._lazy)
+                 if not isinstance(nl[1].weight, nn.parameter.UninitializedParameter)]
+        for i, named in ready:
+            self._add([named], torch.Generator().manual_seed(1 + i))
+        self._lazy = [nl for nl in self._lazy if all(nl is not r[1] for r in ready)]
 
     @torch.no_grad()
     def _iterate(self) -> None:
@@ -76,6 +100,8 @@ class SpectralPenalty:
 
     def penalty(self) -> tuple[Tensor, Tensor]:
         """(weight · Σσ, Σσ) after one power iteration: what the loss gains, and the sum to log."""
+        if self._lazy:
+            self._join_materialized()
         self._iterate()
         total = self.sigmas().sum() if self.layers else torch.zeros(())
         return self.weight * total, total.detach()
