@@ -58,6 +58,14 @@ def mixed_depths(d):
     return str(d / "imgs")
 
 
+def parquet_twice(d):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0, 2.0, 3.0]), pa.array(["x", "y", "x"])], names=["a", "a"]),
+                   d / "t.parquet")
+    return str(d / "t.parquet")
+
+
 def run_dir(d):
     """A trained 1-epoch run to break in various ways (trained once, copied per row)."""
     src = d.parent / "trained"
@@ -176,6 +184,8 @@ ROWS = [
     ("samplers", "sample quality of 2 samples", lambda d: ["evaluate", str(run_dir(d)), "--samples", "2", "--k", "2"], "--samples 2: sample quality needs at least 4 samples"),
     ("reproduce", "an unknown recipe", lambda d: ["reproduce", "vamprior", "--out", "{d}/r"], "no recipe 'vamprior'; vaekit reproduce --list shows them"),
     ("table", "impute with a run that is not of a table", lambda d: ["impute", str(run_dir(d)), "--data", write_text(d, "t.csv", "a\n1\n"), "--out", "{d}/f.csv"], "not a run of a table (train with --likelihood mixed"),
+    ("table", "a column beyond what a run stores (masses of 5e19)", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n5e19,x\n6e19,y\n4e19,y\n5.5e19,x\n")], "column 'a': values reach"),
+    ("table", "a Parquet file naming a column twice", lambda d: [*MIXED, "--dataset", parquet_twice(d)], "the header names column 'a' twice"),
     ("table", "--likelihood mixed with the VampPrior", lambda d: [*MIXED, "--prior", "vampprior", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2,y\n3,y\n4,x\n")], "--prior vampprior learns pseudo-inputs in the data's space"),
     ("data", "a CSV label of 10¹² (a one-hot of 10¹² classes)", lambda d: [*TRAIN, "--dataset", write_text(d, "l.csv", "a,b,label\n1,2,0\n3,4,1\n5,6,1e12\n7,8,0\n9,1,1\n")], "labels are class indices 0…99999; label 2 is 1e+12"),
     ("data", "a label of 1e20 (once reported as −2⁶³)", lambda d: [*TRAIN, "--dataset", npz(d, "y.npz", x=np.zeros((20, 3)), y=np.full(20, 1e20))], "labels are class indices 0…99999; label 0 is 1e+20"),
@@ -216,6 +226,8 @@ ROWS = [
     ("run", "saved standardization statistics holding NaN (sample)", lambda d: ["sample", standardized(d, shift=torch.full((13,), float("nan")), spread=torch.ones(13)), "--n", "4"], "standardization.safetensors: shift holds NaN or Inf"),
     ("run", "a saved spread of 0 (decode would give every sample alike)", lambda d: ["sample", standardized(d, shift=torch.zeros(13), spread=torch.zeros(13)), "--n", "4"], "standardization.safetensors: spread must be positive, found minimum 0"),
     ("run", "saved statistics of the wrong shape", lambda d: ["sample", standardized(d, shift=torch.zeros(5), spread=torch.ones(5)), "--n", "4"], "standardization.safetensors: shift has shape [5]; the data need [13]"),
+    ("run", "a train_state.pt whose generator bytes are no state", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s.update(rng=torch.zeros_like(s["rng"]))))], "rng is not a valid generator state"),
+    ("run", "decode --label out of the model's range", lambda d: ["decode", str(run_dir(d)), "--latents", npy(d, "z.npy", np.zeros((3, 2), np.float32)), "--label", "3", "--out", "{d}/x.npy"], "--label 3: this model is not conditioned on labels"),
     ("run", "a train_state.pt with a negative batch position", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s.update(batch=-3)))], "batch is -3, below 0"),
     ("run", "float64 weights that overflow the float32 model (1e300)", lambda d: ["evaluate", str(f64_weights(run_dir(d)))], "decoder.net.0.bias is float64, but the model's is float32"),
     ("run", "weights holding NaN or Inf", lambda d: ["evaluate", str(nan_weights(run_dir(d)))], "the weights hold NaN or Inf"),

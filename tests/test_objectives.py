@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
+import vaekit
 from vaekit import VAE, elbo
+from vaekit.objectives import estimators
 from vaekit.objectives.estimators import expectation
 from vaekit.parts.distributions import diagonal_normal
 
@@ -236,9 +238,16 @@ def test_data_of_the_wrong_shape_or_dtype_is_refused_before_torch_sees_it():
 
     vae = VAE(data_dim=6, latent_dim=2, hidden=(5,)).double()
     x = torch.bernoulli(torch.full((4, 6), 0.5, dtype=D))
-    for bad in (x[0], x[:, :5], x.long(), x[None]):  # 1-D, the wrong D, integers, 3-D
+    for bad in (x[0], x[:, :5], x[None]):  # 1-D, the wrong D, 3-D
+        with pytest.raises(VaekitError, match=r"^x holds examples of shape \(\w*,?\d*,?\s?\d*\) \(\d+ values\); the model takes 6$"):
+            vaekit.elbo(vae, bad)
+    torch.manual_seed(0)
+    as_ints = vaekit.elbo(vae, x.long(), num_samples=3).elbo  # integers are the model's floats, as encode takes them
+    torch.manual_seed(0)
+    assert torch.equal(as_ints, vaekit.elbo(vae, x, num_samples=3).elbo)
+    for bad in (x[0], x[:, :5], x.long(), x[None]):  # the estimator the objectives call: its own cheap check
         with pytest.raises(VaekitError, match=r"the model expects floats of shape \[B, 6\]"):
-            elbo(vae, bad)
+            estimators.elbo(vae, bad)
 
 
 def test_given_draws_carry_the_gradient_as_drawn():

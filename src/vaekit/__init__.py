@@ -14,12 +14,13 @@ from .disentanglement import (
     metrics,  # disentanglement metrics on any arrays of codes: vaekit.metrics.mig(codes, factors)
 )
 from .errors import VaekitError
+from .evaluation.bounds import elbo, iwae, iwae_bound
 from .evaluation.estimates import evaluate_elbo, log_likelihood
 from .evaluation.references import LinearGaussian
 from .evaluation.tables import impute, score
 from .model import VAE, GenerativeModel, build_model
 from .objectives import OBJECTIVES, Objective
-from .objectives.estimators import ELBO, elbo, iwae, iwae_bound
+from .objectives.estimators import ELBO
 from .parts.likelihoods import LIKELIHOODS
 from .parts.modules import Decoder, Encoder
 from .parts.networks import ARCHITECTURES

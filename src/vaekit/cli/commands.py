@@ -216,7 +216,8 @@ def cmd_disentanglement(args: argparse.Namespace) -> dict[str, float]:
     y = torch.cat([labels_for(cfg, dataset, s) for s in splits]) if cfg.model.conditional else None
     scores = score_model(model, x, factors, names, seed=args.seed, y=y, progress=not args.quiet)
     if args.json:
-        print(json.dumps({"split": args.split, "n": int(x.shape[0]), "factors": list(dataset.factor_names), **scores}))
+        print(json.dumps(finite_or_null({"split": args.split, "n": int(x.shape[0]), "factors": list(dataset.factor_names),
+                                         **scores})))
     else:
         print(f"{'split':<22}{args.split} (n={x.shape[0]}); factors {', '.join(dataset.factor_names)}")
         for name, value in scores.items():

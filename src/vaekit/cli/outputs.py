@@ -122,7 +122,7 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     if cfg.model.conditional and y is None:
         raise VaekitError(f"{args.run} is a conditional VAE: decode with --label K (or latents in an .npz with labels)")
     if y is not None and not cfg.model.conditional:
-        log.warning("%s: its labels are not used: %s is not conditioned on labels", args.latents, args.run)
+        log.info("%s: its labels are not used: %s is not conditioned on labels", args.latents, args.run)
         y = None
     if y is not None and len(y) != len(z):
         raise VaekitError(f"{args.latents}: {len(z)} latents beside {len(y)} labels; give one label per row")

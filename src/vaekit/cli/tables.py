@@ -29,8 +29,8 @@ def add_table_commands(sub) -> None:
     im.add_argument("--out", required=True, help="the completed table, a CSV (required)")
     im.add_argument("--k", type=int, default=1000, help=K_HELP)
     im.add_argument("--draws", type=int, default=0, metavar="M", help="multiple imputation: M completed tables by "
-                    "sampling-importance-resampling, stacked with a first column `draw` (default: 0: one table, "
-                    "the conditional mean or most probable level)")
+                    "sampling-importance-resampling, stacked with a first column `draw` (`draw_1` if the table has one; "
+                    "default: 0: one table, the conditional mean or most probable level)")
     im.add_argument("--seed", type=int, default=0, help="seeds the draws (default: 0)")
     im.set_defaults(func=cmd_impute)
 
@@ -97,7 +97,8 @@ def cmd_impute(args: argparse.Namespace) -> Path:
 
     if args.draws:
         rows = [[str(m + 1), *r] for m in range(args.draws) for r in completed(result.draws[m])]
-        _write_csv(Path(args.out), ["draw", *names], rows)
+        first = next(n for n in ("draw", *(f"draw_{i}" for i in range(1, len(names) + 2))) if n not in names)
+        _write_csv(Path(args.out), [first, *names], rows)  # `draw`, unless the table has a column of that name
     else:
         _write_csv(Path(args.out), names, completed(result.filled))
     n_missing = int(table.codes.isnan().sum())

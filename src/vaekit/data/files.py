@@ -222,8 +222,8 @@ def is_header(cells: list[str], path: Path | None = None, following: list[str] |
     if cells == [str(i) for i in range(len(cells))]:
         shown = ",".join(cells[:4]) + (",…" if len(cells) > 4 else "")
         if following is not None and not all(WHOLE.fullmatch(c.strip().strip("\"'")) for c in following):
-            log.info("%s: the first row %s is read as column names (pandas' defaults), not as data", path or "the CSV",
-                     shown)
+            log.warning("%s: the first row %s is read as column names (pandas' defaults), not as data; if it is data, "
+                        "write a header row of names", path or "the CSV", shown)
             return True
         log.warning("%s: the first row %s is read as data; if it is pandas' column names, write the file with "
                     "header=False or name the columns", path or "the CSV", shown)

@@ -81,7 +81,10 @@ def load_dataset(
         _carve_validation(ds, default_val if val_size is None else val_size, split_seed, contiguous=mmap)
     ds = finalize(ds, binarize, support, split_seed)
     if support == "table":
-        ds.schema = schema if schema is not None else (ds.schema or Schema.real(ds.dim)).fitted(ds.split("train"))
+        try:
+            ds.schema = schema if schema is not None else (ds.schema or Schema.real(ds.dim)).fitted(ds.split("train"))
+        except VaekitError as e:
+            raise VaekitError(f"{ds.name}: {e}") from None
     if standardize:
         if shift is None:
             shift, spread = standardization(ds.split("train"), ds.scale)
@@ -107,6 +110,8 @@ def tensor_dataset(
         raise VaekitError("labels: give y_train with x_train, and y_val exactly when x_val is given")
     splits, shape, labels = {}, None, {}
     for name, a in arrays.items():
+        if isinstance(a, Tensor) and a.dtype == torch.bfloat16:  # NumPy has no bfloat16: its values are float32's
+            a = a.float()
         a = a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
         flat, shape_k = as_examples(a, f"x_{name}")
         if shape is not None and shape_k != shape:

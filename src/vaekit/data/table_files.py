@@ -51,8 +51,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
         except ImportError:
             raise VaekitError(f"{path}: reading Parquet needs pyarrow: pip install 'vaekit[tables]'") from None
         try:
-            meta = pq.ParquetFile(pa.BufferReader(data)).metadata  # the cells' count, before any is decoded
+            parquet = pq.ParquetFile(pa.BufferReader(data))
+            meta = parquet.metadata  # the cells' count, before any is decoded
             _check_cells(path, meta.num_rows, meta.num_columns)
+            _check_names(path, [str(n).strip() for n in parquet.schema_arrow.names])  # as a CSV's header is checked
             t = pq.read_table(pa.BufferReader(data))
             for field in t.schema:  # numbers, text, booleans; a date, a list or bytes is no cell vaekit reads
                 kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
@@ -66,7 +68,6 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
             raise VaekitError(f"{path}: cannot read as Parquet ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
                               ) from None
         columns = [t.column(i).to_pylist() for i in range(t.num_columns)]
-        _check_names(path, [str(n).strip() for n in t.column_names])  # as a CSV's header is checked
         return list(t.column_names), [list(r) for r in zip(*columns)], list(range(1, t.num_rows + 1))
     try:
         reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))

@@ -45,6 +45,7 @@ MISSING = frozenset({"", "na", "nan", "n/a", "null", "none", "?", "#n/a", "#n/a 
                      "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan"})  # a missing cell, case and spaces aside (pandas' list)
 ORDINAL_SPAN = 12  # whole numbers ≥ 0 spanning fewer values than this are inferred ordinal
 MIN_SPREAD, MAX_SHIFT = 1e-12, 1e18  # a column's standardization as float32 data give it (a spread below is 1)
+RELATIVE_SPREAD = 1e-6  # a column whose sd is below this share of its mean's size is constant in float32
 MAX_LEVELS = 1000  # a column of more distinct labels is an identifier, not a category
 
 
@@ -141,8 +142,16 @@ class Schema:
                     v = v.log()
                 if len(v) == 0:
                     raise VaekitError(f"column {c.name!r}: every cell of the training split is missing")
-                std = float(v.std(correction=0))
-                c = replace(c, shift=float(v.mean()), spread=std if std > 1e-12 else 1.0)
+                std, mean = float(v.std(correction=0)), float(v.mean())
+                if not (abs(mean) <= MAX_SHIFT and std <= MAX_SHIFT):  # what from_plain would refuse on every load
+                    raise VaekitError(f"column {c.name!r}: {'log ' if c.kind == 'positive' else ''}values reach "
+                                      f"{float(v.abs().max()):.3g}, beyond what vaekit standardizes (±{MAX_SHIFT:g}); "
+                                      "rescale the column (divide it by a power of ten)")
+                constant = std < MIN_SPREAD or std < RELATIVE_SPREAD * abs(mean)
+                if constant and std > 0:  # float32 codes would make the column one value
+                    log.warning("column %r: its values differ by less than float32 resolves (sd %.3g about %.6g): "
+                                "read as constant; subtract an offset to keep them", c.name, std, mean)
+                c = replace(c, shift=mean, spread=1.0 if constant else std)
             elif c.kind in ("count", "poisson"):  # counts in the hundreds: the rate starts at their mean, not at 1
                 v = codes[:, j].double()
                 v = v[~v.isnan()]

@@ -47,8 +47,7 @@ class DCI(NamedTuple):
 
 def _array(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):  # any device; float16/bfloat16 have no numpy twin, so widen first
-        x = x.detach().cpu()
-        x = (x.double() if x.is_floating_point() else x).numpy()
+        x = (x.detach().cpu().double() if x.is_floating_point() else x.detach().cpu()).numpy()
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 1:
         raise VaekitError(f"{name} must be [N, {'K' if name == 'codes' else 'F'}] with N ≥ 2, got {list(x.shape)}")
@@ -76,10 +75,12 @@ def _prepare(codes, factors, min_codes: int = 1, min_factors: int = 1):
     z, values, real = z.astype(np.float64), y.astype(np.float64), y.dtype.kind == "f"
     if not (np.isfinite(z).all() and np.isfinite(values).all()):
         raise VaekitError("codes and factors must be finite (found NaN or Inf)")
-    columns = [_equal_count_bins(c, NUM_BINS) if real else c for c in values.T]
+    for _ in range(2 if real else 0):  # scores of a real factor are invariant to its affine rescaling: scaled and
+        values = values / np.where(np.abs(values).max(0) > 0, np.abs(values).max(0), 1.0)  # centred, 1e300 overflows
+        values = values - values.mean(0)  # nothing (a variance of 1e300 values was inf, its scores NaN)
+    columns = [_equal_count_bins(c, NUM_BINS) if real else c for c in (values if real else y).T]  # ints as stored
     labels = np.stack([np.unique(c, return_inverse=True)[1].reshape(-1) for c in columns], axis=1)
-    single = np.flatnonzero(labels.max(axis=0) == 0)
-    if single.size:
+    if (single := np.flatnonzero(labels.max(axis=0) == 0)).size:
         raise VaekitError(f"factor {int(single[0])} takes a single value in factors {list(y.shape)}")
     return z, labels.astype(np.int64), values, real
 
@@ -122,8 +123,7 @@ def _plug_in_mi(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _entropy(labels: np.ndarray) -> float:
-    p = np.bincount(labels) / labels.size
-    p = p[p > 0]
+    p = np.bincount(labels)[np.bincount(labels) > 0] / labels.size
     return float(-np.sum(p * np.log(p)))
 
 

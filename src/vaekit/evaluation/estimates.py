@@ -124,22 +124,24 @@ class ELBOEstimate:
 MAX_IMPORTANCE_SAMPLES = 1_000_000  # per example: hours over a test set already; 10^12 (a received eval_k) ran for days
 
 
-def _whole(value: Any, low: int, high: float = math.inf) -> bool:
+def whole_number(value: Any, low: int, high: float = math.inf) -> bool:
     """Whether `value` is a whole number (an int or NumPy integer, not a bool) in [low, high]."""
     return not isinstance(value, bool) and hasattr(value, "__index__") and low <= value <= high
 
 
-def checked_examples(model, x: Any, k: int = 1, batch_size: int = 1, scored: bool = True, seed: int = 0) -> Tensor:
+def checked_examples(model, x: Any, k: int = 1, batch_size: int = 1, scored: bool = True, seed: int = 0,
+                     encoder: bool = True, k_name: str = "k") -> Tensor:
     """x as a tensor of examples for `model` (`model.examples`), k a whole number from 1 to
     MAX_IMPORTANCE_SAMPLES, batch_size one ≥ 1 and seed one torch takes, or one line naming what is wrong. `scored`: x is
     scored as it is, so a Bernoulli model's examples must be 0 or 1 (training binarizes grey levels)."""
-    if not all(hasattr(model, name) for name in ("posterior", "prior", "p_x_given_z")):
+    if not all(hasattr(model, name) for name in ("posterior", "prior", "p_x_given_z")[not encoder:]):
         raise VaekitError(f"model must be a VAE (vaekit.load(RUN), vaekit.VAE(…)), got {type(model).__name__}")
-    if not _whole(k, 1, MAX_IMPORTANCE_SAMPLES):
-        raise VaekitError(f"k must be a whole number of importance samples from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
-    if not _whole(batch_size, 1):
+    if not whole_number(k, 1, MAX_IMPORTANCE_SAMPLES):
+        raise VaekitError(f"{k_name} must be a whole number of {'importance samples' if k_name == 'k' else 'draws'} "
+                          f"from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
+    if not whole_number(batch_size, 1):
         raise VaekitError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
-    if not _whole(seed, 0, MAX_SEED):
+    if not whole_number(seed, 0, MAX_SEED):
         raise VaekitError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
     x = examples(model, x)
     support = getattr(getattr(model, "decoder", None), "support", None)
@@ -164,7 +166,8 @@ def evaluate_elbo(
     sample draws exactly the noise of `elbo(model, x_b)` under that seed. y: the labels of x [N], for a
     conditional VAE (each batch is evaluated by `model.given(y_b)`).
     """
-    x = checked_examples(model, x, num_samples, batch_size, seed=seed)
+    x = checked_examples(model, x, num_samples, batch_size, seed=seed, k_name="num_samples")
+    num_samples, batch_size, seed = int(num_samples), int(batch_size), int(seed)  # NumPy integers, as Python's
     sums = torch.zeros(4, dtype=torch.float64, device=x.device)
     bar = Progress(x.shape[0], f"ELBO ({num_samples} draws)", enabled=progress and ctx.is_main)
     with forked_rng(x.device), eval_mode(model), bar:
@@ -233,6 +236,7 @@ def log_likelihood(
     the numbers of one process.
     """
     x = checked_examples(model, x, k, batch_size, seed=seed)
+    k, batch_size, seed = int(k), int(batch_size), int(seed)  # NumPy integers, as Python's
     n, cut = x.shape[0], _q_batches(q_z, x.shape[0], batch_size)
     slots = torch.zeros(2, n, dtype=torch.float64, device=x.device)  # log p̂, ESS at each example's index
     bar = Progress(n, f"log-likelihood (k = {k})", enabled=progress and ctx.is_main)

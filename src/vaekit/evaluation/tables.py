@@ -14,16 +14,18 @@ Observed cells are never changed: the result keeps them bit for bit.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..data.table_files import MAX_TABLE_CELLS
+from ..data.table_files import MAX_TABLE_CELLS, Table
 from ..errors import VaekitError
 from ..objectives.estimators import check_data, log_weights
 from ..rng import forked_rng
-from .estimates import MAX_IMPORTANCE_SAMPLES, delta_method_variance, eval_mode
+from .estimates import MAX_IMPORTANCE_SAMPLES, delta_method_variance, eval_mode, whole_number
 
 
 @dataclass
@@ -55,6 +57,30 @@ def _table_head(model):
     return head
 
 
+def _codes(model, x: Any, k: Any, seed: Any, batch_size: Any, draws: Any = 0) -> Tensor:
+    """x as the table's codes [N, C] in the model's float dtype (a `Table` gives its codes, as `read_table` made
+    them) that the schema admits, the counts whole numbers; or one line naming what is wrong (a path, no rows, an
+    infinite cell)."""
+    if isinstance(x, Table):
+        x = x.codes
+    if isinstance(x, (str, os.PathLike)):
+        raise VaekitError(f"x must be a table's codes [N, C] (vaekit.read_table(path, schema).codes), got the path {x!r:.80}")
+    for name, value, low in (("k", k, 1), ("seed", seed, 0), ("batch_size", batch_size, 1), ("draws", draws, 0)):
+        if not whole_number(value, low):
+            raise VaekitError(f"{name} must be a whole number ≥ {low}, got {value!r:.40}")
+    if not isinstance(x, Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise VaekitError(f"x must be a table's codes [N, C], got {type(x).__name__} ({e})") from None
+    if x.dim() != 2 or x.shape[0] == 0 or x.is_complex() or x.dtype == torch.bool:
+        raise VaekitError(f"x must be a table's codes [N, C] with at least one row, got {x.dtype} {tuple(x.shape)}")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    x = x.to(dtype)
+    _table_head(model).check(x)  # before the encoder sees an infinite cell: one line naming the column and row
+    return x
+
+
 def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
     """x with the cells `mask` marks unobserved (False) made NaN; x itself without a mask."""
     if mask is None:
@@ -80,10 +106,9 @@ def impute(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, draws: i
     model (module doc), `draws` completed tables by sampling-importance-resampling besides. Seeded: the same
     seed, the same numbers."""
     head = _table_head(model)
+    x = _codes(model, x, k, seed, batch_size, draws)
     check_data(model, x)
     x = _masked(x, mask)
-    if k < 1 or draws < 0:
-        raise VaekitError(f"impute: k must be ≥ 1 and draws ≥ 0, got k = {k}, draws = {draws}")
     if k > MAX_IMPORTANCE_SAMPLES or draws * x.numel() > MAX_TABLE_CELLS:  # the draws are held whole, then written
         raise VaekitError(f"impute: k must be ≤ {MAX_IMPORTANCE_SAMPLES:,} and draws × cells ≤ {MAX_TABLE_CELLS:,} "
                           f"(the most cells vaekit reads from a table), got k = {k:,}, draws = {draws:,} of "
@@ -118,6 +143,7 @@ def score(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, seed: int
     """Anomaly scores of the rows of x [N, C] (module doc): −log p(x_obs) with its Monte Carlo error and each
     column's part; x_obs: the cells not NaN (and True in `mask` where given). Seeded."""
     _table_head(model)
+    x = _codes(model, x, k, seed, batch_size)
     check_data(model, x)
     x = _masked(x, mask)
     if k < 2:

@@ -36,7 +36,8 @@ Whole = Callable[..., Tensor]
 """whole(t, dim=0) → t gathered over the ranks along `dim` (the global batch); t in one process."""
 
 # Settings that several objectives read, declared once.
-NumSamples = Annotated[int, Setting("Monte Carlo samples of z per example in the training ELBO", above=0)]
+NumSamples = Annotated[int, Setting("Monte Carlo samples of z per example in the training ELBO", above=0,
+                                    at_most=10_000)]
 KL = Annotated[str, Setting("KL term: auto (closed form where it exists, else Monte Carlo), analytic, mc",
                             choices=KL_MODES)]
 Estimator = Annotated[str, Setting("gradient estimator of the ELBO", choices=ESTIMATORS)]

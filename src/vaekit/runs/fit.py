@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,7 +22,7 @@ from ..training.distributed import SINGLE, resolve_device
 from . import checkpoint as ckpt
 from .config import Config
 from .experiment import TrainResult, open_run, train_model, writing_lock
-from .saving import model_config
+from .saving import lazy_parameters, model_config
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,10 @@ def fit(
                           f"{type(model).__name__}")
     if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip() or "\0" in str(out)):
         raise VaekitError(f"vaekit.fit: out must name a folder for the run (or be None), got {out!r:.80}")
-    checked_examples(model, x_train, scored=False)  # before anything is written: examples of the model's size
+    first = checked_examples(model, x_train, scored=False)  # before anything is written: examples of the model's size
     if x_val is not None:
         checked_examples(model, x_val, scored=False)
+    train = {k: v.item() if isinstance(v, np.generic) else v for k, v in train.items()}  # np.int64(5) as 5
     cfg = Config.from_dict({"train": train}, source="vaekit.fit")
     if isinstance(device, str):
         device = resolve_device(device, flag="device=")
@@ -83,6 +85,9 @@ def fit(
                         "against it", out)
             cfg = replace(cfg, data=replace(cfg.data, digest=""))
         out, resume, cfg = open_run(cfg, out, resume, words=("resume=True", "out"))
+        if resume and lazy_parameters(model):  # a lazy layer gets its shape from one example; the checkpoint its values
+            with torch.no_grad():
+                model(first[:1])
         if not resume:  # the training noise from `seed`, as the CLI's (a resume restores the saved stream)
             torch.manual_seed(cfg.train.seed)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)

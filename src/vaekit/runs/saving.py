@@ -87,4 +87,15 @@ def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
     if model is not None and not isinstance(model, nn.Module):
         raise VaekitError(f"vaekit.load: model must be the torch module to load the weights into, got "
                           f"{type(model).__name__}")
+    lazy = lazy_parameters(model) if model is not None else []
+    if lazy:
+        raise VaekitError(f"vaekit.load: the model's lazy layers have no weights yet ({lazy[0]}); run one batch "
+                          "through it first (model(x[:1])), then load")
     return load_run(run, model)[1]
+
+
+def lazy_parameters(model: nn.Module) -> list[str]:
+    """The names of `model`'s parameters and buffers that a lazy layer (`nn.LazyLinear`) has not made yet."""
+    from torch.nn.parameter import is_lazy
+
+    return [n for n, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]

@@ -123,6 +123,10 @@ def _rng(value: Any, field: str, like: Tensor | None) -> None:
     _need(value.dtype == torch.uint8 and value.dim() == 1, field, "is not a generator state (a 1-D uint8 tensor)")
     if like is not None:
         _need(value.numel() == like.numel(), field, f"has {value.numel()} bytes, expected {like.numel()}")
+        try:  # the bytes of a valid Mersenne Twister state: set on a scratch generator, not the process's
+            torch.Generator().set_state(value)
+        except RuntimeError:
+            raise _Refusal(f"{field} is not a valid generator state") from None
 
 
 def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, max_batch: int,
@@ -171,7 +175,8 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
             _number(saved[key], key, low=0, high=2**62)
         _number(saved["batch"], "batch", high=max_batch)
         sums = saved["sums"]
-        _need(isinstance(sums, dict) and all(isinstance(k, str) for k in sums), "sums", "is not a dict of named sums")
+        _need(isinstance(sums, dict) and all(isinstance(k, str) and len(k) <= 100 for k in sums) and len(sums) <= 1000,
+              "sums", "is not a dict of named sums (names of at most 100 characters)")
         for name, value in sums.items():
             _number(value, f"sums[{name!r}]")
     except _Refusal as e:

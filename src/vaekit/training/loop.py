@@ -266,6 +266,7 @@ class _Pending:
         self.params = params or []  # looked at only when a step went bad: was it the weights themselves?
         self.verdicts = torch.zeros(steps, dtype=torch.int64, device=device)
         self.names: list[str] | None = list(state.sums) or None  # else the first step's metric names
+        self.restored = bool(state.sums)  # the names came from a resumed train_state.pt
         self.acc = torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float32, device=device)
                                 for k in self.names]) if self.names else None
         self.skip_limit, self.sizes = skip_limit, {}
@@ -279,8 +280,12 @@ class _Pending:
             self.names = list(metrics)
             self.acc = torch.zeros(len(self.names), device=verdict.device)
         elif set(metrics) != set(self.names):
+            before = ", ".join(sorted(f"{k!r:.40}" for k in self.names)[:6])
+            if self.restored and i == self.first:  # the state's sums, not the loss, name other metrics
+                raise VaekitError(f"train_state.pt: its running sums name {before}, but the objective returns "
+                                  f"{', '.join(sorted(metrics))}; the file is damaged or belongs to another run")
             raise VaekitError(f"the loss returned metrics {sorted(metrics)} at epoch {state.epoch + 1}, step {i + 1}, "
-                              f"but {sorted(self.names)} before; it must return the same names every step")
+                              f"but [{before}] before; it must return the same names every step")
         if self.names:
             values = torch.stack([metrics[k].detach().float() for k in self.names]) * size
             self.acc += torch.where(verdict == OK, values, 0.0)  # a NaN batch adds nothing, not even NaN
