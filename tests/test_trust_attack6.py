@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_trust_attack5 import one_line
 
 import vaekit
 from vaekit.cli import main
@@ -22,13 +23,6 @@ def runs(tmp_path_factory):
     assert main([*common, "--out", str(base / "plain")]) == 0
     assert main([*common, "--out", str(base / "cond"), "--condition", "label"]) == 0
     return base
-
-
-def one_line(capsys, *argv):
-    code = main(["--quiet", *map(str, argv)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("vaekit: error: "), (code, err)
-    return err[0].removeprefix("vaekit: error: ")
 
 
 def test_a_parquet_column_with_no_name_is_refused_as_a_csvs_is(tmp_path):

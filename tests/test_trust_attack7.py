@@ -7,18 +7,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from test_trust_attack5 import one_line
 from torch import nn
 
 import vaekit
 from vaekit.cli import main
 from vaekit.data.dataset import standardization
-
-
-def one_line(capsys, *argv):
-    code = main(["--quiet", *map(str, argv)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("vaekit: error: "), (code, err)
-    return err[0].removeprefix("vaekit: error: ")
 
 
 def test_a_table_column_beyond_what_a_run_stores_is_refused_before_training(tmp_path, capsys):
