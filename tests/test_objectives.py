@@ -160,8 +160,10 @@ def test_iwae_bound_and_log_weights_use_the_draws_they_are_given():
     by_hand = vae.prior().log_prob(z) + vae.p_x_given_z(z).log_prob(x) - q.log_prob(z)
     torch.testing.assert_close(log_weights(vae, x, 4, z=z), by_hand, atol=1e-12, rtol=0)
     torch.testing.assert_close(iwae_bound(vae, x, 4, z=z), iwae(vae, x, 4, z=z).bound, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match=r"z must hold draws \[S, 6, 2\] \(S = k = 5: q_z.rsample\(\(S,\)\)\), got \(4, 6, 2\)"):
+        iwae_bound(vae, x, 5, z=z)  # the public bound (`evaluation.bounds`)
     with pytest.raises(ValueError, match="z holds 4 draws per example"):
-        iwae_bound(vae, x, 5, z=z)
+        log_weights(vae, x, 5, z=z)  # the estimator the objectives call
 
 
 def test_elbo_draws_average_to_the_elbo():

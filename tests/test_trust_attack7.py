@@ -28,15 +28,28 @@ def test_a_table_column_beyond_what_a_run_stores_is_refused_before_training(tmp_
     assert not (tmp_path / "r" / "config.json").exists()
 
 
-def test_a_column_float32_cannot_tell_apart_is_constant_and_said_so(caplog):
+def test_a_column_float32_cannot_tell_apart_is_said_to_merge(tmp_path, caplog):
+    """ids near 1e17 become one float32 value: the column carried nothing, without a word (seventh and eighth
+    attacks); counts beyond 2**24, positives below float32's range and spreads below 1e-12 are refused."""
+    (tmp_path / "ids.csv").write_text("id,c\n" + "".join(f"{10**17 + k},{'ab'[k % 2]}\n" for k in range(100)))
+    with caplog.at_level(logging.WARNING):
+        table = vaekit.read_table(tmp_path / "ids.csv", overrides={"id": "real"})
+    distinct = len({float(10**17 + k) for k in range(100)})  # as the cells are read (float64: 7 of them)
+    assert f"{tmp_path / 'ids.csv'}: column 'id': float32 merges some of its distinct values (1 of {distinct} kept)" \
+        in caplog.text
+    assert len(table.codes[:, 0].unique()) == 1
+    for name, kind, cells, said in [
+            ("n.csv", "count", [10**15 + k for k in range(10)], (r"line 2, column 'n': 1e\+15 is beyond the counts float32 "
+             r"holds exactly \(16,777,216\); give the column another kind \(--column-type n=positive\)$")),
+            ("p.csv", "positive", [1e-300 * (k + 1) for k in range(10)], (r"line 2, column 'n': 1e-300 is below float32's "
+             r"smallest normal number \(1.18e-38\); multiply the column by a power of ten$"))]:
+        (tmp_path / name).write_text("n,c\n" + "".join(f"{v!r},{'ab'[i % 2]}\n" for i, v in enumerate(cells)))
+        with pytest.raises(vaekit.VaekitError, match=said):
+            vaekit.read_table(tmp_path / name, overrides={"n": kind})
     from vaekit.data.tables import Column, Schema
 
-    codes = torch.tensor([[1e17 + k] for k in range(100)], dtype=torch.float64)
-    with caplog.at_level(logging.WARNING):
-        fitted = Schema((Column("id", "real"),)).fitted(codes)
-    assert fitted.columns[0].spread == 1.0 and fitted.columns[0].shift == pytest.approx(1e17 + 49.5, rel=1e-15)
-    sd = float(codes.std(correction=0))
-    assert f"column 'id': its values differ by less than float32 resolves (sd {sd:.3g} about 1e+17)" in caplog.text
+    with pytest.raises(vaekit.VaekitError, match=r"^column 'x': values spread by 2.89e-20, below what vaekit standardizes"):
+        Schema((Column("x", "real"),)).fitted(torch.arange(100, dtype=torch.float64)[:, None] * 1e-21)
 
 
 def test_data_in_small_units_are_standardized_by_their_own_spread():
@@ -47,7 +60,9 @@ def test_data_in_small_units_are_standardized_by_their_own_spread():
     _shift, spread = standardization(x)
     want = x.double().std(0, correction=0)
     torch.testing.assert_close(spread[:3].double(), want[:3], rtol=1e-6, atol=0)
-    assert float(spread[3]) == 1.0  # sd 1e-8 about 5: below what float32 resolves at 5, constant
+    assert float(spread[3]) == 1.0  # 5 + 1e-8 noise is 5 in float32: one value, constant
+    near = torch.full((200, 1), 1e10) + torch.arange(200.0)[:, None] * 20.0  # sd ≈ 1155 about 1e10: its own spread
+    torch.testing.assert_close(standardization(near)[1].double(), near.double().std(0, correction=0), rtol=1e-6, atol=0)
 
 
 def test_small_unit_data_sample_at_their_scale(tmp_path, capsys):
@@ -114,7 +129,15 @@ X = (torch.rand(7, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float(
     (lambda m: vaekit.elbo(m, torch.rand(7, 10)), r"^x holds values other than 0 and 1, which a Bernoulli model"),
     (lambda m: vaekit.iwae_bound(torch.nn.Linear(2, 2), X, k=2), r"^model must be a VAE"),
     (lambda m: vaekit.evaluate_elbo(m, X, num_samples=0), r"^num_samples must be a whole number of draws"),
-    (lambda m: m.encode(X.to("meta")), r"^x must be a dense tensor of values, got a meta tensor \(one holding data\)$"),
+    (lambda m: m.encode(X.to("meta")), (r"^x must be a dense tensor of values, got a meta tensor \(a meta tensor has "
+     r"shapes, no values\)$")),
+    (lambda m: m.decode(torch.zeros(3, 2, device="meta")), r"^decode: z must be a dense tensor of values, got a meta"),
+    (lambda m: vaekit.elbo(m, X, q_z=m.posterior(X), z=m.posterior(X).rsample()), (r"^z must hold draws \[S, 7, 2\] "
+     r"\(S ≥ 1: q_z.rsample\(\(S,\)\)\), got \(7, 2\)$")),
+    (lambda m: vaekit.iwae(m, X, k=5, z=m.posterior(X).rsample((3,))), r"^z must hold draws \[S, 7, 2\] \(S = k = 5"),
+    (lambda m: vaekit.iwae_bound(m, X, 2, q_z=m.posterior(X[:3])), r"^q_z must have batch shape \(7,\) and event shape"),
+    (lambda m: vaekit.elbo(m, X, q_z=5), r"^q_z must be a torch Distribution over z"),
+    (lambda m: vaekit.elbo(m, X, z=m.posterior(X).rsample((2,)) * float("nan")), r"^z must be finite floating-point draws"),
     (lambda m: m.encode(X.to_sparse()), (r"^x must be a dense tensor of values, got a torch.sparse_coo tensor "
      r"\(x.to_dense\(\)\)$")),
     (lambda m: vaekit.fit(m, X.to_sparse(), epochs=1, progress=False), r"^x must be a dense tensor of values"),
@@ -161,12 +184,24 @@ def table_run(tmp_path_factory):
     return base, model, vaekit.read_table(base / "t.csv", model.decoder.head.schema)
 
 
+def test_impute_keeps_float64_observed_cells_and_refuses_a_mask_that_is_no_mask(table_run):
+    _, model, table = table_run
+    exact = table.codes.double()
+    exact[exact[:, 0].isfinite(), 0] += 1e-9  # a value float32 cannot hold
+    filled = vaekit.impute(model, exact, k=10).filled
+    seen = ~exact.isnan()
+    assert filled.dtype == torch.float64 and torch.equal(filled[seen], exact[seen])
+    for mask in ("abc", [[True], [True, False]], np.array([object()] * 3)):
+        with pytest.raises(vaekit.VaekitError, match=r"^mask must be bool of x's shape \(80, 3\)"):
+            vaekit.impute(model, table, mask=mask, k=5)
+
+
 def test_impute_and_score_take_the_table_itself_as_its_codes(table_run):
     _, model, table = table_run
     a, b = vaekit.impute(model, table, k=20, seed=3), vaekit.impute(model, table.codes, k=20, seed=3)
     assert torch.equal(a.filled, b.filled) and bool(a.filled.isnan().sum() == 0)
     assert torch.equal(vaekit.score(model, table, k=20).score, vaekit.score(model, table.codes.numpy(), k=20).score)
-    assert torch.equal(vaekit.impute(model, table.codes.double(), k=20, seed=3).filled, b.filled)
+    assert torch.equal(vaekit.impute(model, table.codes.double(), k=20, seed=3).filled.float(), b.filled)
 
 
 @pytest.mark.parametrize("given, said", [

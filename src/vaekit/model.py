@@ -93,6 +93,8 @@ class Joint:
         """E[x|z], the mean of p(x|z) (probabilities for a Bernoulli, not logits): [..., D]."""
         z = torch.as_tensor(z)
         k = self.latent_dim
+        if z.is_meta or z.layout != torch.strided:
+            raise VaekitError(f"decode: z must be a dense tensor of values, got a {'meta' if z.is_meta else z.layout} tensor")
         if z.dim() < 2 or z.shape[-1] != k or z.numel() == 0 or z.is_complex() or not bool(torch.isfinite(z).all()):
             shaped = z.dim() >= 2 and z.shape[-1] == k and not z.is_complex()
             raise VaekitError(f"decode: z must be finite latents [N, {k}], got {tuple(z.shape)}"

@@ -34,9 +34,9 @@ SPLITS = ("train", "val", "test")
 SUPPORTS = ("binary", "unit", "real", "count", "discrete256", "table")  # "table": mixed columns, NaN where missing
 BINARIZE = ("auto", "dynamic", "static", "none")
 EVAL_BINARIZATION_SEED = 1234  # evaluation binarizes each split once with this seed, so numbers repeat
-MIN_SPREAD = 1e-30  # a dimension whose training std is below this, or below RELATIVE_SPREAD of its mean's size
-RELATIVE_SPREAD = 1e-6  # (float32 cannot tell its values apart), is constant: not rescaled, spread 1. Data in small
-# units (sd 1e-20 about 0) are not constant: their spread is theirs
+MIN_SPREAD = 1e-30  # a dimension whose training std is below this (0: float32 data of one value) is constant: not
+# rescaled, spread 1. Any other is divided by its own sd, however small or however large its mean (data in small
+# units, sd 1e-20, or near 1e10 with sd 1e3): its training values then have unit variance, never a blow-up
 
 
 @dataclass
@@ -274,9 +274,8 @@ def standardization(x: Tensor, scale: float = 1.0, block: int | None = None) -> 
 
     Accumulated in float64 block by block (so a memory map is streamed) with Chan et al.'s pairwise
     update (1979), which does not cancel when a mean is large against its spread. A dimension whose
-    std is below MIN_SPREAD or RELATIVE_SPREAD·|mean| (constant) gets spread 1: it is shifted to 0, not
-    blown up; a small std about a mean near 0 is the data's own (an absolute threshold made data in small
-    units, sd 1e-20, "constant", and their samples 10¹⁹ standard deviations off)."""
+    std is below MIN_SPREAD (constant) gets spread 1: it is shifted to 0, not blown up; any other std is the
+    data's own (a threshold of 1e-12 made data in small units "constant", their samples 10¹⁹ sds off)."""
     n, mean, m2 = 0, torch.zeros(x.shape[1], dtype=torch.float64), torch.zeros(x.shape[1], dtype=torch.float64)
     for xb in _blocks(x, block):
         xb = xb.to(torch.float64) / scale
@@ -286,5 +285,4 @@ def standardization(x: Tensor, scale: float = 1.0, block: int | None = None) -> 
         m2 = m2 + ((xb - mean_b) ** 2).sum(0) + delta**2 * (n * nb / total)
         n = total
     std = (m2 / n).sqrt()
-    constant = (std < MIN_SPREAD) | (std < RELATIVE_SPREAD * mean.abs())
-    return mean.float(), torch.where(constant, torch.ones_like(std), std).float()
+    return mean.float(), torch.where(std < MIN_SPREAD, torch.ones_like(std), std).float()

@@ -44,9 +44,10 @@ log = logging.getLogger(__name__)
 MISSING = frozenset({"", "na", "nan", "n/a", "null", "none", "?", "#n/a", "#n/a n/a", "#na", "<na>", "-nan",
                      "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan"})  # a missing cell, case and spaces aside (pandas' list)
 ORDINAL_SPAN = 12  # whole numbers ≥ 0 spanning fewer values than this are inferred ordinal
-MIN_SPREAD, MAX_SHIFT = 1e-12, 1e18  # a column's standardization as float32 data give it (a spread below is 1)
-RELATIVE_SPREAD = 1e-6  # a column whose sd is below this share of its mean's size is constant in float32
+MIN_SPREAD, MAX_SHIFT = 1e-12, 1e18  # a column's standardization as float32 data give it (a spread of 0 is 1)
 MAX_LEVELS = 1000  # a column of more distinct labels is an identifier, not a category
+MAX_COUNT = 2**24  # the largest count float32 codes hold with every whole number below it exact
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
@@ -147,11 +148,11 @@ class Schema:
                     raise VaekitError(f"column {c.name!r}: {'log ' if c.kind == 'positive' else ''}values reach "
                                       f"{float(v.abs().max()):.3g}, beyond what vaekit standardizes (±{MAX_SHIFT:g}); "
                                       "rescale the column (divide it by a power of ten)")
-                constant = std < MIN_SPREAD or std < RELATIVE_SPREAD * abs(mean)
-                if constant and std > 0:  # float32 codes would make the column one value
-                    log.warning("column %r: its values differ by less than float32 resolves (sd %.3g about %.6g): "
-                                "read as constant; subtract an offset to keep them", c.name, std, mean)
-                c = replace(c, shift=mean, spread=1.0 if constant else std)
+                if 0 < std < MIN_SPREAD:  # what from_plain would refuse on every load
+                    raise VaekitError(f"column {c.name!r}: {'log ' if c.kind == 'positive' else ''}values spread by "
+                                      f"{std:.3g}, below what vaekit standardizes ({MIN_SPREAD:g}); multiply the column "
+                                      "by a power of ten")
+                c = replace(c, shift=mean, spread=std if std > 0 else 1.0)  # 0: one value (float32 may have merged)
             elif c.kind in ("count", "poisson"):  # counts in the hundreds: the rate starts at their mean, not at 1
                 v = codes[:, j].double()
                 v = v[~v.isnan()]
@@ -294,9 +295,23 @@ def encode(rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema, 
                 raise VaekitError(f"{where}: {str(cell)!r:.40} is not a number (a {col.kind} column)")
             if col.kind == "positive" and not v > 0:
                 raise VaekitError(f"{where}: {v:g} is not > 0 (a positive column: log-normal)")
+            if col.kind == "positive" and v < FLOAT32_TINY:  # float32 would make it 0, whose log is −inf
+                raise VaekitError(f"{where}: {v:g} is below float32's smallest normal number ({FLOAT32_TINY:.3g}); "
+                                  "multiply the column by a power of ten")
             if col.kind in ("count", "poisson") and not (v >= 0 and v.is_integer()):
                 raise VaekitError(f"{where}: {v:g} is not a whole number ≥ 0 (a {col.kind} column)")
             if abs(v) > 3e38:
                 raise VaekitError(f"{where}: {v:g} is beyond float32")
+            if col.kind in ("count", "poisson") and v > MAX_COUNT:  # float32 codes: whole numbers exact up to 2**24
+                raise VaekitError(f"{where}: {v:g} is beyond the counts float32 holds exactly ({MAX_COUNT:,}); give "
+                                  f"the column another kind (--column-type {col.name}=positive)")
             codes[i, j] = v
-    return torch.from_numpy(codes.astype(np.float32))
+    stored = codes.astype(np.float32)
+    for j, col in enumerate(schema.columns):  # distinct values that float32 makes one (1e17 + k, ±1e-300)
+        if col.kind not in LEVELED:
+            seen = ~np.isnan(codes[:, j])
+            if len(np.unique(stored[seen, j])) < len(np.unique(codes[seen, j])):
+                log.warning("%s: column %r: float32 merges some of its distinct values (%d of %d kept); subtract an "
+                            "offset or rescale it to keep them", path, col.name, len(np.unique(stored[seen, j])),
+                            len(np.unique(codes[seen, j])))
+    return torch.from_numpy(stored)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -31,10 +32,40 @@ def _checked(model, x: Any, k: Any, name: str, z: Tensor | None, q_z: Distributi
     return x, int(k)
 
 
+def _given(model, x: Tensor, q_z: Any, z: Any, draws: int | None) -> Tensor | None:
+    """A given Q (a torch Distribution over the model's latents, one per example) and given draws z [S, B, k] of
+    it (S = `draws` where the bound fixes it), or one line: a z of [B, k] (what `q_z.rsample()` gives) made every
+    example's bound the batch's, and a z of 3 draws passed for k = 5."""
+    b, size = x.shape[0], getattr(model, "latent_dim", None)
+    if q_z is not None:
+        if not isinstance(q_z, Distribution):
+            raise VaekitError(f"q_z must be a torch Distribution over z (model.posterior(x)), got {type(q_z).__name__}")
+        if tuple(q_z.batch_shape) != (b,) or (size is not None and tuple(q_z.event_shape) != (size,)):
+            raise VaekitError(f"q_z must have batch shape ({b},) and event shape ({size},): one Q(z|x) of the "
+                              f"model's latents per example, got {tuple(q_z.batch_shape)} and {tuple(q_z.event_shape)}")
+    if z is None:
+        return None
+    if not isinstance(z, Tensor):
+        raise VaekitError(f"z must be a tensor of draws [S, {b}, {size}], got {type(z).__name__}")
+    if z.dim() != 3 or z.shape[0] < 1 or z.shape[1] != b or (size is not None and z.shape[2] != size) or \
+            (draws is not None and z.shape[0] != draws):
+        raise VaekitError(f"z must hold draws [S, {b}, {size}] ({f'S = k = {draws}' if draws else 'S ≥ 1'}: "
+                          f"q_z.rsample((S,))), got {tuple(z.shape)}")
+    if not z.is_floating_point() or not bool(torch.isfinite(z).all()):
+        raise VaekitError(f"z must be finite floating-point draws, got {str(z.dtype).removeprefix('torch.')}"
+                          + (" holding NaN or Inf" if z.is_floating_point() else ""))
+    return z.to(x.dtype)
+
+
+def _said(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
 def elbo(model, x: Any, q_z: Distribution | None = None, num_samples: int = 1, kl: str = "auto", beta: float = 1.0,
          estimator: str = "reparameterization", z: Tensor | None = None) -> ELBO:
     """`objectives.estimators.elbo` (its documentation holds), its arguments checked first."""
     x, num_samples = _checked(model, x, num_samples, "num_samples", z, q_z)
+    z = _given(model, x, q_z, z, None)
     if kl not in KL_MODES:
         raise VaekitError(f"kl must be one of {', '.join(KL_MODES)}, got {kl!r}")
     if estimator not in ESTIMATORS:
@@ -43,17 +74,14 @@ def elbo(model, x: Any, q_z: Distribution | None = None, num_samples: int = 1, k
         raise VaekitError(f"beta must be a finite number ≥ 0, got {beta!r}")
     try:
         return estimators.elbo(model, x, q_z, num_samples, kl, float(beta), estimator, z)
-    except ValueError as e:  # a kl = "analytic" that has no closed form, z of another count of draws
-        raise VaekitError(str(e)) from None
+    except ValueError as e:  # a kl = "analytic" that has no closed form
+        raise VaekitError(_said(e)) from None
 
 
 def iwae_bound(model, x: Any, k: int, q_z: Distribution | None = None, z: Tensor | None = None) -> Tensor:
     """`objectives.estimators.iwae_bound` (its documentation holds), its arguments checked first."""
     x, k = _checked(model, x, k, "k", z, q_z)
-    try:
-        return estimators.iwae_bound(model, x, k, q_z, z)
-    except ValueError as e:
-        raise VaekitError(str(e)) from None
+    return estimators.iwae_bound(model, x, k, q_z, _given(model, x, q_z, z, k))
 
 
 def iwae(model, x: Any, k: int, q_z: Distribution | None = None, dreg: bool = False, z: Tensor | None = None) -> IWAE:
@@ -61,4 +89,8 @@ def iwae(model, x: Any, k: int, q_z: Distribution | None = None, dreg: bool = Fa
     x, k = _checked(model, x, k, "k", z, q_z)
     if not isinstance(dreg, bool):
         raise VaekitError(f"dreg must be True or False, got {dreg!r}")
-    return estimators.iwae(model, x, k, q_z, dreg, z)
+    z = _given(model, x, q_z, z, k)
+    try:
+        return estimators.iwae(model, x, k, q_z, dreg, z)
+    except (ValueError, AttributeError) as e:  # DReG on a Q whose parameters cannot be detached
+        raise VaekitError(f"iwae: {_said(e)}") from None

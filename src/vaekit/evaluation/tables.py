@@ -57,10 +57,10 @@ def _table_head(model):
     return head
 
 
-def _codes(model, x: Any, k: Any, seed: Any, batch_size: Any, draws: Any = 0) -> Tensor:
-    """x as the table's codes [N, C] in the model's float dtype (a `Table` gives its codes, as `read_table` made
-    them) that the schema admits, the counts whole numbers; or one line naming what is wrong (a path, no rows, an
-    infinite cell)."""
+def _codes(model, x: Any, k: Any, seed: Any, batch_size: Any, draws: Any = 0) -> tuple[Tensor, Tensor]:
+    """(x as the table's codes [N, C] in the model's float dtype, x as given where it is floating point: what the
+    observed cells are kept as) — a `Table` gives its codes, as `read_table` made them — that the schema admits,
+    the counts whole numbers; or one line naming what is wrong (a path, no rows, an infinite cell)."""
     if isinstance(x, Table):
         x = x.codes
     if isinstance(x, (str, os.PathLike)):
@@ -76,19 +76,24 @@ def _codes(model, x: Any, k: Any, seed: Any, batch_size: Any, draws: Any = 0) ->
     if x.dim() != 2 or x.shape[0] == 0 or x.is_complex() or x.dtype == torch.bool:
         raise VaekitError(f"x must be a table's codes [N, C] with at least one row, got {x.dtype} {tuple(x.shape)}")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    given = x if x.is_floating_point() else x.to(dtype)
     x = x.to(dtype)
-    _table_head(model).check(x)  # before the encoder sees an infinite cell: one line naming the column and row
-    return x
+    _table_head(model).check(given)  # before the encoder sees an infinite cell: one line naming the column and row
+    return x, given
 
 
 def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
     """x with the cells `mask` marks unobserved (False) made NaN; x itself without a mask."""
     if mask is None:
         return x
-    mask = torch.as_tensor(mask)
-    if mask.shape != x.shape or mask.dtype != torch.bool:
-        raise VaekitError(f"mask must be bool of x's shape {tuple(x.shape)}, got {mask.dtype} {tuple(mask.shape)}")
-    return torch.where(mask, x, torch.nan)
+    try:
+        mask = torch.as_tensor(mask) if not isinstance(mask, (str, bytes)) else None
+    except (TypeError, ValueError, RuntimeError):  # a ragged list, an object array
+        mask = None
+    if mask is None or mask.is_meta or mask.shape != x.shape or mask.dtype != torch.bool:
+        raise VaekitError(f"mask must be bool of x's shape {tuple(x.shape)}, got "
+                          + (f"{mask.dtype} {tuple(mask.shape)}" if mask is not None else "no tensor"))
+    return torch.where(mask.to(x.device), x, torch.nan)
 
 
 def _draws(model, xb: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -106,16 +111,16 @@ def impute(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, draws: i
     model (module doc), `draws` completed tables by sampling-importance-resampling besides. Seeded: the same
     seed, the same numbers."""
     head = _table_head(model)
-    x = _codes(model, x, k, seed, batch_size, draws)
+    x, given = _codes(model, x, k, seed, batch_size, draws)
     check_data(model, x)
-    x = _masked(x, mask)
+    x, given = _masked(x, mask), _masked(given, mask)  # the observed cells are kept as given (float64 stays)
     if k > MAX_IMPORTANCE_SAMPLES or draws * x.numel() > MAX_TABLE_CELLS:  # the draws are held whole, then written
         raise VaekitError(f"impute: k must be ≤ {MAX_IMPORTANCE_SAMPLES:,} and draws × cells ≤ {MAX_TABLE_CELLS:,} "
                           f"(the most cells vaekit reads from a table), got k = {k:,}, draws = {draws:,} of "
                           f"{x.numel():,} cells")
     cols = head.schema.columns
     leveled = [j for j, c in enumerate(cols) if c.kind in ("binary", "categorical", "ordinal")]
-    filled, probs, many = x.clone(), {j: [] for j in leveled}, []
+    filled, probs, many = given.clone(), {j: [] for j in leveled}, []
     with forked_rng(x.device), eval_mode(model):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
@@ -128,14 +133,15 @@ def impute(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, draws: i
                 probs[j].append(pj.float())
                 guess[:, j] = pj.argmax(-1).double()
             missing = xb.isnan()
-            filled[start : start + len(xb)] = torch.where(missing, guess.to(x.dtype), xb)
+            kept = given[start : start + len(xb)]
+            filled[start : start + len(xb)] = torch.where(missing, guess.to(kept.dtype), kept)
             if draws:
                 pick = torch.multinomial(w.T.float(), draws, replacement=True)  # [B, M]: which z_i, per row
                 zm = z[pick.T, torch.arange(len(xb))]  # [M, B, d]
                 xm = model.p_x_given_z(zm).sample()
-                many.append(torch.where(missing, xm.to(x.dtype), xb))
+                many.append(torch.where(missing, xm.to(kept.dtype), kept))
     return Imputation(filled, {j: torch.cat(v) for j, v in probs.items()},
-                      torch.cat(many, 1) if many else x.new_zeros((0, *x.shape)))
+                      torch.cat(many, 1) if many else given.new_zeros((0, *x.shape)))
 
 
 @torch.no_grad()
@@ -143,7 +149,7 @@ def score(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, seed: int
     """Anomaly scores of the rows of x [N, C] (module doc): −log p(x_obs) with its Monte Carlo error and each
     column's part; x_obs: the cells not NaN (and True in `mask` where given). Seeded."""
     _table_head(model)
-    x = _codes(model, x, k, seed, batch_size)
+    x, _ = _codes(model, x, k, seed, batch_size)
     check_data(model, x)
     x = _masked(x, mask)
     if k < 2:

@@ -100,7 +100,7 @@ def examples(model, x: Any, name: str = "x") -> Tensor:
             raise VaekitError(f"{name} must be a tensor or an array of examples, got {type(x).__name__} ({e})") from None
     if x.is_meta or x.layout != torch.strided:  # no values to score (meta), or none torch's networks take (sparse)
         raise VaekitError(f"{name} must be a dense tensor of values, got a {'meta' if x.is_meta else str(x.layout)} "
-                          f"tensor ({'x.to_dense()' if not x.is_meta else 'one holding data'})")
+                          f"tensor ({'x.to_dense()' if not x.is_meta else 'a meta tensor has shapes, no values'})")
     if x.dim() == 0 or x.shape[0] == 0:
         raise VaekitError(f"{name} holds no examples (shape {tuple(x.shape)})")
     if x.is_complex():  # torch would drop the imaginary part with a warning

@@ -78,7 +78,7 @@ def fit(
         classes = mc.condition_classes or getattr(model.condition, "classes", 0) or dataset.classes
         mc = replace(mc, condition="label", condition_classes=classes)
     cfg = replace(cfg, model=mc, data=replace(cfg.data, dataset=IN_MEMORY, binarize=dataset.binarize,
-                                              digest=digest(dataset) if out is not None else ""))
+                                              digest=digest(x_train, x_val, y_train, y_val) if out is not None else ""))
     with writing_lock(Path(out) if out is not None else None, SINGLE), epoch_lines(progress):
         if resume and out is not None and (Path(out) / ckpt.CONFIG).exists() and not ckpt.load_config(out).data.digest:
             log.warning("%s: a run written before vaekit recorded its tensors' digest; the data given are not checked "
@@ -93,15 +93,18 @@ def fit(
         return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
 
 
-def digest(dataset: Any) -> str:
-    """The sha256 of the tensors a run trains and validates on (and their labels), as stored: what tells a resume
-    on other data (`vaekit.fit(…, resume=True)` given other tensors) from one on the same."""
+def digest(*given: Any) -> str:
+    """The sha256 of the tensors or arrays given to `vaekit.fit` (x_train, x_val, y_train, y_val; None where not
+    given), as given: what tells a resume on other data from one on the same (a changed seed, which draws the
+    validation split, is the seed's own refusal, not the data's)."""
     h = hashlib.sha256()
-    for name in sorted(dataset.splits):
-        for t in (dataset.splits[name], dataset.labels.get(name)):
-            if t is not None:
-                h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-                h.update(t.contiguous().numpy().tobytes())
+    for i, a in enumerate(given):
+        if a is None:
+            continue
+        t = torch.as_tensor(a).detach().cpu()
+        t = t.float() if t.dtype == torch.bfloat16 else t  # NumPy has no bfloat16
+        h.update(f"{i}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
 
 
