@@ -66,6 +66,17 @@ def test_list_prints_every_recipe(capsys):
     assert [line.split()[0] for line in lines[1 : 1 + len(RECIPES)]] == [r.name for r in RECIPES]
 
 
+def test_list_of_one_recipe_at_a_budget_prints_its_epochs_there(capsys):
+    """`--list NAME` printed every recipe, and `--budget quick` the paper budget's epochs (the eighth attack)."""
+    for budget in ("paper", "quick"):
+        assert main(["reproduce", "--list", "deep-top-down-iwae", "--budget", budget]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        r = recipe("deep-top-down-iwae")
+        want = f"{recipe(r.after).budget(budget)[0]['train']['epochs']}+{r.budget(budget)[0]['train']['epochs']}"
+        assert len(lines) == 4 and lines[1].split()[:2] == ["deep-top-down-iwae", want]
+    assert want == "1+1"
+
+
 def test_the_quick_digits_recipe_certifies_what_evaluate_says(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["--quiet", "reproduce", "digits-demo", "--budget", "quick", "--seeds", "2", "--out", str(out)]) == 0

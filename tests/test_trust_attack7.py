@@ -297,3 +297,14 @@ def test_a_parquet_file_naming_a_column_twice_is_one_line(tmp_path):
                    tmp_path / "d.parquet")
     with pytest.raises(vaekit.VaekitError, match=r"d.parquet: the header names column 'a' twice$"):
         vaekit.read_table(tmp_path / "d.parquet")
+
+
+def test_a_post_hoc_samplers_folder_resumed_by_train_names_fit_sampler(tmp_path, capsys):
+    """`vaekit train --out RUN/samplers/two-stage --resume` advised vaekit.fit in Python, which the user never called."""
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", "--dataset", "digits", "--epochs", "1", "--latent-dim", "2", "--hidden", "16",
+                 "--out", str(run)]) == 0
+    assert main(["--quiet", "fit-sampler", str(run), "--sampler", "two-stage", "--epochs", "1", "--hidden", "8"]) == 0
+    said = one_line(capsys, "train", "--out", run / "samplers" / "two-stage", "--resume", "--epochs", 3)
+    assert said == (f"{run / 'samplers' / 'two-stage'}: a post-hoc sampler, trained on its run's codes: fit it again with "
+                    f"vaekit fit-sampler {run} --sampler two-stage --epochs N")

@@ -16,8 +16,8 @@ def add_reproduce_command(sub) -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="train and evaluate a paper row by name, and write its certificate "
                        "(--list: every recipe)")
     r.add_argument("name", nargs="?", help="the recipe (see --list)")
-    r.add_argument("--list", action="store_true", help="print every recipe with its paper, the paper's number, our "
-                   "last number, its training time and its command (default: off)")
+    r.add_argument("--list", action="store_true", help="print every recipe (or NAME's) with its epochs at --budget, "
+                   "the paper's number, our last number and its training time (default: off)")
     r.add_argument("--budget", default="paper", choices=("quick", "paper"), help="paper: the row's protocol; quick: "
                    "a few epochs and a small evaluation, that it runs (default: paper)")
     r.add_argument("--seeds", type=int, default=1, help="train seeds 0 … N−1 and report their mean (default: 1)")
@@ -29,22 +29,25 @@ def add_reproduce_command(sub) -> argparse.ArgumentParser:
     return r
 
 
-def print_list() -> None:
-    """Every recipe: its budget, the paper's number, ours (BENCHMARKS.md has how each was measured), the time."""
+def print_list(name: str | None = None, budget: str = "paper") -> None:
+    """Every recipe (or `name`'s): its epochs at `budget`, the paper's number, ours (BENCHMARKS.md has how each was
+    measured), the time of the paper budget."""
+    shown = [recipe(name)] if name else RECIPES
     print(f"{'recipe':<19}{'epochs':>7}{'paper':>8}  {'ours':<15}{'k':>5}{'min':>5}  paper (or what it is)")
-    for r in RECIPES:
+    for r in shown:
         paper = f"{r.paper_nll:.2f}" if r.paper_nll is not None else "—"
-        epochs = r.config["train"]["epochs"]
+        epochs = r.budget(budget)[0]["train"]["epochs"]
         if r.after:  # a fine-tune: the epochs of the run it starts from, then its own
-            epochs = f"{recipe(r.after).config['train']['epochs']}+{epochs}"
+            epochs = f"{recipe(r.after).budget(budget)[0]['train']['epochs']}+{epochs}"
         print(f"{r.name:<19}{epochs:>7}{paper:>8}  {r.ours:<15}{r.ours_k:>5}{r.minutes:>5}  {r.paper or r.title}")
     print("test NLL in nats over every test example; min: training of the paper budget on 2 CPU cores.\n"
-          "run one: vaekit reproduce NAME [--budget quick|paper] [--seeds N] [--device cuda]")
+          f"run {'it' if name else 'one'}: vaekit reproduce {name or 'NAME'} [--budget quick|paper] [--seeds N] "
+          "[--device cuda]")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.list:
-        print_list()
+        print_list(args.name, args.budget)
         return None
     if not args.name:
         raise VaekitError("name a recipe (vaekit reproduce --list shows them)")

@@ -44,6 +44,10 @@ def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
     """The data `cfg` names, checked against its likelihood's support; with `run`, standardized by the
     statistics saved there at training time (not recomputed)."""
     d = cfg.data
+    if d.dataset == IN_MEMORY and run is not None and Path(run).parent.name == "samplers" and \
+            (Path(run).parent.parent / ckpt.CONFIG).exists():  # a post-hoc sampler's own VAE (`runs.samplers`)
+        raise VaekitError(f"{run}: a post-hoc sampler, trained on its run's codes: fit it again with vaekit fit-sampler "
+                          f"{Path(run).parent.parent} --sampler {Path(run).name} --epochs N")
     if d.dataset == IN_MEMORY:
         raise VaekitError(f"{run or 'this run'}: its data were tensors given to vaekit.fit in Python ([data] dataset "
                           f"\"{IN_MEMORY}\"), which no file holds: continue it with vaekit.fit(model, x, out=RUN, "
