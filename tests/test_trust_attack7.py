@@ -122,8 +122,8 @@ X = (torch.rand(7, 10, generator=torch.Generator().manual_seed(1)) > 0.5).float(
 @pytest.mark.parametrize("call, said", [
     (lambda m: vaekit.elbo(m, X, num_samples=0), r"^num_samples must be a whole number of draws from 1 to 1,000,000, got 0$"),
     (lambda m: vaekit.elbo(m, X, num_samples=-2), r"^num_samples must be a whole number of draws"),
-    (lambda m: vaekit.iwae(m, X, k=1.5), r"^k must be a whole number of draws from 1 to 1,000,000, got 1.5$"),
-    (lambda m: vaekit.iwae_bound(m, X, k=-1), r"^k must be a whole number of draws"),
+    (lambda m: vaekit.iwae(m, X, k=1.5), r"^k must be a whole number of importance samples from 1 to 1,000,000, got 1.5$"),
+    (lambda m: vaekit.iwae_bound(m, X, k=-1), r"^k must be a whole number of importance samples"),
     (lambda m: vaekit.elbo(m, X, kl="foo"), r"^kl must be one of auto, analytic, mc, got 'foo'$"),
     (lambda m: vaekit.elbo(m, X * float("nan")), r"^x: example 0 contains NaN or Inf$"),
     (lambda m: vaekit.elbo(m, torch.rand(7, 10)), r"^x holds values other than 0 and 1, which a Bernoulli model"),

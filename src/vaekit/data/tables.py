@@ -310,8 +310,8 @@ def encode(rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema, 
     for j, col in enumerate(schema.columns):  # distinct values that float32 makes one (1e17 + k, ±1e-300)
         if col.kind not in LEVELED:
             seen = ~np.isnan(codes[:, j])
-            if len(np.unique(stored[seen, j])) < len(np.unique(codes[seen, j])):
+            kept, distinct = len(np.unique(stored[seen, j])), len(np.unique(codes[seen, j]))
+            if kept < distinct:
                 log.warning("%s: column %r: float32 merges some of its distinct values (%d of %d kept); subtract an "
-                            "offset or rescale it to keep them", path, col.name, len(np.unique(stored[seen, j])),
-                            len(np.unique(codes[seen, j])))
+                            "offset or rescale it to keep them", path, col.name, kept, distinct)
     return torch.from_numpy(stored)

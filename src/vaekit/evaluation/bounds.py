@@ -14,17 +14,15 @@ from torch.distributions import Distribution
 from ..errors import VaekitError
 from ..objectives import estimators
 from ..objectives.estimators import ELBO, ESTIMATORS, IWAE, KL_MODES
-from .estimates import MAX_IMPORTANCE_SAMPLES, checked_examples
+from .estimates import checked_examples
 
 MAX_HELD = 1 << 30  # draws × examples × values a bound holds at once (4 GiB of float32); log_likelihood chunks
 
 
 def _checked(model, x: Any, k: Any, name: str, z: Tensor | None, q_z: Distribution | None) -> tuple[Tensor, int]:
-    """(x as the model's examples, k as an int), or one line: x as `checked_examples` takes it (scored as it is:
-    a Bernoulli model's x is 0 or 1), k a whole number of draws, and no more draws than fit at once."""
-    if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
-        raise VaekitError(f"{name} must be a whole number of draws from 1 to {MAX_IMPORTANCE_SAMPLES:,}, got {k!r}")
-    x = checked_examples(model, x, encoder=q_z is None)  # a given Q: a GenerativeModel, without an encoder, will do
+    """(x as the model's examples, k as an int), or one line: x and k as `checked_examples` takes them (x scored as
+    it is: a Bernoulli model's x is 0 or 1), and no more draws than fit at once."""
+    x = checked_examples(model, x, k, encoder=q_z is None, k_name=name)  # a given Q: no encoder needed (GenerativeModel)
     held = int(k) * x.shape[0] * x[0].numel()
     if z is None and held > MAX_HELD:
         raise VaekitError(f"{name} = {int(k):,} draws of {x.shape[0]:,} examples hold {held:,} values at once, more than "
