@@ -275,6 +275,9 @@ def test_wandb_offline_run_holds_the_config_each_epoch_and_the_evaluation(tmp_pa
     assert run(capsys, "--quiet", "train", "--out", out, "--epochs", "3", "--resume")[0] == 0
     code, stdout, err = run(capsys, *EVALUATE, out)
     assert code == 0, err
+    # W&B's service writes the run files on its own; under load its last records reached them after finish()
+    # returned (CI once found no summary yet): its teardown waits for the service, as a process's exit does
+    pytest.importorskip("wandb").teardown()
     saved = json.loads((out / "tracking.json").read_text())
     assert saved == {"tracker": "wandb", "run_id": saved["run_id"], "project": "vaekit", "run_dir": str(out)}
     runs = sorted((tmp_path / "WANDB_DIR" / "wandb").glob("offline-run-*"))
