@@ -35,7 +35,7 @@ from .config import Config, ModelConfig
 from .history import METRICS, read_metrics, truncate_metrics
 from .migrations import migrate, raw_count_inputs
 from .plugins import is_loaded
-from .state_check import check_state, own_implementation
+from .state_check import check_config, check_state, own_implementation, recorded_config
 
 log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
@@ -241,7 +241,7 @@ def load_state(run: Path) -> dict[str, Any]:
 def restore(
     out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
     max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None, world_size: int = 1,
-    spectral: Any = None,
+    spectral: Any = None, cfg: Config | None = None,
 ) -> list[dict[str, Any]]:
     """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
     Every field is checked against `model`, the objective's `parts` (if any) and `optimizer` first
@@ -254,6 +254,7 @@ def restore(
     """
     saved = load_state(out)
     check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema, spectral)
+    check_config(saved, cfg, out / STATE, out / CONFIG)
     if saved.get("world_size", world_size) != world_size:
         raise VaekitError(f"{out / STATE}: written by {saved['world_size']} process(es), resumed by {world_size}: the "
                           "batches of an epoch and the global batch depend on it; resume with "
@@ -316,7 +317,8 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
-                    parts: nn.Module | None = None, ema: Any = None, world_size: int = 1, spectral: Any = None) -> None:
+                    parts: nn.Module | None = None, ema: Any = None, world_size: int = 1, spectral: Any = None,
+                    cfg: Config | None = None) -> None:
     """train_state.pt (everything to continue, weights included, and the objective's own `parts`: a
     discriminator belongs to training, not to the model, and the `world_size` of processes training) first, then model.safetensors: the weights
     evaluation and sampling use, which are the `ema` average where the run keeps one (`training.ema`)."""
@@ -333,6 +335,7 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
         own["ema"] = ema.state_dict()
     if spectral is not None:  # the power iteration's vectors (`training.spectral`)
         own["spectral"] = spectral.state_dict()
+    own |= {"config": recorded_config(cfg)} if cfg is not None else {}  # what config.json must say on a resume
     save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},

@@ -243,7 +243,7 @@ def train_model(
                           f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
         history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts, ema=ema,
-                               world_size=ctx.world_size, spectral=spectral)
+                               world_size=ctx.world_size, spectral=spectral, cfg=cfg)
         if tc.epochs < state.epoch:  # config.json would say fewer epochs than the weights have seen
             raise VaekitError(f"{out}: --epochs {tc.epochs} is fewer than the {state.epoch} this run has trained; "
                               f"--resume continues to a larger total (--epochs {state.epoch + 1} or more)")
@@ -264,7 +264,8 @@ def train_model(
     val_y = labels_for(cfg, dataset, "val", device) if validated else None
     if cfg.model.conditional:  # the loop gathers each batch's labels with its rows
         train_x = (train_x, labels_for(cfg, dataset, "train", device))
-    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral)) if out is not None and ctx.is_main else (lambda: None)
+    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral,
+                                             cfg)) if out is not None and ctx.is_main else (lambda: None)
     with _stop_on_signals() as interrupted:
 
         def on_step(st: LoopState) -> None:

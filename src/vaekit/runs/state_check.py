@@ -9,6 +9,7 @@ and a file that fails is refused in one line naming the field.
 
 from __future__ import annotations
 
+import json
 import math
 from numbers import Real
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import VaekitError
+from .config import Config, settings
 
 ADVICE = ("the file is damaged or belongs to another run; restore it, or delete it and model.safetensors "
           "and pass --resume to start the run again from step 0")
@@ -181,3 +183,38 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
             _number(value, f"sums[{name!r}]")
     except _Refusal as e:
         raise VaekitError(f"{path}: {e}; {ADVICE}") from None
+
+
+def recorded_config(cfg: Config) -> str:
+    """What train_state.pt records of the config it was trained with (JSON text: weights_only reads it)."""
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> None:
+    """config.json (read into `cfg`) must hold the settings a resume cannot change as the checkpoint in
+    `path` was trained with them: a config.json edited by hand between checkpoints would otherwise go on
+    training another model, objective or data under the same run, silently. A state without the record
+    (written by vaekit before 0.4) is not checked, nor one given no `cfg`."""
+    if cfg is None or "config" not in saved:
+        return
+    text = saved["config"]
+    try:
+        _need(isinstance(text, str) and len(text) <= 2**20, "config", "is not the text of a config")
+        try:
+            recorded = json.loads(text)
+        except ValueError:
+            raise _Refusal("config is not valid JSON") from None
+        _need(isinstance(recorded, dict) and all(isinstance(recorded.get(s), dict) for s in ("model", "data", "train")),
+              "config", "does not hold the model, data and train sections")
+    except _Refusal as e:
+        raise VaekitError(f"{path}: {e}; {ADVICE}") from None
+    now = json.loads(recorded_config(cfg))
+    for section, f in settings():
+        if f.metadata["resumable"] or f.name not in recorded[section]:
+            continue
+        old, new = recorded[section][f.name], now[section][f.name]
+        if old != new:
+            raise VaekitError(
+                f"{config_path}: [{section}] {f.name} = {json.dumps(new)[:200]}, but {path.name} was trained with "
+                f"{json.dumps(old)[:200]}: config.json was changed since the last checkpoint, and that setting "
+                "cannot change on a resume; restore it, or train a new run elsewhere")

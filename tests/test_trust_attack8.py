@@ -1,0 +1,51 @@
+"""What the eighth held-out attack left (issue 27), each made for real: a config.json edited by hand between
+checkpoints, …"""
+
+import json
+
+import torch
+from test_trust_attack5 import one_line
+
+from vaekit.cli import main
+from vaekit.runs.checkpoint import load_state
+
+TRAIN = ("train", "--dataset", "digits", "--latent-dim", 2, "--hidden", 16, "--seed", 3)
+
+
+def test_a_config_json_edited_between_checkpoints_is_refused_on_resume(tmp_path, capsys):
+    """config.json was the only record of the settings: β changed in it by hand went on training another objective
+    under the same run, silently. train_state.pt now records them; what a resume may change (lr) still changes."""
+    run = tmp_path / "r"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    original = (run / "config.json").read_text()
+    edited = json.loads(original)
+    edited["train"]["objective"]["beta"] = 4.0
+    (run / "config.json").write_text(json.dumps(edited))
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said.startswith(f"{run / 'config.json'}: [train] objective = {{") and '"beta": 4.0' in said
+    assert said.endswith("but train_state.pt was trained with " + json.dumps(json.loads(original)["train"]["objective"],
+                         sort_keys=True) + ": config.json was changed since the last checkpoint, and that setting "
+                         "cannot change on a resume; restore it, or train a new run elsewhere")
+    assert load_state(run)["epoch"] == 1  # nothing trained
+    (run / "config.json").write_text(original)
+    # a resume that changes a setting it may (lr) and stops before its next checkpoint leaves config.json ahead of
+    # the state: the next resume goes on
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "1", "--lr", "5e-4", "--resume"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 5e-4
+    assert json.loads(load_state(run)["config"])["train"]["lr"] == 1e-3
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
+    state = load_state(run)
+    assert state["epoch"] == 2 and json.loads(state["config"])["train"]["lr"] == 5e-4
+    on_disk = json.loads((run / "config.json").read_text())
+    assert json.loads(state["config"]) == {k: on_disk[k] for k in ("model", "data", "train")}
+
+def test_a_state_whose_recorded_config_is_no_json_is_refused(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    state = load_state(run)
+    state["config"] = "{not json"
+    torch.save(state, run / "train_state.pt")
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said == (f"{run / 'train_state.pt'}: config is not valid JSON; the file is damaged or belongs to another "
+                    "run; restore it, or delete it and model.safetensors and pass --resume to start the run again "
+                    "from step 0")
