@@ -49,3 +49,17 @@ def test_a_state_whose_recorded_config_is_no_json_is_refused(tmp_path, capsys):
     assert said == (f"{run / 'train_state.pt'}: config is not valid JSON; the file is damaged or belongs to another "
                     "run; restore it, or delete it and model.safetensors and pass --resume to start the run again "
                     "from step 0")
+
+
+def test_a_seeded_run_writes_the_same_bytes_twice_metrics_included(tmp_path):
+    """metrics.jsonl held each epoch's wall-clock seconds: two runs of one seed differed in it (the brief: files
+    included). Every file of the two run directories is now the same, byte for byte."""
+    for name in ("a", "b"):
+        assert main(["--quiet", *map(str, TRAIN), "--epochs", "2", "--out", str(tmp_path / name)]) == 0
+    files = sorted(p.name for p in (tmp_path / "a").iterdir() if p.is_file())
+    assert {"metrics.jsonl", "train_state.pt", "model.safetensors", "config.json"} <= set(files)
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir() if p.is_file())
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert [set(json.loads(line)) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()][0] >= {
+        "epoch", "step", "train/elbo", "val/elbo"}

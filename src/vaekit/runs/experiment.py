@@ -292,7 +292,7 @@ def train_model(
             if validated:
                 with averaged():
                     val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y).terms()
-            record = {"epoch": state.epoch, "step": state.step, "seconds": round(seconds, 4),
+            record = {"epoch": state.epoch, "step": state.step,  # no wall-clock time: a seeded run's files repeat
                       **{f"train/{k}": v for k, v in train_metrics.items()}, **{f"val/{k}": v for k, v in val.items()}}
             history.append(record)
             if ctx.is_main:
