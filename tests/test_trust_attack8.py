@@ -1,11 +1,13 @@
 """What the eighth held-out attack left (issue 27), each made for real: a config.json edited by hand between
-checkpoints, …"""
+checkpoints, a seeded run's files that differed in their wall-clock seconds, `vaekit.load` on a device."""
 
 import json
 
+import pytest
 import torch
 from test_trust_attack5 import one_line
 
+import vaekit
 from vaekit.cli import main
 from vaekit.runs.checkpoint import load_state
 
@@ -63,3 +65,21 @@ def test_a_seeded_run_writes_the_same_bytes_twice_metrics_included(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     first = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0]
     assert set(json.loads(first)) >= {"epoch", "step", "train/elbo", "val/elbo"}
+
+
+def test_load_takes_a_device_and_refuses_one_it_cannot_use(tmp_path):
+    """`vaekit.load(run, device=…)` was a TypeError; a model is now loaded where asked, or refused in one line."""
+    run = tmp_path / "r"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    model = vaekit.load(run, device=torch.device("cpu"))
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+    reference = vaekit.load(run)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True))
+    for device, said in [("tpu", "vaekit.load: device 'tpu': use cpu, cuda, cuda:N or auto"),
+                         (3, "vaekit.load: device must be a name such as 'cpu' or 'cuda', got int")]:
+        with pytest.raises(vaekit.VaekitError) as e:
+            vaekit.load(run, device=device)
+        assert str(e.value) == said
+    if not torch.cuda.is_available():
+        with pytest.raises(vaekit.VaekitError, match="^vaekit.load: device cuda: this torch build or machine has no CUDA"):
+            vaekit.load(run, device="cuda")

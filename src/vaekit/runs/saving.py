@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import VaekitError
+from ..training.distributed import resolve_device
 from .checkpoint import CONFIG, METRICS, STATE, load_config, load_run, save_config, save_weights, writing
 from .config import Config, ModelConfig, plugins_needed
 
@@ -79,9 +80,13 @@ def save(model: nn.Module, run: str | Path) -> Path:
     return run
 
 
-def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
+def load(run: str | Path, model: nn.Module | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """The trained model of a run directory (`vaekit.load`): rebuilt from config.json, or `model`
-    (the same architecture, built by the caller) with the saved weights loaded into it."""
+    (the same architecture, built by the caller) with the saved weights loaded into it; on `device` (cpu, cuda,
+    cuda:N or auto)."""
+    if not isinstance(device, (str, torch.device)):
+        raise VaekitError(f"vaekit.load: device must be a name such as 'cpu' or 'cuda', got {type(device).__name__}")
+    device = resolve_device(str(device), flag="vaekit.load: device")
     if not isinstance(run, (str, os.PathLike)) or "\0" in str(run):
         raise VaekitError(f"vaekit.load: name the run directory to load, got {run!r:.80}")
     if model is not None and not isinstance(model, nn.Module):
@@ -91,7 +96,7 @@ def load(run: str | Path, model: nn.Module | None = None) -> nn.Module:
     if lazy:
         raise VaekitError(f"vaekit.load: the model's lazy layers have no weights yet ({lazy[0]}); run one batch "
                           "through it first (model(x[:1])), then load")
-    return load_run(run, model)[1]
+    return load_run(run, model)[1].to(device)
 
 
 def lazy_parameters(model: nn.Module) -> list[str]:
