@@ -83,3 +83,19 @@ def test_load_takes_a_device_and_refuses_one_it_cannot_use(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(vaekit.VaekitError, match="^vaekit.load: device cuda: this torch build or machine has no CUDA"):
             vaekit.load(run, device="cuda")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_column_name_with_a_control_character_is_refused(tmp_path, suffix):
+    """A header `a\\x00b` trained (exit 0): the name went invisibly into every output (imputed tables, reports)."""
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".csv":
+        path.write_text("a\x00b,c\n" + "".join(f"{i / 7},{'xy'[i % 2]}\n" for i in range(20)))
+    else:
+        pd = pytest.importorskip("pandas")
+        pytest.importorskip("pyarrow")
+        pd.DataFrame({"a\x1bb": [i / 7 for i in range(20)], "c": list("xy" * 10)}).to_parquet(path, index=False)
+    name = "'a\\x00b'" if suffix == ".csv" else "'a\\x1bb'"
+    with pytest.raises(vaekit.VaekitError) as e:
+        vaekit.read_table(path)
+    assert str(e.value) == f"{path}: column 1 of the header, {name}, holds a control character; rename it"

@@ -106,6 +106,9 @@ def _check_names(path: Path, names: list[str]) -> None:
         if not name:
             pandas = " (pandas' index? write the table with index=False)" if i == 0 else ""
             raise VaekitError(f"{path}: column {i + 1} of the header has no name{pandas}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):  # a NUL or an escape: invisible in every output
+            raise VaekitError(f"{path}: column {i + 1} of the header, {name[:100]!r}, holds a control character; "
+                              "rename it")
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
         raise VaekitError(f"{path}: the header names column {dup!r} twice")
