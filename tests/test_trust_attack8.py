@@ -99,3 +99,17 @@ def test_a_column_name_with_a_control_character_is_refused(tmp_path, suffix):
     with pytest.raises(vaekit.VaekitError) as e:
         vaekit.read_table(path)
     assert str(e.value) == f"{path}: column 1 of the header, {name}, holds a control character; rename it"
+
+
+def test_a_run_that_lost_its_weights_file_gets_it_back_from_its_state(tmp_path, capsys):
+    """model.safetensors gone beside a train_state.pt: evaluate said only 'missing', and a resume with no epoch
+    left wrote nothing (reproduce of a finished seed could never evaluate). The state holds the weights."""
+    run = tmp_path / "r"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    weights = (run / "model.safetensors").read_bytes()
+    (run / "model.safetensors").unlink()
+    said = one_line(capsys, "evaluate", run, "--k", 5)
+    assert said == (f"{run / 'model.safetensors'}: missing; train_state.pt holds them: `vaekit train --out {run} "
+                    "--resume` writes it")
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "1", "--resume"]) == 0
+    assert (run / "model.safetensors").read_bytes() == weights

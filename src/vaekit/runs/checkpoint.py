@@ -116,8 +116,7 @@ def save_weights(run: Path, model: nn.Module, metadata: dict[str, str] | None = 
 
 
 def canonical_safetensors(data: bytes) -> bytes:
-    """The same safetensors file with its header's metadata in sorted key order (safetensors writes
-    the metadata from a hash map, whose order changes per process), so equal weights give equal bytes."""
+    """The file with its header's metadata sorted (safetensors writes a hash map's order): equal weights, equal bytes."""
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
     if "__metadata__" in header:
@@ -159,6 +158,8 @@ def same_shapes(path: Path, model: nn.Module, found: dict[str, tuple[int, ...]],
 
 def load_weights(run: Path, model: nn.Module, given: bool = False) -> None:
     path = Path(run) / WEIGHTS
+    if not path.exists() and not path.is_symlink() and path.with_name(STATE).exists():
+        raise VaekitError(f"{path}: missing; {STATE} holds them: `vaekit train --out {run} --resume` writes it")
     check_regular(path, weights_bytes(model) + HEADER_SLACK)  # a FIFO would block, a sparse file claim any size
     try:
         tensors = load_file(path)
@@ -243,10 +244,9 @@ def restore(
     max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None, world_size: int = 1,
     spectral: Any = None, cfg: Config | None = None,
 ) -> list[dict[str, Any]]:
-    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own.
-    Every field is checked against `model`, the objective's `parts` (if any) and `optimizer` first
-    (`state_check`); `max_batch` is the number of batches in an epoch; `world_size` the processes resuming
-    it, which must be the number that wrote it.
+    """Continue from train_state.pt, which holds the weights too, so it is consistent on its own. Every field is
+    checked against `model`, the objective's `parts` (if any), `optimizer` and `cfg` first (`state_check`);
+    `max_batch` is the number of batches in an epoch; `world_size` the processes resuming it (those that wrote it).
 
     Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
     sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps

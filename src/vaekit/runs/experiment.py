@@ -251,6 +251,8 @@ def train_model(
         if out is not None and ctx.is_main:
             warn_schedule_change(ckpt.load_config(out).train, tc, state.epoch)
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
+            if not (out / ckpt.WEIGHTS).exists():  # lost after the checkpoint: its state holds the weights
+                ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral, cfg)
     elif out is not None and ctx.is_main:
         ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
     if ctx.is_main:
