@@ -268,8 +268,9 @@ def test_a_states_running_sums_of_other_names_blame_the_state(tmp_path, capsys):
     state["sums"] = {"train/elbo": torch.tensor(1.0)}
     torch.save(state, run / "train_state.pt")
     said = one_line(capsys, "train", "--out", run, "--resume", "--epochs", 2)
-    assert said == ("train_state.pt: its running sums name 'train/elbo', but the objective returns elbo, kl, "
-                    "reconstruction; the file is damaged or belongs to another run")
+    assert said == (f"{run / 'train_state.pt'}: its running sums name 'train/elbo', but the objective returns elbo, "
+                    "kl, reconstruction; the file is damaged or belongs to another run; restore it, or delete it and "
+                    "model.safetensors and pass --resume to start the run again from step 0")
     state["sums"] = {"x" * 1000: torch.tensor(1.0)}
     torch.save(state, run / "train_state.pt")
     said = one_line(capsys, "train", "--out", run, "--resume", "--epochs", 2)

@@ -278,7 +278,7 @@ def restore(
         torch.cuda.set_rng_state(saved["cuda_rng"], device)
     state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
     state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
-    state.oversized = int(saved.get("oversized", 0))
+    state.oversized, state.origin = int(saved.get("oversized", 0)), str(out / STATE)
     if not main:
         state.sums, state.examples = {}, 0
     log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)

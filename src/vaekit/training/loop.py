@@ -48,6 +48,7 @@ class LoopState:
     skipped: int = 0  # non-finite batches skipped so far
     oversized: int = 0  # updates skipped because the gradient norm exceeded `Guards.skip` (not an error)
     pending: _Pending | None = field(default=None, repr=False, compare=False)  # steps not yet read back
+    origin: str = field(default="train_state.pt", repr=False, compare=False)  # the file `sums` were restored from
 
 
 def make_adam(params, lr: float, eps: float = 1e-8, capturable: bool = False) -> torch.optim.Optimizer:
@@ -267,6 +268,7 @@ class _Pending:
         self.verdicts = torch.zeros(steps, dtype=torch.int64, device=device)
         self.names: list[str] | None = list(state.sums) or None  # else the first step's metric names
         self.restored = bool(state.sums)  # the names came from a resumed train_state.pt
+        self.origin = state.origin
         self.acc = torch.stack([torch.as_tensor(state.sums[k], dtype=torch.float32, device=device)
                                 for k in self.names]) if self.names else None
         self.skip_limit, self.sizes = skip_limit, {}
@@ -282,8 +284,10 @@ class _Pending:
         elif set(metrics) != set(self.names):
             before = ", ".join(sorted(f"{k!r:.40}" for k in self.names)[:6])
             if self.restored and i == self.first:  # the state's sums, not the loss, name other metrics
-                raise VaekitError(f"train_state.pt: its running sums name {before}, but the objective returns "
-                                  f"{', '.join(sorted(metrics))}; the file is damaged or belongs to another run")
+                raise VaekitError(f"{self.origin}: its running sums name {before}, but the objective returns "
+                                  f"{', '.join(sorted(metrics))}; the file is damaged or belongs to another run; "
+                                  "restore it, or delete it and model.safetensors and pass --resume to start the run "
+                                  "again from step 0")
             raise VaekitError(f"the loss returned metrics {sorted(metrics)} at epoch {state.epoch + 1}, step {i + 1}, "
                               f"but [{before}] before; it must return the same names every step")
         if self.names:
