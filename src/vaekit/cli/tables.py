@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -131,7 +132,8 @@ def cmd_score(args: argparse.Namespace) -> Path:
     for rank, i in enumerate(ranked.tolist(), 1):
         rows.append([table.lines[i], rank, f"{float(s.score[i]):.4f}", f"{float(s.mc_stderr[i]):.4f}",
                      int(s.score[i] > threshold), *(f"{float(v):.4f}" for v in s.columns[i])])
-    _write_csv(Path(args.out), ["line", "rank", "score", "mc_stderr", "flagged", *schema.names], rows)
+    fixed = ["line", "rank", "score", "mc_stderr", "flagged"]
+    _write_csv(Path(args.out), [*fixed, *parts_named(fixed, schema.names)], rows)
     flagged = int((s.score > threshold).sum())
     print(f"wrote {args.out}: {len(rows)} rows ranked by −log p(x_obs) (nats, k = {args.k}); threshold "
           f"{threshold:.3f} = the {args.quantile:g} quantile of the {SPLIT_NAMES[usual_split]}; {flagged} rows above "
@@ -146,3 +148,16 @@ def cmd_score(args: argparse.Namespace) -> Path:
               f"{schema.names[top]} ({float(excess[top]):+.2f} nats over its median on the {SPLIT_NAMES[usual_split]})")
     return Path(args.out)
 
+
+
+def parts_named(fixed: list[str], names: Sequence[str]) -> list[str]:
+    """The header of each column's part of a score: the column's name, or `NAME_part` (`NAME_part_2`, …) where the
+    name is one of the `fixed` columns before them (a column called `score` would otherwise be read as the score)."""
+    taken, out = set(fixed) | set(names), []
+    for name in names:
+        if name in fixed:
+            name = next(n for n in (f"{name}_part", *(f"{name}_part_{i}" for i in range(2, len(taken) + 2)))
+                        if n not in taken)
+            taken.add(name)
+        out.append(name)
+    return out

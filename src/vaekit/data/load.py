@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +64,9 @@ def load_dataset(
     with its `schema` (a run's) or one inferred with the user's `overrides` ({column: kind}); numeric data
     (an array, wine) become real columns, NaN where missing. The schema is fitted on the training split.
     """
+    if not isinstance(name, (str, os.PathLike)) or not str(name) or "\0" in str(name):
+        raise VaekitError(f"load_dataset: name a dataset ({', '.join(DATASETS)}) or a file, got {name!r:.80}")
+    name = str(name) if isinstance(name, os.PathLike) else name
     resolve_binarize(binarize, support)  # argument errors before any file is read
     _check_standardize(support, standardize, shift, spread)
     _check_scale(name, scale)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,15 +103,23 @@ def _check_cells(path: Path, rows: int, columns: int) -> None:
                           "reads from a table; split it, or keep the columns the model needs")
 
 
+MAX_NAME = 1000  # characters of a column's name (every message and listing shows it)
+HIDDEN = set("\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")  # zero-width, bidi
+
+
 def _check_names(path: Path, names: list[str]) -> None:
     for i, name in enumerate(names):
         if not name:
             pandas = " (pandas' index? write the table with index=False)" if i == 0 else ""
             raise VaekitError(f"{path}: column {i + 1} of the header has no name{pandas}")
-        if any(ord(c) < 32 or ord(c) == 127 for c in name):  # a NUL or an escape: invisible in every output
-            raise VaekitError(f"{path}: column {i + 1} of the header, {name[:100]!r}, holds a control character; "
-                              "rename it")
-    dup = next((n for n in names if names.count(n) > 1), None)
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in HIDDEN for c in name):  # NUL, ESC, NEL, U+2028,
+            raise VaekitError(f"{path}: column {i + 1} of the header, {name[:100]!r}, holds a control character; "  # …
+                              "rename it")  # a right-to-left override or a zero-width space: invisible or misleading
+        if len(name) > MAX_NAME:
+            raise VaekitError(f"{path}: column {i + 1} of the header has a name of {len(name):,} characters "
+                              f"({name[:40]!r}…); at most {MAX_NAME:,}")
+    normal = [unicodedata.normalize("NFC", n) for n in names]  # é written as one code point or as e + ´: one name
+    dup = next((n for n, m in zip(names, normal, strict=True) if normal.count(m) > 1), None)
     if dup is not None:
         raise VaekitError(f"{path}: the header names column {dup!r} twice")
 
@@ -141,6 +151,8 @@ def read_table(path: str | Path, schema: Schema | None = None, overrides: Mappin
     columns by name, unknown levels refused) or one inferred, with the user's `overrides` by column name.
     A table under the cell cap that still needs more memory than is left is one line naming the file (the
     command's own advice, a smaller --k or --draws, would not help)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path) or "\0" in str(path):
+        raise VaekitError(f"read_table: name the CSV or Parquet file to read, got {path!r:.80}")
     path = Path(path)
     try:
         return _read_table(path, schema, overrides)

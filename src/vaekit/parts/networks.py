@@ -249,7 +249,8 @@ def conv_architecture(role: str, in_features: int, out_features: int, hidden: Se
 
 def check_sizes(settings: dict[str, Any]) -> None:
     """A model's sizes (data_dim, latent_dim, the hidden layers') are whole numbers ≥ 1, or one line naming the
-    setting (a size of −1 ended in a torch error inside a layer's constructor)."""
+    setting (a size of −1 ended in a torch error inside a layer's constructor); a hidden layer given as one number
+    (`hidden=16`, the CLI's spelling) becomes a list of one, in `settings`. The activation is one vaekit has."""
     for name in ("data_dim", "latent_dim", "hidden", "decoder_hidden", "layer_hidden"):
         value = settings.get(name)
         sizes = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
@@ -257,6 +258,11 @@ def check_sizes(settings: dict[str, Any]) -> None:
                 name in ("data_dim", "latent_dim") and not sizes):
             raise VaekitError(f"VAE: {name} must be {'a size' if name == 'data_dim' else 'sizes'} of whole numbers ≥ 1, "
                               f"got {value!r}")
+        if name.endswith("hidden") and value is not None and not isinstance(value, (list, tuple)):
+            settings[name] = (int(value),)
+    if "activation" in settings and (not isinstance(settings["activation"], str) or
+                                     settings["activation"] not in ACTIVATIONS):
+        raise VaekitError(f"VAE: activation {settings['activation']!r:.40} is not one of {', '.join(sorted(ACTIVATIONS))}")
     weights = dense_weights(settings)
     if weights > MAX_WEIGHTS:
         sizes = ", ".join(f"{n} {settings.get(n)!r}" for n in ("data_dim", "latent_dim", "hidden", "decoder_hidden",

@@ -199,7 +199,7 @@ def load_standardization(run: Path, dim: int) -> tuple[torch.Tensor, torch.Tenso
     (`data.checked_statistics`): sample and decode apply them to every output."""
     path = Path(run) / STANDARDIZATION
     if not path.exists() and not path.is_symlink():
-        raise VaekitError(f"{path}: missing; the run standardizes its data but its statistics are gone")
+        raise VaekitError(f"{path}: missing; `vaekit train --out {run} --resume` computes it again from the data")
     check_regular(path, 16 * dim + HEADER_SLACK)  # two float32 vectors (float64 at most) and a header
     try:
         tensors = load_file(path)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import DATASETS, IN_MEMORY, Dataset, load_dataset, resolve_binarize, standardization
+from ..data import IN_MEMORY, Dataset, load_dataset, resolve_binarize, standardization
 from ..data.table_files import load_overrides
 from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
@@ -34,8 +34,9 @@ from ..training.graphs import GraphedStep
 from ..training.loop import Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from ..training.loss import VAEObjective
 from . import checkpoint as ckpt
-from .config import Config, TrainConfig, plugins_needed, resume_config
+from .config import Config, TrainConfig, plugins_needed
 from .history import append_metrics
+from .opening import absolute_paths, open_run, writing_lock
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,19 @@ def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
     if run is not None and cfg.model.data_shape and tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"{dataset.name}: examples of shape {tuple(dataset.shape)}, but the model of {run} was trained "
                           f"on shape {tuple(cfg.model.data_shape)}; point [data] dataset at the run's data")
+    return dataset
+
+
+def resumed_data(cfg: Config, out: Path, ctx: Context = SINGLE) -> Dataset:
+    """A resumed run's data, standardized by its saved statistics; statistics it lost are the training split's,
+    computed again the same way (the same numbers) and written back, with a warning."""
+    path = out / ckpt.STANDARDIZATION
+    if not cfg.data.standardize or path.exists() or path.is_symlink():
+        return load_data(cfg, out)
+    dataset = load_data(cfg)
+    if ctx.is_main:
+        ckpt.save_standardization(out, dataset.shift, dataset.spread)
+        log.warning("%s: missing; computed again from the training split of %s", path, dataset.name)
     return dataset
 
 
@@ -90,17 +104,6 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
 def labels_for(cfg: Config, dataset: Dataset, split: str, device: str | torch.device = "cpu") -> torch.Tensor | None:
     """The labels of `split` where the model is conditioned on them, else None."""
     return dataset.labels_of(split).to(device) if cfg.model.conditional else None
-
-
-def absolute_paths(d) -> dict[str, str]:
-    """The data paths of a [data] section made absolute, so that config.json works from any folder
-    (a named dataset stays a name; the data root, when given, becomes absolute too)."""
-    paths = {}
-    if d.dataset not in DATASETS and d.dataset != IN_MEMORY:
-        paths["dataset"] = str(Path(d.dataset).expanduser().resolve())
-    if d.data_dir is not None:
-        paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())
-    return paths
 
 
 def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None) -> Config:
@@ -153,7 +156,7 @@ def train_run(
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
         init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
         source = ckpt.init_source(init, cfg) if init is not None else None
-        dataset = load_data(cfg, out if resume else None)  # a resumed run keeps its saved standardization
+        dataset = resumed_data(cfg, out, ctx) if resume else load_data(cfg)
         cfg = resolve(cfg, dataset)
         if cfg.model.columns is not None and ctx.is_main:
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
@@ -167,48 +170,6 @@ def train_run(
         if init is not None:
             ckpt.start_from(model, init, ctx.is_main)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, ctx, device, on_epoch)
-
-
-def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
-             given: set[tuple[str, str]] | None = None,
-             words: tuple[str, str] = ("--resume", "--out")) -> tuple[Path | None, bool, Config]:
-    """Check the run directory before anything is trained: (out, resume, the config to train).
-
-    A resumed run trains with its saved config; of the settings in `given` (see
-    `config.resume_config`), those that may change (epochs, lr, checkpoint cadence, …) override it
-    and are written back to config.json, and a different model, data or batch size is refused. A run killed before its
-    first checkpoint (a config.json and nothing else to continue from) starts again from step 0
-    with its saved config, under `--resume` and under torchrun's elastic restart alike. `words`: how the
-    caller says resume and out (`vaekit.fit`'s errors name its keywords, not the CLI's flags)."""
-    resume_word, out_word = words
-    out = Path(out) if out is not None else None
-    if ctx.distributed and out is not None and (out / ckpt.CONFIG).exists():
-        resume = True  # an elastic restart continues where the job stopped
-    if not resume:
-        if out is not None and (out / ckpt.CONFIG).exists():
-            raise VaekitError(f"{out}: already holds a run; pass {resume_word} to continue it or choose another "
-                              f"{out_word}")
-        return out, False, cfg
-    if out is None or not (out / ckpt.CONFIG).exists():
-        raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without "
-                          f"{resume_word}")
-    cfg = replace(cfg, data=replace(cfg.data, **absolute_paths(cfg.data)))  # compared as they were saved
-    cfg = resume_config(ckpt.load_config(out), cfg, given, where=f"{resume_word}: ", words=words)
-    if (out / ckpt.STATE).exists():
-        return out, True, cfg
-    if (out / ckpt.WEIGHTS).exists():
-        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from; "
-                          f"train into another {out_word} (vaekit.save writes no trainer state)")
-    log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
-    return out, False, cfg
-
-
-def writing_lock(out: Path | None, ctx: Context) -> contextlib.AbstractContextManager:
-    """The run directory's lock, held by the process that writes it (rank 0); stale temporaries
-    of a process that died mid-write are removed once it is held."""
-    if out is None or not ctx.is_main:
-        return contextlib.nullcontext()
-    return ckpt.writing(out)
 
 
 def train_model(

@@ -20,7 +20,7 @@ from ..errors import VaekitError
 from ..evaluation.estimates import checked_examples
 from ..training.distributed import SINGLE, resolve_device
 from . import checkpoint as ckpt
-from .config import Config
+from .config import Config, settings
 from .experiment import TrainResult, open_run, train_model, writing_lock
 from .saving import lazy_parameters, model_config
 
@@ -56,13 +56,17 @@ def fit(
                           f"{type(model).__name__}")
     if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip() or "\0" in str(out)):
         raise VaekitError(f"vaekit.fit: out must name a folder for the run (or be None), got {out!r:.80}")
+    if not isinstance(resume, (bool, np.bool_)) or (resume and out is None):
+        raise VaekitError(f"vaekit.fit: resume=True continues the run in out=RUN, got resume={resume!r:.40}" +
+                          (" and no out" if out is None else ""))
+    if not isinstance(device, (str, torch.device)):
+        raise VaekitError(f"vaekit.fit: device must be a name such as 'cpu' or 'cuda', got {type(device).__name__}")
     first = checked_examples(model, x_train, scored=False)  # before anything is written: examples of the model's size
     if x_val is not None:
         checked_examples(model, x_val, scored=False)
     train = {k: v.item() if isinstance(v, np.generic) else v for k, v in train.items()}  # np.int64(5) as 5
     cfg = Config.from_dict({"train": train}, source="vaekit.fit")
-    if isinstance(device, str):
-        device = resolve_device(device, flag="device=")
+    device = resolve_device(str(device), flag="device=")
     if cfg.train.init_from:
         raise VaekitError("vaekit.fit trains the model it is given: load the run's weights into it first "
                           "(vaekit.load(RUN) or vaekit.load(RUN, model=…)) instead of init_from")
@@ -84,7 +88,10 @@ def fit(
             log.warning("%s: a run written before vaekit recorded its tensors' digest; the data given are not checked "
                         "against it", out)
             cfg = replace(cfg, data=replace(cfg.data, digest=""))
-        out, resume, cfg = open_run(cfg, out, resume, words=("resume=True", "out"))
+        default = Config()  # the model and data as before; of the training settings, the keywords the call passed
+        given = {(s, f.name) for s, f in settings() if s != "train" and
+                 getattr(getattr(cfg, s), f.name) != getattr(getattr(default, s), f.name)} | {("train", k) for k in train}
+        out, resume, cfg = open_run(cfg, out, bool(resume), given=given, words=("resume=True", "out"))
         if resume and lazy_parameters(model):  # a lazy layer gets its shape from one example; the checkpoint its values
             with torch.no_grad():
                 model(first[:1])

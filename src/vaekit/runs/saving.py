@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from ..errors import VaekitError
 from ..training.distributed import resolve_device
 from .checkpoint import CONFIG, METRICS, STATE, load_config, load_run, save_config, save_weights, writing
 from .config import Config, ModelConfig, plugins_needed
+
+log = logging.getLogger(__name__)
 
 
 def model_config(model: nn.Module) -> ModelConfig:
@@ -96,7 +99,11 @@ def load(run: str | Path, model: nn.Module | None = None, device: str | torch.de
     if lazy:
         raise VaekitError(f"vaekit.load: the model's lazy layers have no weights yet ({lazy[0]}); run one batch "
                           "through it first (model(x[:1])), then load")
-    return load_run(run, model)[1].to(device)
+    cfg, loaded = load_run(run, model)
+    if cfg.data.standardize:  # `vaekit sample`/`decode` return data units; the model itself knows none
+        log.warning("%s: trained on standardized data, so the model's samples and means are in standardized units: "
+                    "x = shift + spread · x_std, both in %s/standardization.safetensors", run, run)
+    return loaded.to(device)
 
 
 def lazy_parameters(model: nn.Module) -> list[str]:

@@ -202,8 +202,9 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
         _need(isinstance(text, str) and len(text) <= 2**20, "config", "is not the text of a config")
         try:
             recorded = json.loads(text)
-        except ValueError:
-            raise _Refusal("config is not valid JSON") from None
+        except (ValueError, RecursionError) as e:
+            raise _Refusal("config is not valid JSON" + (" (nested too deeply)" if isinstance(e, RecursionError) else
+                                                          "")) from None
         _need(isinstance(recorded, dict) and all(isinstance(recorded.get(s), dict) for s in ("model", "data", "train")),
               "config", "does not hold the model, data and train sections")
     except _Refusal as e:

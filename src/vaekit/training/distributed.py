@@ -136,6 +136,8 @@ def resolve_device(name: str, flag: str = "--device") -> str:
     the caller names the setting in its one-line refusal."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cpu:") and name[4:].isdigit():  # torch's name of the one CPU device (torch.device("cpu", 0))
+        name = "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise VaekitError(f"{flag} {name}: this torch build or machine has no CUDA device")

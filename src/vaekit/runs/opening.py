@@ -1,0 +1,100 @@
+"""Opening a run directory to train into: the checks before anything is trained (`open_run`), its lock, and the
+files a run lost that another of its files gives back (config.json from the config train_state.pt records)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from ..data import DATASETS, IN_MEMORY
+from ..errors import VaekitError
+from ..training.distributed import SINGLE, Context
+from . import checkpoint as ckpt
+from .config import Config, resume_config
+
+log = logging.getLogger(__name__)
+
+
+def absolute_paths(d) -> dict[str, str]:
+    """The data paths of a [data] section made absolute, so that config.json works from any folder
+    (a named dataset stays a name; the data root, when given, becomes absolute too)."""
+    paths = {}
+    if d.dataset not in DATASETS and d.dataset != IN_MEMORY:
+        paths["dataset"] = str(Path(d.dataset).expanduser().resolve())
+    if d.data_dir is not None:
+        paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())
+    return paths
+
+
+
+def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
+             given: set[tuple[str, str]] | None = None,
+             words: tuple[str, str] = ("--resume", "--out")) -> tuple[Path | None, bool, Config]:
+    """Check the run directory before anything is trained: (out, resume, the config to train).
+
+    A resumed run trains with its saved config; of the settings in `given` (see
+    `config.resume_config`), those that may change (epochs, lr, checkpoint cadence, …) override it
+    and are written back to config.json, and a different model, data or batch size is refused. A run killed before its
+    first checkpoint (a config.json and nothing else to continue from) starts again from step 0
+    with its saved config, under `--resume` and under torchrun's elastic restart alike. `words`: how the
+    caller says resume and out (`vaekit.fit`'s errors name its keywords, not the CLI's flags)."""
+    resume_word, out_word = words
+    out = Path(out) if out is not None else None
+    if ctx.distributed and out is not None and (out / ckpt.CONFIG).exists():
+        resume = True  # an elastic restart continues where the job stopped
+    if not resume:
+        if out is not None and (out / ckpt.CONFIG).exists():
+            raise VaekitError(f"{out}: already holds a run; pass {resume_word} to continue it or choose another "
+                              f"{out_word}")
+        kept = [name for name in (ckpt.STATE, ckpt.WEIGHTS) if out is not None and (out / name).exists()]
+        if kept:  # a run that lost its config.json: a fresh run would overwrite its checkpoint
+            again = f"pass {resume_word} to continue it (its {ckpt.CONFIG} is written again from {ckpt.STATE}), or " \
+                if ckpt.STATE in kept else ""
+            raise VaekitError(f"{out}: holds {' and '.join(kept)} of a run whose {ckpt.CONFIG} is missing; {again}"
+                              f"choose another {out_word}")
+        return out, False, cfg
+    if out is not None and not (out / ckpt.CONFIG).exists():
+        config_from_state(out)
+    if out is None or not (out / ckpt.CONFIG).exists():
+        raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without "
+                          f"{resume_word}")
+    cfg = replace(cfg, data=replace(cfg.data, **absolute_paths(cfg.data)))  # compared as they were saved
+    cfg = resume_config(ckpt.load_config(out), cfg, given, where=f"{resume_word}: ", words=words)
+    if (out / ckpt.STATE).exists():
+        return out, True, cfg
+    if (out / ckpt.WEIGHTS).exists():
+        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from; "
+                          f"train into another {out_word} (vaekit.save writes no trainer state)")
+    log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
+    return out, False, cfg
+
+
+def writing_lock(out: Path | None, ctx: Context) -> contextlib.AbstractContextManager:
+    """The run directory's lock, held by the process that writes it (rank 0); stale temporaries
+    of a process that died mid-write are removed once it is held."""
+    if out is None or not ctx.is_main:
+        return contextlib.nullcontext()
+    return ckpt.writing(out)
+
+
+
+
+def config_from_state(out: Path) -> None:
+    """A run whose config.json is gone but whose train_state.pt records the config it was trained with: write
+    config.json again from that record (a warning says so); else nothing (the caller's refusal stands)."""
+    if (out / ckpt.CONFIG).is_symlink() or not (out / ckpt.STATE).exists():
+        return
+    saved = ckpt.load_state(out)
+    text = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(text, str) or len(text) > 2**20:
+        return
+    try:
+        recorded = json.loads(text)
+    except (ValueError, RecursionError):
+        return
+    cfg = Config.from_dict(recorded, source=f"{out / ckpt.STATE} [config]")
+    ckpt.save_config(out, cfg)
+    log.warning("%s: missing; written again from the config %s records", out / ckpt.CONFIG, ckpt.STATE)
