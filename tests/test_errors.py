@@ -118,6 +118,11 @@ def edit_config(run, fn):
     return str(run)
 
 
+def edit_config_path(run, fn):
+    edit_config(run, fn)
+    return run
+
+
 def truncated_npy(d):
     np.save(d / "t.npy", np.zeros((100, 10), dtype=np.float32))
     (d / "t.npy").write_bytes((d / "t.npy").read_bytes()[:500])
@@ -226,6 +231,9 @@ ROWS = [
     ("run", "saved standardization statistics holding NaN (sample)", lambda d: ["sample", standardized(d, shift=torch.full((13,), float("nan")), spread=torch.ones(13)), "--n", "4"], "standardization.safetensors: shift holds NaN or Inf"),
     ("run", "a saved spread of 0 (decode would give every sample alike)", lambda d: ["sample", standardized(d, shift=torch.zeros(13), spread=torch.zeros(13)), "--n", "4"], "standardization.safetensors: spread must be positive, found minimum 0"),
     ("run", "saved statistics of the wrong shape", lambda d: ["sample", standardized(d, shift=torch.zeros(5), spread=torch.ones(5)), "--n", "4"], "standardization.safetensors: shift has shape [5]; the data need [13]"),
+    ("run", "a config.json edited by hand between checkpoints (β)", lambda d: RESUME(edit_config_path(run_dir(d), lambda c: c["train"]["objective"].update(beta=4.0))), "[train.objective] beta = 4.0, but train_state.pt was trained with 1.0"),
+    ("run", "a plain train into a run that lost its config.json", lambda d: ["train", "--out", str(unlink(run_dir(d), "config.json")), "--epochs", "1"], "of a run whose config.json is missing; pass --resume to continue it"),
+    ("table", "a column name holding a control character (NUL)", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a\x00b,c\n1,x\n2,y\n3,y\n4,x\n")], "column 1 of the header, 'a\\x00b', holds a control character; rename it"),
     ("run", "a train_state.pt whose generator bytes are no state", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s.update(rng=torch.zeros_like(s["rng"]))))], "rng is not a valid generator state"),
     ("run", "decode --label out of the model's range", lambda d: ["decode", str(run_dir(d)), "--latents", npy(d, "z.npy", np.zeros((3, 2), np.float32)), "--label", "3", "--out", "{d}/x.npy"], "--label 3: this model is not conditioned on labels"),
     ("run", "a train_state.pt with a negative batch position", lambda d: [*RESUME(edit_state(run_dir(d), lambda s: s.update(batch=-3)))], "batch is -3, below 0"),

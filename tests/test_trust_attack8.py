@@ -24,10 +24,9 @@ def test_a_config_json_edited_between_checkpoints_is_refused_on_resume(tmp_path,
     edited["train"]["objective"]["beta"] = 4.0
     (run / "config.json").write_text(json.dumps(edited))
     said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
-    assert said.startswith(f"{run / 'config.json'}: [train] objective = {{") and '"beta": 4.0' in said
-    assert said.endswith("but train_state.pt was trained with " + json.dumps(json.loads(original)["train"]["objective"],
-                         sort_keys=True) + ": config.json was changed since the last checkpoint, and that setting "
-                         "cannot change on a resume; restore it, or train a new run elsewhere")
+    assert said == (f"{run / 'config.json'}: [train.objective] beta = 4.0, but train_state.pt was trained with 1.0: "
+                    "config.json was changed since the last checkpoint, and that setting cannot change on a resume; "
+                    "restore it, or train a new run elsewhere")
     assert load_state(run)["epoch"] == 1  # nothing trained
     (run / "config.json").write_text(original)
     # a resume that changes a setting it may (lr) and stops before its next checkpoint leaves config.json ahead of

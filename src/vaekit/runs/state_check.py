@@ -214,8 +214,12 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
         if f.metadata["resumable"] or f.name not in recorded[section]:
             continue
         old, new = recorded[section][f.name], now[section][f.name]
+        where = f"[{section}] {f.name}"
+        if old != new and isinstance(old, dict) and isinstance(new, dict):  # a part's table: the setting inside it
+            key = next(k for k in sorted(set(old) | set(new), key=lambda k: (k != "name", k)) if old.get(k) != new.get(k))
+            where, old, new = f"[{section}.{f.name}] {key}", old.get(key), new.get(key)
         if old != new:
             raise VaekitError(
-                f"{config_path}: [{section}] {f.name} = {json.dumps(new)[:200]}, but {path.name} was trained with "
+                f"{config_path}: {where} = {json.dumps(new)[:200]}, but {path.name} was trained with "
                 f"{json.dumps(old)[:200]}: config.json was changed since the last checkpoint, and that setting "
                 "cannot change on a resume; restore it, or train a new run elsewhere")
