@@ -147,3 +147,17 @@ def test_wrong_types_in_the_api_are_one_line_and_a_single_hidden_size_is_a_list_
     run = tmp_path / "r"
     assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
     assert {p.device.type for p in vaekit.load(run, device=torch.device("cpu", 0)).parameters()} == {"cpu"}
+
+
+def test_fit_after_a_hand_edit_of_config_json_blames_the_file_not_the_call(tmp_path):
+    """config.json's seed edited 3 → 5, then `fit(…, seed=3, resume=True)` said the call's seed 3 differed."""
+    x = (vaekit.load_dataset("digits").eval_split("test")[:300] > 0.5).float()
+    vaekit.fit(digits_vae(), x, out=tmp_path / "r", epochs=1, seed=3, progress=False)
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    cfg["train"]["seed"] = 5
+    (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(vaekit.VaekitError) as e:
+        vaekit.fit(digits_vae(), x, out=tmp_path / "r", epochs=2, seed=3, resume=True, progress=False)
+    assert str(e.value) == (f"{tmp_path / 'r' / 'config.json'}: [train] seed = 5, but train_state.pt was trained with "
+                            "3: config.json was changed since the last checkpoint, and that setting cannot change on a "
+                            "resume; restore it, or train a new run elsewhere")

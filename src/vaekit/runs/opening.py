@@ -14,6 +14,7 @@ from ..errors import VaekitError
 from ..training.distributed import SINGLE, Context
 from . import checkpoint as ckpt
 from .config import Config, resume_config
+from .state_check import check_config
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,13 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
         raise VaekitError(f"{out}: no checkpoint to resume from (no {ckpt.CONFIG} either); start it without "
                           f"{resume_word}")
     cfg = replace(cfg, data=replace(cfg.data, **absolute_paths(cfg.data)))  # compared as they were saved
-    cfg = resume_config(ckpt.load_config(out), cfg, given, where=f"{resume_word}: ", words=words)
+    saved = ckpt.load_config(out)
+    try:
+        cfg = resume_config(saved, cfg, given, where=f"{resume_word}: ", words=words)
+    except VaekitError:
+        if (out / ckpt.STATE).exists():  # config.json edited by hand since: blame it, not the caller's settings
+            check_config(ckpt.load_state(out), saved, out / ckpt.STATE, out / ckpt.CONFIG)
+        raise
     if (out / ckpt.STATE).exists():
         return out, True, cfg
     if (out / ckpt.WEIGHTS).exists():
