@@ -161,3 +161,14 @@ def test_fit_after_a_hand_edit_of_config_json_blames_the_file_not_the_call(tmp_p
     assert str(e.value) == (f"{tmp_path / 'r' / 'config.json'}: [train] seed = 5, but train_state.pt was trained with "
                             "3: config.json was changed since the last checkpoint, and that setting cannot change on a "
                             "resume; restore it, or train a new run elsewhere")
+
+
+def test_a_schedule_edited_by_hand_is_announced_from_the_one_the_state_trained_on(tmp_path, caplog):
+    run = tmp_path / "r"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"]["lr_schedule"] = "cosine"
+    (run / "config.json").write_text(json.dumps(cfg))
+    with caplog.at_level(logging.WARNING):
+        assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
+    assert "the learning-rate schedule changes on this resume (constant over 1 epochs → cosine over 2)" in caplog.text

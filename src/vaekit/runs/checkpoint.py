@@ -254,7 +254,7 @@ def restore(
     """
     saved = load_state(out)
     check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema, spectral)
-    check_config(saved, cfg, out / STATE, out / CONFIG)
+    state.trained_with = check_config(saved, cfg, out / STATE, out / CONFIG)
     if saved.get("world_size", world_size) != world_size:
         raise VaekitError(f"{out / STATE}: written by {saved['world_size']} process(es), resumed by {world_size}: the "
                           "batches of an epoch and the global batch depend on it; resume with "

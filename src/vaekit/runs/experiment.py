@@ -210,7 +210,9 @@ def train_model(
                               f"--resume continues to a larger total (--epochs {state.epoch + 1} or more)")
         set_lr(optimizer, tc.lr)  # the config's rate (a --resume may change it), not the one saved with Adam
         if out is not None and ctx.is_main:
-            warn_schedule_change(ckpt.load_config(out).train, tc, state.epoch)
+            was = state.trained_with or {}  # the schedule the state trained on (config.json may have been edited)
+            before = replace(ckpt.load_config(out).train, **{k: was[k] for k in ("lr_schedule", "epochs") if k in was})
+            warn_schedule_change(before, tc, state.epoch)
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
             if not (out / ckpt.WEIGHTS).exists():  # lost after the checkpoint: its state holds the weights
                 ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral, cfg)

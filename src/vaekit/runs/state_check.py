@@ -190,13 +190,13 @@ def recorded_config(cfg: Config) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
-def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> None:
+def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> dict | None:
     """config.json (read into `cfg`) must hold the settings a resume cannot change as the checkpoint in
     `path` was trained with them: a config.json edited by hand between checkpoints would otherwise go on
     training another model, objective or data under the same run, silently. A state without the record
-    (written by vaekit before 0.4) is not checked, nor one given no `cfg`."""
+    (written by vaekit before 0.4) is not checked, nor one given no `cfg`. Returns the record's train section."""
     if cfg is None or "config" not in saved:
-        return
+        return None
     text = saved["config"]
     try:
         _need(isinstance(text, str) and len(text) <= 2**20, "config", "is not the text of a config")
@@ -223,3 +223,4 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
                 f"{config_path}: {where} = {json.dumps(new)[:200]}, but {path.name} was trained with "
                 f"{json.dumps(old)[:200]}: config.json was changed since the last checkpoint, and that setting "
                 "cannot change on a resume; restore it, or train a new run elsewhere")
+    return recorded["train"]

@@ -49,6 +49,7 @@ class LoopState:
     oversized: int = 0  # updates skipped because the gradient norm exceeded `Guards.skip` (not an error)
     pending: _Pending | None = field(default=None, repr=False, compare=False)  # steps not yet read back
     origin: str = field(default="train_state.pt", repr=False, compare=False)  # the file `sums` were restored from
+    trained_with: dict | None = field(default=None, repr=False, compare=False)  # its config's train section, as saved
 
 
 def make_adam(params, lr: float, eps: float = 1e-8, capturable: bool = False) -> torch.optim.Optimizer:
