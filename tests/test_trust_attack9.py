@@ -172,3 +172,24 @@ def test_a_schedule_edited_by_hand_is_announced_from_the_one_the_state_trained_o
     with caplog.at_level(logging.WARNING):
         assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
     assert "the learning-rate schedule changes on this resume (constant over 1 epochs → cosine over 2)" in caplog.text
+
+
+def test_a_given_q_of_another_dtype_or_holding_nan_is_one_line():
+    """A float64 q_z was torch's `mat1 and mat2 must have the same dtype`; a NaN one carried torch's multi-line text."""
+    torch.manual_seed(0)
+    model = vaekit.VAE(data_dim=64, latent_dim=2, hidden=(16,))
+    x = (vaekit.load_dataset("digits").eval_split("test")[:7] > 0.5).float()
+    q = model.posterior(x)
+    wide = torch.distributions.Independent(torch.distributions.Normal(q.mean.double().detach(),
+                                                                      q.stddev.double().detach()), 1)
+    nan = torch.distributions.Independent(torch.distributions.Normal(
+        torch.full((7, 2), float("nan")), torch.ones(7, 2), validate_args=False), 1)
+    for bound in (lambda q_z: vaekit.elbo(model, x, q_z=q_z), lambda q_z: vaekit.iwae(model, x, k=3, q_z=q_z)):
+        with pytest.raises(vaekit.VaekitError, match=r"^q_z draws float64, but the model computes in float32: build "):
+            bound(wide)
+        with pytest.raises(vaekit.VaekitError, match=r"^q_z's mean holds NaN or Inf$"):
+            bound(nan)
+    torch.manual_seed(1)
+    given = vaekit.elbo(model, x, q_z=q, num_samples=3).elbo
+    torch.manual_seed(1)
+    assert torch.equal(given, vaekit.elbo(model, x, num_samples=3).elbo)  # the check draws nothing

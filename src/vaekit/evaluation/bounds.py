@@ -41,6 +41,15 @@ def _given(model, x: Tensor, q_z: Any, z: Any, draws: int | None) -> Tensor | No
         if tuple(q_z.batch_shape) != (b,) or (size is not None and tuple(q_z.event_shape) != (size,)):
             raise VaekitError(f"q_z must have batch shape ({b},) and event shape ({size},): one Q(z|x) of the "
                               f"model's latents per example, got {tuple(q_z.batch_shape)} and {tuple(q_z.event_shape)}")
+        try:
+            mean = q_z.mean
+        except NotImplementedError:  # a Q without a closed-form mean: its draws are checked where they are used
+            mean = None
+        if isinstance(mean, Tensor) and mean.dtype != x.dtype:
+            raise VaekitError(f"q_z draws {str(mean.dtype).removeprefix('torch.')}, but the model computes in "
+                              f"{str(x.dtype).removeprefix('torch.')}: build it from parameters of that type")
+        if isinstance(mean, Tensor) and not bool(torch.isfinite(mean).all()):
+            raise VaekitError("q_z's mean holds NaN or Inf")
     if z is None:
         return None
     if not isinstance(z, Tensor):
