@@ -193,3 +193,13 @@ def test_a_given_q_of_another_dtype_or_holding_nan_is_one_line():
     given = vaekit.elbo(model, x, q_z=q, num_samples=3).elbo
     torch.manual_seed(1)
     assert torch.equal(given, vaekit.elbo(model, x, num_samples=3).elbo)  # the check draws nothing
+
+
+def test_a_resume_says_when_metrics_jsonl_lost_epochs(tmp_path, caplog):
+    run = tmp_path / "r"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "2", "--out", str(run)]) == 0
+    (run / "metrics.jsonl").unlink()
+    with caplog.at_level(logging.WARNING):
+        assert main(["--quiet", "train", "--out", str(run), "--epochs", "3", "--resume"]) == 0
+    assert f"{run / 'metrics.jsonl'}: holds 0 of the 2 epochs trained so far; the others' lines are lost" in caplog.text
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [3]

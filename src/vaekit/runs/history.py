@@ -27,6 +27,9 @@ def truncate_metrics(run: Path, epochs: int) -> list[dict[str, Any]]:
     repeated by hand is not kept twice), and return them."""
     last = {r.get("epoch", 0): r for r in read_metrics(run) if r.get("epoch", 0) <= epochs}
     kept = [last[epoch] for epoch in sorted(last)]
+    if len(kept) < epochs:  # lost or cut by hand: the curves and the report show what is left
+        log.warning("%s: holds %d of the %d epochs trained so far; the others' lines are lost (the run goes on)",
+                    Path(run) / METRICS, len(kept), epochs)
     text = "".join(json.dumps(r) + "\n" for r in kept)
     atomic_write(Path(run) / METRICS, lambda tmp: Path(tmp).write_text(text))
     return kept
