@@ -33,6 +33,7 @@ def comparable(cfg: Config) -> dict:
                                           ("deep-top-down", "deep_topdown_w300_vamp_190ep_k5000"),
                                           ("deep-top-down-iwae", "deep_topdown_w300_vamp_190ep_iwae8_k5000"),
                                           ("deep-top-down-8x8-iwae", "deep_topdown_8x8_iwae8_k5000"),
+                                          ("deep-top-down-8x8-spectral-iwae", "deep_topdown_8x8_spectral_iwae8_k5000"),
                                           ("ladder", "deep_ladder_50ep_k500"),
                                           ("ladder-bottom-up", "deep_ladder-bottom-up_50ep_k500")])
 def test_a_recipe_is_the_config_of_the_run_behind_its_number(name, result):
