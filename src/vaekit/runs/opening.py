@@ -4,7 +4,6 @@ files a run lost that another of its files gives back (config.json from the conf
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from ..errors import VaekitError
 from ..training.distributed import SINGLE, Context
 from . import checkpoint as ckpt
 from .config import Config, resume_config
-from .state_check import check_config
+from .state_check import check_config, config_record
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +90,12 @@ def writing_lock(out: Path | None, ctx: Context) -> contextlib.AbstractContextMa
 
 def config_from_state(out: Path) -> None:
     """A run whose config.json is gone but whose train_state.pt records the config it was trained with: write
-    config.json again from that record (a warning says so); else nothing (the caller's refusal stands)."""
+    config.json again from that record (a warning says so); a state without one: nothing (the caller's refusal
+    stands); a damaged record: one line."""
     if (out / ckpt.CONFIG).is_symlink() or not (out / ckpt.STATE).exists():
         return
-    saved = ckpt.load_state(out)
-    text = saved.get("config") if isinstance(saved, dict) else None
-    if not isinstance(text, str) or len(text) > 2**20:
-        return
-    try:
-        recorded = json.loads(text)
-    except (ValueError, RecursionError):
+    recorded = config_record(ckpt.load_state(out), out / ckpt.STATE)
+    if recorded is None:
         return
     cfg = Config.from_dict(recorded, source=f"{out / ckpt.STATE} [config]")
     ckpt.save_config(out, cfg)

@@ -190,12 +190,10 @@ def recorded_config(cfg: Config) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
-def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> dict | None:
-    """config.json (read into `cfg`) must hold the settings a resume cannot change as the checkpoint in
-    `path` was trained with them: a config.json edited by hand between checkpoints would otherwise go on
-    training another model, objective or data under the same run, silently. A state without the record
-    (written by vaekit before 0.4) is not checked, nor one given no `cfg`. Returns the record's train section."""
-    if cfg is None or "config" not in saved:
+def config_record(saved: Any, path: Path) -> dict | None:
+    """The config a train_state.pt (loaded into `saved`, at `path`) records, as a dict of its sections; None for a
+    state without one (vaekit before 0.4); a damaged record refused in one line."""
+    if not isinstance(saved, dict) or "config" not in saved:
         return None
     text = saved["config"]
     try:
@@ -209,6 +207,17 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
               "config", "does not hold the model, data and train sections")
     except _Refusal as e:
         raise VaekitError(f"{path}: {e}; {ADVICE}") from None
+    return recorded
+
+
+def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> dict | None:
+    """config.json (read into `cfg`) must hold the settings a resume cannot change as the checkpoint in
+    `path` was trained with them: a config.json edited by hand between checkpoints would otherwise go on
+    training another model, objective or data under the same run, silently. A state without the record
+    (written by vaekit before 0.4) is not checked, nor one given no `cfg`. Returns the record's train section."""
+    recorded = config_record(saved, path)
+    if cfg is None or recorded is None:
+        return None
     now = json.loads(recorded_config(cfg))
     for section, f in settings():
         if f.metadata["resumable"] or f.name not in recorded[section]:
