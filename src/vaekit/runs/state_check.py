@@ -210,19 +210,32 @@ def config_record(saved: Any, path: Path) -> dict | None:
     return recorded
 
 
+def _filled(f: Any, old: Any) -> Any:
+    """A part's recorded table with the settings it lacks at that part's defaults (as for a missing setting)."""
+    registry = f.metadata.get("registry")
+    if registry is None or not isinstance(old, dict) or not isinstance(old.get("name"), str):
+        return old
+    try:
+        return {**registry.choose(old["name"]).as_dict(), **old}
+    except VaekitError:  # a part not registered here: compared as recorded
+        return old
+
+
 def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> dict | None:
     """config.json (read into `cfg`) must hold the settings a resume cannot change as the checkpoint in
     `path` was trained with them: a config.json edited by hand between checkpoints would otherwise go on
     training another model, objective or data under the same run, silently. A state without the record
-    (written by vaekit before 0.4) is not checked, nor one given no `cfg`. Returns the record's train section."""
+    (written by vaekit before 0.4) is not checked, nor one given no `cfg`; a setting the record lacks (one added
+    to vaekit after the state was written, or a record emptied by hand) is taken at its default, the value a vaekit
+    that did not know it trained with. Returns the record's train section."""
     recorded = config_record(saved, path)
     if cfg is None or recorded is None:
         return None
-    now = json.loads(recorded_config(cfg))
+    now, default = json.loads(recorded_config(cfg)), json.loads(recorded_config(Config()))
     for section, f in settings():
-        if f.metadata["resumable"] or f.name not in recorded[section]:
+        if f.metadata["resumable"]:
             continue
-        old, new = recorded[section][f.name], now[section][f.name]
+        old, new = _filled(f, recorded[section].get(f.name, default[section][f.name])), now[section][f.name]
         where = f"[{section}] {f.name}"
         if old != new and isinstance(old, dict) and isinstance(new, dict):  # a part's table: the setting inside it
             key = next(k for k in sorted(set(old) | set(new), key=lambda k: (k != "name", k)) if old.get(k) != new.get(k))

@@ -1,0 +1,43 @@
+"""What the ninth attack left and the tenth found (issue 27), each made for real."""
+
+import json
+
+import torch
+from test_trust_attack5 import one_line
+
+from vaekit.cli import main
+from vaekit.runs.checkpoint import load_state
+
+TRAIN = ("train", "--dataset", "digits", "--latent-dim", 2, "--hidden", 16, "--seed", 3)
+
+
+def test_a_config_record_emptied_by_hand_does_not_turn_the_resume_check_off(tmp_path, capsys):
+    """A record of empty sections skipped every setting, so a hand-edited β went on silently; a setting the record
+    lacks is now taken at its default, and a record that lost one field is checked on the rest."""
+    run = tmp_path / "r"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    state = load_state(run)
+    record = json.loads(state["config"])
+    state["config"] = json.dumps({"model": {}, "data": {}, "train": {}})
+    torch.save(state, run / "train_state.pt")
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said.startswith(f"{run / 'config.json'}: [model] data_shape = [1, 8, 8], but train_state.pt was trained "
+                           "with []: config.json was changed since the last checkpoint")
+    del record["train"]["objective"]["beta"], record["model"]["latent_dim"]  # a state of a vaekit that lacked both
+    state["config"] = json.dumps(record)
+    original = (run / "config.json").read_text()
+    edited = json.loads(original)
+    edited["train"]["objective"]["beta"] = 4.0
+    (run / "config.json").write_text(json.dumps(edited))
+    torch.save(state, run / "train_state.pt")
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said.startswith(f"{run / 'config.json'}: [model] latent_dim = [2], but train_state.pt was trained with [20]")
+    record["model"]["latent_dim"] = [2]
+    state["config"] = json.dumps(record)
+    torch.save(state, run / "train_state.pt")
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said.startswith(f"{run / 'config.json'}: [train.objective] beta = 4.0, but train_state.pt was trained with "
+                           "1.0")
+    (run / "config.json").write_text(original)
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
+    assert load_state(run)["epoch"] == 2
