@@ -105,10 +105,11 @@ ROWS = [
     Row("family", "top-down", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down", "--prior", "vampprior",
                                "--prior-components", "3"), two=True),
     # the trainer's guards and the per-group objective: an EMA saved and resumed, clipping, free bits, balancing,
-    # spectral regularization (its vectors saved and resumed)
+    # spectral regularization (its vectors saved and resumed), AdamW's weight decay
     Row("family", "top-down guarded", ("--latent-dim", "2", "--latent-dim", "2", "--inference", "top-down", "--ema", "0.9",
                                        "--grad-clip", "5", "--grad-skip", "1e4", "--free-bits", "0.05", "--kl-balance",
-                                       "--kl-warmup-epochs", "1", "--spectral-reg", "0.01"), two=True),
+                                       "--kl-warmup-epochs", "1", "--spectral-reg", "0.01",
+                                       "--weight-decay", "0.01"), two=True),
     Row("family", "hvae", ("--latent-dim", "2", "--inference", "hvae", "--arch", "gated", "--prior", "vampprior",
                            "--prior-components", "4"), two=True),
     Row("plugin", "laplace", ("--prior", "laplace", "--laplace-scale", "0.5")),

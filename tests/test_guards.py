@@ -16,7 +16,7 @@ from vaekit.objectives.standard import ELBOObjective
 from vaekit.rng import epoch_permutation
 from vaekit.runs.checkpoint import load_state
 from vaekit.training.ema import EMA
-from vaekit.training.loop import LARGE_GRADIENT, OK, Guards, LoopState, train_epoch, train_step
+from vaekit.training.loop import LARGE_GRADIENT, OK, Guards, LoopState, make_adam, train_epoch, train_step
 
 
 def test_clipping_is_clip_grad_norm_then_the_same_adam_step():
@@ -161,3 +161,31 @@ def test_a_run_with_an_ema_saves_the_average_and_resumes_bit_identical(tmp_path)
     assert any(not torch.equal(state["model"][k], v) for k, v in state["ema"].items())
     model = vaekit.load(tmp_path / "straight")
     assert all(torch.equal(p, state["ema"][n]) for n, p in model.named_parameters())
+
+
+def test_weight_decay_is_adams_step_plus_the_decoupled_shrink_and_a_state_of_another_decay_is_refused(tmp_path, capsys):
+    """AdamW (Loshchilov & Hutter 2019): the same Adam step on the same gradient, and every weight also shrunk by
+    lr·λ·θ₀ (θ₀ the weights before the step), in float32 rounding; a resume from a state of another decay is refused."""
+    batch = DATA.split("train")[:32]
+    model, opt, loss = fresh()
+    decayed, _, decayed_loss = fresh()
+    decayed_opt = make_adam(decayed.parameters(), 1e-2, weight_decay=0.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    for m, o, f in ((model, opt, loss), (decayed, decayed_opt, decayed_loss)):
+        torch.manual_seed(1)
+        assert int(train_step(m, o, f, batch, 0.0)[0]) == OK
+    for theta0, plain, shrunk in zip(before, model.parameters(), decayed.parameters()):
+        torch.testing.assert_close(shrunk - plain, -1e-2 * 0.5 * theta0, rtol=0, atol=2e-7)
+    assert max((a - b).abs().max().item() for a, b in zip(model.parameters(), decayed.parameters())) > 1e-3
+    run = tmp_path / "r"
+    assert main(["--quiet", "train", "--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--epochs", "1",
+                 "--weight-decay", "0.01", "--out", str(run)]) == 0
+    state = load_state(run)
+    assert state["optimizer"]["param_groups"][0]["weight_decay"] == 0.01
+    state["optimizer"]["param_groups"][0]["weight_decay"] = 0.5
+    torch.save(state, run / "train_state.pt")
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"vaekit: error: {run / 'train_state.pt'}: optimizer.param_groups[0].weight_decay is 0.5, but this run's "
+        "optimizer has 0.01; the file is damaged or belongs to another run; restore it, or delete it and "
+        "model.safetensors and pass --resume to start the run again from step 0")

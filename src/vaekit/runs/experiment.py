@@ -317,7 +317,7 @@ def build_trainer(
     objective: nn.Module = VAEObjective(model, tc, dataset, ctx)
     groups = [{"params": list(model.parameters())}]
     groups += objective.objective.param_groups()  # the objective's own player (FactorVAE's discriminator)
-    optimizer = make_adam(groups, lr=tc.lr, eps=tc.adam_eps, capturable=graphs)
+    optimizer = make_adam(groups, lr=tc.lr, eps=tc.adam_eps, capturable=graphs, weight_decay=tc.weight_decay)
     if graphs and not fused(optimizer, capturable=True):
         log.warning("cuda_graphs = true needs fused Adam, which this torch build lacks; the step runs eagerly")
         graphs = False

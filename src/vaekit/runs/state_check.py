@@ -69,9 +69,9 @@ def _module(saved: Any, module: nn.Module, key: str) -> None:
         _tensor(saved[name], f"{key}.{name}", like)
 
 
-CHECKED_OPTIONS = {"params", "lr", "betas", "eps", "weight_decay"}  # each checked by itself in `_optimizer`
+CHECKED_OPTIONS = {"params", "lr", "betas", "eps"}  # each checked by itself in `_optimizer`
 IMPLEMENTATION = {"foreach", "fused", "capturable"}  # how this process runs Adam: taken from its own optimizer
-# every other option (maximize, amsgrad, differentiable, decoupled_weight_decay, …) must equal the run's
+# every other option (weight_decay, maximize, amsgrad, differentiable, decoupled_weight_decay, …) must equal the run's
 
 
 def own_implementation(saved: dict, optimizer: torch.optim.Optimizer) -> None:
@@ -99,7 +99,6 @@ def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, st
         for j, beta in enumerate(betas):
             _number(beta, f"{field}.betas[{j}]", low=0.0, high=1.0 - 1e-12)
         _number(group.get("eps", 1.0), f"{field}.eps", low=1e-300)
-        _number(group.get("weight_decay", 0.0), f"{field}.weight_decay", low=0.0)
         extra = sorted(set(group) - set(mine) - {"initial_lr"}, key=str)
         _need(not extra, field, f"has options {extra[:3]} that this run's optimizer lacks")
         for key in sorted(set(group) & set(mine) - CHECKED_OPTIONS - IMPLEMENTATION):  # maximize, amsgrad, …
