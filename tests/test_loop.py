@@ -146,8 +146,13 @@ def test_warmup_ramp_as_tensor_matches_float():
     assert warmup_ramp(0.0, 0.0) == 1.0
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # torch's own, raised while compiling:
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")  # as errors, eager ran
 def test_compiled_objective_equals_eager():
     pytest.importorskip("torch._inductor")
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
     batch = DATA.split("train")[:64]
     values = []
     for compile_ in (False, True):
@@ -155,6 +160,29 @@ def test_compiled_objective_equals_eager():
         torch.manual_seed(1)
         values.append([loss(batch, p)[0].item() for p in (0.0, 0.5, 1.0)])  # β changes: no recompile per value
     assert values[1] == pytest.approx(values[0], rel=1e-5)
+    assert counters["stats"]["unique_graphs"] >= 1  # it compiled (a warning raised as an error made it run eagerly)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")  # torch's own, raised while compiling:
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")  # as errors, eager ran
+def test_a_compiled_top_down_model_trains_as_eager_without_a_recompile_per_step():
+    """The top-down path's memo of its last walk guarded on the weights' version counters: compiled, every step
+    recompiled until torch's limit, then ran eagerly (issue 24). Now the memo is off while compiling."""
+    pytest.importorskip("torch._inductor")
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    elbos = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        model = VAE(64, latent_dim=[2, 2], hidden=(16,), inference="top-down")
+        opt = make_adam(model.parameters(), 1e-2)
+        loss = VAEObjective(model, TrainConfig(compile=compile_), DATA)
+        torch.manual_seed(1)
+        elbos.append([train_step(model, opt, loss, DATA.split("train")[32 * i: 32 * i + 32], 0.0)[1]["elbo"].item()
+                      for i in range(8)])
+    assert elbos[1] == pytest.approx(elbos[0], rel=1e-5, abs=0)
+    assert 1 <= counters["stats"]["unique_graphs"] <= 3  # compiled, and not again at every step (it was: 20)
 
 
 def test_precision_and_compile_are_config_fields():

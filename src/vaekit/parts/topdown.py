@@ -159,13 +159,14 @@ class TopDownPath(nn.Module):
         return sum(p._version for p in self.parameters()), _STEPS[0]
 
     def remember(self, walk: Walk, features: Sequence[Tensor] | None) -> Walk:
-        self._memo = (walk.z, features, self.version(), torch.is_grad_enabled(), walk)
+        if not torch.compiler.is_compiling():  # compiled, the memo's version counters would recompile every step
+            self._memo = (walk.z, features, self.version(), torch.is_grad_enabled(), walk)
         return walk
 
     def walked(self, z: Tensor, features: Sequence[Tensor] | None = None) -> Walk:
         """The walk that scores z (with Q's conditionals when `features` are given): the last one if it was
         of this very tensor, these features (or none needed), the same weights and grad mode; else a new one."""
-        memo = self._memo
+        memo = None if torch.compiler.is_compiling() else self._memo
         if (memo is not None and memo[0] is z and (features is None or memo[1] is features)
                 and memo[3] == torch.is_grad_enabled() and memo[2] == self.version()):
             return memo[4]
