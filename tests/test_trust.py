@@ -459,7 +459,7 @@ BOUNDS_REFUSED = [
     ("an optimizer state with another key", lambda s: s["optimizer"].update(extra=1), "optimizer is not an optimizer state"),
     ("a negative Adam step", lambda s: s["optimizer"]["state"][0]["step"].fill_(-1.0), ".step is -1.0, below 0.0"),
     ("eps of 0", _group("eps", 0.0), ".eps is 0.0, below 1e-300"),
-    ("negative weight decay", _group("weight_decay", -0.1), ".weight_decay is -0.1, below 0.0"),
+    ("another weight decay", _group("weight_decay", -0.1), ".weight_decay is -0.1, but this run's optimizer has 0"),
     ("a moment for a parameter the model lacks", lambda s: s["optimizer"]["state"].update(
         {len(s["optimizer"]["param_groups"][0]["params"]): s["optimizer"]["state"][0]}), "names parameter 8"),
     ("rng as floats", _set("rng", torch.zeros(5056)), "rng is not a generator state"),
