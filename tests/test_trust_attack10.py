@@ -1,7 +1,9 @@
 """What the ninth attack left and the tenth found (issue 27), each made for real."""
 
+import hashlib
 import json
 
+import numpy as np
 import torch
 from test_trust_attack5 import one_line
 
@@ -41,3 +43,27 @@ def test_a_config_record_emptied_by_hand_does_not_turn_the_resume_check_off(tmp_
     (run / "config.json").write_text(original)
     assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
     assert load_state(run)["epoch"] == 2
+
+
+def test_a_resume_on_a_changed_data_file_is_refused_and_its_statistics_never_come_from_it(tmp_path, capsys):
+    """The CLI recorded only the data file's path: a resume trained on whatever the file held by then, and a lost
+    standardization was computed again from it. The file's sha256 is recorded now, and a changed file refused."""
+    data, run = tmp_path / "d.npy", tmp_path / "R"
+    np.save(data, np.random.default_rng(0).random((300, 4), dtype=np.float32))
+    assert main(["--quiet", "train", "--dataset", str(data), "--likelihood", "gaussian", "--standardize", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--out", str(run)]) == 0
+    recorded = json.loads((run / "config.json").read_text())["data"]["digest"]
+    assert recorded == _digest_of(data)
+    np.save(data, np.random.default_rng(1).random((40, 4), dtype=np.float32) + 5)
+    (run / "standardization.safetensors").unlink()
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said == (f"{data}: not the data this run was trained on (its sha256 differs from the one config.json "
+                    "records); restore that file, or train a new run into another --out")
+    assert not (run / "standardization.safetensors").exists() and load_state(run)["epoch"] == 1
+    np.save(data, np.random.default_rng(0).random((300, 4), dtype=np.float32))  # the same bytes again: it goes on
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
+    assert load_state(run)["epoch"] == 2
+
+
+def _digest_of(path):
+    return hashlib.sha256(b"\0" + hashlib.sha256(path.read_bytes()).digest()).hexdigest()

@@ -155,8 +155,8 @@ class DataConfig:
                                  "{name: {\"kind\": …, \"levels\": [...]}}, over the inferred ones")
     column_types: tuple[str, ...] = setting((), f"a table: NAME=KIND, a column's kind over the inferred one; repeat "
                                             f"(kinds: {', '.join(KINDS)})", flag="--column-type")
-    digest: str = setting("", "data given to vaekit.fit as tensors: the sha256 of their bytes (a resume on other "
-                          "tensors is refused)", flag="")
+    digest: str = setting("", "the sha256 of the data a run trained on: the file's (or the folder's), or the tensors "
+                          "given to vaekit.fit (a resume on other data is refused)", flag="")
 
 
 @dataclass(frozen=True)

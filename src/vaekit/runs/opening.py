@@ -4,6 +4,7 @@ files a run lost that another of its files gives back (config.json from the conf
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +29,37 @@ def absolute_paths(d) -> dict[str, str]:
         paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())
     return paths
 
+
+def data_digest(dataset: str) -> str:
+    """The sha256 of a data file (of a folder of images: of its files' names and bytes, in order) a run trains on;
+    "" for a named dataset (its files are verified by MD5) or data given to vaekit.fit (`fit.digest` records those)."""
+    if dataset in DATASETS or dataset == IN_MEMORY:
+        return ""
+    path = Path(dataset)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    try:
+        for f in files:
+            h.update(f"{f.relative_to(path) if f != path else ''}\0".encode())
+            with open(f, "rb") as stream:
+                h.update(hashlib.file_digest(stream, "sha256").digest())
+    except OSError as e:
+        raise VaekitError(f"{dataset}: cannot read it ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+def same_data(cfg: Config, resume: bool) -> Config:
+    """A fresh run records its data file's digest; a resume is refused on a file whose bytes changed since (it
+    would train on other data, and a lost standardization would be computed from them)."""
+    if cfg.data.dataset == IN_MEMORY:
+        return cfg
+    found = data_digest(cfg.data.dataset)
+    if not resume:
+        return replace(cfg, data=replace(cfg.data, digest=found))
+    if cfg.data.digest and found != cfg.data.digest:
+        raise VaekitError(f"{cfg.data.dataset}: not the data this run was trained on (its sha256 differs from the one "
+                          f"{ckpt.CONFIG} records); restore that file, or train a new run into another --out")
+    return cfg
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
