@@ -67,3 +67,33 @@ def test_a_resume_on_a_changed_data_file_is_refused_and_its_statistics_never_com
 
 def _digest_of(path):
     return hashlib.sha256(b"\0" + hashlib.sha256(path.read_bytes()).digest()).hexdigest()
+
+
+def test_out_never_names_what_the_command_reads(tmp_path, capsys):
+    """`encode RUN --out DATA.npy` wrote the codes over the run's training data (a resume then trained on them);
+    `score --data t.csv --out t.csv` replaced the table with its scores; `sample --out RUN/model.safetensors` the
+    weights. Each is refused in one line, and the file keeps its bytes."""
+    data, run = tmp_path / "d.npy", tmp_path / "R"
+    np.save(data, np.random.default_rng(0).random((300, 4), dtype=np.float32))
+    assert main(["--quiet", "train", "--dataset", str(data), "--likelihood", "gaussian", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--out", str(run)]) == 0
+    kept = {p: p.read_bytes() for p in (data, run / "model.safetensors")}
+    assert one_line(capsys, "encode", run, "--out", data) == (
+        f"--out {data}: is the run's training data, which this command reads; write to another file")
+    assert one_line(capsys, "sample", run, "--out", run / "model.safetensors") == (
+        f"--out {run / 'model.safetensors'}: is the run's model.safetensors, which this command reads; write to another "
+        "file")
+    assert one_line(capsys, "sample", run, "--out", tmp_path / "d.png") == (  # sample writes d.npy beside d.png
+        f"--out {tmp_path / 'd.npy'}: is the run's training data, which this command reads; write to another file")
+    assert main(["--quiet", "encode", str(run), "--out", str(tmp_path / "z.npy")]) == 0
+    assert one_line(capsys, "decode", run, "--latents", tmp_path / "z.npy", "--out", tmp_path / "." / "z.npy") == (
+        f"--out {tmp_path / 'z.npy'}: is --latents, which this command reads; write to another file")
+    with open(tmp_path / "t.csv", "w", newline="") as f:
+        f.write("a,b\n" + "".join(f"{i / 7:.3f},{'xy'[i % 2]}\n" for i in range(60)))
+    assert main(["--quiet", "train", "--dataset", str(tmp_path / "t.csv"), "--likelihood", "mixed", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--out", str(tmp_path / "T")]) == 0
+    table = (tmp_path / "t.csv").read_bytes()
+    for command in ("score", "impute"):
+        assert one_line(capsys, command, tmp_path / "T", "--data", tmp_path / "t.csv", "--out", tmp_path / "t.csv") == (
+            f"--out {tmp_path / 't.csv'}: is --data, which this command reads; write to another file")
+    assert (tmp_path / "t.csv").read_bytes() == table and all(p.read_bytes() == b for p, b in kept.items())

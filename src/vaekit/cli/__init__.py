@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -53,6 +54,37 @@ def check_args(args) -> None:
     for name in ("out", "output"):
         if getattr(args, name, None) == "":
             raise VaekitError(f"--{name} is empty; name a path")
+    if args.command not in ("train", "reproduce") and getattr(args, "out", None):
+        _out_reads_nothing(args)
+
+
+def _out_reads_nothing(args) -> None:
+    """`--out` must not name what the command reads, or a run's own file: `encode RUN --out DATA.npy` wrote the
+    codes over the run's training data (a resume then trained on them), `score --data t.csv --out t.csv` replaced
+    the table with its scores."""
+    from ..runs import checkpoint as ckpt  # the run's files and its recorded data file
+
+    outs = [Path(args.out)] + ([Path(args.out).with_suffix(".npy")] if args.command == "sample" else [])
+    read = [(f"--{name}", getattr(args, name, None)) for name in ("dataset", "data", "latents", "schema")]
+    run = getattr(args, "run", None)
+    if run is not None:
+        read += [(f"the run's {name}", Path(run) / name) for name in (ckpt.CONFIG, ckpt.WEIGHTS, ckpt.STATE,
+                                                                      ckpt.STANDARDIZATION, "metrics.jsonl")]
+        try:
+            read.append(("the run's training data", ckpt.load_config(Path(run)).data.dataset))
+        except VaekitError:  # the command itself says what is wrong with the run
+            pass
+    for out in outs:
+        for what, path in read:
+            if path and _same_file(out, Path(path)):
+                raise VaekitError(f"--out {out}: is {what}, which this command reads; write to another file")
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return a.exists() and b.exists() and (os.path.samefile(a, b) or a.resolve() == b.resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def _out_of_memory(e: BaseException) -> bool:
