@@ -4,9 +4,11 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 import torch
 from test_trust_attack5 import one_line
 
+import vaekit
 from vaekit.cli import main
 from vaekit.runs.checkpoint import load_state
 
@@ -97,3 +99,27 @@ def test_out_never_names_what_the_command_reads(tmp_path, capsys):
         assert one_line(capsys, command, tmp_path / "T", "--data", tmp_path / "t.csv", "--out", tmp_path / "t.csv") == (
             f"--out {tmp_path / 't.csv'}: is --data, which this command reads; write to another file")
     assert (tmp_path / "t.csv").read_bytes() == table and all(p.read_bytes() == b for p, b in kept.items())
+
+
+def test_a_parquet_file_of_little_bytes_and_much_text_is_refused_before_it_is_decoded(tmp_path, capsys, monkeypatch):
+    """The cap counted cells, not their text: a 1.6 KB file of one 10,000-character value repeated 100,000 times
+    decoded to 1 GB (3 GB of memory read); a 6 KB one ran the machine out of memory. Text is measured encoded now."""
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    from vaekit.data import table_files
+    pq.write_table(pa.table({"a": np.zeros(100_000), "s": pa.array(["x" * 10_000] * 100_000)}), tmp_path / "b.parquet")
+    assert (tmp_path / "b.parquet").stat().st_size < 5000
+    said = one_line(capsys, "train", "--dataset", tmp_path / "b.parquet", "--likelihood", "mixed", "--epochs", 1,
+                    "--out", tmp_path / "r")
+    assert said == (f"{tmp_path / 'b.parquet'}: column 's' holds a text cell of 10,000 characters; vaekit reads "
+                    "numbers, booleans and labels of at most 1,000")
+    labels = [f"level {i}" + "y" * 900 for i in range(3)]  # cells within the cap, their sum not
+    pq.write_table(pa.table({"a": np.arange(3000.0), "s": pa.array(labels * 1000)}), tmp_path / "c.parquet")
+    total = 1000 * sum(len(label) for label in labels)
+    monkeypatch.setattr(table_files, "MAX_TABLE_BYTES", total - 1)
+    with pytest.raises(vaekit.VaekitError) as e:
+        vaekit.read_table(tmp_path / "c.parquet")
+    assert str(e.value) == (f"{tmp_path / 'c.parquet'}: its text cells hold {total:,} characters, more than the "
+                            f"{total - 1:,} vaekit reads from a table; split it, or keep the columns the model needs")
+    monkeypatch.setattr(table_files, "MAX_TABLE_BYTES", total)
+    table = vaekit.read_table(tmp_path / "c.parquet")  # at the cap: read, the labels decoded as written
+    assert sorted({row[1] for row in table.cells}) == labels

@@ -57,7 +57,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
             meta = parquet.metadata  # the cells' count, before any is decoded
             _check_cells(path, meta.num_rows, meta.num_columns)
             _check_names(path, [str(n).strip() for n in parquet.schema_arrow.names])  # as a CSV's header is checked
-            t = pq.read_table(pa.BufferReader(data))
+            text = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+            t = pq.read_table(pa.BufferReader(data), read_dictionary=text)  # text stays encoded until measured
+            _check_text(path, t)
+            t = t.cast(pa.schema([pa.field(f.name, f.type.value_type) if f.name in text else f for f in t.schema]))
             for field in t.schema:  # numbers, text, booleans; a date, a list or bytes is no cell vaekit reads
                 kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
                 if not any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
@@ -95,6 +98,31 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
         raise VaekitError(f"{path}: not a CSV table ({e})") from None
     _check_names(path, names)
     return names, rows, lines
+
+
+MAX_CELL = 1000  # characters of a text cell: a number, a boolean or a category's label, never longer
+
+
+def _check_text(path: Path, t: Any) -> None:
+    """A Parquet file's text cells, measured before they are decoded: a 1.6 KB file of one 10,000-character value
+    repeated 100,000 times is 1 GB of text (3 GB of memory read), a few KB more ran a machine out of memory."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    total = 0
+    for name, column in zip(t.column_names, t.columns):
+        if not pa.types.is_dictionary(column.type):
+            continue
+        for chunk in column.chunks:
+            lengths = pc.utf8_length(chunk.dictionary)
+            longest = pc.max(lengths).as_py() or 0
+            if longest > MAX_CELL:
+                raise VaekitError(f"{path}: column {name[:100]!r} holds a text cell of {longest:,} characters; vaekit reads "
+                                  f"numbers, booleans and labels of at most {MAX_CELL:,}")
+            total += pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0
+    if total > MAX_TABLE_BYTES:
+        raise VaekitError(f"{path}: its text cells hold {total:,} characters, more than the {MAX_TABLE_BYTES:,} vaekit "
+                          "reads from a table; split it, or keep the columns the model needs")
 
 
 def _check_cells(path: Path, rows: int, columns: int) -> None:

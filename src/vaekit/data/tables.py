@@ -210,7 +210,7 @@ def infer(name: str, cells: Sequence[Any]) -> Column:
     numbers = [_number(c) for c in seen]
     infinite = next((c for c, v in zip(seen, numbers) if v is not None and not math.isfinite(v)), None)
     if infinite is not None and all(v is not None for v in numbers):  # it read as levels, one a value, silently
-        raise VaekitError(f"column {name!r}: {str(infinite).strip()!r} is not a finite number; leave the cell empty "
+        raise VaekitError(f"column {name!r}: {str(infinite).strip()!r:.80} is not a finite number; leave the cell empty "
                           "if the value is missing")
     if any(v is None for v in numbers) or not all(math.isfinite(v) for v in numbers):
         words = {str(c).strip() for c, v in zip(seen, numbers) if v is None}
@@ -234,7 +234,7 @@ def infer(name: str, cells: Sequence[Any]) -> Column:
 
 def _leveled(name: str, kind: str, labels: Sequence[str]) -> Column:
     if len(labels) < 2:
-        raise VaekitError(f"column {name!r}: one level only ({labels[0]!r}); a constant column says nothing, drop it")
+        raise VaekitError(f"column {name!r}: one level only ({labels[0]!r:.80}); a constant column says nothing, drop it")
     if len(labels) > MAX_LEVELS:
         raise VaekitError(f"column {name!r}: {len(labels)} distinct labels (at most {MAX_LEVELS}); an identifier "
                           "is not a category: drop the column")
@@ -266,7 +266,7 @@ def override(column: Column, spec: Any, cells: Sequence[Any], where: str) -> Col
 
 def _refuse_binary(name: str, labels: Sequence[str]) -> Column:
     raise VaekitError(f"column {name!r}: binary needs two labels, found {len(labels)} "
-                      f"({', '.join(labels[:5])}{', …' if len(labels) > 5 else ''})")
+                      f"({', '.join(label[:40] for label in labels[:5])}{', …' if len(labels) > 5 else ''})")
 
 
 def encode(rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema, path: str) -> Tensor:
