@@ -123,3 +123,24 @@ def test_a_parquet_file_of_little_bytes_and_much_text_is_refused_before_it_is_de
     monkeypatch.setattr(table_files, "MAX_TABLE_BYTES", total)
     table = vaekit.read_table(tmp_path / "c.parquet")  # at the cap: read, the labels decoded as written
     assert sorted({row[1] for row in table.cells}) == labels
+
+
+@pytest.mark.parametrize("name", ["a\u2060b", "a\u200db", "a\u00adb", "a\u061cb", "a\u2062b", "a\U000e0041b"])
+def test_a_header_name_with_an_invisible_format_character_is_refused(tmp_path, name):
+    """Word joiner, zero-width joiner, soft hyphen, the Arabic letter mark, invisible times, a tag character: each
+    printed as `ab` beside a real `ab` column (the whole format category, Cf, is refused now)."""
+    (tmp_path / "h.csv").write_text(f"{name},ab\n1,2\n3,4\n", encoding="utf-8")
+    with pytest.raises(vaekit.VaekitError) as e:
+        vaekit.read_table(tmp_path / "h.csv")
+    assert str(e.value) == f"{tmp_path / 'h.csv'}: column 1 of the header, {name!r}, holds a control character; rename it"
+
+
+def test_header_names_equal_but_for_compatibility_forms_and_a_tab_separated_file(tmp_path):
+    (tmp_path / "h.csv").write_text("\uff41,a\n1,2\n3,4\n", encoding="utf-8")  # fullwidth ａ and a
+    with pytest.raises(vaekit.VaekitError, match=r"h.csv: the header names column 'ａ' twice$"):
+        vaekit.read_table(tmp_path / "h.csv")
+    (tmp_path / "t.tsv").write_text("a\tb\n1\t2\n3\t4\n")
+    with pytest.raises(vaekit.VaekitError) as e:
+        vaekit.read_table(tmp_path / "t.tsv")
+    assert str(e.value) == (f"{tmp_path / 't.tsv'}: the header is one column holding tabs; vaekit reads comma-separated "
+                            "tables: write the file as CSV")

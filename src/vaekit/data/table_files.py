@@ -132,7 +132,7 @@ def _check_cells(path: Path, rows: int, columns: int) -> None:
 
 
 MAX_NAME = 1000  # characters of a column's name (every message and listing shows it)
-HIDDEN = set("\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")  # zero-width, bidi
+HIDDEN = ("Cc", "Cf", "Zl", "Zp")  # controls; format characters (zero-width, bidi, soft hyphen, tags); line breaks
 
 
 def _check_names(path: Path, names: list[str]) -> None:
@@ -140,13 +140,16 @@ def _check_names(path: Path, names: list[str]) -> None:
         if not name:
             pandas = " (pandas' index? write the table with index=False)" if i == 0 else ""
             raise VaekitError(f"{path}: column {i + 1} of the header has no name{pandas}")
-        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in HIDDEN for c in name):  # NUL, ESC, NEL, U+2028,
+        if "\t" in name and len(names) == 1:
+            raise VaekitError(f"{path}: the header is one column holding tabs; vaekit reads comma-separated tables: "
+                              "write the file as CSV")
+        if any(unicodedata.category(c) in HIDDEN for c in name):  # NUL, ESC, NEL, U+2028, ZWSP, U+2060, U+061C,
             raise VaekitError(f"{path}: column {i + 1} of the header, {name[:100]!r}, holds a control character; "  # …
                               "rename it")  # a right-to-left override or a zero-width space: invisible or misleading
         if len(name) > MAX_NAME:
             raise VaekitError(f"{path}: column {i + 1} of the header has a name of {len(name):,} characters "
                               f"({name[:40]!r}…); at most {MAX_NAME:,}")
-    normal = [unicodedata.normalize("NFC", n) for n in names]  # é written as one code point or as e + ´: one name
+    normal = [unicodedata.normalize("NFKC", n) for n in names]  # é as one code point or e + ´, ａ and a: one name
     dup = next((n for n, m in zip(names, normal, strict=True) if normal.count(m) > 1), None)
     if dup is not None:
         raise VaekitError(f"{path}: the header names column {dup!r} twice")
