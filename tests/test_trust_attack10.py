@@ -144,3 +144,39 @@ def test_header_names_equal_but_for_compatibility_forms_and_a_tab_separated_file
         vaekit.read_table(tmp_path / "t.tsv")
     assert str(e.value) == (f"{tmp_path / 't.tsv'}: the header is one column holding tabs; vaekit reads comma-separated "
                             "tables: write the file as CSV")
+
+
+def test_a_finished_run_holds_an_empty_lock_so_two_processes_of_one_seed_write_the_same_bytes(tmp_path):
+    """.vaekit.lock kept the last holder's pid: two `vaekit train --seed 3` processes differed in that file alone."""
+    import subprocess
+    import sys
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-m", "vaekit", "--quiet", *map(str, TRAIN), "--epochs", "1", "--threads", "1",
+                        "--out", str(tmp_path / name)], check=True, capture_output=True)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert ".vaekit.lock" in files and files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / ".vaekit.lock").read_bytes() == b""
+
+
+def test_python_arguments_of_the_wrong_kind_and_an_infinite_q_are_one_line(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n3,x\n")
+    for call, said in [
+        (lambda: vaekit.load_dataset("digits", split_seed="1"), "load_dataset: split_seed must be a whole number from 0 to "),
+        (lambda: vaekit.load_dataset("digits", split_seed=-1), "load_dataset: split_seed must be a whole number from 0 to "),
+        (lambda: vaekit.load_dataset("digits", val_size=0.5), "load_dataset: val_size must be a number of examples ≥ 0 "),
+        (lambda: vaekit.load_dataset("mnist", data_dir=5), "load_dataset: data_dir must be a folder's path (or None), got 5"),
+        (lambda: vaekit.read_table(tmp_path / "t.csv", schema="x"), "read_table: schema must be a run's Schema "),
+    ]:
+        with pytest.raises(vaekit.VaekitError) as e:
+            call()
+        assert str(e.value).startswith(said) and "\n" not in str(e.value), str(e.value)
+    torch.manual_seed(0)
+    model = vaekit.VAE(data_dim=64, latent_dim=2, hidden=(16,))
+    x = (vaekit.load_dataset("digits").eval_split("test")[:5] > 0.5).float()
+    wide = torch.distributions.Independent(torch.distributions.Normal(
+        torch.zeros(5, 2), torch.full((5, 2), float("inf")), validate_args=False), 1)
+    for bound in (lambda q_z: vaekit.elbo(model, x, q_z=q_z), lambda q_z: vaekit.iwae(model, x, k=3, q_z=q_z)):
+        with pytest.raises(vaekit.VaekitError, match=r"^q_z's standard deviation holds NaN or Inf$"):
+            bound(wide)

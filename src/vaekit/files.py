@@ -10,6 +10,7 @@ process from training into a run directory that one is already writing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -249,5 +250,7 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
+            with contextlib.suppress(OSError):  # the pid is for a process waiting now; a finished run's lock is
+                os.ftruncate(self.fd, 0)  # empty, so two runs of one seed hold the same bytes, this file included
             os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
             self.fd = None

@@ -68,6 +68,7 @@ def load_dataset(
         raise VaekitError(f"load_dataset: name a dataset ({', '.join(DATASETS)}) or a file, got {name!r:.80}")
     name = str(name) if isinstance(name, os.PathLike) else name
     resolve_binarize(binarize, support)  # argument errors before any file is read
+    _check_arguments(split_seed, val_size, data_dir)
     _check_standardize(support, standardize, shift, spread)
     _check_scale(name, scale)
     if support != "table" and (name in TABLES or Path(name).suffix == ".parquet"):
@@ -197,6 +198,20 @@ def _check_scale(name: str, scale: float | None) -> None:
         raise VaekitError(f"scale applies to user files; {name} is stored with its own scale")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise VaekitError(f"scale must be a positive number, got {scale!r}")
+
+
+def _check_arguments(split_seed: object, val_size: object, data_dir: object) -> None:
+    from ..rng import MAX_SEED
+
+    def whole(v: object) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not whole(split_seed) or not 0 <= split_seed <= MAX_SEED:  # type: ignore[operator]
+        raise VaekitError(f"load_dataset: split_seed must be a whole number from 0 to {MAX_SEED}, got {split_seed!r:.40}")
+    if val_size is not None and (not whole(val_size) or val_size < 0):  # type: ignore[operator]
+        raise VaekitError(f"load_dataset: val_size must be a number of examples ≥ 0 (or None), got {val_size!r:.40}")
+    if data_dir is not None and (not isinstance(data_dir, (str, os.PathLike)) or "\0" in str(data_dir)):
+        raise VaekitError(f"load_dataset: data_dir must be a folder's path (or None), got {data_dir!r:.40}")
 
 
 def _check_standardize(support: str, standardize: bool, shift: object, spread: object) -> None:

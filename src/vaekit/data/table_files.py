@@ -184,6 +184,9 @@ def read_table(path: str | Path, schema: Schema | None = None, overrides: Mappin
     command's own advice, a smaller --k or --draws, would not help)."""
     if not isinstance(path, (str, os.PathLike)) or not str(path) or "\0" in str(path):
         raise VaekitError(f"read_table: name the CSV or Parquet file to read, got {path!r:.80}")
+    if schema is not None and not isinstance(schema, Schema):
+        raise VaekitError(f"read_table: schema must be a run's Schema (model.columns) or None, got "
+                          f"{type(schema).__name__}")
     path = Path(path)
     try:
         return _read_table(path, schema, overrides)

@@ -50,6 +50,12 @@ def _given(model, x: Tensor, q_z: Any, z: Any, draws: int | None) -> Tensor | No
                               f"{str(x.dtype).removeprefix('torch.')}: build it from parameters of that type")
         if isinstance(mean, Tensor) and not bool(torch.isfinite(mean).all()):
             raise VaekitError("q_z's mean holds NaN or Inf")
+        try:
+            spread = q_z.stddev
+        except NotImplementedError:
+            spread = None
+        if isinstance(spread, Tensor) and not bool(torch.isfinite(spread).all()):  # its draws would be Inf or NaN
+            raise VaekitError("q_z's standard deviation holds NaN or Inf")
     if z is None:
         return None
     if not isinstance(z, Tensor):
