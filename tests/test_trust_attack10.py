@@ -180,3 +180,18 @@ def test_python_arguments_of_the_wrong_kind_and_an_infinite_q_are_one_line(tmp_p
     for bound in (lambda q_z: vaekit.elbo(model, x, q_z=q_z), lambda q_z: vaekit.iwae(model, x, k=3, q_z=q_z)):
         with pytest.raises(vaekit.VaekitError, match=r"^q_z's standard deviation holds NaN or Inf$"):
             bound(wide)
+
+
+def test_decode_of_latents_beyond_reach_writes_nothing_rather_than_inf(tmp_path, capsys):
+    data, run = tmp_path / "d.npy", tmp_path / "R"
+    np.save(data, np.random.default_rng(0).random((300, 4), dtype=np.float32) * 1e30)
+    assert main(["--quiet", "train", "--dataset", str(data), "--likelihood", "gaussian", "--standardize", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--out", str(run)]) == 0
+    np.save(tmp_path / "z.npy", np.array([[0.0, 0.5], [1e38, -1e38]], np.float32))
+    said = one_line(capsys, "decode", run, "--latents", tmp_path / "z.npy", "--out", tmp_path / "x.npy")
+    assert said == (f"{tmp_path / 'z.npy'}: row 2 (of 2) decodes to Inf or NaN: its latents (|z| up to 1e+38) lie far "
+                    "beyond where p(z) puts mass; nothing written")
+    assert not (tmp_path / "x.npy").exists()
+    np.save(tmp_path / "z.npy", np.array([[0.0, 0.5], [1.0, -1.0]], np.float32))
+    assert main(["--quiet", "decode", str(run), "--latents", str(tmp_path / "z.npy"), "--out", str(tmp_path / "x.npy")]) == 0
+    assert np.isfinite(np.load(tmp_path / "x.npy")).all()

@@ -145,6 +145,11 @@ def cmd_decode(args: argparse.Namespace) -> Path:
             decoded.append(conditioned(model, cfg, yb).decode(zb))
             bar.update(zb.shape[0])
     x = to_data_units(cfg, args.run, torch.cat(decoded))
+    bad = (~torch.isfinite(x)).flatten(1).any(1)
+    if bool(bad.any()):  # a latent far beyond the prior's reach (1e38) overflows the decoder or the data's units
+        row = int(bad.nonzero()[0])
+        raise VaekitError(f"{args.latents}: row {row + 1} (of {len(z)}) decodes to Inf or NaN: its latents (|z| up to "
+                          f"{float(z[row].abs().max()):.3g}) lie far beyond where p(z) puts mass; nothing written")
     out = Path(args.out)
     if out.suffix.lower() == ".png":
         plot_images(x, cfg.model.data_shape, out, f"E[x|z] for the {x.shape[0]} latents of {Path(args.latents).name}",
