@@ -36,6 +36,8 @@ def data_digest(dataset: str) -> str:
     if dataset in DATASETS or dataset == IN_MEMORY:
         return ""
     path = Path(dataset)
+    if not path.is_dir() and not path.is_file():  # missing, a FIFO, a device: the data's reader says so in one line
+        return ""
     files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
     h = hashlib.sha256()
     try:
