@@ -195,3 +195,14 @@ def test_decode_of_latents_beyond_reach_writes_nothing_rather_than_inf(tmp_path,
     np.save(tmp_path / "z.npy", np.array([[0.0, 0.5], [1.0, -1.0]], np.float32))
     assert main(["--quiet", "decode", str(run), "--latents", str(tmp_path / "z.npy"), "--out", str(tmp_path / "x.npy")]) == 0
     assert np.isfinite(np.load(tmp_path / "x.npy")).all()
+
+
+def test_a_network_of_a_hundred_thousand_layers_is_refused_before_it_is_built(tmp_path, capsys):
+    """hidden = [8] × 100,000 passed the weight bound: 7 GB, 40 s a step, a 600 MB checkpoint."""
+    (tmp_path / "deep.json").write_text(json.dumps({"model": {"hidden": [8] * 100_000}}))
+    said = one_line(capsys, "train", "--dataset", "digits", "--config", tmp_path / "deep.json", "--epochs", 1,
+                    "--out", tmp_path / "r")
+    assert said.endswith("hidden lists 100,000 layers; vaekit builds at most 1,000")
+    with pytest.raises(vaekit.VaekitError, match=r"^VAE: latent_dim lists 1,001 groups; vaekit builds at most 1,000$"):
+        vaekit.VAE(data_dim=4, latent_dim=[1] * 1001, inference="top-down")
+    assert not (tmp_path / "r" / "model.safetensors").exists()

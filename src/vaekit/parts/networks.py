@@ -257,7 +257,10 @@ def check_sizes(settings: dict[str, Any]) -> None:
         if any(isinstance(v, bool) or not hasattr(v, "__index__") or v < 1 for v in sizes) or (
                 name in ("data_dim", "latent_dim") and not sizes):
             raise VaekitError(f"VAE: {name} must be {'a size' if name == 'data_dim' else 'sizes'} of whole numbers ≥ 1, "
-                              f"got {value!r}")
+                              f"got {value!r:.80}")
+        if len(sizes) > MAX_LAYERS:  # 100,000 layers of 8 pass the weight bound, and took 7 GB and minutes a step
+            raise VaekitError(f"VAE: {name} lists {len(sizes):,} {'groups' if name == 'latent_dim' else 'layers'}; "
+                              f"vaekit builds at most {MAX_LAYERS:,}")
         if name.endswith("hidden") and value is not None and not isinstance(value, (list, tuple)):
             settings[name] = (int(value),)
     if "activation" in settings and (not isinstance(settings["activation"], str) or
@@ -272,6 +275,7 @@ def check_sizes(settings: dict[str, Any]) -> None:
                           f"than vaekit builds (≤ {MAX_WEIGHTS:.3g}): choose smaller sizes")
 
 
+MAX_LAYERS = 1000  # layers in one network, or stochastic groups: ten times the deepest VAE published (VDVAE's ≈ 70)
 MAX_WEIGHTS = 2**31  # 8 GiB of float32 weights: a model beyond is a typo (hidden 10**6), not a VAE to train here
 
 
