@@ -1,6 +1,7 @@
 """What the ninth attack left and the tenth found (issue 27), each made for real."""
 
 import hashlib
+import io
 import json
 
 import numpy as np
@@ -206,3 +207,45 @@ def test_a_network_of_a_hundred_thousand_layers_is_refused_before_it_is_built(tm
     with pytest.raises(vaekit.VaekitError, match=r"^VAE: latent_dim lists 1,001 groups; vaekit builds at most 1,000$"):
         vaekit.VAE(data_dim=4, latent_dim=[1] * 1001, inference="top-down")
     assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_messages_the_tenth_attack_found_wanting(tmp_path, capsys):
+    """Each one line that says what is wrong: a JSON config with a key twice (the last won, silently), a folder as a
+    config (called a FIFO), a .npy whose header claims 32 PiB (called out of memory), a ragged latents CSV (an
+    IndexError), --elbo-samples past its bound (named by the API's keyword), a pickled state (advice that failed)."""
+    (tmp_path / "dup.json").write_text('{"train": {"epochs": 1, "epochs": 3}}')
+    assert one_line(capsys, "train", "--dataset", "digits", "--config", tmp_path / "dup.json", "--out", tmp_path / "r") == (
+        f"{tmp_path / 'dup.json'}: not valid JSON (the key 'epochs' is given twice)")
+    (tmp_path / "folder").mkdir()
+    assert one_line(capsys, "train", "--dataset", "digits", "--config", tmp_path / "folder", "--out", tmp_path / "r") == (
+        f"{tmp_path / 'folder'}: not a regular file (a folder)")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**50, 8)})
+    (tmp_path / "bomb.npy").write_bytes(header.getvalue() + bytes(16))
+    assert one_line(capsys, "train", "--dataset", tmp_path / "bomb.npy", "--likelihood", "gaussian", "--out",
+                    tmp_path / "r") == (
+        f"{tmp_path / 'bomb.npy'}: its header claims an array of shape (1125899906842624, 8) (36,028,797,018,963,968 "
+        "bytes), but the file holds 16 bytes after it; the file is cut short or damaged")
+    run = tmp_path / "R"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    (tmp_path / "z.csv").write_text("a,b\n1,2\n3\n")
+    assert one_line(capsys, "decode", run, "--latents", tmp_path / "z.csv", "--out", tmp_path / "x.npy") == (
+        f"{tmp_path / 'z.csv'}: line 3 has 1 cells, but line 1 has 2; give every row as many")
+    assert one_line(capsys, "evaluate", run, "--elbo-samples", 10**8) == (
+        "--elbo-samples 100000000 is out of range: draws per example from 1 to 1,000,000")
+    torch.save({"x": Exception("not a tensor")}, run / "train_state.pt")
+    assert one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume").endswith(
+        "vaekit never unpickles it; restore it, or delete it and model.safetensors and pass --resume to start the run "
+        "again from step 0")
+    (run / "train_state.pt").unlink()
+    (run / "model.safetensors").unlink()  # what the advice says: then the resume starts again from step 0
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "1", "--resume"]) == 0
+    assert load_state(run)["epoch"] == 1
+
+
+def test_reproduce_list_keeps_its_columns_for_the_longest_name(capsys):
+    from vaekit.runs.recipes import RECIPES
+    assert main(["reproduce", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()[: len(RECIPES) + 1]
+    starts = {line.index(r.ours) for line, r in zip(lines[1:], RECIPES, strict=True)}  # the long names pushed it on
+    assert starts == {lines[0].index("ours")}

@@ -143,9 +143,10 @@ def open_regular(path: Path, flags: int) -> int:
         fd = os.open(path, flags | NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:
         raise write_error(path, e) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise VaekitError(f"{path}: not a regular file (a FIFO, a device or a socket); remove it")
+        raise VaekitError(f"{path}: not a regular file ({kind_of(mode)}); remove it")
     os.set_blocking(fd, True)
     return fd
 
@@ -160,9 +161,15 @@ def check_regular(path: Path, limit: int) -> None:
     except OSError as e:
         raise VaekitError(f"{path}: cannot read ({e.strerror or e})") from None
     if not stat.S_ISREG(info.st_mode):
-        raise VaekitError(f"{path}: not a regular file (a folder, a FIFO, a device or a socket)")
+        raise VaekitError(f"{path}: not a regular file ({kind_of(info.st_mode)})")
     if info.st_size > limit:
         raise VaekitError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold")
+
+
+def kind_of(mode: int) -> str:
+    """What a file that is not a regular one is, for a message."""
+    return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device")
 
 
 def read_capped(path: Path, limit: int = MAX_TEXT_BYTES) -> bytes:
@@ -172,7 +179,7 @@ def read_capped(path: Path, limit: int = MAX_TEXT_BYTES) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise VaekitError(f"{path}: not a regular file (a FIFO, a device or a socket)")
+            raise VaekitError(f"{path}: not a regular file ({kind_of(st.st_mode)})")
         if st.st_size > limit:
             raise VaekitError(f"{path}: {st.st_size:,} bytes, more than the {limit:,} vaekit reads of it")
         os.set_blocking(fd, True)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import TrainingInterrupted, VaekitError
+from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..runs.config import MAX_COUNT, MAX_SEED
 from .arguments import load_plugins_first, parser
 from .flags import build_config
@@ -43,6 +44,10 @@ def check_args(args) -> None:
             flag = "--" + name.replace("_", "-")
             raise VaekitError(f"{flag} must be > 0, got {value}" if value <= 0 else f"{flag} = {value} is out of range "
                               f"(at most {MAX_COUNT})")
+    samples = getattr(args, "elbo_samples", None)
+    if samples is not None and samples > MAX_IMPORTANCE_SAMPLES:  # the API's own refusal names its keyword
+        raise VaekitError(f"--elbo-samples {samples} is out of range: draws per example from 1 to "
+                          f"{MAX_IMPORTANCE_SAMPLES:,}")
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise VaekitError(f"--seed must be a whole number from 0 to {MAX_SEED} (what torch's generators take), got {seed}")

@@ -33,13 +33,14 @@ def print_list(name: str | None = None, budget: str = "paper") -> None:
     """Every recipe (or `name`'s): its epochs at `budget`, the paper's number, ours (BENCHMARKS.md has how each was
     measured), the time of the paper budget."""
     shown = [recipe(name)] if name else RECIPES
-    print(f"{'recipe':<19}{'epochs':>7}{'paper':>8}  {'ours':<15}{'k':>5}{'min':>5}  paper (or what it is)")
+    wide = max(len(r.name) for r in shown) + 2
+    print(f"{'recipe':<{wide}}{'epochs':>7}{'paper':>8}  {'ours':<15}{'k':>5}{'min':>6}  paper (or what it is)")
     for r in shown:
         paper = f"{r.paper_nll:.2f}" if r.paper_nll is not None else "—"
         epochs = r.budget(budget)[0]["train"]["epochs"]
         if r.after:  # a fine-tune: the epochs of the run it starts from, then its own
             epochs = f"{recipe(r.after).budget(budget)[0]['train']['epochs']}+{epochs}"
-        print(f"{r.name:<19}{epochs:>7}{paper:>8}  {r.ours:<15}{r.ours_k:>5}{r.minutes:>5}  {r.paper or r.title}")
+        print(f"{r.name:<{wide}}{epochs:>7}{paper:>8}  {r.ours:<15}{r.ours_k:>5}{r.minutes:>6}  {r.paper or r.title}")
     print("test NLL in nats over every test example; min: training of the paper budget on 2 CPU cores.\n"
           f"run {'it' if name else 'one'}: vaekit reproduce {name or 'NAME'} [--budget quick|paper] [--seeds N] "
           "[--device cuda]")

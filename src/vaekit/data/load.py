@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import VaekitError
+from ..files import kind_of
 from .builtin import BUILTIN, read_builtin
 from .dataset import Dataset, finalize, resolve_binarize, seeded_split, standardization
 from .files import MIN_TEST, as_examples, read_csv, read_numpy, to_tensor, user_dataset, whole_labels
@@ -182,7 +183,7 @@ def _read_user_arrays(path: Path, mmap: bool) -> tuple[dict[str, np.ndarray], st
     if path.is_dir():
         return {"x": read_image_folder(path)}, "images"
     if not path.is_file():  # a FIFO would block the reader forever, a device never end
-        raise VaekitError(f"{path}: not a regular file (a FIFO, a device or a socket); name a data file")
+        raise VaekitError(f"{path}: not a regular file ({kind_of(path.stat().st_mode)}); name a data file")
     if path.suffix in (".npy", ".npz"):
         return read_numpy(path, mmap), "numpy"
     if path.suffix == ".csv":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +46,9 @@ def score_codes(codes: Tensor, factors: Tensor, names: Sequence[str] = METRICS, 
         if progress:  # a metric takes seconds to minutes (DCI's forests): say which one runs
             log.info("scoring %s on %d codes", name, codes.shape[0])
         try:
-            scores.update(_score(name, codes, factors, seed))
+            with warnings.catch_warnings():  # factors of many values: sklearn warns at every tree, 80 lines a run
+                warnings.filterwarnings("ignore", "The number of unique classes is greater than 50%", UserWarning)
+                scores.update(_score(name, codes, factors, seed))
         except VaekitError as e:
             if not skip:
                 raise

@@ -106,6 +106,11 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
             rows = list(csv.reader(data.decode("utf-8-sig").splitlines()))
             header = rows[0] if rows and is_header(rows[0], path, rows[1] if len(rows) > 1 else None) else None
             body = [r for r in (rows[1:] if header else rows) if r]
+            width = len(header) if header else len(body[0]) if body else 0
+            short = next((i for i, r in enumerate(rows) if r and len(r) != width), None)
+            if short is not None:
+                raise VaekitError(f"{path}: line {short + 1} has {len(rows[short])} cells, but line "
+                                  f"{1 if header else rows.index(body[0]) + 1} has {width}; give every row as many")
             if not body:
                 raise VaekitError(f"{path}: no latents (0 rows); decode needs at least one")
             columns = ([i for i, name in enumerate(header) if name.endswith("_mean")]  # write_latents's layout
