@@ -266,6 +266,13 @@ ROWS = [
     ("run", "--init-from '' (an unset shell variable)", lambda d: ["train", "--init-from", "", "--out", "{d}/ft"], "[train] init_from is empty; name the run directory to start from"),
     ("run", "decode --latents written by pandas with an underscore number", lambda d: ["decode", str(run_dir(d)), "--latents", write_text(d, "z.csv", "0,1\n1_0,2\n"), "--out", "{d}/x.npy"], "z.csv: cannot read latents (could not convert string to float: '1_0')"),
     ("run", "--track naming another tracker than the run's", lambda d: [*RESUME(overwrite(run_dir(d), "tracking.json", b'{"tracker": "wandb", "run_id": "abc123"}')), "--track", "mlflow"], "says this run is tracked in wandb: pass --track wandb (or --track none)"),
+    ("config", "a JSON config giving a key twice", lambda d: [*TRAIN, "--config", write_text(d, "dup.json", '{"train": {"epochs": 1, "epochs": 3}}')], "not valid JSON (the key 'epochs' is given twice)"),
+    ("config", "a folder given as the config", lambda d: [*TRAIN, "--config", str(d)], "not a regular file (a folder)"),
+    ("run", "encode --out naming the run's own weights", lambda d: ["encode", str(run_dir(d)), "--out", str(d / "run" / "model.safetensors")], "model.safetensors: is the run's model.safetensors, which this command reads; write to another file"),
+    ("run", "decode --out naming its own --latents", lambda d: ["decode", str(run_dir(d)), "--latents", npy(d, "z.npy", np.zeros((3, 2), np.float32)), "--out", "{d}/z.npy"], "z.npy: is --latents, which this command reads; write to another file"),
+    ("table", "a tab-separated file", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a\tb\n1\t2\n3\t4\n")], "the header is one column holding tabs; vaekit reads comma-separated tables: write the file as CSV"),
+    ("table", "a column name holding a word joiner (U+2060)", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a\u2060b,ab\n1,x\n2,y\n3,y\n4,x\n")], "holds a control character; rename it"),
+    ("config", "a network of 100,000 layers", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"hidden": [8] * 100000}})], "hidden lists 100,000 layers; vaekit builds at most 1,000"),
 ]
 
 
