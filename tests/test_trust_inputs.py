@@ -83,7 +83,7 @@ def test_resume_to_fewer_epochs_than_trained_is_refused_and_config_kept(trained,
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("short.csv", "z1_mean,z2_mean\n0.1,0.2\n0.3\n", "cannot read latents (IndexError"),
+    ("short.csv", "z1_mean,z2_mean\n0.1,0.2\n0.3\n", "short.csv: line 3 has 1 cells, but line 1 has 2; give every row as many"),
     ("zip.npz", "this is not a zip archive", "cannot read latents ("),
     ("empty.npy", "", "cannot read latents ("),
     ("empty.csv", "", "empty.csv: no latents (0 rows); decode needs at least one"),

@@ -97,11 +97,14 @@ class VAEObjective(nn.Module):
 def compile_or_eager(fn: Callable) -> Callable:
     """torch.compile(fn); where this platform cannot compile (at wrapping or at the first call),
     fn itself, with a warning. Nothing global is switched."""
+    validating = Distribution._validate_args  # dynamo's start-up turns the checks off process-wide (see below)
     try:
         compiled = torch.compile(fn, dynamic=False)
     except Exception as e:  # noqa: BLE001 - e.g. a Python version that dynamo does not support yet
         log.warning("torch.compile unavailable here (%s); training eagerly", str(e).splitlines()[0])
         return fn
+    finally:
+        Distribution.set_default_validate_args(validating)
     state = {"fn": compiled, "tried": False}
 
     def call(*args, **kwargs):
@@ -115,7 +118,20 @@ def compile_or_eager(fn: Callable) -> Callable:
             state["fn"] = fn
             return fn(*args, **kwargs)
 
-    return call
+    def validated_outside(*args, **kwargs):
+        """Dynamo turns torch.distributions' argument checks off for the whole process when it starts (a check is a
+        graph break): off inside the compiled objective, as it traces it, and as it was everywhere else (an
+        evaluation after a compiled fit still refuses a scale ≤ 0 in one line)."""
+        if state["fn"] is fn:  # compiling failed: eager, checks as everywhere
+            return fn(*args, **kwargs)
+        before = Distribution._validate_args
+        Distribution.set_default_validate_args(False)
+        try:
+            return call(*args, **kwargs)
+        finally:
+            Distribution.set_default_validate_args(before)
+
+    return validated_outside
 
 
 def vae_loss(model: nn.Module, tc: Any, dataset: Any) -> LossFn:
