@@ -440,7 +440,6 @@ BOUNDS_KEPT = [  # (what, edit): at the limit, still a valid state
     ("a counter at 2**62", _set("step", 2**62)),
     ("a second moment of exactly 0", _moment("exp_avg_sq", 0, 0.0)),
     ("Adam's step count at 0", lambda s: s["optimizer"]["state"][0]["step"].zero_()),
-    ("betas of 0", _group("betas", (0.0, 0.0))),
     ("no sums", _set("sums", {})),
     ("a group of only params and lr", lambda s: s["optimizer"]["param_groups"].__setitem__(
         0, {k: s["optimizer"]["param_groups"][0][k] for k in ("params", "lr")})),  # the defaults of the rest pass
@@ -459,6 +458,8 @@ BOUNDS_REFUSED = [
     ("an optimizer state with another key", lambda s: s["optimizer"].update(extra=1), "optimizer is not an optimizer state"),
     ("a negative Adam step", lambda s: s["optimizer"]["state"][0]["step"].fill_(-1.0), ".step is -1.0, below 0.0"),
     ("eps of 0", _group("eps", 0.0), ".eps is 0.0, below 1e-300"),
+    ("another eps", _group("eps", 1.0), ".eps is 1.0, but this run's optimizer has 1e-08"),
+    ("other betas (in range)", _group("betas", (0.0, 0.0)), ".betas is (0.0, 0.0), but this run's optimizer has (0.9, 0.999)"),
     ("another weight decay", _group("weight_decay", -0.1), ".weight_decay is -0.1, but this run's optimizer has 0"),
     ("a moment for a parameter the model lacks", lambda s: s["optimizer"]["state"].update(
         {len(s["optimizer"]["param_groups"][0]["params"]): s["optimizer"]["state"][0]}), "names parameter 8"),

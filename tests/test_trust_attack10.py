@@ -169,6 +169,8 @@ def test_python_arguments_of_the_wrong_kind_and_an_infinite_q_are_one_line(tmp_p
         (lambda: vaekit.load_dataset("digits", val_size=0.5), "load_dataset: val_size must be a number of examples ≥ 0 "),
         (lambda: vaekit.load_dataset("mnist", data_dir=5), "load_dataset: data_dir must be a folder's path (or None), got 5"),
         (lambda: vaekit.read_table(tmp_path / "t.csv", schema="x"), "read_table: schema must be a run's Schema "),
+        (lambda: vaekit.read_table(tmp_path / "t.csv", overrides="ab"), "read_table: overrides must be a mapping "),
+        (lambda: vaekit.read_table(tmp_path / "t.csv", overrides=5), "read_table: overrides must be a mapping "),
     ]:
         with pytest.raises(vaekit.VaekitError) as e:
             call()
@@ -179,8 +181,10 @@ def test_python_arguments_of_the_wrong_kind_and_an_infinite_q_are_one_line(tmp_p
     wide = torch.distributions.Independent(torch.distributions.Normal(
         torch.zeros(5, 2), torch.full((5, 2), float("inf")), validate_args=False), 1)
     for bound in (lambda q_z: vaekit.elbo(model, x, q_z=q_z), lambda q_z: vaekit.iwae(model, x, k=3, q_z=q_z)):
-        with pytest.raises(vaekit.VaekitError, match=r"^q_z's standard deviation holds NaN or Inf$"):
-            bound(wide)
+        for q_z in (wide, torch.distributions.Independent(torch.distributions.Normal(
+                torch.zeros(5, 2), torch.zeros(5, 2), validate_args=False), 1)):  # Inf, and a scale of 0
+            with pytest.raises(vaekit.VaekitError, match=r"^q_z's standard deviation must be finite and > 0; it holds "):
+                bound(q_z)
 
 
 def test_decode_of_latents_beyond_reach_writes_nothing_rather_than_inf(tmp_path, capsys):
@@ -249,3 +253,44 @@ def test_reproduce_list_keeps_its_columns_for_the_longest_name(capsys):
     lines = capsys.readouterr().out.splitlines()[: len(RECIPES) + 1]
     starts = {line.index(r.ours) for line, r in zip(lines[1:], RECIPES, strict=True)}  # the long names pushed it on
     assert starts == {lines[0].index("ours")}
+
+
+def test_the_eleventh_attacks_faults(tmp_path, capsys, caplog):
+    """An empty train_state.pt was a traceback (an EOFError without a message); a state of other Adam betas or eps
+    trained on; a state without a config record resumed silently; a semicolon-separated table trained as one
+    column; a variation selector made twin column names; --out wrote into the image folder a run trains on."""
+    run = tmp_path / "R"
+    assert main(["--quiet", *map(str, TRAIN), "--epochs", "1", "--out", str(run)]) == 0
+    state = load_state(run)
+    (run / "train_state.pt").write_bytes(b"")
+    assert one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume").startswith(
+        f"{run / 'train_state.pt'}: cannot load trainer state safely (EOFError: empty); vaekit never unpickles it")
+    for key, value, said in (("eps", 1.0, "eps is 1.0, but this run's optimizer has 1e-08"),
+                             ("betas", (0.5, 0.5), "betas is (0.5, 0.5), but this run's optimizer has (0.9, 0.999)")):
+        edited = {**state, "optimizer": {**state["optimizer"], "param_groups": [
+            {**state["optimizer"]["param_groups"][0], key: value}]}}
+        torch.save(edited, run / "train_state.pt")
+        assert one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume").startswith(
+            f"{run / 'train_state.pt'}: optimizer.param_groups[0].{said}")
+    torch.save({k: v for k, v in state.items() if k != "config"}, run / "train_state.pt")
+    with caplog.at_level("WARNING"):
+        assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
+    assert f"{run / 'train_state.pt'} records no config (a state of vaekit before 0.4, or one edited)" in caplog.text
+    (tmp_path / "semi.csv").write_text("a;b\n" + "".join(f"{i / 7};{i / 3}\n" for i in range(30)))
+    (tmp_path / "vs.csv").write_text("ab,a\ufe0fb\n" + "1,2\n3,4\n" * 15, encoding="utf-8")
+    for name, said in (("semi.csv", "the header is one column holding ';'; vaekit reads comma-separated tables"),
+                       ("vs.csv", f"column 2 of the header, {'a' + chr(0xFE0F) + 'b'!r}, holds a control character")):
+        with pytest.raises(vaekit.VaekitError) as e:
+            vaekit.read_table(tmp_path / name)
+        assert said in str(e.value)
+    from PIL import Image
+    (tmp_path / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray((rng.random((6, 6)) * 255).astype("uint8")).save(tmp_path / "imgs" / f"{i}.png")
+    assert main(["--quiet", "train", "--dataset", str(tmp_path / "imgs"), "--likelihood", "gaussian", "--epochs", "1",
+                 "--latent-dim", "2", "--hidden", "8", "--out", str(tmp_path / "RI")]) == 0
+    for argv in (["sample", tmp_path / "RI", "--n", 4, "--out", tmp_path / "imgs" / "s.png"],
+                 ["encode", tmp_path / "RI", "--out", tmp_path / "imgs" / "sub" / "codes.npy"]):
+        assert "which this command reads; write elsewhere" in one_line(capsys, *argv)
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == sorted(f"{i}.png" for i in range(20))

@@ -83,6 +83,15 @@ def _out_reads_nothing(args) -> None:
         for what, path in read:
             if path and _same_file(out, Path(path)):
                 raise VaekitError(f"--out {out}: is {what}, which this command reads; write to another file")
+            if path and Path(path).is_dir() and _inside(out, Path(path)):  # a folder of images the run trains on
+                raise VaekitError(f"--out {out}: lies in {what} ({path}), which this command reads; write elsewhere")
+
+
+def _inside(a, folder) -> bool:
+    try:
+        return Path(os.path.realpath(a)).is_relative_to(os.path.realpath(folder))
+    except (OSError, ValueError):
+        return False
 
 
 def _same_file(a, b) -> bool:

@@ -57,16 +57,16 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
             meta = parquet.metadata  # the cells' count, before any is decoded
             _check_cells(path, meta.num_rows, meta.num_columns)
             _check_names(path, [str(n).strip() for n in parquet.schema_arrow.names])  # as a CSV's header is checked
+            for field in parquet.schema_arrow:  # numbers, text, booleans; a date, a list or bytes is no cell vaekit
+                kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type  # reads: refused
+                if not any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                                                   pa.types.is_string, pa.types.is_large_string, pa.types.is_null)):
+                    raise VaekitError(f"{path}: column {field.name!r} is of type {field.type}; vaekit reads columns of "
+                                      "numbers, text or booleans (convert it, or drop it)")  # before it is decoded
             text = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
             t = pq.read_table(pa.BufferReader(data), read_dictionary=text)  # text stays encoded until measured
             _check_text(path, t)
             t = t.cast(pa.schema([pa.field(f.name, f.type.value_type) if f.name in text else f for f in t.schema]))
-            for field in t.schema:  # numbers, text, booleans; a date, a list or bytes is no cell vaekit reads
-                kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
-                if not any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
-                                                   pa.types.is_string, pa.types.is_large_string, pa.types.is_null)):
-                    raise VaekitError(f"{path}: column {field.name!r} is of type {field.type}; vaekit reads columns of "
-                                      "numbers, text or booleans (convert it, or drop it)")
         except VaekitError:
             raise
         except (OSError, ValueError, TypeError, pa.ArrowException) as e:  # pyarrow's own types for a bad file
@@ -133,6 +133,8 @@ def _check_cells(path: Path, rows: int, columns: int) -> None:
 
 MAX_NAME = 1000  # characters of a column's name (every message and listing shows it)
 HIDDEN = ("Cc", "Cf", "Zl", "Zp")  # controls; format characters (zero-width, bidi, soft hyphen, tags); line breaks
+IGNORABLE = {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10),
+             *range(0xE0100, 0xE01F0)}  # the rest of Unicode's default-ignorable code points: selectors, fillers
 
 
 def _check_names(path: Path, names: list[str]) -> None:
@@ -140,10 +142,11 @@ def _check_names(path: Path, names: list[str]) -> None:
         if not name:
             pandas = " (pandas' index? write the table with index=False)" if i == 0 else ""
             raise VaekitError(f"{path}: column {i + 1} of the header has no name{pandas}")
-        if "\t" in name and len(names) == 1:
-            raise VaekitError(f"{path}: the header is one column holding tabs; vaekit reads comma-separated tables: "
-                              "write the file as CSV")
-        if any(unicodedata.category(c) in HIDDEN for c in name):  # NUL, ESC, NEL, U+2028, ZWSP, U+2060, U+061C,
+        sep = next((c for c in "\t;|" if c in name), None) if len(names) == 1 else None
+        if sep is not None:  # Excel writes ';' where ',' is the decimal mark
+            raise VaekitError(f"{path}: the header is one column holding {'tabs' if sep == chr(9) else repr(sep)}; "
+                              "vaekit reads comma-separated tables: write the file as CSV")
+        if any(unicodedata.category(c) in HIDDEN or ord(c) in IGNORABLE for c in name):  # NUL, ESC, NEL, U+2028, ZWSP, U+2060, U+061C,
             raise VaekitError(f"{path}: column {i + 1} of the header, {name[:100]!r}, holds a control character; "  # …
                               "rename it")  # a right-to-left override or a zero-width space: invisible or misleading
         if len(name) > MAX_NAME:
@@ -184,6 +187,8 @@ def read_table(path: str | Path, schema: Schema | None = None, overrides: Mappin
     command's own advice, a smaller --k or --draws, would not help)."""
     if not isinstance(path, (str, os.PathLike)) or not str(path) or "\0" in str(path):
         raise VaekitError(f"read_table: name the CSV or Parquet file to read, got {path!r:.80}")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise VaekitError(f"read_table: overrides must be a mapping of column name → kind, got {type(overrides).__name__}")
     if schema is not None and not isinstance(schema, Schema):
         raise VaekitError(f"read_table: schema must be a run's Schema (model.columns) or None, got "
                           f"{type(schema).__name__}")

@@ -54,8 +54,8 @@ def _given(model, x: Tensor, q_z: Any, z: Any, draws: int | None) -> Tensor | No
             spread = q_z.stddev
         except NotImplementedError:
             spread = None
-        if isinstance(spread, Tensor) and not bool(torch.isfinite(spread).all()):  # its draws would be Inf or NaN
-            raise VaekitError("q_z's standard deviation holds NaN or Inf")
+        if isinstance(spread, Tensor) and not bool((torch.isfinite(spread) & (spread > 0)).all()):  # draws Inf/NaN
+            raise VaekitError("q_z's standard deviation must be finite and > 0; it holds NaN, Inf or a value ≤ 0")
     if z is None:
         return None
     if not isinstance(z, Tensor):

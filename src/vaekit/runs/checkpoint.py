@@ -234,7 +234,7 @@ def load_state(run: Path) -> dict[str, Any]:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt archives come as many types
-        said = str(e).splitlines()[0] if "weights_only" not in str(e) else "it holds more than tensors and numbers"
+        said = (str(e).splitlines() or ["empty"])[0] if "weights_only" not in str(e) else "it holds more than tensors"
         raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {said}); vaekit never "
                           f"unpickles it; {ADVICE.removeprefix('the file is damaged or belongs to another run; ')}") from None
 

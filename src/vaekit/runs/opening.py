@@ -106,8 +106,9 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     if (out / ckpt.STATE).exists():
         return out, True, cfg
     if (out / ckpt.WEIGHTS).exists():
-        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from; "
-                          f"train into another {out_word} (vaekit.save writes no trainer state)")
+        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from (vaekit.save writes "
+                          f"none); delete {ckpt.WEIGHTS} and pass {resume_word} to train it again from step 0, or "
+                          f"train into another {out_word}")
     log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
     return out, False, cfg
 

@@ -10,6 +10,7 @@ and a file that fails is refused in one line naming the field.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from numbers import Real
 from pathlib import Path
@@ -20,6 +21,8 @@ from torch import Tensor, nn
 
 from ..errors import VaekitError
 from .config import Config, settings
+
+log = logging.getLogger(__name__)
 
 ADVICE = ("the file is damaged or belongs to another run; restore it, or delete it and model.safetensors "
           "and pass --resume to start the run again from step 0")
@@ -82,6 +85,13 @@ def own_implementation(saved: dict, optimizer: torch.optim.Optimizer) -> None:
             group[key] = mine[key]
 
 
+def _plain(value: Any) -> Any:
+    """An optimizer option as numbers (betas a tuple of floats, whatever the file held it as)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v) for v in value)
+    return float(value) if isinstance(value, (Real, Tensor)) and not isinstance(value, bool) else value
+
+
 def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, str]) -> None:
     _need(isinstance(saved, dict) and set(saved) == {"state", "param_groups"}, "optimizer", "is not an optimizer state")
     ours, theirs = optimizer.state_dict()["param_groups"], saved["param_groups"]
@@ -99,6 +109,10 @@ def _optimizer(saved: Any, optimizer: torch.optim.Optimizer, names: dict[int, st
         for j, beta in enumerate(betas):
             _number(beta, f"{field}.betas[{j}]", low=0.0, high=1.0 - 1e-12)
         _number(group.get("eps", 1.0), f"{field}.eps", low=1e-300)
+        for key in ("betas", "eps"):  # the run's --adam-eps and Adam's betas: a state's own would train otherwise
+            if key in group and key in mine and _plain(group[key]) != _plain(mine[key]):
+                raise _Refusal(f"{field}.{key} is {_plain(group[key])!r:.40}, but this run's optimizer has "
+                               f"{_plain(mine[key])!r}")
         extra = sorted(set(group) - set(mine) - {"initial_lr"}, key=str)
         _need(not extra, field, f"has options {extra[:3]} that this run's optimizer lacks")
         for key in sorted(set(group) & set(mine) - CHECKED_OPTIONS - IMPLEMENTATION):  # maximize, amsgrad, …
@@ -228,6 +242,9 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
     to vaekit after the state was written, or a record emptied by hand) is taken at its default, the value a vaekit
     that did not know it trained with. Returns the record's train section."""
     recorded = config_record(saved, path)
+    if cfg is not None and recorded is None:
+        log.warning("%s records no config (a state of vaekit before 0.4, or one edited): %s is not checked against it",
+                    path, config_path.name)
     if cfg is None or recorded is None:
         return None
     now, default = json.loads(recorded_config(cfg)), json.loads(recorded_config(Config()))
