@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -294,3 +295,14 @@ def test_the_eleventh_attacks_faults(tmp_path, capsys, caplog):
                  ["encode", tmp_path / "RI", "--out", tmp_path / "imgs" / "sub" / "codes.npy"]):
         assert "which this command reads; write elsewhere" in one_line(capsys, *argv)
     assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == sorted(f"{i}.png" for i in range(20))
+
+
+def test_an_npz_whose_array_header_claims_more_than_its_member_holds_says_so(tmp_path, capsys):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**13,)})
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+        z.writestr("x.npy", header.getvalue() + bytes(64))
+    assert one_line(capsys, "train", "--dataset", tmp_path / "huge.npz", "--likelihood", "gaussian", "--out",
+                    tmp_path / "r") == (
+        f"{tmp_path / 'huge.npz'} [x]: its header claims an array of shape (10000000000000,) (40,000,000,000,000 "
+        "bytes), but the member holds 64 bytes after it; the file is cut short or damaged")

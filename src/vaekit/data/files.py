@@ -21,6 +21,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -194,8 +195,7 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         raise VaekitError(f"{path}: memory mapping needs a .npy file")
     if path.suffix == ".npz":
         check_zip_members(path, path)
-    if path.suffix == ".npy":
-        _npy_holds_its_header(path)
+    _npy_holds_its_header(path)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -208,24 +208,37 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
 
 def _npy_holds_its_header(path: Path) -> None:
     """A .npy's header states its shape: one claiming more values than the file holds (a 100-byte file claiming 35
-    PiB) is refused before numpy asks for that memory (which ended in "out of memory … a smaller --batch-size")."""
+    PiB) is refused before numpy asks for that memory (which ended in "out of memory … a smaller --batch-size");
+    likewise each array of a .npz against its member's size."""
+    if path.suffix == ".npz":
+        try:
+            with zipfile.ZipFile(path) as z:
+                for info in z.infolist():
+                    with z.open(info) as f:
+                        _header_fits(f, info.file_size, f"{path} [{info.filename.removesuffix('.npy')}]", "the member")
+        except (OSError, zipfile.BadZipFile, EOFError):
+            return  # np.load says what is wrong in its own words
+        return
+    with open(path, "rb") as f:
+        _header_fits(f, path.stat().st_size, str(path), "the file")
+
+
+def _header_fits(f: Any, size: int, name: str, holder: str) -> None:
     try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-            if version not in read:
-                return
-            shape, _, dtype = read[version](f, max_header_size=10_000)
-            start = f.tell()
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in read:
+            return
+        shape, _, dtype = read[version](f, max_header_size=10_000)
+        start = f.tell()
     except (ValueError, OSError, EOFError, AttributeError, TypeError, SyntaxError):
         return  # np.load says what is wrong with the header in its own words
     if dtype.hasobject:
         return  # np.load refuses pickled objects in its own words
-    claimed = math.prod(shape) * dtype.itemsize
-    held = path.stat().st_size - start
+    claimed, held = math.prod(shape) * dtype.itemsize, size - start
     if claimed > held:
-        raise VaekitError(f"{path}: its header claims an array of shape {tuple(shape)} ({claimed:,} bytes), but the file "
-                          f"holds {held:,} bytes after it; the file is cut short or damaged")
+        raise VaekitError(f"{name}: its header claims an array of shape {tuple(shape)} ({claimed:,} bytes), but "
+                          f"{holder} holds {held:,} bytes after it; the file is cut short or damaged")
 
 
 LABEL_COLUMNS = ("label", "y")  # a CSV header's names for the column of labels (case and quotes aside)
