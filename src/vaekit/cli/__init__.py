@@ -83,8 +83,15 @@ def _out_reads_nothing(args) -> None:
         for what, path in read:
             if path and _same_file(out, Path(path)):
                 raise VaekitError(f"--out {out}: is {what}, which this command reads; write to another file")
-            if path and Path(path).is_dir() and _inside(out, Path(path)):  # a folder of images the run trains on
+            if path and _is_dir(Path(path)) and _inside(out, Path(path)):  # a folder of images the run trains on
                 raise VaekitError(f"--out {out}: lies in {what} ({path}), which this command reads; write elsewhere")
+
+
+def _is_dir(path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long, say: the command's own reading says so in one line
+        return False
 
 
 def _inside(a, folder) -> bool:
