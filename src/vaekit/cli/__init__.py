@@ -103,7 +103,7 @@ def _inside(a, folder) -> bool:
 
 def _same_file(a, b) -> bool:
     try:
-        return a.exists() and b.exists() and (os.path.samefile(a, b) or a.resolve() == b.resolve())
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # links, hard links, ./ and ../ spellings
     except (OSError, ValueError):
         return False
 

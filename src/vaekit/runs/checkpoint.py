@@ -35,7 +35,7 @@ from .config import Config, ModelConfig
 from .history import METRICS, read_metrics, truncate_metrics
 from .migrations import migrate, raw_count_inputs
 from .plugins import is_loaded
-from .state_check import ADVICE, check_config, check_state, own_implementation, recorded_config
+from .state_check import RESTART, check_config, check_state, own_implementation, recorded_config
 
 log = logging.getLogger(__name__)
 CONFIG, WEIGHTS, STATE = "config.json", "model.safetensors", "train_state.pt"
@@ -236,7 +236,7 @@ def load_state(run: Path) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt archives come as many types
         said = (str(e).splitlines() or ["empty"])[0] if "weights_only" not in str(e) else "it holds more than tensors"
         raise VaekitError(f"{path}: cannot load trainer state safely ({type(e).__name__}: {said}); vaekit never "
-                          f"unpickles it; {ADVICE.removeprefix('the file is damaged or belongs to another run; ')}") from None
+                          f"unpickles it; {RESTART}") from None
 
 
 def restore(

@@ -36,7 +36,7 @@ from ..training.loss import VAEObjective
 from . import checkpoint as ckpt
 from .config import Config, TrainConfig, plugins_needed
 from .history import append_metrics
-from .opening import absolute_paths, open_run, same_data, writing_lock
+from .opening import absolute_paths, check_same_data, open_run, with_data_digest, writing_lock
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,12 @@ def train_run(
         cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
-        cfg = same_data(cfg, resume) if resume else cfg  # before a lost standardization is computed from the file
+        if resume:
+            check_same_data(cfg)
         init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
         source = ckpt.init_source(init, cfg) if init is not None else None
         dataset = resumed_data(cfg, out, ctx) if resume else load_data(cfg)
-        cfg = cfg if resume else same_data(cfg, resume)  # a fresh run's file, once its reader took it
+        cfg = cfg if resume else with_data_digest(cfg)
         cfg = resolve(cfg, dataset)
         if cfg.model.columns is not None and ctx.is_main:
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),

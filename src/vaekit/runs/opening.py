@@ -50,18 +50,17 @@ def data_digest(dataset: str) -> str:
     return h.hexdigest()
 
 
-def same_data(cfg: Config, resume: bool) -> Config:
-    """A fresh run records its data file's digest; a resume is refused on a file whose bytes changed since (it
-    would train on other data, and a lost standardization would be computed from them)."""
-    if cfg.data.dataset == IN_MEMORY:
-        return cfg
-    found = data_digest(cfg.data.dataset)
-    if not resume:
-        return replace(cfg, data=replace(cfg.data, digest=found))
-    if cfg.data.digest and found != cfg.data.digest:
+def with_data_digest(cfg: Config) -> Config:
+    """A fresh run's config with the digest of its data file (once the data's reader took the file)."""
+    return cfg if cfg.data.dataset == IN_MEMORY else replace(cfg, data=replace(cfg.data, digest=data_digest(cfg.data.dataset)))
+
+
+def check_same_data(cfg: Config) -> None:
+    """A resume is refused on a data file whose bytes changed since the run recorded them (it would train on other
+    data, and a lost standardization would be computed from them): checked before anything reads the file."""
+    if cfg.data.dataset != IN_MEMORY and cfg.data.digest and data_digest(cfg.data.dataset) != cfg.data.digest:
         raise VaekitError(f"{cfg.data.dataset}: not the data this run was trained on (its sha256 differs from the one "
                           f"{ckpt.CONFIG} records); restore that file, or train a new run into another --out")
-    return cfg
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,

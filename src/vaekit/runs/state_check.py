@@ -24,8 +24,8 @@ from .config import Config, settings
 
 log = logging.getLogger(__name__)
 
-ADVICE = ("the file is damaged or belongs to another run; restore it, or delete it and model.safetensors "
-          "and pass --resume to start the run again from step 0")
+RESTART = "restore it, or delete it and model.safetensors and pass --resume to start the run again from step 0"
+ADVICE = f"the file is damaged or belongs to another run; {RESTART}"
 _COUNTERS = ("epoch", "step", "batch", "skipped", "examples")
 
 

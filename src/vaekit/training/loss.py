@@ -95,9 +95,11 @@ class VAEObjective(nn.Module):
 
 
 def compile_or_eager(fn: Callable) -> Callable:
-    """torch.compile(fn); where this platform cannot compile (at wrapping or at the first call),
-    fn itself, with a warning. Nothing global is switched."""
-    validating = Distribution._validate_args  # dynamo's start-up turns the checks off process-wide (see below)
+    """torch.compile(fn); where this platform cannot compile (at wrapping or at the first call), fn itself, with a
+    warning. Dynamo turns torch.distributions' argument checks off for the whole process when it starts (a check is
+    a graph break): they are off inside the compiled fn only, and as they were everywhere else (an evaluation after
+    a compiled fit still refuses a scale ≤ 0 in one line)."""
+    validating = Distribution._validate_args
     try:
         compiled = torch.compile(fn, dynamic=False)
     except Exception as e:  # noqa: BLE001 - e.g. a Python version that dynamo does not support yet
@@ -108,30 +110,23 @@ def compile_or_eager(fn: Callable) -> Callable:
     state = {"fn": compiled, "tried": False}
 
     def call(*args, **kwargs):
-        if state["tried"]:
-            return state["fn"](*args, **kwargs)
-        state["tried"] = True
-        try:
-            return compiled(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - a backend that fails to compile this graph
-            log.warning("torch.compile failed (%s); training eagerly", str(e).splitlines()[0][:200])
-            state["fn"] = fn
-            return fn(*args, **kwargs)
-
-    def validated_outside(*args, **kwargs):
-        """Dynamo turns torch.distributions' argument checks off for the whole process when it starts (a check is a
-        graph break): off inside the compiled objective, as it traces it, and as it was everywhere else (an
-        evaluation after a compiled fit still refuses a scale ≤ 0 in one line)."""
         if state["fn"] is fn:  # compiling failed: eager, checks as everywhere
             return fn(*args, **kwargs)
+        first, state["tried"] = not state["tried"], True
         before = Distribution._validate_args
         Distribution.set_default_validate_args(False)
         try:
-            return call(*args, **kwargs)
+            return compiled(*args, **kwargs)
+        except Exception as e:  # a backend that fails to compile this graph (re-raised after the first call)
+            if not first:
+                raise
+            log.warning("torch.compile failed (%s); training eagerly", str(e).splitlines()[0][:200])
+            state["fn"] = fn
         finally:
             Distribution.set_default_validate_args(before)
+        return fn(*args, **kwargs)
 
-    return validated_outside
+    return call
 
 
 def vae_loss(model: nn.Module, tc: Any, dataset: Any) -> LossFn:
