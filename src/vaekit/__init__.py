@@ -7,31 +7,34 @@ try:
 except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path, never installed
     __version__ = "0+unknown"
 
-from .data import Dataset, load_dataset
-from .data.table_files import Table, read_table
-from .data.tables import Schema
-from .disentanglement import (
-    metrics,  # disentanglement metrics on any arrays of codes: vaekit.metrics.mig(codes, factors)
-)
-from .errors import VaekitError
-from .evaluation.bounds import elbo, iwae, iwae_bound
-from .evaluation.estimates import evaluate_elbo, log_likelihood
-from .evaluation.references import LinearGaussian
-from .evaluation.tables import impute, score
-from .model import VAE, GenerativeModel, build_model
-from .objectives import OBJECTIVES, Objective
-from .objectives.estimators import ELBO
-from .parts.likelihoods import LIKELIHOODS
-from .parts.modules import Decoder, Encoder
-from .parts.networks import ARCHITECTURES
-from .parts.posteriors import POSTERIORS
-from .parts.priors import PRIORS, StandardNormal
-from .parts.registry import Setting
-from .runs.config import Config, DataConfig, ModelConfig, TrainConfig
-from .runs.experiment import train_run
-from .runs.fit import fit
-from .runs.plugins import load_plugin
-from .runs.saving import load, save
+from .errors import quiet_start
+
+with quiet_start():  # a Ctrl-C while torch is imported: one line from the command
+    from .data import Dataset, load_dataset
+    from .data.table_files import Table, read_table
+    from .data.tables import Schema
+    from .disentanglement import (
+        metrics,  # disentanglement metrics on any arrays of codes: vaekit.metrics.mig(codes, factors)
+    )
+    from .errors import VaekitError
+    from .evaluation.bounds import elbo, iwae, iwae_bound
+    from .evaluation.estimates import evaluate_elbo, log_likelihood
+    from .evaluation.references import LinearGaussian
+    from .evaluation.tables import impute, score
+    from .model import VAE, GenerativeModel, build_model
+    from .objectives import OBJECTIVES, Objective
+    from .objectives.estimators import ELBO
+    from .parts.likelihoods import LIKELIHOODS
+    from .parts.modules import Decoder, Encoder
+    from .parts.networks import ARCHITECTURES
+    from .parts.posteriors import POSTERIORS
+    from .parts.priors import PRIORS, StandardNormal
+    from .parts.registry import Setting
+    from .runs.config import Config, DataConfig, ModelConfig, TrainConfig
+    from .runs.experiment import train_run
+    from .runs.fit import fit
+    from .runs.plugins import load_plugin
+    from .runs.saving import load, save
 
 register_prior = PRIORS.register  # @vaekit.register_prior("name") on a factory: (latent_dim, …) → module
 register_posterior = POSTERIORS.register  # factory: (latent_dim, …) → head mapping h to Q(z|x)

@@ -1,7 +1,10 @@
 """Every exception type vaekit raises. The CLI prints any of them as one line (exit status 2; 128 + the
 signal's number for an interruption: 130 for Ctrl-C, 143 for SIGTERM)."""
 
+import itertools
+import os
 import signal
+import sys
 
 
 class VaekitError(ValueError):
@@ -22,3 +25,27 @@ class TrainingInterrupted(VaekitError):
 
 class PluginError(VaekitError):
     """A plugin file or module could not be imported, or a run needs a plugin that was not given."""
+
+
+def is_the_command() -> bool:
+    """Whether this process is the `vaekit` command (its script, or `python -m vaekit`, under torchrun too)."""
+    argv = getattr(sys, "orig_argv", [])
+    return os.path.basename(sys.argv[0]) == "vaekit" or ("-m", "vaekit") in itertools.pairwise(argv)
+
+
+class quiet_start:  # a context manager, named as contextlib's are
+    """Around the command's first seconds (Python importing torch, the parser built): a Ctrl-C there ends as one
+    line and 130, as it does later, not as a traceback out of an import. In a program that imports vaekit it does
+    nothing: the KeyboardInterrupt is that program's."""
+
+    def __init__(self, always: bool = False):
+        self.always = always
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, trace):
+        if kind is not KeyboardInterrupt or not (self.always or is_the_command()):
+            return False
+        print("vaekit: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+        os._exit(130)  # at once: an exit unwound through half-done imports could still end by the signal (-2)

@@ -20,13 +20,15 @@ import os
 import sys
 from pathlib import Path
 
-import torch
+from ..errors import TrainingInterrupted, VaekitError, quiet_start
 
-from ..errors import TrainingInterrupted, VaekitError
-from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
-from ..runs.config import MAX_COUNT, MAX_SEED
-from .arguments import load_plugins_first, parser
-from .flags import build_config
+with quiet_start():  # a Ctrl-C while the commands' modules are imported: one line
+    import torch
+
+    from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
+    from ..runs.config import MAX_COUNT, MAX_SEED
+    from .arguments import load_plugins_first, parser
+    from .flags import build_config
 
 __all__ = ["build_config", "main", "parser"]
 
@@ -121,12 +123,13 @@ def _flags_of(command: str, wanted: tuple[str, ...]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        load_plugins_first(argv)
-    except VaekitError as e:
-        print(f"vaekit: error: {e}", file=sys.stderr)
-        return 2
-    args = parser().parse_args(argv)
+    with quiet_start(always=True):  # a Ctrl-C while plugins load or the parser is built
+        try:
+            load_plugins_first(argv)
+        except VaekitError as e:
+            print(f"vaekit: error: {e}", file=sys.stderr)
+            return 2
+        args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         check_args(args)

@@ -59,8 +59,11 @@ def check_same_data(cfg: Config) -> None:
     """A resume is refused on a data file whose bytes changed since the run recorded them (it would train on other
     data, and a lost standardization would be computed from them): checked before anything reads the file."""
     if cfg.data.dataset != IN_MEMORY and cfg.data.digest and data_digest(cfg.data.dataset) != cfg.data.digest:
-        raise VaekitError(f"{cfg.data.dataset}: not the data this run was trained on (its sha256 differs from the one "
-                          f"{ckpt.CONFIG} records); restore that file, or train a new run into another --out")
+        what = ("a file in this folder was added, removed, renamed or changed since the run recorded their sha256",
+                "restore them") if Path(cfg.data.dataset).is_dir() else \
+            (f"its sha256 differs from the one {ckpt.CONFIG} records", "restore that file")
+        raise VaekitError(f"{cfg.data.dataset}: not the data this run was trained on ({what[0]}); {what[1]}, or train "
+                          "a new run into another --out")
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,

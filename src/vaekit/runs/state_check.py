@@ -234,6 +234,17 @@ def _filled(f: Any, old: Any) -> Any:
         return old
 
 
+def _same_place(old: Any, new: Any) -> bool:
+    """Two data paths that name one file: a recorded path that became a link to where config.json's path now
+    resolves (the bytes are the data digest's to check)."""
+    if not isinstance(old, str) or not isinstance(new, str):
+        return False
+    try:
+        return Path(old).resolve() == Path(new).resolve()
+    except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL in the path
+        return False
+
+
 def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> dict | None:
     """config.json (read into `cfg`) must hold the settings a resume cannot change as the checkpoint in
     `path` was trained with them: a config.json edited by hand between checkpoints would otherwise go on
@@ -256,7 +267,7 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
         if old != new and isinstance(old, dict) and isinstance(new, dict):  # a part's table: the setting inside it
             key = next(k for k in sorted(set(old) | set(new), key=lambda k: (k != "name", k)) if old.get(k) != new.get(k))
             where, old, new = f"[{section}.{f.name}] {key}", old.get(key), new.get(key)
-        if old != new:
+        if old != new and not (section == "data" and _same_place(old, new)):
             raise VaekitError(
                 f"{config_path}: {where} = {json.dumps(new)[:200]}, but {path.name} was trained with "
                 f"{json.dumps(old)[:200]}: config.json was changed since the last checkpoint, and that setting "
