@@ -24,8 +24,10 @@ def check_dreg(model, x, copies: int, repeats: int, k: int = 8, of_q=("encoder."
     encoder = [n for n in dreg if n.startswith(of_q)]
     assert all(dreg[n].abs().sum() > 0 for n in encoder)
     # both are unbiased for ∇φ L_k: their means over independent repeats agree within Monte Carlo error
-    reps = {flag: torch.stack([torch.cat([gradients(flag, s)[n].flatten() for n in encoder])
-                               for s in range(1, repeats + 1)]) for flag in (False, True)}
+    def flat(grads):
+        return torch.cat([grads[n].flatten() for n in encoder])
+
+    reps = {flag: torch.stack([flat(gradients(flag, s)) for s in range(1, repeats + 1)]) for flag in (False, True)}
     diff = reps[True].mean(0) - reps[False].mean(0)
     se = ((reps[True].var(0) + reps[False].var(0)) / repeats).sqrt()
     assert (diff.abs() <= 5 * se + 1e-9).all(), (diff / se).abs().max()
