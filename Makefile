@@ -28,8 +28,10 @@ demo: $(STAMP)
 	$(PY) -m vaekit report runs/demo --k 1000
 	@echo "demo done: pictures in runs/demo/*.png, the whole run in runs/demo/report.html"
 
+# One worker per core, one thread each (threads beside processes ran 30x slower here); a file's tests stay on one
+# worker, so its module fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
