@@ -1,6 +1,7 @@
 """What the eleventh attack left (issue 27), each made for real: a Ctrl-C while the command starts, a data path that
 became a link to the same bytes, a changed file of an image folder."""
 
+import io
 import json
 import os
 import random
@@ -65,3 +66,122 @@ def test_a_changed_image_folder_says_what_changed_in_it(tmp_path, capsys):
         "changed since the run recorded their sha256); restore them, or train a new run into another --out")
     (folder / "30.png").rename(folder / "3.png")
     assert main(["--quiet", "train", "--out", str(tmp_path / "R"), "--epochs", "2", "--resume"]) == 0
+
+
+def _standardized_run(tmp_path, epochs):
+    data = tmp_path / "g.npy"
+    if not data.exists():
+        np.save(data, np.random.default_rng(0).normal(size=(200, 5)).astype("float32") * 100 + 50)
+    run = tmp_path / f"S{epochs}"
+    assert main(["--quiet", "train", "--dataset", str(data), "--standardize", *SMALL, "--epochs", str(epochs),
+                 "--out", str(run)]) == 0
+    return run
+
+
+def test_a_replaced_standardization_is_refused_on_resume_and_its_type_checked(tmp_path, capsys):
+    """The twelfth attack's HIGH: a resume standardized the data by whatever standardization.safetensors held (the
+    training ELBO −2.8e16, every file other than the straight run's). The file is held to the statistics of the
+    training split now; restored, the run ends byte-identical to the straight one. And a file of complex, float16 or
+    a spread of 1e-45 (every sample alike) is refused."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    straight, run = _standardized_run(tmp_path, 2), _standardized_run(tmp_path, 1)
+    path = run / "standardization.safetensors"
+    kept = path.read_bytes()
+    save_file({"shift": torch.zeros(5), "spread": torch.ones(5)}, path)
+    assert one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume") == (
+        f"{path}: not the statistics of this run's training split (it would go on training on data scaled "
+        "otherwise); restore it, or delete it and --resume computes it again")
+    path.write_bytes(kept)
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
+    for name in ("model.safetensors", "train_state.pt", "metrics.jsonl"):
+        assert (run / name).read_bytes() == (straight / name).read_bytes(), name
+    saved = load_file(path)
+    for tensors, said in (({"shift": saved["shift"].to(torch.complex64), "spread": saved["spread"]},
+                           "holds shift (complex64), spread (float32), not the float32 shift and spread vaekit writes"),
+                          ({"shift": saved["shift"], "spread": saved["spread"].half()},
+                           "holds shift (float32), spread (float16), not the float32 shift and spread vaekit writes"),
+                          ({"shift": saved["shift"], "spread": torch.full((5,), 1e-45)},
+                           "spread must be at least 1e-30 (a constant dimension's is 1), found minimum 1.4013e-45")):
+        save_file(tensors, path)
+        assert one_line(capsys, "sample", run, "--n", 4) == f"{path}: {said}"
+
+
+def test_the_twelfth_attacks_files(tmp_path, capsys):
+    """A DEFLATE-compressed train_state.pt was inflated by torch.load before any check (3.9 MB took 4.2 GB); an .npz
+    of three members just under 1 GiB each trained from 3 MB; a Parquet column of distinct long text was decoded
+    whole before its cells were measured (56 KB took 7.4 GB); `train --out` inside the image folder it trains on made
+    the run's files its examples."""
+    import zipfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+    run = tmp_path / "R"
+    assert main(["--quiet", "train", "--dataset", "digits", *SMALL[2:], "--epochs", "1", "--out", str(run)]) == 0
+    state = (run / "train_state.pt").read_bytes()
+    with zipfile.ZipFile(run / "train_state.pt", "w", zipfile.ZIP_DEFLATED) as z, \
+            zipfile.ZipFile(io.BytesIO(state)) as original:
+        for member in original.infolist():
+            z.writestr(member.filename, original.read(member.filename))
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said.startswith(f"{run / 'train_state.pt'} [") and "torch.save stores its records as they are: not a " \
+        "file vaekit wrote" in said
+    (run / "train_state.pt").write_bytes(state)
+    assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
+    with zipfile.ZipFile(tmp_path / "b.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        for name in ("train", "test", "val"):  # 100 MB of zeros each: 300 MB from ≈ 300 KB
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                          "shape": (25_000_000 // 64, 64)})
+            z.writestr(f"{name}.npy", header.getvalue() + bytes(100_000_000))
+    assert one_line(capsys, "train", "--dataset", tmp_path / "b.npz", *SMALL, "--out", tmp_path / "B").startswith(
+        f"{tmp_path / 'b.npz'}: its members inflate to 300,000,")
+    pq.write_table(pa.table({"a": [1.0] * 5000, "b": ["A" * 9990 + f"{i:010d}" for i in range(5000)]}),
+                   tmp_path / "t.parquet", compression="zstd")
+    said = one_line(capsys, "train", "--dataset", tmp_path / "t.parquet", "--likelihood", "mixed", "--out", tmp_path / "T")
+    assert said.startswith(f"{tmp_path / 't.parquet'}: column 'b' holds 50,0") and said.endswith(
+        " bytes of text for 5,000 rows; vaekit reads numbers, booleans and labels of at most 1,000 characters")
+    (tmp_path / "imgs").mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((6, 6), 10 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    assert one_line(capsys, "train", "--dataset", tmp_path / "imgs", *SMALL, "--out", tmp_path / "imgs" / "R") == (
+        f"--out {tmp_path / 'imgs' / 'R'}: lies in --dataset {tmp_path / 'imgs'}, a folder of images training reads "
+        "(the run's files would become its examples); write the run elsewhere")
+    assert not (tmp_path / "imgs" / "R").exists()
+
+
+def test_the_twelfth_attacks_values(tmp_path, capsys):
+    """A --sigma or --free-bits past float32 was a traceback out of torch.full_like (exit 1, a run of config.json
+    alone left); API arguments of the wrong kind raised raw TypeErrors; a q_z of scale −1 gave NaN bounds (its
+    stddev, √variance, is +1); a 10 MB key of a --config file was a 10 MB error line; --adam-eps 1e300 trained."""
+    import pytest
+    import torch
+
+    import vaekit
+    for argv, said in ((["--likelihood", "gaussian", "--sigma", "3.5e38"],
+                        ("command line: [model.likelihood] sigma = 3.5e+38 is out of range (float32 holds at most "
+                        "3.403e+38)")),
+                       (["--free-bits", "1e300"], ("command line: [train.objective] free_bits = 1e+300 is out of range "
+                        "(float32 holds at most 3.403e+38)")),
+                       (["--adam-eps", "1e300"], "command line: [train] adam_eps must be > 0 and <= 1, got 1e+300")):
+        assert one_line(capsys, "train", "--dataset", "digits", *argv, "--out", tmp_path / "A") == said
+        assert not (tmp_path / "A").exists()
+    (tmp_path / "big.json").write_text('{"' + "k" * 1_000_000 + '": 1}')
+    said = one_line(capsys, "train", "--config", tmp_path / "big.json", "--out", tmp_path / "A")
+    assert len(said) < 2100 and said.endswith("… (cut at 2,000 characters)")
+    for call, message in ((lambda: vaekit.StandardNormal(-1), "StandardNormal: latent_dim must be a whole number ≥ 1"),
+                          (lambda: vaekit.StandardNormal("3"), "StandardNormal: latent_dim must be a whole number ≥ 1"),
+                          (lambda: vaekit.train_run(None), "train_run: takes a vaekit.Config, got NoneType"),
+                          (lambda: vaekit.build_model({"latent_dim": [2]}), "build_model: takes a vaekit.ModelConfig"),
+                          (lambda: vaekit.load_plugin(5), "load_plugin: name a .py file or an importable module"),
+                          (lambda: vaekit.VAE(None, None, None), "VAE: give data_dim")):
+        with pytest.raises(vaekit.VaekitError) as e:
+            call()
+        assert str(e.value).startswith(message)
+    model = vaekit.VAE(data_dim=4, latent_dim=3)
+    q = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2, 3), -torch.ones(2, 3),
+                                                                   validate_args=False), 1)
+    for bound in (vaekit.elbo, vaekit.iwae):
+        with pytest.raises(vaekit.VaekitError, match="q_z's standard deviation must be finite and > 0"):
+            bound(model, torch.ones(2, 4), q_z=q, **({"k": 1} if bound is vaekit.iwae else {}))

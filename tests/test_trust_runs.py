@@ -135,4 +135,4 @@ def test_a_small_npz_that_inflates_to_gigabytes_is_refused_unread(trained, tmp_p
                                  "more than vaekit inflates (at most 1,073,741,824)")]
     data = zip_bomb(tmp_path / "x.npz", "x", 200_000, 2000)
     code, err = one_line(capsys, "train", "--dataset", data, "--epochs", "1", "--out", tmp_path / "r")
-    assert code == 2 and err[-1].startswith(f"vaekit: error: {data} [x.npy]: 1,600,000,128 bytes once decompressed")
+    assert code == 2 and err[-1].startswith(f"vaekit: error: {data}: its members inflate to 1,600,000,128 bytes from ")

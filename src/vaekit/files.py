@@ -88,18 +88,26 @@ def probe_writable(folder: Path, size: int = 1 << 16) -> None:
     probe.unlink(missing_ok=True)
 
 
-def check_zip_members(source: Any, path: Path, limit: int | None = None) -> None:
-    """A .npz (a zip, by path or bytes) whose members are what they claim: no member that inflates beyond `limit`
-    bytes, nor beyond 1 GiB at more than 100× its stored size (a zip bomb: 2 MB of zeros claim 2.4 GB), read unread."""
+def check_zip_members(source: Any, path: Path, limit: int | None = None, stored: bool = False) -> None:
+    """A zip (a .npz, or torch.save's archive with `stored`: it never compresses) whose members are what they claim,
+    read unread: no member that inflates beyond `limit` bytes, nor members that inflate past 256 MiB together at more
+    than 100× their stored size (a zip bomb: 2 MB of zeros claim 2.4 GB; three members of 1 GiB each from 3 MB)."""
     try:
         with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as z:
             members = z.infolist()
     except (zipfile.BadZipFile, OSError):
         return  # not a zip: the reader says what it is
     for m in members:
-        if (limit is not None and m.file_size > limit) or (m.file_size > 1 << 30 and m.file_size > 100 * m.compress_size):
+        if stored and m.compress_type != zipfile.ZIP_STORED:
+            raise VaekitError(f"{path} [{m.filename}]: compressed ({m.compress_size:,} bytes stored for "
+                              f"{m.file_size:,}); torch.save stores its records as they are: not a file vaekit wrote")
+        if limit is not None and m.file_size > limit:
             raise VaekitError(f"{path} [{m.filename}]: {m.file_size:,} bytes once decompressed, from {m.compress_size:,} "
-                              f"stored; more than vaekit inflates" + (f" (at most {limit:,})" if limit else ""))
+                              f"stored; more than vaekit inflates (at most {limit:,})")
+    inflated, packed = sum(m.file_size for m in members), sum(m.compress_size for m in members)
+    if inflated > 1 << 28 and inflated > 100 * packed:
+        raise VaekitError(f"{path}: its members inflate to {inflated:,} bytes from {packed:,} stored (more than 100×); "
+                          "more than vaekit inflates from a small file (save it with np.savez, uncompressed)")
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:

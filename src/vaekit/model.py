@@ -25,7 +25,7 @@ from torch.distributions import Distribution
 
 from .data.tables import Schema
 from .errors import VaekitError
-from .parts.distributions import MAX_TEMPERATURE, tempered
+from .parts.distributions import MAX_TEMPERATURE, mean_of, tempered
 from .parts.hierarchical import INFERENCE, HierarchicalPrior, HVAEEncoder, LadderEncoder, TopPath
 from .parts.likelihoods import LIKELIHOODS, TableObservation
 from .parts.modules import Decoder, Encoder, Labels, Part, examples
@@ -34,15 +34,6 @@ from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
 from .parts.registry import closest
 from .parts.topdown import LastState, TopDownEncoder, TopDownPath, TopDownPrior, TopGroup
-
-
-def mean_of(d: Distribution, samples: int = 256) -> Tensor:
-    """E[d]: the closed form where torch has one, else a Monte Carlo average of `samples` draws."""
-    try:
-        return d.mean
-    except NotImplementedError:
-        return d.sample((samples,)).mean(0)
-
 
 MAX_DRAWN_VALUES = 1 << 28  # values of x drawn at once (1 GiB of float32): `sample` draws in parts beyond
 
@@ -372,6 +363,9 @@ def deep(net, p_head: nn.Module, data_dim: int, sizes: Sequence[int], hidden: Se
 
 def build_model(cfg: Any) -> VAE:
     """The VAE a `vaekit.runs.config.ModelConfig` describes (its `data_shape` resolved from the data)."""
+    if not hasattr(cfg, "__dataclass_fields__") or not hasattr(cfg, "data_dim"):
+        raise VaekitError(f"build_model: takes a vaekit.ModelConfig (Config().model, or load_config(run).model), got "
+                          f"{type(cfg).__name__}; for settings by keyword write vaekit.VAE(data_dim=…, …)")
     wanted = set(inspect.signature(compose).parameters) - {"data_dim"}
     return VAE(data_dim=cfg.data_dim, **{k: getattr(cfg, k) for k in cfg.__dataclass_fields__ if k in wanted})
 
@@ -390,6 +384,9 @@ def model_settings(settings: dict[str, Any]) -> dict[str, Any]:
                               f"{MOVED[key]}={{'name': …, {'components' if key == 'prior_components' else key!r}: …}}")
         if key not in params:
             raise VaekitError(f"VAE takes no {key!r}{closest(key, params)}")
+    if "data_dim" not in settings:  # VAE(None, …) or VAE(latent_dim=8): inspect's TypeError said less
+        raise VaekitError("VAE: give data_dim (the size of an example, VAE(784, latent_dim=20, …)), or three modules "
+                          "VAE(encoder, decoder, prior)")
     bound = inspect.signature(compose).bind(**settings)
     bound.apply_defaults()
     resolved = dict(bound.arguments)

@@ -63,6 +63,10 @@ def check_args(args) -> None:
             raise VaekitError(f"--{name} is empty; name a path")
     if args.command not in ("train", "reproduce") and getattr(args, "out", None):
         _out_reads_nothing(args)
+    data = getattr(args, "data.dataset", None)  # train's flags are the config's fields
+    if args.command == "train" and args.out and data and _is_dir(Path(data)) and _inside(args.out, data):
+        raise VaekitError(f"--out {args.out}: lies in --dataset {data}, a folder of images training reads (the run's "
+                          "files would become its examples); write the run elsewhere")
 
 
 def _out_reads_nothing(args) -> None:
@@ -122,6 +126,9 @@ def _flags_of(command: str, wanted: tuple[str, ...]) -> list[str]:
     return [flag for flag in wanted if flag in taken]
 
 
+MAX_MESSAGE = 2000  # an error quoting a 10 MB key of a --config file is still one readable line
+
+
 def main(argv: list[str] | None = None) -> int:
     with quiet_start(always=True):  # a Ctrl-C while plugins load or the parser is built
         try:
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             if not _out_of_memory(e):
                 raise
             said = (str(e).splitlines() or [type(e).__name__])[0][:160]  # a MemoryError may say nothing
-            flags = _flags_of(args.command, ("--n", "--batch-size", "--hidden", "--k", "--draws", "--num-samples"))
+            flags = _flags_of(args.command, ("--n", "--batch-size", "--hidden", "--k", "--train-k", "--draws",
+                                             "--num-samples"))
             smaller = f": a smaller {', '.join(flags[:-1])} or {flags[-1]}" if len(flags) > 1 else \
                 f": a smaller {flags[0]}" if flags else ""
             raise VaekitError(f"out of memory ({said}); ask for less{smaller}") from None
@@ -160,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     except (VaekitError, KeyboardInterrupt) as e:
         if args.debug:
             raise
-        print(f"vaekit: error: {e}" if str(e) else "vaekit: interrupted", file=sys.stderr)
+        said = str(e) if len(str(e)) <= MAX_MESSAGE else f"{str(e)[:MAX_MESSAGE]}… (cut at {MAX_MESSAGE:,} characters)"
+        print(f"vaekit: error: {said}" if said else "vaekit: interrupted", file=sys.stderr)
         if isinstance(e, TrainingInterrupted):
             return 128 + e.signum
         return 130 if isinstance(e, KeyboardInterrupt) else 2

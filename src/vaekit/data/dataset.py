@@ -150,14 +150,18 @@ def checked_statistics(shift: Tensor | np.ndarray | Sequence[float], spread: Ten
     divide and multiply by), or one line naming `where`."""
     stats = []
     for what, v in (("shift", shift), ("spread", spread)):
-        t = torch.as_tensor(v).detach().to("cpu", torch.float32).clone()
+        t = torch.as_tensor(v).detach()
+        if t.is_complex() or t.dtype == torch.bool:  # complex lost its imaginary part, booleans became 0 and 1
+            raise VaekitError(f"{where}: {what} is {str(t.dtype).removeprefix('torch.')}; statistics are real numbers")
+        t = t.to("cpu", torch.float32).clone()
         if tuple(t.shape) != (dim,):
             raise VaekitError(f"{where}: {what} has shape {list(t.shape)}; the data need [{dim}]")
         if not bool(torch.isfinite(t).all()):
             raise VaekitError(f"{where}: {what} holds NaN or Inf")
         stats.append(t)
-    if not bool((stats[1] > 0).all()):
-        raise VaekitError(f"{where}: spread must be positive, found minimum {float(stats[1].min()):g}")
+    if not bool((stats[1] >= torch.tensor(MIN_SPREAD, dtype=torch.float32)).all()):  # what standardization gives
+        raise VaekitError(f"{where}: spread must be at least {MIN_SPREAD:g} (a constant dimension's is 1), found "
+                          f"minimum {float(stats[1].min()):g}")
     return stats[0], stats[1]
 
 

@@ -64,6 +64,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
                     raise VaekitError(f"{path}: column {field.name!r} is of type {field.type}; vaekit reads columns of "
                                       "numbers, text or booleans (convert it, or drop it)")  # before it is decoded
             text = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+            _check_sizes(path, meta, set(text))
             t = pq.read_table(pa.BufferReader(data), read_dictionary=text)  # text stays encoded until measured
             _check_text(path, t)
             t = t.cast(pa.schema([pa.field(f.name, f.type.value_type) if f.name in text else f for f in t.schema]))
@@ -123,6 +124,26 @@ def _check_text(path: Path, t: Any) -> None:
     if total > MAX_TABLE_BYTES:
         raise VaekitError(f"{path}: its text cells hold {total:,} characters, more than the {MAX_TABLE_BYTES:,} vaekit "
                           "reads from a table; split it, or keep the columns the model needs")
+
+
+def _check_sizes(path: Path, meta: Any, text: set[str]) -> None:
+    """A Parquet file's decompressed size from its footer, before a page is read: at most MAX_TABLE_BYTES in all,
+    and no text column chunk larger than its rows' cells of MAX_CELL characters could be (4 bytes a character and
+    4 of length each; distinct values are all decoded at once: 56 KB of 30 long values took 7 GB)."""
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            total += chunk.total_uncompressed_size
+            name = chunk.path_in_schema
+            if name in text and chunk.total_uncompressed_size > group.num_rows * (4 * MAX_CELL + 8) + (1 << 16):
+                raise VaekitError(f"{path}: column {name[:100]!r} holds {chunk.total_uncompressed_size:,} bytes of text "
+                                  f"for {group.num_rows:,} rows; vaekit reads numbers, booleans and labels of at most "
+                                  f"{MAX_CELL:,} characters")
+    if total > MAX_TABLE_BYTES:
+        raise VaekitError(f"{path}: {total:,} bytes once decompressed, more than the {MAX_TABLE_BYTES:,} vaekit reads "
+                          "from a table; split it, or keep the columns the model needs")
 
 
 def _check_cells(path: Path, rows: int, columns: int) -> None:

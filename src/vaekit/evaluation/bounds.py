@@ -50,8 +50,9 @@ def _given(model, x: Tensor, q_z: Any, z: Any, draws: int | None) -> Tensor | No
                               f"{str(x.dtype).removeprefix('torch.')}: build it from parameters of that type")
         if isinstance(mean, Tensor) and not bool(torch.isfinite(mean).all()):
             raise VaekitError("q_z's mean holds NaN or Inf")
-        try:
-            spread = q_z.stddev
+        base = q_z.base_dist if isinstance(q_z, torch.distributions.Independent) else q_z
+        try:  # a Normal's own scale: its stddev is √variance, +1 for a scale of −1
+            spread = base.scale if isinstance(base, torch.distributions.Normal) else q_z.stddev
         except NotImplementedError:
             spread = None
         if isinstance(spread, Tensor) and not bool((torch.isfinite(spread) & (spread > 0)).all()):  # draws Inf/NaN

@@ -24,9 +24,8 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal
 
 from ..errors import VaekitError
-from ..model import mean_of
 from ..objectives.estimators import draw, elbo_draws, log_weights
-from ..parts.distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, validating
+from ..parts.distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, mean_of, validating
 from ..parts.modules import examples
 from ..rng import MAX_SEED, batch_seed, forked_rng
 from ..training.distributed import SINGLE, Context, all_reduce_sum

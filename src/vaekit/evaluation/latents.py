@@ -23,7 +23,7 @@ from torch import Tensor
 from ..data.files import is_header, number
 from ..errors import VaekitError
 from ..files import atomic_write, check_zip_members, read_capped, write_array
-from ..model import mean_of
+from ..parts.distributions import mean_of
 from ..training.progress import Progress
 
 FORMATS = (".npy", ".npz", ".csv")

@@ -109,3 +109,11 @@ def softplus(x: Tensor) -> Tensor:
     """log(1 + eˣ), exact to float64 rounding: torch's default returns x itself above 20, where log1p(e^−x) is
     still 2·10⁻⁹ (invisible in float32, a float64 error); one fused pass, as fast."""
     return torch.nn.functional.softplus(x, threshold=EXACT_SOFTPLUS)
+
+
+def mean_of(d: Distribution, samples: int = 256) -> Tensor:
+    """E[d]: the closed form where torch has one, else a Monte Carlo average of `samples` draws."""
+    try:
+        return d.mean
+    except NotImplementedError:
+        return d.sample((samples,)).mean(0)

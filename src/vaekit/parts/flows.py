@@ -109,7 +109,7 @@ class IAFDistribution(Distribution):
     sequential inverse (`IAF`): `log_prob` is exact for every z, the memo only saves time. `sample`
     remembers nothing (its value has no graph, and the score function needs log Q's gradient).
 
-    E_Q[z] has no closed form: `mean` is not defined, so `vaekit.model.mean_of` (`encode`,
+    E_Q[z] has no closed form: `mean` is not defined, so `vaekit.parts.distributions.mean_of` (`encode`,
     `reconstruct`, active units) takes the Monte Carlo mean of 256 draws.
     """
 

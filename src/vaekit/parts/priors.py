@@ -15,7 +15,7 @@ from torch.distributions import Categorical, Distribution, MixtureSameFamily, Mu
 
 from ..errors import VaekitError
 from .distributions import LOG_2PI, Part, diagonal_normal, is_diagonal_normal
-from .registry import Registry, Setting
+from .registry import MAX_COUNT, Registry, Setting
 
 PRIORS = Registry("prior")
 
@@ -25,6 +25,8 @@ class StandardNormal(Part):
 
     def __init__(self, latent_dim: int):
         super().__init__()
+        if isinstance(latent_dim, bool) or not hasattr(latent_dim, "__index__") or not 1 <= latent_dim <= MAX_COUNT:
+            raise VaekitError(f"StandardNormal: latent_dim must be a whole number ≥ 1, got {latent_dim!r:.40}")
         self.latent_dim = latent_dim
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.ones(latent_dim))

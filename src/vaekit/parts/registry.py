@@ -29,6 +29,7 @@ from torch import nn
 from ..errors import VaekitError
 
 MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
+FLOAT32_MAX = 3.4028234663852886e38  # a part's float setting becomes a float32 tensor: beyond this it overflows
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class Declared:
                 raise VaekitError(f"{where} must be {self.range() if self.range() != 'any value' else 'finite'}, got {v!r}")
             if isinstance(v, int) and s.at_most is None and abs(v) > MAX_COUNT:
                 raise VaekitError(f"{where} = {v} is out of range (at most {MAX_COUNT})")
+            if isinstance(v, float) and s.at_most is None and abs(v) > FLOAT32_MAX:  # a part computes in float32
+                raise VaekitError(f"{where} = {v:g} is out of range (float32 holds at most {FLOAT32_MAX:.4g})")
             if (s.above is not None and not v > s.above) or (s.at_least is not None and not v >= s.at_least) or \
                     (s.at_most is not None and not v <= s.at_most):
                 raise VaekitError(f"{where} must be {self.range()}, got {v!r}")

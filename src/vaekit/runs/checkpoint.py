@@ -9,7 +9,6 @@ run code. The architecture is rebuilt from config.json, never unpickled.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import importlib.metadata
 import io
@@ -25,13 +24,12 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from ..data import IN_MEMORY
 from ..data.dataset import checked_statistics
 from ..errors import NonFiniteLossError, PluginError, VaekitError
-from ..files import LOCK, RunLock, atomic_write, check_regular, read_capped, remove_stale_temporaries
+from ..files import LOCK, RunLock, atomic_write, check_regular, check_zip_members, read_capped, remove_stale_temporaries
 from ..model import VAE, build_model
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
-from .config import Config, ModelConfig
+from .config import Config
 from .history import METRICS, read_metrics, truncate_metrics
 from .migrations import migrate, raw_count_inputs
 from .plugins import is_loaded
@@ -195,8 +193,7 @@ def save_standardization(run: Path, shift: torch.Tensor, spread: torch.Tensor) -
 
 
 def load_standardization(run: Path, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(shift, spread) saved when the run was trained with standardize = true, checked for `dim` dimensions
-    (`data.checked_statistics`): sample and decode apply them to every output."""
+    """(shift, spread) of a run trained with standardize = true, checked for `dim` dimensions (sample, decode)."""
     path = Path(run) / STANDARDIZATION
     if not path.exists() and not path.is_symlink():
         raise VaekitError(f"{path}: missing; `vaekit train --out {run} --resume` computes it again from the data")
@@ -205,8 +202,9 @@ def load_standardization(run: Path, dim: int) -> tuple[torch.Tensor, torch.Tenso
         tensors = load_file(path)
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise VaekitError(f"{path}: corrupt or not a standardization file ({str(e).splitlines()[0]})") from None
-    if set(tensors) != {"shift", "spread"}:
-        raise VaekitError(f"{path}: holds {sorted(tensors)}, not shift and spread")
+    if set(tensors) != {"shift", "spread"} or {t.dtype for t in tensors.values()} != {torch.float32}:
+        raise VaekitError(f"{path}: holds {', '.join(f'{k} ({str(v.dtype)[6:]})' for k, v in sorted(tensors.items()))}"
+                          ", not the float32 shift and spread vaekit writes")
     return checked_statistics(tensors["shift"], tensors["spread"], dim, str(path))
 
 
@@ -231,6 +229,7 @@ def load_state(run: Path) -> dict[str, Any]:
     if not path.exists() and not path.is_symlink():
         raise VaekitError(f"{path}: missing; nothing to resume")
     check_regular(path, MAX_STATE_BYTES)  # a FIFO would block torch.load for ever
+    check_zip_members(path, path, stored=True)  # torch.load would inflate a compressed record first
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - unpickling refusals and corrupt archives come as many types
@@ -248,9 +247,9 @@ def restore(
     checked against `model`, the objective's `parts` (if any), `optimizer` and `cfg` first (`state_check`);
     `max_batch` is the number of batches in an epoch; `world_size` the processes resuming it (those that wrote it).
 
-    Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial
-    sums of the epoch (its own: the epoch's training means then cover rank 0's share of the steps
-    before the checkpoint); the other ranks start them from zero, so nothing is counted twice.
+    Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial sums of the
+    epoch (its own: the epoch's means then cover rank 0's share of the steps before the checkpoint); the other
+    ranks start them from zero, so nothing is counted twice.
     """
     saved = load_state(out)
     check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema, spectral)
@@ -319,9 +318,9 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
                     parts: nn.Module | None = None, ema: Any = None, world_size: int = 1, spectral: Any = None,
                     cfg: Config | None = None) -> None:
-    """train_state.pt (everything to continue, weights included, and the objective's own `parts`: a
-    discriminator belongs to training, not to the model, and the `world_size` of processes training) first, then model.safetensors: the weights
-    evaluation and sampling use, which are the `ema` average where the run keeps one (`training.ema`)."""
+    """train_state.pt (everything to continue, weights included, the objective's own `parts`: a discriminator belongs
+    to training, and the `world_size` training) first, then model.safetensors: the weights evaluation and sampling
+    use, the `ema` average where the run keeps one (`training.ema`)."""
     settle(state)  # the steps still in flight on the device are counted first
     trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
     if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
@@ -362,35 +361,6 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     load_weights(run, model, given)
     model.eval()
     return cfg, model
-
-
-def init_source(run: Path, cfg: Config) -> ModelConfig:
-    """`--init-from RUN`, before the data are read: a run whose model its config rebuilds, and data in a file.
-    Returns RUN's model config (`same_model` compares it once the data have filled in this run's)."""
-    saved = load_config(run).model
-    if saved.built_in_python:  # its config records no network: the registered one built from it is another model
-        raise VaekitError(f"--init-from {run}: its model was built in Python, which no setting rebuilds; load it with "
-                          "vaekit.load(RUN, model=…) and go on with vaekit.fit")
-    if cfg.data.dataset == IN_MEMORY:  # a vaekit.fit run's data are in no file
-        raise VaekitError(f"--init-from {run}: its data were tensors given to vaekit.fit; name the data to train on "
-                          "with --dataset FILE")
-    return saved
-
-
-def same_model(run: Path, saved: ModelConfig, cfg: Config) -> None:
-    """`--init-from RUN`: the model to train must be RUN's (`saved`), the only one its weights fit."""
-    differ = [f.name for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(cfg.model, f.name)]
-    if differ:
-        name = differ[0]
-        raise VaekitError(f"--init-from {run}: [model] {name} = {getattr(cfg.model, name)!s} differs from that run's "
-                          f"{getattr(saved, name)!s}; its weights fit only its own model (leave the model's settings out)")
-
-
-def start_from(model: nn.Module, run: Path, say: bool = True) -> None:
-    """Load the weights of the run `--init-from` names into `model` (checked by `same_model`)."""
-    load_weights(run, model)
-    if say:
-        log.info("starting from the weights of %s (model.safetensors sha256 %s…)", run, weights_sha256(run)[:12])
 
 
 def weights_sha256(run: Path) -> str:

@@ -170,7 +170,7 @@ class TrainConfig(Slots):
     lr_schedule: str = setting("constant", "constant: lr throughout; cosine: lr·½(1 + cos(π e/epochs)) in epoch e = 0, "
                                "1, … (a step per epoch, to 0 at the end; the recipes' choice)", resumable=True,
                                choices=("constant", "cosine"))
-    adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)", above=0)
+    adam_eps: float = setting(1e-8, "Adam's ε (the IWAE paper uses 1e-4)", above=0, at_most=1.0)
     weight_decay: float = setting(0.0, "decoupled weight decay (AdamW: each step also shrinks every weight by "
                                   "lr·this; 0: none, Adam; VDVAE: 0.01)", at_least=0, at_most=10)
     objective: Choice = slot("elbo", "what training maximizes", OBJECTIVES)  # noqa: RUF009 - a Choice is immutable

@@ -34,6 +34,7 @@ from ..training.graphs import GraphedStep
 from ..training.loop import Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from ..training.loss import VAEObjective
 from . import checkpoint as ckpt
+from . import init_from
 from .config import Config, TrainConfig, plugins_needed
 from .history import append_metrics
 from .opening import absolute_paths, check_same_data, open_run, with_data_digest, writing_lock
@@ -68,8 +69,16 @@ def resumed_data(cfg: Config, out: Path, ctx: Context = SINGLE) -> Dataset:
     """A resumed run's data, standardized by its saved statistics; statistics it lost are the training split's,
     computed again the same way (the same numbers) and written back, with a warning."""
     path = out / ckpt.STANDARDIZATION
-    if not cfg.data.standardize or path.exists() or path.is_symlink():
+    if not cfg.data.standardize:
         return load_data(cfg, out)
+    if path.exists() or path.is_symlink():
+        dataset = load_data(cfg, out)  # the data (their digest checked) standardized by the saved statistics
+        shift, spread = standardization(dataset.split("train"), dataset.scale)
+        if not (bool(((dataset.shift - shift).abs() <= 1e-5 * spread).all())
+                and bool(((dataset.spread / spread - 1).abs() <= 1e-5).all())):  # a vaekit's rounding may differ
+            raise VaekitError(f"{path}: not the statistics of this run's training split (it would go on training on "
+                              "data scaled otherwise); restore it, or delete it and --resume computes it again")
+        return dataset
     dataset = load_data(cfg)
     if ctx.is_main:
         ckpt.save_standardization(out, dataset.shift, dataset.spread)
@@ -150,6 +159,9 @@ def train_run(
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
+    if not isinstance(cfg, Config):
+        raise VaekitError(f"train_run: takes a vaekit.Config, got {type(cfg).__name__}; vaekit.fit trains a model "
+                          "built in Python")
     if cfg.train.init_from:  # recorded as a path that works from any folder
         cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):
@@ -157,7 +169,7 @@ def train_run(
         if resume:
             check_same_data(cfg)
         init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
-        source = ckpt.init_source(init, cfg) if init is not None else None
+        source = init_from.init_source(init, cfg) if init is not None else None
         dataset = resumed_data(cfg, out, ctx) if resume else load_data(cfg)
         cfg = cfg if resume else with_data_digest(cfg)
         cfg = resolve(cfg, dataset)
@@ -165,13 +177,13 @@ def train_run(
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
                      cfg.model.columns.describe())
         if init is not None:
-            ckpt.same_model(init, source, cfg)
+            init_from.same_model(init, source, cfg)
         if resume or init is not None:  # weights to load: their shapes against the config's before it is built
             ckpt.check_shapes_first(out if resume else init, cfg)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
         if init is not None:
-            ckpt.start_from(model, init, ctx.is_main)
+            init_from.start_from(model, init, ctx.is_main)
         return train_model(model.to(device), cfg, dataset, out, resume, progress, ctx, device, on_epoch)
 
 

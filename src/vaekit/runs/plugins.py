@@ -21,6 +21,8 @@ _LOADED: dict[str, str] = {}  # module name → the spec it was loaded from (a f
 def load_plugin(spec: str) -> str:
     """Import a plugin: a path to a .py file, or the name of an importable module. Returns the module
     name. Loading the same plugin twice imports it once."""
+    if not isinstance(spec, str):
+        raise PluginError(f"load_plugin: name a .py file or an importable module, got {type(spec).__name__}")
     path = Path(spec)
     if spec.endswith(".py") or path.exists():
         if not path.is_file():
