@@ -28,6 +28,7 @@ from ..data.dataset import checked_statistics
 from ..errors import NonFiniteLossError, PluginError, VaekitError
 from ..files import LOCK, RunLock, atomic_write, check_regular, check_zip_members, read_capped, remove_stale_temporaries
 from ..model import VAE, build_model
+from ..training.distributed import Context, every_rank
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
 from .config import Config
 from .history import METRICS, read_metrics, truncate_metrics
@@ -239,7 +240,7 @@ def load_state(run: Path) -> dict[str, Any]:
 
 
 def restore(
-    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, main: bool = True,
+    out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState, rank: int = 0,
     max_batch: int = 2**62, parts: nn.Module | None = None, ema: Any = None, world_size: int = 1,
     spectral: Any = None, cfg: Config | None = None,
 ) -> list[dict[str, Any]]:
@@ -247,9 +248,8 @@ def restore(
     checked against `model`, the objective's `parts` (if any), `optimizer` and `cfg` first (`state_check`);
     `max_batch` is the number of batches in an epoch; `world_size` the processes resuming it (those that wrote it).
 
-    Under torch.distributed, rank 0 (`main`) alone rewrites metrics.jsonl and takes the saved partial sums of the
-    epoch (its own: the epoch's means then cover rank 0's share of the steps before the checkpoint); the other
-    ranks start them from zero, so nothing is counted twice.
+    Under torch.distributed, rank 0 alone rewrites metrics.jsonl; each `rank` takes its own running sums of the
+    epoch (`rank_sums`), so the epoch's means are the straight run's.
     """
     saved = load_state(out)
     check_state(saved, model, optimizer, out / STATE, max_batch, parts, ema, spectral)
@@ -278,10 +278,13 @@ def restore(
     state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
     state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
     state.oversized, state.origin = int(saved.get("oversized", 0)), str(out / STATE)
-    if not main:
+    if "rank_sums" in saved:  # every rank's own, gathered at the checkpoint
+        state.sums = dict(zip(state.sums, saved["rank_sums"][rank].unbind()))
+        state.examples = int(saved["rank_examples"][rank])
+    elif rank != 0:  # a state of vaekit before 0.4 holds rank 0's alone: the others start from zero
         state.sums, state.examples = {}, 0
     log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
-    if main:
+    if rank == 0:
         return truncate_metrics(out, state.epoch)
     return [r for r in read_metrics(out) if r.get("epoch", 0) <= state.epoch]
 
@@ -317,10 +320,10 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
                     parts: nn.Module | None = None, ema: Any = None, world_size: int = 1, spectral: Any = None,
-                    cfg: Config | None = None) -> None:
+                    cfg: Config | None = None, shares: dict[str, Any] | None = None) -> None:
     """train_state.pt (everything to continue, weights included, the objective's own `parts`: a discriminator belongs
     to training, and the `world_size` training) first, then model.safetensors: the weights evaluation and sampling
-    use, the `ema` average where the run keeps one (`training.ema`)."""
+    use, the `ema` average where the run keeps one (`training.ema`). `shares`: every rank's sums (`rank_sums`)."""
     settle(state)  # the steps still in flight on the device are counted first
     trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
     if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
@@ -339,9 +342,19 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
                           "skipped": state.skipped, "examples": state.examples, "oversized": state.oversized,
-                          "world_size": world_size})
+                          "world_size": world_size, **(shares or {})})
     with ema.swapped() if ema is not None else contextlib.nullcontext():
         save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+
+
+def rank_sums(state: LoopState, ctx: Context, device: torch.device) -> dict[str, Any] | None:
+    """Every rank's running sums of the epoch and their examples, for rank 0's checkpoint (a collective: every rank
+    calls it at the same step); None in one process, whose `sums` are all of them."""
+    if not ctx.distributed:
+        return None
+    mine = torch.tensor([float(state.examples), *map(float, state.sums.values())], dtype=torch.float64, device=device)
+    ranks = every_rank(mine, ctx).cpu()
+    return {"rank_sums": ranks[:, 1:].float(), "rank_examples": [int(n) for n in ranks[:, 0].tolist()]}
 
 
 def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, nn.Module]:

@@ -28,10 +28,10 @@ from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
 from ..model import VAE, build_model
 from ..parts.likelihoods import likelihood_support
-from ..training.distributed import SINGLE, Context, barrier, shard_indices
+from ..training.distributed import SINGLE, Context, agreed, barrier, shard_indices
 from ..training.ema import EMA
 from ..training.graphs import GraphedStep
-from ..training.loop import Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
+from ..training.loop import GPU_SYNC_EVERY, Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from ..training.loss import VAEObjective
 from . import checkpoint as ckpt
 from . import init_from
@@ -218,7 +218,7 @@ def train_model(
         raise VaekitError(f"{dataset.name}: {dataset.split('train').shape[0]} training examples give no step per epoch "
                           f"on each of {ctx.world_size} processes; use more data or fewer processes")
     if resume:
-        history = ckpt.restore(out, model, optimizer, state, main=ctx.is_main, max_batch=steps, parts=parts, ema=ema,
+        history = ckpt.restore(out, model, optimizer, state, rank=ctx.rank, max_batch=steps, parts=parts, ema=ema,
                                world_size=ctx.world_size, spectral=spectral, cfg=cfg)
         if tc.epochs < state.epoch:  # config.json would say fewer epochs than the weights have seen
             raise VaekitError(f"{out}: --epochs {tc.epochs} is fewer than the {state.epoch} this run has trained; "
@@ -244,20 +244,26 @@ def train_model(
     val_y = labels_for(cfg, dataset, "val", device) if validated else None
     if cfg.model.conditional:  # the loop gathers each batch's labels with its rows
         train_x = (train_x, labels_for(cfg, dataset, "train", device))
-    save = (lambda: ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral,
-                                             cfg)) if out is not None and ctx.is_main else (lambda: None)
+    dev = torch.device(device)
+
+    def save(shares: dict[str, Any] | None = None) -> None:
+        if out is not None and ctx.is_main:
+            ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral, cfg, shares)
+
     with _stop_on_signals() as interrupted:
 
         def on_step(st: LoopState) -> None:
-            if tc.checkpoint_every and (st.step + st.skipped + st.oversized) % tc.checkpoint_every == 0:  # steps taken
+            taken = st.step + st.skipped + st.oversized
+            stop = interrupted()
+            if ctx.distributed:  # every process stops at one step (on an accelerator: one of every GPU_SYNC_EVERY)
+                stop = agreed(stop, ctx, dev) if dev.type == "cpu" or taken % GPU_SYNC_EVERY == 0 else 0
+            if stop or (tc.checkpoint_every and taken % tc.checkpoint_every == 0):
                 settle(st)  # on every rank, so a non-finite batch stops all of them at the same step
-                save()
-            if interrupted():
-                save()
-                name = signal.Signals(interrupted()).name
-                where = f"interrupted by {name} at epoch {st.epoch + 1}, step {st.step}"
+                save(ckpt.rank_sums(st, ctx, dev))  # every rank's running sums of the epoch, so a resume adds up the same
+            if stop:
+                where = f"interrupted by {signal.Signals(stop).name} at epoch {st.epoch + 1}, step {st.step}"
                 raise TrainingInterrupted(f"{where}; checkpoint saved in {out}; continue with --resume" if out else where,
-                                          signum=interrupted())
+                                          signum=stop)
 
         while state.epoch < tc.epochs:
             if tc.lr_schedule == "cosine":  # from the epoch alone: a resumed run continues the same curve

@@ -194,6 +194,14 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
               "sums", "is not a dict of named sums (names of at most 100 characters)")
         for name, value in sums.items():
             _number(value, f"sums[{name!r}]")
+        if "rank_sums" in saved or "rank_examples" in saved:  # every rank's sums (`checkpoint.rank_sums`)
+            world, ranks, counts = saved.get("world_size", 1), saved.get("rank_sums"), saved.get("rank_examples")
+            _need(isinstance(ranks, torch.Tensor) and ranks.dtype == torch.float32 and
+                  tuple(ranks.shape) == (world, len(sums)), "rank_sums", f"is not float32 sums [{world}, {len(sums)}]")
+            _need(bool(torch.isfinite(ranks).all()), "rank_sums", "holds NaN or Inf")
+            _need(isinstance(counts, list) and len(counts) == world and
+                  all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 2**62 for n in counts),
+                  "rank_examples", f"is not {world} counts of examples")
     except _Refusal as e:
         raise VaekitError(f"{path}: {e}; {ADVICE}") from None
 

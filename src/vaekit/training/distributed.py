@@ -99,6 +99,25 @@ def all_reduce_sum(t: Tensor, ctx: Context) -> Tensor:
     return t
 
 
+def agreed(signum: int, ctx: Context, device: torch.device) -> int:
+    """The signal any rank received (the largest; 0 for none), the same on every rank after the same step: so
+    all stop there and every rank's running sums can be gathered into one checkpoint."""
+    if not ctx.distributed:
+        return signum
+    flag = torch.tensor([signum], dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def every_rank(t: Tensor, ctx: Context) -> Tensor:
+    """[world, *t.shape]: `t` of every rank, in rank order (`t` itself, unsqueezed, in one process)."""
+    if not ctx.distributed:
+        return t.unsqueeze(0)
+    parts = [torch.empty_like(t) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.stack(parts)
+
+
 def barrier(ctx: Context) -> None:
     if ctx.distributed:
         dist.barrier()
