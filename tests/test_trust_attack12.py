@@ -185,3 +185,17 @@ def test_the_twelfth_attacks_values(tmp_path, capsys):
     for bound in (vaekit.elbo, vaekit.iwae):
         with pytest.raises(vaekit.VaekitError, match="q_z's standard deviation must be finite and > 0"):
             bound(model, torch.ones(2, 4), q_z=q, **({"k": 1} if bound is vaekit.iwae else {}))
+
+
+def test_a_csv_cell_is_held_to_the_length_a_parquet_cell_is(tmp_path):
+    """Parquet refused text cells over 1,000 characters, CSV trained on cells of 100,000."""
+    import pytest
+
+    import vaekit
+    (tmp_path / "t.csv").write_text("a,b\n" + "1,x\n" * 5 + "2," + "y" * 1001 + "\n")
+    with pytest.raises(vaekit.VaekitError) as e:
+        vaekit.read_table(tmp_path / "t.csv")
+    assert str(e.value) == (f"{tmp_path / 't.csv'}: line 7 holds a cell of 1,001 characters (column 2); vaekit reads "
+                            "numbers, booleans and labels of at most 1,000")
+    (tmp_path / "t.csv").write_text("a,b\n" + "1,x\n" * 5 + "2," + "y" * 1000 + "\n")
+    assert vaekit.read_table(tmp_path / "t.csv").codes.shape[0] == 6

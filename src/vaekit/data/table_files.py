@@ -88,6 +88,11 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
             if len(row) != len(names):
                 raise VaekitError(f"{path}: line {reader.line_num} has {len(row)} cells; the header names "
                                   f"{len(names)} columns")
+            longest = max(row, key=len)
+            if len(longest) > MAX_CELL:  # as for Parquet: a cell is a number, a boolean or a label
+                raise VaekitError(f"{path}: line {reader.line_num} holds a cell of {len(longest):,} characters (column "
+                                  f"{row.index(longest) + 1}); vaekit reads numbers, booleans and labels of at most "
+                                  f"{MAX_CELL:,}")
             rows.append(row)
             lines.append(reader.line_num)
             if len(rows) % 4096 == 0:
