@@ -23,6 +23,7 @@ Recipes (each a preset; a flag given overrides it):
 
     python benchmarks/deep.py --recipe top-down --epochs 200 --eval-k 5000 --json deep.json
     python benchmarks/deep.py --speed                  # seconds per epoch, top-down against plain, one process
+    python benchmarks/deep.py --speed --profile        # and where the top-down step's time goes
     python benchmarks/deep.py --device cuda --precision bf16 --compile --cuda-graphs --arch conv   # a GPU
 
 The budget is fixed in epochs so a run repeats; BENCHMARKS.md has the times. The test NLL is importance
@@ -99,6 +100,8 @@ def speed(args) -> dict:
         train_epoch(model, opt, loss_fn, x, 128, 0, LoopState(), max_steps=args.steps, step_fn=step_fn)
         sync()
         times.setdefault(recipe, []).append((time.perf_counter() - t0) / args.steps)
+        if args.profile and recipe == other and len(times[other]) == args.repeats:  # the last step timed, profiled
+            profile_steps(model, opt, loss_fn, x, step_fn, args.steps)
     best = {r: min(t) for r, t in times.items()}
     steps = -(-59600 // 128)
     for r, t in best.items():
@@ -106,6 +109,16 @@ def speed(args) -> dict:
     print(f"a {other} epoch costs {best[other] / best[base]:.2f}× a {base} one (latent {list(cfg.model.latent_dim)}, "
           f"{torch.get_num_threads()} threads)")
     return {"seconds_per_step": best, "ratio": best[other] / best[base]}
+
+
+def profile_steps(model, opt, loss_fn, x, step_fn, steps: int) -> None:
+    """FLOPs per step and the operators that take the time, from torch's profiler over `steps` steps."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        train_epoch(model, opt, loss_fn, x, 128, 0, LoopState(), max_steps=steps, step_fn=step_fn)
+    events = prof.key_averages()
+    print(f"{sum(e.flops for e in events) / steps / 1e9:.2f} GFLOP a step (the profiled recipe)")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=8))
 
 
 def main(argv=None) -> dict:
@@ -138,6 +151,8 @@ def main(argv=None) -> dict:
     p.add_argument("--against-spectral", type=float, default=0.0, metavar="LAMBDA",
                    help="--speed: time the top-down recipe's step against the same step with --spectral-reg LAMBDA")
     p.add_argument("--spectral-reg", type=float, default=0.0, help="NVAE's spectral regularization weight (default 0)")
+    p.add_argument("--profile", action="store_true", help="--speed: also profile the second recipe's step (FLOPs, "
+                   "the operators that take the time)")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
