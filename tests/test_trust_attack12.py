@@ -1,5 +1,4 @@
-"""What the eleventh attack left (issue 27), each made for real: a Ctrl-C while the command starts, a data path that
-became a link to the same bytes, a changed file of an image folder."""
+"""What the eleventh attack left and the twelfth and thirteenth found (issue 27), each made for real."""
 
 import io
 import json
@@ -145,9 +144,11 @@ def test_the_twelfth_attacks_files(tmp_path, capsys):
     (tmp_path / "imgs").mkdir()
     for i in range(20):
         Image.fromarray(np.full((6, 6), 10 * i, np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    assert one_line(capsys, "train", "--dataset", tmp_path / "imgs", *SMALL, "--out", tmp_path / "imgs" / "R") == (
-        f"--out {tmp_path / 'imgs' / 'R'}: lies in --dataset {tmp_path / 'imgs'}, a folder of images training reads "
-        "(the run's files would become its examples); write the run elsewhere")
+    (tmp_path / "c.json").write_text(json.dumps({"data": {"dataset": str(tmp_path / "imgs")}}))
+    for given in (["--dataset", tmp_path / "imgs"], ["--config", tmp_path / "c.json"]):
+        assert one_line(capsys, "train", *given, *SMALL, "--out", tmp_path / "imgs" / "R") == (
+            f"--out {tmp_path / 'imgs' / 'R'}: lies in {tmp_path / 'imgs'}, a folder of images training reads (the "
+            "run's files would become its examples); write the run elsewhere")
     assert not (tmp_path / "imgs" / "R").exists()
 
 
@@ -199,3 +200,39 @@ def test_a_csv_cell_is_held_to_the_length_a_parquet_cell_is(tmp_path):
                             "numbers, booleans and labels of at most 1,000")
     (tmp_path / "t.csv").write_text("a,b\n" + "1,x\n" * 5 + "2," + "y" * 1000 + "\n")
     assert vaekit.read_table(tmp_path / "t.csv").codes.shape[0] == 6
+
+
+def test_the_thirteenth_attacks_faults(tmp_path, capsys):
+    """A dictionary<string> Parquet column escaped the footer's text check (28 KB took 3.9 GB); a state's integer of
+    400 digits was an OverflowError traceback; statistics within 1e-5 of the training split's trained on, other than
+    the straight run; VAE(data_dim=(1, 8, 8)), a negative data_shape and statistics given as text raised raw."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    import vaekit
+    column = pa.array([f"{i:03d}" + "A" * 100_000 for i in range(30)]).dictionary_encode()
+    pq.write_table(pa.table({"a": [1.0] * 30, "b": column}), tmp_path / "d.parquet", compression="zstd")
+    said = one_line(capsys, "train", "--dataset", tmp_path / "d.parquet", "--likelihood", "mixed", "--out", tmp_path / "D")
+    assert said.startswith(f"{tmp_path / 'd.parquet'}: column 'b' holds 3,000,") and " bytes of text for 30 rows" in said
+    run = _standardized_run(tmp_path, 1)
+    state = load_state(run)
+    torch.save({**state, "batch": 10**400}, run / "train_state.pt")
+    assert one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume").startswith(
+        f"{run / 'train_state.pt'}: batch is a whole number beyond 2**63")
+    torch.save(state, run / "train_state.pt")
+    path = run / "standardization.safetensors"
+    kept = load_file(path)
+    save_file({"shift": kept["shift"] * (1 + 5e-6), "spread": kept["spread"]}, path)
+    assert one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume").startswith(
+        f"{path}: not the statistics of this run's training split")
+    for call, message in ((lambda: vaekit.VAE(data_dim=(1, 8, 8), latent_dim=2), "VAE: data_dim must be a size"),
+                          (lambda: vaekit.VAE(data_dim=64, latent_dim=2, data_shape=(1, -8, 8)),
+                           "VAE: data_shape must be sizes of whole numbers ≥ 1"),
+                          (lambda: vaekit.load_dataset("wine", support="real", standardize=True, shift="abc",
+                                                       spread=[1] * 13), "wine: shift must be numbers")):
+        with pytest.raises(vaekit.VaekitError) as e:
+            call()
+        assert str(e.value).startswith(message)

@@ -63,10 +63,6 @@ def check_args(args) -> None:
             raise VaekitError(f"--{name} is empty; name a path")
     if args.command not in ("train", "reproduce") and getattr(args, "out", None):
         _out_reads_nothing(args)
-    data = getattr(args, "data.dataset", None)  # train's flags are the config's fields
-    if args.command == "train" and args.out and data and _is_dir(Path(data)) and _inside(args.out, data):
-        raise VaekitError(f"--out {args.out}: lies in --dataset {data}, a folder of images training reads (the run's "
-                          "files would become its examples); write the run elsewhere")
 
 
 def _out_reads_nothing(args) -> None:

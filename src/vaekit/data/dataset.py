@@ -150,7 +150,10 @@ def checked_statistics(shift: Tensor | np.ndarray | Sequence[float], spread: Ten
     divide and multiply by), or one line naming `where`."""
     stats = []
     for what, v in (("shift", shift), ("spread", spread)):
-        t = torch.as_tensor(v).detach()
+        try:
+            t = torch.as_tensor(v).detach()
+        except (TypeError, ValueError, RuntimeError):  # a string, a ragged list
+            raise VaekitError(f"{where}: {what} must be numbers, one per dimension, got {v!r:.40}") from None
         if t.is_complex() or t.dtype == torch.bool:  # complex lost its imaginary part, booleans became 0 and 1
             raise VaekitError(f"{where}: {what} is {str(t.dtype).removeprefix('torch.')}; statistics are real numbers")
         t = t.to("cpu", torch.float32).clone()

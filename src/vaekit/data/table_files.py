@@ -57,14 +57,17 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
             meta = parquet.metadata  # the cells' count, before any is decoded
             _check_cells(path, meta.num_rows, meta.num_columns)
             _check_names(path, [str(n).strip() for n in parquet.schema_arrow.names])  # as a CSV's header is checked
+            texts = set()  # text columns, dictionary-encoded ones too
             for field in parquet.schema_arrow:  # numbers, text, booleans; a date, a list or bytes is no cell vaekit
                 kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type  # reads: refused
+                if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+                    texts.add(field.name)
                 if not any(test(kind) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
                                                    pa.types.is_string, pa.types.is_large_string, pa.types.is_null)):
                     raise VaekitError(f"{path}: column {field.name!r} is of type {field.type}; vaekit reads columns of "
                                       "numbers, text or booleans (convert it, or drop it)")  # before it is decoded
             text = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-            _check_sizes(path, meta, set(text))
+            _check_sizes(path, meta, texts)
             t = pq.read_table(pa.BufferReader(data), read_dictionary=text)  # text stays encoded until measured
             _check_text(path, t)
             t = t.cast(pa.schema([pa.field(f.name, f.type.value_type) if f.name in text else f for f in t.schema]))

@@ -251,11 +251,11 @@ def check_sizes(settings: dict[str, Any]) -> None:
     """A model's sizes (data_dim, latent_dim, the hidden layers') are whole numbers ≥ 1, or one line naming the
     setting (a size of −1 ended in a torch error inside a layer's constructor); a hidden layer given as one number
     (`hidden=16`, the CLI's spelling) becomes a list of one, in `settings`. The activation is one vaekit has."""
-    for name in ("data_dim", "latent_dim", "hidden", "decoder_hidden", "layer_hidden"):
+    for name in ("data_dim", "latent_dim", "hidden", "decoder_hidden", "layer_hidden", "data_shape"):
         value = settings.get(name)
         sizes = [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
         if any(isinstance(v, bool) or not hasattr(v, "__index__") or v < 1 for v in sizes) or (
-                name in ("data_dim", "latent_dim") and not sizes):
+                name in ("data_dim", "latent_dim") and not sizes) or (name == "data_dim" and len(sizes) > 1):
             raise VaekitError(f"VAE: {name} must be {'a size' if name == 'data_dim' else 'sizes'} of whole numbers ≥ 1, "
                               f"got {value!r:.80}")
         if len(sizes) > MAX_LAYERS:  # 100,000 layers of 8 pass the weight bound, and took 7 GB and minutes a step

@@ -74,8 +74,7 @@ def resumed_data(cfg: Config, out: Path, ctx: Context = SINGLE) -> Dataset:
     if path.exists() or path.is_symlink():
         dataset = load_data(cfg, out)  # the data (their digest checked) standardized by the saved statistics
         shift, spread = standardization(dataset.split("train"), dataset.scale)
-        if not (bool(((dataset.shift - shift).abs() <= 1e-5 * spread).all())
-                and bool(((dataset.spread / spread - 1).abs() <= 1e-5).all())):  # a vaekit's rounding may differ
+        if not (torch.equal(dataset.shift, shift) and torch.equal(dataset.spread, spread)):  # the same numbers
             raise VaekitError(f"{path}: not the statistics of this run's training split (it would go on training on "
                               "data scaled otherwise); restore it, or delete it and --resume computes it again")
         return dataset

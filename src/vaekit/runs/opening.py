@@ -79,6 +79,10 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     caller says resume and out (`vaekit.fit`'s errors name its keywords, not the CLI's flags)."""
     resume_word, out_word = words
     out = Path(out) if out is not None else None
+    data = Path(cfg.data.dataset) if cfg.data.dataset not in DATASETS and cfg.data.dataset != IN_MEMORY else None
+    if out is not None and data is not None and data.is_dir() and out.resolve().is_relative_to(data.resolve()):
+        raise VaekitError(f"{out_word} {out}: lies in {data}, a folder of images training reads (the run's files would "
+                          "become its examples); write the run elsewhere")
     if ctx.distributed and out is not None and (out / ckpt.CONFIG).exists():
         resume = True  # an elastic restart continues where the job stopped
     if not resume:

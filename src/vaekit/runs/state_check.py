@@ -55,6 +55,7 @@ def _number(value: Any, field: str, low: float | None = None, high: float | None
         _need(value.numel() == 1, field, f"is a tensor of shape {list(value.shape)}, expected one number")
         value = value.item()
     _need(isinstance(value, Real) and not isinstance(value, bool), field, f"is a {type(value).__name__}, not a number")
+    _need(not isinstance(value, int) or abs(value) <= 2**63, field, "is a whole number beyond 2**63")  # 10**400: no float
     _need(math.isfinite(value), field, f"is {value}")
     _need(not integer or float(value).is_integer(), field, f"is {value}, not a whole number")
     _need(low is None or value >= low, field, f"is {value}, below {low}")
