@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ..errors import VaekitError
 from ..files import read_capped
+from .parquet_pages import Malformed, page_sizes
 from .tables import KINDS, Schema, encode, infer, override
 
 MAX_TABLE_BYTES = 1 << 30  # a table is read whole (then kept as float32 codes): larger files are refused unread
@@ -67,7 +68,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
                     raise VaekitError(f"{path}: column {field.name!r} is of type {field.type}; vaekit reads columns of "
                                       "numbers, text or booleans (convert it, or drop it)")  # before it is decoded
             text = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-            _check_sizes(path, meta, texts)
+            _check_sizes(path, meta, texts, data)
             t = pq.read_table(pa.BufferReader(data), read_dictionary=text)  # text stays encoded until measured
             _check_text(path, t)
             t = t.cast(pa.schema([pa.field(f.name, f.type.value_type) if f.name in text else f for f in t.schema]))
@@ -134,19 +135,26 @@ def _check_text(path: Path, t: Any) -> None:
                           "reads from a table; split it, or keep the columns the model needs")
 
 
-def _check_sizes(path: Path, meta: Any, text: set[str]) -> None:
-    """A Parquet file's decompressed size from its footer, before a page is read: at most MAX_TABLE_BYTES in all,
-    and no text column chunk larger than its rows' cells of MAX_CELL characters could be (4 bytes a character and
-    4 of length each; distinct values are all decoded at once: 56 KB of 30 long values took 7 GB)."""
+def _check_sizes(path: Path, meta: Any, text: set[str], data: bytes) -> None:
+    """A Parquet file's decompressed size, from its footer and its pages' headers (what pyarrow allocates by), before
+    a page is decoded: at most MAX_TABLE_BYTES in all, and no text column chunk larger than its rows' cells of
+    MAX_CELL characters could be (4 bytes a character and 4 of length each; distinct values are all decoded at once:
+    56 KB of 30 long values took 7 GB)."""
     total = 0
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         for c in range(group.num_columns):
             chunk = group.column(c)
-            total += chunk.total_uncompressed_size
+            start = chunk.dictionary_page_offset if chunk.has_dictionary_page and chunk.dictionary_page_offset else \
+                chunk.data_page_offset
+            try:  # the footer's own total is the writer's word: the pages' headers are what is allocated
+                size = max(chunk.total_uncompressed_size, sum(page_sizes(data, start, chunk.total_compressed_size)))
+            except Malformed as e:
+                raise VaekitError(f"{path}: cannot read as Parquet (column chunk {g}.{c}: {e})") from None
+            total += size
             name = chunk.path_in_schema
-            if name in text and chunk.total_uncompressed_size > group.num_rows * (4 * MAX_CELL + 8) + (1 << 16):
-                raise VaekitError(f"{path}: column {name[:100]!r} holds {chunk.total_uncompressed_size:,} bytes of text "
+            if name in text and size > group.num_rows * (4 * MAX_CELL + 8) + (1 << 16):
+                raise VaekitError(f"{path}: column {name[:100]!r} holds {size:,} bytes of text "
                                   f"for {group.num_rows:,} rows; vaekit reads numbers, booleans and labels of at most "
                                   f"{MAX_CELL:,} characters")
     if total > MAX_TABLE_BYTES:
@@ -225,8 +233,9 @@ def read_table(path: str | Path, schema: Schema | None = None, overrides: Mappin
     try:
         return _read_table(path, schema, overrides)
     except MemoryError:
-        raise VaekitError(f"{path}: reading the table needs more memory than this machine has left; split it, "
-                          "or keep the columns the model needs") from None
+        pass  # raised below, outside this block: the MemoryError's frames (the rows read so far) are freed first
+    raise VaekitError(f"{path}: reading the table needs more memory than this machine has left; split it, or keep the "
+                      "columns the model needs")
 
 
 def _read_table(path: Path, schema: Schema | None, overrides: Mapping[str, Any] | None) -> Table:
