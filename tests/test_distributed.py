@@ -177,3 +177,33 @@ def test_two_processes_stopped_mid_epoch_resume_to_the_straight_runs_bytes(tmp_p
     run(["train", "--out", out, "--epochs", "3", "--resume"], nproc=2)
     for name in ("model.safetensors", "train_state.pt", "metrics.jsonl", "config.json"):
         assert (out / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+
+
+def test_a_state_whose_rank_sums_are_not_its_own_is_refused(tmp_path):
+    """A crafted train_state.pt's rank_sums (every rank's running sums) were taken as they came: rank 0's row must
+    be the state's own sums, and every field has its type and shape."""
+    import signal
+    import time
+
+    args = ["--dataset", "digits", "--latent-dim", "2", "--hidden", "16", "--epochs", "3", "--batch-size", "8",
+            "--seed", "5", "--checkpoint-every", "7"]
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             "-m", "vaekit", "--quiet", "train", *args, "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    while not (out / "train_state.pt").exists() and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["batch"] > 0 and "rank_sums" in state  # a checkpoint inside an epoch
+    for change, said in ((lambda s: s["rank_sums"].mul_(2), "rank_sums does not hold rank 0's sums"),
+                         (lambda s: s.update(rank_sums=s["rank_sums"].double()), "rank_sums is not float32 sums [2, "),
+                         (lambda s: s.update(rank_examples=[1, 2, 3]), "rank_examples is not 2 counts of examples"),
+                         (lambda s: s.pop("rank_examples"), "rank_examples is not 2 counts of examples")):
+        edited = {**state, "rank_sums": state["rank_sums"].clone()}
+        change(edited)
+        torch.save(edited, out / "train_state.pt")
+        proc = run(["train", "--out", out, "--epochs", "3", "--resume"], nproc=2, check=False)
+        assert proc.returncode != 0 and f"{out / 'train_state.pt'}: {said}" in proc.stderr, proc.stderr[-1500:]

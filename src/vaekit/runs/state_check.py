@@ -203,6 +203,9 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
             _need(isinstance(counts, list) and len(counts) == world and
                   all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 2**62 for n in counts),
                   "rank_examples", f"is not {world} counts of examples")
+            ours = torch.tensor([float(v) for v in sums.values()], dtype=torch.float32)  # rank 0's row is `sums`
+            _need(torch.equal(ranks[0], ours) and counts[0] == saved["examples"], "rank_sums",
+                  "does not hold rank 0's sums and examples in its first row")
     except _Refusal as e:
         raise VaekitError(f"{path}: {e}; {ADVICE}") from None
 
