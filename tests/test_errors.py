@@ -273,7 +273,27 @@ ROWS = [
     ("table", "a tab-separated file", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a\tb\n1\t2\n3\t4\n")], "the header is one column holding tabs; vaekit reads comma-separated tables: write the file as CSV"),
     ("table", "a column name holding a word joiner (U+2060)", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a\u2060b,ab\n1,x\n2,y\n3,y\n4,x\n")], "holds a control character; rename it"),
     ("config", "a network of 100,000 layers", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"hidden": [8] * 100000}})], "hidden lists 100,000 layers; vaekit builds at most 1,000"),
+    ("run", "a resume whose standardization is not the training split's", lambda d: RESUME(standardized(d, shift=torch.zeros(13), spread=torch.ones(13))), "standardization.safetensors: not the statistics of this run's training split"),
+    ("run", "saved statistics in float16", lambda d: ["sample", standardized(d, shift=torch.zeros(13, dtype=torch.float16), spread=torch.ones(13, dtype=torch.float16)), "--n", "4"], "not the float32 shift and spread vaekit writes"),
+    ("run", "a compressed train_state.pt (torch.save stores)", lambda d: RESUME(deflated_state(run_dir(d))), "torch.save stores its records as they are: not a file vaekit wrote"),
+    ("run", "a train_state.pt counter of 400 digits", lambda d: RESUME(edit_state(run_dir(d), lambda s: s.update(batch=10**400))), "batch is a whole number beyond 2**63"),
+    ("flag", "--sigma beyond float32", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "3.5e38"], "[model.likelihood] sigma = 3.5e+38 is out of range (float32 holds at most 3.403e+38)"),
+    ("data", "train --out inside the image folder it trains on", lambda d: ["train", "--dataset", images(d, [(5, 5)] * 3), "--out", "{d}/imgs/run", "--epochs", "1"], "a folder of images training reads (the run's files would become its examples)"),
+    ("table", "a CSV cell of 2,000 characters", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2," + "y" * 2000 + "\n")], "line 3 holds a cell of 2,000 characters (column 2)"),
 ]
+
+
+def deflated_state(run):
+    """train_state.pt rewritten with every record DEFLATE-compressed (torch.load would inflate them first)."""
+    import io
+    import zipfile
+
+    state = (run / "train_state.pt").read_bytes()
+    with zipfile.ZipFile(run / "train_state.pt", "w", zipfile.ZIP_DEFLATED) as z, \
+            zipfile.ZipFile(io.BytesIO(state)) as original:
+        for member in original.infolist():
+            z.writestr(member.filename, original.read(member.filename))
+    return run
 
 
 def RESUME(run):
