@@ -374,8 +374,14 @@ def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None
         if not is_given or new == old:
             continue
         if not f.metadata["resumable"]:
-            raise VaekitError(f"{where}[{section}] {f.name} = {_shown(new)} differs from the run's {_shown(old)}, and it "
-                              f"cannot change on {words[0]}; train a new run into another {words[1]}")
+            what, now, was = f"[{section}] {f.name}", _shown(new), _shown(old)
+            if isinstance(new, Choice) and isinstance(old, Choice) and new.name == old.name:  # the setting inside it
+                a, b = dict(new.settings), dict(old.settings)
+                key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+                if key is not None:
+                    what, now, was = f"[{section}.{f.name}] {key}", repr(a.get(key)), repr(b.get(key))
+            raise VaekitError(f"{where}{what} = {now} differs from the run's {was}, and it cannot change on {words[0]}; "
+                              f"train a new run into another {words[1]}")
         updates[section][f.name] = new
     return Config.from_dict(merge(saved.to_dict(), updates), source="resumed config")
 
