@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+from test_errors import deflated_state
 from test_trust_attack5 import one_line
 
 from vaekit.cli import main
@@ -119,10 +120,7 @@ def test_the_twelfth_attacks_files(tmp_path, capsys):
     run = tmp_path / "R"
     assert main(["--quiet", "train", "--dataset", "digits", *SMALL[2:], "--epochs", "1", "--out", str(run)]) == 0
     state = (run / "train_state.pt").read_bytes()
-    with zipfile.ZipFile(run / "train_state.pt", "w", zipfile.ZIP_DEFLATED) as z, \
-            zipfile.ZipFile(io.BytesIO(state)) as original:
-        for member in original.infolist():
-            z.writestr(member.filename, original.read(member.filename))
+    deflated_state(run)
     said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
     assert said.startswith(f"{run / 'train_state.pt'} [") and "torch.save stores its records as they are: not a " \
         "file vaekit wrote" in said

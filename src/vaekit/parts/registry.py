@@ -280,3 +280,12 @@ class Registry:
     def help(self) -> str:
         """'name: help; name: help', for --help."""
         return "; ".join(f"{e.name}: {e.help}" if e.help else e.name for e in self._entries.values())
+
+
+def differing(section: str, name: str, old: Any, new: Any) -> tuple[str, Any, Any]:
+    """(where, old, new) for a setting whose two values differ; in a part's table (`Choice.as_dict`) the first
+    setting that differs, the part's name first: ("train", "objective", …) → ("[train.objective] beta", 1.0, 2.0)."""
+    if old == new or not (isinstance(old, dict) and isinstance(new, dict)):
+        return f"[{section}] {name}", old, new
+    key = next(k for k in sorted(set(old) | set(new), key=lambda k: (k != "name", k)) if old.get(k) != new.get(k))
+    return f"[{section}.{name}] {key}", old.get(key), new.get(key)

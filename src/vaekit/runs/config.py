@@ -38,7 +38,7 @@ from ..parts.likelihoods import LIKELIHOODS
 from ..parts.networks import ACTIVATIONS, ARCHITECTURES
 from ..parts.posteriors import POSTERIORS
 from ..parts.priors import PRIORS
-from ..parts.registry import MAX_COUNT, Choice, Declared, Registry, Setting, closest
+from ..parts.registry import MAX_COUNT, Choice, Declared, Registry, Setting, closest, differing
 from ..rng import MAX_SEED
 from .plugins import source_of
 
@@ -374,20 +374,11 @@ def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None
         if not is_given or new == old:
             continue
         if not f.metadata["resumable"]:
-            what, now, was = f"[{section}] {f.name}", _shown(new), _shown(old)
-            if isinstance(new, Choice) and isinstance(old, Choice) and new.name == old.name:  # the setting inside it
-                a, b = dict(new.settings), dict(old.settings)
-                key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
-                if key is not None:
-                    what, now, was = f"[{section}.{f.name}] {key}", repr(a.get(key)), repr(b.get(key))
-            raise VaekitError(f"{where}{what} = {now} differs from the run's {was}, and it cannot change on {words[0]}; "
-                              f"train a new run into another {words[1]}")
+            what, was, now = differing(section, f.name, _plain(old), _plain(new))  # a part: the setting inside it
+            raise VaekitError(f"{where}{what} = {now!r} differs from the run's {was!r}, and it cannot change on "
+                              f"{words[0]}; train a new run into another {words[1]}")
         updates[section][f.name] = new
     return Config.from_dict(merge(saved.to_dict(), updates), source="resumed config")
-
-
-def _shown(value: Any) -> str:
-    return str(value) if isinstance(value, Choice) else repr(value)
 
 
 def plugins_needed(cfg: Config) -> tuple[str, ...]:

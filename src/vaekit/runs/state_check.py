@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import VaekitError
+from ..parts.registry import differing
 from .config import Config, settings
 
 log = logging.getLogger(__name__)
@@ -275,10 +276,7 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
         if f.metadata["resumable"]:
             continue
         old, new = _filled(f, recorded[section].get(f.name, default[section][f.name])), now[section][f.name]
-        where = f"[{section}] {f.name}"
-        if old != new and isinstance(old, dict) and isinstance(new, dict):  # a part's table: the setting inside it
-            key = next(k for k in sorted(set(old) | set(new), key=lambda k: (k != "name", k)) if old.get(k) != new.get(k))
-            where, old, new = f"[{section}.{f.name}] {key}", old.get(key), new.get(key)
+        where, old, new = differing(section, f.name, old, new)  # a part's table: the setting inside it
         if old != new and not (section == "data" and _same_place(old, new)):
             raise VaekitError(
                 f"{config_path}: {where} = {json.dumps(new)[:200]}, but {path.name} was trained with "
