@@ -279,6 +279,7 @@ ROWS = [
     ("run", "a train_state.pt counter of 400 digits", lambda d: RESUME(edit_state(run_dir(d), lambda s: s.update(batch=10**400))), "batch is a whole number beyond 2**63"),
     ("flag", "--sigma beyond float32", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "3.5e38"], "[model.likelihood] sigma = 3.5e+38 is out of range (float32 holds at most 3.403e+38)"),
     ("data", "train --out inside the image folder it trains on", lambda d: ["train", "--dataset", images(d, [(5, 5)] * 3), "--out", "{d}/imgs/run", "--epochs", "1"], "a folder of images training reads (the run's files would become its examples)"),
+    ("flag", "--patience with no validation split", lambda d: [*TRAIN, "--val-size", "0", "--patience", "5"], "--patience 5 stops on the validation ELBO, but digits holds none out (--val-size 0)"),
     ("table", "a CSV cell of 2,000 characters", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2," + "y" * 2000 + "\n")], "line 3 holds a cell of 2,000 characters (column 2)"),
 ]
 

@@ -26,6 +26,7 @@ from ..runs.samplers import sample_quality
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import launched, resolve_device
+from ..training.stopping import best_record
 from .flags import build_config, given_settings
 from .runs import check_k, run_with_data
 
@@ -59,7 +60,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     last = result.history[-1] if result.history else {}
     if ctx.is_main and last:
         if "val/elbo" in last:
-            print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats; run directory {args.out}")
+            best = best_record(result.history) if result.config.train.patience else None  # the weights kept
+            kept = f" (epoch {best['epoch']}'s weights kept: {best['val/elbo']:.3f})" if best and best is not last else ""
+            print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats{kept}; run directory {args.out}")
             _report_latents(result)
         else:
             print(f"trained {last['epoch']} epochs: train ELBO {last['train/elbo']:.3f} nats (no validation split: "

@@ -320,10 +320,11 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
                     parts: nn.Module | None = None, ema: Any = None, world_size: int = 1, spectral: Any = None,
-                    cfg: Config | None = None, shares: dict[str, Any] | None = None) -> None:
+                    cfg: Config | None = None, shares: dict[str, Any] | None = None, weights: bool = True) -> None:
     """train_state.pt (everything to continue, weights included, the objective's own `parts`: a discriminator belongs
     to training, and the `world_size` training) first, then model.safetensors: the weights evaluation and sampling
-    use, the `ema` average where the run keeps one (`training.ema`). `shares`: every rank's sums (`rank_sums`)."""
+    use, the `ema` average where the run keeps one (`training.ema`); not with `weights` False (an early-stopping run
+    keeps its best epoch's there). `shares`: every rank's sums (`rank_sums`)."""
     settle(state)  # the steps still in flight on the device are counted first
     trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
     if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
@@ -343,8 +344,9 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
                           "skipped": state.skipped, "examples": state.examples, "oversized": state.oversized,
                           "world_size": world_size, **(shares or {})})
-    with ema.swapped() if ema is not None else contextlib.nullcontext():
-        save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+    if weights:
+        with ema.swapped() if ema is not None else contextlib.nullcontext():
+            save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 
 
 def rank_sums(state: LoopState, ctx: Context, device: torch.device) -> dict[str, Any] | None:

@@ -177,6 +177,9 @@ class TrainConfig(Slots):
     seed: int = setting(0, "seeds initialisation, the epochs' order and the training noise", at_least=0, at_most=MAX_SEED)
     init_from: str | None = setting(None, "start a new run from this run's weights, its settings the defaults (give "
                                     "what changes: a fine-tune with --objective iwae); the model must stay the same")
+    patience: int = setting(0, "stop once the validation ELBO has not improved for N epochs, not counting the KL "
+                            "warm-up's, and keep the best epoch's weights in model.safetensors (0: train every epoch; "
+                            "Tomczak & Welling: 50)", resumable=True, at_least=0)
     eval_k: int = setting(100, "default k of `vaekit evaluate` for this run", resumable=True, above=0,
                           at_most=MAX_IMPORTANCE_SAMPLES)
     checkpoint_every: int = setting(0, "also checkpoint every N steps (0: at the end of each epoch only)",

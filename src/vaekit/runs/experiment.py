@@ -33,6 +33,7 @@ from ..training.ema import EMA
 from ..training.graphs import GraphedStep
 from ..training.loop import GPU_SYNC_EVERY, Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from ..training.loss import VAEObjective
+from ..training.stopping import exhausted, is_best, outcome
 from . import checkpoint as ckpt
 from . import init_from
 from .config import Config, TrainConfig, plugins_needed
@@ -200,6 +201,9 @@ def train_model(
     """The loop of `train_run` and `fit`: train `model` (already built, seeded) on `dataset` as
     `cfg.train` says, checkpointing into `out` (checked by `open_run`) after every epoch."""
     tc = cfg.train
+    if tc.patience and not dataset.split("val").shape[0]:  # before anything is written
+        raise VaekitError(f"--patience {tc.patience} stops on the validation ELBO, but {dataset.name} holds none out "
+                          "(--val-size 0): give --val-size N, or --patience 0")
     barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
     head = getattr(getattr(model, "decoder", None), "head", None)
     if not resume and hasattr(head, "initialize"):  # a part that starts from the data: a count's rate at its mean
@@ -229,6 +233,9 @@ def train_model(
             warn_schedule_change(before, tc, state.epoch)
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
             if not (out / ckpt.WEIGHTS).exists():  # lost after the checkpoint: its state holds the weights
+                if tc.patience and history:
+                    log.warning("%s: missing; the best epoch's weights are lost, it holds epoch %d's until the "
+                                "validation ELBO improves", out / ckpt.WEIGHTS, state.epoch)
                 ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral, cfg)
     elif out is not None and ctx.is_main:
         ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
@@ -239,15 +246,18 @@ def train_model(
 
     train_x = dataset.split("train").to(device)
     validated = dataset.split("val").shape[0] > 0  # --val-size 0: no validation wanted, none computed
+    grace = float(getattr(own, "kl_warmup_epochs", 0.0))  # early stopping counts no epoch of the KL warm-up
+    kept: dict[str, torch.Tensor] | None = None  # an early-stopping run's best weights so far (this process's)
     val_x = dataset.eval_split("val").to(device) if validated else None
     val_y = labels_for(cfg, dataset, "val", device) if validated else None
     if cfg.model.conditional:  # the loop gathers each batch's labels with its rows
         train_x = (train_x, labels_for(cfg, dataset, "train", device))
     dev = torch.device(device)
 
-    def save(shares: dict[str, Any] | None = None) -> None:
+    def save(shares: dict[str, Any] | None = None, weights: bool = True) -> None:
         if out is not None and ctx.is_main:
-            ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral, cfg, shares)
+            ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral, cfg, shares,
+                                 weights)
 
     with _stop_on_signals() as interrupted:
 
@@ -258,13 +268,13 @@ def train_model(
                 stop = agreed(stop, ctx, dev) if dev.type == "cpu" or taken % GPU_SYNC_EVERY == 0 else 0
             if stop or (tc.checkpoint_every and taken % tc.checkpoint_every == 0):
                 settle(st)  # on every rank, so a non-finite batch stops all of them at the same step
-                save(ckpt.rank_sums(st, ctx, dev))  # every rank's running sums of the epoch, so a resume adds up the same
+                save(ckpt.rank_sums(st, ctx, dev), weights=not tc.patience)  # and every rank's running sums
             if stop:
                 where = f"interrupted by {signal.Signals(stop).name} at epoch {st.epoch + 1}, step {st.step}"
                 raise TrainingInterrupted(f"{where}; checkpoint saved in {out}; continue with --resume" if out else where,
                                           signum=stop)
 
-        while state.epoch < tc.epochs:
+        while state.epoch < tc.epochs and not exhausted(history, tc.patience, grace):
             if tc.lr_schedule == "cosine":  # from the epoch alone: a resumed run continues the same curve
                 set_lr(optimizer, tc.lr * 0.5 * (1 + math.cos(math.pi * state.epoch / tc.epochs)))
             t0 = time.perf_counter()
@@ -286,12 +296,23 @@ def train_model(
                 log.info("epoch %d/%d  train %s  %s  %.2fs", state.epoch, tc.epochs, train_text, val_text, seconds)
                 if out is not None:  # metrics first: a resume drops lines past its checkpoint
                     append_metrics(out, record)
-            save()  # before the epoch's side channels (a tracker, TensorBoard): a slow one never delays it
+            best = bool(tc.patience) and is_best(history)  # with --patience, model.safetensors keeps the best epoch
+            if best:
+                with averaged():
+                    kept = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            save(weights=not tc.patience or best)  # before the epoch's side channels (a tracker): never delayed
             if ctx.is_main and on_epoch is not None:
                 on_epoch(record, model, cfg)
     barrier(ctx)
     if ema is not None:  # the model handed back is the one saved: the averaged weights
         ema.load_into_module()
+    if tc.patience and history:  # and with --patience the best epoch's
+        if kept is not None:
+            model.load_state_dict(kept)
+        elif out is not None and (out / ckpt.WEIGHTS).exists():  # a resume that found no better epoch
+            ckpt.load_weights(out, model)
+        if ctx.is_main:
+            log.info("%s", outcome(history, tc.patience, grace))
     return TrainResult(model, cfg, history, dataset)
 
 
