@@ -15,7 +15,8 @@ from vaekit.errors import VaekitError
 from vaekit.evaluation.estimates import evaluate_all
 from vaekit.objectives.estimators import elbo, iwae_bound
 from vaekit.runs.checkpoint import load_run
-from vaekit.runs.experiment import load_data, to_data_units
+from vaekit.runs.experiment import load_data
+from vaekit.runs.saving import to_data_units
 
 D = torch.float64
 LOG_2PI = math.log(2 * math.pi)

@@ -33,7 +33,7 @@ def test_a_table_without_a_name_changes_the_settings_of_the_part_it_had():
         ({"train": {"epochs": "ten"}}, "epochs: expected int, got str 'ten'"),
         ({"train": {"epochs": 2.5}}, "epochs: expected int, got float"),
         ({"model": {"hidden": [10, -1]}}, "[model] hidden must be > 0, got -1"),
-        ({"model": {"likelihood": {"name": "gaussian", "sigma": 0}}}, "[model.likelihood] sigma must be > 0, got 0"),
+        ({"model": {"likelihood": {"name": "gaussian", "sigma": 0}}}, "[model.likelihood] sigma must be >= 1e-06, got 0"),
         ({"train": {"objective": {"name": "elbo", "beta": -1}}}, "[train.objective] beta must be >= 0, got -1"),
         ({"train": {"objective": {"name": "elbo", "gama": 1}}}, "objective 'elbo' has no setting 'gama'"),
         ({"train": {"objective": {"name": "capacity", "gama": 1}}}, "has no setting 'gama'; did you mean 'gamma'"),

@@ -201,7 +201,7 @@ ROWS = [
     ("config", "a non-positive batch size", lambda d: [*TRAIN, "--batch-size", "-5"], "batch_size must be > 0, got -5"),
     ("config", "a non-positive learning rate", lambda d: [*TRAIN, "--lr", "0"], "lr must be > 0, got 0.0"),
     ("config", "a non-positive k", lambda d: ["evaluate", "{d}", "--k", "0"], "--k must be > 0, got 0"),
-    ("config", "σ ≤ 0", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "-1"], "sigma must be > 0, got -1.0"),
+    ("config", "σ ≤ 0", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "-1"], "sigma must be >= 1e-06, got -1.0"),
     ("config", "β < 0", lambda d: [*TRAIN, "--beta", "-0.5"], "beta must be >= 0, got -0.5"),
     ("config", "a setting the chosen part does not read", lambda d: [*TRAIN, "--gamma", "40"], "[train.objective]: objective 'elbo' has no setting 'gamma'"),
     ("config", "a misspelt setting of a part", lambda d: [*TRAIN, "--config", write(d, "c.json", {"model": {"prior": {"name": "mog", "component": 5}}})], "prior 'mog' has no setting 'component'; did you mean 'components'?"),
@@ -279,6 +279,9 @@ ROWS = [
     ("run", "a train_state.pt counter of 400 digits", lambda d: RESUME(edit_state(run_dir(d), lambda s: s.update(batch=10**400))), "batch is a whole number beyond 2**63"),
     ("flag", "--sigma beyond float32", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "3.5e38"], "[model.likelihood] sigma = 3.5e+38 is out of range (float32 holds at most 3.403e+38)"),
     ("data", "train --out inside the image folder it trains on", lambda d: ["train", "--dataset", images(d, [(5, 5)] * 3), "--out", "{d}/imgs/run", "--epochs", "1"], "a folder of images training reads (the run's files would become its examples)"),
+    ("run", "a metrics.jsonl number of 5,000 digits (plot)", lambda d: ["plot", str(appended(run_dir(d), "metrics.jsonl", '{"epoch": 2, "train/elbo": ' + "9" * 5000 + "}")), "--out", "{d}/pics"], "metrics.jsonl: line 2 is not a metrics record (a whole number of 5,000 digits)"),
+    ("run", "sample with saved statistics of 3e38", lambda d: ["sample", standardized(d, shift=torch.full((13,), 3e38), spread=torch.full((13,), 3e38)), "--n", "4"], "shift + spread · x passes float32's range (±3.4e38)"),
+    ("flag", "--sigma 1e-30", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "1e-30"], "[model.likelihood] sigma must be >= 1e-06, got 1e-30"),
     ("flag", "--patience with no validation split", lambda d: [*TRAIN, "--val-size", "0", "--patience", "5"], "--patience 5 stops on the validation ELBO, but digits holds none out (--val-size 0)"),
     ("table", "a CSV cell of 2,000 characters", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2," + "y" * 2000 + "\n")], "line 3 holds a cell of 2,000 characters (column 2)"),
 ]

@@ -205,7 +205,7 @@ def test_save_never_writes_over_a_run(tmp_path):
     assert not (tmp_path / "live" / "config.json").exists()
     vaekit.save(my_model(), tmp_path / "saved")
     vaekit.save(my_model(), tmp_path / "saved")  # over an earlier save: allowed
-    for bad, said in ((None, "must be a torch module"), (my_model(), r"name a folder to write the model into \(got ''\)")):
+    for bad, said in ((None, "must be a VAE"), (my_model(), r"name a folder to write the model into \(got ''\)")):
         with pytest.raises(VaekitError, match=said):
             vaekit.save(bad, "" if bad is not None else tmp_path / "x")
 

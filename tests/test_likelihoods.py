@@ -102,7 +102,7 @@ def test_gaussian_heads_default_to_sigma_one_tenth():
     assert LIKELIHOODS.build("gaussian-learned-per-dim", data_dim=4).log_sigma.shape == (4,)  # one per dimension
     assert float(LearnedGaussianObservation(4).log_sigma.detach()) == 0.0  # the class itself starts at σ = 1
     for name in ("gaussian", "gaussian-learned", "gaussian-learned-per-dim"):  # σ = 0 is refused as a setting
-        with pytest.raises(VaekitError, match="must be > 0, got 0"):
+        with pytest.raises(VaekitError, match="must be >= 1e-06, got 0"):
             LIKELIHOODS.build({"name": name, "sigma": 0.0}, data_dim=4)
     with pytest.raises(ValueError, match="sigma must be > 0, got 0.0"):  # and by the class itself
         GaussianObservation(0.0)

@@ -38,18 +38,23 @@ def test_a_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
 
 def test_a_data_path_that_became_a_link_to_the_same_bytes_resumes(tmp_path, capsys):
     """The data file moved and a link to it left in its place: the resume blamed a config.json edit nobody made
-    (paths are recorded resolved); the same bytes resume, other bytes behind the link are the digest's refusal."""
+    (paths were recorded resolved); the same bytes resume, other bytes behind the link are the digest's refusal. The
+    thirteenth attack: the resume then recorded the link's target; the path stays as the user gave it, so every file
+    is the straight run's."""
     data, run = tmp_path / "d.npy", tmp_path / "R"
     np.save(data, np.random.default_rng(0).random((200, 4), dtype=np.float32))
+    assert main(["--quiet", "train", "--dataset", str(data), *SMALL, "--epochs", "2", "--out", str(tmp_path / "S")]) == 0
     assert main(["--quiet", "train", "--dataset", str(data), *SMALL, "--epochs", "1", "--out", str(run)]) == 0
     data.rename(tmp_path / "moved.npy")
     data.symlink_to(tmp_path / "moved.npy")
     assert main(["--quiet", "train", "--out", str(run), "--epochs", "2", "--resume"]) == 0
-    assert load_state(run)["epoch"] == 2 and json.loads((run / "config.json").read_text())["data"]["dataset"] == str(
-        tmp_path / "moved.npy")  # the path it resolves to, from now on
+    assert load_state(run)["epoch"] == 2 and json.loads((run / "config.json").read_text())["data"]["dataset"] == str(data)
+    for name in ("config.json", "model.safetensors", "metrics.jsonl"):
+        assert (run / name).read_bytes() == (tmp_path / "S" / name).read_bytes(), name
+    assert load_state(run)["config"] == load_state(tmp_path / "S")["config"]
     np.save(tmp_path / "moved.npy", np.random.default_rng(1).random((200, 4), dtype=np.float32))
     said = one_line(capsys, "train", "--out", run, "--epochs", 3, "--resume")
-    assert said.startswith(f"{tmp_path / 'moved.npy'}: not the data this run was trained on (its sha256 differs")
+    assert said.startswith(f"{data}: not the data this run was trained on (its sha256 differs")
 
 
 def test_a_changed_image_folder_says_what_changed_in_it(tmp_path, capsys):
@@ -278,3 +283,63 @@ def test_a_parquet_footer_that_lies_about_its_sizes_is_held_to_its_pages(tmp_pat
         said = one_line(capsys, "train", "--dataset", path, "--likelihood", "mixed", "--out", tmp_path / "R")
         assert said.startswith(f"{path}: column 'b' holds 2,000,") and said.endswith(
             " bytes of text for 20 rows; vaekit reads numbers, booleans and labels of at most 1,000 characters")
+
+
+def test_the_thirteenth_attacks_lows(tmp_path, capsys, caplog):
+    """What the thirteenth attack found LOW: a categorical model past the weight bound (its 256 outputs a value were
+    not counted: a raw out-of-memory), a Config built in Python unchecked (epochs −1 trained), API arguments taken as
+    they came, a metric of 5,000 digits (Python's own advice), statistics of 3e38 (samples of Inf), odd cells in a
+    number column, and --sigma 1e-320 (the generic NaN line)."""
+    import logging
+
+    import pytest
+    import torch
+    from test_errors import standardized
+
+    import vaekit
+    from vaekit.errors import VaekitError
+
+    with pytest.raises(VaekitError, match=f"maps 8 inputs to {256 * 2**25:,} outputs"):  # a 256-way softmax a value
+        vaekit.VAE(data_dim=2**25, latent_dim=[2], hidden=[8], likelihood="categorical")
+    vaekit.VAE(data_dim=2**13, latent_dim=[2], hidden=[8], likelihood="categorical")  # 2**24 weights: built
+    with pytest.raises(VaekitError, match=r"train_run: takes a vaekit.Config, got Config.model = 5 \(a ModelConfig"):
+        vaekit.train_run(vaekit.Config(model=5))
+    with pytest.raises(VaekitError, match=r"train_run: \[train\] epochs must be > 0, got -1"):
+        vaekit.train_run(vaekit.Config(train=vaekit.TrainConfig(epochs=-1)))
+    with pytest.raises(VaekitError, match=r"data_shape \(1, 8, 7\) holds 56 values, but data_dim is 64"):
+        vaekit.VAE(data_dim=64, data_shape=(1, 8, 7), latent_dim=[2], hidden=[8])
+    for call, said in [(lambda: vaekit.save(torch.nn.Linear(2, 2), tmp_path / "s"), "the model must be a VAE"),
+                       (lambda: vaekit.Encoder("net", "diagonal"), "Encoder: net must be a torch module"),
+                       (lambda: vaekit.Decoder("net", "bernoulli"), "Decoder: net must be a torch module"),
+                       (lambda: vaekit.register_prior(5), "prior name 5: use letters"),
+                       (lambda: vaekit.load_dataset("digits", overrides=5), "overrides must be a dict"),
+                       (lambda: vaekit.load_dataset("digits", mmap="yes"), "mmap must be True or False")]:
+        with pytest.raises(VaekitError, match=said):
+            call()
+    assert not (tmp_path / "s").exists()
+    run = tmp_path / "R"
+    assert main(["--quiet", "train", "--dataset", "digits", "--latent-dim", "2", "--hidden", "8", "--epochs", "1",
+                 "--out", str(run)]) == 0
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 2, "train/elbo": ' + "9" * 5000 + "}\n")
+    assert one_line(capsys, "plot", run, "--out", tmp_path / "p") == (
+        f"{run / 'metrics.jsonl'}: line 2 is not a metrics record (a whole number of 5,000 digits)")
+    big = standardized(tmp_path, shift=torch.full((13,), 3e38), spread=torch.full((13,), 3e38))
+    said = one_line(capsys, "sample", big, "--n", "4", "--output", tmp_path / "x.npy")
+    assert said.startswith(f"{big}/standardization.safetensors: shift + spread · x passes float32's range")
+    assert not (tmp_path / "x.npy").exists()
+    rows = [f"{i},{'xyz'[i % 3]}" for i in range(30)] + ["0x1F,x", "1_000,y", "+inf,z"]
+    (tmp_path / "odd.csv").write_text("a,b\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        table = vaekit.read_table(tmp_path / "odd.csv")
+    assert table.schema.columns[0].kind == "categorical" and len(table.schema.columns[0].levels) == 33
+    assert [r.getMessage() for r in caplog.records if "numbers except" in r.getMessage()] == [
+        ("column 'a': numbers except for '+inf', '0x1F', '1_000' (3 cells), so it is read as 33 levels; leave a missing "
+        "value's cell empty and write a number as digits (or give --column-type a=categorical)")]
+    for flag, value, said in [("--sigma", "1e-320", "sigma must be >= 1e-06, got 1e-320"),
+                              ("--adam-eps", "1e-320", "adam_eps = 9.99989e-321 is out of range (float32's smallest"),
+                              ("--sigma", "1e-30", "sigma must be >= 1e-06, got 1e-30"),
+                              ("--lr", "1e-39", "lr = 1e-39 is out of range (float32's smallest normal")]:
+        got = one_line(capsys, "train", "--dataset", "wine", "--likelihood", "gaussian", flag, value, "--out",
+                       tmp_path / "W")
+        assert said in got, got

@@ -138,8 +138,10 @@ def test_a_number_column_but_for_one_word_says_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         table = read_table(tmp_path / "t.csv")
     assert table.schema.columns[0].kind == "categorical"
-    said = ("column 'age': numbers except for '-' (30 cells), so it is read as levels; if '-' means missing, leave "
-            "those cells empty")
+    levels = len(table.schema.columns[0].levels)
+    assert levels == 1 + len({18 + i % 60 for i in range(300) if i % 10})
+    said = (f"column 'age': numbers except for '-' (30 cells), so it is read as {levels} levels; leave a missing value's "
+            "cell empty and write a number as digits (or give --column-type age=categorical)")
     assert [r.getMessage() for r in caplog.records] == [said]
 
 

@@ -29,7 +29,7 @@ from .parts.distributions import MAX_TEMPERATURE, mean_of, tempered
 from .parts.hierarchical import INFERENCE, HierarchicalPrior, HVAEEncoder, LadderEncoder, TopPath
 from .parts.likelihoods import LIKELIHOODS, TableObservation
 from .parts.modules import Decoder, Encoder, Labels, Part, examples
-from .parts.networks import ARCHITECTURES, Concat, First, check_sizes, mlp
+from .parts.networks import ARCHITECTURES, Concat, First, check_layer, check_sizes, mlp
 from .parts.posteriors import POSTERIORS
 from .parts.priors import PRIORS
 from .parts.registry import closest
@@ -244,6 +244,9 @@ def compose(
     data_shape = tuple(data_shape) if data_shape else (data_dim,)
     q_head = POSTERIORS.build(posterior, latent_dim=sizes[0])
     p_head = LIKELIHOODS.build(likelihood, data_dim=data_dim, schema=columns)
+    last = (tuple(hidden)[:1] if decoder_hidden is None else tuple(decoder_hidden)[-1:]) or (sum(sizes),)
+    if ARCHITECTURES.choose(arch).name in ("mlp", "gated"):  # a dense last layer: 256 outputs a value, say
+        check_layer(last[0], p_head.out_features(data_dim), "the decoder's last layer")
     inputs = p_head.encoder_input() if hasattr(p_head, "encoder_input") else None  # how the encoder sees x
     if isinstance(p_head, TableObservation):
         p_head.refuse_composition(inference, labels is not None, PRIORS.choose(prior).name, data_dim)

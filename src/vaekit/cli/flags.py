@@ -10,7 +10,8 @@ from typing import Any
 from ..errors import VaekitError
 from ..parts.registry import Choice, Declared
 from ..runs.checkpoint import CONFIG, load_config
-from ..runs.config import SECTIONS, Config, declared, load_config_file, merge, settings, slot_registry, slots
+from ..runs.config import SECTIONS, Config, declared, merge, settings, slot_registry, slots
+from ..runs.config_files import load_config_file
 
 
 def part_flags() -> dict[str, tuple[str, str, Declared, list[str]]]:

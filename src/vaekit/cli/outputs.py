@@ -18,8 +18,9 @@ from ..parts.distributions import MAX_TEMPERATURE
 from ..pictures.figures import MAX_GRID_IMAGES, plot_images, plot_reconstructions, plot_samples
 from ..pictures.report import plot_run, write_report
 from ..runs.checkpoint import load_run
-from ..runs.experiment import labels_for, to_data_units
+from ..runs.experiment import labels_for
 from ..runs.samplers import draw_codes
+from ..runs.saving import to_data_units
 from ..training.progress import Progress
 from .runs import check_k, run_with_data
 

@@ -69,7 +69,7 @@ def load_dataset(
         raise VaekitError(f"load_dataset: name a dataset ({', '.join(DATASETS)}) or a file, got {name!r:.80}")
     name = str(name) if isinstance(name, os.PathLike) else name
     resolve_binarize(binarize, support)  # argument errors before any file is read
-    _check_arguments(split_seed, val_size, data_dir)
+    _check_arguments(split_seed, val_size, data_dir, mmap, overrides)
     _check_standardize(support, standardize, shift, spread)
     _check_scale(name, scale)
     if support != "table" and (name in TABLES or Path(name).suffix == ".parquet"):
@@ -201,7 +201,8 @@ def _check_scale(name: str, scale: float | None) -> None:
         raise VaekitError(f"scale must be a positive number, got {scale!r}")
 
 
-def _check_arguments(split_seed: object, val_size: object, data_dir: object) -> None:
+def _check_arguments(split_seed: object, val_size: object, data_dir: object, mmap: object = False,
+                     overrides: object = None) -> None:
     from ..rng import MAX_SEED
 
     def whole(v: object) -> bool:
@@ -213,6 +214,10 @@ def _check_arguments(split_seed: object, val_size: object, data_dir: object) -> 
         raise VaekitError(f"load_dataset: val_size must be a number of examples ≥ 0 (or None), got {val_size!r:.40}")
     if data_dir is not None and (not isinstance(data_dir, (str, os.PathLike)) or "\0" in str(data_dir)):
         raise VaekitError(f"load_dataset: data_dir must be a folder's path (or None), got {data_dir!r:.40}")
+    if not isinstance(mmap, (bool, np.bool_)):  # 'no' would be true
+        raise VaekitError(f"load_dataset: mmap must be True or False, got {mmap!r:.40}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise VaekitError(f"load_dataset: overrides must be a dict {{column: kind}} (or None), got {overrides!r:.40}")
 
 
 def _check_standardize(support: str, standardize: bool, shift: object, spread: object) -> None:

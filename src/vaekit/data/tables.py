@@ -213,11 +213,14 @@ def infer(name: str, cells: Sequence[Any]) -> Column:
         raise VaekitError(f"column {name!r}: {str(infinite).strip()!r:.80} is not a finite number; leave the cell empty "
                           "if the value is missing")
     if any(v is None for v in numbers) or not all(math.isfinite(v) for v in numbers):
-        words = {str(c).strip() for c, v in zip(seen, numbers) if v is None}
-        if len(words) == 1 and len({v for v in numbers if v is not None}) > 2:
-            log.warning("column %r: numbers except for %r (%d cells), so it is read as levels; if %r means missing, "
-                        "leave those cells empty", name, *words, sum(v is None for v in numbers), *words)
+        odd = [str(c).strip() for c, v in zip(seen, numbers) if v is None or not math.isfinite(v)]
         labels = sorted({_label(c) for c in seen})
+        if 2 * len(odd) <= len(seen) and len({v for v in numbers if v is not None}) > 2:  # numbers, a few cells not
+            words = sorted(set(odd))
+            log.warning("column %r: numbers except for %s (%d cells), so it is read as %d levels; leave a missing "
+                        "value's cell empty and write a number as digits (or give --column-type %s=categorical)", name,
+                        ", ".join(map(repr, words[:3])) + (f" and {len(words) - 3} more" if len(words) > 3 else ""),
+                        len(odd), len(labels), name)
         return _leveled(name, "binary" if len(labels) == 2 else "categorical", labels)
     distinct = sorted(set(numbers))
     whole = all(v.is_integer() for v in distinct)

@@ -41,6 +41,8 @@ class Encoder(nn.Module):
     def __init__(self, net: nn.Module, head: nn.Module | Part = "diagonal", inputs: nn.Module | None = None,
                  **settings: Any):
         super().__init__()
+        if not isinstance(net, nn.Module):
+            raise VaekitError(f"Encoder: net must be a torch module (nn.Sequential, …), got {type(net).__name__}")
         self.net = net
         self.head = head if isinstance(head, nn.Module) else POSTERIORS.build(head, settings)
         self.inputs = inputs  # how the net sees x where the raw values would not do (`Likelihood.encoder_input`)
@@ -58,6 +60,8 @@ class Decoder(nn.Module):
     def __init__(self, net: nn.Module, head: nn.Module | Part = "bernoulli", data_dim: int | None = None,
                  **settings: Any):
         super().__init__()
+        if not isinstance(net, nn.Module):
+            raise VaekitError(f"Decoder: net must be a torch module (nn.Sequential, …), got {type(net).__name__}")
         self.net, self.data_dim = net, data_dim
         self.head = head if isinstance(head, nn.Module) else LIKELIHOODS.build(head, settings, data_dim=data_dim)
 

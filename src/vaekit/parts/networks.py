@@ -263,6 +263,10 @@ def check_sizes(settings: dict[str, Any]) -> None:
                               f"vaekit builds at most {MAX_LAYERS:,}")
         if name.endswith("hidden") and value is not None and not isinstance(value, (list, tuple)):
             settings[name] = (int(value),)
+    shape, dim = settings.get("data_shape"), settings.get("data_dim")
+    dim = dim[0] if isinstance(dim, (list, tuple)) and dim else dim
+    if shape and dim is not None and math.prod(shape) != dim:  # else found at the first forward pass
+        raise VaekitError(f"VAE: data_shape {tuple(shape)} holds {math.prod(shape)} values, but data_dim is {dim}")
     if "activation" in settings and (not isinstance(settings["activation"], str) or
                                      settings["activation"] not in ACTIVATIONS):
         raise VaekitError(f"VAE: activation {settings['activation']!r:.40} is not one of {', '.join(sorted(ACTIVATIONS))}")
@@ -273,6 +277,15 @@ def check_sizes(settings: dict[str, Any]) -> None:
                           if settings.get(n) is not None)
         raise VaekitError(f"VAE: {sizes} make ≈ {weights:.3g} weights ({4 * weights / 2**30:,.0f} GiB in float32), more "
                           f"than vaekit builds (≤ {MAX_WEIGHTS:.3g}): choose smaller sizes")
+
+
+def check_layer(n_in: int, n_out: int, what: str) -> None:
+    """One dense layer's weights within MAX_WEIGHTS (a likelihood's outputs, 256 a value for the categorical, are
+    known only once it is built), or one line."""
+    if n_in * n_out > MAX_WEIGHTS:
+        raise VaekitError(f"VAE: {what} maps {n_in:,} inputs to {n_out:,} outputs, ≈ {n_in * n_out:.3g} weights "
+                          f"({4 * n_in * n_out / 2**30:,.0f} GiB in float32), more than vaekit builds (≤ "
+                          f"{MAX_WEIGHTS:.3g}): choose smaller sizes")
 
 
 MAX_LAYERS = 1000  # layers in one network, or stochastic groups: ten times the deepest VAE published (VDVAE's ≈ 70)

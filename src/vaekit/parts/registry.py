@@ -30,6 +30,7 @@ from ..errors import VaekitError
 
 MAX_COUNT = 2**40  # sizes and counts: beyond any memory, still far from an integer overflow in torch
 FLOAT32_MAX = 3.4028234663852886e38  # a part's float setting becomes a float32 tensor: beyond this it overflows
+FLOAT32_TINY = 1.1754943508222875e-38  # and below this (a setting > 0) it is denormal or 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ class Declared:
                 raise VaekitError(f"{where} = {v} is out of range (at most {MAX_COUNT})")
             if isinstance(v, float) and s.at_most is None and abs(v) > FLOAT32_MAX:  # a part computes in float32
                 raise VaekitError(f"{where} = {v:g} is out of range (float32 holds at most {FLOAT32_MAX:.4g})")
+            if isinstance(v, float) and s.above == 0 and 0 < v < FLOAT32_TINY:  # 0 (or denormal) once in float32
+                raise VaekitError(f"{where} = {v:g} is out of range (float32's smallest normal number is "
+                                  f"{FLOAT32_TINY:.4g}; a setting that must be > 0 cannot be smaller)")
             if (s.above is not None and not v > s.above) or (s.at_least is not None and not v >= s.at_least) or \
                     (s.at_most is not None and not v <= s.at_most):
                 raise VaekitError(f"{where} must be {self.range()}, got {v!r}")
@@ -198,9 +202,10 @@ class Registry:
         the first line of the factory's docstring. Re-registering a name replaces it (a plugin
         imported twice is harmless)."""
 
+        if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise VaekitError(f"{self.kind} name {name!r:.40}: use letters, digits, '-' and '_'")
+
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
-            if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
-                raise VaekitError(f"{self.kind} name {name!r}: use letters, digits, '-' and '_'")
             line = help if help is not None else (inspect.getdoc(f) or "").split("\n")[0]
             settings, wiring = declared_settings(f)
             self._entries[name] = Entry(name, f, line, getattr(f, "__module__", "") or "", settings, wiring)

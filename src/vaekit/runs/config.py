@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..data.tables import KINDS, Schema
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
-from ..files import read_capped
 from ..objectives import OBJECTIVES
 from ..parts.hierarchical import INFERENCE
 from ..parts.likelihoods import LIKELIHOODS
@@ -224,6 +221,15 @@ class Config:
         validate(cfg, source)
         return cfg
 
+    @classmethod
+    def checked(cls, cfg: Any, source: str, hint: str = "") -> Config:
+        """`cfg` held to what `from_dict` checks, by a round trip (`Config(train=TrainConfig(epochs=-1))` is not)."""
+        wrong = next((f"Config.{n} = {getattr(cfg, n)!r:.40} (a {c.__name__} is needed)" for n, c in SECTIONS.items()
+                      if not isinstance(getattr(cfg, n), c)), "") if isinstance(cfg, Config) else type(cfg).__name__
+        if wrong:
+            raise VaekitError(f"{source}: takes a vaekit.Config, got {wrong}{hint}")
+        return cls.from_dict(cfg.to_dict(), source)
+
     def replace(self, **sections: dict[str, Any]) -> Config:
         """A copy with some fields of some sections replaced: `cfg.replace(train={"epochs": 3})`; a part's
         settings by its table: `cfg.replace(train={"objective": {"name": "iwae", "k": 5}})`."""
@@ -328,38 +334,6 @@ MOVED = {
     ("train", "train_k"): ("objective", "k"), ("train", "dip_lambda_od"): ("objective", "lambda_od"),
     ("train", "dip_lambda_d"): ("objective", "lambda_d"),
 }
-
-
-def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are all different (json keeps the last of two silently; TOML refuses them)."""
-    d = dict(pairs)
-    if len(d) < len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise ValueError(f"the key {twice!r:.80} is given twice")
-    return d
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or JSON config into a dict (checked later by `Config.from_dict`)."""
-    path = Path(path)
-    try:
-        text = read_capped(path)
-    except OSError as e:
-        raise VaekitError(f"{path}: cannot read config ({e.strerror})") from None
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-
-            d = tomllib.loads(text.decode())
-        else:
-            d = json.loads(text, object_pairs_hook=_once)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} "
-                          f"({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
-    if isinstance(d, dict):
-        d.pop("versions", None)  # a run's own config.json: the versions that wrote it are not settings
-    return d
 
 
 def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "",

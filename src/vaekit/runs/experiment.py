@@ -123,14 +123,6 @@ def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = N
     return replace(cfg, data=replace(d, **absolute_paths(d)))
 
 
-def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor:
-    """Undo the run's standardization on model outputs x: [..., D] (the identity without one)."""
-    if not cfg.data.standardize:
-        return x
-    shift, spread = ckpt.load_standardization(Path(run), cfg.model.data_dim)
-    return x * spread + shift
-
-
 @dataclass
 class TrainResult:
     model: VAE
@@ -159,9 +151,7 @@ def train_run(
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
-    if not isinstance(cfg, Config):
-        raise VaekitError(f"train_run: takes a vaekit.Config, got {type(cfg).__name__}; vaekit.fit trains a model "
-                          "built in Python")
+    cfg = Config.checked(cfg, "train_run", "; vaekit.fit trains a model built in Python")
     if cfg.train.init_from:  # recorded as a path that works from any folder
         cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):

@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 
 def absolute_paths(d) -> dict[str, str]:
     """The data paths of a [data] section made absolute, so that config.json works from any folder
-    (a named dataset stays a name; the data root, when given, becomes absolute too)."""
+    (a named dataset stays a name; the data root, when given, becomes absolute too). Links are kept as given, not
+    followed: a run records the path its user named (a file that became a link stays the same path)."""
     paths = {}
     if d.dataset not in DATASETS and d.dataset != IN_MEMORY:
-        paths["dataset"] = str(Path(d.dataset).expanduser().resolve())
+        paths["dataset"] = str(Path(d.dataset).expanduser().absolute())
     if d.data_dir is not None:
-        paths["data_dir"] = str(Path(d.data_dir).expanduser().resolve())
+        paths["data_dir"] = str(Path(d.data_dir).expanduser().absolute())
     return paths
 
 

@@ -39,8 +39,9 @@ from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_reca
 from ..files import RunLock, atomic_write, check_regular, own_folder, read_capped
 from ..model import VAE
 from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run, weights_sha256
-from .experiment import load_data, point_data, to_data_units
+from .experiment import load_data, point_data
 from .fit import fit
+from .saving import to_data_units
 
 SAMPLERS = ("gmm", "two-stage")
 FOLDER = "samplers"

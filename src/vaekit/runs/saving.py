@@ -15,7 +15,18 @@ from torch import nn
 
 from ..errors import VaekitError
 from ..training.distributed import resolve_device
-from .checkpoint import CONFIG, METRICS, STATE, load_config, load_run, save_config, save_weights, writing
+from .checkpoint import (
+    CONFIG,
+    METRICS,
+    STANDARDIZATION,
+    STATE,
+    load_config,
+    load_run,
+    load_standardization,
+    save_config,
+    save_weights,
+    writing,
+)
 from .config import Config, ModelConfig, plugins_needed
 
 log = logging.getLogger(__name__)
@@ -61,8 +72,9 @@ def save(model: nn.Module, run: str | Path) -> Path:
     networks loads with `vaekit.load(run, model=the same architecture)`."""
     if not isinstance(run, (str, os.PathLike)) or not str(run).strip() or "\0" in str(run):
         raise VaekitError(f"vaekit.save: name a folder to write the model into (got {run!r:.80})")
-    if not isinstance(model, nn.Module):
-        raise VaekitError(f"vaekit.save: the model must be a torch module (a VAE), got {type(model).__name__}")
+    if not isinstance(model, nn.Module) or not all(hasattr(model, n) for n in ("posterior", "prior", "decoder")):
+        raise VaekitError(f"vaekit.save: the model must be a VAE (vaekit.VAE, or a module with posterior, prior and "
+                          f"decoder), got {type(model).__name__}")
     bad = next((name for name, t in model.state_dict().items() if t.is_floating_point() and
                 not bool(torch.isfinite(t).all())), None)
     if bad is not None:  # vaekit.load would refuse the file
@@ -111,3 +123,17 @@ def lazy_parameters(model: nn.Module) -> list[str]:
     from torch.nn.parameter import is_lazy
 
     return [n for n, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]
+
+
+def to_data_units(cfg: Config, run: str | Path, x: torch.Tensor) -> torch.Tensor:
+    """Undo the run's standardization on model outputs x: [..., D] (the identity without one); values past float32
+    (a shift or spread near 3e38 in the file) are refused, not written as Inf."""
+    if not cfg.data.standardize:
+        return x
+    shift, spread = load_standardization(Path(run), cfg.model.data_dim)
+    out = x * spread + shift
+    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(x).all()):
+        raise VaekitError(f"{Path(run) / STANDARDIZATION}: shift + spread · x passes float32's range (±3.4e38) for "
+                          f"these outputs (spread up to {float(spread.abs().max()):.3g}, shift up to "
+                          f"{float(shift.abs().max()):.3g}); not the statistics of real data: restore the file")
+    return out

@@ -43,7 +43,7 @@ class LearnedGaussianObservation(Likelihood):
 
 
 Sigma = Annotated[float, Setting("σ of the known-σ Gaussian likelihood (the initial σ where it is learned)",
-                                 above=0, flag="--sigma")]
+                                 at_least=1e-6, flag="--sigma")]  # below, 1/σ² of a float32 residual overflows
 
 
 @LIKELIHOODS.register("gaussian")
