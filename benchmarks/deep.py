@@ -56,6 +56,8 @@ def recipe_config(args, recipe: str | None = None) -> Config:
     prior = {"name": "vampprior", "components": args.components} if args.prior == "vampprior" else "standard"
     objective = {"name": "elbo", "kl_warmup_epochs": min(args.warmup, args.epochs / 4), "free_bits": args.free_bits,
                  "kl_balance": len(latent) > 1 and not ladder}
+    if getattr(args, "train_k", 0):  # the importance-weighted bound from the start (Burda et al.), DReG gradients
+        objective = {"name": "iwae", "k": args.train_k, "dreg": True}
     arch = {"name": "mlp", "norm": "batch"} if ladder else args.arch
     width = [args.width, args.width]
     model = {"latent_dim": latent, "hidden": width, "decoder_hidden": width, "activation": "relu",
@@ -151,6 +153,8 @@ def main(argv=None) -> dict:
     p.add_argument("--against-spectral", type=float, default=0.0, metavar="LAMBDA",
                    help="--speed: time the top-down recipe's step against the same step with --spectral-reg LAMBDA")
     p.add_argument("--spectral-reg", type=float, default=0.0, help="NVAE's spectral regularization weight (default 0)")
+    p.add_argument("--train-k", type=int, default=0, metavar="K",
+                   help="train on the IWAE bound of K samples (DReG) from the start instead of the ELBO (no warm-up)")
     p.add_argument("--profile", action="store_true", help="--speed: also profile the second recipe's step (FLOPs, "
                    "the operators that take the time)")
     p.add_argument("--steps", type=int, default=40)

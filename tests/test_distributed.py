@@ -207,3 +207,18 @@ def test_a_state_whose_rank_sums_are_not_its_own_is_refused(tmp_path):
         torch.save(edited, out / "train_state.pt")
         proc = run(["train", "--out", out, "--epochs", "3", "--resume"], nproc=2, check=False)
         assert proc.returncode != 0 and f"{out / 'train_state.pt'}: {said}" in proc.stderr, proc.stderr[-1500:]
+
+
+def test_two_processes_stop_early_together_and_keep_the_best_epochs_weights(tmp_path):
+    """--patience under torchrun: every rank decides from the same all-reduced validation ELBOs, so all stop after
+    the same epoch (no rank left waiting in a collective), and model.safetensors holds the best epoch's weights."""
+    from safetensors import safe_open
+
+    from vaekit.training.stopping import best_record, exhausted
+
+    run(["train", "--out", tmp_path / "r", "--batch-size", "32", "--epochs", "60", "--patience", "2", *COMMON[:-4],
+         "--lr", "0.01", "--seed", "3"], nproc=2, timeout=300)
+    history = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) < 60 and exhausted(history, 2) and not exhausted(history[:-1], 2)
+    with safe_open(str(tmp_path / "r" / "model.safetensors"), "pt") as f:
+        assert f.metadata()["epoch"] == str(best_record(history)["epoch"])
