@@ -72,6 +72,8 @@ def test_a_run_stops_after_patience_epochs_and_keeps_its_best_epochs_weights(tmp
         assert f.metadata()["epoch"] == str(best["epoch"])
     assert val_elbo_of_saved_weights(run) == best["val/elbo"]  # the same draws: these are that epoch's weights
     assert f"epoch {best['epoch']}'s weights kept: {best['val/elbo']:.3f}" in capsys.readouterr().out
+    main(["--quiet", "evaluate", str(run), "--k", "2", "--n", "20", "--json"])  # it says which epoch it evaluates
+    assert json.loads(capsys.readouterr().out)["protocol"]["weights_epoch"] == best["epoch"]
     # a resume of the stopped run trains nothing; a larger patience goes on from the last epoch, not the best
     main(["--quiet", "train", "--out", str(run), "--resume"])
     assert records(run) == history

@@ -20,7 +20,7 @@ from ..evaluation.diagnostics import amortization_gap, collapse_warning, gap_sum
 from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
-from ..runs.checkpoint import versions, weights_sha256
+from ..runs.checkpoint import versions, weights_epoch, weights_sha256
 from ..runs.experiment import labels_for, train_run
 from ..runs.samplers import sample_quality
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
@@ -176,8 +176,9 @@ def print_evaluation(m: dict[str, Any]) -> None:
         print(f"{'p(x|z) learned':<16}{format_learned(name, v)}")
     p = m["protocol"]
     drawn = f" (seed {p['binarization_seed']})" if p["binarization_seed"] is not None else ""
+    epoch = f", weights of epoch {p['weights_epoch']}" if p.get("weights_epoch") is not None else ""
     print(f"{'protocol':<16}seed {p['seed']}, binarization {p['binarization']}{drawn}, model config sha256 "
-          f"{p['model_config_sha256'][:12]}…, vaekit {p['versions']['vaekit']}, torch {p['versions']['torch']}")
+          f"{p['model_config_sha256'][:12]}…{epoch}, vaekit {p['versions']['vaekit']}, torch {p['versions']['torch']}")
 
 
 def evaluation_protocol(cfg, args: argparse.Namespace, m: dict[str, Any], device: str) -> dict[str, Any]:
@@ -192,7 +193,7 @@ def evaluation_protocol(cfg, args: argparse.Namespace, m: dict[str, Any], device
             "dataset": cfg.data.dataset, "binarization": binarization,
             "binarization_seed": {"dynamic": EVAL_BINARIZATION_SEED, "static": cfg.data.split_seed}.get(binarization),
             "model_config_sha256": hashlib.sha256(canonical.encode()).hexdigest(), "weights_sha256": weights,
-            "device": device, "versions": versions()}
+            "weights_epoch": weights_epoch(Path(args.run)), "device": device, "versions": versions()}
 
 
 def finite_or_null(value: Any) -> Any:

@@ -383,3 +383,14 @@ def weights_sha256(run: Path) -> str:
     check_regular(Path(run) / WEIGHTS, 1 << 50)  # a FIFO would block; the size does not matter here
     with open(Path(run) / WEIGHTS, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def weights_epoch(run: Path) -> int | None:
+    """The epoch model.safetensors' weights are from, as its header records (an early-stopping run's best, not its
+    last); None where it records none or not a plain count."""
+    try:
+        with safe_open(str(Path(run) / WEIGHTS), "pt") as f:
+            epoch = (f.metadata() or {}).get("epoch", "")
+    except Exception:  # noqa: BLE001 - the weights were loaded (and checked) before; this is a label
+        return None
+    return int(epoch) if epoch.isdigit() and len(epoch) < 15 else None
