@@ -214,11 +214,11 @@ def test_two_processes_stop_early_together_and_keep_the_best_epochs_weights(tmp_
     the same epoch (no rank left waiting in a collective), and model.safetensors holds the best epoch's weights."""
     from safetensors import safe_open
 
-    from vaekit.training.stopping import best_record, exhausted
+    from vaekit.training.stopping import Stopping
 
     run(["train", "--out", tmp_path / "r", "--batch-size", "32", "--epochs", "60", "--patience", "2", *COMMON[:-4],
          "--lr", "0.01", "--seed", "3"], nproc=2, timeout=300)
     history = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert len(history) < 60 and exhausted(history, 2) and not exhausted(history[:-1], 2)
+    assert len(history) < 60 and Stopping.of(history).exhausted(2) and not Stopping.of(history[:-1]).exhausted(2)
     with safe_open(str(tmp_path / "r" / "model.safetensors"), "pt") as f:
-        assert f.metadata()["epoch"] == str(best_record(history)["epoch"])
+        assert f.metadata()["epoch"] == str(Stopping.of(history).best_epoch)

@@ -282,6 +282,8 @@ ROWS = [
     ("run", "a metrics.jsonl number of 5,000 digits (plot)", lambda d: ["plot", str(appended(run_dir(d), "metrics.jsonl", '{"epoch": 2, "train/elbo": ' + "9" * 5000 + "}")), "--out", "{d}/pics"], "metrics.jsonl: line 2 is not a metrics record (a whole number of 5,000 digits)"),
     ("run", "sample with saved statistics of 3e38", lambda d: ["sample", standardized(d, shift=torch.full((13,), 3e38), spread=torch.full((13,), 3e38)), "--n", "4"], "shift + spread · x passes float32's range (±3.4e38)"),
     ("flag", "--sigma 1e-30", lambda d: [*TRAIN, "--likelihood", "gaussian", "--sigma", "1e-30"], "[model.likelihood] sigma must be >= 1e-06, got 1e-30"),
+    ("config", "an empty --dataset", lambda d: [*TRAIN, "--dataset", ""], "[data] dataset is empty; name a dataset"),
+    ("config", "a config file integer of 5,000 digits", lambda d: [*TRAIN, "--config", write_text(d, "big.json", '{"train": {"epochs": ' + "9" * 5000 + "}}")], "big.json: not valid JSON (a whole number of 5,000 digits)"),
     ("flag", "--patience with no validation split", lambda d: [*TRAIN, "--val-size", "0", "--patience", "5"], "--patience 5 stops on the validation ELBO, but digits holds none out (--val-size 0)"),
     ("table", "a CSV cell of 2,000 characters", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2," + "y" * 2000 + "\n")], "line 3 holds a cell of 2,000 characters (column 2)"),
 ]

@@ -343,3 +343,35 @@ def test_the_thirteenth_attacks_lows(tmp_path, capsys, caplog):
         got = one_line(capsys, "train", "--dataset", "wine", "--likelihood", "gaussian", flag, value, "--out",
                        tmp_path / "W")
         assert said in got, got
+
+
+def test_the_fourteenth_attacks_lows(tmp_path, capsys):
+    """VAE(data_dim=(64,)) and train_run(out=5) raised raw; a refused train left the empty folders above --out (inside
+    an image folder too); a 5,000-digit integer in a config file showed Python's advice; `--dataset ''` was read as
+    the current folder; a level cell of 23 digits was quoted as '1e+23'."""
+    import pytest
+
+    import vaekit
+    from vaekit.errors import VaekitError
+
+    assert vaekit.VAE(data_dim=(64,), latent_dim=[2], hidden=[8]).decoder.data_dim == 64
+    with pytest.raises(VaekitError, match="train_run: out must name a folder for the run"):
+        vaekit.train_run(vaekit.Config(), out=5)
+    one_line(capsys, "train", "--dataset", "digits", "--val-size", "0", "--patience", "2", "--out", tmp_path / "a/b/c/R")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "x").write_text("")
+    one_line(capsys, "train", "--dataset", "digits", "--val-size", "0", "--patience", "2", "--out", tmp_path / "keep/b/R")
+    assert sorted(p.name for p in (tmp_path / "keep").iterdir()) == ["x"]  # what was there stays
+    (tmp_path / "big.toml").write_text("[train]\nepochs = " + "9" * 5000 + "\n")
+    (tmp_path / "big.json").write_text('{"train": {"epochs": ' + "9" * 5000 + "}}")
+    assert one_line(capsys, "train", "--config", tmp_path / "big.toml", "--out", tmp_path / "R").endswith(
+        "big.toml: not valid TOML (a whole number of more than 4,300 digits)")
+    assert one_line(capsys, "train", "--config", tmp_path / "big.json", "--out", tmp_path / "R").endswith(
+        "big.json: not valid JSON (a whole number of 5,000 digits)")
+    assert "[data] dataset is empty; name a dataset" in one_line(capsys, "train", "--dataset", "", "--out", tmp_path / "E")
+    from vaekit.data.tables import Schema, encode
+
+    schema = Schema.from_plain([{"name": "c", "kind": "categorical", "levels": ["0", "1", "2"]}], "test")
+    with pytest.raises(VaekitError, match=r"t.csv: line 2, column 'c': '99999999999999999999999' is not one of its lev"):
+        encode([["99999999999999999999999"]], [2], schema, "t.csv")

@@ -269,3 +269,11 @@ class RunLock:
                 os.ftruncate(self.fd, 0)  # empty, so two runs of one seed hold the same bytes, this file included
             os.close(self.fd)  # closing releases the lock; the file stays (removing it would race)
             self.fd = None
+
+
+def json_int(text: str) -> int:
+    """A JSON integer (json.loads' parse_int), refused past 30 digits before Python converts it: its own limit's
+    message names its internals (sys.set_int_max_str_digits), and no count or seed of vaekit's is that long."""
+    if len(text.lstrip("-")) > 30:
+        raise ValueError(f"a whole number of {len(text.lstrip('-')):,} digits")
+    return int(text)

@@ -20,13 +20,13 @@ from ..evaluation.diagnostics import amortization_gap, collapse_warning, gap_sum
 from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
-from ..runs.checkpoint import versions, weights_epoch, weights_sha256
+from ..runs.checkpoint import versions, weights_sha256
 from ..runs.experiment import labels_for, train_run
 from ..runs.samplers import sample_quality
+from ..runs.weights_kept import weights_epoch
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import launched, resolve_device
-from ..training.stopping import best_record
 from .flags import build_config, given_settings
 from .runs import check_k, run_with_data
 
@@ -60,8 +60,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     last = result.history[-1] if result.history else {}
     if ctx.is_main and last:
         if "val/elbo" in last:
-            best = best_record(result.history) if result.config.train.patience else None  # the weights kept
-            kept = f" (epoch {best['epoch']}'s weights kept: {best['val/elbo']:.3f})" if best and best is not last else ""
+            epoch = result.weights_epoch if result.config.train.patience else None  # the weights kept: the best's
+            best = next((r for r in result.history if r.get("epoch") == epoch and "val/elbo" in r), None)
+            v = best["val/elbo"] if best else 0.0  # as metrics.jsonl has it (a display: the state decided)
+            value = f"{v:.3f}" if isinstance(v, (int, float)) and abs(v) < 1e12 else f"{v:.4g}"
+            kept = f" (epoch {epoch}'s weights kept: {value})" if best and best is not last else ""
             print(f"trained {last['epoch']} epochs: val ELBO {last['val/elbo']:.3f} nats{kept}; run directory {args.out}")
             _report_latents(result)
         else:

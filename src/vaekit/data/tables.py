@@ -288,7 +288,8 @@ def encode(rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema, 
                 number = _number(cell) if label not in index else None
                 if number is not None and math.isfinite(number):  # "1.0", "-0": the number a numeric level names
                     label = _label(number)
-                if label not in index:
+                if label not in index:  # the cell as written (99999999999999999999999, not 1e+23)
+                    label = cell.strip() if isinstance(cell, str) else label
                     raise VaekitError(f"{where}: {label!r:.40} is not one of its levels ({', '.join(col.levels[:8])}"
                                       f"{', …' if len(col.levels) > 8 else ''})")
                 codes[i, j] = index[label]

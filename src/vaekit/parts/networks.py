@@ -263,6 +263,8 @@ def check_sizes(settings: dict[str, Any]) -> None:
                               f"vaekit builds at most {MAX_LAYERS:,}")
         if name.endswith("hidden") and value is not None and not isinstance(value, (list, tuple)):
             settings[name] = (int(value),)
+        if name == "data_dim" and isinstance(value, (list, tuple)):  # (64,): the size it holds
+            settings[name] = int(value[0])
     shape, dim = settings.get("data_shape"), settings.get("data_dim")
     dim = dim[0] if isinstance(dim, (list, tuple)) and dim else dim
     if shape and dim is not None and math.prod(shape) != dim:  # else found at the first forward pass

@@ -30,6 +30,7 @@ from ..files import LOCK, RunLock, atomic_write, check_regular, check_zip_member
 from ..model import VAE, build_model
 from ..training.distributed import Context, every_rank
 from ..training.loop import LoopState, all_finite, lr_to_device, settle
+from ..training.stopping import Stopping
 from .config import Config
 from .history import METRICS, read_metrics, truncate_metrics
 from .migrations import migrate, raw_count_inputs
@@ -278,6 +279,7 @@ def restore(
     state.epoch, state.step, state.batch = int(saved["epoch"]), int(saved["step"]), int(saved["batch"])
     state.sums, state.skipped, state.examples = dict(saved["sums"]), int(saved["skipped"]), int(saved["examples"])
     state.oversized, state.origin = int(saved.get("oversized", 0)), str(out / STATE)
+    state.stopping = Stopping(**saved["stopping"]) if "stopping" in saved else None  # checked: `state_check`
     if "rank_sums" in saved:  # every rank's own, gathered at the checkpoint
         state.sums = dict(zip(state.sums, saved["rank_sums"][rank].unbind()))
         state.examples = int(saved["rank_examples"][rank])
@@ -293,9 +295,9 @@ def restore(
 def writing(run: Path):
     """Hold the run directory's lock while writing it (`rundir.RunLock`: a second trainer is refused,
     naming the holder), after removing temporaries a process killed mid-write left. A directory this
-    call created is removed again if nothing was written into it."""
+    call created is removed again if nothing was written into it, and the empty folders above it it made."""
     run = Path(run)
-    created = not run.exists()
+    created = [p for p in (run, *run.parents) if not p.exists() and not p.is_symlink()]  # run first, then upward
     try:
         with RunLock(run):
             for stale in remove_stale_temporaries(run, (CONFIG, WEIGHTS, STATE, METRICS, STANDARDIZATION)):
@@ -304,7 +306,9 @@ def writing(run: Path):
     except BaseException:
         if created and run.is_dir() and {p.name for p in run.iterdir()} <= {LOCK}:
             (run / LOCK).unlink(missing_ok=True)
-            run.rmdir()
+            for folder in created:  # deepest first; one that holds anything now stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         raise
 
 
@@ -321,10 +325,11 @@ def start_run(run: Path, cfg: Config, shift: torch.Tensor | None = None, spread:
 def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, state: LoopState,
                     parts: nn.Module | None = None, ema: Any = None, world_size: int = 1, spectral: Any = None,
                     cfg: Config | None = None, shares: dict[str, Any] | None = None, weights: bool = True) -> None:
-    """train_state.pt (everything to continue, weights included, the objective's own `parts`: a discriminator belongs
-    to training, and the `world_size` training) first, then model.safetensors: the weights evaluation and sampling
-    use, the `ema` average where the run keeps one (`training.ema`); not with `weights` False (an early-stopping run
-    keeps its best epoch's there). `shares`: every rank's sums (`rank_sums`)."""
+    """model.safetensors (the weights evaluation and sampling use, the `ema` average where the run keeps one; not with
+    `weights` False: an early-stopping run keeps its best epoch's there) first, then train_state.pt (everything to
+    continue, weights included, the objective's own `parts`: a discriminator belongs to training, the `world_size`
+    training, early stopping's standing): killed between the two, the state is behind the weights, and a resume
+    trains that epoch again and writes both. `shares`: every rank's sums (`rank_sums`)."""
     settle(state)  # the steps still in flight on the device are counted first
     trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
     if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
@@ -339,14 +344,20 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     if spectral is not None:  # the power iteration's vectors (`training.spectral`)
         own["spectral"] = spectral.state_dict()
     own |= {"config": recorded_config(cfg)} if cfg is not None else {}  # what config.json must say on a resume
+    own |= {"stopping": state.stopping.as_dict()} if state.stopping is not None else {}
+    if weights:
+        write_weights(out, model, state, ema)
     save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
                           "skipped": state.skipped, "examples": state.examples, "oversized": state.oversized,
                           "world_size": world_size, **(shares or {})})
-    if weights:
-        with ema.swapped() if ema is not None else contextlib.nullcontext():
-            save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+
+
+def write_weights(out: Path, model: nn.Module, state: LoopState, ema: Any = None) -> None:
+    """model.safetensors: the weights (the `ema` average where the run keeps one) labelled with the epoch and step."""
+    with ema.swapped() if ema is not None else contextlib.nullcontext():
+        save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
 
 
 def rank_sums(state: LoopState, ctx: Context, device: torch.device) -> dict[str, Any] | None:
@@ -383,14 +394,3 @@ def weights_sha256(run: Path) -> str:
     check_regular(Path(run) / WEIGHTS, 1 << 50)  # a FIFO would block; the size does not matter here
     with open(Path(run) / WEIGHTS, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def weights_epoch(run: Path) -> int | None:
-    """The epoch model.safetensors' weights are from, as its header records (an early-stopping run's best, not its
-    last); None where it records none or not a plain count."""
-    try:
-        with safe_open(str(Path(run) / WEIGHTS), "pt") as f:
-            epoch = (f.metadata() or {}).get("epoch", "")
-    except Exception:  # noqa: BLE001 - the weights were loaded (and checked) before; this is a label
-        return None
-    return int(epoch) if epoch.isdigit() and len(epoch) < 15 else None

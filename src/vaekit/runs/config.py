@@ -26,6 +26,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data import DATASETS
 from ..data.tables import KINDS, Schema
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
@@ -295,6 +296,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     """The checks that span fields (each field's own range is checked as it is read)."""
     if not cfg.model.latent_dim:
         raise VaekitError(f"{source}: [model] latent_dim needs at least one size")
+    if not cfg.data.dataset.strip():  # '' would be the current folder, read as a folder of images
+        raise VaekitError(f"{source}: [data] dataset is empty; name a dataset ({', '.join(DATASETS)}) or a file")
     if cfg.train.init_from is not None and not cfg.train.init_from.strip():  # an unset shell variable: not a new model
         raise VaekitError(f"{source}: [train] init_from is empty; name the run directory to start from (or leave it out)")
     if cfg.model.conditional and cfg.train.cuda_graphs:

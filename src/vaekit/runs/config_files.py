@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VaekitError
-from ..files import read_capped
+from ..files import json_int, read_capped
 
 
 def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -33,10 +33,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             d = tomllib.loads(text.decode())
         else:
-            d = json.loads(text, object_pairs_hook=_once)
+            d = json.loads(text, object_pairs_hook=_once, parse_int=json_int)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} "
-                          f"({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
+        why = "nested too deeply" if isinstance(e, RecursionError) else \
+            "a whole number of more than 4,300 digits" if "integer string conversion" in str(e) else e  # TOML's int()
+        raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({why})") from None
     if isinstance(d, dict):
         d.pop("versions", None)  # a run's own config.json: the versions that wrote it are not settings
     return d

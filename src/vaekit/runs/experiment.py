@@ -33,12 +33,13 @@ from ..training.ema import EMA
 from ..training.graphs import GraphedStep
 from ..training.loop import GPU_SYNC_EVERY, Guards, LoopState, StepFn, fused, make_adam, set_lr, settle, train_epoch
 from ..training.loss import VAEObjective
-from ..training.stopping import exhausted, is_best, outcome
+from ..training.stopping import Stopping, outcome
 from . import checkpoint as ckpt
 from . import init_from
 from .config import Config, TrainConfig, plugins_needed
 from .history import append_metrics
 from .opening import absolute_paths, check_same_data, open_run, with_data_digest, writing_lock
+from .weights_kept import repair
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class TrainResult:
     config: Config
     history: list[dict[str, Any]] = field(default_factory=list)
     dataset: Dataset | None = None
+    weights_epoch: int | None = None  # the epoch whose weights `model` holds (with --patience: the best's)
 
 
 def train_run(
@@ -152,6 +154,8 @@ def train_run(
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
     """
     cfg = Config.checked(cfg, "train_run", "; vaekit.fit trains a model built in Python")
+    if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip() or "\0" in str(out)):
+        raise VaekitError(f"train_run: out must name a folder for the run (or be None), got {out!r:.80}")
     if cfg.train.init_from:  # recorded as a path that works from any folder
         cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):
@@ -206,6 +210,8 @@ def train_model(
     averaged = ema.swapped if ema is not None else contextlib.nullcontext
     state = LoopState()
     history: list[dict[str, Any]] = []
+    grace = float(getattr(own, "kl_warmup_epochs", 0.0))  # early stopping counts no epoch of the KL warm-up
+    held = None  # the epoch whose weights model.safetensors holds
     steps = -(-len(shard_indices(torch.arange(dataset.split("train").shape[0]), ctx, tc.batch_size)) // tc.batch_size)
     if steps == 0:
         raise VaekitError(f"{dataset.name}: {dataset.split('train').shape[0]} training examples give no step per epoch "
@@ -222,11 +228,9 @@ def train_model(
             before = replace(ckpt.load_config(out).train, **{k: was[k] for k in ("lr_schedule", "epochs") if k in was})
             warn_schedule_change(before, tc, state.epoch)
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
-            if not (out / ckpt.WEIGHTS).exists():  # lost after the checkpoint: its state holds the weights
-                if tc.patience and history:
-                    log.warning("%s: missing; the best epoch's weights are lost, it holds epoch %d's until the "
-                                "validation ELBO improves", out / ckpt.WEIGHTS, state.epoch)
-                ckpt.save_checkpoint(out, model, optimizer, state, parts, ema, ctx.world_size, spectral, cfg)
+        state.stopping = state.stopping or Stopping.of(history, grace)  # a state of vaekit 0.4 kept none
+        if out is not None and ctx.is_main:  # lost, or behind the state: the state's weights where they belong
+            held = repair(out, state, tc.patience, lambda: ckpt.write_weights(out, model, state, ema))
     elif out is not None and ctx.is_main:
         ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
     if ctx.is_main:
@@ -236,7 +240,7 @@ def train_model(
 
     train_x = dataset.split("train").to(device)
     validated = dataset.split("val").shape[0] > 0  # --val-size 0: no validation wanted, none computed
-    grace = float(getattr(own, "kl_warmup_epochs", 0.0))  # early stopping counts no epoch of the KL warm-up
+    state.stopping = state.stopping or Stopping()
     kept: dict[str, torch.Tensor] | None = None  # an early-stopping run's best weights so far (this process's)
     val_x = dataset.eval_split("val").to(device) if validated else None
     val_y = labels_for(cfg, dataset, "val", device) if validated else None
@@ -264,7 +268,7 @@ def train_model(
                 raise TrainingInterrupted(f"{where}; checkpoint saved in {out}; continue with --resume" if out else where,
                                           signum=stop)
 
-        while state.epoch < tc.epochs and not exhausted(history, tc.patience, grace):
+        while state.epoch < tc.epochs and not state.stopping.exhausted(tc.patience):
             if tc.lr_schedule == "cosine":  # from the epoch alone: a resumed run continues the same curve
                 set_lr(optimizer, tc.lr * 0.5 * (1 + math.cos(math.pi * state.epoch / tc.epochs)))
             t0 = time.perf_counter()
@@ -286,10 +290,11 @@ def train_model(
                 log.info("epoch %d/%d  train %s  %s  %.2fs", state.epoch, tc.epochs, train_text, val_text, seconds)
                 if out is not None:  # metrics first: a resume drops lines past its checkpoint
                     append_metrics(out, record)
-            best = bool(tc.patience) and is_best(history)  # with --patience, model.safetensors keeps the best epoch
-            if best:
+            best = state.stopping.update(val.get("elbo"), state.epoch, grace)  # from the state, not metrics.jsonl
+            if best and tc.patience:  # with --patience, model.safetensors keeps the best epoch's weights
                 with averaged():
                     kept = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            held = state.epoch if not tc.patience or best else held
             save(weights=not tc.patience or best)  # before the epoch's side channels (a tracker): never delayed
             if ctx.is_main and on_epoch is not None:
                 on_epoch(record, model, cfg)
@@ -302,8 +307,8 @@ def train_model(
         elif out is not None and (out / ckpt.WEIGHTS).exists():  # a resume that found no better epoch
             ckpt.load_weights(out, model)
         if ctx.is_main:
-            log.info("%s", outcome(history, tc.patience, grace))
-    return TrainResult(model, cfg, history, dataset)
+            log.info("%s", outcome(state.stopping, tc.patience, state.epoch, held))
+    return TrainResult(model, cfg, history, dataset, held)
 
 
 def warn_schedule_change(before: TrainConfig, now: TrainConfig, epoch: int) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VaekitError
-from ..files import MAX_METRICS_BYTES, append_line, atomic_write, read_capped
+from ..files import MAX_METRICS_BYTES, append_line, atomic_write, json_int, read_capped
 from ..parts.registry import MAX_COUNT
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line, parse_int=whole)
+            record = json.loads(line, parse_int=json_int)
         except ValueError as e:
             if i == len(lines):  # no newline after it: the write never finished
                 log.warning("%s: dropping a torn last line (%d bytes)", path, len(line))
@@ -68,13 +68,6 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
         check_record(record, f"{path}: line {i}")
         records.append(record)
     return records
-
-
-def whole(text: str) -> int:
-    """A JSON integer, refused past 30 digits before Python converts it (its own limit's advice names its internals)."""
-    if len(text.lstrip("-")) > 30:
-        raise ValueError(f"a whole number of {len(text.lstrip('-')):,} digits")
-    return int(text)
 
 
 def check_record(record: dict[str, Any], where: str) -> None:

@@ -196,6 +196,8 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
               "sums", "is not a dict of named sums (names of at most 100 characters)")
         for name, value in sums.items():
             _number(value, f"sums[{name!r}]")
+        if "stopping" in saved:  # early stopping's standing (`training.stopping`)
+            _stopping(saved["stopping"], saved["epoch"])
         if "rank_sums" in saved or "rank_examples" in saved:  # every rank's sums (`checkpoint.rank_sums`)
             world, ranks, counts = saved.get("world_size", 1), saved.get("rank_sums"), saved.get("rank_examples")
             _need(isinstance(ranks, torch.Tensor) and ranks.dtype == torch.float32 and
@@ -209,6 +211,20 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
                   "does not hold rank 0's sums and examples in its first row")
     except _Refusal as e:
         raise VaekitError(f"{path}: {e}; {ADVICE}") from None
+
+
+def _stopping(value: Any, epoch: int) -> None:
+    _need(isinstance(value, dict) and set(value) == {"best", "best_epoch", "since"}, "stopping",
+          "is not early stopping's standing (best, best_epoch, since)")
+    for key in ("best_epoch", "since"):
+        _need(isinstance(value[key], int) and not isinstance(value[key], bool), f"stopping.{key}", "is not an integer")
+        _number(value[key], f"stopping.{key}", low=0, high=epoch)
+    best = value["best"]
+    _need(isinstance(best, float), "stopping.best", f"is a {type(best).__name__}, not a float")
+    if value["best_epoch"] or best != -math.inf:  # −inf with epoch 0: no finite validation ELBO yet
+        _number(best, "stopping.best", low=-1e12, high=1e12)  # nats per example: beyond, not an ELBO
+        _need(value["best_epoch"] >= 1, "stopping.best_epoch", "is 0, but stopping.best is a value")
+        _need(value["since"] <= epoch - value["best_epoch"], "stopping.since", "counts epochs before the best")
 
 
 def recorded_config(cfg: Config) -> str:

@@ -24,6 +24,7 @@ from ..errors import NonFiniteLossError, VaekitError
 from ..rng import epoch_permutation
 from .distributed import SINGLE, Context, all_reduce_sum, shard_indices
 from .progress import Progress
+from .stopping import Stopping
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class LoopState:
     examples: int = 0  # examples in those sums (a skipped non-finite batch adds none)
     skipped: int = 0  # non-finite batches skipped so far
     oversized: int = 0  # updates skipped because the gradient norm exceeded `Guards.skip` (not an error)
+    stopping: Stopping | None = None  # early stopping's standing after the epochs done (None: rebuild from the history)
     pending: _Pending | None = field(default=None, repr=False, compare=False)  # steps not yet read back
     origin: str = field(default="train_state.pt", repr=False, compare=False)  # the file `sums` were restored from
     trained_with: dict | None = field(default=None, repr=False, compare=False)  # its config's train section, as saved

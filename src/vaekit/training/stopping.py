@@ -1,64 +1,64 @@
-"""Early stopping on a validation metric, decided from the run's history alone.
+"""Early stopping on the validation ELBO.
 
 Tomczak & Welling (2018) train up to 2,000 epochs and stop once the validation loss has not improved for 50
 (`--patience 50`), the count held at zero during the KL warm-up (a β < 1 model's ELBO may dip then), and report the
-epoch with the best validation loss. Both questions here — is this epoch the best so far, and how many epochs
-since the last best — are functions of the per-epoch records (`metrics.jsonl`), which a resume restores up to its
-checkpoint: a resumed run stops where the straight run stops, with nothing more in the trainer state.
+epoch with the best validation loss. `Stopping` is where that stands after each epoch: the best validation ELBO, its
+epoch, and the epochs since. It is part of the trainer state (`train_state.pt`), updated every epoch of every run
+(so `--patience` may be turned on by a resume), and it alone decides: metrics.jsonl, a file a user may edit, only
+shows the curve. A state written before vaekit kept it is rebuilt from the history (`Stopping.of`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 MONITOR = "val/elbo"  # higher is better
 
 
-def since_best(history: Sequence[dict[str, Any]], grace: float = 0.0, key: str = MONITOR) -> int:
-    """Epochs since `key` last reached a new maximum; epochs ≤ `grace` (the KL warm-up) count zero.
-    A record without the key, or a NaN, is no improvement."""
-    best, count = -math.inf, 0
-    for record in history:
-        value = record.get(key)
-        if isinstance(value, (int, float)) and value > best:
-            best, count = float(value), 0
-        elif record.get("epoch", 0) <= grace:
-            count = 0
-        else:
-            count += 1
-    return count
+@dataclass
+class Stopping:
+    best: float = -math.inf  # the best validation ELBO so far (−inf: none finite yet)
+    best_epoch: int = 0  # the epoch it was reached in (0: none)
+    since: int = 0  # epochs since then, those within the warm-up not counted
 
-
-def is_best(history: Sequence[dict[str, Any]], key: str = MONITOR) -> bool:
-    """Whether the last record's `key` exceeds every earlier one's (the first record is the best so far)."""
-    if not history or not isinstance(history[-1].get(key), (int, float)):
+    def update(self, value: Any, epoch: int, grace: float = 0.0) -> bool:
+        """Take epoch `epoch`'s validation ELBO (None where there is none); whether it is the best so far. A NaN, an
+        infinity or a value no better than the best is no improvement; an epoch ≤ `grace` counts zero."""
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > self.best:
+            self.best, self.best_epoch, self.since = float(value), int(epoch), 0
+            return True
+        self.since = 0 if epoch <= grace else self.since + 1
         return False
-    earlier = [r[key] for r in history[:-1] if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
-    return history[-1][key] > max(earlier, default=-math.inf)
+
+    def exhausted(self, patience: int) -> bool:
+        """Whether a run with `patience` (0: never stop early) stops here."""
+        return bool(patience) and self.since >= patience
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, history: Sequence[dict[str, Any]], grace: float = 0.0, key: str = MONITOR) -> Stopping:
+        """The state after the epochs of `history` (records of metrics.jsonl), each taken in turn."""
+        stopping = cls()
+        for record in history:
+            stopping.update(record.get(key), record.get("epoch", 0), grace)
+        return stopping
 
 
-def best_record(history: Sequence[dict[str, Any]], key: str = MONITOR) -> dict[str, Any] | None:
-    """The first record holding the largest `key` (the epoch whose weights an early-stopped run keeps)."""
-    best = None
-    for record in history:
-        value = record.get(key)
-        if isinstance(value, (int, float)) and (best is None or value > best[key]):
-            best = record
-    return best
-
-
-def exhausted(history: Sequence[dict[str, Any]], patience: int, grace: float = 0.0) -> bool:
-    """Whether a run with `patience` (0: never stop early) should stop after the epochs in `history`."""
-    return bool(patience) and since_best(history, grace) >= patience
-
-
-def outcome(history: Sequence[dict[str, Any]], patience: int, grace: float = 0.0) -> str:
-    """One line on how an early-stopping run ended and which epoch's weights it keeps."""
-    best, last = best_record(history), history[-1].get("epoch", len(history))
+def outcome(stopping: Stopping, patience: int, last: int, kept: int | None) -> str:
+    """One line on how an early-stopping run ended after epoch `last`, and whose weights model.safetensors holds
+    (`kept`: their epoch, from the file's header or this process; None: unknown)."""
     how = f"stopped early at epoch {last}: no better validation ELBO in {patience} epochs" \
-        if exhausted(history, patience, grace) else f"trained {last} epochs"
-    if best is None:
-        return f"{how}; no validation ELBO was finite: the last epoch's weights are kept"
-    return f"{how}; the weights kept are epoch {best.get('epoch')}'s (validation ELBO {best[MONITOR]:.3f})"
+        if stopping.exhausted(patience) else f"trained {last} epochs"
+    if not stopping.best_epoch:
+        return f"{how}; no validation ELBO was finite: the weights kept are the last epoch's"
+    best = f"epoch {stopping.best_epoch}'s (validation ELBO {stopping.best:.3f})"
+    if kept == stopping.best_epoch:
+        return f"{how}; the weights kept are {best}"
+    held = f"epoch {kept}'s" if kept is not None else "of an unknown epoch"
+    return (f"{how}; the best were {best}, but model.safetensors holds {held} (the run trained without --patience "
+            "then, or the file was lost): they are replaced when the validation ELBO improves")
