@@ -111,7 +111,7 @@ def test_each_file_is_hashed_once_per_process(tmp_path, monkeypatch):
 
 
 def _idx(magic, dims, payload):
-    return gzip.compress(np.array([magic, *dims], ">u4").tobytes() + payload)
+    return gzip.compress(np.array([magic, *dims], ">u4").tobytes() + payload, mtime=0)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def _idx(magic, dims, payload):
         (_idx(0x801, [5], bytes(3)), "truncated IDX data"),  # header promises 5 labels, 3 present
         (_idx(0x801, [5], bytes(6)), "bytes after"),
         (_idx(0x803, [5], bytes(5)), "magic number 0x00000803"),  # images where labels are expected
-        (gzip.compress(b"\0\0"), "truncated IDX header"),
+        (gzip.compress(b"\0\0", mtime=0), "truncated IDX header"),
         (_idx(0x801, [5], bytes(5))[:-12], "corrupt or truncated gzip"),  # gzip stream cut off
         (b"not gzip at all", "corrupt or truncated gzip"),
     ],
