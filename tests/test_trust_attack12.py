@@ -24,16 +24,22 @@ def test_a_ctrl_c_while_the_command_starts_is_one_line(tmp_path):
     traceback out of an import and ended by the signal (-2); it is one line and 130, as later, at any moment."""
     rng = random.Random(0)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for i, delay in enumerate([0.3, 0.7, *(rng.uniform(0.9, 2.0) for _ in range(3))]):
-        p = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--dataset", "digits", "--epochs", "1",
-                              "--out", str(tmp_path / f"r{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env)
-        time.sleep(delay)
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=120)
-        lines = [line for line in err.splitlines() if line.startswith("vaekit:") or "Traceback" in line]
-        assert p.returncode == 130 and "Traceback" not in err and len(lines) == 1, (delay, p.returncode, err)
-        assert lines[0] in ("vaekit: interrupted while starting; nothing was written", "vaekit: interrupted")
+    # a suite run in the background of a shell inherits SIGINT ignored, and so would the children: a handler here
+    # is reset to the default by exec, as in a terminal
+    kept = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for i, delay in enumerate([0.3, 0.7, *(rng.uniform(0.9, 2.0) for _ in range(3))]):
+            p = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--dataset", "digits", "--epochs", "1",
+                                  "--out", str(tmp_path / f"r{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=env)
+            time.sleep(delay)
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=120)
+            lines = [line for line in err.splitlines() if line.startswith("vaekit:") or "Traceback" in line]
+            assert p.returncode == 130 and "Traceback" not in err and len(lines) == 1, (delay, p.returncode, err)
+            assert lines[0] in ("vaekit: interrupted while starting; nothing was written", "vaekit: interrupted")
+    finally:
+        signal.signal(signal.SIGINT, kept)
 
 
 def test_a_data_path_that_became_a_link_to_the_same_bytes_resumes(tmp_path, capsys):

@@ -272,8 +272,8 @@ class RunLock:
 
 
 def json_int(text: str) -> int:
-    """A JSON integer (json.loads' parse_int), refused past 30 digits before Python converts it: its own limit's
-    message names its internals (sys.set_int_max_str_digits), and no count or seed of vaekit's is that long."""
-    if len(text.lstrip("-")) > 30:
+    """A JSON integer (json.loads' parse_int), refused past 100 digits before Python converts it (at 4,300 its own
+    limit's message names its internals, sys.set_int_max_str_digits); shorter ones are the range checks' to refuse."""
+    if len(text.lstrip("-")) > 100:
         raise ValueError(f"a whole number of {len(text.lstrip('-')):,} digits")
     return int(text)
