@@ -211,3 +211,43 @@ def test_an_edited_metrics_file_does_not_decide_when_to_stop(tmp_path, capsys):
         capsys.readouterr()
         assert main(["--quiet", "train", "--out", str(tmp_path / "R"), "--resume", "--epochs", "61"]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_what_a_resume_finds_in_model_safetensors_is_put_right_or_said(tmp_path, capsys):
+    """The fifteenth attack: a header epoch of '²' (isdigit() takes it, int() does not) was a traceback; a stopped
+    patience run's file with no header label was taken as missing and overwritten with the last epoch's; a file one
+    epoch ahead of its state was kept by a resume that trained nothing; another run's file labelled as this one's
+    was kept. The state's weights are written wherever the state holds what the file should; else the file stays."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file, save_file
+
+    plain = [*FLAGS[:2], "--hidden", "8", "--latent-dim", "2"]
+    main(["--quiet", "train", *plain, "--epochs", "2", "--out", str(tmp_path / "S2")])
+    main(["--quiet", "train", *plain, "--epochs", "3", "--out", str(tmp_path / "S3")])
+    straight = (tmp_path / "S3" / "model.safetensors").read_bytes()
+    for label in ({"epoch": "²", "step": "1"}, {"epoch": "3", "step": "123"}):  # a label of nothing; of this run's
+        shutil.copytree(tmp_path / "S3", tmp_path / "R")
+        other = tmp_path / "R" / "model.safetensors"
+        save_file(load_file(tmp_path / "S2" / "model.safetensors"), other, metadata=label)  # other weights
+        main(["--quiet", "train", "--out", str(tmp_path / "R"), "--resume"])
+        assert other.read_bytes() == straight
+        capsys.readouterr()
+        main(["--quiet", "evaluate", str(tmp_path / "R"), "--k", "2", "--n", "10", "--json"])
+        assert json.loads(capsys.readouterr().out)["protocol"]["weights_epoch"] == 3
+        shutil.rmtree(tmp_path / "R")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # killed after epoch 3's weights, before its state
+    proc = subprocess.run([sys.executable, "-c", KILL_BEFORE_STATE, "3", "--quiet", "train", *plain, "--epochs", "3",
+                           "--out", str(tmp_path / "K")], check=False, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -9
+    main(["--quiet", "train", "--out", str(tmp_path / "K"), "--resume", "--epochs", "2"])  # trains nothing
+    assert (tmp_path / "K" / "model.safetensors").read_bytes() == (tmp_path / "S2" / "model.safetensors").read_bytes()
+    main(["--quiet", "train", *FLAGS, "--epochs", "60", "--out", str(tmp_path / "P")])  # stopped: best 18 of 20
+    kept = load_file(tmp_path / "P" / "model.safetensors")
+    save_file(kept, tmp_path / "P" / "model.safetensors")  # the best weights, their label lost
+    main(["--quiet", "train", "--out", str(tmp_path / "P"), "--resume"])
+    after = load_file(tmp_path / "P" / "model.safetensors")
+    assert all(torch.equal(after[k], v) for k, v in kept.items())  # not overwritten with the last epoch's

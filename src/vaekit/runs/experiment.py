@@ -230,7 +230,8 @@ def train_model(
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
         state.stopping = state.stopping or Stopping.of(history, grace)  # a state of vaekit 0.4 kept none
         if out is not None and ctx.is_main:  # lost, or behind the state: the state's weights where they belong
-            held = repair(out, state, tc.patience, lambda: ckpt.write_weights(out, model, state, ema))
+            held = repair(out, state, tc.patience, lambda: ckpt.write_weights(out, model, state, ema),
+                          training=state.epoch < tc.epochs and not state.stopping.exhausted(tc.patience))
     elif out is not None and ctx.is_main:
         ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
     if ctx.is_main:

@@ -11,6 +11,7 @@ where the state holds the weights it should, and otherwise says which epoch it h
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,28 +32,34 @@ def weights_epoch(run: Path, field: str = "epoch") -> int | None:
             value = (f.metadata() or {}).get(field, "")
     except Exception:  # noqa: BLE001 - a label: a missing or damaged file is said where the weights are loaded
         return None
-    return int(value) if value.isdigit() and len(value) < 19 else None
+    return int(value) if re.fullmatch(r"[0-9]{1,18}", value) else None  # not '²', which isdigit() takes
 
 
-def repair(out: Path, state: LoopState, patience: int, write: Callable[[], None]) -> int | None:
-    """After a resume restored `state`: rewrite model.safetensors with `write()` (the state's weights) where it should
-    hold them and does not; returns the epoch the file holds."""
+def repair(out: Path, state: LoopState, patience: int, write: Callable[[], None], training: bool = True) -> int | None:
+    """After a resume restored `state`: write model.safetensors again with `write()` (the state's weights) wherever the
+    state holds the weights it should hold (the same bytes where it already does); else say which epoch it holds.
+    `training`: whether epochs follow (a file ahead of its state is then rewritten by them); returns its epoch."""
     path, epoch, step = out / WEIGHTS, weights_epoch(out), weights_epoch(out, "step")
-    if epoch is not None and step is not None and (step > state.step or epoch > state.epoch):
+    present = path.exists() or path.is_symlink()
+    if training and epoch is not None and step is not None and (step > state.step or epoch > state.epoch):
         return epoch  # ahead of the state: written just before a kill; the epoch is trained again and both rewritten
     want = (state.stopping or Stopping()).best_epoch if patience else state.epoch  # patience, 0: none kept yet
-    if (epoch == want or (not want and epoch is not None)) if patience else (epoch, step) == (state.epoch, state.step):
+    exact = not patience or not want or (want == state.epoch and state.batch == 0)  # the state holds them
+    if exact:
+        if present and (epoch, step) != (state.epoch, state.step):
+            log.warning("%s: held %s, not the checkpoint's; written again from it (epoch %d, step %d)", path,
+                        f"epoch {epoch}'s weights (step {step})" if epoch is not None else "unlabelled weights",
+                        state.epoch, state.step)
+        write()
+        return state.epoch
+    if epoch == want:
         return epoch
-    exact = not patience or (want == state.epoch and state.batch == 0)  # the state holds the weights the file should
-    if not exact and epoch is not None:
-        log.warning("%s: holds epoch %d's weights, not epoch %d's, the best so far (the run trained without "
-                    "--patience then); they are replaced when the validation ELBO improves", path, epoch, want)
+    if present:  # the best epoch's weights cannot come from the state: the file stays, said as it is
+        log.warning("%s: holds %s, not epoch %d's, the best so far (a checkpoint cannot restore those); a later epoch "
+                    "that improves on it replaces them", path, f"epoch {epoch}'s weights" if epoch is not None else
+                    "weights of no recorded epoch", want)
         return epoch
-    if not exact and want:
-        log.warning("%s: missing, and the best epoch's weights (epoch %d's) with it; it holds epoch %d's until the "
-                    "validation ELBO improves", path, want, state.epoch)
-    elif epoch is not None:
-        log.warning("%s: held epoch %d's weights (step %s), not the checkpoint's; written again from it (epoch %d, "
-                    "step %d)", path, epoch, step, state.epoch, state.step)
+    log.warning("%s: missing, and the best epoch's weights (epoch %d's) with it; it holds epoch %d's until a later "
+                "epoch improves on the best", path, want, state.epoch)
     write()
     return state.epoch
