@@ -265,8 +265,7 @@ def check_sizes(settings: dict[str, Any]) -> None:
             settings[name] = (int(value),)
         if name == "data_dim" and isinstance(value, (list, tuple)):  # (64,): the size it holds
             settings[name] = int(value[0])
-    shape, dim = settings.get("data_shape"), settings.get("data_dim")
-    dim = dim[0] if isinstance(dim, (list, tuple)) and dim else dim
+    shape, dim = settings.get("data_shape"), settings.get("data_dim")  # data_dim one number by now
     if shape and dim is not None and math.prod(shape) != dim:  # else found at the first forward pass
         raise VaekitError(f"VAE: data_shape {tuple(shape)} holds {math.prod(shape)} values, but data_dim is {dim}")
     if "activation" in settings and (not isinstance(settings["activation"], str) or

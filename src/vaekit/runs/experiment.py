@@ -228,12 +228,12 @@ def train_model(
             before = replace(ckpt.load_config(out).train, **{k: was[k] for k in ("lr_schedule", "epochs") if k in was})
             warn_schedule_change(before, tc, state.epoch)
             ckpt.save_config(out, cfg)  # with what this resume changed (the epochs, say)
-        state.stopping = state.stopping or Stopping.of(history, grace)  # a state of vaekit 0.4 kept none
-        if out is not None and ctx.is_main:  # lost, or behind the state: the state's weights where they belong
-            held = repair(out, state, tc.patience, lambda: ckpt.write_weights(out, model, state, ema),
-                          training=state.epoch < tc.epochs and not state.stopping.exhausted(tc.patience))
     elif out is not None and ctx.is_main:
         ckpt.start_run(out, cfg, dataset.shift, dataset.spread)
+    state.stopping = state.stopping or Stopping.of(history, grace)  # a fresh run, or a state of vaekit 0.4: none kept
+    if resume and out is not None and ctx.is_main:  # lost, or behind the state: the state's weights where they belong
+        held = repair(out, state, tc.patience, lambda: ckpt.write_weights(out, model, state, ema),
+                      training=state.epoch < tc.epochs and not state.stopping.exhausted(tc.patience))
     if ctx.is_main:
         log.info("%s", summary(cfg, dataset, device, out))
         if ctx.distributed:
@@ -241,7 +241,6 @@ def train_model(
 
     train_x = dataset.split("train").to(device)
     validated = dataset.split("val").shape[0] > 0  # --val-size 0: no validation wanted, none computed
-    state.stopping = state.stopping or Stopping()
     kept: dict[str, torch.Tensor] | None = None  # an early-stopping run's best weights so far (this process's)
     val_x = dataset.eval_split("val").to(device) if validated else None
     val_y = labels_for(cfg, dataset, "val", device) if validated else None
