@@ -286,8 +286,10 @@ ROWS = [
     ("config", "a config file integer of 5,000 digits", lambda d: [*TRAIN, "--config", write_text(d, "big.json", '{"train": {"epochs": ' + "9" * 5000 + "}}")], "big.json: not valid JSON (a whole number of 5,000 digits)"),
     ("flag", "--patience with no validation split", lambda d: [*TRAIN, "--val-size", "0", "--patience", "5"], "--patience 5 stops on the validation ELBO, but digits holds none out (--val-size 0)"),
     ("table", "a CSV cell of 2,000 characters", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2," + "y" * 2000 + "\n")], "line 3 holds a cell of 2,000 characters (column 2)"),
+    ("run", "a config.json that is a link to a missing file", lambda d: RESUME(dangle(run_dir(d), "config.json")), "config.json: a symbolic link to gone.json, which leads to no file (gone, or links in a loop)"),
+    ("run", "metrics.jsonl nested 100,000 brackets deep", lambda d: ["plot", str(append(run_dir(d), "metrics.jsonl", "[" * 100000 + "]" * 100000 + "\n"))], "is not a metrics record (nested too deeply)"),
+    ("run", "config.json with condition_classes 10¹²", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["model"].update(condition="label", condition_classes=10**12))], "[model] condition_classes must be >= 0 and <= 100000, got 1000000000000"),
 ]
-
 
 def deflated_state(run):
     """train_state.pt rewritten with every record DEFLATE-compressed (torch.load would inflate them first)."""
@@ -345,6 +347,18 @@ def write(d, name, obj):
 def write_text(d, name, text):
     (d / name).write_text(text)
     return str(d / name)
+
+
+def dangle(run, name):
+    (run / name).unlink()
+    (run / name).symlink_to("gone.json")
+    return run
+
+
+def append(run, name, text):
+    with open(run / name, "a") as f:
+        f.write(text)
+    return run
 
 
 def unlink(run, name):

@@ -47,7 +47,7 @@ def test_a_state_whose_recorded_config_is_no_json_is_refused(tmp_path, capsys):
     state["config"] = "{not json"
     torch.save(state, run / "train_state.pt")
     said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
-    assert said == (f"{run / 'train_state.pt'}: config is not valid JSON; the file is damaged or belongs to another "
+    assert said == (f"{run / 'train_state.pt'}: config is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); the file is damaged or belongs to another "
                     "run; restore it, or delete it and model.safetensors and pass --resume to start the run again "
                     "from step 0")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
 import stat
 import tempfile
@@ -65,7 +66,9 @@ def make_dirs(path: Path) -> None:
         if path.is_symlink() and not path.exists():
             raise VaekitError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist: make that folder, "
                               "or choose another path") from None
-        raise VaekitError(f"{path}: is a file, not a folder; choose another path") from None
+        mode = path.lstat().st_mode
+        what = "a file" if stat.S_ISREG(mode) else kind_of(mode)
+        raise VaekitError(f"{path}: is {what}, not a folder; choose another path") from None
     except OSError as e:
         raise write_error(path, e) from None
 
@@ -149,6 +152,8 @@ def open_regular(path: Path, flags: int) -> int:
     a file descriptor of a regular file, or one line naming it."""
     try:
         fd = os.open(path, flags | NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except IsADirectoryError:  # a path vaekit names itself (the lock, metrics.jsonl): not the caller's to rename
+        raise VaekitError(f"{path}: not a regular file (a folder); remove it") from None
     except OSError as e:
         raise write_error(path, e) from None
     mode = os.fstat(fd).st_mode
@@ -277,3 +282,12 @@ def json_int(text: str) -> int:
     if len(text.lstrip("-")) > 100:
         raise ValueError(f"a whole number of {len(text.lstrip('-')):,} digits")
     return int(text)
+
+
+def json_loads(text: str | bytes, **kw: Any) -> Any:
+    """json.loads of a file's text, each integer through `json_int`; nesting past Python's stack (a few thousand
+    brackets) is a ValueError saying so, as malformed JSON is, not a RecursionError."""
+    try:
+        return json.loads(text, parse_int=json_int, **kw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

@@ -237,8 +237,6 @@ def compose(
     sizes = (latent_dim,) if isinstance(latent_dim, int) else tuple(latent_dim)
     labels = Labels(condition_classes) if condition == "label" else None
     c = condition_classes if labels is not None else 0
-    if labels is not None and condition_classes < 1:
-        raise VaekitError(f"a conditional VAE (condition = 'label') takes condition_classes ≥ 1, got {condition_classes}")
     if condition not in ("none", "label"):
         raise VaekitError(f"condition must be 'none' or 'label', got {condition!r}")
     data_shape = tuple(data_shape) if data_shape else (data_dim,)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TrainingInterrupted, VaekitError, quiet_start
+from ..evaluation.overflow import overflows, refused
 
 with quiet_start():  # a Ctrl-C while the commands' modules are imported: one line
     import torch
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                 f": a smaller {flags[0]}" if flags else ""
             raise VaekitError(f"out of memory ({said}); ask for less{smaller}") from None
         except ValueError as e:  # torch.distributions refusing what the weights made (a scale ≤ 0, an overflow)
-            if "Expected parameter" not in str(e):
+            if not overflows(e):
                 raise
-            said = str(e).splitlines()[0].split(" (Tensor")[0].split(" of shape")[0][:160]
+            said = refused(e)
             temperature = getattr(args, "temperature", None)
             if temperature is not None and temperature != 1.0:  # p(z) scaled so far that a layer's output overflows
                 raise VaekitError(f"the model's distributions overflow at --temperature {temperature:g} ({said}); use a "

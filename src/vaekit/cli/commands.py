@@ -18,6 +18,7 @@ from ..errors import VaekitError
 from ..evaluation.checks import evaluation_warnings
 from ..evaluation.diagnostics import amortization_gap, collapse_warning, gap_summary
 from ..evaluation.estimates import evaluate_all, latent_statistics
+from ..evaluation.overflow import blaming_rows
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
 from ..runs.checkpoint import versions, weights_sha256
@@ -124,7 +125,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if y is not None and getattr(args, "amortization_gap", False):
         raise VaekitError("--amortization-gap is not computed for a conditional VAE")
     k = args.k or cfg.train.eval_k
-    with launched(device) as ctx:  # under torchrun, ranks share the batches and all-reduce exact sums
+    where = getattr(args, "dataset", None) or cfg.data.dataset
+    with launched(device) as ctx, blaming_rows(model, x if y is None else x[:0], lambda i: f"{where}: example {i} of "
+                                               f"the {args.split} split"):  # ranks share the batches, sums exact
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,
                                progress=not args.quiet, y=y)
     metrics["split"], metrics["split_size"] = args.split, total

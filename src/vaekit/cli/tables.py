@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from ..data.table_files import read_table
 from ..data.tables import LEVELED, is_missing
 from ..errors import VaekitError
+from ..evaluation.overflow import blaming_rows
 from ..evaluation.tables import impute, score
 from ..files import atomic_write
 from ..runs.checkpoint import load_run
@@ -21,6 +23,8 @@ from ..runs.experiment import load_data, point_data
 
 K_HELP = "importance samples per row (default: 1000)"
 SPLIT_NAMES = {"val": "validation split", "train": "training split (the run has no validation split)"}
+
+log = logging.getLogger(__name__)
 
 
 def add_table_commands(sub) -> None:
@@ -82,7 +86,8 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 def cmd_impute(args: argparse.Namespace) -> Path:
     """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
     _, model, schema, table = _open(args)
-    result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
+    with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}"):
+        result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
     names, cells = table.names, table.cells  # as read: observed cells go back untouched
     order = [names.index(n) for n in schema.names]
 
@@ -122,6 +127,12 @@ def cmd_score(args: argparse.Namespace) -> Path:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
     cfg, model, schema, table = _open(args)
     s = score(model, table.codes, k=args.k, seed=args.seed)
+    far = [table.lines[i] for i in torch.isinf(s.score).nonzero()[:, 0].tolist()]
+    if far:
+        log.warning("%s: line%s %s: the model's distributions overflow on %s (values far outside the data the run "
+                    "was trained on): scored inf, above every other row", args.data, "s" if len(far) > 1 else "",
+                    ", ".join(map(str, far[:10])) + (f" and {len(far) - 10:,} more" if len(far) > 10 else ""),
+                    "them" if len(far) > 1 else "it")
     data = load_data(point_data(cfg, data_dir=args.data_dir), args.run)
     usual_split = "val" if "val" in data.present_splits() else "train"  # val_size 0: the training rows instead
     usual = score(model, data.eval_split(usual_split), k=args.k, seed=args.seed)
@@ -141,6 +152,9 @@ def cmd_score(args: argparse.Namespace) -> Path:
     for i in ranked[:5].tolist():
         if bool(torch.isnan(table.codes[i]).all()):
             print(f"  line {table.lines[i]}: 0 nats: no cell of it is observed")
+            continue
+        if math.isinf(float(s.score[i])):
+            print(f"  line {table.lines[i]}: inf: the model's distributions overflow on it")
             continue
         excess = s.columns[i] - median
         top = int(excess.argmax())

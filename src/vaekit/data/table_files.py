@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ import numpy as np
 from torch import Tensor
 
 from ..errors import VaekitError
-from ..files import read_capped
+from ..files import json_loads, read_capped
 from .parquet_pages import Malformed, page_sizes
 from .tables import KINDS, Schema, encode, infer, override
 
@@ -201,7 +200,7 @@ def load_overrides(schema_file: str | None, column_types: Sequence[str]) -> dict
     if schema_file:
         path = Path(schema_file)
         try:
-            given = json.loads(read_capped(path, MAX_SCHEMA_BYTES).decode("utf-8"))
+            given = json_loads(read_capped(path, MAX_SCHEMA_BYTES).decode("utf-8"))
         except OSError as e:
             raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
         except (ValueError, UnicodeDecodeError) as e:

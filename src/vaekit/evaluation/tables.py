@@ -26,6 +26,7 @@ from ..errors import VaekitError
 from ..objectives.estimators import check_data, log_weights
 from ..rng import forked_rng
 from .estimates import MAX_IMPORTANCE_SAMPLES, delta_method_variance, eval_mode, whole_number
+from .overflow import overflowing_rows, overflows
 
 
 @dataclass
@@ -147,7 +148,9 @@ def impute(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, draws: i
 @torch.no_grad()
 def score(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, seed: int = 0, batch_size: int = 256) -> Scores:
     """Anomaly scores of the rows of x [N, C] (module doc): −log p(x_obs) with its Monte Carlo error and each
-    column's part; x_obs: the cells not NaN (and True in `mask` where given). Seeded."""
+    column's part; x_obs: the cells not NaN (and True in `mask` where given). Seeded. A row on which the model's
+    distributions overflow (`overflow`: values far outside the training data), or whose log-density is NaN (inf − inf
+    on such values), scores +inf, its parts NaN."""
     _table_head(model)
     x, _ = _codes(model, x, k, seed, batch_size)
     check_data(model, x)
@@ -159,16 +162,36 @@ def score(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, seed: int
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
-            z, lw, w = _draws(model, xb, k)
-            log_p = torch.logsumexp(lw, 0) - math.log(k)
-            ess = torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0))
-            parts = -(w[..., None] * model.p_x_given_z(z).column_log_prob(xb).double()).sum(0)
-            mc = delta_method_variance(ess, k).sqrt()
-            unseen = torch.isnan(xb).all(1)  # no cell observed: log p(x_obs) = log ∫ p(z) dz = 0 exactly, no noise
-            log_p, mc, parts = log_p.masked_fill(unseen, 0.0), mc.masked_fill(unseen, 0.0), parts.masked_fill(
-                unseen[:, None], 0.0)
-            out.append((-log_p, mc, ess, parts))
+            try:
+                out.append(_scores(model, xb, k))
+            except ValueError as e:  # a row far outside the training data: scored +inf, the others as usual
+                far = overflowing_rows(model, xb) if overflows(e) else []
+                if not far:
+                    raise
+                kept = torch.ones(len(xb), dtype=torch.bool, device=xb.device)
+                kept[far] = False
+                n, f64 = len(xb), torch.float64
+                whole = (torch.full((n,), torch.inf, dtype=f64), torch.full((n,), torch.nan, dtype=f64),
+                         torch.zeros(n, dtype=f64), torch.full((n, xb.shape[1]), torch.nan, dtype=f64))
+                for mine, got in zip(whole, _scores(model, xb[kept], k) if kept.any() else ()):
+                    mine[kept] = got.to(f64)
+                out.append(whole)
     return Scores(*(torch.cat(t) for t in zip(*out)))
+
+
+def _scores(model, xb: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """score, its Monte Carlo error, ESS [B] and each column's part [B, C] of the rows xb."""
+    z, lw, w = _draws(model, xb, k)
+    log_p = torch.logsumexp(lw, 0) - math.log(k)
+    ess = torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0))
+    parts = -(w[..., None] * model.p_x_given_z(z).column_log_prob(xb).double()).sum(0)
+    mc = delta_method_variance(ess, k).sqrt()
+    unseen = torch.isnan(xb).all(1)  # no cell observed: log p(x_obs) = log ∫ p(z) dz = 0 exactly, no noise
+    log_p, mc, parts = log_p.masked_fill(unseen, 0.0), mc.masked_fill(unseen, 0.0), parts.masked_fill(
+        unseen[:, None], 0.0)
+    lost = log_p.isnan()  # valid distributions, but inf − inf on the row's values: as far out as an overflow
+    return -log_p.masked_fill(lost, -torch.inf), mc.masked_fill(lost, torch.nan), ess, parts.masked_fill(
+        lost[:, None], torch.nan)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..data.dataset import check_values
+from ..data.files import MAX_CLASSES
 from ..errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .posteriors import POSTERIORS
@@ -79,9 +80,12 @@ class Labels(nn.Module):
 
     def __init__(self, classes: int):
         super().__init__()
+        if not 1 <= classes <= MAX_CLASSES:
+            raise VaekitError(f"a conditional VAE (condition = 'label') takes condition_classes in 1…{MAX_CLASSES}, "
+                              f"got {classes}")
         self.classes = classes
-        self.register_buffer("eye", torch.eye(classes), persistent=False)  # rows: the one-hot codes, in the
-        # model's dtype and on its device
+        self.register_buffer("like", torch.zeros(0), persistent=False)  # no values: the model's dtype and device,
+        # which the codes take (a C × C table of them would ask C² floats of memory for one large label)
 
     def forward(self, y: Tensor) -> Tensor:
         y = torch.as_tensor(y)
@@ -90,7 +94,8 @@ class Labels(nn.Module):
         if y.device.type == "cpu" and y.numel() and not (0 <= int(y.min()) and int(y.max()) < self.classes):
             raise VaekitError(f"labels must lie in 0…{self.classes - 1} (the model's {self.classes} classes); "
                               f"got {int(y.min())}…{int(y.max())}")
-        return self.eye[y.to(self.eye.device).long()]
+        y = y.to(self.like.device).long()
+        return torch.zeros(len(y), self.classes, dtype=self.like.dtype, device=y.device).scatter_(1, y[:, None], 1.0)
 
 
 def examples(model, x: Any, name: str = "x") -> Tensor:

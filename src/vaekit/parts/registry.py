@@ -233,8 +233,12 @@ class Registry:
             value = value.as_dict()
         if isinstance(value, str):
             value = {"name": value}
+        if isinstance(value, Mapping) and "name" not in value:
+            raise VaekitError(f"{where}: no name (choose one of {', '.join(self._entries)}), got {dict(value)!r:.200}")
         if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
-            raise VaekitError(f"{where}: expected a {self.kind} name or a table with its name and settings, got {value!r}")
+            article = "an" if self.kind[:1] in "aeiou" else "a"
+            raise VaekitError(f"{where}: expected {article} {self.kind} name or a table with its name and settings, got "
+                              f"{value!r:.200}")
         if value["name"] not in self._entries:
             raise VaekitError(f"{where} name = {value['name']!r} is not one of {', '.join(self._entries)}")
         entry = self._entries[value["name"]]

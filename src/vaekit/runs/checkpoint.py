@@ -285,7 +285,10 @@ def restore(
         state.examples = int(saved["rank_examples"][rank])
     elif rank != 0:  # a state of vaekit before 0.4 holds rank 0's alone: the others start from zero
         state.sums, state.examples = {}, 0
-    log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
+    if cfg is not None and state.batch == 0 and state.epoch >= cfg.train.epochs:
+        log.info("%s: trained %d epochs already (epochs = %d): nothing to train", out, state.epoch, cfg.train.epochs)
+    else:
+        log.info("resuming %s at epoch %d, batch %d", out, state.epoch + 1, state.batch)
     if rank == 0:
         return truncate_metrics(out, state.epoch)
     return [r for r in read_metrics(out) if r.get("epoch", 0) <= state.epoch]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import VaekitError
-from ..files import json_int, read_capped
+from ..files import json_loads, read_capped
 
 
 def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -33,8 +32,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             d = tomllib.loads(text.decode())
         else:
-            d = json.loads(text, object_pairs_hook=_once, parse_int=json_int)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            d = json_loads(text, object_pairs_hook=_once)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # TOML's nesting: a RecursionError
         why = "nested too deeply" if isinstance(e, RecursionError) else \
             "a whole number of more than 4,300 digits" if "integer string conversion" in str(e) else e  # TOML's int()
         raise VaekitError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'JSON'} ({why})") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VaekitError
-from ..files import MAX_METRICS_BYTES, append_line, atomic_write, json_int, read_capped
+from ..files import MAX_METRICS_BYTES, append_line, atomic_write, json_loads, read_capped
 from ..parts.registry import MAX_COUNT
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line, parse_int=json_int)
+            record = json_loads(line)
         except ValueError as e:
             if i == len(lines):  # no newline after it: the write never finished
                 log.warning("%s: dropping a torn last line (%d bytes)", path, len(line))

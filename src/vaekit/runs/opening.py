@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -80,6 +81,11 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     caller says resume and out (`vaekit.fit`'s errors name its keywords, not the CLI's flags)."""
     resume_word, out_word = words
     out = Path(out) if out is not None else None
+    for name in (ckpt.CONFIG, ckpt.STATE, ckpt.WEIGHTS) if out is not None else ():
+        if (out / name).is_symlink() and not (out / name).exists():  # neither missing (a run to start again) nor there
+            again = f" ({resume_word} then writes it again from {ckpt.STATE})" if name == ckpt.CONFIG else ""
+            raise VaekitError(f"{out / name}: a symbolic link to {os.readlink(out / name)}, which leads to no file (gone, "
+                              f"or links in a loop); restore what it points to, or remove the link{again}")
     data = Path(cfg.data.dataset) if cfg.data.dataset not in DATASETS and cfg.data.dataset != IN_MEMORY else None
     if out is not None and data is not None and data.is_dir() and out.resolve().is_relative_to(data.resolve()):
         raise VaekitError(f"{out_word} {out}: lies in {data}, a folder of images training reads (the run's files would "

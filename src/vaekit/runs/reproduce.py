@@ -107,6 +107,9 @@ def reproduce(name: str, out: str | Path, budget: str = "paper", seeds: int = 1,
     config, (k, n) = r.budget(budget)
     out = Path(out)
     make_dirs(out)
+    if (out / CERTIFICATE).is_dir() and not (out / CERTIFICATE).is_symlink():  # found now, not after the training
+        raise VaekitError(f"{out / CERTIFICATE}: a folder where the certificate is to be written; remove it or choose "
+                          "another --out")
     rows = []
     for seed in range(seeds):
         run, seconds, started = seed_folder(out, f"seed-{seed}"), 0.0, {}

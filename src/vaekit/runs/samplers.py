@@ -36,7 +36,7 @@ from ..evaluation.features import feature_space, grey_levels
 from ..evaluation.latents import posterior_summary
 from ..evaluation.mixture import Mixture, fit_mixture
 from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_recall
-from ..files import RunLock, atomic_write, check_regular, own_folder, read_capped
+from ..files import RunLock, atomic_write, check_regular, json_loads, own_folder, read_capped
 from ..model import VAE
 from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run, weights_sha256
 from .experiment import load_data, point_data
@@ -215,7 +215,7 @@ def fitted_on(path: Path) -> str | None:
     if not path.exists() and not path.is_symlink():
         return None
     try:
-        recorded = json.loads(read_capped(path, 4096))
+        recorded = json_loads(read_capped(path, 4096))
     except (ValueError, UnicodeDecodeError):
         return None
     return recorded.get(MODEL_DIGEST) if isinstance(recorded, dict) and isinstance(recorded.get(MODEL_DIGEST), str) \

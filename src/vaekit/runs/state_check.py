@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import VaekitError
+from ..files import json_loads
 from ..parts.registry import differing
 from .config import Config, settings
 
@@ -241,10 +242,9 @@ def config_record(saved: Any, path: Path) -> dict | None:
     try:
         _need(isinstance(text, str) and len(text) <= 2**20, "config", "is not the text of a config")
         try:
-            recorded = json.loads(text)
-        except (ValueError, RecursionError) as e:
-            raise _Refusal("config is not valid JSON" + (" (nested too deeply)" if isinstance(e, RecursionError) else
-                                                          "")) from None
+            recorded = json_loads(text)
+        except ValueError as e:
+            raise _Refusal(f"config is not valid JSON ({e})") from None
         _need(isinstance(recorded, dict) and all(isinstance(recorded.get(s), dict) for s in ("model", "data", "train")),
               "config", "does not hold the model, data and train sections")
     except _Refusal as e:

@@ -48,16 +48,17 @@ def repair(out: Path, state: LoopState, patience: int, write: Callable[[], None]
     if exact:
         if present and (epoch, step) != (state.epoch, state.step):
             log.warning("%s: held %s, not the checkpoint's; written again from it (epoch %d, step %d)", path,
-                        f"epoch {epoch}'s weights (step {step})" if epoch is not None else "unlabelled weights",
+                        f"epoch {epoch}'s weights" + (f" (step {step})" if step is not None else "") if epoch is not None
+                        else "unlabelled weights",
                         state.epoch, state.step)
         write()
         return state.epoch
     if epoch == want:
         return epoch
     if present:  # the best epoch's weights cannot come from the state: the file stays, said as it is
-        log.warning("%s: holds %s, not epoch %d's, the best so far (a checkpoint cannot restore those); a later epoch "
-                    "that improves on it replaces them", path, f"epoch {epoch}'s weights" if epoch is not None else
-                    "weights of no recorded epoch", want)
+        log.warning("%s: holds %s, not epoch %d's, the best so far (a checkpoint cannot restore those)%s", path,
+                    f"epoch {epoch}'s weights" if epoch is not None else "weights of no recorded epoch", want,
+                    "; a later epoch that improves on it replaces them" if training else "")
         return epoch
     log.warning("%s: missing, and the best epoch's weights (epoch %d's) with it; it holds epoch %d's until a later "
                 "epoch improves on the best", path, want, state.epoch)

@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 from ..errors import VaekitError
-from ..files import MAX_TEXT_BYTES, NOFOLLOW, atomic_write, read_capped
+from ..files import MAX_TEXT_BYTES, NOFOLLOW, atomic_write, json_loads, read_capped
 from ..runs.checkpoint import CONFIG
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def read_tracking(run: Path) -> dict[str, str] | None:
     except OSError as e:
         raise VaekitError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        saved = json.loads(raw.decode())
+        saved = json_loads(raw.decode())
     except (UnicodeDecodeError, ValueError):
         raise VaekitError(f"{path}: not valid JSON; remove it to start a new tracked run") from None
     if not isinstance(saved, dict) or saved.get("tracker") not in NAMES:

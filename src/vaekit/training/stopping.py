@@ -59,6 +59,5 @@ def outcome(stopping: Stopping, patience: int, last: int, kept: int | None) -> s
     best = f"epoch {stopping.best_epoch}'s (validation ELBO {stopping.best:.3f})"
     if kept == stopping.best_epoch:
         return f"{how}; the weights kept are {best}"
-    held = f"epoch {kept}'s" if kept is not None else "of an unknown epoch"
-    return (f"{how}; the best were {best}, but model.safetensors holds {held} (the run trained without --patience "
-            "then, or the file was lost): they are replaced when the validation ELBO improves")
+    held = f"epoch {kept}'s weights" if kept is not None else "weights of no recorded epoch"
+    return f"{how}; the best were {best}, but model.safetensors holds {held} (a checkpoint cannot restore the best)"
