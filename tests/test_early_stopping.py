@@ -2,6 +2,7 @@
 counter their training loop keeps, the weights kept against the validation ELBO the run recorded for them, and a
 resumed run against the straight one, byte for byte."""
 
+import hashlib
 import json
 import random
 
@@ -202,11 +203,13 @@ def test_an_edited_metrics_file_does_not_decide_when_to_stop(tmp_path, capsys):
     assert (tmp_path / "R" / "model.safetensors").read_bytes() == (tmp_path / "S" / "model.safetensors").read_bytes()
     assert records(tmp_path / "R")[1:] == records(tmp_path / "S")[1:]
     state = load_state(tmp_path / "R")
-    assert state["stopping"] == Stopping.of(records(tmp_path / "S")).as_dict()
+    assert state["stopping"] == {**Stopping.of(records(tmp_path / "S")).as_dict(), "digest": hashlib.sha256(
+        (tmp_path / "S" / "model.safetensors").read_bytes()).hexdigest()}  # the file the run wrote last: the best's
     for crafted, said in [({"best": float("nan"), "best_epoch": 1, "since": 0}, "stopping.best is nan"),
                           ({"best": -20.0, "best_epoch": 99, "since": 0}, "stopping.best_epoch is 99"),
                           ({"best": -20.0, "best_epoch": 1}, "is not early stopping's standing"),
-                          ({"best": 1e300, "best_epoch": 1, "since": 0}, "stopping.best is 1e+300, above")]:
+                          ({"best": 1e300, "best_epoch": 1, "since": 0}, "stopping.best is 1e+300, above"),
+                          ({"best": -20.0, "best_epoch": 1, "since": 0, "digest": "x" * 64}, "stopping.digest is not")]:
         torch.save({**state, "stopping": crafted}, tmp_path / "R" / "train_state.pt")
         capsys.readouterr()
         assert main(["--quiet", "train", "--out", str(tmp_path / "R"), "--resume", "--epochs", "61"]) == 2
@@ -251,3 +254,36 @@ def test_what_a_resume_finds_in_model_safetensors_is_put_right_or_said(tmp_path,
     main(["--quiet", "train", "--out", str(tmp_path / "P"), "--resume"])
     after = load_file(tmp_path / "P" / "model.safetensors")
     assert all(torch.equal(after[k], v) for k, v in kept.items())  # not overwritten with the last epoch's
+
+
+def test_a_stopped_runs_best_weights_replaced_by_others_of_the_same_label_are_said(tmp_path, caplog):
+    """The sixteenth attack (LOW): another run's weights relabelled as this stopped run's best epoch were kept
+    silently (nothing could tell them apart: a checkpoint holds the last epoch's). train_state.pt records the sha256
+    of the file each checkpoint wrote; a file that differs is said, and the last line does not call it the best."""
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    main(["--quiet", "train", *FLAGS, "--epochs", "60", "--out", str(tmp_path / "S")])
+    main(["--quiet", "train", *FLAGS, "--epochs", "60", "--seed", "2", "--out", str(tmp_path / "O")])
+    best = Stopping.of(records(tmp_path / "S")).best_epoch
+    shutil.copytree(tmp_path / "S", tmp_path / "R")
+    with safe_open(str(tmp_path / "S" / "model.safetensors"), "pt") as f:
+        label = f.metadata()
+    assert label["epoch"] == str(best)
+    save_file(load_file(tmp_path / "O" / "model.safetensors"), tmp_path / "R" / "model.safetensors", metadata=label)
+    foreign = (tmp_path / "R" / "model.safetensors").read_bytes()
+    with caplog.at_level(logging.INFO):
+        assert main(["--quiet", "train", "--out", str(tmp_path / "R"), "--resume", "--epochs", "60"]) == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"labelled epoch {best}, the best, but not the weights this run wrote then" in m for m in said), said
+    assert any("model.safetensors holds weights of no recorded epoch" in m for m in said), said
+    assert (tmp_path / "R" / "model.safetensors").read_bytes() == foreign  # kept: nothing can restore the best
+    caplog.clear()
+    shutil.rmtree(tmp_path / "R")
+    shutil.copytree(tmp_path / "S", tmp_path / "R")  # the run's own file: nothing said
+    with caplog.at_level(logging.INFO):
+        assert main(["--quiet", "train", "--out", str(tmp_path / "R"), "--resume", "--epochs", "60"]) == 0
+    assert not any("sha256" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "R" / "model.safetensors").read_bytes() == (tmp_path / "S" / "model.safetensors").read_bytes()

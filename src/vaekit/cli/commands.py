@@ -21,10 +21,10 @@ from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..evaluation.overflow import blaming_rows
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
-from ..runs.checkpoint import versions, weights_sha256
+from ..runs.checkpoint import versions
 from ..runs.experiment import labels_for, train_run
 from ..runs.samplers import sample_quality
-from ..runs.weights_kept import weights_epoch
+from ..runs.weights_kept import weights_epoch, weights_sha256
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import launched, resolve_device

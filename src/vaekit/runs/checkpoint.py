@@ -109,10 +109,12 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def save_weights(run: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> None:
+def save_weights(run: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> str:
+    """model.safetensors of `model`; returns the file's sha256."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = canonical_safetensors(safetensors_bytes(tensors, metadata=metadata))
     atomic_write(run / WEIGHTS, lambda tmp: Path(tmp).write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
 
 
 def canonical_safetensors(data: bytes) -> bytes:
@@ -347,9 +349,9 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     if spectral is not None:  # the power iteration's vectors (`training.spectral`)
         own["spectral"] = spectral.state_dict()
     own |= {"config": recorded_config(cfg)} if cfg is not None else {}  # what config.json must say on a resume
-    own |= {"stopping": state.stopping.as_dict()} if state.stopping is not None else {}
     if weights:
         write_weights(out, model, state, ema)
+    own |= {"stopping": state.stopping.as_dict()} if state.stopping is not None else {}
     save_state(out, {"model": model.state_dict(), **own, "optimizer": optimizer.state_dict(), **cuda_rng,
                           "rng": torch.get_rng_state(), "epoch": state.epoch, "step": state.step,
                           "batch": state.batch, "sums": {k: torch.as_tensor(v).cpu() for k, v in state.sums.items()},
@@ -358,9 +360,12 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
 
 
 def write_weights(out: Path, model: nn.Module, state: LoopState, ema: Any = None) -> None:
-    """model.safetensors: the weights (the `ema` average where the run keeps one) labelled with the epoch and step."""
+    """model.safetensors: the weights (the `ema` average where the run keeps one) labelled with the epoch and step; its
+    sha256 goes into early stopping's standing (saved with the state)."""
     with ema.swapped() if ema is not None else contextlib.nullcontext():
-        save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+        digest = save_weights(out, model, metadata={"epoch": str(state.epoch), "step": str(state.step)})
+    if state.stopping is not None:
+        state.stopping.digest = digest
 
 
 def rank_sums(state: LoopState, ctx: Context, device: torch.device) -> dict[str, Any] | None:
@@ -390,10 +395,3 @@ def load_run(run: str | Path, model: nn.Module | None = None) -> tuple[Config, n
     load_weights(run, model, given)
     model.eval()
     return cfg, model
-
-
-def weights_sha256(run: Path) -> str:
-    """sha256 of the run's model.safetensors, a regular file read in blocks (never whole)."""
-    check_regular(Path(run) / WEIGHTS, 1 << 50)  # a FIFO would block; the size does not matter here
-    with open(Path(run) / WEIGHTS, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -10,8 +10,9 @@ from torch import nn
 
 from ..data import IN_MEMORY
 from ..errors import VaekitError
-from .checkpoint import load_config, load_weights, weights_sha256
+from .checkpoint import load_config, load_weights
 from .config import Config, ModelConfig
+from .weights_kept import weights_sha256
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,11 @@ from ..evaluation.mixture import Mixture, fit_mixture
 from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_recall
 from ..files import RunLock, atomic_write, check_regular, json_loads, own_folder, read_capped
 from ..model import VAE
-from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run, weights_sha256
+from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run
 from .experiment import load_data, point_data
 from .fit import fit
 from .saving import to_data_units
+from .weights_kept import weights_sha256
 
 SAMPLERS = ("gmm", "two-stage")
 FOLDER = "samplers"

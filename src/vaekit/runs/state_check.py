@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -215,8 +216,11 @@ def check_state(saved: Any, model: nn.Module, optimizer: torch.optim.Optimizer, 
 
 
 def _stopping(value: Any, epoch: int) -> None:
-    _need(isinstance(value, dict) and set(value) == {"best", "best_epoch", "since"}, "stopping",
-          "is not early stopping's standing (best, best_epoch, since)")
+    _need(isinstance(value, dict) and set(value) - {"digest"} == {"best", "best_epoch", "since"}, "stopping",
+          "is not early stopping's standing (best, best_epoch, since, digest)")  # vaekit 0.5's has no digest
+    digest = value.get("digest", "")
+    _need(isinstance(digest, str) and (digest == "" or re.fullmatch("[0-9a-f]{64}", digest) is not None),
+          "stopping.digest", "is not a sha256 in hexadecimal")
     for key in ("best_epoch", "since"):
         _need(isinstance(value[key], int) and not isinstance(value[key], bool), f"stopping.{key}", "is not an integer")
         _number(value[key], f"stopping.{key}", low=0, high=epoch)

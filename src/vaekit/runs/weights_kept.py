@@ -10,6 +10,7 @@ where the state holds the weights it should, and otherwise says which epoch it h
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from ..files import check_regular
 from ..training.loop import LoopState
 from ..training.stopping import Stopping
-from .checkpoint import WEIGHTS
+from .checkpoint import STATE, WEIGHTS
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ def repair(out: Path, state: LoopState, patience: int, write: Callable[[], None]
                         state.epoch, state.step)
         write()
         return state.epoch
+    digest = (state.stopping or Stopping()).digest
+    if epoch == want and present and digest and weights_sha256(out) != digest:
+        log.warning("%s: labelled epoch %d, the best, but not the weights this run wrote then (its sha256 differs from "
+                    "the one %s records); a checkpoint cannot restore those%s", path, epoch, STATE,
+                    "; a later epoch that improves on the best replaces it" if training else "")
+        return None
     if epoch == want:
         return epoch
     if present:  # the best epoch's weights cannot come from the state: the file stays, said as it is
@@ -64,3 +72,10 @@ def repair(out: Path, state: LoopState, patience: int, write: Callable[[], None]
                 "epoch improves on the best", path, want, state.epoch)
     write()
     return state.epoch
+
+
+def weights_sha256(run: Path) -> str:
+    """sha256 of the run's model.safetensors, a regular file read in blocks (never whole)."""
+    check_regular(Path(run) / WEIGHTS, 1 << 50)  # a FIFO would block; the size does not matter here
+    with open(Path(run) / WEIGHTS, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -23,6 +23,8 @@ class Stopping:
     best: float = -math.inf  # the best validation ELBO so far (−inf: none finite yet)
     best_epoch: int = 0  # the epoch it was reached in (0: none)
     since: int = 0  # epochs since then, those within the warm-up not counted
+    digest: str = ""  # the sha256 of the model.safetensors last written ("": none recorded): a file labelled with the
+    # best epoch but holding other weights is told from the one this run wrote (a checkpoint cannot restore those)
 
     def update(self, value: Any, epoch: int, grace: float = 0.0) -> bool:
         """Take epoch `epoch`'s validation ELBO (None where there is none); whether it is the best so far. A NaN, an
