@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -24,27 +25,33 @@ def _train(capsys, *argv):
     capsys.readouterr()
 
 
-def test_a_label_of_99999_costs_its_one_hot_rows_not_a_table_of_its_square(tmp_path):
+def test_a_conditional_vaes_classes_are_bounded_and_cost_their_one_hot_rows(tmp_path, capsys):
     """A conditional VAE's one-hot codes came from `torch.eye(classes)`: one label of 99,999 in a 22 KB file asked
-    for 40 GB. The codes are made per batch now: under a 3 GB address-space limit, the run trains and its codes are
-    the one-hot rows of the labels."""
+    for 40 GB (the sixteenth attack), and after that evaluate's draws and the report's pictures still carried a
+    C-wide code each (the seventeenth). Conditioning takes at most 1,000 classes (ImageNet's); at that bound a run
+    trains and evaluates under a 3 GB address-space limit, and its codes are the labels' one-hot rows."""
     rng = np.random.default_rng(0)
     x, y = (rng.random((300, 16)) > 0.5).astype(np.float32), rng.integers(0, 3, 300)
     y[0] = 99_999
+    np.savez(tmp_path / "far.npz", x=x, y=y)
+    said = one_line(capsys, "train", "--dataset", tmp_path / "far.npz", "--condition", "label", *TINY, "--epochs", 1,
+                    "--out", tmp_path / "f")
+    assert said == "far.npz has labels up to 99999; a conditional VAE takes at most 1,000 classes (0…999)"
+    y[0] = 999
     np.savez(tmp_path / "lab.npz", x=x, y=y)
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); from vaekit.cli import "
             "main; sys.exit(main(sys.argv[1:]))")
     run = tmp_path / "r"
-    proc = subprocess.run([sys.executable, "-c", code, "--quiet", "train", "--dataset", str(tmp_path / "lab.npz"),
-                           "--condition", "label", *TINY, "--epochs", "1", "--out", str(run)],
-                          check=False, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    for argv in (["train", "--dataset", str(tmp_path / "lab.npz"), "--condition", "label", *TINY, "--epochs", "1",
+                  "--out", str(run)], ["evaluate", str(run), "--k", "5"]):
+        proc = subprocess.run([sys.executable, "-c", code, "--quiet", *argv], check=False, capture_output=True,
+                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
     model = load_run(run)[1]
-    assert model.condition.classes == 100_000
-    codes = model.condition(torch.tensor([0, 99_999, 2]))
-    assert codes.shape == (3, 100_000) and codes.sum().item() == 3
-    assert codes[1, 99_999] == 1 and codes[0, 0] == 1 and codes[2, 2] == 1
+    assert model.condition.classes == 1000
+    codes = model.condition(torch.tensor([0, 999, 2]))
+    assert codes.shape == (3, 1000) and codes.sum().item() == 3
+    assert codes[1, 999] == 1 and codes[0, 0] == 1 and codes[2, 2] == 1
 
 
 def test_condition_classes_past_the_labels_bound_is_one_line(tmp_path, capsys):
@@ -56,7 +63,7 @@ def test_condition_classes_past_the_labels_bound_is_one_line(tmp_path, capsys):
     (run / "config.json").write_text(json.dumps(cfg))
     for command in ("evaluate", "sample", "encode"):
         said = one_line(capsys, command, run, *(["--out", tmp_path / "o.npy"] if command != "evaluate" else []))
-        assert "condition_classes" in said and "100000" in said, said
+        assert "condition_classes" in said and "1000" in said, said
 
 
 DEEP = "[" * 100_000 + "]" * 100_000
@@ -119,8 +126,8 @@ def test_a_row_far_outside_the_training_data_is_named_and_scored_inf_not_blamed_
     others = {r["line"]: r["score"] for r in csv.DictReader((folder / "n.csv").read_text().splitlines())}
     assert len(others) == 38 and all(float(v) < 1e3 for v in others.values())
     assert one_line(capsys, "impute", run, "--data", data, "--out", folder / "i.csv") == (
-        f"{data}: line 2: the model's distributions overflow on it, not on the other rows: the values lie far outside "
-        "the data the run was trained on (Expected parameter scale)")
+        f"{data}: line 2: the model's distributions overflow on it, not on the other rows nor on the run's own data: "
+        "the values lie far outside what it was trained on (Expected parameter scale)")
 
 
 def test_the_rows_a_model_overflows_on_are_those_and_no_other(table_run):
@@ -157,8 +164,44 @@ def test_a_gaussian_run_on_data_a_million_spreads_out_names_the_data(tmp_path, c
     run = tmp_path / "r"
     _train(capsys, "--dataset", tmp_path / "g.npy", "--likelihood", "gaussian", *TINY, "--epochs", "2", "--out", run)
     said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / "far.npy", "--k", 5)
-    assert said.startswith(f"{tmp_path / 'far.npy'}: example 0 of the test split and every other one: the model's "
-                           "distributions overflow on every row: the data lie far outside"), said
+    assert said.startswith(f"{tmp_path / 'far.npy'}: example 0 of the test split (its value 1e+30 at position 0) and "
+                           "every other one: the model's distributions overflow on every row, not on the run's own "
+                           "data"), said
+    x[:, 0] = np.load(tmp_path / "g.npy")[:, 0]
+    x[7, 2] = 1e30  # one example: named by its value, as the split's order is not the file's
+    np.save(tmp_path / "one.npy", x)
+    said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / "one.npy", "--k", 5, "--split", "train")
+    assert "(its value 1e+30 at position 2): the model's distributions overflow on it, not on the other rows" in said
+
+
+def test_damaged_weights_are_not_blamed_on_the_data(tmp_path, capsys):
+    """The seventeenth attack (HIGH): a damaged weight overflows on some rows and not others, as far-out data do:
+    evaluate blamed the run's own digits, score wrote a table of inf with rc 0. The data are blamed only where the
+    run's own rows pass; score refuses where its validation rows overflow."""
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "r"
+    _train(capsys, "--dataset", "digits", *TINY, "--epochs", "1", "--out", run)
+    weights = load_file(run / "model.safetensors")
+    weights["encoder.net.0.weight"][:, 20] = 1e30
+    save_file(weights, run / "model.safetensors", metadata={"epoch": "1", "step": "41"})
+    for argv in (("--split", "train"), ("--dataset", "digits")):
+        said = one_line(capsys, "evaluate", run, "--k", 2, *argv)
+        assert said.startswith("the model's weights make an invalid distribution (Expected parameter"), said
+
+
+def test_score_refuses_where_the_runs_own_rows_overflow(table_run, capsys, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder, run, _ = table_run
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    weights = load_file(broken / "model.safetensors")
+    weights["encoder.net.0.weight"][:, 0] = 1e30
+    save_file(weights, broken / "model.safetensors")
+    said = one_line(capsys, "score", broken, "--data", folder / "t.csv", "--out", tmp_path / "s.csv", "--k", 5)
+    assert "rows of the validation split of" in said and "its own data: model.safetensors is damaged" in said
+    assert not (tmp_path / "s.csv").exists()
 
 
 @pytest.mark.parametrize("name", ["config.json", "train_state.pt"])

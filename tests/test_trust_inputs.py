@@ -49,7 +49,7 @@ def edited(trained, tmp_path, fn):
     (lambda c: c.update(versions=["0.4.0"]), "versions must be an object of version strings"),
     (lambda c: c["model"].update(plugins=5), "[model] plugins must be a list of plugin names, got 5"),
     (lambda c: c["model"].update(plugins=None), "[model] plugins must be a list of plugin names, got None"),
-    (lambda c: c["model"].update(condition_classes=-1), "condition_classes must be >= 0 and <= 100000, got -1"),
+    (lambda c: c["model"].update(condition_classes=-1), "condition_classes must be >= 0 and <= 1000, got -1"),
     (lambda c: c["model"].update(data_shape=[-1, 8, 8]), "data_shape must be > 0, got -1"),
 ])
 def test_a_crafted_config_json(trained, tmp_path, capsys, fn, message):

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from ..errors import TrainingInterrupted, VaekitError, quiet_start
-from ..evaluation.overflow import overflows, refused
+from ..evaluation.overflow import overflows, refused, weights_refusal
 
 with quiet_start():  # a Ctrl-C while the commands' modules are imported: one line
     import torch
@@ -156,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             if temperature is not None and temperature != 1.0:  # p(z) scaled so far that a layer's output overflows
                 raise VaekitError(f"the model's distributions overflow at --temperature {temperature:g} ({said}); use a "
                                   "smaller one") from None
-            raise VaekitError(f"the model's weights make an invalid distribution ({said}); the run's model.safetensors "
-                              "is damaged or was trained into overflow: retrain, or resume from a good checkpoint") \
-                from None
+            if getattr(args, "dataset", None) or getattr(args, "data", None):  # data of the user's: either may be at fault
+                raise VaekitError(f"the model makes an invalid distribution ({said}): the data lie far outside what the "
+                                  "run was trained on, or its model.safetensors is damaged or was trained into overflow "
+                                  "(`vaekit evaluate RUN` on the run's own data fails only for the weights)") from None
+            raise VaekitError(weights_refusal(e)) from None
     except BrokenPipeError:  # the reader of stdout left (`vaekit evaluate RUN --json | head -c 100`), as for cat
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
         return 141  # 128 + SIGPIPE: what a shell tool stopped by it returns

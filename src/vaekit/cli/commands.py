@@ -21,8 +21,8 @@ from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..evaluation.overflow import blaming_rows
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
-from ..runs.checkpoint import versions
-from ..runs.experiment import labels_for, train_run
+from ..runs.checkpoint import load_config, versions
+from ..runs.experiment import labels_for, load_data, point_data, train_run
 from ..runs.samplers import sample_quality
 from ..runs.weights_kept import weights_epoch, weights_sha256
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
@@ -125,9 +125,19 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if y is not None and getattr(args, "amortization_gap", False):
         raise VaekitError("--amortization-gap is not computed for a conditional VAE")
     k = args.k or cfg.train.eval_k
-    where = getattr(args, "dataset", None) or cfg.data.dataset
-    with launched(device) as ctx, blaming_rows(model, x if y is None else x[:0], lambda i: f"{where}: example {i} of "
-                                               f"the {args.split} split"):  # ranks share the batches, sums exact
+    given = getattr(args, "dataset", None)  # data of the user's: rows to blame, where the run's own data pass
+
+    def named(i: int) -> str:
+        j = int(x[i].abs().argmax())
+        return f"{given}: example {i} of the {args.split} split (its value {float(x[i, j]):g} at position {j})"
+
+    def own() -> torch.Tensor | None:  # the run's own rows (a conditional model's need their labels: not told here)
+        if not given or y is not None:
+            return None
+        mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))  # not --dataset's
+        return load_data(mine, args.run).eval_split("train")[:512]
+
+    with launched(device) as ctx, blaming_rows(model, x, named, own):  # ranks share the batches, sums exact
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,
                                progress=not args.quiet, y=y)
     metrics["split"], metrics["split_size"] = args.split, total

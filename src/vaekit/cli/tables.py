@@ -85,8 +85,12 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 def cmd_impute(args: argparse.Namespace) -> Path:
     """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
-    _, model, schema, table = _open(args)
-    with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}"):
+    cfg, model, schema, table = _open(args)
+
+    def own() -> torch.Tensor:  # the run's own rows: where they overflow too, the weights are at fault
+        return load_data(point_data(cfg, data_dir=getattr(args, "data_dir", None)), args.run).eval_split("train")[:512]
+
+    with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}", own):
         result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
     names, cells = table.names, table.cells  # as read: observed cells go back untouched
     order = [names.index(n) for n in schema.names]
@@ -126,6 +130,13 @@ def cmd_score(args: argparse.Namespace) -> Path:
     if not 0 < args.quantile < 1:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
     cfg, model, schema, table = _open(args)
+    data = load_data(point_data(cfg, data_dir=args.data_dir), args.run)
+    usual_split = "val" if "val" in data.present_splits() else "train"  # val_size 0: the training rows instead
+    usual = score(model, data.eval_split(usual_split), k=args.k, seed=args.seed)
+    if not bool(torch.isfinite(usual.score).all()):  # the run's own rows: the weights, not --data, are at fault
+        raise VaekitError(f"the model's distributions overflow on {int((~torch.isfinite(usual.score)).sum())} rows of "
+                          f"the {SPLIT_NAMES[usual_split]} of {cfg.data.dataset}, its own data: model.safetensors is "
+                          "damaged or was trained into overflow (or that file changed since training)")
     s = score(model, table.codes, k=args.k, seed=args.seed)
     far = [table.lines[i] for i in torch.isinf(s.score).nonzero()[:, 0].tolist()]
     if far:
@@ -133,9 +144,6 @@ def cmd_score(args: argparse.Namespace) -> Path:
                     "was trained on): scored inf, above every other row", args.data, "s" if len(far) > 1 else "",
                     ", ".join(map(str, far[:10])) + (f" and {len(far) - 10:,} more" if len(far) > 10 else ""),
                     "them" if len(far) > 1 else "it")
-    data = load_data(point_data(cfg, data_dir=args.data_dir), args.run)
-    usual_split = "val" if "val" in data.present_splits() else "train"  # val_size 0: the training rows instead
-    usual = score(model, data.eval_split(usual_split), k=args.k, seed=args.seed)
     threshold = float(torch.quantile(usual.score, args.quantile))
     median = usual.columns.median(0).values  # each column's usual part: "most from" is the excess over it
     ranked = torch.argsort(s.score, descending=True, stable=True)

@@ -21,6 +21,12 @@ def overflows(e: BaseException) -> bool:
     return isinstance(e, ValueError) and not isinstance(e, VaekitError) and "Expected parameter" in str(e)
 
 
+def weights_refusal(e: BaseException) -> str:
+    """The line for an overflow the run's own data (or no data) meet: the weights are at fault."""
+    return (f"the model's weights make an invalid distribution ({refused(e)}); the run's model.safetensors is damaged or "
+            "was trained into overflow: retrain, or resume from a good checkpoint")
+
+
 def refused(e: BaseException) -> str:
     """The first line of torch's refusal, without the tensor it prints: `Expected parameter scale …`."""
     return str(e).splitlines()[0].split(" (Tensor")[0].split(" of shape")[0][:160]
@@ -54,21 +60,31 @@ def overflowing_rows(model, x: Tensor, batch_size: int = 256) -> list[int]:
 
 
 @contextlib.contextmanager
-def blaming_rows(model, x: Tensor, name: Callable[[int], str]) -> Iterator[None]:
+def blaming_rows(model, x: Tensor, name: Callable[[int], str],
+                 own: Callable[[], Tensor | None] | None = None) -> Iterator[None]:
     """Run the block; where a distribution overflows in it, find the rows of x that do it and refuse naming the
-    first (`name(i)`, e.g. "FILE: line 7"); where no row can be found the refusal stands (the weights' message)."""
+    first (`name(i)`, e.g. "FILE: line 7"). The data are blamed only where the model scores rows of its own data
+    (`own()`, a part of its training data, read only then): a damaged weight also overflows on some rows and not
+    others. Where no row
+    can be found, or its own data overflow too, the refusal stands (the weights' message)."""
     try:
         yield
     except ValueError as e:
         if not overflows(e):
             raise
-        rows = overflowing_rows(model, x)
+        try:
+            mine = own() if own is not None else None
+        except VaekitError:  # the run's data are not here: nothing tells the weights from the data
+            mine = None
+        if mine is not None and len(mine) and overflowing_rows(model, mine):
+            raise VaekitError(weights_refusal(e)) from None
+        rows = overflowing_rows(model, x) if mine is not None and len(mine) else []
         if not rows:
             raise
         more = " and every other one" if len(rows) == len(x) > 1 else f" (and {len(rows) - 1:,} more of its {len(x):,})" \
             if len(rows) > 1 else ""
-        rest = "on every row: the data lie far outside what the run was trained on, or its weights are damaged" \
-            if len(rows) == len(x) else f"on {'them' if more else 'it'}, not on the other rows: the values lie far " \
-            "outside the data the run was trained on"
+        rest = "on every row, not on the run's own data: the values lie far outside what it was trained on" \
+            if len(rows) == len(x) else f"on {'them' if more else 'it'}, not on the other rows nor on the run's own " \
+            "data: the values lie far outside what it was trained on"
         raise VaekitError(f"{name(rows[0])}{more}: the model's distributions overflow {rest} ({refused(e)})") \
             from None

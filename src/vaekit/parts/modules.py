@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..data.dataset import check_values
-from ..data.files import MAX_CLASSES
 from ..errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .posteriors import POSTERIORS
@@ -75,14 +74,18 @@ class Decoder(nn.Module):
         return self.head(widen(self.net(beside(z, context))))
 
 
+MAX_CONDITION_CLASSES = 1000  # ImageNet's: each example and draw carries a one-hot this wide, and a picture draws
+# every class (a label file may hold indices up to data.files.MAX_CLASSES, for other uses than conditioning)
+
+
 class Labels(nn.Module):
     """Whole-number labels y [B] in 0…C−1 → the one-hot context c(y) [B, C] of a conditional VAE."""
 
     def __init__(self, classes: int):
         super().__init__()
-        if not 1 <= classes <= MAX_CLASSES:
-            raise VaekitError(f"a conditional VAE (condition = 'label') takes condition_classes in 1…{MAX_CLASSES}, "
-                              f"got {classes}")
+        if not 1 <= classes <= MAX_CONDITION_CLASSES:
+            raise VaekitError(f"a conditional VAE (condition = 'label') takes condition_classes in "
+                              f"1…{MAX_CONDITION_CLASSES}, got {classes}")
         self.classes = classes
         self.register_buffer("like", torch.zeros(0), persistent=False)  # no values: the model's dtype and device,
         # which the codes take (a C × C table of them would ask C² floats of memory for one large label)

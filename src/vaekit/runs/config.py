@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data import DATASETS
-from ..data.files import MAX_CLASSES
 from ..data.tables import KINDS, Schema
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..objectives import OBJECTIVES
 from ..parts.hierarchical import INFERENCE
 from ..parts.likelihoods import LIKELIHOODS
+from ..parts.modules import MAX_CONDITION_CLASSES
 from ..parts.networks import ACTIVATIONS, ARCHITECTURES
 from ..parts.posteriors import POSTERIORS
 from ..parts.priors import PRIORS
@@ -100,7 +100,7 @@ class ModelConfig(Slots):
     condition: str = setting("none", "label: a conditional VAE (Sohn et al. 2015): Q(z|x, y) and p(x|z, y) see the "
                              "data's labels y (one-hot); --prior label adds p(z|y)", choices=("none", "label"))
     condition_classes: int = setting(0, "filled from the data: the number of label classes", flag="", at_least=0,
-                                     at_most=MAX_CLASSES)
+                                     at_most=MAX_CONDITION_CLASSES)
     columns: Schema | None = setting(None, "filled from the data: a table's columns, their kinds, levels and training "  # noqa: RUF009 - its default is None
                                      "statistics (--likelihood mixed)", flag="")
     shared_encoder: bool = setting(True, "one encoder trunk for all of Q's parameters; --no-shared-encoder "

@@ -28,6 +28,7 @@ from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
 from ..model import VAE, build_model
 from ..parts.likelihoods import likelihood_support
+from ..parts.modules import MAX_CONDITION_CLASSES
 from ..training.distributed import SINGLE, Context, agreed, barrier, shard_indices
 from ..training.ema import EMA
 from ..training.graphs import GraphedStep
@@ -102,8 +103,10 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
     classes = cfg.model.condition_classes
     if cfg.model.conditional:
         dataset.labels_of("train")
-        if classes and dataset.classes > classes:
-            raise VaekitError(f"{dataset.name} has labels up to {dataset.classes - 1}; the model knows {classes} classes")
+        if (classes or MAX_CONDITION_CLASSES) < dataset.classes:
+            raise VaekitError(f"{dataset.name} has labels up to {dataset.classes - 1}; " + (
+                f"the model knows {classes} classes" if classes else f"a conditional VAE takes at most "
+                f"{MAX_CONDITION_CLASSES:,} classes (0…{MAX_CONDITION_CLASSES - 1})"))
         classes = classes or dataset.classes
     columns = dataset.schema if likelihood_support(cfg.model.likelihood) == "table" else None
     return replace(cfg, model=replace(cfg.model, data_shape=shape, plugins=plugins, condition_classes=classes,
