@@ -172,6 +172,10 @@ def test_a_gaussian_run_on_data_a_million_spreads_out_names_the_data(tmp_path, c
     np.save(tmp_path / "one.npy", x)
     said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / "one.npy", "--k", 5, "--split", "train")
     assert "(its value 1e+30 at position 2): the model's distributions overflow on it, not on the other rows" in said
+    x[:, 0] = 1e20  # encode wrote a standard deviation of inf with rc 0 (the seventeenth attack)
+    np.save(tmp_path / "e20.npy", x)
+    said = one_line(capsys, "encode", run, "--dataset", tmp_path / "e20.npy", "--out", tmp_path / "e.npz")
+    assert "the data lie far outside what the run was trained on" in said and not (tmp_path / "e.npz").exists()
 
 
 def test_damaged_weights_are_not_blamed_on_the_data(tmp_path, capsys):

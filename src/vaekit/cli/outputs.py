@@ -102,6 +102,12 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None
     mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.conditional else None,
                                   progress=not args.quiet)
+    lost = ~(torch.isfinite(mean).all(1) & torch.isfinite(std).all(1))  # an overflow torch.distributions let pass
+    if bool(lost.any()):
+        raise VaekitError(f"{getattr(args, 'dataset', None) or cfg.data.dataset}: example {int(lost.nonzero()[0, 0])} "
+                          f"({'+'.join(splits)}; {int(lost.sum()):,} in all): Q(z|x)'s mean or standard deviation is not "
+                          "finite: the data lie far outside what the run was trained on, or its model.safetensors is "
+                          "damaged")
     path = write_latents(Path(args.out), mean, std, labels)
     what = "means, standard deviations" + (" and labels" if labels is not None and Path(args.out).suffix.lower() != ".npy" else "")
     print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")
