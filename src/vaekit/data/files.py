@@ -156,11 +156,11 @@ def whole_labels(y: np.ndarray, n: int, where: str, examples: str) -> np.ndarray
                           f"give one label per example, shape ({n},)")
     if y.dtype.kind == "f" and not bool((np.isfinite(y) & (y == np.round(y))).all()):
         first = int(np.flatnonzero(~(np.isfinite(y) & (y == np.round(y))))[0])
-        raise VaekitError(f"{where}: labels must be whole numbers; label {first} is {y[first]}")
+        raise VaekitError(f"{where}: labels must be whole numbers; the label of example {first} is {y[first]}")
     out_of_range = (y < 0) | (y >= MAX_CLASSES) if len(y) else np.zeros(0, bool)
     if out_of_range.any():  # checked before the cast: 1e20 would wrap to −2⁶³, 10¹² would ask for 10¹² classes
         first = int(np.flatnonzero(out_of_range)[0])
-        raise VaekitError(f"{where}: labels are class indices 0…{MAX_CLASSES - 1}; label {first} is {y[first]:g}")
+        raise VaekitError(f"{where}: labels are class indices 0…{MAX_CLASSES - 1}; the label of example {first} is {y[first]:g}")
     return y.astype(np.int64)
 
 
