@@ -21,15 +21,15 @@ from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..evaluation.overflow import blaming_rows
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
-from ..runs.checkpoint import load_config, versions
-from ..runs.experiment import labels_for, load_data, point_data, train_run
+from ..runs.checkpoint import versions
+from ..runs.experiment import labels_for, train_run
 from ..runs.samplers import sample_quality
 from ..runs.weights_kept import weights_epoch, weights_sha256
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import launched, resolve_device
 from .flags import build_config, given_settings
-from .runs import check_k, run_with_data
+from .runs import check_k, own_rows, run_with_data
 
 log = logging.getLogger("vaekit")
 
@@ -132,10 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         return f"{given}: example {i} of the {args.split} split (its value {float(x[i, j]):g} at position {j})"
 
     def own() -> torch.Tensor | None:  # the run's own rows (a conditional model's need their labels: not told here)
-        if not given or y is not None:
-            return None
-        mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))  # not --dataset's
-        return load_data(mine, args.run).eval_split("train")[:512]
+        return own_rows(args) if given and y is None else None
 
     with launched(device) as ctx, blaming_rows(model, x, named, own):  # ranks share the batches, sums exact
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,

@@ -9,7 +9,7 @@ import argparse
 from ..data import Dataset
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
-from ..runs.checkpoint import load_run
+from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import load_data, point_data
 
 DATA_DIR_HELP = ("root of the named datasets for this run (default: $VAEKIT_DATA if set, else the run's own "
@@ -21,6 +21,13 @@ DATASET_HELP = ("the run's data where it lies now: a named dataset or a path, wi
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--dataset", "--data", dest="dataset", help=DATASET_HELP)
+
+
+def own_rows(args: argparse.Namespace):
+    """The first 512 training rows of the run's own data (where its config.json points, not --dataset): where the
+    model overflows on them too, the weights are at fault, not the data given (`evaluation.overflow.blaming_rows`)."""
+    mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))
+    return load_data(mine, args.run).eval_split("train")[:512]
 
 
 def run_with_data(args: argparse.Namespace):

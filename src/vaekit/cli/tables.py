@@ -20,6 +20,7 @@ from ..evaluation.tables import impute, score
 from ..files import atomic_write
 from ..runs.checkpoint import load_run
 from ..runs.experiment import load_data, point_data
+from .runs import own_rows
 
 K_HELP = "importance samples per row (default: 1000)"
 SPLIT_NAMES = {"val": "validation split", "train": "training split (the run has no validation split)"}
@@ -85,12 +86,8 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 def cmd_impute(args: argparse.Namespace) -> Path:
     """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
-    cfg, model, schema, table = _open(args)
-
-    def own() -> torch.Tensor:  # the run's own rows: where they overflow too, the weights are at fault
-        return load_data(point_data(cfg, data_dir=getattr(args, "data_dir", None)), args.run).eval_split("train")[:512]
-
-    with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}", own):
+    _, model, schema, table = _open(args)
+    with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}", lambda: own_rows(args)):
         result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
     names, cells = table.names, table.cells  # as read: observed cells go back untouched
     order = [names.index(n) for n in schema.names]
