@@ -111,7 +111,7 @@ def test_out_of_memory_without_a_message_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setattr(arguments, "cmd_evaluate", boom)
     code, err = run(capsys, "evaluate", "anything")
-    want = "vaekit: error: out of memory (MemoryError); ask for less: a smaller --n or --k"  # the flags it has
+    want = "vaekit: error: out of memory (MemoryError); ask for less: a smaller --n, --k or --elbo-samples"  # its flags
     assert code == 2 and err == [want]
 
 

@@ -15,6 +15,15 @@ class NonFiniteLossError(VaekitError):
     """The loss, a gradient or an update became NaN or Inf; nothing was saved from it."""
 
 
+class NonFiniteEstimateError(VaekitError):
+    """An estimate (a log-likelihood, a posterior's spread) is NaN or Inf for some examples: the model's outputs
+    overflowed. `what`: the estimate, in a few words, for a message that goes on to say why."""
+
+    def __init__(self, message: str, what: str = "an estimate is not finite"):
+        super().__init__(message)
+        self.what = what
+
+
 class TrainingInterrupted(VaekitError):
     """Ctrl-C or SIGTERM: the run stopped after a whole step and saved a checkpoint."""
 

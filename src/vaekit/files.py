@@ -164,15 +164,27 @@ def open_regular(path: Path, flags: int) -> int:
     return fd
 
 
+def missing(path: Path) -> str:
+    """What to say of a path that opens as no file: "missing", or the symbolic link it is and where it leads
+    (a link to a file that is gone, or links in a loop: not the same fault as no file, nor the same remedy)."""
+    if os.path.islink(path):
+        return f"a symbolic link to {os.readlink(path)}, which leads to no file (gone, or links in a loop)"
+    return "missing"
+
+
+def unopened(path: Path, e: OSError) -> str:
+    """What to say of `path` that `e` kept from being opened: `missing()`, or why it cannot be read."""
+    return missing(path) if isinstance(e, FileNotFoundError) or e.errno == errno.ELOOP else \
+        f"cannot read ({e.strerror or e})"
+
+
 def check_regular(path: Path, limit: int) -> None:
     """A file vaekit is about to read by path (safetensors opens it itself): a regular file (a FIFO would block, a
     device never end) of at most `limit` bytes (a sparse file claims any size), or one line naming it."""
     try:
         info = os.stat(path)
-    except FileNotFoundError:
-        raise VaekitError(f"{path}: missing") from None
     except OSError as e:
-        raise VaekitError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise VaekitError(f"{path}: {unopened(path, e)}") from None
     if not stat.S_ISREG(info.st_mode):
         raise VaekitError(f"{path}: not a regular file ({kind_of(info.st_mode)})")
     if info.st_size > limit:
@@ -187,8 +199,14 @@ def kind_of(mode: int) -> str:
 
 def read_capped(path: Path, limit: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of the regular file `path` if it holds at most `limit`: a FIFO, a device (/dev/zero) or a
-    file too large is refused in one line, never read until memory runs out. FileNotFoundError passes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused below
+    file too large is refused in one line, never read until memory runs out. FileNotFoundError passes: not a link
+    that leads to no file, which is said (a file that is there in a way, and whose history a reader must not drop)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused below
+    except OSError as e:
+        if os.path.islink(path) and (isinstance(e, FileNotFoundError) or e.errno == errno.ELOOP):
+            raise VaekitError(f"{path}: {missing(path)}") from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

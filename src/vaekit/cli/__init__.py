@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             if not _out_of_memory(e):
                 raise
             said = (str(e).splitlines() or [type(e).__name__])[0][:160]  # a MemoryError may say nothing
-            flags = _flags_of(args.command, ("--n", "--batch-size", "--hidden", "--k", "--train-k", "--draws",
+            flags = _flags_of(args.command, ("--n", "--batch-size", "--hidden", "--k", "--elbo-samples", "--train-k", "--draws",
                                              "--num-samples"))
             smaller = f": a smaller {', '.join(flags[:-1])} or {flags[-1]}" if len(flags) > 1 else \
                 f": a smaller {flags[0]}" if flags else ""

@@ -29,7 +29,7 @@ from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import launched, resolve_device
 from .flags import build_config, given_settings
-from .runs import check_k, own_rows, run_with_data
+from .runs import check_k, own_rows_of, row_named, run_with_data
 
 log = logging.getLogger("vaekit")
 
@@ -45,14 +45,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         board = None
         if args.tensorboard and ctx.is_main:
             board = TensorBoardLogger(Path(args.out) / "tensorboard")
-        try:
+        try:  # a collective broken by a rank that died: one line (`launched`)
             result = train_run(cfg, args.out, resume=args.resume, progress=not args.quiet, ctx=ctx,
                                device=device, on_epoch=each_epoch(board, tracker), given=given_settings(args))
-        except RuntimeError as e:  # a collective broken by a rank that died: say so in one line
-            if not ctx.distributed:
-                raise
-            raise VaekitError(f"rank {ctx.rank}: lost contact with another rank, which probably failed "
-                              f"(see its error): {str(e).splitlines()[0][:200]}") from None
         finally:
             if board is not None:
                 board.close()
@@ -125,16 +120,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if y is not None and getattr(args, "amortization_gap", False):
         raise VaekitError("--amortization-gap is not computed for a conditional VAE")
     k = args.k or cfg.train.eval_k
-    given = getattr(args, "dataset", None)  # data of the user's: rows to blame, where the run's own data pass
-
-    def named(i: int) -> str:
-        j = int(x[i].abs().argmax())
-        return f"{given}: example {i} of the {args.split} split (its value {float(x[i, j]):g} at position {j})"
-
-    def own() -> torch.Tensor | None:  # the run's own rows (a conditional model's need their labels: not told here)
-        return own_rows(args) if given and y is None else None
-
-    with launched(device) as ctx, blaming_rows(model, x, named, own):  # ranks share the batches, sums exact
+    named = row_named(getattr(args, "dataset", None) or cfg.data.dataset, x, f"the {args.split} split")
+    with launched(device) as ctx, blaming_rows(model, x, named, own_rows_of(args), y):  # ranks share the batches, sums exact
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,
                                progress=not args.quiet, y=y)
     metrics["split"], metrics["split_size"] = args.split, total

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from ..errors import VaekitError
+from ..errors import NonFiniteEstimateError, VaekitError
 from ..evaluation.latents import posterior_summary, read_labels, read_latents, write_latents
+from ..evaluation.overflow import blaming_rows
 from ..explain import explain, format_result
 from ..files import write_array
 from ..parts.distributions import MAX_TEMPERATURE
@@ -22,7 +23,7 @@ from ..runs.experiment import labels_for
 from ..runs.samplers import draw_codes
 from ..runs.saving import to_data_units
 from ..training.progress import Progress
-from .runs import check_k, run_with_data
+from .runs import check_k, own_rows_of, row_named, run_with_data
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
     cfg, model, dataset = run_with_data(args)
     x = dataset.eval_split(args.split)[: args.n]
     y = labels_for(cfg, dataset, args.split)
-    x_hat = model.given(y[: args.n]).reconstruct(x) if y is not None else model.reconstruct(x)
+    y = y[: args.n] if y is not None else None
+    named = row_named(getattr(args, "dataset", None) or cfg.data.dataset, x, f"the {args.split} split")
+    with blaming_rows(model, x, named, own_rows_of(args), y):
+        x_hat = model.given(y).reconstruct(x) if y is not None else model.reconstruct(x)
     x, x_hat = dataset.restore(x), dataset.restore(x_hat)  # in the data's units
     out = Path(args.out or Path(args.run) / "reconstructions.png")
     plot_reconstructions(x, x_hat, cfg.model.data_shape, out)
@@ -100,14 +104,18 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     x = torch.cat([dataset.eval_split(s) for s in splits])
     have_labels = all(s in dataset.labels for s in splits) or cfg.model.conditional
     labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None
-    mean, std = posterior_summary(model, x, seed=args.seed, y=labels if cfg.model.conditional else None,
-                                  progress=not args.quiet)
-    lost = ~(torch.isfinite(mean).all(1) & torch.isfinite(std).all(1))  # an overflow torch.distributions let pass
-    if bool(lost.any()):
-        raise VaekitError(f"{getattr(args, 'dataset', None) or cfg.data.dataset}: example {int(lost.nonzero()[0, 0])} "
-                          f"({'+'.join(splits)}; {int(lost.sum()):,} in all): Q(z|x)'s mean or standard deviation is not "
-                          "finite: the data lie far outside what the run was trained on, or its model.safetensors is "
-                          "damaged")
+    y = labels if cfg.model.conditional else None
+    source = getattr(args, "dataset", None) or cfg.data.dataset
+    with blaming_rows(model, x, row_named(source, x, "+".join(splits)), own_rows_of(args), y):
+        mean, std = posterior_summary(model, x, seed=args.seed, y=y, progress=not args.quiet)
+        lost = ~(torch.isfinite(mean).all(1) & torch.isfinite(std).all(1))  # an overflow torch.distributions let pass
+        if bool(lost.any()):
+            raise NonFiniteEstimateError(
+                f"{source}: example {int(lost.nonzero()[0, 0])} ({'+'.join(splits)}; {int(lost.sum()):,} in all): Q(z|x)'s "
+                "mean or standard deviation is not finite: " + ("the data lie far outside what the run was trained on, "
+                "or its model.safetensors is damaged" if getattr(args, "dataset", None) else
+                "the run's model.safetensors is damaged or was trained into overflow: retrain, or resume from a good "
+                "checkpoint"), what="Q(z|x)'s standard deviation is not finite")
     path = write_latents(Path(args.out), mean, std, labels)
     what = "means, standard deviations" + (" and labels" if labels is not None and Path(args.out).suffix.lower() != ".npy" else "")
     print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, MultivariateNormal
 
-from ..errors import VaekitError
+from ..errors import NonFiniteEstimateError, VaekitError
 from ..objectives.estimators import draw, elbo_draws, log_weights
 from ..parts.distributions import diagonal_normal, is_diagonal_normal, kl_diagonal_normal, mean_of, validating
 from ..parts.modules import examples
@@ -248,8 +248,8 @@ def log_likelihood(
     per_example, ess = all_reduce_sum(slots, ctx).cpu()
     n_bad = int((~torch.isfinite(per_example)).sum())
     if n_bad:
-        raise VaekitError(f"log-likelihood is not finite for {n_bad} of {n} examples; "
-                          "the model's outputs are NaN or Inf")
+        raise NonFiniteEstimateError(f"log-likelihood is not finite for {n_bad} of {n} examples; the model's outputs "
+                                     "are NaN or Inf", what="the log-likelihood is not finite")
     mean = float(per_example.mean())
     stderr = float(per_example.std() / math.sqrt(n)) if n > 1 else float("nan")
     mc_stderr = float(delta_method_variance(ess, k).sum().sqrt() / n)

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from ..errors import VaekitError
+from ..errors import NonFiniteEstimateError, VaekitError
+from ..objectives.estimators import log_weights
 from ..parts.distributions import mean_of
 from ..rng import forked_rng
 
@@ -28,57 +29,79 @@ def weights_refusal(e: BaseException) -> str:
 
 
 def refused(e: BaseException) -> str:
-    """The first line of torch's refusal, without the tensor it prints: `Expected parameter scale …`."""
+    """The first line of torch's refusal, without the tensor it prints: `Expected parameter scale …` (or what was
+    not finite)."""
+    if isinstance(e, NonFiniteEstimateError):
+        return e.what
     return str(e).splitlines()[0].split(" (Tensor")[0].split(" of shape")[0][:160]
 
 
 @torch.no_grad()
-def _fails(model, xb: Tensor) -> bool | None:
-    """Whether Q(z|x), or p(x|z) at Q's mean or at a draw of it, overflows on the rows xb (None: this model cannot be
-    asked so). The draw's randomness is its own: the caller's stream goes on as if this had not run."""
+def _fails(model, xb: Tensor, yb: Tensor | None = None) -> Tensor | bool | None:
+    """Which rows of xb (labels yb, for a conditional VAE) the model cannot score: True where a distribution of
+    Q(z|x), p(z) or p(x|z), at a draw of Q or at its mean, overflows on the batch (which rows: ask one by one), else
+    [B] bool, the rows whose log-weight log p(x, z) − log Q(z|x) is NaN or ±inf (None: this model cannot be asked
+    so). The draw's randomness is its own: the caller's stream goes on as if this had not run."""
     try:
         with forked_rng(xb.device):
-            q = model.posterior(xb)
-            model.p_x_given_z(torch.stack([mean_of(q), q.sample()]))
-    except ValueError as e:
-        return True if overflows(e) else None
-    except (TypeError, RuntimeError, VaekitError):  # a model that needs more than x (a label): not for this to say
+            joint = model.given(yb) if yb is not None else model
+            q = joint.posterior(xb)
+            lw = log_weights(joint, xb, 1, q_z=q)[0]
+            joint.p_x_given_z(mean_of(q))
+    except (ValueError, RuntimeError) as e:  # a NaN draw: refused as a value, or as a std by torch.normal
+        said = str(e)
+        if overflows(e) or "Expected value argument" in said or "expects all elements of std" in said:
+            return True
+        return None  # a model that needs more than x (a label): not for this to say
+    except TypeError:
         return None
-    return False
+    return ~torch.isfinite(lw)
 
 
-def overflowing_rows(model, x: Tensor, batch_size: int = 256) -> list[int]:
-    """The rows of x [N, D] on which the model's posterior, or its decoder at the posterior's mean, makes an invalid
-    distribution: a batch at a time, row by row within a batch that has one ([] where none, or none can be told)."""
+def overflowing_rows(model, x: Tensor, batch_size: int = 256, y: Tensor | None = None) -> list[int]:
+    """The rows of x [N, D] (labels y) on which the model makes an invalid distribution or a log-weight that is not
+    finite (`_fails`): a batch at a time, row by row within a batch that overflows ([] where none, or none can be
+    told)."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     rows: list[int] = []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(dtype)
-        if _fails(model, xb):
-            rows += [start + i for i in range(len(xb)) if _fails(model, xb[i : i + 1])]
+        yb = y[start : start + batch_size] if y is not None else None
+        failed = _fails(model, xb, yb)
+        if failed is True:
+            rows += [start + i for i in range(len(xb)) if _one_fails(model, xb[i : i + 1], yb[i : i + 1] if yb is not
+                                                                     None else None)]
+        elif failed is not None:
+            rows += [start + int(i) for i in failed.nonzero()[:, 0]]
     return rows
+
+
+def _one_fails(model, xb: Tensor, yb: Tensor | None) -> bool:
+    failed = _fails(model, xb, yb)
+    return failed is True or (failed is not None and bool(failed.any()))
 
 
 @contextlib.contextmanager
 def blaming_rows(model, x: Tensor, name: Callable[[int], str],
-                 own: Callable[[], Tensor | None] | None = None) -> Iterator[None]:
-    """Run the block; where a distribution overflows in it, find the rows of x that do it and refuse naming the
-    first (`name(i)`, e.g. "FILE: line 7"). The data are blamed only where the model scores rows of its own data
-    (`own()`, a part of its training data, read only then): a damaged weight also overflows on some rows and not
-    others. Where no row
-    can be found, or its own data overflow too, the refusal stands (the weights' message)."""
+                 own: Callable[[], tuple[Tensor, Tensor | None] | None] | None = None,
+                 y: Tensor | None = None) -> Iterator[None]:
+    """Run the block; where a distribution overflows in it (or an estimate is not finite), find the rows of x (labels
+    y) that do it and refuse naming the first (`name(i)`, e.g. "FILE: line 7"). The data are blamed only where the
+    model scores rows of its own data (`own()`: a part of its training data and their labels, read only then): a
+    damaged weight also overflows on some rows and not others. Where no row can be found, or its own data overflow
+    too, the refusal stands (the weights' message)."""
     try:
         yield
     except ValueError as e:
-        if not overflows(e):
+        if not (overflows(e) or isinstance(e, NonFiniteEstimateError)):
             raise
         try:
             mine = own() if own is not None else None
         except VaekitError:  # the run's data are not here: nothing tells the weights from the data
             mine = None
-        if mine is not None and len(mine) and overflowing_rows(model, mine):
+        if mine is not None and len(mine[0]) and overflowing_rows(model, mine[0], y=mine[1]):
             raise VaekitError(weights_refusal(e)) from None
-        rows = overflowing_rows(model, x) if mine is not None and len(mine) else []
+        rows = overflowing_rows(model, x, y=y) if mine is not None and len(mine[0]) else []
         if not rows:
             raise
         more = " and every other one" if len(rows) == len(x) > 1 else f" (and {len(rows) - 1:,} more of its {len(x):,})" \

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..data.table_files import MAX_TABLE_CELLS, Table
 from ..errors import VaekitError
 from ..objectives.estimators import check_data, log_weights
-from ..rng import forked_rng
+from ..rng import batch_seed, forked_rng
 from .estimates import MAX_IMPORTANCE_SAMPLES, delta_method_variance, eval_mode, whole_number
 from .overflow import overflowing_rows, overflows
 
@@ -159,23 +159,22 @@ def score(model, x: Tensor, mask: Tensor | None = None, k: int = 1000, seed: int
         raise VaekitError(f"score: k must be ≥ 2 (the Monte Carlo error needs two weights), got {k}")
     out = []
     with forked_rng(x.device), eval_mode(model):
-        torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
+        for b, start in enumerate(range(0, len(x), batch_size)):
             xb = x[start : start + batch_size]
+            torch.manual_seed(batch_seed(seed, b))  # each batch its own draws: a retried one draws them again
             try:
                 out.append(_scores(model, xb, k))
             except ValueError as e:  # a row far outside the training data: scored +inf, the others as usual
                 far = overflowing_rows(model, xb) if overflows(e) else []
                 if not far:
                     raise
-                kept = torch.ones(len(xb), dtype=torch.bool, device=xb.device)
-                kept[far] = False
-                n, f64 = len(xb), torch.float64
-                whole = (torch.full((n,), torch.inf, dtype=f64), torch.full((n,), torch.nan, dtype=f64),
-                         torch.zeros(n, dtype=f64), torch.full((n, xb.shape[1]), torch.nan, dtype=f64))
-                for mine, got in zip(whole, _scores(model, xb[kept], k) if kept.any() else ()):
-                    mine[kept] = got.to(f64)
-                out.append(whole)
+                blank = xb.clone()
+                blank[far] = torch.nan  # no cell seen: the batch keeps its shape, so the other rows their draws
+                torch.manual_seed(batch_seed(seed, b))
+                got = _scores(model, blank, k)
+                for t, lost in zip(got, (torch.inf, torch.nan, 0.0, torch.nan)):
+                    t[far] = lost
+                out.append(got)
     return Scores(*(torch.cat(t) for t in zip(*out)))
 
 

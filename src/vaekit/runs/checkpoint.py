@@ -68,6 +68,8 @@ def load_config(run: Path) -> Config:
         raise VaekitError(f"{run}: no such run directory")
     try:
         d = json.loads(read_capped(path).decode())
+    except VaekitError:  # a FIFO, a link to no file: said as such
+        raise
     except FileNotFoundError:
         raise VaekitError(f"{path}: missing; is {run} a vaekit run directory?") from None
     except OSError as e:
@@ -129,17 +131,18 @@ def canonical_safetensors(data: bytes) -> bytes:
 
 
 def check_shapes_first(run: Path, cfg: Config) -> None:
-    """Compare the model config.json describes, built without memory (on torch's meta device), with the shapes
-    model.safetensors' header lists, before the model is built for real: a few bytes changed in config.json
-    (hidden 20000) would otherwise allocate gigabytes before the weights are found not to fit."""
+    """The model config.json describes, built on torch's meta device (no memory), against model.safetensors' header,
+    before it is built for real: a few bytes changed in config.json (hidden 20000) would allocate gigabytes first."""
     path = Path(run) / WEIGHTS
-    if not path.exists():
-        return  # said where the weights are loaded
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):  # the caller's random stream untouched
             meta = build_model(cfg.model)
+    except VaekitError as e:  # a setting out of range (condition_classes 0 for labels): config.json's
+        raise VaekitError(f"{run / CONFIG}: {e}") from None
     except Exception:  # noqa: BLE001 - a part the meta device cannot build: the real build checks (and says why)
         return
+    if not path.exists():
+        return  # said where the weights are loaded
     check_regular(path, weights_bytes(meta) + HEADER_SLACK)
     try:
         with safe_open(str(path), "pt") as f:

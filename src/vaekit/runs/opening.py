@@ -6,15 +6,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from ..data import DATASETS, IN_MEMORY
 from ..errors import VaekitError
+from ..files import missing
 from ..training.distributed import SINGLE, Context
 from . import checkpoint as ckpt
 from .config import Config, resume_config
+from .history import METRICS
 from .state_check import check_config, config_record
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,12 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     caller says resume and out (`vaekit.fit`'s errors name its keywords, not the CLI's flags)."""
     resume_word, out_word = words
     out = Path(out) if out is not None else None
-    for name in (ckpt.CONFIG, ckpt.STATE, ckpt.WEIGHTS) if out is not None else ():
+    again = f", or remove the link (a resumed run writes it again from {ckpt.STATE})"
+    remedies = {ckpt.CONFIG: again, ckpt.WEIGHTS: again, METRICS: " (the epochs' lines), or remove the link (the run "
+                "goes on without them)", ckpt.STATE: f" (what resuming needs), or train into another {out_word}"}
+    for name, remedy in remedies.items() if out is not None else ():
         if (out / name).is_symlink() and not (out / name).exists():  # neither missing (a run to start again) nor there
-            again = f" ({resume_word} then writes it again from {ckpt.STATE})" if name == ckpt.CONFIG else ""
-            raise VaekitError(f"{out / name}: a symbolic link to {os.readlink(out / name)}, which leads to no file (gone, "
-                              f"or links in a loop); restore what it points to, or remove the link{again}")
+            raise VaekitError(f"{out / name}: {missing(out / name)}; restore what it points to{remedy}")
     data = Path(cfg.data.dataset) if cfg.data.dataset not in DATASETS and cfg.data.dataset != IN_MEMORY else None
     if out is not None and data is not None and data.is_dir() and out.resolve().is_relative_to(data.resolve()):
         raise VaekitError(f"{out_word} {out}: lies in {data}, a folder of images training reads (the run's files would "

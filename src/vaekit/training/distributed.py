@@ -66,7 +66,13 @@ def launched(device: str = "cpu", timeout_s: float = 300.0) -> Iterator[Context]
         torch.cuda.set_device(ctx.local_rank)
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     try:
-        yield ctx
+        try:
+            yield ctx
+        except RuntimeError as e:  # a collective broken by a rank that died (its own error says why): one line here
+            if "out of memory" in str(e).lower() or "can't allocate" in str(e):
+                raise
+            raise VaekitError(f"rank {ctx.rank}: lost contact with another rank, which probably failed (see its "
+                              f"error): {(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
         # Leave together: a rank tearing down gloo while its peer still talks to it can abort the peer.
         dist.barrier()
     finally:
