@@ -251,10 +251,16 @@ def test_resume_before_the_first_checkpoint_starts_from_step_zero(trained, tmp_p
 
 
 def test_resume_refuses_weights_without_trainer_state(trained, tmp_path):
+    """Weights that are not a first epoch's checkpoint cut short (those start again: test_trust_attack18): unlabelled
+    ones (vaekit.save's) and a later epoch's are kept, and the run refused."""
+    from safetensors.torch import load_file, save_file
+
     run = copy_run(trained, tmp_path)
     (run / ckpt.STATE).unlink()
-    with pytest.raises(VaekitError, match="holds weights but no train_state.pt"):
-        train_run(small(2), out=run, resume=True)
+    for label in ({}, {"epoch": "4", "step": "84"}):
+        save_file(load_file(run / ckpt.WEIGHTS), str(run / ckpt.WEIGHTS), metadata=label)
+        with pytest.raises(VaekitError, match="holds weights but no train_state.pt"):
+            train_run(small(2), out=run, resume=True)
 
 
 # ---- 4. SIGTERM and stale temporaries ----

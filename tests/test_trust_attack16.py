@@ -126,8 +126,8 @@ def test_a_row_far_outside_the_training_data_is_named_and_scored_inf_not_blamed_
     others = {r["line"]: r["score"] for r in csv.DictReader((folder / "n.csv").read_text().splitlines())}
     assert len(others) == 38 and all(float(v) < 1e3 for v in others.values())
     assert one_line(capsys, "impute", run, "--data", data, "--out", folder / "i.csv") == (
-        f"{data}: line 2: the model's distributions overflow on it, not on the other rows nor on the run's own data: "
-        "the values lie far outside what it was trained on (Expected parameter scale)")
+        f"{data}: line 2: the model's distributions overflow on it, not on the other rows nor on the rows the run was "
+        "trained on: the values lie far outside them (Expected parameter scale)")
 
 
 def test_the_rows_a_model_overflows_on_are_those_and_no_other(table_run):
@@ -162,8 +162,8 @@ def test_a_gaussian_run_on_data_a_million_spreads_out_names_the_data(tmp_path, c
     _train(capsys, "--dataset", tmp_path / "g.npy", "--likelihood", "gaussian", *TINY, "--epochs", "2", "--out", run)
     said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / "far.npy", "--k", 5)
     assert said.startswith(f"{tmp_path / 'far.npy'}: example 0 of the test split (its value 1e+30 at position 0) and "
-                           "every other one: the model's distributions overflow on every row, not on the run's own "
-                           "data"), said
+                           "every other one: the model's distributions overflow on every row, not on the rows the run "
+                           "was trained on"), said
     x[:, 0] = np.load(tmp_path / "g.npy")[:, 0]
     x[7, 2] = 1e30  # one example: named by its value, as the split's order is not the file's
     np.save(tmp_path / "one.npy", x)
@@ -172,7 +172,7 @@ def test_a_gaussian_run_on_data_a_million_spreads_out_names_the_data(tmp_path, c
     x[:, 0] = 1e20  # encode wrote a standard deviation of inf with rc 0 (the seventeenth attack)
     np.save(tmp_path / "e20.npy", x)
     said = one_line(capsys, "encode", run, "--dataset", tmp_path / "e20.npy", "--out", tmp_path / "e.npz")
-    assert "and every other one: the model's distributions overflow on every row, not on the run's own data" in said
+    assert "and every other one: the model's distributions overflow on every row, not on the rows the run was trained on" in said
     assert not (tmp_path / "e.npz").exists()
 
 

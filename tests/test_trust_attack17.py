@@ -17,7 +17,7 @@ from vaekit.evaluation.tables import score
 from vaekit.runs.checkpoint import load_run
 
 TINY = ("--likelihood", "gaussian", "--hidden", "8", "--seed", "1", "--batch-size", "32", "--epochs", "1")
-FAR = "the model's distributions overflow on it, not on the other rows nor on the run's own data"
+FAR = "the model's distributions overflow on it, not on the other rows nor on the rows the run was trained on"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_encode_names_the_row_it_cannot_encode_and_blames_weights_only_on_the_ru
     column[:, 0] = 1e20
     np.save(tmp_path / "column.npy", column)
     said = one_line(capsys, "encode", run, "--dataset", tmp_path / "column.npy", "--out", tmp_path / "e.npz")
-    assert "and every other one" in said and "not on the run's own data" in said
+    assert "and every other one" in said and "not on the rows the run was trained on" in said
     weights = load_file(run / "model.safetensors")
     first = next(k for k in weights if k.startswith("encoder") and k.endswith("weight"))
     weights[first][:, 1] = 1e30  # finite, so loaded: one input column of every row made to overflow

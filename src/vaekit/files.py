@@ -205,7 +205,7 @@ def read_capped(path: Path, limit: int = MAX_TEXT_BYTES) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused below
     except OSError as e:
         if os.path.islink(path) and (isinstance(e, FileNotFoundError) or e.errno == errno.ELOOP):
-            raise VaekitError(f"{path}: {missing(path)}") from None
+            raise VaekitError(f"{path}: {missing(path)}; restore what it points to") from None
         raise
     try:
         st = os.fstat(fd)

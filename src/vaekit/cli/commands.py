@@ -18,7 +18,7 @@ from ..errors import VaekitError
 from ..evaluation.checks import evaluation_warnings
 from ..evaluation.diagnostics import amortization_gap, collapse_warning, gap_summary
 from ..evaluation.estimates import evaluate_all, latent_statistics
-from ..evaluation.overflow import blaming_rows
+from ..evaluation.overflow import blaming_rows, row_named
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
 from ..runs.checkpoint import versions
@@ -29,7 +29,7 @@ from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
 from ..training.distributed import launched, resolve_device
 from .flags import build_config, given_settings
-from .runs import check_k, own_rows_of, row_named, run_with_data
+from .runs import check_k, own_rows_of, run_with_data
 
 log = logging.getLogger("vaekit")
 

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import NonFiniteEstimateError, VaekitError
 from ..evaluation.latents import posterior_summary, read_labels, read_latents, write_latents
-from ..evaluation.overflow import blaming_rows
+from ..evaluation.overflow import blaming_rows, row_named
 from ..explain import explain, format_result
 from ..files import write_array
 from ..parts.distributions import MAX_TEMPERATURE
@@ -23,7 +23,7 @@ from ..runs.experiment import labels_for
 from ..runs.samplers import draw_codes
 from ..runs.saving import to_data_units
 from ..training.progress import Progress
-from .runs import check_k, own_rows_of, row_named, run_with_data
+from .runs import check_k, own_rows_of, run_with_data
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,17 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None
     y = labels if cfg.model.conditional else None
     source = getattr(args, "dataset", None) or cfg.data.dataset
-    with blaming_rows(model, x, row_named(source, x, "+".join(splits)), own_rows_of(args), y):
+    with blaming_rows(model, x, row_named(source, x, f"the {'+'.join(splits)} split{'s' if len(splits) > 1 else ''}"), own_rows_of(args), y):
         mean, std = posterior_summary(model, x, seed=args.seed, y=y, progress=not args.quiet)
-        lost = ~(torch.isfinite(mean).all(1) & torch.isfinite(std).all(1))  # an overflow torch.distributions let pass
+        lost = ~(torch.isfinite(mean).all(1) & torch.isfinite(std).all(1) & (std > 0).all(1))  # an overflow (or an
+        # underflow to a spread of 0) that torch.distributions let pass
         if bool(lost.any()):
             raise NonFiniteEstimateError(
                 f"{source}: example {int(lost.nonzero()[0, 0])} ({'+'.join(splits)}; {int(lost.sum()):,} in all): Q(z|x)'s "
-                "mean or standard deviation is not finite: " + ("the data lie far outside what the run was trained on, "
+                "mean is not finite or its standard deviation not finite and > 0: " + ("the data lie far outside what the run was trained on, "
                 "or its model.safetensors is damaged" if getattr(args, "dataset", None) else
                 "the run's model.safetensors is damaged or was trained into overflow: retrain, or resume from a good "
-                "checkpoint"), what="Q(z|x)'s standard deviation is not finite")
+                "checkpoint"), what="Q(z|x)'s mean or spread is not finite, or a spread 0")
     path = write_latents(Path(args.out), mean, std, labels)
     what = "means, standard deviations" + (" and labels" if labels is not None and Path(args.out).suffix.lower() != ".npy" else "")
     print(f"wrote {path}: {what} of {x.shape[0]} examples ({', '.join(splits)}), k = {mean.shape[1]}")

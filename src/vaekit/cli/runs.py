@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from ..data import Dataset
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import labels_for, load_data, point_data
+from ..runs.opening import data_changed
 
 DATA_DIR_HELP = ("root of the named datasets for this run (default: $VAEKIT_DATA if set, else the run's own "
                  "data_dir, else ~/.cache/vaekit)")
@@ -23,30 +26,27 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", "--data", dest="dataset", help=DATASET_HELP)
 
 
-def own_rows(args: argparse.Namespace):
-    """The first 512 training rows of the run's own data (where its config.json points, not --dataset) and, for a
-    conditional VAE, their labels: where the model overflows on them too, the weights are at fault, not the data
-    given (`evaluation.overflow.blaming_rows`)."""
+def own_rows(args: argparse.Namespace, given: str | None = None):
+    """The rows the run was trained on (where its config.json points, not --dataset: its training and validation
+    splits; every split where `given`, the data the command was given, is that same source) and, for a conditional
+    VAE, their labels. Where the model overflows on them too, the weights are at fault, not the data given
+    (`evaluation.overflow.blaming_rows`). A data file that changed since training is refused: it tells nothing."""
     mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))
+    changed = data_changed(mine)
+    if changed:
+        raise VaekitError(f"{mine.data.dataset}: changed since the run was trained ({changed})")
     data = load_data(mine, args.run)
-    y = labels_for(mine, data, "train")
-    return data.eval_split("train")[:512], (y[:512] if y is not None else None)
-
-
-def row_named(source: str, x, where: str):
-    """How a refusal names row i of x: its place in `where` (a split, as vaekit keeps it) and its largest value,
-    which finds it in the file whatever order the split keeps."""
-    def named(i: int) -> str:
-        row = x[i].flatten()
-        j = int(row.abs().argmax())
-        return f"{source}: example {i} of {where} (its value {float(row[j]):g} at position {j})"
-    return named
+    same = given is not None and point_data(mine, given).data.dataset == mine.data.dataset
+    splits = [s for s in data.present_splits() if s != "test" or same]
+    labels = [labels_for(mine, data, s) for s in splits]
+    return torch.cat([data.eval_split(s) for s in splits]), (torch.cat(labels) if mine.model.conditional else None)
 
 
 def own_rows_of(args: argparse.Namespace):
     """`own_rows` where the command was given data of the user's (--dataset): what tells the weights' fault from the
     data's (`blaming_rows`); None where the data are the run's own, which only damaged weights overflow on."""
-    return (lambda: own_rows(args)) if getattr(args, "dataset", None) else None
+    given = getattr(args, "dataset", None)
+    return (lambda: own_rows(args, given)) if given else None
 
 
 def run_with_data(args: argparse.Namespace):

@@ -15,12 +15,13 @@ import torch
 from ..data.table_files import read_table
 from ..data.tables import LEVELED, is_missing
 from ..errors import VaekitError
-from ..evaluation.overflow import blaming_rows
+from ..evaluation.overflow import blaming_rows, overflowing_rows
 from ..evaluation.tables import impute, score
 from ..files import atomic_write
 from ..runs.checkpoint import load_run
 from ..runs.experiment import load_data, point_data
-from .runs import own_rows
+from ..runs.opening import data_changed
+from .runs import check_k, own_rows
 
 K_HELP = "importance samples per row (default: 1000)"
 SPLIT_NAMES = {"val": "validation split", "train": "training split (the run has no validation split)"}
@@ -87,7 +88,7 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 def cmd_impute(args: argparse.Namespace) -> Path:
     """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
     _, model, schema, table = _open(args)
-    with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}", lambda: own_rows(args)):
+    with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}", lambda: own_rows(args, args.data)):
         result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
     names, cells = table.names, table.cells  # as read: observed cells go back untouched
     order = [names.index(n) for n in schema.names]
@@ -126,16 +127,22 @@ def cmd_score(args: argparse.Namespace) -> Path:
     validation split's --quantile, and each column's part."""
     if not 0 < args.quantile < 1:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
+    check_k(args.k)
     cfg, model, schema, table = _open(args)
     data = load_data(point_data(cfg, data_dir=args.data_dir), args.run)
     usual_split = "val" if "val" in data.present_splits() else "train"  # val_size 0: the training rows instead
     usual = score(model, data.eval_split(usual_split), k=args.k, seed=args.seed)
     if not bool(torch.isfinite(usual.score).all()):  # the run's own rows: the weights, not --data, are at fault
-        raise VaekitError(f"the model's distributions overflow on {int((~torch.isfinite(usual.score)).sum())} rows of "
-                          f"the {SPLIT_NAMES[usual_split]} of {cfg.data.dataset}, its own data: model.safetensors is "
-                          "damaged or was trained into overflow (or that file changed since training)")
+        lost = f"the model's distributions overflow on {int((~torch.isfinite(usual.score)).sum())} rows of the " \
+            f"{SPLIT_NAMES[usual_split]} of {cfg.data.dataset}, its own data"
+        changed = data_changed(point_data(cfg, data_dir=args.data_dir))
+        raise VaekitError(f"{lost}, which changed since the run was trained ({changed}); restore that file" if changed
+                          else f"{lost}: model.safetensors is damaged or was trained into overflow")
     s = score(model, table.codes, k=args.k, seed=args.seed)
     far = [table.lines[i] for i in torch.isinf(s.score).nonzero()[:, 0].tolist()]
+    if far and overflowing_rows(model, own_rows(args, args.data)[0]):  # rows it was trained on fail too: the weights
+        raise VaekitError(f"{args.data}: line {far[0]}: the model's distributions overflow on it and on rows the run "
+                          "was trained on: model.safetensors is damaged or was trained into overflow")
     if far:
         log.warning("%s: line%s %s: the model's distributions overflow on %s (values far outside the data the run "
                     "was trained on): scored inf, above every other row", args.data, "s" if len(far) > 1 else "",

@@ -15,6 +15,7 @@ converted batch by batch in `Dataset.prepare`, so no copy of it is made in memor
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import re
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 WHOLE = re.compile(r"[+-]?\d+")  # a whole number as a CSV writes one
 KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"}  # the arrays an .npz may hold
 MAX_CLASSES = 100_000  # labels are class indices: a one-hot of more classes is no label a VAE conditions on
+MAX_CONDITION_CLASSES = 1000  # ImageNet's: a conditional VAE's every example and draw carries a one-hot this wide, and
+# a picture draws every class (labels up to MAX_CLASSES serve the other uses: encode's output, the disentanglement)
 MIN_TEST = 2  # the test split's smallest size: a standard error, active units, interpolations need two
 # dtypes a memory map keeps as stored (torch computes with them); others are converted to float32
 _MAPPABLE = {np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64)}
@@ -160,7 +163,8 @@ def whole_labels(y: np.ndarray, n: int, where: str, examples: str) -> np.ndarray
     out_of_range = (y < 0) | (y >= MAX_CLASSES) if len(y) else np.zeros(0, bool)
     if out_of_range.any():  # checked before the cast: 1e20 would wrap to −2⁶³, 10¹² would ask for 10¹² classes
         first = int(np.flatnonzero(out_of_range)[0])
-        raise VaekitError(f"{where}: labels are class indices 0…{MAX_CLASSES - 1}; the label of example {first} is {y[first]:g}")
+        raise VaekitError(f"{where}: labels are class indices 0…{MAX_CLASSES - 1} (0…{MAX_CONDITION_CLASSES - 1} for a "
+                          f"conditional VAE); the label of example {first} is {y[first]:g}")
     return y.astype(np.int64)
 
 
@@ -195,7 +199,7 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         raise VaekitError(f"{path}: memory mapping needs a .npy file")
     if path.suffix == ".npz":
         check_zip_members(path, path)
-    _npy_holds_its_header(path)
+    npy_holds_its_header(path)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -206,18 +210,21 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         raise VaekitError(f"{path}: cannot read as {path.suffix} ({e})") from None
 
 
-def _npy_holds_its_header(path: Path) -> None:
+def npy_holds_its_header(path: Path, data: bytes | None = None) -> None:
     """A .npy's header states its shape: one claiming more values than the file holds (a 100-byte file claiming 35
     PiB) is refused before numpy asks for that memory (which ended in "out of memory … a smaller --batch-size");
-    likewise each array of a .npz against its member's size."""
-    if path.suffix == ".npz":
+    likewise each array of a .npz against its member's size. `data`: the file's bytes, where they were read whole."""
+    if path.suffix.lower() == ".npz":
         try:
-            with zipfile.ZipFile(path) as z:
+            with zipfile.ZipFile(io.BytesIO(data) if data is not None else path) as z:
                 for info in z.infolist():
                     with z.open(info) as f:
                         _header_fits(f, info.file_size, f"{path} [{info.filename.removesuffix('.npy')}]", "the member")
         except (OSError, zipfile.BadZipFile, EOFError):
             return  # np.load says what is wrong in its own words
+        return
+    if data is not None:
+        _header_fits(io.BytesIO(data), len(data), str(path), "the file")
         return
     with open(path, "rb") as f:
         _header_fits(f, path.stat().st_size, str(path), "the file")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.files import is_header, number
+from ..data.files import is_header, npy_holds_its_header, number
 from ..errors import VaekitError
 from ..files import atomic_write, check_zip_members, read_capped, write_array
 from ..parts.distributions import mean_of
@@ -93,6 +93,8 @@ def read_latents(path: Path, latent_dim: int) -> Tensor:
         raise VaekitError(f"{path}: latents are read from {', '.join(FORMATS)}")
     try:
         data = read_capped(path, MAX_LATENTS_BYTES)
+        if suffix in (".npz", ".npy"):  # a header claiming more than the file holds: said, not allocated
+            npy_holds_its_header(path, data)
         if suffix == ".npz":
             check_zip_members(data, path, MAX_LATENTS_BYTES)
             with np.load(io.BytesIO(data), allow_pickle=False) as f:
@@ -147,7 +149,9 @@ def read_labels(path: Path) -> Tensor | None:
     path = Path(path)
     try:
         if path.suffix.lower() == ".npz":
-            with np.load(io.BytesIO(read_capped(path, MAX_LATENTS_BYTES)), allow_pickle=False) as f:
+            data = read_capped(path, MAX_LATENTS_BYTES)
+            npy_holds_its_header(path, data)
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 y = f["labels"] if "labels" in f.files else None
         elif path.suffix.lower() == ".csv":
             rows = list(csv.reader(read_capped(path, MAX_LATENTS_BYTES).decode("utf-8-sig").splitlines()))

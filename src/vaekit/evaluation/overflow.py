@@ -28,6 +28,13 @@ def weights_refusal(e: BaseException) -> str:
             "was trained into overflow: retrain, or resume from a good checkpoint")
 
 
+def training_refusal(e: BaseException) -> str:
+    """The line for an overflow in training that no row of the data explains alone: the data's scale, or divergence."""
+    return (f"the model's distributions overflow on the data in training ({refused(e)}): values far outside the scale "
+            "the networks start at, or training diverged; try data near unit scale (standardized real values), a "
+            "smaller learning rate, or gradient clipping")
+
+
 def refused(e: BaseException) -> str:
     """The first line of torch's refusal, without the tensor it prints: `Expected parameter scale …` (or what was
     not finite)."""
@@ -81,15 +88,25 @@ def _one_fails(model, xb: Tensor, yb: Tensor | None) -> bool:
     return failed is True or (failed is not None and bool(failed.any()))
 
 
+def row_named(source: str, x: Tensor, where: str) -> Callable[[int], str]:
+    """How a refusal names row i of x: its place in `where` (a split, as vaekit keeps it) and its largest value,
+    which finds it in the file whatever order the split keeps."""
+    def named(i: int) -> str:
+        row = x[i].flatten()
+        j = int(row.abs().argmax())
+        return f"{source}: example {i} of {where} (its value {float(row[j]):g} at position {j})"
+    return named
+
+
 @contextlib.contextmanager
 def blaming_rows(model, x: Tensor, name: Callable[[int], str],
                  own: Callable[[], tuple[Tensor, Tensor | None] | None] | None = None,
-                 y: Tensor | None = None) -> Iterator[None]:
+                 y: Tensor | None = None, otherwise: Callable[[BaseException], str] | None = None) -> Iterator[None]:
     """Run the block; where a distribution overflows in it (or an estimate is not finite), find the rows of x (labels
     y) that do it and refuse naming the first (`name(i)`, e.g. "FILE: line 7"). The data are blamed only where the
-    model scores rows of its own data (`own()`: a part of its training data and their labels, read only then): a
-    damaged weight also overflows on some rows and not others. Where no row can be found, or its own data overflow
-    too, the refusal stands (the weights' message)."""
+    model scores the rows it was trained on (`own()`: those rows and their labels, read only then): a damaged weight
+    also overflows on some rows and not others. Where no row can be found, or the model's own rows overflow too, the
+    refusal stands: the weights' message, or `otherwise(e)` (training, where no model.safetensors is at fault)."""
     try:
         yield
     except ValueError as e:
@@ -100,14 +117,16 @@ def blaming_rows(model, x: Tensor, name: Callable[[int], str],
         except VaekitError:  # the run's data are not here: nothing tells the weights from the data
             mine = None
         if mine is not None and len(mine[0]) and overflowing_rows(model, mine[0], y=mine[1]):
-            raise VaekitError(weights_refusal(e)) from None
+            raise VaekitError(otherwise(e) if otherwise else weights_refusal(e)) from None
         rows = overflowing_rows(model, x, y=y) if mine is not None and len(mine[0]) else []
         if not rows:
+            if otherwise is not None:
+                raise VaekitError(otherwise(e)) from None
             raise
         more = " and every other one" if len(rows) == len(x) > 1 else f" (and {len(rows) - 1:,} more of its {len(x):,})" \
             if len(rows) > 1 else ""
-        rest = "on every row, not on the run's own data: the values lie far outside what it was trained on" \
-            if len(rows) == len(x) else f"on {'them' if more else 'it'}, not on the other rows nor on the run's own " \
-            "data: the values lie far outside what it was trained on"
+        rest = "on every row, not on the rows the run was trained on: the values lie far outside them" \
+            if len(rows) == len(x) else f"on {'them' if more else 'it'}, not on the other rows nor on the rows the run " \
+            "was trained on: the values lie far outside them"
         raise VaekitError(f"{name(rows[0])}{more}: the model's distributions overflow {rest} ({refused(e)})") \
             from None

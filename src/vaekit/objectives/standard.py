@@ -93,7 +93,8 @@ class ELBOObjective(Objective):
 class IWAEObjective(Objective):
     """the importance-weighted bound L_k (Burda et al. 2016): --train-k, --dreg"""
 
-    def __init__(self, k: Annotated[int, Setting("importance samples per example", above=0, flag="--train-k")] = 1,
+    def __init__(self, k: Annotated[int, Setting("importance samples per example", above=0, at_most=10_000,
+                                                 flag="--train-k")] = 1,
                  dreg: Annotated[bool, Setting("doubly reparameterized encoder gradients (Tucker et al. 2018)")] = False):
         super().__init__()
         self.k, self.dreg = k, dreg

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..data.dataset import check_values
+from ..data.files import MAX_CONDITION_CLASSES
 from ..errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .posteriors import POSTERIORS
@@ -72,10 +73,6 @@ class Decoder(nn.Module):
 
     def forward(self, z: Tensor, context: Tensor | None = None) -> Distribution:
         return self.head(widen(self.net(beside(z, context))))
-
-
-MAX_CONDITION_CLASSES = 1000  # ImageNet's: each example and draw carries a one-hot this wide, and a picture draws
-# every class (a label file may hold indices up to data.files.MAX_CLASSES, for other uses than conditioning)
 
 
 class Labels(nn.Module):

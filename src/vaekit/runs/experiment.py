@@ -26,6 +26,7 @@ from ..data import IN_MEMORY, Dataset, load_dataset, resolve_binarize, standardi
 from ..data.table_files import load_overrides
 from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
+from ..evaluation.overflow import blaming_rows, row_named, training_refusal
 from ..model import VAE, build_model
 from ..parts.likelihoods import likelihood_support
 from ..parts.modules import MAX_CONDITION_CLASSES
@@ -277,12 +278,14 @@ def train_model(
             t0 = time.perf_counter()
             train_metrics = train_epoch(objective, optimizer, objective, train_x, tc.batch_size, tc.seed, state,
                                         progress and ctx.is_main, ctx=ctx, on_step=on_step,
-                                        skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn, guards=guards(tc),
+                                        skip_nonfinite=tc.skip_nonfinite, step_fn=step_fn, guards=Guards(tc.grad_clip, tc.grad_skip),
                                         after_step=ema.update if ema is not None else None)
             seconds = time.perf_counter() - t0
             val = {}
             if validated:
-                with averaged():
+                with averaged(), blaming_rows(model, val_x, row_named(cfg.data.dataset, val_x, "the validation split"),
+                                              lambda: (dataset.eval_split("train").to(device), labels_for(
+                                                  cfg, dataset, "train", device)), val_y, training_refusal):
                     val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y).terms()
             record = {"epoch": state.epoch, "step": state.step,  # no wall-clock time: a seeded run's files repeat
                       **{f"train/{k}": v for k, v in train_metrics.items()}, **{f"val/{k}": v for k, v in val.items()}}
@@ -324,11 +327,6 @@ def warn_schedule_change(before: TrainConfig, now: TrainConfig, epoch: int) -> N
                 now.epochs, epoch + 1, lr)
 
 
-def guards(tc: TrainConfig) -> Guards:
-    """The gradient-norm guards a run's config asks for."""
-    return Guards(clip=tc.grad_clip, skip=tc.grad_skip)
-
-
 def summary(cfg: Config, dataset: Dataset, device: str, out: Path | None) -> str:
     """One line on what is trained, on what, how and where (the full config is in config.json)."""
     m, t = cfg.model, cfg.train
@@ -362,7 +360,7 @@ def build_trainer(
         graphs = False
     if ctx.distributed:
         objective = DistributedDataParallel(objective, device_ids=[ctx.local_rank] if device.startswith("cuda") else None)
-    return objective, optimizer, GraphedStep(objective, optimizer, objective, tc.batch_size, guards=guards(tc)) if graphs else None
+    return objective, optimizer, GraphedStep(objective, optimizer, objective, tc.batch_size, guards=Guards(tc.grad_clip, tc.grad_skip)) if graphs else None
 
 
 def _graphs_possible(device: str, ctx: Context) -> bool:

@@ -17,6 +17,7 @@ from . import checkpoint as ckpt
 from .config import Config, resume_config
 from .history import METRICS
 from .state_check import check_config, config_record
+from .weights_kept import weights_epoch
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,24 @@ def with_data_digest(cfg: Config) -> Config:
     return cfg if cfg.data.dataset == IN_MEMORY else replace(cfg, data=replace(cfg.data, digest=data_digest(cfg.data.dataset)))
 
 
+def data_changed(cfg: Config) -> str | None:
+    """How the run's data file (or folder) differs from the bytes its config.json records a sha256 of; None where it
+    does not, or where nothing is recorded (a named dataset, data given in Python, a run written before digests)."""
+    if cfg.data.dataset == IN_MEMORY or not cfg.data.digest or data_digest(cfg.data.dataset) == cfg.data.digest:
+        return None
+    if Path(cfg.data.dataset).is_dir():
+        return "a file in this folder was added, removed, renamed or changed since the run recorded their sha256"
+    return f"its sha256 differs from the one {ckpt.CONFIG} records"
+
+
 def check_same_data(cfg: Config) -> None:
     """A resume is refused on a data file whose bytes changed since the run recorded them (it would train on other
     data, and a lost standardization would be computed from them): checked before anything reads the file."""
-    if cfg.data.dataset != IN_MEMORY and cfg.data.digest and data_digest(cfg.data.dataset) != cfg.data.digest:
-        what = ("a file in this folder was added, removed, renamed or changed since the run recorded their sha256",
-                "restore them") if Path(cfg.data.dataset).is_dir() else \
-            (f"its sha256 differs from the one {ckpt.CONFIG} records", "restore that file")
-        raise VaekitError(f"{cfg.data.dataset}: not the data this run was trained on ({what[0]}); {what[1]}, or train "
-                          "a new run into another --out")
+    changed = data_changed(cfg)
+    if changed:
+        raise VaekitError(f"{cfg.data.dataset}: not the data this run was trained on ({changed}); restore "
+                          f"{'them' if Path(cfg.data.dataset).is_dir() else 'that file'}, or train a new run into "
+                          "another --out")
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
@@ -120,10 +130,17 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
         raise
     if (out / ckpt.STATE).exists():
         return out, True, cfg
-    if (out / ckpt.WEIGHTS).exists():
-        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from (vaekit.save writes "
-                          f"none); delete {ckpt.WEIGHTS} and pass {resume_word} to train it again from step 0, or "
-                          f"train into another {out_word}")
+    epoch = weights_epoch(out) if (out / ckpt.WEIGHTS).exists() else None
+    if (out / ckpt.WEIGHTS).exists() and (epoch is None or epoch > 1):
+        why = "vaekit.save writes none" if epoch is None else f"its epoch {epoch}'s checkpoint was cut short, or the file " \
+            "removed"
+        raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from ({why}); move {ckpt.WEIGHTS} "
+                          f"elsewhere and pass {resume_word} to train it again from step 0, or train into another "
+                          f"{out_word}")
+    if epoch is not None:  # the first epoch's weights, the state never written (a kill, a full disk): its one epoch
+        log.warning("%s: its first checkpoint was cut short (%s without %s); starting it again from step 0 with its "
+                    "config", out, ckpt.WEIGHTS, ckpt.STATE)
+        return out, False, cfg
     log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
     return out, False, cfg
 

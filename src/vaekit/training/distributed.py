@@ -69,7 +69,7 @@ def launched(device: str = "cpu", timeout_s: float = 300.0) -> Iterator[Context]
         try:
             yield ctx
         except RuntimeError as e:  # a collective broken by a rank that died (its own error says why): one line here
-            if "out of memory" in str(e).lower() or "can't allocate" in str(e):
+            if not broken_collective(e):  # this rank's own error: itself
                 raise
             raise VaekitError(f"rank {ctx.rank}: lost contact with another rank, which probably failed (see its "
                               f"error): {(str(e).splitlines() or [type(e).__name__])[0][:200]}") from None
@@ -77,6 +77,15 @@ def launched(device: str = "cpu", timeout_s: float = 300.0) -> Iterator[Context]
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def broken_collective(e: BaseException) -> bool:
+    """Whether `e` is a collective that failed because another process went away (gloo's closed connection, NCCL's
+    abort, a timeout), not an error of this process's own (a shape, a plugin's bug, memory)."""
+    said = str(e)
+    return isinstance(e, getattr(dist, "DistError", ())) or any(
+        sign in said for sign in ("gloo", "NCCL", "Connection closed", "Connection reset", "Broken pipe", "timed out",
+                                  "Timed out"))
 
 
 def shard_indices(perm: Tensor, ctx: Context, batch_size: int) -> Tensor:
