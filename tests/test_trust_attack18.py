@@ -220,3 +220,71 @@ def test_score_bounds_its_importance_samples_as_evaluate_does(tmp_path, capsys):
     _train(capsys, "--dataset", tmp_path / "t.csv", "--likelihood", "mixed", *TINY, "--epochs", 1, "--out", run)
     said = one_line(capsys, "score", run, "--data", tmp_path / "t.csv", "--out", tmp_path / "s.csv", "--k", 100000000)
     assert said == "--k 100000000 is out of range: importance samples per example from 1 to 1,000,000"
+
+
+# ---- the nineteenth attack, on the fixes above ----------------------------------------------------------------------
+
+def test_a_start_again_from_step_0_checks_the_data_and_the_init_from_source(tmp_path, capsys):
+    """A first epoch's weights without their state started again from step 0 without the data check a resume makes:
+    a changed data file was trained on silently (its new sha256 recorded). And with --init-from the start again
+    would begin from the source's weights as they are now, not as they were: that run is refused."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "g.npy", rng.normal(size=(300, 4)).astype(np.float32))
+    run = tmp_path / "r"
+    _train(capsys, "--dataset", tmp_path / "g.npy", "--likelihood", "gaussian", *TINY, "--epochs", 1, "--out", run)
+    (run / "train_state.pt").unlink()
+    before = (run / "model.safetensors").read_bytes()
+    np.save(tmp_path / "g.npy", rng.normal(size=(300, 4)).astype(np.float32))
+    said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
+    assert said.startswith(f"{tmp_path / 'g.npy'}: not the data this run was trained on (its sha256 differs")
+    assert (run / "model.safetensors").read_bytes() == before
+    source, child = tmp_path / "a", tmp_path / "b"
+    _train(capsys, "--dataset", "digits", *TINY, "--epochs", 1, "--out", source)
+    _train(capsys, "--init-from", source, "--dataset", "digits", "--epochs", 1, "--out", child)
+    (child / "train_state.pt").unlink()
+    said = one_line(capsys, "train", "--out", child, "--epochs", 2, "--resume")
+    assert said.startswith(f"{child}: holds weights but no train_state.pt to continue training from")
+
+
+def test_the_runs_own_rows_are_asked_a_chunk_at_a_time_and_no_further_than_the_first_that_fails(tmp_path, capsys):
+    """The test of the run's own rows made a float copy of all of them and scored every row of a failing batch alone
+    (27 minutes for a 2,000,000-row run with damaged weights): it reads chunks and stops at the first that fails."""
+    from vaekit.evaluation.overflow import any_overflowing, split_chunks
+
+    run = tmp_path / "r"
+    _train(capsys, "--dataset", "digits", *TINY, "--epochs", 1, "--out", run)
+    cfg, model = load_run(run)
+    data = load_data(cfg, run)
+    chunks = list(split_chunks(data, ["train", "val"], False, size=256))
+    assert [len(c[0]) for c in chunks] == [256] * 5 + [1300 - 1280, 200]
+    whole = torch.cat([c[0] for c in chunks[:6]])
+    assert torch.equal(whole, data.eval_split("train")) or data.binarize == "dynamic"
+    assert not any_overflowing(model, iter(chunks))
+    _damage(run, 30)
+    model = load_run(run)[1]
+    asked = []
+
+    def counted():
+        for c in chunks:
+            asked.append(len(c[0]))
+            yield c
+    failing = next(i for i, c in enumerate(chunks) if bool((c[0][:, 30] > 0.5).any()))
+    assert any_overflowing(model, counted()) and len(asked) == failing + 1
+
+
+def test_a_run_whose_data_changed_says_so_before_blaming_its_weights(tmp_path, capsys):
+    """evaluate, encode, plot and report on a run whose data file changed since training (now overflowing) said the
+    weights were damaged; the hedged line sent the user to `vaekit evaluate RUN`, which said the same."""
+    rng = np.random.default_rng(2)
+    mine = tmp_path / "mine.npy"
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    np.save(mine, x)
+    run = tmp_path / "r"
+    _train(capsys, "--dataset", mine, "--likelihood", "gaussian", *TINY, "--epochs", 1, "--out", run)
+    x[:, 0] = 1e30
+    np.save(mine, x)
+    for command in (["evaluate", run, "--k", 2], ["encode", run, "--out", tmp_path / "e.npz"],
+                    ["evaluate", run, "--dataset", mine, "--k", 2]):
+        said = one_line(capsys, *command)
+        assert f"{mine}, the run's data, changed since it was trained (its sha256 differs" in said, said
+        assert "damaged" not in said

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import TrainingInterrupted, VaekitError, quiet_start
 from ..evaluation.overflow import overflows, refused, weights_refusal
+from .runs import run_data_changed
 
 with quiet_start():  # a Ctrl-C while the commands' modules are imported: one line
     import torch
@@ -151,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:  # torch.distributions refusing what the weights made (a scale ≤ 0, an overflow)
             if not overflows(e):
                 raise
-            said = refused(e)
+            said, changed = refused(e), run_data_changed(args)
+            if changed:  # not the data the weights were trained on: nothing here tells the weights' fault
+                raise VaekitError(f"the model makes an invalid distribution ({said}), and {changed}; restore that "
+                                  "file before judging the weights") from None
             temperature = getattr(args, "temperature", None)
             if temperature is not None and temperature != 1.0:  # p(z) scaled so far that a layer's output overflows
                 raise VaekitError(f"the model's distributions overflow at --temperature {temperature:g} ({said}); use a "

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from ..data import Dataset
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
+from ..evaluation.overflow import split_chunks
 from ..runs.checkpoint import load_config, load_run
-from ..runs.experiment import labels_for, load_data, point_data
+from ..runs.experiment import load_data, point_data
 from ..runs.opening import data_changed
 
 DATA_DIR_HELP = ("root of the named datasets for this run (default: $VAEKIT_DATA if set, else the run's own "
@@ -29,17 +28,29 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def own_rows(args: argparse.Namespace, given: str | None = None):
     """The rows the run was trained on (where its config.json points, not --dataset: its training and validation
     splits; every split where `given`, the data the command was given, is that same source) and, for a conditional
-    VAE, their labels. Where the model overflows on them too, the weights are at fault, not the data given
-    (`evaluation.overflow.blaming_rows`). A data file that changed since training is refused: it tells nothing."""
+    VAE, their labels, in chunks (`overflow.split_chunks`). Where the model overflows on them too, the weights are at
+    fault, not the data given (`evaluation.overflow.blaming_rows`). A data file that changed since training is
+    refused: it tells nothing."""
     mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))
     changed = data_changed(mine)
     if changed:
         raise VaekitError(f"{mine.data.dataset}: changed since the run was trained ({changed})")
     data = load_data(mine, args.run)
     same = given is not None and point_data(mine, given).data.dataset == mine.data.dataset
-    splits = [s for s in data.present_splits() if s != "test" or same]
-    labels = [labels_for(mine, data, s) for s in splits]
-    return torch.cat([data.eval_split(s) for s in splits]), (torch.cat(labels) if mine.model.conditional else None)
+    return split_chunks(data, [s for s in data.present_splits() if s != "test" or same], mine.model.conditional)
+
+
+def run_data_changed(args: argparse.Namespace) -> str | None:
+    """Where the command's run trained on a data file whose bytes changed since (its config.json's sha256): a line
+    saying so, which any verdict on the weights must come after; else None."""
+    if getattr(args, "run", None) is None:
+        return None
+    try:
+        mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))
+        changed = data_changed(mine)
+    except VaekitError:
+        return None
+    return f"{mine.data.dataset}, the run's data, changed since it was trained ({changed})" if changed else None
 
 
 def own_rows_of(args: argparse.Namespace):

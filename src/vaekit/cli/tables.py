@@ -15,7 +15,7 @@ import torch
 from ..data.table_files import read_table
 from ..data.tables import LEVELED, is_missing
 from ..errors import VaekitError
-from ..evaluation.overflow import blaming_rows, overflowing_rows
+from ..evaluation.overflow import any_overflowing, blaming_rows
 from ..evaluation.tables import impute, score
 from ..files import atomic_write
 from ..runs.checkpoint import load_run
@@ -140,7 +140,7 @@ def cmd_score(args: argparse.Namespace) -> Path:
                           else f"{lost}: model.safetensors is damaged or was trained into overflow")
     s = score(model, table.codes, k=args.k, seed=args.seed)
     far = [table.lines[i] for i in torch.isinf(s.score).nonzero()[:, 0].tolist()]
-    if far and overflowing_rows(model, own_rows(args, args.data)[0]):  # rows it was trained on fail too: the weights
+    if far and any_overflowing(model, own_rows(args, args.data)):  # rows it was trained on fail too: the weights
         raise VaekitError(f"{args.data}: line {far[0]}: the model's distributions overflow on it and on rows the run "
                           "was trained on: model.safetensors is damaged or was trained into overflow")
     if far:

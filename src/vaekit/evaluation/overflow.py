@@ -6,7 +6,7 @@ weights these find the rows that did it: where the model scores the others, the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -83,6 +83,30 @@ def overflowing_rows(model, x: Tensor, batch_size: int = 256, y: Tensor | None =
     return rows
 
 
+def any_overflowing(model, chunks: Iterable[tuple[Tensor, Tensor | None]]) -> bool:
+    """Whether the model fails (`_fails`) on any row of `chunks` (rows and their labels, a chunk at a time): stops at
+    the first chunk that has one, so a question about a run's whole training data costs a pass at most."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    for xb, yb in chunks:
+        failed = _fails(model, xb.to(dtype), yb)
+        if failed is True or (failed is not None and bool(failed.any())):
+            return True
+    return False
+
+
+def split_chunks(dataset, splits: Iterable[str], labelled: bool, device: torch.device | str = "cpu",
+                 size: int = 4096) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """The rows of `splits` of `dataset` as evaluation sees them (float, one seeded binarization draw), `size` at a
+    time with their labels where `labelled`: a memory-mapped run's data are never copied whole."""
+    g = torch.Generator().manual_seed(0)
+    for name in splits:
+        raw = dataset.split(name)
+        labels = dataset.labels_of(name) if labelled else None
+        for i in range(0, raw.shape[0], size):
+            yield (dataset.prepare(raw[i : i + size], generator=g).to(device),
+                   labels[i : i + size].to(device) if labels is not None else None)
+
+
 def _one_fails(model, xb: Tensor, yb: Tensor | None) -> bool:
     failed = _fails(model, xb, yb)
     return failed is True or (failed is not None and bool(failed.any()))
@@ -100,11 +124,11 @@ def row_named(source: str, x: Tensor, where: str) -> Callable[[int], str]:
 
 @contextlib.contextmanager
 def blaming_rows(model, x: Tensor, name: Callable[[int], str],
-                 own: Callable[[], tuple[Tensor, Tensor | None] | None] | None = None,
+                 own: Callable[[], Iterable[tuple[Tensor, Tensor | None]]] | None = None,
                  y: Tensor | None = None, otherwise: Callable[[BaseException], str] | None = None) -> Iterator[None]:
     """Run the block; where a distribution overflows in it (or an estimate is not finite), find the rows of x (labels
     y) that do it and refuse naming the first (`name(i)`, e.g. "FILE: line 7"). The data are blamed only where the
-    model scores the rows it was trained on (`own()`: those rows and their labels, read only then): a damaged weight
+    model scores the rows it was trained on (`own()`: those rows and their labels in chunks, read only then): a damaged weight
     also overflows on some rows and not others. Where no row can be found, or the model's own rows overflow too, the
     refusal stands: the weights' message, or `otherwise(e)` (training, where no model.safetensors is at fault)."""
     try:
@@ -116,9 +140,9 @@ def blaming_rows(model, x: Tensor, name: Callable[[int], str],
             mine = own() if own is not None else None
         except VaekitError:  # the run's data are not here: nothing tells the weights from the data
             mine = None
-        if mine is not None and len(mine[0]) and overflowing_rows(model, mine[0], y=mine[1]):
+        if mine is not None and any_overflowing(model, mine):
             raise VaekitError(otherwise(e) if otherwise else weights_refusal(e)) from None
-        rows = overflowing_rows(model, x, y=y) if mine is not None and len(mine[0]) else []
+        rows = overflowing_rows(model, x, y=y) if mine is not None else []
         if not rows:
             if otherwise is not None:
                 raise VaekitError(otherwise(e)) from None

@@ -26,7 +26,7 @@ from ..data import IN_MEMORY, Dataset, load_dataset, resolve_binarize, standardi
 from ..data.table_files import load_overrides
 from ..errors import TrainingInterrupted, VaekitError
 from ..evaluation.estimates import evaluate_elbo
-from ..evaluation.overflow import blaming_rows, row_named, training_refusal
+from ..evaluation.overflow import blaming_rows, row_named, split_chunks, training_refusal
 from ..model import VAE, build_model
 from ..parts.likelihoods import likelihood_support
 from ..parts.modules import MAX_CONDITION_CLASSES
@@ -284,8 +284,8 @@ def train_model(
             val = {}
             if validated:
                 with averaged(), blaming_rows(model, val_x, row_named(cfg.data.dataset, val_x, "the validation split"),
-                                              lambda: (dataset.eval_split("train").to(device), labels_for(
-                                                  cfg, dataset, "train", device)), val_y, training_refusal):
+                                              lambda: split_chunks(dataset, ["train"], cfg.model.conditional,
+                                                                   device), val_y, training_refusal):
                     val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y).terms()
             record = {"epoch": state.epoch, "step": state.step,  # no wall-clock time: a seeded run's files repeat
                       **{f"train/{k}": v for k, v in train_metrics.items()}, **{f"val/{k}": v for k, v in val.items()}}

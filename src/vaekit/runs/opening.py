@@ -62,7 +62,8 @@ def with_data_digest(cfg: Config) -> Config:
 def data_changed(cfg: Config) -> str | None:
     """How the run's data file (or folder) differs from the bytes its config.json records a sha256 of; None where it
     does not, or where nothing is recorded (a named dataset, data given in Python, a run written before digests)."""
-    if cfg.data.dataset == IN_MEMORY or not cfg.data.digest or data_digest(cfg.data.dataset) == cfg.data.digest:
+    if cfg.data.dataset == IN_MEMORY or not cfg.data.digest or not Path(cfg.data.dataset).exists() or \
+            data_digest(cfg.data.dataset) == cfg.data.digest:  # a file not there: its reader says so
         return None
     if Path(cfg.data.dataset).is_dir():
         return "a file in this folder was added, removed, renamed or changed since the run recorded their sha256"
@@ -130,16 +131,18 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
         raise
     if (out / ckpt.STATE).exists():
         return out, True, cfg
+    check_same_data(cfg)  # a start again from step 0 trains on the data the run recorded, or not at all
     epoch = weights_epoch(out) if (out / ckpt.WEIGHTS).exists() else None
-    if (out / ckpt.WEIGHTS).exists() and (epoch is None or epoch > 1):
+    if (out / ckpt.WEIGHTS).exists() and (epoch is None or epoch > 1 or cfg.train.init_from):  # init_from: its
+        # source's weights may have moved on since, so a start again would not be this run's
         why = "vaekit.save writes none" if epoch is None else f"its epoch {epoch}'s checkpoint was cut short, or the file " \
             "removed"
         raise VaekitError(f"{out}: holds weights but no {ckpt.STATE} to continue training from ({why}); move {ckpt.WEIGHTS} "
                           f"elsewhere and pass {resume_word} to train it again from step 0, or train into another "
                           f"{out_word}")
     if epoch is not None:  # the first epoch's weights, the state never written (a kill, a full disk): its one epoch
-        log.warning("%s: its first checkpoint was cut short (%s without %s); starting it again from step 0 with its "
-                    "config", out, ckpt.WEIGHTS, ckpt.STATE)
+        log.warning("%s: holds the first epoch's %s without %s (a checkpoint cut short, or the file removed); "
+                    "starting it again from step 0 with its config", out, ckpt.WEIGHTS, ckpt.STATE)
         return out, False, cfg
     log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
     return out, False, cfg
