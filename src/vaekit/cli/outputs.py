@@ -112,8 +112,9 @@ def cmd_encode(args: argparse.Namespace) -> Path:
         # underflow to a spread of 0) that torch.distributions let pass
         if bool(lost.any()):
             raise NonFiniteEstimateError(
-                f"{source}: example {int(lost.nonzero()[0, 0])} ({'+'.join(splits)}; {int(lost.sum()):,} in all): Q(z|x)'s "
-                "mean is not finite or its standard deviation not finite and > 0: " + ("the data lie far outside what the run was trained on, "
+                f"{source}: example {int(lost.nonzero()[0, 0])} of the {'+'.join(splits)} split{'s' if len(splits) > 1 else ''} "
+                f"({int(lost.sum()):,} in all): Q(z|x)'s mean or standard deviation is not finite, or the standard "
+                "deviation is 0: " + ("the data lie far outside what the run was trained on, "
                 "or its model.safetensors is damaged" if getattr(args, "dataset", None) else
                 "the run's model.safetensors is damaged or was trained into overflow: retrain, or resume from a good "
                 "checkpoint"), what="Q(z|x)'s mean or spread is not finite, or a spread 0")

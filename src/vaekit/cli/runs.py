@@ -12,7 +12,7 @@ from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..evaluation.overflow import split_chunks
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import load_data, point_data
-from ..runs.opening import data_changed
+from ..runs.opening import data_changed, data_digest
 
 DATA_DIR_HELP = ("root of the named datasets for this run (default: $VAEKIT_DATA if set, else the run's own "
                  "data_dir, else ~/.cache/vaekit)")
@@ -36,7 +36,9 @@ def own_rows(args: argparse.Namespace, given: str | None = None):
     if changed:
         raise VaekitError(f"{mine.data.dataset}: changed since the run was trained ({changed})")
     data = load_data(mine, args.run)
-    same = given is not None and point_data(mine, given).data.dataset == mine.data.dataset
+    there = point_data(mine, given).data.dataset if given is not None else None  # the same path, or the same bytes:
+    same = there is not None and (there == mine.data.dataset or bool(mine.data.digest) and data_digest(there) ==
+                                  mine.data.digest)
     return split_chunks(data, [s for s in data.present_splits() if s != "test" or same], mine.model.conditional)
 
 

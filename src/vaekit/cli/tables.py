@@ -129,15 +129,17 @@ def cmd_score(args: argparse.Namespace) -> Path:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
     check_k(args.k)
     cfg, model, schema, table = _open(args)
+    changed = data_changed(point_data(cfg, data_dir=args.data_dir))
+    if changed:  # the threshold is the validation split's: of the data the run was trained on, or none
+        raise VaekitError(f"{cfg.data.dataset}, the run's data, changed since it was trained ({changed}); score's "
+                          "threshold comes from its validation split: restore that file")
     data = load_data(point_data(cfg, data_dir=args.data_dir), args.run)
     usual_split = "val" if "val" in data.present_splits() else "train"  # val_size 0: the training rows instead
     usual = score(model, data.eval_split(usual_split), k=args.k, seed=args.seed)
     if not bool(torch.isfinite(usual.score).all()):  # the run's own rows: the weights, not --data, are at fault
-        lost = f"the model's distributions overflow on {int((~torch.isfinite(usual.score)).sum())} rows of the " \
-            f"{SPLIT_NAMES[usual_split]} of {cfg.data.dataset}, its own data"
-        changed = data_changed(point_data(cfg, data_dir=args.data_dir))
-        raise VaekitError(f"{lost}, which changed since the run was trained ({changed}); restore that file" if changed
-                          else f"{lost}: model.safetensors is damaged or was trained into overflow")
+        raise VaekitError(f"the model's distributions overflow on {int((~torch.isfinite(usual.score)).sum())} rows of "
+                          f"the {SPLIT_NAMES[usual_split]} of {cfg.data.dataset}, its own data: model.safetensors is "
+                          "damaged or was trained into overflow")
     s = score(model, table.codes, k=args.k, seed=args.seed)
     far = [table.lines[i] for i in torch.isinf(s.score).nonzero()[:, 0].tolist()]
     if far and any_overflowing(model, own_rows(args, args.data)):  # rows it was trained on fail too: the weights

@@ -15,6 +15,7 @@ converted batch by batch in `Dataset.prepare`, so no copy of it is made in memor
 
 from __future__ import annotations
 
+import ast
 import io
 import logging
 import math
@@ -234,11 +235,17 @@ def _header_fits(f: Any, size: int, name: str, holder: str) -> None:
     try:
         version = np.lib.format.read_magic(f)
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-        if version not in read:
-            return
-        shape, _, dtype = read[version](f, max_header_size=10_000)
+        if version == (3, 0):  # 2.0's layout with a UTF-8 header; numpy has no public reader of it
+            length = int.from_bytes(f.read(4), "little")
+            header = ast.literal_eval(f.read(min(length, 10_000)).decode("utf-8")) if length <= 10_000 else None
+            shape, dtype = tuple(header["shape"]), np.lib.format.descr_to_dtype(header["descr"])
+        elif version in read:
+            shape, _, dtype = read[version](f, max_header_size=10_000)
+        else:
+            return  # np.load refuses other versions before it allocates anything
         start = f.tell()
-    except (ValueError, OSError, EOFError, AttributeError, TypeError, SyntaxError):
+    except (ValueError, OSError, EOFError, AttributeError, TypeError, SyntaxError, KeyError, UnicodeDecodeError,
+            MemoryError, RecursionError):
         return  # np.load says what is wrong with the header in its own words
     if dtype.hasobject:
         return  # np.load refuses pickled objects in its own words
