@@ -55,9 +55,10 @@ def test_a_damaged_weight_on_a_rare_input_is_blamed_on_the_weights(tmp_path, cap
     assert WEIGHTS in said and "far outside" not in said, said
 
 
-def test_a_copy_of_the_runs_own_file_is_its_own_data(tmp_path, capsys):
-    """The same source was told by its path: a byte-identical copy of the run's file had its test rows blamed as far
-    out. The recorded sha256 tells it too."""
+def test_the_runs_own_test_split_is_its_own_data(tmp_path, capsys):
+    """An input that only the test split switches on, its weight damaged: on the run's own file the weights are
+    blamed (every split of the data it was trained from is its own), on a byte-identical copy too (the same source
+    was once told by its path alone: the recorded sha256 tells it too); on another file, the row."""
     rng = np.random.default_rng(0)
     train, test = (rng.random((300, 16)) > 0.5).astype(np.float32), (rng.random((60, 16)) > 0.5).astype(np.float32)
     train[:, 3] = 0
@@ -66,22 +67,9 @@ def test_a_copy_of_the_runs_own_file_is_its_own_data(tmp_path, capsys):
     _train(capsys, "--dataset", tmp_path / "own.npz", *TINY, "--epochs", 1, "--out", run)
     _damage(run, 3)
     shutil.copy(tmp_path / "own.npz", tmp_path / "copy.npz")
-    said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / "copy.npz", "--split", "test", "--k", 2)
-    assert WEIGHTS in said and "far outside" not in said, said
-
-
-def test_the_runs_own_test_split_is_its_own_data(tmp_path, capsys):
-    """An input that only the test split switches on, its weight damaged: on the run's own file the weights are
-    blamed (every split of the data it was trained from is its own); on another file, the row."""
-    rng = np.random.default_rng(0)
-    train, test = (rng.random((300, 16)) > 0.5).astype(np.float32), (rng.random((60, 16)) > 0.5).astype(np.float32)
-    train[:, 3] = 0
-    np.savez(tmp_path / "own.npz", train=train, test=test)
-    run = tmp_path / "r"
-    _train(capsys, "--dataset", tmp_path / "own.npz", *TINY, "--epochs", 1, "--out", run)
-    _damage(run, 3)
-    said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / "own.npz", "--split", "test", "--k", 2)
-    assert WEIGHTS in said and "far outside" not in said, said
+    for given in ("own.npz", "copy.npz"):
+        said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / given, "--split", "test", "--k", 2)
+        assert WEIGHTS in said and "far outside" not in said, said
     test[:5, 0] = 1 - test[:5, 0]  # other bytes: another file, whose rows may be blamed
     np.savez(tmp_path / "other.npz", train=train, test=test)
     said = one_line(capsys, "evaluate", run, "--dataset", tmp_path / "other.npz", "--split", "test", "--k", 2)
