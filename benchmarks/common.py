@@ -15,9 +15,9 @@ from vaekit.evaluation.estimates import evaluate_elbo, log_likelihood
 from vaekit.model import build_model
 from vaekit.runs.checkpoint import save_config, save_weights
 from vaekit.runs.config import Config
-from vaekit.runs.experiment import build_trainer, guards, load_data, resolve
+from vaekit.runs.experiment import build_trainer, load_data, resolve
 from vaekit.training.ema import EMA
-from vaekit.training.loop import LoopState, set_lr, train_epoch
+from vaekit.training.loop import Guards, LoopState, set_lr, train_epoch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -59,7 +59,7 @@ def train_stages(cfg: Config, stages: list[tuple[float, float]], log=print, devi
         while steps_left > 0:
             t0 = time.perf_counter()
             metrics = train_epoch(model, opt, loss_fn, x, cfg.train.batch_size, cfg.train.seed, state,
-                                  max_steps=min(steps_left, steps_per_pass), step_fn=step_fn, guards=guards(cfg.train),
+                                  max_steps=min(steps_left, steps_per_pass), step_fn=step_fn, guards=Guards(cfg.train.grad_clip, cfg.train.grad_skip),
                                   after_step=ema.update if ema is not None else None)
             seconds += time.perf_counter() - t0
             steps_left -= steps_per_pass

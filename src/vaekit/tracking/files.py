@@ -30,6 +30,8 @@ SAFE = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a run id or a W&B project: no pat
 def read_tracking(run: Path) -> dict[str, str] | None:
     """The run's tracking.json as {"tracker", "run_id", …}, or None when there is none; a damaged one is one line."""
     path = Path(run) / TRACKING
+    if path.is_symlink() and not path.exists():  # a link to no record: none (a new tracked run; written by rename)
+        return None
     try:
         raw = read_capped(path, MAX_TRACKING_BYTES)
     except (FileNotFoundError, NotADirectoryError):
