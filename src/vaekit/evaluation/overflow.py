@@ -87,11 +87,7 @@ def any_overflowing(model, chunks: Iterable[tuple[Tensor, Tensor | None]]) -> bo
     """Whether the model fails (`_fails`) on any row of `chunks` (rows and their labels, a chunk at a time): stops at
     the first chunk that has one, so a question about a run's whole training data costs a pass at most."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    for xb, yb in chunks:
-        failed = _fails(model, xb.to(dtype), yb)
-        if failed is True or (failed is not None and bool(failed.any())):
-            return True
-    return False
+    return any(_one_fails(model, xb.to(dtype), yb) for xb, yb in chunks)  # any() stops at the first
 
 
 def split_chunks(dataset, splits: Iterable[str], labelled: bool, device: torch.device | str = "cpu",
