@@ -150,7 +150,7 @@ def test_flags_override_config_file(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "--out", "{tmp}/x", "--latent-dim", "0"], "latent_dim must be > 0, got 0"),
+        (["train", "--out", "{tmp}/x", "--latent-dim", "0"], "--latent-dim must be > 0, got 0"),
         (["train", "--out", "{tmp}/x", "--dataset", "{tmp}/missing.npy"], "missing.npy: no such file"),
         (["evaluate", "{tmp}/nowhere"], "nowhere: no such run directory"),
         (["train", "--out", "{tmp}/x", "--config", "{tmp}/bad.toml"], "unknown key 'latnt_dim'; did you mean 'latent_dim'?"),

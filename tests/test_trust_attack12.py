@@ -170,11 +170,11 @@ def test_the_twelfth_attacks_values(tmp_path, capsys):
 
     import vaekit
     for argv, said in ((["--likelihood", "gaussian", "--sigma", "3.5e38"],
-                        ("command line: [model.likelihood] sigma = 3.5e+38 is out of range (float32 holds at most "
+                        ("--sigma = 3.5e+38 is out of range (float32 holds at most "
                         "3.403e+38)")),
-                       (["--free-bits", "1e300"], ("command line: [train.objective] free_bits = 1e+300 is out of range "
+                       (["--free-bits", "1e300"], ("--free-bits = 1e+300 is out of range "
                         "(float32 holds at most 3.403e+38)")),
-                       (["--adam-eps", "1e300"], "command line: [train] adam_eps must be > 0 and <= 1, got 1e+300")):
+                       (["--adam-eps", "1e300"], "--adam-eps must be > 0 and <= 1, got 1e+300")):
         assert one_line(capsys, "train", "--dataset", "digits", *argv, "--out", tmp_path / "A") == said
         assert not (tmp_path / "A").exists()
     (tmp_path / "big.json").write_text('{"' + "k" * 1_000_000 + '": 1}')
@@ -343,7 +343,7 @@ def test_the_thirteenth_attacks_lows(tmp_path, capsys, caplog):
         ("column 'a': numbers except for '+inf', '0x1F', '1_000' (3 cells), so it is read as 33 levels; leave a missing "
         "value's cell empty and write a number as digits (or give --column-type a=categorical)")]
     for flag, value, said in [("--sigma", "1e-320", "sigma must be >= 1e-06, got 1e-320"),
-                              ("--adam-eps", "1e-320", "adam_eps = 9.99989e-321 is out of range (float32's smallest"),
+                              ("--adam-eps", "1e-320", "--adam-eps = 9.99989e-321 is out of range (float32's smallest"),
                               ("--sigma", "1e-30", "sigma must be >= 1e-06, got 1e-30"),
                               ("--lr", "1e-39", "lr = 1e-39 is out of range (float32's smallest normal")]:
         got = one_line(capsys, "train", "--dataset", "wine", "--likelihood", "gaussian", flag, value, "--out",
@@ -375,7 +375,7 @@ def test_the_fourteenth_attacks_lows(tmp_path, capsys):
         "big.toml: not valid TOML (a whole number of more than 4,300 digits)")
     assert one_line(capsys, "train", "--config", tmp_path / "big.json", "--out", tmp_path / "R").endswith(
         "big.json: not valid JSON (a whole number of 5,000 digits)")
-    assert "[data] dataset is empty; name a dataset" in one_line(capsys, "train", "--dataset", "", "--out", tmp_path / "E")
+    assert "--dataset is empty; name a dataset" in one_line(capsys, "train", "--dataset", "", "--out", tmp_path / "E")
     from vaekit.data.tables import Schema, encode
 
     schema = Schema.from_plain([{"name": "c", "kind": "categorical", "levels": ["0", "1", "2"]}], "test")

@@ -171,7 +171,7 @@ def test_save_refuses_weights_that_load_would_refuse(tmp_path, capsys):
 
 def test_an_empty_init_from_is_refused_not_a_default_model(tmp_path, capsys):
     said = one_line(capsys, "train", "--init-from", "", "--epochs", "1", "--out", tmp_path / "ft")
-    assert said == "command line: [train] init_from is empty; name the run directory to start from (or leave it out)"
+    assert said == "--init-from is empty; name the run directory to start from (or leave it out)"
     assert not (tmp_path / "ft").exists()
 
 

@@ -63,7 +63,7 @@ def test_plot_into_a_path_that_is_a_file(trained, tmp_path, capsys):
 
 def test_a_flow_of_a_million_steps(tmp_path, capsys):
     line = one_line(capsys, "train", "--out", tmp_path / "r", "--posterior", "iaf", "--flow-steps", "1000000")
-    assert "flow_steps must be > 0 and <= 256, got 1000000" in line
+    assert "--flow-steps must be > 0 and <= 256, got 1000000" in line
 
 
 def test_a_nan_in_a_csv_is_named_by_its_line(tmp_path, capsys):

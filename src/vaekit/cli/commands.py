@@ -120,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if y is not None and getattr(args, "amortization_gap", False):
         raise VaekitError("--amortization-gap is not computed for a conditional VAE")
     k = args.k or cfg.train.eval_k
-    named = row_named(getattr(args, "dataset", None) or cfg.data.dataset, x, f"the {args.split} split")
+    named = row_named(getattr(args, "dataset", None) or cfg.data.dataset, x, f"the {args.split} split", dataset.schema)
     with launched(device) as ctx, blaming_rows(model, x, named, own_rows_of(args), y):  # ranks share the batches, sums exact
         metrics = evaluate_all(model, x, k=k, seed=args.seed, ctx=ctx, elbo_samples=args.elbo_samples,
                                progress=not args.quiet, y=y)

@@ -4,6 +4,7 @@ config they resolve to, and the README's table of parts (the same declarations, 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,30 @@ def build_config(args: argparse.Namespace) -> Config:
         merged = load_config(Path(init)).to_dict()
     if args.config:
         merged = merge(merged, file_cfg)
-    return Config.from_dict(merge(merged, flag_values(args)), source="command line")
+    try:
+        return Config.from_dict(merge(merged, flag_values(args)), source=FLAGS)
+    except VaekitError as e:  # every value but a flag's was checked before: name the flag the user typed
+        raise VaekitError(flag_named(str(e))) from None
+
+
+FLAGS = "command line"
+
+
+def flag_named(message: str) -> str:
+    """A refusal of `Config.from_dict(…, source=FLAGS)`, "command line: [train.objective] k must be …", as the user
+    wrote the value: "--train-k must be …"."""
+    named = {f"{FLAGS}: [{section}] {f.name} ": declared(SECTIONS[section])[f.name].flag for section, f in settings()}
+    named |= {f"{FLAGS}: [{section}.{name}] {d.name} ": flag for flag, (section, name, d, _) in part_flags().items()}
+    where = next((w for w in named if message.startswith(w) and named[w]), None)
+    if where is not None:
+        return f"{named[where]} {message[len(where):]}"
+    other = re.match(rf"{FLAGS}: \[(\w+)\.(\w+)\]: \w+ '([^']+)' has no setting '(\w+)'", message)
+    owner = other and next(((flag, parts) for flag, (section, name, d, parts) in part_flags().items()
+                            if (section, name, d.name) == other.group(1, 2, 4)), None)
+    if not owner:
+        return message
+    slot = declared(SECTIONS[other.group(1)])[other.group(2)].flag
+    return f"{owner[0]} is a setting of {slot} {' or '.join(owner[1])}, not of {other.group(3)}: add {slot} {' or '.join(owner[1])}"
 
 
 def given_settings(args: argparse.Namespace) -> set[tuple[str, str]]:

@@ -86,7 +86,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> Path:
     x = dataset.eval_split(args.split)[: args.n]
     y = labels_for(cfg, dataset, args.split)
     y = y[: args.n] if y is not None else None
-    named = row_named(getattr(args, "dataset", None) or cfg.data.dataset, x, f"the {args.split} split")
+    named = row_named(getattr(args, "dataset", None) or cfg.data.dataset, x, f"the {args.split} split", dataset.schema)
     with blaming_rows(model, x, named, own_rows_of(args), y):
         x_hat = model.given(y).reconstruct(x) if y is not None else model.reconstruct(x)
     x, x_hat = dataset.restore(x), dataset.restore(x_hat)  # in the data's units
@@ -106,7 +106,8 @@ def cmd_encode(args: argparse.Namespace) -> Path:
     labels = torch.cat([dataset.labels_of(s) for s in splits]) if have_labels else None
     y = labels if cfg.model.conditional else None
     source = getattr(args, "dataset", None) or cfg.data.dataset
-    with blaming_rows(model, x, row_named(source, x, f"the {'+'.join(splits)} split{'s' if len(splits) > 1 else ''}"), own_rows_of(args), y):
+    named = row_named(source, x, f"the {'+'.join(splits)} split{'s' if len(splits) > 1 else ''}", dataset.schema)
+    with blaming_rows(model, x, named, own_rows_of(args), y):
         mean, std = posterior_summary(model, x, seed=args.seed, y=y, progress=not args.quiet)
         lost = ~(torch.isfinite(mean).all(1) & torch.isfinite(std).all(1) & (std > 0).all(1))  # an overflow (or an
         # underflow to a spread of 0) that torch.distributions let pass

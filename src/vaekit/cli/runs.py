@@ -1,18 +1,21 @@
 """A run directory and its data, as the commands on a run open them: `--data-dir`, `$VAEKIT_DATA` and
 `--dataset` point a run at its data where it lies now (another folder, another machine;
-`experiment.point_data`)."""
+`opening.point_data`)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ..data import Dataset
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..evaluation.overflow import split_chunks
 from ..runs.checkpoint import load_config, load_run
-from ..runs.experiment import load_data, point_data
-from ..runs.opening import data_changed, data_digest
+from ..runs.experiment import load_data
+from ..runs.opening import data_changed, point_data, same_source
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_HELP = ("root of the named datasets for this run (default: $VAEKIT_DATA if set, else the run's own "
                  "data_dir, else ~/.cache/vaekit)")
@@ -36,9 +39,7 @@ def own_rows(args: argparse.Namespace, given: str | None = None):
     if changed:
         raise VaekitError(f"{mine.data.dataset}: changed since the run was trained ({changed})")
     data = load_data(mine, args.run)
-    there = point_data(mine, given).data.dataset if given is not None else None  # the same path, or the same bytes:
-    same = there is not None and (there == mine.data.dataset or bool(mine.data.digest) and data_digest(there) ==
-                                  mine.data.digest)
+    same = given is not None and same_source(mine.data, point_data(mine, given).data.dataset)
     return split_chunks(data, [s for s in data.present_splits() if s != "test" or same], mine.model.conditional)
 
 
@@ -64,9 +65,13 @@ def own_rows_of(args: argparse.Namespace):
 
 def run_with_data(args: argparse.Namespace):
     """(config, model, dataset) of `args.run`, its data found where `--dataset`, `--data-dir` or $VAEKIT_DATA
-    point (`experiment.point_data`), else where the run says."""
+    point (`opening.point_data`), else where the run says."""
     cfg, model = load_run(args.run)
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
+    changed = None if getattr(args, "dataset", None) else data_changed(cfg)
+    if changed:  # its splits are drawn from other rows now: say so before any number
+        log.warning("%s, the run's data, changed since it was trained (%s): what follows is of the file as it is now, "
+                    "not of the rows the run was trained and validated on", cfg.data.dataset, changed)
     dataset: Dataset = load_data(cfg, args.run)
     return cfg, model, dataset
 

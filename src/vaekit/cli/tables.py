@@ -19,8 +19,8 @@ from ..evaluation.overflow import any_overflowing, blaming_rows
 from ..evaluation.tables import impute, score
 from ..files import atomic_write
 from ..runs.checkpoint import load_run
-from ..runs.experiment import load_data, point_data
-from ..runs.opening import data_changed
+from ..runs.experiment import load_data
+from ..runs.opening import data_changed, point_data
 from .runs import check_k, own_rows
 
 K_HELP = "importance samples per row (default: 1000)"

@@ -30,6 +30,8 @@ from torch import Tensor
 from ..errors import VaekitError
 from .tables import Schema
 
+IN_MEMORY = "tensors"  # the name of data given to vaekit.fit as tensors ([data] dataset): no file holds them
+
 SPLITS = ("train", "val", "test")
 SUPPORTS = ("binary", "unit", "real", "count", "discrete256", "table")  # "table": mixed columns, NaN where missing
 BINARIZE = ("auto", "dynamic", "static", "none")
@@ -207,10 +209,9 @@ def finalize(ds: Dataset, binarize: str = "auto", support: str = "binary", seed:
     elif binarize == "none" and support == "binary":
         for name, x in ds.splits.items():
             if not all(bool(((xb == 0) | (xb == ds.scale)).all()) for xb in _blocks(x)):
-                raise VaekitError(
-                    f"{ds.name} [{name}]: a Bernoulli likelihood needs 0/1 data but these are grey levels; "
-                    "use --binarize auto|dynamic|static or a likelihood with unit or real support"
-                )
+                draw = "binarize=\"dynamic\" (or \"static\")" if ds.name == IN_MEMORY else "--binarize auto|dynamic|static"
+                raise VaekitError(f"{ds.name} [{name}]: a Bernoulli likelihood needs 0/1 data but these are grey levels; "
+                                  f"use {draw} or a likelihood with unit or real support")
     ds.binarize = binarize if binarize == "dynamic" else "none"
     return ds
 

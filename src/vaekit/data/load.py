@@ -17,7 +17,7 @@ from torch import Tensor
 from ..errors import VaekitError
 from ..files import kind_of
 from .builtin import BUILTIN, read_builtin
-from .dataset import Dataset, finalize, resolve_binarize, seeded_split, standardization
+from .dataset import IN_MEMORY, Dataset, finalize, resolve_binarize, seeded_split, standardization
 from .files import MIN_TEST, as_examples, read_csv, read_numpy, to_tensor, user_dataset, whole_labels
 from .images import read_image_folder
 from .mnist import DATASETS as MNIST_FAMILY
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 TABLES = ("penguins",)  # named tables of mixed columns (support "table" only)
 DATASETS = (*BUILTIN, *TABLES, *MNIST_FAMILY)  # the named datasets; any other name is a path
 
-IN_MEMORY = "tensors"  # the name of data given to vaekit.fit as tensors ([data] dataset): no file holds them
 
 
 def load_dataset(

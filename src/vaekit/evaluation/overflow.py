@@ -108,13 +108,19 @@ def _one_fails(model, xb: Tensor, yb: Tensor | None) -> bool:
     return failed is True or (failed is not None and bool(failed.any()))
 
 
-def row_named(source: str, x: Tensor, where: str) -> Callable[[int], str]:
+def row_named(source: str, x: Tensor, where: str, schema=None) -> Callable[[int], str]:
     """How a refusal names row i of x: its place in `where` (a split, as vaekit keeps it) and its largest value,
-    which finds it in the file whatever order the split keeps."""
+    which finds it in the file whatever order the split keeps; in a table (`schema`, its columns), by the column's name
+    and the cell as written (a level's label, not its code)."""
     def named(i: int) -> str:
         row = x[i].flatten()
-        j = int(row.abs().argmax())
-        return f"{source}: example {i} of {where} (its value {float(row[j]):g} at position {j})"
+        j = int(torch.nan_to_num(row.abs(), nan=-1.0).argmax())
+        if schema is None or j >= len(schema.columns):
+            return f"{source}: example {i} of {where} (its value {float(row[j]):g} at position {j})"
+        col, value = schema.columns[j], float(row[j])
+        cell = repr(col.levels[int(value)]) if col.levels and value.is_integer() and 0 <= value < len(col.levels) \
+            else f"{value:g}"
+        return f"{source}: example {i} of {where} (its column {col.name!r}: {cell})"
     return named
 
 

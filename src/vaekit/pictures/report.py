@@ -26,8 +26,9 @@ from ..evaluation.tables import ColumnQuality, column_quality
 from ..files import atomic_write, make_dirs
 from ..rng import forked_rng
 from ..runs.checkpoint import load_config, load_run
-from ..runs.experiment import labels_for, load_data, point_data
+from ..runs.experiment import labels_for, load_data
 from ..runs.history import read_metrics
+from ..runs.opening import point_data
 from .figures import (
     plot_columns,
     plot_correlations,
@@ -71,7 +72,7 @@ def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: in
                 dataset: str | None = None, data_dir: str | None = None, progress: bool = False) -> dict[str, Any]:
     """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples) with both
     kinds of error, ESS, the bound check, NLL, bits/dim, active units and per-dimension KL, on `split`
-    (the data found as `experiment.point_data` says)."""
+    (the data found as `opening.point_data` says)."""
     cfg, model = load_run(run_dir)
     cfg = point_data(cfg, dataset, data_dir)
     data = load_data(cfg, run_dir)

@@ -29,7 +29,7 @@ from ..errors import NonFiniteLossError, PluginError, VaekitError
 from ..files import LOCK, RunLock, atomic_write, check_regular, check_zip_members, read_capped, remove_stale_temporaries
 from ..model import VAE, build_model
 from ..training.distributed import Context, every_rank
-from ..training.loop import LoopState, all_finite, lr_to_device, settle
+from ..training.loop import SMALLER_LR, LoopState, all_finite, lr_to_device, settle
 from ..training.stopping import Stopping
 from .config import Config
 from .history import METRICS, read_metrics, truncate_metrics
@@ -342,8 +342,7 @@ def save_checkpoint(out: Path, model: VAE, optimizer: torch.optim.Optimizer, sta
     trained = [*model.parameters(), *(parts.parameters() if parts is not None else ())]
     if not bool(all_finite([p.detach() for p in trained])):  # once per checkpoint, not per step
         raise NonFiniteLossError(f"the weights are NaN or Inf after global step {state.step} (is the learning rate "
-                                 f"too large?); {out} keeps its last checkpoint: continue from it with --resume and "
-                                 "a smaller --lr")
+                                 f"too large?); {out} keeps its last checkpoint: continue from it {SMALLER_LR}")
     device = next(model.parameters()).device
     cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
     own = {"parts": parts.state_dict()} if parts is not None else {}

@@ -120,14 +120,6 @@ def labels_for(cfg: Config, dataset: Dataset, split: str, device: str | torch.de
     return dataset.labels_of(split).to(device) if cfg.model.conditional else None
 
 
-def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None) -> Config:
-    """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
-    run's own; `dataset` replaces the dataset (load_data checks it against the model's shape)."""
-    d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
-                dataset=dataset or cfg.data.dataset)
-    return replace(cfg, data=replace(d, **absolute_paths(d)))
-
-
 @dataclass
 class TrainResult:
     model: VAE
@@ -283,7 +275,7 @@ def train_model(
             seconds = time.perf_counter() - t0
             val = {}
             if validated:
-                with averaged(), blaming_rows(model, val_x, row_named(cfg.data.dataset, val_x, "the validation split"),
+                with averaged(), blaming_rows(model, val_x, row_named(cfg.data.dataset, val_x, "the validation split", dataset.schema),
                                               lambda: split_chunks(dataset, ["train"], cfg.model.conditional,
                                                                    device), val_y, training_refusal):
                     val = evaluate_elbo(model, val_x, seed=tc.seed, ctx=ctx, y=val_y).terms()

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from ..data import IN_MEMORY, tensor_dataset
-from ..errors import VaekitError
+from ..errors import NonFiniteLossError, VaekitError
 from ..evaluation.estimates import checked_examples
 from ..training.distributed import SINGLE, resolve_device
+from ..training.loop import NONFINITE_ADVICE, SMALLER_LR
 from . import checkpoint as ckpt
 from .config import Config, settings
 from .experiment import TrainResult, open_run, train_model, writing_lock
@@ -97,7 +98,15 @@ def fit(
                 model(first[:1])
         if not resume:  # the training noise from `seed`, as the CLI's (a resume restores the saved stream)
             torch.manual_seed(cfg.train.seed)
-        return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
+        try:
+            return train_model(model.to(device), cfg, dataset, out, resume, progress, SINGLE, device)
+        except NonFiniteLossError as e:  # the advice in fit's words: its keywords, not the command line's flags
+            raise NonFiniteLossError(str(e).replace(SMALLER_LR, "with resume=True and a smaller lr").replace(
+                NONFINITE_ADVICE, FIT_ADVICE)) from None
+
+
+FIT_ADVICE = ("Try a smaller lr, grad_clip=100, objective={\"name\": …, \"kl_warmup_epochs\": 5}, or data near unit "
+              "scale (standardize real values before fit); skip_nonfinite=N skips N such batches")
 
 
 def digest(*given: Any) -> str:

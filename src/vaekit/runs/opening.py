@@ -1,11 +1,13 @@
-"""Opening a run directory to train into: the checks before anything is trained (`open_run`), its lock, and the
-files a run lost that another of its files gives back (config.json from the config train_state.pt records)."""
+"""Opening a run directory: its data found where they lie now (`point_data`), the checks before anything is trained
+(`open_run`), its lock, and the files a run lost that another of its files gives back (config.json from the config
+train_state.pt records)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,6 +61,11 @@ def with_data_digest(cfg: Config) -> Config:
     return cfg if cfg.data.dataset == IN_MEMORY else replace(cfg, data=replace(cfg.data, digest=data_digest(cfg.data.dataset)))
 
 
+def same_source(d, there: str) -> bool:
+    """Whether the data at `there` are the run's own ([data] `d`): its path, or a file of the bytes it recorded."""
+    return there == d.dataset or bool(d.digest) and data_digest(there) == d.digest
+
+
 def data_changed(cfg: Config) -> str | None:
     """How the run's data file (or folder) differs from the bytes its config.json records a sha256 of; None where it
     does not, or where nothing is recorded (a named dataset, data given in Python, a run written before digests)."""
@@ -68,6 +75,21 @@ def data_changed(cfg: Config) -> str | None:
     if Path(cfg.data.dataset).is_dir():
         return "a file in this folder was added, removed, renamed or changed since the run recorded their sha256"
     return f"its sha256 differs from the one {ckpt.CONFIG} records"
+
+
+def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None) -> Config:
+    """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
+    run's own; `dataset` replaces the dataset (load_data checks it against the model's shape). Data that are not the
+    run's own (`opening.same_source`) are split as the source splits by default, not by the run's val_size, a count
+    that fits the run's rows and may exceed another file's."""
+    d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
+                dataset=dataset or cfg.data.dataset)
+    d = replace(d, **absolute_paths(d))
+    if dataset and d.val_size is not None and not same_source(cfg.data, d.dataset):  # another source: its own split
+        log.info("%s: not the run's data; its validation split is its own default, not the run's val_size %d",
+                 d.dataset, d.val_size)
+        d = replace(d, val_size=None)
+    return replace(cfg, data=d)
 
 
 def check_same_data(cfg: Config) -> None:

@@ -39,8 +39,9 @@ from ..evaluation.quality import PR_NEIGHBOURS, frechet_distance, precision_reca
 from ..files import RunLock, atomic_write, check_regular, json_loads, own_folder, read_capped
 from ..model import VAE
 from .checkpoint import WEIGHTS, canonical_safetensors, load_config, load_run
-from .experiment import load_data, point_data
+from .experiment import load_data
 from .fit import fit
+from .opening import point_data
 from .saving import to_data_units
 from .weights_kept import weights_sha256
 
@@ -80,7 +81,7 @@ def codes(model: nn.Module, x: Tensor, draw: bool, seed: int) -> Tensor:
 def fit_sampler(run: str | Path, name: str, components: int = 10, seed: int = 0, two_stage: TwoStage | None = None,
                 progress: bool = True, dataset: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
     """Fit sampler `name` on the run's training codes and save it in RUN/samplers; returns what was fitted.
-    `dataset`, `data_dir`: where the run's data lie now (`experiment.point_data`), if not where it says."""
+    `dataset`, `data_dir`: where the run's data lie now (`opening.point_data`), if not where it says."""
     run, name = Path(run), check_name(name)
     if name == "gmm" and components < 1:
         raise VaekitError(f"--components must be a number of mixture components ≥ 1, got {components}")

@@ -28,6 +28,11 @@ from .stopping import Stopping
 
 log = logging.getLogger(__name__)
 
+# what a non-finite step's refusal advises, in the command line's words (`vaekit.fit` says them as its keywords)
+SMALLER_LR = "with --resume and a smaller --lr"
+NONFINITE_ADVICE = ("Try a smaller --lr, --grad-clip 100, --kl-warmup-epochs 5, or data near unit scale (--standardize "
+                    "for real values; counts keep data_scale on); --skip-nonfinite N skips N such batches")
+
 LossFn = Callable[[Tensor, float], tuple[Tensor, dict[str, Tensor]]]
 """loss_fn(raw_batch, progress) → (scalar loss to minimize, {name: scalar batch mean}); progress in epochs."""
 
@@ -325,15 +330,12 @@ class _Pending:
                 raise NonFiniteLossError(
                     f"the weights are NaN or Inf at epoch {state.epoch + 1}, step {i + 1} (global step {step}): an "
                     "update before it overflowed (is the learning rate too large?); nothing was saved from it: "
-                    "continue from the last checkpoint with --resume and a smaller --lr")
+                    f"continue from the last checkpoint {SMALLER_LR}")
             bad += 1
             problem = "loss is NaN or Inf" if verdict == BAD_LOSS else "a gradient is NaN or Inf"
             where = f"epoch {state.epoch + 1}, step {i + 1} (global step {step})"
             if state.skipped >= self.skip_limit:
-                raise NonFiniteLossError(f"{problem} at {where}; nothing was stepped with it. Try a smaller --lr, "
-                                         "--grad-clip 100, --kl-warmup-epochs 5, or data near unit scale (--standardize "
-                                         "for real values; counts keep data_scale on); --skip-nonfinite N skips N such "
-                                         "batches")
+                raise NonFiniteLossError(f"{problem} at {where}; nothing was stepped with it. {NONFINITE_ADVICE}")
             state.skipped += 1
             state.step -= 1
             state.examples -= self.sizes[i]
