@@ -14,6 +14,8 @@ from ..runs.checkpoint import CONFIG, load_config
 from ..runs.config import SECTIONS, Config, declared, merge, settings, slot_registry, slots
 from ..runs.config_files import load_config_file
 
+FLAGS = "command line"  # the source a config built from flags names in its refusals (`flag_named` reads them)
+
 
 def part_flags() -> dict[str, tuple[str, str, Declared, list[str]]]:
     """flag → (section, slot, the setting, the parts that declare it) for every setting of every registered
@@ -120,9 +122,6 @@ def build_config(args: argparse.Namespace) -> Config:
         return Config.from_dict(merge(merged, flag_values(args)), source=FLAGS)
     except VaekitError as e:  # every value but a flag's was checked before: name the flag the user typed
         raise VaekitError(flag_named(str(e))) from None
-
-
-FLAGS = "command line"
 
 
 def flag_named(message: str) -> str:
