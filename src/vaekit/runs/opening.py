@@ -62,8 +62,34 @@ def with_data_digest(cfg: Config) -> Config:
 
 
 def same_source(d, there: str) -> bool:
-    """Whether the data at `there` are the run's own ([data] `d`): its path, or a file of the bytes it recorded."""
-    return there == d.dataset or bool(d.digest) and data_digest(there) == d.digest
+    """Whether the data at `there` are the run's own ([data] `d`): its path, or a file of the bytes it recorded. Bytes
+    are hashed only where they may be the same: where the run's file is still there, another of a different size (a
+    folder of other file names or sizes) is another source, told without reading it."""
+    if there == d.dataset:
+        return True
+    if not d.digest or there in DATASETS or there == IN_MEMORY:
+        return False
+    mine, given = Path(d.dataset), Path(there)
+    try:
+        if mine.exists() and _layout(given, _layout(mine)) != _layout(mine):
+            return False
+    except OSError:  # a file or folder not to be read: not the run's, whose reader says why
+        return False
+    return data_digest(there) == d.digest
+
+
+def _layout(path: Path, like: list | None = None) -> list:
+    """A file's size, or a folder's files (those `data_digest` reads) with their sizes, in order; with `like`, read
+    no further than one entry past its length (a wrong folder of a million files is not walked)."""
+    if not path.is_dir():
+        return [path.stat().st_size] if path.is_file() else []
+    layout = []
+    for f in path.rglob("*"):
+        if f.is_file() and not f.name.startswith("."):
+            layout.append((str(f.relative_to(path)), f.stat().st_size))
+            if like is not None and len(layout) > len(like):
+                break
+    return sorted(layout)
 
 
 def data_changed(cfg: Config) -> str | None:
