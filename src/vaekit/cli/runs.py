@@ -67,8 +67,9 @@ def run_with_data(args: argparse.Namespace):
     """(config, model, dataset) of `args.run`, its data found where `--dataset`, `--data-dir` or $VAEKIT_DATA
     point (`opening.point_data`), else where the run says."""
     cfg, model = load_run(args.run)
+    mine = point_data(cfg, data_dir=getattr(args, "data_dir", None)).data.dataset
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
-    changed = None if getattr(args, "dataset", None) else data_changed(cfg)
+    changed = data_changed(cfg) if cfg.data.dataset == mine else None  # the run's file, named or not
     if changed:  # its splits are drawn from other rows now: say so before any number
         log.warning("%s, the run's data, changed since it was trained (%s): what follows is of the file as it is now, "
                     "not of the rows the run was trained and validated on", cfg.data.dataset, changed)

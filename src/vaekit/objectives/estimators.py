@@ -150,7 +150,8 @@ def _closed_kl(q_z: Distribution, p_z: Distribution, kl: str) -> Tensor | None:
         raise ValueError(f"unknown kl mode {kl!r}; choose from {KL_MODES}")
     kl_closed = None if kl == "mc" else analytic_kl(q_z, p_z)
     if kl == "analytic" and kl_closed is None:
-        raise ValueError(f"no closed-form KL between {type(q_z).__name__} and {type(p_z).__name__}")
+        raise VaekitError(f"kl 'analytic': no closed-form KL between Q ({type(q_z).__name__}) and p(z) "
+                          f"({type(p_z).__name__}); use kl 'auto' (the closed form where one exists) or 'mc'")
     return kl_closed
 
 

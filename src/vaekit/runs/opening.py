@@ -62,13 +62,14 @@ def with_data_digest(cfg: Config) -> Config:
 
 
 def same_source(d, there: str) -> bool:
-    """Whether the data at `there` are the run's own ([data] `d`): its path, or a file of the bytes it recorded. Bytes
-    are hashed only where they may be the same: where the run's file is still there, another of a different size (a
-    folder of other file names or sizes) is another source, told without reading it."""
-    if there == d.dataset:
-        return True
+    """Whether the data at `there` are the run's own ([data] `d`): the bytes it recorded (at its path, or a copy), or
+    its path where it recorded none (a named dataset, a run of before digests). Bytes are hashed only where they may
+    be the same: where the run's file is still there, another of a different size (a folder of other file names or
+    sizes) is another source, told without reading it."""
     if not d.digest or there in DATASETS or there == IN_MEMORY:
-        return False
+        return there == d.dataset
+    if there == d.dataset:  # the run's path: its bytes may have changed since (`data_changed`)
+        return data_digest(there) == d.digest
     mine, given = Path(d.dataset), Path(there)
     try:
         if mine.exists() and _layout(given, _layout(mine)) != _layout(mine):
@@ -106,16 +107,26 @@ def data_changed(cfg: Config) -> str | None:
 def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None) -> Config:
     """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
     run's own; `dataset` replaces the dataset (load_data checks it against the model's shape). Data that are not the
-    run's own (`opening.same_source`) are split as the source splits by default, not by the run's val_size, a count
-    that fits the run's rows and may exceed another file's."""
+    run's own bytes (`same_source`: another file, or the run's file changed since) are split as the source splits by
+    default, not by the run's val_size, a count that fits the run's rows and may exceed another file's."""
     d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
                 dataset=dataset or cfg.data.dataset)
     d = replace(d, **absolute_paths(d))
-    if dataset and d.val_size is not None and not same_source(cfg.data, d.dataset):  # another source: its own split
-        log.info("%s: not the run's data; its validation split is its own default, not the run's val_size %d",
-                 d.dataset, d.val_size)
+    if d.val_size is not None and not same_source(cfg.data, d.dataset):  # another source: its own split
+        log.info("%s: %s; its validation split is its own default, not the run's val_size %d", d.dataset,
+                 "changed since the run was trained" if d.dataset == cfg.data.dataset else "not the run's data",
+                 d.val_size)
         d = replace(d, val_size=None)
     return replace(cfg, data=d)
+
+
+def _untrained(out: Path) -> str:
+    """Where `out` holds a config.json and no checkpoint (a run stopped, or refused, before its first): how to train
+    another run there, which nothing trained stands in the way of."""
+    if any((out / name).exists() or (out / name).is_symlink() for name in (ckpt.STATE, ckpt.WEIGHTS)):
+        return ""
+    return f" ({out} holds no checkpoint, only the {ckpt.CONFIG} of a run stopped before its first: remove that " \
+           "file to train another run there)"
 
 
 def check_same_data(cfg: Config) -> None:
@@ -156,7 +167,7 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     if not resume:
         if out is not None and (out / ckpt.CONFIG).exists():
             raise VaekitError(f"{out}: already holds a run; pass {resume_word} to continue it or choose another "
-                              f"{out_word}")
+                              f"{out_word}{_untrained(out)}")
         kept = [name for name in (ckpt.STATE, ckpt.WEIGHTS) if out is not None and (out / name).exists()]
         if kept:  # a run that lost its config.json: a fresh run would overwrite its checkpoint
             again = f"pass {resume_word} to continue it (its {ckpt.CONFIG} is written again from {ckpt.STATE}), or " \
@@ -173,10 +184,10 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     saved = ckpt.load_config(out)
     try:
         cfg = resume_config(saved, cfg, given, where=f"{resume_word}: ", words=words)
-    except VaekitError:
+    except VaekitError as e:
         if (out / ckpt.STATE).exists():  # config.json edited by hand since: blame it, not the caller's settings
             check_config(ckpt.load_state(out), saved, out / ckpt.STATE, out / ckpt.CONFIG)
-        raise
+        raise VaekitError(f"{e}{_untrained(out)}") from None
     if (out / ckpt.STATE).exists():
         return out, True, cfg
     check_same_data(cfg)  # a start again from step 0 trains on the data the run recorded, or not at all
