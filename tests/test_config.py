@@ -40,7 +40,7 @@ def test_a_table_without_a_name_changes_the_settings_of_the_part_it_had():
         ({"model": {"sigma": 0.5}}, ("sigma is a setting of the likelihood since vaekit 0.3: write it in its table, "
                                      "[model.likelihood] sigma")),
         ({"train": {"train_k": 5}}, "[train.objective] k = …"),
-        ({"train": {"lr": float("nan")}}, "lr must be > 0"),
+        ({"train": {"lr": float("nan")}}, "lr must be finite and > 0, got nan"),
         ({"model": {"likelihood": "student-t"}}, "'student-t' is not one of bernoulli"),
     ],
 )

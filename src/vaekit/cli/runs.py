@@ -14,6 +14,7 @@ from ..evaluation.overflow import split_chunks
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import load_data
 from ..runs.opening import data_changed, point_data, same_source
+from ..training.distributed import SINGLE, from_env
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def run_with_data(args: argparse.Namespace):
     mine = point_data(cfg, data_dir=getattr(args, "data_dir", None)).data.dataset
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
     changed = data_changed(cfg) if cfg.data.dataset == mine else None  # the run's file, named or not
-    if changed:  # its splits are drawn from other rows now: say so before any number
+    if changed and (from_env() or SINGLE).is_main:  # its splits hold other rows now: said before any number, once
         log.warning("%s, the run's data, changed since it was trained (%s): what follows is of the file as it is now, "
                     "not of the rows the run was trained and validated on", cfg.data.dataset, changed)
     dataset: Dataset = load_data(cfg, args.run)

@@ -238,7 +238,8 @@ def _static_draw(x: Tensor, scale: float, generator: torch.Generator) -> Tensor:
     return out
 
 
-def check_values(x: Tensor, scale: float, where: str, support: str = "unit", block: int | None = None) -> None:
+def check_values(x: Tensor, scale: float, where: str, support: str = "unit", block: int | None = None,
+                 mixed: str = "--likelihood mixed") -> None:
     """Non-empty, finite, and what `support` admits: "real" any finite value, "unit" and "binary" [0, 1]
     after scaling, "discrete256" the values k/255 (k = 0…255) after scaling, "count" whole numbers ≥ 0.
     Checked in blocks of `block` rows (default: about 4M values) so a memory map is streamed."""
@@ -251,7 +252,7 @@ def check_values(x: Tensor, scale: float, where: str, support: str = "unit", blo
             _refuse_first(xb.isinf(), start, f"{where}: example {{}} contains Inf")
         elif xb.is_floating_point():
             _refuse_first(~torch.isfinite(xb), start, f"{where}: example {{}} contains NaN or Inf"
-                          f"{'; missing cells need --likelihood mixed' if support == 'real' else ''}")
+                          f"{'; missing cells need ' + mixed if support == 'real' else ''}")
             if support == "count":
                 _refuse_first(xb != xb.round(), start, f"{where}: count data must be whole numbers; example {{}} is not")
         if support == "discrete256" and not (xb.dtype == torch.uint8 and scale == 255):

@@ -52,6 +52,8 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
     and a held-out test, with labels from "y". source: "numpy", "csv" or "images" (where uint16 is
     16-bit, scale 65535); scale: the user's stated scale, else the source and dtype decide (module doc)."""
     ignored = sorted(set(arrays) - KNOWN_KEYS) if len(arrays) > 1 else []
+    if "x" in arrays and "train" in arrays and "test" in arrays:  # the splits as given win
+        log.warning("%s: ignoring the array x (the arrays train and test are the splits)", path)
     if ignored:
         log.warning("%s: ignoring the arrays %s (vaekit reads %s)", path, ", ".join(ignored), ", ".join(sorted(KNOWN_KEYS)))
     if "train" in arrays and "test" in arrays:

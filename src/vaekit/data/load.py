@@ -83,7 +83,8 @@ def load_dataset(
     if "val" in ds.splits and val_size is not None and name in DATASETS:
         raise VaekitError(f"{name} comes with its own validation split; leave val_size unset")
     if "val" not in ds.splits:
-        _carve_validation(ds, default_val if val_size is None else val_size, split_seed, contiguous=mmap)
+        _carve_validation(ds, default_val if val_size is None else val_size, split_seed, contiguous=mmap,
+                          asked=val_size is not None)
     ds = finalize(ds, binarize, support, split_seed)
     if support == "table":
         try:
@@ -229,13 +230,15 @@ def _check_standardize(support: str, standardize: bool, shift: object, spread: o
         raise VaekitError("shift and spread re-apply a saved standardization: pass them with standardize=True")
 
 
-def _carve_validation(ds: Dataset, n_val: int, seed: int, contiguous: bool = False) -> None:
+def _carve_validation(ds: Dataset, n_val: int, seed: int, contiguous: bool = False, asked: bool = True) -> None:
     """Move n_val training examples to a "val" split: a seeded random subset, or the last n_val rows
     of a memory-mapped array (a random subset would copy it into memory)."""
     train = ds.splits["train"]
     n = train.shape[0]
     if not 0 <= n_val < n:
-        raise VaekitError(f"{ds.name}: val_size {n_val} must be smaller than the {n} training examples")
+        raise VaekitError(f"{ds.name}: val_size {n_val} must be smaller than the {n} training examples" if asked else
+                          f"{ds.name}: {n} training example{'s leave' if n != 1 else ' leaves'} none beside the default "
+                          f"validation split of {n_val}; give more rows (or val_size 0: no validation)")
     if contiguous:
         ds.splits["val"], ds.splits["train"] = train[n - n_val :], train[: n - n_val]
         return

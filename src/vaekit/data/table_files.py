@@ -68,7 +68,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
                                       "numbers, text or booleans (convert it, or drop it)")  # before it is decoded
             text = [f.name for f in parquet.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
             _check_sizes(path, meta, texts, data)
-            t = pq.read_table(pa.BufferReader(data), read_dictionary=text)  # text stays encoded until measured
+            t = pq.read_table(pa.BufferReader(data), read_dictionary=text, use_threads=False)  # text stays encoded until
+            # measured; no thread pool (a refused table then sometimes aborted at exit: SIGABRT, not exit status 2)
             _check_text(path, t)
             t = t.cast(pa.schema([pa.field(f.name, f.type.value_type) if f.name in text else f for f in t.schema]))
         except VaekitError:

@@ -295,8 +295,10 @@ def encode(rows: Sequence[Sequence[Any]], lines: Sequence[int], schema: Schema, 
                 codes[i, j] = index[label]
                 continue
             v = _number(cell)
-            if v is None or not math.isfinite(v):
+            if v is None or math.isnan(v):
                 raise VaekitError(f"{where}: {str(cell)!r:.40} is not a number (a {col.kind} column)")
+            if not math.isfinite(v):  # "1e400", "inf": a number no float holds
+                raise VaekitError(f"{where}: {str(cell)!r:.40} is beyond float32 (a {col.kind} column)")
             if col.kind == "positive" and not v > 0:
                 raise VaekitError(f"{where}: {v:g} is not > 0 (a positive column: log-normal)")
             if col.kind == "positive" and v < FLOAT32_TINY:  # float32 would make it 0, whose log is −inf

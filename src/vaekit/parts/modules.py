@@ -92,8 +92,9 @@ class Labels(nn.Module):
         if y.ndim != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
             raise VaekitError(f"labels must be whole numbers of shape [B], got {y.dtype} of shape {tuple(y.shape)}")
         if y.device.type == "cpu" and y.numel() and not (0 <= int(y.min()) and int(y.max()) < self.classes):
-            raise VaekitError(f"labels must lie in 0…{self.classes - 1} (the model's {self.classes} classes); "
-                              f"got {int(y.min())}…{int(y.max())}")
+            i = int(((y < 0) | (y >= self.classes)).nonzero()[0, 0])
+            raise VaekitError(f"labels must lie in 0…{self.classes - 1} (the model's {self.classes} classes); the label "
+                              f"of example {i} is {int(y[i])} (all lie in {int(y.min())}…{int(y.max())})")
         y = y.to(self.like.device).long()
         return torch.zeros(len(y), self.classes, dtype=self.like.dtype, device=y.device).scatter_(1, y[:, None], 1.0)
 
@@ -126,7 +127,7 @@ def examples(model, x: Any, name: str = "x") -> Tensor:
         x = x.reshape(x.shape[0], data_dim)
     support = getattr(getattr(model, "decoder", None), "support", None)
     if support is not None and x.is_floating_point():  # ints are whole and finite already
-        check_values(x, 1.0, name, support)  # NaN (a table's missing cell aside), Inf,
+        check_values(x, 1.0, name, support, mixed='likelihood="mixed" (a table)')  # NaN (a table's missing cell aside), Inf,
         # the support's range: what the CLI checks of a dataset
     parameters = model.parameters() if isinstance(model, nn.Module) else ()  # a model bound to labels: as given
     dtype = next((p.dtype for p in parameters if p.is_floating_point()), None)

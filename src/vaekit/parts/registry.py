@@ -82,7 +82,8 @@ class Declared:
             list(value) if isinstance(value, tuple) else []
         for v in numbers:
             if isinstance(v, float) and not math.isfinite(v):
-                raise VaekitError(f"{where} must be {self.range() if self.range() != 'any value' else 'finite'}, got {v!r}")
+                raise VaekitError(f"{where} must be finite{' and ' + self.range() if self.range() != 'any value' else ''}, "
+                                  f"got {v!r}")
             if isinstance(v, int) and s.at_most is None and abs(v) > MAX_COUNT:
                 raise VaekitError(f"{where} = {v} is out of range (at most {MAX_COUNT})")
             if isinstance(v, float) and s.at_most is None and abs(v) > FLOAT32_MAX:  # a part computes in float32

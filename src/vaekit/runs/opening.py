@@ -108,15 +108,17 @@ def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = N
     """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
     run's own; `dataset` replaces the dataset (load_data checks it against the model's shape). Data that are not the
     run's own bytes (`same_source`: another file, or the run's file changed since) are split as the source splits by
-    default, not by the run's val_size, a count that fits the run's rows and may exceed another file's."""
+    default, not by the run's val_size, a count that fits the run's rows and may exceed another file's; memory-mapped
+    (the run's --mmap) only where they are a .npy."""
     d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
                 dataset=dataset or cfg.data.dataset)
     d = replace(d, **absolute_paths(d))
-    if d.val_size is not None and not same_source(cfg.data, d.dataset):  # another source: its own split
-        log.info("%s: %s; its validation split is its own default, not the run's val_size %d", d.dataset,
-                 "changed since the run was trained" if d.dataset == cfg.data.dataset else "not the run's data",
-                 d.val_size)
-        d = replace(d, val_size=None)
+    if (d.val_size is not None or d.mmap) and not same_source(cfg.data, d.dataset):  # another source: read as such
+        if d.val_size is not None:
+            log.info("%s: %s; its validation split is its own default, not the run's val_size %d", d.dataset,
+                     "changed since the run was trained" if d.dataset == cfg.data.dataset else "not the run's data",
+                     d.val_size)
+        d = replace(d, val_size=None, mmap=d.mmap and Path(d.dataset).suffix == ".npy")  # only a .npy maps
     return replace(cfg, data=d)
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import PluginError
+from ..files import kind_of
 
 _LOADED: dict[str, str] = {}  # module name → the spec it was loaded from (a file path or a module name)
 
@@ -26,7 +27,8 @@ def load_plugin(spec: str) -> str:
     path = Path(spec)
     if spec.endswith(".py") or path.exists():
         if not path.is_file():
-            raise PluginError(f"--plugin {spec}: no such file")
+            raise PluginError(f"--plugin {spec}: " + (f"not a regular file ({kind_of(path.stat().st_mode)})"
+                                                      if path.exists() else "no such file"))
         name = f"vaekit_plugin_{path.stem}"
         if name in sys.modules and _LOADED.get(name) == str(path.resolve()):
             return name
