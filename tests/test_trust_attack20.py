@@ -171,3 +171,12 @@ def test_the_twentieth_attacks_data_lows(tmp_path, capsys, caplog):
     capsys.readouterr()
     said = one_line(capsys, "score", tmp_path / "T", "--data", tmp_path / "e400.csv", "--out", tmp_path / "s.csv")
     assert said == f"{tmp_path / 'e400.csv'}: line 32, column 'x': '1e400' is beyond float32 (a real column)", said
+
+
+def test_a_seeds_bound_is_its_number_and_draws_its_flag(tmp_path, capsys):
+    """`train --seed -1` said "<= 9.22337e+18" (evaluate says the whole number); `impute --draws -1` named no flag."""
+    from test_trust_attack5 import one_line
+    assert one_line(capsys, "train", "--seed", "-1", "--out", tmp_path / "A") == \
+        f"--seed must be >= 0 and <= {2**63 - 1}, got -1"
+    assert one_line(capsys, "impute", tmp_path / "none", "--data", tmp_path / "t.csv", "--out", tmp_path / "i.csv",
+                    "--draws", "-1") == "--draws must be a whole number ≥ 0 (completed tables drawn), got -1"

@@ -40,7 +40,7 @@ def test_a_number_of_importance_samples_that_would_take_days_is_refused(trained,
     cfg["train"]["eval_k"] = 10**12  # `vaekit evaluate RUN` ran for days with nothing on the screen
     (received / "config.json").write_text(json.dumps(cfg))
     code, err = one_line(capsys, "evaluate", received)
-    assert code == 2 and err == [(f"vaekit: error: {received / 'config.json'}: [train] eval_k must be > 0 and <= 1e+06, "
+    assert code == 2 and err == [(f"vaekit: error: {received / 'config.json'}: [train] eval_k must be > 0 and <= 1000000, "
                                  "got 1000000000000")]
     with pytest.raises(VaekitError, match=r"^k must be a whole number of importance samples from 1 to 1,000,000"):
         vaekit.log_likelihood(vaekit.load(trained), torch.zeros(2, 64), k=10**7)

@@ -87,6 +87,8 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
 
 def cmd_impute(args: argparse.Namespace) -> Path:
     """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
+    if args.draws < 0:
+        raise VaekitError(f"--draws must be a whole number ≥ 0 (completed tables drawn), got {args.draws}")
     _, model, schema, table = _open(args)
     with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}", lambda: own_rows(args, args.data)):
         result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)

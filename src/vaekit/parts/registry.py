@@ -100,9 +100,11 @@ class Declared:
 
     def range(self) -> str:
         s = self.spec
-        parts = [f"> {s.above:g}"] if s.above is not None else []
-        parts += [f">= {s.at_least:g}"] if s.at_least is not None else []
-        parts += [f"<= {s.at_most:g}"] if s.at_most is not None else []
+        def shown(v: float) -> str:  # a whole bound as the number it is (a seed's 9223372036854775807, not 9.22337e+18)
+            return str(int(v)) if float(v).is_integer() and abs(v) < 2**64 else f"{v:g}"
+        parts = [f"> {shown(s.above)}"] if s.above is not None else []
+        parts += [f">= {shown(s.at_least)}"] if s.at_least is not None else []
+        parts += [f"<= {shown(s.at_most)}"] if s.at_most is not None else []
         return " and ".join(parts) or "any value"
 
 
