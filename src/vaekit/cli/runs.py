@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 
 from ..data import Dataset
 from ..errors import VaekitError
@@ -13,7 +14,7 @@ from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..evaluation.overflow import split_chunks
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import load_data
-from ..runs.opening import data_changed, point_data, same_source
+from ..runs.opening import data_changed, point_data, same_path, same_source
 from ..training.distributed import SINGLE, from_env
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def run_with_data(args: argparse.Namespace):
     cfg, model = load_run(args.run)
     mine = point_data(cfg, data_dir=getattr(args, "data_dir", None)).data.dataset
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
-    changed = data_changed(cfg) if cfg.data.dataset == mine else None  # the run's file, named or not
+    changed = data_changed(replace(cfg, data=replace(cfg.data, dataset=mine))) if same_path(cfg.data.dataset, mine) \
+        else None  # the run's file, named or not, by any spelling
     if changed and (from_env() or SINGLE).is_main:  # its splits hold other rows now: said before any number, once
         log.warning("%s, the run's data, changed since it was trained (%s): what follows is of the file as it is now, "
                     "not of the rows the run was trained and validated on", cfg.data.dataset, changed)

@@ -67,16 +67,26 @@ def same_source(d, there: str) -> bool:
     be the same: where the run's file is still there, another of a different size (a folder of other file names or
     sizes) is another source, told without reading it."""
     if not d.digest or there in DATASETS or there == IN_MEMORY:
-        return there == d.dataset
-    if there == d.dataset:  # the run's path: its bytes may have changed since (`data_changed`)
+        return same_path(there, d.dataset)
+    if same_path(there, d.dataset):  # the run's path: its bytes may have changed since (`data_changed`)
         return data_digest(there) == d.digest
     mine, given = Path(d.dataset), Path(there)
     try:
         if mine.exists() and _layout(given, _layout(mine)) != _layout(mine):
             return False
+        if not mine.exists() and given.is_dir():  # nothing to compare a folder with: not hashed whole on a guess
+            return False
     except OSError:  # a file or folder not to be read: not the run's, whose reader says why
         return False
     return data_digest(there) == d.digest
+
+
+def same_path(a: str, b: str) -> bool:
+    """Whether two spellings name one file (`./../d/f`, a link to it), or are the same string where either is gone."""
+    try:
+        return a == b or os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def _layout(path: Path, like: list | None = None) -> list:
