@@ -13,6 +13,19 @@ def _main(*argv):
     return main(["--quiet", *map(str, argv)])
 
 
+def refused_unhashed(run, folder, capsys, monkeypatch) -> list:
+    """`evaluate RUN --dataset FOLDER` (a folder holding a 1 TB sparse big.png) refused by the image reader, and FOLDER
+    never hashed; the paths hashed so far, a list that grows as the test goes on."""
+    hashed = []
+    real = opening.data_digest
+    monkeypatch.setattr(opening, "data_digest", lambda p: hashed.append(str(p)) or real(p))
+    capsys.readouterr()
+    assert _main("evaluate", run, "--dataset", folder, "--k", "2") == 2
+    assert "big.png: cannot read image" in capsys.readouterr().err
+    assert not any(str(folder) in h for h in hashed), hashed
+    return hashed
+
+
 def test_another_source_is_told_without_hashing_it(tmp_path, capsys, monkeypatch):
     """Whether --dataset is the run's own source was decided by hashing it whole: a folder holding a 1 TB (sparse)
     file, or a 1 TB .npy, ran for ~20 minutes before the reader's one-line refusal. A size (a folder's file list)
@@ -27,12 +40,7 @@ def test_another_source_is_told_without_hashing_it(tmp_path, capsys, monkeypatch
     np.save(big, np.zeros((10, 4), np.float32))
     with open(big, "r+b") as f:
         f.truncate(1 << 40)
-    hashed = []
-    real = opening.data_digest
-    monkeypatch.setattr(opening, "data_digest", lambda p: hashed.append(str(p)) or real(p))
-    capsys.readouterr()
-    assert _main("evaluate", tmp_path / "VS", "--dataset", tmp_path / "sp", "--k", "2") == 2
-    assert "big.png: cannot read image" in capsys.readouterr().err
+    hashed = refused_unhashed(tmp_path / "VS", tmp_path / "sp", capsys, monkeypatch)
     assert _main("evaluate", tmp_path / "VS", "--dataset", big, "--k", "2") == 0  # its 10 rows
     capsys.readouterr()
     assert not any("sp" in h or "big" in h for h in hashed), hashed

@@ -1,9 +1,9 @@
 """What the twenty-first attack found (issue 27), each made for real."""
 
 import numpy as np
+from test_trust_attack20 import refused_unhashed
 
 from vaekit.cli import main
-from vaekit.runs import opening
 
 TINY = ("--likelihood", "gaussian", "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--seed", "1")
 
@@ -37,13 +37,7 @@ def test_a_folder_is_not_hashed_where_the_runs_own_file_is_gone(tmp_path, capsys
     (tmp_path / "sp").mkdir()
     with open(tmp_path / "sp" / "big.png", "wb") as f:
         f.truncate(1 << 40)
-    hashed = []
-    real = opening.data_digest
-    monkeypatch.setattr(opening, "data_digest", lambda p: hashed.append(str(p)) or real(p))
-    capsys.readouterr()
-    assert _main("evaluate", tmp_path / "VM", "--dataset", tmp_path / "sp", "--k", "2") == 2
-    assert "big.png: cannot read image" in capsys.readouterr().err
-    assert not any("sp" in h for h in hashed), hashed
+    refused_unhashed(tmp_path / "VM", tmp_path / "sp", capsys, monkeypatch)
     assert _main("evaluate", tmp_path / "VM", "--dataset", tmp_path / "moved.npy", "--split", "val", "--k", "2",
                  "--json") == 0
     assert '"n": 100,' in capsys.readouterr().out  # the moved file is still the run's own bytes: its split
