@@ -69,7 +69,7 @@ def run_with_data(args: argparse.Namespace):
     """(config, model, dataset) of `args.run`, its data found where `--dataset`, `--data-dir` or $VAEKIT_DATA
     point (`opening.point_data`), else where the run says."""
     cfg, model = load_run(args.run)
-    mine = point_data(cfg, data_dir=getattr(args, "data_dir", None)).data.dataset
+    mine = cfg.data.dataset  # as config.json records it (absolute): a data root does not move a file
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
     changed = data_changed(replace(cfg, data=replace(cfg.data, dataset=mine))) if same_path(cfg.data.dataset, mine) \
         else None  # the run's file, named or not, by any spelling
