@@ -14,7 +14,7 @@ from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..evaluation.overflow import split_chunks
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import load_data
-from ..runs.opening import data_changed, point_data, same_path, same_source
+from ..runs.opening import absolute_paths, data_changed, point_data, same_path, same_source
 from ..training.distributed import SINGLE, from_env
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def own_rows(args: argparse.Namespace, given: str | None = None):
     if changed:
         raise VaekitError(f"{mine.data.dataset}: changed since the run was trained ({changed})")
     data = load_data(mine, args.run)
-    same = given is not None and same_source(mine.data, point_data(mine, given).data.dataset)
+    there = given and absolute_paths(replace(mine.data, dataset=given)).get("dataset", given)  # not point_data:
+    same = bool(there) and same_source(mine.data, there)  # it asks same_source too, hashing the file once more
     return split_chunks(data, [s for s in data.present_splits() if s != "test" or same], mine.model.conditional)
 
 
