@@ -61,7 +61,9 @@ def test_a_resume_on_a_changed_data_file_is_refused_and_its_statistics_never_com
     np.save(data, np.random.default_rng(1).random((40, 4), dtype=np.float32) + 5)
     (run / "standardization.safetensors").unlink()
     said = one_line(capsys, "train", "--out", run, "--epochs", 2, "--resume")
-    assert said == (f"{data}: not the data this run was trained on (its sha256 differs from the one config.json "
+    size = json.loads((run / "config.json").read_text())["data"]["size"]  # 300 rows recorded, 40 now: told by size
+    assert size == data.stat().st_size + 260 * 4 * 4
+    assert said == (f"{data}: not the data this run was trained on (its size is not the {size:,} bytes config.json "
                     "records); restore that file, or train a new run into another --out")
     assert not (run / "standardization.safetensors").exists() and load_state(run)["epoch"] == 1
     np.save(data, np.random.default_rng(0).random((300, 4), dtype=np.float32))  # the same bytes again: it goes on

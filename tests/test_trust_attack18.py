@@ -2,6 +2,7 @@
 underflows, a rank's own error under torchrun, a first checkpoint cut short, a data file changed since training, a
 far-out validation row, a latents header that lies."""
 
+import json
 import os
 import shutil
 import struct
@@ -101,7 +102,8 @@ def test_score_says_the_runs_data_file_changed_rather_than_blame_the_weights(tmp
     _train(capsys, "--dataset", mine, "--likelihood", "mixed", *TINY, "--epochs", 2, "--out", run)
     mine.write_text("\n".join([lines[0], *(line.replace(line.split(",")[0], "1e30", 1) for line in lines[1:])]) + "\n")
     said = one_line(capsys, "score", run, "--data", mine, "--out", tmp_path / "s.csv")
-    assert said == (f"{mine}, the run's data, changed since it was trained (its sha256 differs from the one config.json "
+    assert said == (f"{mine}, the run's data, changed since it was trained (its size is not the "
+                    f"{json.loads((run / 'config.json').read_text())['data']['size']:,} bytes config.json "
                     "records); score's threshold comes from its validation split: restore that file")
     assert "damaged" not in said
     mine.write_text("\n".join([*lines, "0.5,a"]) + "\n")  # one row more, nothing far out: the threshold would move

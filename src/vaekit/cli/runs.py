@@ -14,8 +14,7 @@ from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..evaluation.overflow import split_chunks
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import load_data
-from ..runs.opening import absolute_paths, data_changed, point_data, same_path, same_source
-from ..training.distributed import SINGLE, from_env
+from ..runs.opening import absolute_paths, changed_line, data_changed, point_data, same_source
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def own_rows(args: argparse.Namespace, given: str | None = None):
     VAE, their labels, in chunks (`overflow.split_chunks`). Where the model overflows on them too, the weights are at
     fault, not the data given (`evaluation.overflow.blaming_rows`). A data file that changed since training is
     refused: it tells nothing."""
-    mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))
+    mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None), warn=False)
     changed = data_changed(mine)
     if changed:
         raise VaekitError(f"{mine.data.dataset}: changed since the run was trained ({changed})")
@@ -52,11 +51,10 @@ def run_data_changed(args: argparse.Namespace) -> str | None:
     if getattr(args, "run", None) is None:
         return None
     try:
-        mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None))
-        changed = data_changed(mine)
+        cfg = load_config(args.run)
+        return changed_line(cfg, point_data(cfg, data_dir=getattr(args, "data_dir", None), warn=False).data.dataset)
     except VaekitError:
         return None
-    return f"{mine.data.dataset}, the run's data, changed since it was trained ({changed})" if changed else None
 
 
 def own_rows_of(args: argparse.Namespace):
@@ -68,15 +66,9 @@ def own_rows_of(args: argparse.Namespace):
 
 def run_with_data(args: argparse.Namespace):
     """(config, model, dataset) of `args.run`, its data found where `--dataset`, `--data-dir` or $VAEKIT_DATA
-    point (`opening.point_data`), else where the run says."""
+    point (`opening.point_data`, which warns where they are the run's file changed since), else where the run says."""
     cfg, model = load_run(args.run)
-    mine = cfg.data.dataset  # as config.json records it (absolute): a data root does not move a file
     cfg = point_data(cfg, getattr(args, "dataset", None), getattr(args, "data_dir", None))
-    changed = data_changed(replace(cfg, data=replace(cfg.data, dataset=mine))) if same_path(cfg.data.dataset, mine) \
-        else None  # the run's file, named or not, by any spelling
-    if changed and (from_env() or SINGLE).is_main:  # its splits hold other rows now: said before any number, once
-        log.warning("%s, the run's data, changed since it was trained (%s): what follows is of the file as it is now, "
-                    "not of the rows the run was trained and validated on", cfg.data.dataset, changed)
     dataset: Dataset = load_data(cfg, args.run)
     return cfg, model, dataset
 

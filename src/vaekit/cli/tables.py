@@ -131,11 +131,12 @@ def cmd_score(args: argparse.Namespace) -> Path:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
     check_k(args.k)
     cfg, model, schema, table = _open(args)
-    changed = data_changed(point_data(cfg, data_dir=args.data_dir))
+    mine = point_data(cfg, data_dir=args.data_dir, warn=False)
+    changed = data_changed(mine)
     if changed:  # the threshold is the validation split's: of the data the run was trained on, or none
         raise VaekitError(f"{cfg.data.dataset}, the run's data, changed since it was trained ({changed}); score's "
                           "threshold comes from its validation split: restore that file")
-    data = load_data(point_data(cfg, data_dir=args.data_dir), args.run)
+    data = load_data(mine, args.run)
     usual_split = "val" if "val" in data.present_splits() else "train"  # val_size 0: the training rows instead
     usual = score(model, data.eval_split(usual_split), k=args.k, seed=args.seed)
     if not bool(torch.isfinite(usual.score).all()):  # the run's own rows: the weights, not --data, are at fault

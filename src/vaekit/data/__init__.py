@@ -21,6 +21,7 @@ from .dataset import (
     resolve_binarize,
     standardization,
 )
+from .images import folder_files
 from .load import DATASETS, IN_MEMORY, MNIST_FAMILY, load_dataset, tensor_dataset
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Dataset",
     "check_values",
     "finalize",
+    "folder_files",
     "load_dataset",
     "resolve_binarize",
     "standardization",

@@ -10,8 +10,10 @@ an image with any pixel not fully opaque has its alpha dropped, with a warning n
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,21 @@ SIXTEEN_BIT = 65535.0  # the scale of 16-bit images (Pillow modes I;16*, I): 655
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def folder_files(folder: Path) -> Iterator[Path]:
+    """The files of a data folder, in no order: each regular file (or link to one) under it, none hidden: no name on
+    its way starting with "." (.DS_Store, a .git/ folder, Jupyter's .ipynb_checkpoints/ copies, which would be
+    duplicate examples); links to folders are not followed. The one listing the reader, the data's digest and its size
+    share. An unreadable folder raises OSError."""
+    def fail(e: OSError) -> None:
+        raise e
+    for root, dirs, names in os.walk(folder, onerror=fail):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            path = Path(root, name)
+            if not name.startswith(".") and path.is_file():
+                yield path
+
+
 def read_image_folder(folder: Path) -> np.ndarray:
     """All images under `folder` (sorted by path) → [N, H, W] (grey) or [N, 3, H, W] (colour): uint8
     for 8-bit images, uint16 for 16-bit grey PNGs (every level kept; their scale is SIXTEEN_BIT).
@@ -37,7 +54,7 @@ def read_image_folder(folder: Path) -> np.ndarray:
     except ImportError:
         raise VaekitError("reading an image folder needs Pillow: pip install pillow") from None
     try:
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = sorted(folder_files(folder))
     except OSError as e:  # a folder that is not a dataset (unreadable entries, /proc): said, not raised
         raise VaekitError(f"{folder}: cannot list it as an image folder ({e.strerror}: {e.filename})") from None
     if not files:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from ..rng import forked_rng
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import labels_for, load_data
 from ..runs.history import read_metrics
-from ..runs.opening import point_data
+from ..runs.opening import changed_line, point_data
 from .figures import (
     plot_columns,
     plot_correlations,
@@ -42,6 +43,8 @@ from .figures import (
     plot_samples,
     plot_traversals,
 )
+
+log = logging.getLogger(__name__)
 
 REPORT = "report.html"
 CAPTIONS = {
@@ -69,12 +72,13 @@ figure{margin:1.5em 0}img{max-width:100%;image-rendering:pixelated;border:1px so
 
 
 def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: int = 0,
-                dataset: str | None = None, data_dir: str | None = None, progress: bool = False) -> dict[str, Any]:
+                dataset: str | None = None, data_dir: str | None = None, progress: bool = False,
+                warn: bool = True) -> dict[str, Any]:
     """The numbers of `vaekit evaluate`: ELBO terms, log-likelihood (k importance samples) with both
     kinds of error, ESS, the bound check, NLL, bits/dim, active units and per-dimension KL, on `split`
-    (the data found as `opening.point_data` says)."""
+    (the data found as `opening.point_data` says, which `warn`s where they are the run's file changed since)."""
     cfg, model = load_run(run_dir)
-    cfg = point_data(cfg, dataset, data_dir)
+    cfg = point_data(cfg, dataset, data_dir, warn)
     data = load_data(cfg, run_dir)
     x, y = data.eval_split(split), labels_for(cfg, data, split)
     metrics = evaluate_all(model, x, k=k, seed=seed, progress=progress, y=y)
@@ -88,13 +92,19 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
                  progress: bool = False) -> Path:
     """Evaluate the run (`progress`: as it goes), draw its pictures (`plot_run`), write run_dir/report.html."""
     run_dir = Path(run_dir)
-    metrics = run_metrics(run_dir, k=k, dataset=dataset, data_dir=data_dir, progress=progress)
     saved = load_config(run_dir)
+    changed = changed_line(saved, point_data(saved, dataset, data_dir, warn=False).data.dataset)
+    if changed:  # said first, and on the page beside its numbers
+        log.warning("%s: the report is of the file as it is now, not of the rows the run was trained and validated on",
+                    changed)
+    metrics = run_metrics(run_dir, k=k, dataset=dataset, data_dir=data_dir, progress=progress, warn=False)
     quality = table_quality(run_dir, dataset, data_dir) if saved.model.columns is not None else None
-    pictures = plot_run(run_dir, dataset=dataset, data_dir=data_dir, quality=quality)
+    pictures = plot_run(run_dir, dataset=dataset, data_dir=data_dir, quality=quality, warn=False)
     captions = {name: caption for name, (_, caption) in part_pictures(load_run(run_dir)[1]).items()}
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
-    for warning in [*evaluation_warnings(metrics), collapse_warning(metrics)]:
+    held = changed and f"{changed}: these numbers and pictures are of the file as it is now, not of the rows the " \
+        "run was trained and validated on"
+    for warning in [held, *evaluation_warnings(metrics), collapse_warning(metrics)]:
         if warning:
             parts.append(f'<p class="warning">{html.escape(warning)}</p>')
     parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
@@ -121,7 +131,7 @@ DISTRIBUTION_SAMPLES = 2000  # draws x ~ p(x) for the histograms and correlation
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str = "test",
              dataset: str | None = None, data_dir: str | None = None,
-             quality: list[ColumnQuality] | None = None) -> list[Path]:
+             quality: list[ColumnQuality] | None = None, warn: bool = True) -> list[Path]:
     """Write every picture of the run in `run_dir` (default: into it) and return their paths.
 
     samples.png, reconstructions.png, latent_map.png, manifold.png (latent_dim = 2, images only),
@@ -130,10 +140,10 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, split: str 
     itself (`part_pictures`), curves.png (when metrics.jsonl has lines); a conditional VAE gets
     `conditional_pictures` instead of the first six; a table gets latent_map.png and columns.png (`quality`:
     its columns' measures when the caller has them, else measured here). Every model call is made here;
-    `figures` draws. Needs matplotlib (the `plot` extra).
+    `figures` draws. Needs matplotlib (the `plot` extra). `warn`: as `opening.point_data`.
     """
     cfg, model = load_run(run_dir)
-    cfg = point_data(cfg, dataset, data_dir)
+    cfg = point_data(cfg, dataset, data_dir, warn)
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     make_dirs(out)  # an existing file there: one line, not a traceback
     dataset = load_data(cfg, run_dir)
@@ -204,7 +214,7 @@ def table_quality(run_dir: str | Path, dataset: str | None = None, data_dir: str
                   split: str = "test") -> list[ColumnQuality]:
     """Each column's reconstruction and imputation on `split` (`evaluation.tables.column_quality`)."""
     cfg, model = load_run(run_dir)
-    data = load_data(point_data(cfg, dataset, data_dir), run_dir)
+    data = load_data(point_data(cfg, dataset, data_dir, warn=False), run_dir)  # its caller warns
     return column_quality(model, data.eval_split(split), data.split("train"), seed=SEED)
 
 

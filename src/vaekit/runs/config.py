@@ -157,6 +157,8 @@ class DataConfig:
                                             f"(kinds: {', '.join(KINDS)})", flag="--column-type")
     digest: str = setting("", "the sha256 of the data a run trained on: the file's (or the folder's), or the tensors "
                           "given to vaekit.fit (a resume on other data is refused)", flag="")
+    size: int | None = setting(None, "the bytes that sha256 covers (a folder's: their sum): data of another size "
+                               "changed, which is told without reading them", at_least=0, flag="")
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from ..data import DATASETS, IN_MEMORY
+from ..data import DATASETS, IN_MEMORY, folder_files
 from ..errors import VaekitError
 from ..files import missing
-from ..training.distributed import SINGLE, Context
+from ..training.distributed import SINGLE, Context, from_env
 from . import checkpoint as ckpt
 from .config import Config, resume_config
 from .history import METRICS
@@ -44,10 +44,9 @@ def data_digest(dataset: str) -> str:
     path = Path(dataset)
     if not path.is_dir() and not path.is_file():  # missing, a FIFO, a device: the data's reader says so in one line
         return ""
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")) if path.is_dir() else [path]
     h = hashlib.sha256()
     try:
-        for f in files:
+        for f in sorted(folder_files(path)) if path.is_dir() else [path]:
             h.update(f"{f.relative_to(path) if f != path else ''}\0".encode())
             with open(f, "rb") as stream:
                 h.update(hashlib.file_digest(stream, "sha256").digest())
@@ -56,26 +55,43 @@ def data_digest(dataset: str) -> str:
     return h.hexdigest()
 
 
+def data_size(path: Path, beyond: int | None = None) -> int:
+    """The bytes `data_digest` reads: a file's size, the sum of a folder's files' sizes (-1: neither a file nor a
+    folder); with `beyond`, a folder's files are summed no further than past it (a wrong folder is not walked whole)."""
+    if not path.is_dir():
+        return path.stat().st_size if path.is_file() else -1
+    total = 0
+    for f in folder_files(path):
+        total += f.stat().st_size
+        if beyond is not None and total > beyond:
+            break
+    return total
+
+
 def with_data_digest(cfg: Config) -> Config:
-    """A fresh run's config with the digest of its data file (once the data's reader took the file)."""
-    return cfg if cfg.data.dataset == IN_MEMORY else replace(cfg, data=replace(cfg.data, digest=data_digest(cfg.data.dataset)))
+    """A fresh run's config with the digest of its data file and its size (once the data's reader took the file)."""
+    if cfg.data.dataset == IN_MEMORY:
+        return cfg
+    digest = data_digest(cfg.data.dataset)
+    return replace(cfg, data=replace(cfg.data, digest=digest, size=data_size(Path(cfg.data.dataset)) if digest else None))
 
 
 def same_source(d, there: str) -> bool:
     """Whether the data at `there` are the run's own ([data] `d`): the bytes it recorded (at its path, or a copy), or
     its path where it recorded none (a named dataset, a run of before digests). Bytes are hashed only where they may
-    be the same: where the run's file is still there, another of a different size (a folder of other file names or
-    sizes) is another source, told without reading it."""
+    be the same: data of another size than the run recorded (or, for a run that recorded none, than its file still
+    there has) are another source, or the run's changed, told without reading them."""
     if not d.digest or there in DATASETS or there == IN_MEMORY:
         return same_path(there, d.dataset)
-    if same_path(there, d.dataset):  # the run's path: its bytes may have changed since (`data_changed`)
-        return data_digest(there) == d.digest
     mine, given = Path(d.dataset), Path(there)
     try:
-        if mine.exists() and _layout(given, _layout(mine)) != _layout(mine):
+        if d.size is not None and data_size(given, beyond=d.size) != d.size:
             return False
-        if not mine.exists() and given.is_dir():  # nothing to compare a folder with: not hashed whole on a guess
-            return False
+        if d.size is None and not same_path(there, d.dataset):  # a run of before sizes: its file's, where it is there
+            if mine.exists() and _layout(given, _layout(mine)) != _layout(mine):
+                return False
+            if not mine.exists() and given.is_dir():  # nothing to compare a folder with: not hashed whole on a guess
+                return False
     except OSError:  # a file or folder not to be read: not the run's, whose reader says why
         return False
     return data_digest(there) == d.digest
@@ -95,41 +111,60 @@ def _layout(path: Path, like: list | None = None) -> list:
     if not path.is_dir():
         return [path.stat().st_size] if path.is_file() else []
     layout = []
-    for f in path.rglob("*"):
-        if f.is_file() and not f.name.startswith("."):
-            layout.append((str(f.relative_to(path)), f.stat().st_size))
-            if like is not None and len(layout) > len(like):
-                break
+    for f in folder_files(path):
+        layout.append((str(f.relative_to(path)), f.stat().st_size))
+        if like is not None and len(layout) > len(like):
+            break
     return sorted(layout)
 
 
 def data_changed(cfg: Config) -> str | None:
-    """How the run's data file (or folder) differs from the bytes its config.json records a sha256 of; None where it
-    does not, or where nothing is recorded (a named dataset, data given in Python, a run written before digests)."""
-    if cfg.data.dataset == IN_MEMORY or not cfg.data.digest or not Path(cfg.data.dataset).exists() or \
-            data_digest(cfg.data.dataset) == cfg.data.digest:  # a file not there: its reader says so
-        return None
-    if Path(cfg.data.dataset).is_dir():
+    """How the run's data file (or folder) differs from the bytes its config.json records a sha256 (and a size) of;
+    None where it does not, or where nothing is recorded (a named dataset, data given in Python, a run written before
+    digests). Another size is told without reading the data."""
+    d = cfg.data
+    if d.dataset == IN_MEMORY or not d.digest or not Path(d.dataset).exists() or same_source(d, d.dataset):
+        return None  # a file not there: its reader says so
+    if d.size is not None and data_size(Path(d.dataset), beyond=d.size) != d.size:
+        return f"{'their' if Path(d.dataset).is_dir() else 'its'} size is not the {d.size:,} bytes {ckpt.CONFIG} records"
+    if Path(d.dataset).is_dir():
         return "a file in this folder was added, removed, renamed or changed since the run recorded their sha256"
     return f"its sha256 differs from the one {ckpt.CONFIG} records"
 
 
-def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None) -> Config:
+def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None, warn: bool = True) -> Config:
     """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
-    run's own; `dataset` replaces the dataset (load_data checks it against the model's shape). Data that are not the
-    run's own bytes (`same_source`: another file, or the run's file changed since) are split as the source splits by
-    default, not by the run's val_size, a count that fits the run's rows and may exceed another file's; memory-mapped
-    (the run's --mmap) only where they are a .npy."""
+    run's own; `dataset` replaces the dataset (load_data checks it against the model's shape). The run's own file (by
+    any spelling) whose bytes changed since training is warned about (`warn`; once, by the main process), before
+    any number of a command that reads it: its splits hold other rows now. Data that are not the run's own bytes
+    (`same_source`: another file, or the run's file changed since) are split as the source splits by default, not by
+    the run's val_size, a count that fits the run's rows and may exceed another file's; memory-mapped (the run's
+    --mmap) only where they are a .npy."""
     d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
                 dataset=dataset or cfg.data.dataset)
     d = replace(d, **absolute_paths(d))
-    if (d.val_size is not None or d.mmap) and not same_source(cfg.data, d.dataset):  # another source: read as such
-        if d.val_size is not None:
+    own = None
+    if warn and same_path(d.dataset, cfg.data.dataset):  # the run's file, named or not: its bytes hashed once here
+        line = changed_line(cfg, d.dataset)
+        own = line is None
+        if line and (from_env() or SINGLE).is_main:
+            log.warning("%s: what follows is of the file as it is now, not of the rows the run was trained and "
+                        "validated on", line)
+    if (d.val_size is not None or d.mmap) and not (own if own is not None else same_source(cfg.data, d.dataset)):
+        if d.val_size is not None:  # another source: read as such
             log.info("%s: %s; its validation split is its own default, not the run's val_size %d", d.dataset,
-                     "changed since the run was trained" if d.dataset == cfg.data.dataset else "not the run's data",
-                     d.val_size)
+                     "changed since the run was trained" if own is not None else "not the run's data", d.val_size)
         d = replace(d, val_size=None, mmap=d.mmap and Path(d.dataset).suffix == ".npy")  # only a .npy maps
     return replace(cfg, data=d)
+
+
+def changed_line(cfg: Config, dataset: str) -> str | None:
+    """Where `dataset` is the run's own data file by any spelling (the run's config `cfg`) and its bytes changed since
+    training (`data_changed`): the line that says so; else None."""
+    if not same_path(dataset, cfg.data.dataset):
+        return None
+    changed = data_changed(cfg)
+    return f"{dataset}, the run's data, changed since it was trained ({changed})" if changed else None
 
 
 def _untrained(out: Path) -> str:
@@ -194,6 +229,7 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
                           f"{resume_word}")
     cfg = replace(cfg, data=replace(cfg.data, **absolute_paths(cfg.data)))  # compared as they were saved
     saved = ckpt.load_config(out)
+    cfg, saved = _data_where_now(cfg, saved, given, out, resume_word)
     try:
         cfg = resume_config(saved, cfg, given, where=f"{resume_word}: ", words=words)
     except VaekitError as e:
@@ -217,6 +253,30 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
         return out, False, cfg
     log.warning("%s: stopped before its first checkpoint; starting it again from step 0 with its config", out)
     return out, False, cfg
+
+
+def _data_where_now(cfg: Config, saved: Config, given: set[tuple[str, str]] | None, out: Path,
+                    resume_word: str) -> tuple[Config, Config]:
+    """(the config asked, the run's saved config) with the run's data where they lie now: another spelling of its
+    file (a link, `./../d/f`) is its file; the bytes it recorded (size, then sha256), moved elsewhere, are its data
+    at their new place, recorded there from now on. Its file gone and no other named: said, with how to go on."""
+    old, new = saved.data.dataset, cfg.data.dataset
+    if old in DATASETS or old == IN_MEMORY:
+        return cfg, saved
+    named = ("data", "dataset") in given if given is not None else new not in DATASETS and new != IN_MEMORY
+    if not named or new == old:
+        if saved.data.digest and not Path(old).exists() and not Path(old).is_symlink():
+            flag = "--dataset" if resume_word.startswith("--") else "[data] dataset"
+            raise VaekitError(f"{out}: its data {old} are gone (moved or removed); put them back there to resume, or "
+                              f"name where they lie now with {flag} (their sha256 is checked against the run's)")
+        return cfg, saved
+    if same_path(new, old):
+        return replace(cfg, data=replace(cfg.data, dataset=old)), saved
+    if saved.data.digest and same_source(saved.data, new):
+        log.info("%s: the data of %s, moved from %s (the same bytes: its sha256); recorded there from now on", new, out,
+                 old)
+        return cfg, replace(saved, data=replace(saved.data, dataset=new))
+    return cfg, saved
 
 
 def writing_lock(out: Path | None, ctx: Context) -> contextlib.AbstractContextManager:

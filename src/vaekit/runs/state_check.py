@@ -278,6 +278,13 @@ def _same_place(old: Any, new: Any) -> bool:
         return False
 
 
+def _same_bytes(recorded: dict, now: dict) -> bool:
+    """Whether the state's record and config.json hold one sha256 of the data (a run whose data moved: the bytes at
+    the new path are checked against it before anything trains)."""
+    digest = recorded["data"].get("digest", "")
+    return bool(digest) and digest == now["data"].get("digest")
+
+
 def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path) -> dict | None:
     """config.json (read into `cfg`) must hold the settings a resume cannot change as the checkpoint in
     `path` was trained with them: a config.json edited by hand between checkpoints would otherwise go on
@@ -297,7 +304,8 @@ def check_config(saved: dict, cfg: Config | None, path: Path, config_path: Path)
             continue
         old, new = _filled(f, recorded[section].get(f.name, default[section][f.name])), now[section][f.name]
         where, old, new = differing(section, f.name, old, new)  # a part's table: the setting inside it
-        if old != new and not (section == "data" and _same_place(old, new)):
+        moved = section == "data" and (_same_place(old, new) or f.name == "dataset" and _same_bytes(recorded, now))
+        if old != new and not moved:
             raise VaekitError(
                 f"{config_path}: {where} = {json.dumps(new)[:200]}, but {path.name} was trained with "
                 f"{json.dumps(old)[:200]}: config.json was changed since the last checkpoint, and that setting "
