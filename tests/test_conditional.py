@@ -161,7 +161,7 @@ def test_sample_with_a_label_is_the_models_draw(runs, tmp_path):
     assert saved.shape == (6, 1, 8, 8)
     np.testing.assert_array_equal(saved.reshape(6, -1), expected.numpy())
     proc = vaekit_cli("sample", run, "--label", "10", "--out", tmp_path / "t.png", check=False)
-    assert proc.returncode == 2 and "labels must lie in 0…9" in proc.stderr
+    assert proc.returncode == 2 and "--label 10: the model's labels are 0…9" in proc.stderr
 
 
 def test_decode_of_encode_is_reconstruct_with_the_labels(runs, tmp_path):

@@ -240,7 +240,7 @@ ROWS = [
     ("run", "float64 weights that overflow the float32 model (1e300)", lambda d: ["evaluate", str(f64_weights(run_dir(d)))], "decoder.net.0.bias is float64, but the model's is float32"),
     ("run", "weights holding NaN or Inf", lambda d: ["evaluate", str(nan_weights(run_dir(d)))], "the weights hold NaN or Inf"),
     ("run", "--out that is a file", lambda d: ["train", "--out", write_text(d, "file", "x"), "--epochs", "1"], "is a file, not a folder"),
-    ("run", "--resume with a different model", lambda d: [*RESUME(run_dir(d)), "--hidden", "32"], "[model] hidden = (32,) differs from the run's (16,), and it cannot change on --resume"),
+    ("run", "--resume with a different model", lambda d: [*RESUME(run_dir(d)), "--hidden", "32"], "[model] hidden = [32] differs from the run's [16], and it cannot change on --resume"),
     ("run", "an empty --out", lambda d: ["train", "--out", "", "--epochs", "1"], "--out is empty"),
     ("run", "sample --n too large for memory", lambda d: ["sample", str(run_dir(d)), "--n", "100000000000"],
      "vaekit draws at once; draw in parts"),

@@ -209,7 +209,7 @@ def test_bad_sampler_and_quality_requests_are_one_line(run, capsys):
              (["fit-sampler", str(run), "--sampler", "gmm", "--components", "0"], "--components must be"),
              (["evaluate", str(run), "--samples", "2", "--k", "2", "--n", "5"], "needs at least 4 samples"),
              (["evaluate", str(run), "--sampler", "gmm", "--k", "2"], "give --samples too"),
-             (["sample", str(run), "--sampler", "gmm", "--label", "3"], "--label: this model is not conditioned"),
+             (["sample", str(run), "--sampler", "gmm", "--label", "3"], "--label 3: this model is not conditioned"),
              (["fit-sampler", str(run), "--sampler", "two-stage", "--epochs", "0"], "--epochs must be > 0, got 0")]
     for argv, said in cases:
         assert main(["--quiet", *argv]) == 2, argv

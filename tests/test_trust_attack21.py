@@ -4,14 +4,21 @@ import hashlib
 import html
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+from test_trust_attack5 import one_line
 from test_trust_attack20 import refused_unhashed
 
 from vaekit.cli import main
-from vaekit.data import load_dataset
+from vaekit.data import DATASETS, load_dataset
 from vaekit.runs import opening
 
 TINY = ("--likelihood", "gaussian", "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--seed", "1")
@@ -168,3 +175,79 @@ def test_resume_finds_the_runs_data_by_another_spelling_or_moved(tmp_path, capsy
     assert _main("train", "--dataset", tmp_path / "other.npy", "--out", tmp_path / "R", "--epochs", "4",
                  "--resume") == 2
     assert "[data] dataset = " in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_stdout_or_stderr_that_cannot_be_written_gives_one_line_and_status_2(tmp_path):
+    """`vaekit … > /dev/full` ended in a traceback with exit status 1 after its work was done; a refusal whose stderr
+    could not be written (`2> /dev/full`, `2>&-`) exited 1, not 2. The `vaekit` script now leaves as `python -m vaekit`
+    does."""
+    data = tmp_path / "g.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32))
+    cmd = [sys.executable, "-m", "vaekit", "--quiet"]
+    train = [*cmd, "train", "--dataset", str(data), *TINY, "--out", str(tmp_path / "R")]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(train, stdout=full, stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+        assert done.returncode == 2
+        assert done.stderr == "vaekit: error: cannot write to standard output (No space left on device)\n"
+        assert (tmp_path / "R" / "model.safetensors").exists()  # the work is done; only its lines are lost
+        refused = subprocess.run([*cmd, "evaluate", str(tmp_path / "R"), "--k", "0"], stdout=subprocess.PIPE,
+                                 stderr=full, text=True, timeout=300, check=False)
+        assert (refused.returncode, refused.stdout) == (2, "")
+    closed = subprocess.run([*cmd, "evaluate", str(tmp_path / "R"), "--k", "0"], capture_output=True, text=True,
+                            timeout=300, check=False, preexec_fn=lambda: os.close(2))
+    assert (closed.returncode, closed.stdout) == (2, "")  # not the refusal's line on stdout either
+    assert pyproject_script() == "vaekit.cli:entry"
+
+
+def pyproject_script() -> str:
+    text = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    return tomllib.loads(text)["project"]["scripts"]["vaekit"]
+
+
+def test_sample_checks_its_label_first(tmp_path, capsys):
+    """`sample --label` beyond int64 ended in a traceback; in range but no class it said "the label of example 0"."""
+    assert _main("train", "--dataset", "digits", "--condition", "label", "--latent-dim", "2", "--hidden", "8",
+                 "--epochs", "1", "--out", tmp_path / "CV") == 0
+    for label in ("99999999999999999999", "-9223372036854775809", "10"):
+        assert one_line(capsys, "sample", tmp_path / "CV", "--label", label, "--out", tmp_path / "s.png") == \
+            f"--label {label}: the model's labels are 0…9"
+
+
+def test_an_npz_held_out_array_beside_x_or_a_lone_train_is_said_unused(tmp_path, caplog):
+    """An .npz of x and test (or val) read x alone and split it, dropping the held-out array without a word; a lone
+    train array was read as all the data."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "xt.npz", x=rng.random((50, 4), np.float32), test=rng.random((10, 4), np.float32))
+    np.savez(tmp_path / "tr.npz", train=rng.random((50, 4), np.float32))
+    assert len(load_dataset(str(tmp_path / "xt.npz"), "none", "unit").eval_split("test")) == 5  # 10% of x
+    assert "xt.npz: ignoring the array test: every split is drawn from x; to give the splits, name the arrays train " \
+           "and test (and val)" in caplog.text
+    assert len(load_dataset(str(tmp_path / "tr.npz"), "none", "unit").eval_split("test")) == 5
+    assert "tr.npz: the array train alone is read as all the data: every split is drawn from it" in caplog.text
+
+
+def test_wording_of_round_21(tmp_path, capsys):
+    """Labels out of range name the file and split; an empty --plugin and a link loop as --dataset say so; the
+    undecided overflow verdict says the run's own rows could not be read."""
+    assert _main("train", "--dataset", "digits", "--condition", "label", "--latent-dim", "2", "--hidden", "8",
+                 "--epochs", "1", "--out", tmp_path / "CV") == 0
+    x = (np.random.default_rng(0).random((40, 8, 8)) > 0.5).astype(np.float32)
+    np.savez(tmp_path / "lab.npz", x=x, y=np.arange(40) % 11)
+    said = one_line(capsys, "evaluate", tmp_path / "CV", "--dataset", tmp_path / "lab.npz", "--k", "2")
+    assert said.startswith("lab.npz [y]: labels must lie in 0…9 (the model's 10 classes); the label of example "), said
+    assert one_line(capsys, "train", "--plugin", "", "--dataset", "digits") == \
+        "--plugin is empty: name a .py file or an importable module"
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert one_line(capsys, "evaluate", tmp_path / "CV", "--dataset", tmp_path / "loop").startswith(
+        f"{tmp_path / 'loop'}: a symbolic link to {tmp_path / 'loop'}, which leads to no file (gone, or links in a loop)")
+    data = tmp_path / "g.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32))
+    assert _main("train", "--dataset", data, *TINY, "--out", tmp_path / "R") == 0
+    far = np.load(data)
+    far[::3] *= 1e20
+    np.save(tmp_path / "far.npy", far)
+    data.rename(tmp_path / "moved.npy")
+    said = one_line(capsys, "evaluate", tmp_path / "R", "--dataset", tmp_path / "far.npy", "--k", "2")
+    assert said.endswith(f"or was trained into overflow; the rows the run was trained on could not be read to tell "
+                         f"which ({data}: no such file or directory, and not a named dataset ({', '.join(DATASETS)}))")

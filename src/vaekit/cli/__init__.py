@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import TrainingInterrupted, VaekitError, quiet_start
 from ..evaluation.overflow import overflows, refused, weights_refusal
+from ..training.distributed import from_env
 from .runs import run_data_changed
 
 with quiet_start():  # a Ctrl-C while the commands' modules are imported: one line
@@ -127,15 +128,63 @@ def _flags_of(command: str, wanted: tuple[str, ...]) -> list[str]:
 MAX_MESSAGE = 2000  # an error quoting a 10 MB key of a --config file is still one readable line
 
 
+class UnwritableOutput(Exception):
+    """A write to stdout failed (a full disk: `> /dev/full`), told apart from any other OSError."""
+
+
+class _Output:
+    """stdout while a command runs: a write or flush that fails raises UnwritableOutput (a reader that left still
+    raises BrokenPipeError)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _do(self, method: str, *args):
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise UnwritableOutput(e.strerror or str(e)) from None
+
+    def write(self, text: str):
+        return self._do("write", text)
+
+    def flush(self) -> None:
+        self._do("flush")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _say(line: str) -> None:
+    """A refusal's one line on stderr; a stderr that cannot be written (`2> /dev/full`) takes nothing, and the exit
+    status still says it; a closed one (`2>&-`: sys.stderr is None) is not swapped for stdout."""
+    try:
+        if sys.stderr is not None:
+            print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     with quiet_start(always=True):  # a Ctrl-C while plugins load or the parser is built
         try:
             load_plugins_first(argv)
         except VaekitError as e:
-            print(f"vaekit: error: {e}", file=sys.stderr)
+            _say(f"vaekit: error: {e}")
             return 2
         args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    stdout, sys.stdout = sys.stdout, _Output(sys.stdout) if sys.stdout is not None else None  # None: closed (`>&-`)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command `args` names, and its exit status: 0, or a refusal's one line and its status."""
     try:
         check_args(args)
         try:
@@ -161,19 +210,48 @@ def main(argv: list[str] | None = None) -> int:
                 raise VaekitError(f"the model's distributions overflow at --temperature {temperature:g} ({said}); use a "
                                   "smaller one") from None
             if getattr(args, "dataset", None) or getattr(args, "data", None):  # data of the user's: either may be at fault
+                unread = "; ".join(getattr(e, "__notes__", ()))  # the run's own rows, which would have told
                 raise VaekitError(f"the model makes an invalid distribution ({said}): the data lie far outside what the "
-                                  "run was trained on, or its model.safetensors is damaged or was trained into overflow "
-                                  "(`vaekit evaluate RUN` on the run's own data fails only for the weights)") from None
+                                  "run was trained on, or its model.safetensors is damaged or was trained into overflow"
+                                  + (f"; {unread}" if unread else " (`vaekit evaluate RUN` on the run's own data fails "
+                                     "only for the weights)")) from None
             raise VaekitError(weights_refusal(e)) from None
+        if sys.stdout is not None:  # a stdout that cannot be written fails here, where it is said, not at exit
+            sys.stdout.flush()
     except BrokenPipeError:  # the reader of stdout left (`vaekit evaluate RUN --json | head -c 100`), as for cat
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
         return 141  # 128 + SIGPIPE: what a shell tool stopped by it returns
+    except UnwritableOutput as e:  # stdout on a full disk (`> /dev/full`): the results' files are written, not their lines
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what it still holds goes nowhere at exit
+        _say(f"vaekit: error: cannot write to standard output ({e})")
+        return 2
     except (VaekitError, KeyboardInterrupt) as e:
         if args.debug:
             raise
         said = str(e) if len(str(e)) <= MAX_MESSAGE else f"{str(e)[:MAX_MESSAGE]}… (cut at {MAX_MESSAGE:,} characters)"
-        print(f"vaekit: error: {said}" if said else "vaekit: interrupted", file=sys.stderr)
+        _say(f"vaekit: error: {said}" if said else "vaekit: interrupted")
         if isinstance(e, TrainingInterrupted):
             return 128 + e.signum
         return 130 if isinstance(e, KeyboardInterrupt) else 2
     return 0
+
+
+def entry() -> None:
+    """The `vaekit` command (and `python -m vaekit`): `main`, then leave with its exit status.
+
+    Under torchrun, and after a refusal, the process leaves without the interpreter's finalization: every file is
+    written by now, but gloo work objects that DDP's hooks on the model keep alive can be freed during finalization,
+    after their process group, and abort the process (SIGABRT, "terminate called without an active exception";
+    pytorch/pytorch#179291), which torchrun reports as a failed job; and after a Parquet table was read (pyarrow's
+    threads beside torch's) finalization aborted one refused command in four, exit status 134 instead of 2."""
+    code = main()
+    launch = from_env()
+    if code != 0 or launch is not None and launch.world_size > 1:
+        logging.shutdown()
+        for stream in filter(None, (sys.stdout, sys.stderr)):  # None: closed (`2>&-`)
+            try:
+                stream.flush()
+            except OSError:  # a stream that cannot be written (a full disk): the exit status says what happened
+                pass
+        os._exit(code)
+    sys.exit(code)

@@ -37,9 +37,18 @@ def conditioned(model, cfg, y: torch.Tensor | None):
     return model.given(y)
 
 
+def check_label(label: int | None, cfg) -> None:
+    """--label given: one of the model's classes (checked before any tensor holds it: 10²⁰ is no int64)."""
+    classes = cfg.model.condition_classes if cfg.model.conditional else 0
+    if label is not None and not 0 <= label < max(classes, 1):
+        raise VaekitError(f"--label {label}: " + (f"the model's labels are 0…{classes - 1}" if classes else
+                          "this model is not conditioned on labels (train with --condition label)"))
+
+
 def cmd_sample(args: argparse.Namespace) -> Path:
     """A PNG grid and the same samples as .npy, side by side (`--out` names either)."""
     cfg, model = load_run(args.run)
+    check_label(args.label, cfg)
     torch.manual_seed(args.seed)
     if args.label is None and cfg.model.conditional:
         y = torch.arange(args.n) % cfg.model.condition_classes  # every label in turn
@@ -132,10 +141,7 @@ def cmd_decode(args: argparse.Namespace) -> Path:
     """E[x|z] for every row of a latents file, in the data's units: .npy (the array) or .png (a grid)."""
     cfg, model = load_run(args.run)
     z = read_latents(Path(args.latents), cfg.model.latent_size)
-    classes = cfg.model.condition_classes if cfg.model.conditional else 0
-    if args.label is not None and not 0 <= args.label < max(classes, 1):
-        raise VaekitError(f"--label {args.label}: " + (f"the model's labels are 0…{classes - 1}" if classes else
-                          "this model is not conditioned on labels (train with --condition label)"))
+    check_label(args.label, cfg)
     y = torch.full((z.shape[0],), args.label) if args.label is not None else read_labels(Path(args.latents))
     if cfg.model.conditional and y is None:
         raise VaekitError(f"{args.run} is a conditional VAE: decode with --label K (or latents in an .npz with labels)")

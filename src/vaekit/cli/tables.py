@@ -164,7 +164,7 @@ def cmd_score(args: argparse.Namespace) -> Path:
     _write_csv(Path(args.out), [*fixed, *parts_named(fixed, schema.names)], rows)
     flagged = int((s.score > threshold).sum())
     print(f"wrote {args.out}: {len(rows)} rows ranked by −log p(x_obs) (nats, k = {args.k}); threshold "
-          f"{threshold:.3f} = the {args.quantile:g} quantile of the {SPLIT_NAMES[usual_split]}; {flagged} rows above "
+          f"{threshold:.3f} = the {args.quantile!r} quantile of the {SPLIT_NAMES[usual_split]}; {flagged} rows above "
           "it")
     for i in ranked[:5].tolist():
         if bool(torch.isnan(table.codes[i]).all()):

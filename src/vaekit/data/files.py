@@ -56,6 +56,12 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         log.warning("%s: ignoring the array x (the arrays train and test are the splits)", path)
     if ignored:
         log.warning("%s: ignoring the arrays %s (vaekit reads %s)", path, ", ".join(ignored), ", ".join(sorted(KNOWN_KEYS)))
+    splits_given = sorted({"train", "test", "val", "valid"} & set(arrays))
+    if splits_given and not {"train", "test"} <= set(arrays) and ("x" in arrays or len(arrays) == 1):  # the rest refused
+        what = f"ignoring the array{'s' * (len(splits_given) > 1)} {', '.join(splits_given)}" if "x" in arrays else \
+            f"the array {splits_given[0]} alone is read as all the data"
+        log.warning("%s: %s: every split is drawn from %s; to give the splits, name the arrays train and test (and val)",
+                    path, what, "x" if "x" in arrays else "it")
     if "train" in arrays and "test" in arrays:
         named = {"train": arrays["train"], "test": arrays["test"]}
         if "val" in arrays or "valid" in arrays:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import VaekitError
-from ..files import kind_of
+from ..files import kind_of, missing
 from .builtin import BUILTIN, read_builtin
 from .dataset import IN_MEMORY, Dataset, finalize, resolve_binarize, seeded_split, standardization
 from .files import MIN_TEST, as_examples, read_csv, read_numpy, to_tensor, user_dataset, whole_labels
@@ -179,7 +179,8 @@ def _read_user_arrays(path: Path, mmap: bool) -> tuple[dict[str, np.ndarray], st
         raise VaekitError(f"{str(path)[:80]}{'…' if len(str(path)) > 80 else ''}: cannot be a dataset path "
                           f"({e.strerror}); not a named dataset either ({', '.join(DATASETS)})") from None
     if not found:
-        raise VaekitError(f"{path}: no such file or directory, and not a named dataset ({', '.join(DATASETS)})")
+        what = missing(path) if path.is_symlink() else "no such file or directory"  # a link to nothing, or a loop
+        raise VaekitError(f"{path}: {what}, and not a named dataset ({', '.join(DATASETS)})")
     if path.is_dir():
         return {"x": read_image_folder(path)}, "images"
     if not path.is_file():  # a FIFO would block the reader forever, a device never end

@@ -140,7 +140,8 @@ def blaming_rows(model, x: Tensor, name: Callable[[int], str],
             raise
         try:
             mine = own() if own is not None else None
-        except VaekitError:  # the run's data are not here: nothing tells the weights from the data
+        except VaekitError as unread:  # the run's data are not here: nothing tells the weights from the data
+            e.add_note(f"the rows the run was trained on could not be read to tell which ({unread})")
             mine = None
         if mine is not None and any_overflowing(model, mine):
             raise VaekitError(otherwise(e) if otherwise else weights_refusal(e)) from None

@@ -359,6 +359,7 @@ def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None
             continue
         if not f.metadata["resumable"]:
             what, was, now = differing(section, f.name, _plain(old), _plain(new))  # a part: the setting inside it
+            was, now = (list(v) if isinstance(v, tuple) else v for v in (was, now))  # as a file writes it: [3]
             raise VaekitError(f"{where}{what} = {now!r} differs from the run's {was!r}, and it cannot change on "
                               f"{words[0]}; train a new run into another {words[1]}")
         updates[section][f.name] = new

@@ -116,8 +116,15 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
 
 
 def labels_for(cfg: Config, dataset: Dataset, split: str, device: str | torch.device = "cpu") -> torch.Tensor | None:
-    """The labels of `split` where the model is conditioned on them, else None."""
-    return dataset.labels_of(split).to(device) if cfg.model.conditional else None
+    """The labels of `split` where the model is conditioned on them (one of its classes each), else None."""
+    if not cfg.model.conditional:
+        return None
+    y, classes = dataset.labels_of(split), cfg.model.condition_classes
+    if y.numel() and not (0 <= int(y.min()) and int(y.max()) < classes):  # named here by file and split
+        i = int(((y < 0) | (y >= classes)).nonzero()[0, 0])
+        raise VaekitError(f"{dataset.name} [y]: labels must lie in 0…{classes - 1} (the model's {classes} classes); the "
+                          f"label of example {i} of the {split} split is {int(y[i])}")
+    return y.to(device)
 
 
 @dataclass

@@ -24,6 +24,8 @@ def load_plugin(spec: str) -> str:
     name. Loading the same plugin twice imports it once."""
     if not isinstance(spec, str):
         raise PluginError(f"load_plugin: name a .py file or an importable module, got {type(spec).__name__}")
+    if not spec.strip():
+        raise PluginError("--plugin is empty: name a .py file or an importable module")
     path = Path(spec)
     if spec.endswith(".py") or path.exists():
         if not path.is_file():
