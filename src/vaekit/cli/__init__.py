@@ -140,6 +140,8 @@ class _Output:
         self._stream = stream
 
     def _do(self, method: str, *args):
+        if self._stream is None:  # closed (`>&-`): Python's sys.stdout is None, and print would drop every line
+            raise UnwritableOutput("it is closed")
         try:
             return getattr(self._stream, method)(*args)
         except BrokenPipeError:
@@ -151,7 +153,8 @@ class _Output:
         return self._do("write", text)
 
     def flush(self) -> None:
-        self._do("flush")
+        if self._stream is not None:  # closed: only a line written to it is lost
+            self._do("flush")
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -168,17 +171,23 @@ def _say(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with quiet_start(always=True):  # a Ctrl-C while plugins load or the parser is built
-        try:
-            load_plugins_first(argv)
-        except VaekitError as e:
-            _say(f"vaekit: error: {e}")
-            return 2
-        args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    stdout, sys.stdout = sys.stdout, _Output(sys.stdout) if sys.stdout is not None else None  # None: closed (`>&-`)
+    stdout, sys.stdout = sys.stdout, _Output(sys.stdout)  # --help's text included
     try:
+        with quiet_start(always=True):  # a Ctrl-C while plugins load or the parser is built
+            try:
+                load_plugins_first(argv)
+            except VaekitError as e:
+                _say(f"vaekit: error: {e}")
+                return 2
+            args = parser().parse_args(argv)
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                            stream=sys.stderr)
         return _run(args)
+    except UnwritableOutput as e:  # stdout on a full disk (`> /dev/full`), or closed: the results' files are written
+        if stdout is not None:  # what it still holds goes nowhere at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        _say(f"vaekit: error: cannot write to standard output ({e})")
+        return 2
     finally:
         sys.stdout = stdout
 
@@ -216,15 +225,10 @@ def _run(args: argparse.Namespace) -> int:
                                   + (f"; {unread}" if unread else " (`vaekit evaluate RUN` on the run's own data fails "
                                      "only for the weights)")) from None
             raise VaekitError(weights_refusal(e)) from None
-        if sys.stdout is not None:  # a stdout that cannot be written fails here, where it is said, not at exit
-            sys.stdout.flush()
+        sys.stdout.flush()  # a stdout that cannot be written fails here, where it is said, not at exit
     except BrokenPipeError:  # the reader of stdout left (`vaekit evaluate RUN --json | head -c 100`), as for cat
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
         return 141  # 128 + SIGPIPE: what a shell tool stopped by it returns
-    except UnwritableOutput as e:  # stdout on a full disk (`> /dev/full`): the results' files are written, not their lines
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what it still holds goes nowhere at exit
-        _say(f"vaekit: error: cannot write to standard output ({e})")
-        return 2
     except (VaekitError, KeyboardInterrupt) as e:
         if args.debug:
             raise

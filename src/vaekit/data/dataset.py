@@ -127,7 +127,8 @@ class Dataset:
         """The labels of a split, int64 [N]; refused in one line where the data have none."""
         if name not in self.labels:
             raise VaekitError(f"dataset {self.name!r} has no labels for its {name} split; a conditional VAE "
-                              "(--condition label) needs them: mnist, fashion-mnist, digits, or an .npz with 'y'")
+                              "(--condition label) needs them: mnist, fashion-mnist, digits, or an .npz with 'y' beside "
+                              "'x' (y_train and y_test beside train and test)")
         return self.labels[name]
 
     @property

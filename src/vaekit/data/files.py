@@ -36,7 +36,8 @@ from .images import SIXTEEN_BIT
 
 log = logging.getLogger(__name__)
 WHOLE = re.compile(r"[+-]?\d+")  # a whole number as a CSV writes one
-KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"}  # the arrays an .npz may hold
+SPLIT_LABELS = {"y_train", "y_test", "y_val", "y_valid"}  # the labels of splits given as train and test (and val)
+KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"} | SPLIT_LABELS  # what an .npz holds
 MAX_CLASSES = 100_000  # labels are class indices: a one-hot of more classes is no label a VAE conditions on
 MAX_CONDITION_CLASSES = 1000  # ImageNet's: a conditional VAE's every example and draw carries a one-hot this wide, and
 # a picture draws every class (labels up to MAX_CLASSES serve the other uses: encode's output, the disentanglement)
@@ -56,7 +57,7 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         log.warning("%s: ignoring the array x (the arrays train and test are the splits)", path)
     if ignored:
         log.warning("%s: ignoring the arrays %s (vaekit reads %s)", path, ", ".join(ignored), ", ".join(sorted(KNOWN_KEYS)))
-    splits_given = sorted({"train", "test", "val", "valid"} & set(arrays))
+    splits_given = sorted(({"train", "test", "val", "valid"} | SPLIT_LABELS) & set(arrays))
     if splits_given and not {"train", "test"} <= set(arrays) and ("x" in arrays or len(arrays) == 1):  # the rest refused
         what = f"ignoring the array{'s' * (len(splits_given) > 1)} {', '.join(splits_given)}" if "x" in arrays else \
             f"the array {splits_given[0]} alone is read as all the data"
@@ -66,7 +67,7 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         named = {"train": arrays["train"], "test": arrays["test"]}
         if "val" in arrays or "valid" in arrays:
             named["val"] = arrays.get("val", arrays.get("valid"))
-        labels: dict[str, Tensor] = {}
+        labels: dict[str, Tensor] = _split_labels(path, arrays, named)
         factors: dict[str, Tensor] = {}
     else:
         named, labels, factors = _hold_out_test(path, arrays, seed, mmap)
@@ -85,6 +86,24 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         scale, note = float(scale), "the scale given"
     names = _factor_names(path, arrays.get("factor_names"), factors["train"].shape[1]) if factors else ()
     return Dataset(path.name, shape, splits, scale=scale, labels=labels, factors=factors, factor_names=names), note
+
+
+def _split_labels(path: Path, arrays: dict[str, np.ndarray], named: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    """The labels of splits given as arrays (y_train, y_test, y_val or y_valid), one array for each split or none;
+    labels and factors that go with x are said unused."""
+    unused = sorted({"y", "factors"} & set(arrays))
+    if unused:
+        log.warning("%s: ignoring the array%s %s: with the splits given as train and test, their labels are y_train "
+                    "and y_test (and y_val), and factors go with x", path, "s" * (len(unused) > 1), ", ".join(unused))
+    keys = {k: f"y_{k}" if k != "val" or "y_val" in arrays else "y_valid" for k in named}
+    have = [k for k, key in keys.items() if key in arrays]
+    if not have:
+        return {}
+    if len(have) < len(named):
+        raise VaekitError(f"{path}: labels {', '.join(keys[k] for k in have)} given but not "
+                          f"{', '.join(keys[k] for k in named if k not in have)}; give one label array per split, or none")
+    return {k: torch.from_numpy(whole_labels(arrays[keys[k]], len(a), f"{path} [{keys[k]}]", f"[{k}]"))
+            for k, a in named.items()}
 
 
 def _stored_scale(path: Path, dtypes: dict[str, np.dtype], source: str) -> tuple[float, str]:

@@ -29,7 +29,7 @@ from ..rng import forked_rng
 from ..runs.checkpoint import load_config, load_run
 from ..runs.experiment import labels_for, load_data
 from ..runs.history import read_metrics
-from ..runs.opening import changed_line, point_data
+from ..runs.opening import changed_line, point_data, same_source
 from .figures import (
     plot_columns,
     plot_correlations,
@@ -84,7 +84,7 @@ def run_metrics(run_dir: str | Path, k: int = 100, split: str = "test", seed: in
     metrics = evaluate_all(model, x, k=k, seed=seed, progress=progress, y=y)
     if split in data.factors and have_sklearn():
         metrics["disentanglement"] = score_model(model, x, data.factors[split], seed=seed, y=y, skip=True)
-    metrics.update(split=split, latent_dim=cfg.model.latent_size)
+    metrics.update(split=split, latent_dim=cfg.model.latent_size, data=cfg.data.dataset)
     return metrics
 
 
@@ -93,7 +93,8 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
     """Evaluate the run (`progress`: as it goes), draw its pictures (`plot_run`), write run_dir/report.html."""
     run_dir = Path(run_dir)
     saved = load_config(run_dir)
-    changed = changed_line(saved, point_data(saved, dataset, data_dir, warn=False).data.dataset)
+    there = point_data(saved, dataset, data_dir, warn=False).data.dataset
+    changed = changed_line(saved, there)
     if changed:  # said first, and on the page beside its numbers
         log.warning("%s: the report is of the file as it is now, not of the rows the run was trained and validated on",
                     changed)
@@ -104,7 +105,9 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
     held = changed and f"{changed}: these numbers and pictures are of the file as it is now, not of the rows the " \
         "run was trained and validated on"
-    for warning in [held, *evaluation_warnings(metrics), collapse_warning(metrics)]:
+    other = not changed and not same_source(saved.data, there) and \
+        f"these numbers and pictures are of {there}, not of the data the run was trained on ({saved.data.dataset})"
+    for warning in [held, other, *evaluation_warnings(metrics), collapse_warning(metrics)]:
         if warning:
             parts.append(f'<p class="warning">{html.escape(warning)}</p>')
     parts += [metrics_table(metrics), kl_table(metrics["kl_per_dim"])]
@@ -353,7 +356,7 @@ def metrics_table(m: dict[str, Any]) -> str:
                      "E_Q[log Q(z_l|·) − log p(z_l|·)], one draw of z per example"))
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
                    for a, b, c in rows)
-    return (f"<h2>Metrics ({html.escape(m['split'])} split, n = {m['n']})</h2>"
+    return (f"<h2>Metrics ({html.escape(m['split'])} split of {html.escape(str(m.get('data', '?')))}, n = {m['n']})</h2>"
             f"<table><tr><th>quantity</th><th>value</th><th>note</th></tr>{body}</table>")
 
 

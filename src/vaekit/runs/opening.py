@@ -88,9 +88,9 @@ def same_source(d, there: str) -> bool:
         if d.size is not None and data_size(given, beyond=d.size) != d.size:
             return False
         if d.size is None and not same_path(there, d.dataset):  # a run of before sizes: its file's, where it is there
-            if mine.exists() and _layout(given, _layout(mine)) != _layout(mine):
+            if not mine.exists():  # nothing to compare with: another source, not hashed whole on a guess
                 return False
-            if not mine.exists() and given.is_dir():  # nothing to compare a folder with: not hashed whole on a guess
+            if _layout(given, _layout(mine)) != _layout(mine):
                 return False
     except OSError:  # a file or folder not to be read: not the run's, whose reader says why
         return False
@@ -125,7 +125,11 @@ def data_changed(cfg: Config) -> str | None:
     d = cfg.data
     if d.dataset == IN_MEMORY or not d.digest or not Path(d.dataset).exists() or same_source(d, d.dataset):
         return None  # a file not there: its reader says so
-    if d.size is not None and data_size(Path(d.dataset), beyond=d.size) != d.size:
+    try:
+        resized = d.size is not None and data_size(Path(d.dataset), beyond=d.size) != d.size
+    except OSError:  # a folder not to be listed: its reader says why
+        resized = False
+    if resized:
         return f"{'their' if Path(d.dataset).is_dir() else 'its'} size is not the {d.size:,} bytes {ckpt.CONFIG} records"
     if Path(d.dataset).is_dir():
         return "a file in this folder was added, removed, renamed or changed since the run recorded their sha256"
