@@ -1,12 +1,16 @@
 """What the twenty-second attack found (issue 27), each made for real."""
 
+import hashlib
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from test_trust_attack5 import one_line
 
@@ -134,3 +138,77 @@ def test_an_npz_of_given_splits_takes_their_labels(tmp_path, caplog):
     np.savez(tmp_path / "y1.npz", train=train, test=test, y_train=np.arange(60) % 3)
     with pytest.raises(Exception, match="y1.npz: labels y_train given but not y_test; give one label array per split"):
         load_dataset(str(tmp_path / "y1.npz"), "none", "unit")
+
+
+def _unsize(run):
+    """A run as vaekit wrote it before sizes: none in config.json, nor in the state's record of its config."""
+    _edit_data(run, size=None)
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    record = json.loads(state["config"])
+    del record["data"]["size"]
+    state["config"] = json.dumps(record)
+    torch.save(state, run / "train_state.pt")
+
+
+def test_a_resume_records_the_size_a_run_of_before_sizes_lacks(tmp_path, capsys):
+    """A run of before sizes stayed exposed for ever (its own file grown to 1 TB: hashed whole): a resume, which
+    confirms the bytes, records their size."""
+    data = _rows(tmp_path / "g.npy")
+    assert _main("train", "--dataset", data, *TINY, "--out", tmp_path / "R") == 0
+    _unsize(tmp_path / "R")
+    assert _main("train", "--out", tmp_path / "R", "--epochs", "2", "--resume") == 0
+    assert json.loads((tmp_path / "R" / "config.json").read_text())["data"]["size"] == data.stat().st_size
+    assert _main("train", "--out", tmp_path / "R", "--epochs", "3", "--resume") == 0  # the state's record lacks it
+
+
+def test_data_written_to_while_hashed_are_refused(tmp_path, capsys, monkeypatch):
+    """The sha256 and the size were taken at different moments: a file appended to in between left a run whose record
+    no file matches, which could never resume. Both now come from the same open file, and a change is refused."""
+    data = _rows(tmp_path / "g.npy")
+    real = hashlib.file_digest
+
+    def appending(stream, name):
+        digest = real(stream, name)
+        with open(data, "ab") as f:
+            f.write(b"\0" * 24)
+        return digest
+    monkeypatch.setattr(opening.hashlib, "file_digest", appending)
+    assert one_line(capsys, "train", "--dataset", data, *TINY, "--out", tmp_path / "R") == \
+        f"{data}: written to while vaekit read it; try again once nothing writes to it"
+
+
+def test_a_linked_folder_is_said_not_followed_and_a_non_image_refused_as_met(tmp_path, capsys, caplog):
+    """A link to a folder inside an image folder was skipped without a word (its images silently not data)."""
+    folder, other = tmp_path / "im", tmp_path / "cats"
+    for where, n in ((folder, 6), (other, 4)):
+        where.mkdir()
+        for i in range(n):
+            Image.fromarray(np.full((8, 8), 10 * i, np.uint8)).save(where / f"{i:02d}.png")
+    (folder / "cats").symlink_to(other)
+    assert len(load_dataset(str(folder), "none", "unit", val_size=0).split("train")) + 1 == 6
+    assert f"{folder / 'cats'}: a link to a folder, not followed (it may lead anywhere); put the images themselves, " \
+           f"or links to the image files, in {folder}" in caplog.text
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(Exception, match="notes.txt: not a PNG or JPEG image"):
+        load_dataset(str(folder), "none", "unit")
+
+
+def test_resume_names_the_runs_data_where_other_bytes_are_named(tmp_path, capsys, caplog):
+    """With the run's data gone, other bytes named by --dataset were refused as a change of path ("train a new run"),
+    right after the advice to name where the data lie; a copy of them was called "moved"."""
+    data = _rows(tmp_path / "g.npy")
+    assert _main("train", "--dataset", data, *TINY, "--out", tmp_path / "R") == 0
+    changed = np.load(data)
+    changed[5, 2] += 1
+    np.save(tmp_path / "changed.npy", changed)
+    shutil.copy(data, tmp_path / "copy.npy")
+    with caplog.at_level(logging.INFO):
+        assert _main("train", "--dataset", tmp_path / "copy.npy", "--out", tmp_path / "R", "--epochs", "2",
+                     "--resume") == 0
+    assert f"the data of {tmp_path / 'R'}, a copy of {data} (the same bytes" in caplog.text
+    (tmp_path / "copy.npy").unlink()
+    assert one_line(capsys, "train", "--dataset", tmp_path / "changed.npy", "--out", tmp_path / "R", "--epochs", "3",
+                    "--resume") == (
+        f"{tmp_path / 'changed.npy'}: not the data of {tmp_path / 'R'} (its sha256 differs from the one config.json "
+        f"records); its data were {tmp_path / 'copy.npy'}: put them back there to resume, or name where they lie now "
+        "with --dataset")

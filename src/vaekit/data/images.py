@@ -28,12 +28,13 @@ SIXTEEN_BIT = 65535.0  # the scale of 16-bit images (Pillow modes I;16*, I): 655
 _PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def folder_files(folder: Path) -> Iterator[Path]:
+def folder_files(folder: Path, links: list[Path] | None = None) -> Iterator[Path]:
     """The files of a data folder, in no order: each regular file (or link to one) under it, none hidden: no name on
     its way starting with "." (.DS_Store, a .git/ folder, Jupyter's .ipynb_checkpoints/ copies, which would be
-    duplicate examples); links to folders are not followed. The one listing the reader, the data's digest and its size
-    share. An unreadable folder raises OSError. Walked with a stack, not recursion: folders nested thousands deep
-    are listed, not a RecursionError."""
+    duplicate examples). A link to a folder is not followed (it may lead anywhere: `/`, or back up), but put in
+    `links`, for the reader to say. The one listing the reader, the data's digest and its size share. An unreadable
+    folder raises OSError. Walked with a stack, not recursion: folders nested thousands deep are listed, not a
+    RecursionError."""
     stack = [os.fspath(folder)]
     while stack:
         with os.scandir(stack.pop()) as entries:
@@ -42,6 +43,9 @@ def folder_files(folder: Path) -> Iterator[Path]:
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
+                elif entry.is_symlink() and entry.is_dir():
+                    if links is not None:
+                        links.append(Path(entry.path))
                 elif entry.is_file():  # a link to a file counts, as a file
                     yield Path(entry.path)
 
@@ -57,15 +61,23 @@ def read_image_folder(folder: Path) -> np.ndarray:
     except ImportError:
         raise VaekitError("reading an image folder needs Pillow: pip install pillow") from None
     try:
-        files = sorted(folder_files(folder))
+        links: list[Path] = []
+        files = []
+        for path in folder_files(folder, links):  # a non-image refused as it is met: a wrong folder of a million
+            if path.suffix.lower() not in IMAGE_SUFFIXES:  # files is not listed whole first
+                raise VaekitError(f"{path}: not a PNG or JPEG image (only images may be in {folder})")
+            files.append(path)
+        files.sort()
     except OSError as e:  # a folder that is not a dataset (unreadable entries, /proc): said, not raised
         raise VaekitError(f"{folder}: cannot list it as an image folder ({e.strerror}: {e.filename})") from None
+    if links:
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        log.warning("%s%s: a link to a folder, not followed (it may lead anywhere); put the images themselves, or links "
+                    "to the image files, in %s", min(links), more, folder)
     if not files:
         raise VaekitError(f"{folder}: the folder holds no files")
     images, first, transparent = [], None, []
     for path in files:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise VaekitError(f"{path}: not a PNG or JPEG image (only images may be in {folder})")
         arr, had_alpha = _read_image(path)
         if had_alpha:
             transparent.append(path)

@@ -158,7 +158,8 @@ class DataConfig:
     digest: str = setting("", "the sha256 of the data a run trained on: the file's (or the folder's), or the tensors "
                           "given to vaekit.fit (a resume on other data is refused)", flag="")
     size: int | None = setting(None, "the bytes that sha256 covers (a folder's: their sum): data of another size "
-                               "changed, which is told without reading them", at_least=0, at_most=2**63 - 1, flag="")
+                               "changed, which is told without reading them; recorded on a resume where a run lacks it", at_least=0,
+                               at_most=2**63 - 1, flag="", resumable=True)
 
 
 @dataclass(frozen=True)

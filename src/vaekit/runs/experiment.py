@@ -164,7 +164,7 @@ def train_run(
     with writing_lock(Path(out) if out is not None else None, ctx):
         out, resume, cfg = open_run(cfg, out, resume, ctx, given)
         if resume:
-            check_same_data(cfg)
+            cfg = check_same_data(cfg)
         init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None
         source = init_from.init_source(init, cfg) if init is not None else None
         dataset = resumed_data(cfg, out, ctx) if resume else load_data(cfg)

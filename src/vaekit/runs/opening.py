@@ -39,20 +39,31 @@ def absolute_paths(d) -> dict[str, str]:
 def data_digest(dataset: str) -> str:
     """The sha256 of a data file (of a folder of images: of its files' names and bytes, in order) a run trains on;
     "" for a named dataset (its files are verified by MD5) or data given to vaekit.fit (`fit.digest` records those)."""
+    return digest_and_size(dataset)[0]
+
+
+def digest_and_size(dataset: str) -> tuple[str, int | None]:
+    """`data_digest` and the bytes it read (`data_size`), from the same open files: a file written to while it is
+    hashed is refused, not recorded as a sha256 and a size no file can match. ("", None) where `data_digest` is ""."""
     if dataset in DATASETS or dataset == IN_MEMORY:
-        return ""
+        return "", None
     path = Path(dataset)
     if not path.is_dir() and not path.is_file():  # missing, a FIFO, a device: the data's reader says so in one line
-        return ""
-    h = hashlib.sha256()
+        return "", None
+    h, size = hashlib.sha256(), 0
     try:
         for f in sorted(folder_files(path)) if path.is_dir() else [path]:
             h.update(f"{f.relative_to(path) if f != path else ''}\0".encode())
             with open(f, "rb") as stream:
+                before = os.fstat(stream.fileno())
                 h.update(hashlib.file_digest(stream, "sha256").digest())
+                after = os.fstat(stream.fileno())
+            if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+                raise VaekitError(f"{f}: written to while vaekit read it; try again once nothing writes to it")
+            size += after.st_size
     except OSError as e:
         raise VaekitError(f"{dataset}: cannot read it ({e.strerror or e})") from None
-    return h.hexdigest()
+    return h.hexdigest(), size
 
 
 def data_size(path: Path, beyond: int | None = None) -> int:
@@ -72,8 +83,8 @@ def with_data_digest(cfg: Config) -> Config:
     """A fresh run's config with the digest of its data file and its size (once the data's reader took the file)."""
     if cfg.data.dataset == IN_MEMORY:
         return cfg
-    digest = data_digest(cfg.data.dataset)
-    return replace(cfg, data=replace(cfg.data, digest=digest, size=data_size(Path(cfg.data.dataset)) if digest else None))
+    digest, size = digest_and_size(cfg.data.dataset)
+    return replace(cfg, data=replace(cfg.data, digest=digest, size=size))
 
 
 def same_source(d, there: str) -> bool:
@@ -180,14 +191,20 @@ def _untrained(out: Path) -> str:
            "file to train another run there)"
 
 
-def check_same_data(cfg: Config) -> None:
+def check_same_data(cfg: Config) -> Config:
     """A resume is refused on a data file whose bytes changed since the run recorded them (it would train on other
-    data, and a lost standardization would be computed from them): checked before anything reads the file."""
+    data, and a lost standardization would be computed from them): checked before anything reads the file. The
+    config, with the data's size where the run recorded only their sha256 (a run of before sizes gains the cheap
+    check from now on)."""
     changed = data_changed(cfg)
     if changed:
         raise VaekitError(f"{cfg.data.dataset}: not the data this run was trained on ({changed}); restore "
                           f"{'them' if Path(cfg.data.dataset).is_dir() else 'that file'}, or train a new run into "
                           "another --out")
+    d = cfg.data
+    if d.digest and d.size is None and d.dataset != IN_MEMORY and Path(d.dataset).exists():
+        return replace(cfg, data=replace(d, size=data_size(Path(d.dataset))))
+    return cfg
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
@@ -242,7 +259,7 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
         raise VaekitError(f"{e}{_untrained(out)}") from None
     if (out / ckpt.STATE).exists():
         return out, True, cfg
-    check_same_data(cfg)  # a start again from step 0 trains on the data the run recorded, or not at all
+    cfg = check_same_data(cfg)  # a start again from step 0 trains on the data the run recorded, or not at all
     epoch = weights_epoch(out) if (out / ckpt.WEIGHTS).exists() else None
     if (out / ckpt.WEIGHTS).exists() and (epoch is None or epoch > 1 or cfg.train.init_from):  # init_from: its
         # source's weights may have moved on since, so a start again would not be this run's
@@ -277,9 +294,15 @@ def _data_where_now(cfg: Config, saved: Config, given: set[tuple[str, str]] | No
     if same_path(new, old):
         return replace(cfg, data=replace(cfg.data, dataset=old)), saved
     if saved.data.digest and same_source(saved.data, new):
-        log.info("%s: the data of %s, moved from %s (the same bytes: its sha256); recorded there from now on", new, out,
-                 old)
+        log.info("%s: the data of %s, %s %s (the same bytes: its sha256); recorded there from now on", new, out,
+                 "a copy of" if Path(old).exists() else "moved from", old)
         return cfg, replace(saved, data=replace(saved.data, dataset=new))
+    if saved.data.size is not None and not Path(old).exists() and Path(new).exists():  # other bytes named, told by
+        # their size or sha256 (a run of before sizes is not hashed here: another file may be of any size)
+        why = data_changed(replace(saved, data=replace(saved.data, dataset=new)))
+        flag = "--dataset" if resume_word.startswith("--") else "[data] dataset"
+        raise VaekitError(f"{new}: not the data of {out} ({why}); its data were {old}: put them back there to resume, "
+                          f"or name where they lie now with {flag}")
     return cfg, saved
 
 
