@@ -80,13 +80,17 @@ def test_folders_nested_thousands_deep_are_listed_not_a_recursion_error(tmp_path
         Image.fromarray((rng.random((8, 8)) * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
     assert _main("train", "--dataset", folder, "--latent-dim", "2", "--hidden", "8", "--epochs", "1",
                  "--out", tmp_path / "I") == 0
-    deep = str(folder)
+    deep = [str(folder)]
     for _ in range(1100):
-        deep = os.path.join(deep, "d")
-        os.mkdir(deep)
-    assert sorted(folder_files(folder)) == sorted(folder.glob("*.png"))
-    assert _main("evaluate", tmp_path / "I", "--k", "2", "--json") == 0
-    assert '"n": 2,' in capsys.readouterr().out  # the run's 20 images, unchanged: nothing in the deep folders
+        deep.append(os.path.join(deep[-1], "d"))
+        os.mkdir(deep[-1])
+    try:
+        assert sorted(folder_files(folder)) == sorted(folder.glob("*.png"))
+        assert _main("evaluate", tmp_path / "I", "--k", "2", "--json") == 0
+        assert '"n": 2,' in capsys.readouterr().out  # the run's 20 images, unchanged: nothing in the deep folders
+    finally:  # removed here, deepest first: pytest's own clean-up (shutil.rmtree) recurses, and would fail on them
+        for path in reversed(deep[1:]):
+            os.rmdir(path)
 
 
 def test_report_on_other_data_names_them(tmp_path, capsys):
