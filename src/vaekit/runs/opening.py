@@ -282,12 +282,12 @@ def _data_where_now(cfg: Config, saved: Config, given: set[tuple[str, str]] | No
     file (a link, `./../d/f`) is its file; the bytes it recorded (size, then sha256), moved elsewhere, are its data
     at their new place, recorded there from now on. Its file gone and no other named: said, with how to go on."""
     old, new = saved.data.dataset, cfg.data.dataset
+    flag = "--dataset" if resume_word.startswith("--") else "[data] dataset"  # the caller's word for it
     if old in DATASETS or old == IN_MEMORY:
         return cfg, saved
     named = ("data", "dataset") in given if given is not None else new not in DATASETS and new != IN_MEMORY
     if not named or new == old:
         if saved.data.digest and not Path(old).exists() and not Path(old).is_symlink():
-            flag = "--dataset" if resume_word.startswith("--") else "[data] dataset"
             raise VaekitError(f"{out}: its data {old} are gone (moved or removed); put them back there to resume, or "
                               f"name where they lie now with {flag} (their sha256 is checked against the run's)")
         return cfg, saved
@@ -300,7 +300,6 @@ def _data_where_now(cfg: Config, saved: Config, given: set[tuple[str, str]] | No
     if saved.data.size is not None and not Path(old).exists() and Path(new).exists():  # other bytes named, told by
         # their size or sha256 (a run of before sizes is not hashed here: another file may be of any size)
         why = data_changed(replace(saved, data=replace(saved.data, dataset=new)))
-        flag = "--dataset" if resume_word.startswith("--") else "[data] dataset"
         raise VaekitError(f"{new}: not the data of {out} ({why}); its data were {old}: put them back there to resume, "
                           f"or name where they lie now with {flag}")
     return cfg, saved
