@@ -210,7 +210,7 @@ def test_bad_sampler_and_quality_requests_are_one_line(run, capsys):
              (["evaluate", str(run), "--samples", "2", "--k", "2", "--n", "5"], "needs at least 4 samples"),
              (["evaluate", str(run), "--sampler", "gmm", "--k", "2"], "give --samples too"),
              (["sample", str(run), "--sampler", "gmm", "--label", "3"], "--label 3: this model is not conditioned"),
-             (["fit-sampler", str(run), "--sampler", "two-stage", "--epochs", "0"], "--epochs must be > 0, got 0")]
+             (["fit-sampler", str(run), "--sampler", "two-stage", "--epochs", "0"], "--epochs must be a number of epochs from 1 to 1,099,511,627,776, got 0")]
     for argv, said in cases:
         assert main(["--quiet", *argv]) == 2, argv
         err = capsys.readouterr().err
@@ -253,7 +253,7 @@ def test_fit_sampler_finds_data_that_moved(tmp_path, capsys):
                  "--latent-dim", "2", "--hidden", "8", "--out", str(run)]) == 0
     data.rename(tmp_path / "moved.npy")
     assert main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2"]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "the run's data are gone (moved or removed)" in capsys.readouterr().err
     assert main(["--quiet", "fit-sampler", str(run), "--sampler", "gmm", "--components", "2",
                  "--dataset", str(tmp_path / "moved.npy")]) == 0
     assert (run / "samplers" / "gmm.safetensors").is_file()

@@ -233,7 +233,7 @@ def test_score_bounds_its_importance_samples_as_evaluate_does(tmp_path, capsys):
     run = tmp_path / "r"
     _train(capsys, "--dataset", tmp_path / "t.csv", "--likelihood", "mixed", *TINY, "--epochs", 1, "--out", run)
     said = one_line(capsys, "score", run, "--data", tmp_path / "t.csv", "--out", tmp_path / "s.csv", "--k", 100000000)
-    assert said == "--k 100000000 is out of range: importance samples per example from 1 to 1,000,000"
+    assert said == "--k 100000000 is out of range: importance samples per example from 2 to 1,000,000 (the Monte Carlo error needs two weights)"
 
 
 # ---- the nineteenth attack, on the fixes above ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from test_trust_attack5 import one_line
 from test_trust_attack20 import refused_unhashed
 
 from vaekit.cli import main
-from vaekit.data import DATASETS, load_dataset
+from vaekit.data import load_dataset
 from vaekit.runs import opening
 
 TINY = ("--likelihood", "gaussian", "--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--seed", "1")
@@ -250,4 +250,4 @@ def test_wording_of_round_21(tmp_path, capsys):
     data.rename(tmp_path / "moved.npy")
     said = one_line(capsys, "evaluate", tmp_path / "R", "--dataset", tmp_path / "far.npy", "--k", "2")
     assert said.endswith(f"or was trained into overflow; the rows the run was trained on could not be read to tell "
-                         f"which ({data}: no such file or directory, and not a named dataset ({', '.join(DATASETS)}))")
+                         f"which ({data}: the run's data are gone (moved or removed); put them back there)")

@@ -5,6 +5,7 @@ import itertools
 import os
 import signal
 import sys
+import unicodedata
 
 
 class VaekitError(ValueError):
@@ -34,6 +35,13 @@ class TrainingInterrupted(VaekitError):
 
 class PluginError(VaekitError):
     """A plugin file or module could not be imported, or a run needs a plugin that was not given."""
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters and line breaks written as escapes (`\\n`, `\\x1b`): a file named with a
+    newline, or a value holding one, keeps a refusal on one line and sends no escape sequence to the terminal."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                   for c in text)
 
 
 def is_the_command() -> bool:

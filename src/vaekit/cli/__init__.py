@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import TrainingInterrupted, VaekitError, quiet_start
+from ..errors import TrainingInterrupted, VaekitError, one_line, quiet_start
 from ..evaluation.overflow import overflows, refused, weights_refusal
 from ..training.distributed import from_env
 from .runs import run_data_changed
@@ -160,12 +160,20 @@ class _Output:
         return getattr(self._stream, name)
 
 
+class _Lines(logging.Formatter):
+    """The message alone; a warning's on one line (a file name's newline written `\\n`), as a refusal's is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return one_line(text) if record.levelno >= logging.WARNING else text
+
+
 def _say(line: str) -> None:
     """A refusal's one line on stderr; a stderr that cannot be written (`2> /dev/full`) takes nothing, and the exit
     status still says it; a closed one (`2>&-`: sys.stderr is None) is not swapped for stdout."""
     try:
         if sys.stderr is not None:
-            print(line, file=sys.stderr, flush=True)
+            print(one_line(line), file=sys.stderr, flush=True)
     except OSError:
         pass
 
@@ -180,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                 _say(f"vaekit: error: {e}")
                 return 2
             args = parser().parse_args(argv)
-        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                            stream=sys.stderr)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Lines())
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, handlers=[handler])
         return _run(args)
     except UnwritableOutput as e:  # stdout on a full disk (`> /dev/full`), or closed: the results' files are written
         if stdout is not None:  # what it still holds goes nowhere at exit

@@ -12,6 +12,7 @@ import sys
 
 from ..data import SPLITS
 from ..disentanglement.scoring import METRICS
+from ..errors import one_line
 from ..evaluation.estimates import ELBO_SAMPLES
 from ..explain import TOPICS
 from ..runs.plugins import load_plugin
@@ -37,7 +38,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
-        sys.stderr.write(f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        sys.stderr.write(f"{self.prog}: error: {one_line(message)}; see {self.prog} --help\n")
         sys.exit(2)
 
 

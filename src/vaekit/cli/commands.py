@@ -21,9 +21,9 @@ from ..evaluation.estimates import evaluate_all, latent_statistics
 from ..evaluation.overflow import blaming_rows, row_named
 from ..evaluation.quality import PR_NEIGHBOURS
 from ..parts.likelihoods import likelihood_support
-from ..runs.checkpoint import versions
+from ..runs.checkpoint import load_config, versions
 from ..runs.experiment import labels_for, train_run
-from ..runs.samplers import sample_quality
+from ..runs.samplers import fitted_path, sample_quality
 from ..runs.weights_kept import weights_epoch, weights_sha256
 from ..tracking.common import each_epoch, log_evaluation, training_tracker
 from ..tracking.tensorboard import TensorBoardLogger
@@ -47,7 +47,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             board = TensorBoardLogger(Path(args.out) / "tensorboard")
         try:  # a collective broken by a rank that died: one line (`launched`)
             result = train_run(cfg, args.out, resume=args.resume, progress=not args.quiet, ctx=ctx,
-                               device=device, on_epoch=each_epoch(board, tracker), given=given_settings(args))
+                               device=device, on_epoch=each_epoch(board, tracker), given=given_settings(args),
+                               words=("--resume", "--out"))
         finally:
             if board is not None:
                 board.close()
@@ -108,9 +109,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise VaekitError("--sampler is used by --samples N (the quality of N samples); give --samples too")
     if args.samples is not None and args.samples <= PR_NEIGHBOURS:
         raise VaekitError(f"--samples {args.samples}: sample quality needs at least {PR_NEIGHBOURS + 1} samples")
+    if args.sampler is not None:  # before the evaluation it would come after
+        if load_config(args.run).model.conditional:
+            raise VaekitError("--sampler: a conditional VAE's codes depend on the label; its samples come from p(z|y)")
+        fitted_path(args.run, args.sampler)
     cfg, model, dataset = run_with_data(args)
-    if args.sampler is not None and cfg.model.conditional:
-        raise VaekitError("--sampler: a conditional VAE's codes depend on the label; its samples come from p(z|y)")
     device = resolve_device(args.device)
     x, y = dataset.eval_split(args.split), labels_for(cfg, dataset, args.split)
     total = x.shape[0]

@@ -4,6 +4,7 @@ config they resolve to, and the README's table of parts (the same declarations, 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from ..runs.checkpoint import CONFIG, load_config
 from ..runs.config import SECTIONS, Config, declared, merge, settings, slot_registry, slots
 from ..runs.config_files import load_config_file
 
+log = logging.getLogger(__name__)
+
+RECORDED = ("digest", "size")  # [data]: what vaekit records of the data it trains on, never a setting of the user's
 FLAGS = "command line"  # the source a config built from flags names in its refusals (`flag_named` reads them)
 
 
@@ -108,7 +112,7 @@ def build_config(args: argparse.Namespace) -> Config:
     setting of its own parts (--gamma of a FactorVAE run) is read as that part's, not the default ELBO's."""
     merged: dict[str, dict[str, Any]] = Config().to_dict()
     saved = Path(args.out) / CONFIG if getattr(args, "resume", False) and getattr(args, "out", None) else None
-    file_cfg = load_config_file(args.config) if args.config else {}
+    file_cfg = _config_file(args.config, say=True) if args.config else {}
     if args.config:
         Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file
     init = getattr(args, "train.init_from", None) or (file_cfg.get("train") or {}).get("init_from")
@@ -121,12 +125,13 @@ def build_config(args: argparse.Namespace) -> Config:
     try:
         return Config.from_dict(merge(merged, flag_values(args)), source=FLAGS)
     except VaekitError as e:  # every value but a flag's was checked before: name the flag the user typed
-        raise VaekitError(flag_named(str(e))) from None
+        raise VaekitError(flag_named(str(e), resumed=saved is not None and saved.is_file())) from None
 
 
-def flag_named(message: str) -> str:
+def flag_named(message: str, resumed: bool = False) -> str:
     """A refusal of `Config.from_dict(…, source=FLAGS)`, "command line: [train.objective] k must be …", as the user
-    wrote the value: "--train-k must be …"."""
+    wrote the value: "--train-k must be …". `resumed`: a setting of another part is not advised to choose that part,
+    which a --resume refuses."""
     named = {f"{FLAGS}: [{section}] {f.name} ": declared(SECTIONS[section])[f.name].flag for section, f in settings()}
     named |= {f"{FLAGS}: [{section}.{name}] {d.name} ": flag for flag, (section, name, d, _) in part_flags().items()}
     where = next((w for w in named if message.startswith(w) and named[w]), None)
@@ -138,17 +143,33 @@ def flag_named(message: str) -> str:
     if not owner:
         return message
     slot = declared(SECTIONS[other.group(1)])[other.group(2)].flag
-    return f"{owner[0]} is a setting of {slot} {' or '.join(owner[1])}, not of {other.group(3)}: add {slot} {' or '.join(owner[1])}"
+    remedy = f"; the run's {slot} cannot change on --resume" if resumed else f": add {slot} {' or '.join(owner[1])}"
+    return f"{owner[0]} is a setting of {slot} {' or '.join(owner[1])}, not of {other.group(3)}{remedy}"
 
 
-def given_settings(args: argparse.Namespace) -> set[tuple[str, str]]:
+def given_settings(args: argparse.Namespace) -> dict[tuple[str, str], str | None]:
     """The (section, field) settings the user set, by a flag or in --config: what a --resume may change
-    (a part's settings count as its slot)."""
-    given = {(section, name) for section, values in flag_values(args).items() for name in values}
+    (a part's settings count as its slot), each with the --config file it came from (None: a flag, which the user
+    typed and a refusal need not name)."""
+    given: dict[tuple[str, str], str | None] = {}
     if args.config:
-        given |= {(section, name) for section, values in load_config_file(args.config).items()
+        given |= {(section, name): str(args.config) for section, values in _config_file(args.config).items()
                   if isinstance(values, dict) for name in values}
-    return given
+    return given | {(section, name): None for section, values in flag_values(args).items() for name in values}
+
+
+def _config_file(path: str, say: bool = False) -> dict[str, Any]:
+    """A --config file's settings; [data] digest and size (a run's config.json given as one holds them) are what
+    vaekit records of the data it trains on, not settings: left out, and `say`ing so."""
+    d = load_config_file(path)
+    data = d.get("data") if isinstance(d, dict) else None
+    recorded = [k for k in RECORDED if isinstance(data, dict) and k in data]
+    if recorded:
+        d = {**d, "data": {k: v for k, v in data.items() if k not in RECORDED}}
+        if say:
+            log.warning("%s: [data] %s: recorded by vaekit of the data it trains on, not %s; not used", path,
+                        " and ".join(recorded), "a setting" if len(recorded) == 1 else "settings")
+    return d
 
 
 def registry_tables() -> str:

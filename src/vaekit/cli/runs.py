@@ -35,7 +35,7 @@ def own_rows(args: argparse.Namespace, given: str | None = None):
     VAE, their labels, in chunks (`overflow.split_chunks`). Where the model overflows on them too, the weights are at
     fault, not the data given (`evaluation.overflow.blaming_rows`). A data file that changed since training is
     refused: it tells nothing."""
-    mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None), warn=False)
+    mine = point_data(load_config(args.run), data_dir=getattr(args, "data_dir", None), warn=False, flag=None)
     changed = data_changed(mine)
     if changed:
         raise VaekitError(f"{mine.data.dataset}: changed since the run was trained ({changed})")
@@ -73,7 +73,9 @@ def run_with_data(args: argparse.Namespace):
     return cfg, model, dataset
 
 
-def check_k(k: int | None) -> None:
-    """--k given: a number of importance samples vaekit will finish (`estimates.MAX_IMPORTANCE_SAMPLES`)."""
-    if k is not None and not 1 <= k <= MAX_IMPORTANCE_SAMPLES:
-        raise VaekitError(f"--k {k} is out of range: importance samples per example from 1 to {MAX_IMPORTANCE_SAMPLES:,}")
+def check_k(k: int | None, least: int = 1) -> None:
+    """--k given: a number of importance samples vaekit will finish (`estimates.MAX_IMPORTANCE_SAMPLES`), at least
+    `least` (score's Monte Carlo error needs two)."""
+    if k is not None and not least <= k <= MAX_IMPORTANCE_SAMPLES:
+        raise VaekitError(f"--k {k} is out of range: importance samples per example from {least} to "
+                          f"{MAX_IMPORTANCE_SAMPLES:,}" + (" (the Monte Carlo error needs two weights)" if least == 2 else ""))

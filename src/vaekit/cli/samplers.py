@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from ..errors import VaekitError
+from ..parts.registry import MAX_COUNT
 from ..runs.samplers import SAMPLERS, TwoStage, fit_sampler
 from .runs import add_data_arguments
 
@@ -34,8 +35,8 @@ def cmd_fit_sampler(args: argparse.Namespace) -> dict[str, Any]:
     hidden = tuple(args.hidden or DEFAULT.hidden)
     if not all(0 < h <= 1 << 16 for h in hidden):
         raise VaekitError(f"--hidden must be widths from 1 to 65536, got {' '.join(map(str, hidden))}")
-    if args.epochs <= 0:
-        raise VaekitError(f"--epochs must be > 0, got {args.epochs}")
+    if not 0 < args.epochs <= MAX_COUNT:  # what [train] epochs takes
+        raise VaekitError(f"--epochs must be a number of epochs from 1 to {MAX_COUNT:,}, got {args.epochs}")
     settings = TwoStage(hidden=hidden, epochs=args.epochs)
     fitted = fit_sampler(args.run, args.sampler, components=args.components, seed=args.seed, two_stage=settings,
                          progress=not args.quiet, dataset=args.dataset, data_dir=args.data_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.table_files import read_table
+from ..data.table_files import MAX_TABLE_CELLS, read_table
 from ..data.tables import LEVELED, is_missing
 from ..errors import VaekitError
 from ..evaluation.overflow import any_overflowing, blaming_rows
@@ -89,7 +89,11 @@ def cmd_impute(args: argparse.Namespace) -> Path:
     """The table of --data with every missing cell filled; observed cells written exactly as they were read."""
     if args.draws < 0:
         raise VaekitError(f"--draws must be a whole number ≥ 0 (completed tables drawn), got {args.draws}")
+    check_k(args.k)
     _, model, schema, table = _open(args)
+    if args.draws * table.codes.numel() > MAX_TABLE_CELLS:  # the draws are held whole, then written
+        raise VaekitError(f"--draws {args.draws:,}: {args.draws:,} completed tables of {table.codes.numel():,} cells "
+                          f"exceed {MAX_TABLE_CELLS:,} cells, the most vaekit reads or writes in a table")
     with blaming_rows(model, table.codes, lambda i: f"{args.data}: line {table.lines[i]}", lambda: own_rows(args, args.data)):
         result = impute(model, table.codes, k=args.k, draws=args.draws, seed=args.seed)
     names, cells = table.names, table.cells  # as read: observed cells go back untouched
@@ -129,9 +133,9 @@ def cmd_score(args: argparse.Namespace) -> Path:
     validation split's --quantile, and each column's part."""
     if not 0 < args.quantile < 1:
         raise VaekitError(f"--quantile must lie in (0, 1), got {args.quantile}")
-    check_k(args.k)
+    check_k(args.k, least=2)
     cfg, model, schema, table = _open(args)
-    mine = point_data(cfg, data_dir=args.data_dir, warn=False)
+    mine = point_data(cfg, data_dir=args.data_dir, warn=False, flag=None)  # --data is the table to score
     changed = data_changed(mine)
     if changed:  # the threshold is the validation split's: of the data the run was trained on, or none
         raise VaekitError(f"{cfg.data.dataset}, the run's data, changed since it was trained ({changed}); score's "

@@ -96,14 +96,14 @@ def write_report(run_dir: str | Path, k: int = 100, dataset: str | None = None, 
     there = point_data(saved, dataset, data_dir, warn=False).data.dataset
     changed = changed_line(saved, there)
     if changed:  # said first, and on the page beside its numbers
-        log.warning("%s: the report is of the file as it is now, not of the rows the run was trained and validated on",
+        log.warning("%s: the report is of the data as they are now, not of the rows the run was trained and validated on",
                     changed)
     metrics = run_metrics(run_dir, k=k, dataset=dataset, data_dir=data_dir, progress=progress, warn=False)
     quality = table_quality(run_dir, dataset, data_dir) if saved.model.columns is not None else None
     pictures = plot_run(run_dir, dataset=dataset, data_dir=data_dir, quality=quality, warn=False)
     captions = {name: caption for name, (_, caption) in part_pictures(load_run(run_dir)[1]).items()}
     parts = [f"<h1>vaekit run {html.escape(run_dir.resolve().name)}</h1>"]
-    held = changed and f"{changed}: these numbers and pictures are of the file as it is now, not of the rows the " \
+    held = changed and f"{changed}: these numbers and pictures are of the data as they are now, not of the rows the " \
         "run was trained and validated on"
     other = not changed and not same_source(saved.data, there) and \
         f"these numbers and pictures are of {there}, not of the data the run was trained on ({saved.data.dataset})"

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import math
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,12 +345,13 @@ MOVED = {
 }
 
 
-def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None = None, where: str = "",
+def resume_config(saved: Config, cfg: Config, given: Collection[tuple[str, str]] | None = None, where: str = "",
                   words: tuple[str, str] = ("--resume", "--out")) -> Config:
     """The config a `--resume` trains with: the run's saved one, with the settings in `given` (section,
     name) taken from `cfg` where they may change (`resumable`), and a one-line refusal where one that
     may not (the model, its parts, the objective, the data, the batch size, the seed, …) differs.
-    `given=None`: every setting of `cfg` that differs from the default counts as given (a Python caller's);
+    `given=None`: every setting of `cfg` that differs from the default counts as given (a Python caller's); a dict
+    names where each came from (a --config file), which a refusal says;
     `words`: how the caller says resume and out (the CLI's flags, or `vaekit.fit`'s keywords)."""
     default = Config()
     updates: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
@@ -361,8 +363,9 @@ def resume_config(saved: Config, cfg: Config, given: set[tuple[str, str]] | None
         if not f.metadata["resumable"]:
             what, was, now = differing(section, f.name, _plain(old), _plain(new))  # a part: the setting inside it
             was, now = (list(v) if isinstance(v, tuple) else v for v in (was, now))  # as a file writes it: [3]
-            raise VaekitError(f"{where}{what} = {now!r} differs from the run's {was!r}, and it cannot change on "
-                              f"{words[0]}; train a new run into another {words[1]}")
+            source = given.get((section, f.name)) if isinstance(given, dict) else None
+            raise VaekitError(f"{where}{what} = {now!r}{f' (in {source})' if source else ''} differs from the run's "
+                              f"{was!r}, and it cannot change on {words[0]}; train a new run into another {words[1]}")
         updates[section][f.name] = new
     return Config.from_dict(merge(saved.to_dict(), updates), source="resumed config")
 

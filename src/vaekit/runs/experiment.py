@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
     if d.dataset == IN_MEMORY:
         raise VaekitError(f"{run or 'this run'}: its data were tensors given to vaekit.fit in Python ([data] dataset "
                           f"\"{IN_MEMORY}\"), which no file holds: continue it with vaekit.fit(model, x, out=RUN, "
-                          "resume=True); evaluate, encode and score take the data as --dataset FILE")
+                          "resume=True); evaluate and encode take the data as --dataset FILE, score as --data FILE")
     saved = ckpt.load_standardization(Path(run), cfg.model.data_dim) if run is not None and d.standardize else (None, None)
     support = likelihood_support(cfg.model.likelihood)
     overrides = load_overrides(d.schema, d.column_types) if support == "table" and cfg.model.columns is None else None
@@ -65,7 +65,7 @@ def load_data(cfg: Config, run: str | Path | None = None) -> Dataset:
                            *saved, scale=d.scale, schema=cfg.model.columns, overrides=overrides)
     if run is not None and cfg.model.data_shape and tuple(dataset.shape) != tuple(cfg.model.data_shape):
         raise VaekitError(f"{dataset.name}: examples of shape {tuple(dataset.shape)}, but the model of {run} was trained "
-                          f"on shape {tuple(cfg.model.data_shape)}; point [data] dataset at the run's data")
+                          f"on shape {tuple(cfg.model.data_shape)}; name data of that shape (--dataset; dataset= in Python)")
     return dataset
 
 
@@ -144,7 +144,8 @@ def train_run(
     ctx: Context = SINGLE,
     device: str = "cpu",
     on_epoch: Callable[[dict[str, Any], VAE, Config], None] | None = None,
-    given: set[tuple[str, str]] | None = None,
+    given: Collection[tuple[str, str]] | None = None,
+    words: tuple[str, str] = ("resume=True", "out"),
 ) -> TrainResult:
     """Train the VAE `cfg` describes; with `out`, write the run directory there after every epoch.
 
@@ -155,6 +156,7 @@ def train_run(
     `distributed.launched`) the model is wrapped in DistributedDataParallel, `batch_size` is per rank,
     rank 0 alone writes, and a run directory holding a checkpoint is resumed automatically.
     `on_epoch(record, model, config)` is called on rank 0 after each epoch (e.g. a TensorBoard logger).
+    `words`: how the caller says resume and out in its errors (the CLI: `--resume`, `--out`).
     """
     cfg = Config.checked(cfg, "train_run", "; vaekit.fit trains a model built in Python")
     if out is not None and (not isinstance(out, (str, os.PathLike)) or not str(out).strip() or "\0" in str(out)):
@@ -162,7 +164,7 @@ def train_run(
     if cfg.train.init_from:  # recorded as a path that works from any folder
         cfg = replace(cfg, train=replace(cfg.train, init_from=str(Path(cfg.train.init_from).expanduser().resolve())))
     with writing_lock(Path(out) if out is not None else None, ctx):
-        out, resume, cfg = open_run(cfg, out, resume, ctx, given)
+        out, resume, cfg = open_run(cfg, out, resume, ctx, given, words)
         if resume:
             cfg = check_same_data(cfg)
         init = Path(cfg.train.init_from) if cfg.train.init_from and not resume else None

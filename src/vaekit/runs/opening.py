@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,23 +148,28 @@ def data_changed(cfg: Config) -> str | None:
     return f"its sha256 differs from the one {ckpt.CONFIG} records"
 
 
-def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None, warn: bool = True) -> Config:
+def point_data(cfg: Config, dataset: str | None = None, data_dir: str | None = None, warn: bool = True,
+               flag: str | None = "--dataset") -> Config:
     """A run's config pointed at its data where it lies now: `data_dir`, else $VAEKIT_DATA, else the
     run's own; `dataset` replaces the dataset (load_data checks it against the model's shape). The run's own file (by
     any spelling) whose bytes changed since training is warned about (`warn`; once, by the main process), before
     any number of a command that reads it: its splits hold other rows now. Data that are not the run's own bytes
     (`same_source`: another file, or the run's file changed since) are split as the source splits by default, not by
     the run's val_size, a count that fits the run's rows and may exceed another file's; memory-mapped (the run's
-    --mmap) only where they are a .npy."""
+    --mmap) only where they are a .npy. The run's own file gone, and no other named: said, with `flag`, the
+    caller's way to name where they lie now (None: it has none)."""
     d = replace(cfg.data, data_dir=data_dir or os.environ.get("VAEKIT_DATA") or cfg.data.data_dir,
                 dataset=dataset or cfg.data.dataset)
     d = replace(d, **absolute_paths(d))
+    if not dataset and d.digest and d.dataset != IN_MEMORY and not Path(d.dataset).exists() and not Path(d.dataset).is_symlink():
+        raise VaekitError(f"{d.dataset}: the run's data are gone (moved or removed); put them back there"
+                          + (f", or name where they lie now with {flag}" if flag else ""))
     own = None
     if warn and same_path(d.dataset, cfg.data.dataset):  # the run's file, named or not: its bytes hashed once here
         line = changed_line(cfg, d.dataset)
         own = line is None
         if line and (from_env() or SINGLE).is_main:
-            log.warning("%s: what follows is of the file as it is now, not of the rows the run was trained and "
+            log.warning("%s: what follows is of the data as they are now, not of the rows the run was trained and "
                         "validated on", line)
     if (d.val_size is not None or d.mmap) and not (own if own is not None else same_source(cfg.data, d.dataset)):
         if d.val_size is not None:  # another source: read as such
@@ -208,7 +214,7 @@ def check_same_data(cfg: Config) -> Config:
 
 
 def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = SINGLE,
-             given: set[tuple[str, str]] | None = None,
+             given: Collection[tuple[str, str]] | None = None,
              words: tuple[str, str] = ("--resume", "--out")) -> tuple[Path | None, bool, Config]:
     """Check the run directory before anything is trained: (out, resume, the config to train).
 
@@ -276,7 +282,7 @@ def open_run(cfg: Config, out: str | Path | None, resume: bool, ctx: Context = S
     return out, False, cfg
 
 
-def _data_where_now(cfg: Config, saved: Config, given: set[tuple[str, str]] | None, out: Path,
+def _data_where_now(cfg: Config, saved: Config, given: Collection[tuple[str, str]] | None, out: Path,
                     resume_word: str) -> tuple[Config, Config]:
     """(the config asked, the run's saved config) with the run's data where they lie now: another spelling of its
     file (a link, `./../d/f`) is its file; the bytes it recorded (size, then sha256), moved elsewhere, are its data

@@ -55,7 +55,7 @@ def train_seed(config: dict[str, Any], run: Path, seed: int, device: str, data_d
             cfg = cfg.replace(train={"init_from": saved.train.init_from})  # weights come from its trainer state)
     t0 = time.perf_counter()
     try:
-        train_run(cfg, run, resume=resume, progress=progress, device=device)
+        train_run(cfg, run, resume=resume, progress=progress, device=device, words=("--resume", "--out"))
     except TrainingInterrupted as e:  # its message names train's --resume; here the same command continues
         raise TrainingInterrupted(f"{str(e).split(';')[0]}; the run is kept in {run}: the same vaekit reproduce "
                                   "command continues it", signum=e.signum) from None

@@ -186,6 +186,16 @@ def load_gmm(path: Path, latent_size: int) -> Mixture:
     return Mixture(w, mu, cov)
 
 
+def fitted_path(run: str | Path, name: str) -> Path:
+    """Where the run's sampler `name` lies; refused in one line where it was never fitted (checked before any work
+    that would end in needing it)."""
+    name = check_name(name)
+    path = Path(run) / FOLDER / (GMM_FILE if name == "gmm" else "two-stage")
+    if not path.exists() and not path.is_symlink():
+        raise VaekitError(f"{path}: missing; fit it first: vaekit fit-sampler {run} --sampler {name}")
+    return path
+
+
 def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: int | None = None) -> Tensor:
     """n latents [n, k] from the run's fitted sampler `name`, seeded (the caller's random state untouched)."""
     run, name = Path(run), check_name(name)
@@ -197,9 +207,9 @@ def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: i
         with safe_open(path, "pt") as f:
             check_fitted_on(run, path, (f.metadata() or {}).get(MODEL_DIGEST), name)
     else:
-        where = run / FOLDER / "two-stage"
+        where = fitted_path(run, name)
         if not where.is_dir():
-            raise VaekitError(f"{where}: missing; fit it first: vaekit fit-sampler RUN --sampler two-stage")
+            raise VaekitError(f"{where}: not a folder: fit it again: vaekit fit-sampler RUN --sampler two-stage")
         check_fitted_on(run, where, fitted_on(where / FITTED_ON), name)
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the caller's stream
             stage2 = load_run(where)[1]
