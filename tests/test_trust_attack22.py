@@ -134,7 +134,7 @@ def test_an_npz_of_given_splits_takes_their_labels(tmp_path, caplog):
     np.savez(tmp_path / "y.npz", train=train, test=test, y=np.zeros(70, int))
     assert load_dataset(str(tmp_path / "y.npz"), "none", "unit").labels == {}
     assert "y.npz: ignoring the array y: with the splits given as train and test, their labels are y_train and " \
-           "y_test (and y_val), and factors go with x" in caplog.text
+           "y_test (and y_val), their factors factors_train and factors_test (and factors_val)" in caplog.text
     np.savez(tmp_path / "yy.npz", train=train, test=test, y_train=np.arange(60) % 3, y_test=np.arange(10) % 3)
     read = load_dataset(str(tmp_path / "yy.npz"), "none", "unit", val_size=0)
     assert read.labels_of("train").tolist() == (np.arange(60) % 3).tolist()

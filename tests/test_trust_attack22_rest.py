@@ -143,3 +143,32 @@ def test_data_of_another_shape_and_a_fit_runs_data_name_each_commands_flag(tmp_p
     assert one_line(capsys, "evaluate", tmp_path / "F").endswith(
         "continue it with vaekit.fit(model, x, out=RUN, resume=True); evaluate and encode take the data as --dataset "
         "FILE, score as --data FILE")
+
+
+def test_an_npz_of_given_splits_carries_their_factors(tmp_path, caplog):
+    """factors_train and factors_test beside train and test were ignored without a word (disentanglement had no
+    factors); they are the splits' factors, as y_train and y_test are their labels."""
+    from vaekit.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    x = {k: rng.standard_normal((n, 4)).astype(np.float32) for k, n in (("train", 30), ("test", 10))}
+    f = {k: rng.integers(0, 3, (len(v), 2)) for k, v in x.items()}
+    np.savez(tmp_path / "s.npz", **x, factors_train=f["train"], factors_test=f["test"].astype(np.float32) / 2,
+             factor_names=np.array(["size", "shade"]))
+    ds = load_dataset(str(tmp_path / "s.npz"), support="real")
+    assert ds.factor_names == ("size", "shade")
+    assert torch.equal(ds.factors["test"], torch.from_numpy(f["test"].astype(np.float32) / 2).double())
+    assert ds.factors["test"].dtype == ds.factors["train"].dtype == torch.float64  # one split's values: all values
+    assert sorted(ds.factors) == ["test", "train", "val"]  # val drawn from train, its factors with it
+    assert len(ds.factors["train"]) + len(ds.factors["val"]) == 30 and len(ds.factors["val"]) == len(ds.splits["val"])
+    np.savez(tmp_path / "part.npz", **x, factors_train=f["train"])
+    with pytest.raises(vaekit.VaekitError, match=r"part.npz: factors factors_train given but not factors_test; give "
+                       r"one factor array per split, or none$"):
+        load_dataset(str(tmp_path / "part.npz"), support="real")
+    np.savez(tmp_path / "wide.npz", **x, factors_train=f["train"], factors_test=np.zeros((10, 3)))
+    with pytest.raises(vaekit.VaekitError, match=r"wide.npz: the splits' factors differ in number: factors_train 2, "
+                       r"factors_test 3$"):
+        load_dataset(str(tmp_path / "wide.npz"), support="real")
+    np.savez(tmp_path / "x.npz", x=x["train"], factors_train=f["train"])
+    load_dataset(str(tmp_path / "x.npz"), support="real")
+    assert "ignoring the array factors_train: every split is drawn from x" in caplog.text

@@ -37,7 +37,8 @@ from .images import SIXTEEN_BIT
 log = logging.getLogger(__name__)
 WHOLE = re.compile(r"[+-]?\d+")  # a whole number as a CSV writes one
 SPLIT_LABELS = {"y_train", "y_test", "y_val", "y_valid"}  # the labels of splits given as train and test (and val)
-KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"} | SPLIT_LABELS  # what an .npz holds
+SPLIT_FACTORS = {f"factors_{k}" for k in ("train", "test", "val", "valid")}  # and their factors
+KNOWN_KEYS = {"x", "y", "factors", "factor_names", "train", "test", "val", "valid"} | SPLIT_LABELS | SPLIT_FACTORS  # an .npz
 MAX_CLASSES = 100_000  # labels are class indices: a one-hot of more classes is no label a VAE conditions on
 MAX_CONDITION_CLASSES = 1000  # ImageNet's: a conditional VAE's every example and draw carries a one-hot this wide, and
 # a picture draws every class (labels up to MAX_CLASSES serve the other uses: encode's output, the disentanglement)
@@ -57,7 +58,7 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         log.warning("%s: ignoring the array x (the arrays train and test are the splits)", path)
     if ignored:
         log.warning("%s: ignoring the arrays %s (vaekit reads %s)", path, ", ".join(ignored), ", ".join(sorted(KNOWN_KEYS)))
-    splits_given = sorted(({"train", "test", "val", "valid"} | SPLIT_LABELS) & set(arrays))
+    splits_given = sorted(({"train", "test", "val", "valid"} | SPLIT_LABELS | SPLIT_FACTORS) & set(arrays))
     if splits_given and not {"train", "test"} <= set(arrays) and ("x" in arrays or len(arrays) == 1):  # the rest refused
         what = f"ignoring the array{'s' * (len(splits_given) > 1)} {', '.join(splits_given)}" if "x" in arrays else \
             f"the array {splits_given[0]} alone is read as all the data"
@@ -68,7 +69,7 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
         if "val" in arrays or "valid" in arrays:
             named["val"] = arrays.get("val", arrays.get("valid"))
         labels: dict[str, Tensor] = _split_labels(path, arrays, named)
-        factors: dict[str, Tensor] = {}
+        factors: dict[str, Tensor] = _split_factors(path, arrays, named)
     else:
         named, labels, factors = _hold_out_test(path, arrays, seed, mmap)
     splits, shape = {}, None
@@ -88,22 +89,43 @@ def user_dataset(path: Path, arrays: dict[str, np.ndarray], seed: int, mmap: boo
     return Dataset(path.name, shape, splits, scale=scale, labels=labels, factors=factors, factor_names=names), note
 
 
+def _per_split(path: Path, arrays: dict[str, np.ndarray], named: dict[str, np.ndarray], prefix: str,
+               what: str) -> dict[str, str]:
+    """split → the name of its array `prefix`_split (y_train, factors_val or factors_valid, …): one for each split
+    given, or none ({}); some only are refused."""
+    keys = {k: f"{prefix}_{k}" if k != "val" or f"{prefix}_val" in arrays else f"{prefix}_valid" for k in named}
+    have = [k for k, key in keys.items() if key in arrays]
+    if have and len(have) < len(named):
+        raise VaekitError(f"{path}: {what} {', '.join(keys[k] for k in have)} given but not "
+                          f"{', '.join(keys[k] for k in named if k not in have)}; give one {what[:-1]} array per split, "
+                          "or none")
+    return keys if have else {}
+
+
 def _split_labels(path: Path, arrays: dict[str, np.ndarray], named: dict[str, np.ndarray]) -> dict[str, Tensor]:
     """The labels of splits given as arrays (y_train, y_test, y_val or y_valid), one array for each split or none;
     labels and factors that go with x are said unused."""
     unused = sorted({"y", "factors"} & set(arrays))
     if unused:
         log.warning("%s: ignoring the array%s %s: with the splits given as train and test, their labels are y_train "
-                    "and y_test (and y_val), and factors go with x", path, "s" * (len(unused) > 1), ", ".join(unused))
-    keys = {k: f"y_{k}" if k != "val" or "y_val" in arrays else "y_valid" for k in named}
-    have = [k for k, key in keys.items() if key in arrays]
-    if not have:
-        return {}
-    if len(have) < len(named):
-        raise VaekitError(f"{path}: labels {', '.join(keys[k] for k in have)} given but not "
-                          f"{', '.join(keys[k] for k in named if k not in have)}; give one label array per split, or none")
+                    "and y_test (and y_val), their factors factors_train and factors_test (and factors_val)", path,
+                    "s" * (len(unused) > 1), ", ".join(unused))
+    keys = _per_split(path, arrays, named, "y", "labels")
     return {k: torch.from_numpy(whole_labels(arrays[keys[k]], len(a), f"{path} [{keys[k]}]", f"[{k}]"))
-            for k, a in named.items()}
+            for k, a in named.items() if keys}
+
+
+def _split_factors(path: Path, arrays: dict[str, np.ndarray], named: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    """The factors of splits given as arrays (factors_train, factors_test, factors_val or factors_valid), one for
+    each split or none, with one number of factors; float64 in every split where any holds values, not indices."""
+    keys = _per_split(path, arrays, named, "factors", "factors")
+    f = {k: _factors(path, arrays[keys[k]], len(a), k, keys[k]) for k, a in named.items() if keys}
+    widths = {k: v.shape[1] for k, v in f.items()}
+    if len(set(widths.values())) > 1:
+        raise VaekitError(f"{path}: the splits' factors differ in number: "
+                          + ", ".join(f"{keys[k]} {w}" for k, w in widths.items()))
+    real = any(v.dtype == np.float64 for v in f.values())
+    return {k: torch.from_numpy(v.astype(np.float64) if real else v) for k, v in f.items()}
 
 
 def _stored_scale(path: Path, dtypes: dict[str, np.dtype], source: str) -> tuple[float, str]:
@@ -160,16 +182,16 @@ def _factor_names(path: Path, names: np.ndarray | None, n_factors: int) -> tuple
     return tuple(str(n) for n in names)
 
 
-def _factors(path: Path, f: np.ndarray | None, n: int, key: str) -> np.ndarray | None:
+def _factors(path: Path, f: np.ndarray | None, n: int, key: str, name: str = "factors") -> np.ndarray | None:
     """The array "factors" [n, F] (whole numbers: int64 indices; else float64 values), finite, one row per
     example of `key`: the ground truth the disentanglement metrics score codes against."""
     if f is None:
         return None
     if f.dtype.kind not in "buif" or f.ndim != 2 or len(f) != n or f.shape[1] < 1:
-        raise VaekitError(f"{path} [factors]: expected numbers of shape ({n}, F), one row per example of [{key}]; "
+        raise VaekitError(f"{path} [{name}]: expected numbers of shape ({n}, F), one row per example of [{key}]; "
                           f"got {f.dtype} of shape {tuple(f.shape)}")
     if f.dtype.kind == "f" and not np.isfinite(f).all():
-        raise VaekitError(f"{path} [factors]: holds NaN or Inf")
+        raise VaekitError(f"{path} [{name}]: holds NaN or Inf")
     return f.astype(np.int64) if f.dtype.kind in "bui" else f.astype(np.float64)
 
 
