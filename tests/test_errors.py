@@ -288,6 +288,9 @@ ROWS = [
     ("table", "a CSV cell of 2,000 characters", lambda d: [*MIXED, "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2," + "y" * 2000 + "\n")], "line 3 holds a cell of 2,000 characters (column 2)"),
     ("run", "a config.json that is a link to a missing file", lambda d: RESUME(dangle(run_dir(d), "config.json")), "config.json: a symbolic link to gone.json, which leads to no file (gone, or links in a loop)"),
     ("run", "metrics.jsonl nested 100,000 brackets deep", lambda d: ["plot", str(append(run_dir(d), "metrics.jsonl", "[" * 100000 + "]" * 100000 + "\n"))], "is not a metrics record (nested too deeply)"),
+    ("run", "a run whose data file is gone", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["data"].update(dataset=f"{d}/gone.npy", digest="0" * 64))], "gone.npy: the run's data are gone (moved or removed); put them back there, or name where they lie now with --dataset"),
+    ("run", "evaluate --samples with a sampler never fitted", lambda d: ["evaluate", str(run_dir(d)), "--samples", "20", "--sampler", "gmm"], "samplers/gmm.safetensors: missing; fit it first: vaekit fit-sampler"),
+    ("run", "a resume refused on a --config file's setting", lambda d: ["train", "--out", str(run_dir(d)), "--resume", "--config", write(d, "c.json", {"model": {"latent_dim": 7}})], "latent_dim = [7] (in DIR/c.json) differs from the run's"),
     ("run", "config.json with condition_classes 10¹²", lambda d: ["evaluate", edit_config(run_dir(d), lambda c: c["model"].update(condition="label", condition_classes=10**12))], "[model] condition_classes must be >= 0 and <= 1000, got 1000000000000"),
 ]
 
