@@ -153,8 +153,8 @@ def test_full_disk_during_metrics_append_leaves_no_half_line(trained, tmp_path, 
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", full)
-    with pytest.raises(VaekitError, match=r"metrics.jsonl: cannot write \(the disk is full: free space, then continue "
-                                          r"with --resume\)"):
+    with pytest.raises(VaekitError, match=r"metrics.jsonl: cannot write \(the disk is full: free space, then run the command "
+                                          r"again \(a training run: with --resume\)\)"):
         train_run(small(2), out=run, resume=True)
     monkeypatch.setattr(os, "write", real_write)
     assert (run / METRICS).read_bytes() == before  # cut back to the whole lines it had
@@ -242,7 +242,7 @@ def test_resume_before_the_first_checkpoint_starts_from_step_zero(trained, tmp_p
     for name in (ckpt.STATE, ckpt.WEIGHTS):
         (run / name).unlink()  # what a kill in epoch 1 leaves: config.json (and maybe a metrics line)
     (run / METRICS).write_text((run / METRICS).read_text().splitlines()[0] + "\n")
-    with pytest.raises(VaekitError, match="already holds a run; pass --resume"):
+    with pytest.raises(VaekitError, match="already holds a run; pass resume=True"):
         train_run(small(2), out=run)
     train_run(small(2), out=run, resume=True)
     straight = load_file(trained / "two" / ckpt.WEIGHTS)

@@ -36,8 +36,8 @@ os.umask(_UMASK)
 LOCK = ".vaekit.lock"
 
 _ADVICE = {
-    errno.ENOSPC: "the disk is full: free space, then continue with --resume",
-    errno.EDQUOT: "the disk quota is exhausted: free space, then continue with --resume",
+    errno.ENOSPC: "the disk is full: free space, then run the command again (a training run: with --resume)",
+    errno.EDQUOT: "the disk quota is exhausted: free space, then run the command again (a training run: with --resume)",
     errno.EROFS: "the file system is read-only: choose another --out",
     errno.EACCES: "permission denied: choose another --out or fix its permissions",
     errno.EPERM: "permission denied: choose another --out or fix its permissions",

@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import TrainingInterrupted, VaekitError, one_line, quiet_start
+from ..errors import NonFiniteEstimateError, TrainingInterrupted, VaekitError, one_line, quiet_start
 from ..evaluation.overflow import overflows, refused, weights_refusal
 from ..training.distributed import from_env
 from .runs import run_data_changed
@@ -88,7 +88,8 @@ def _out_reads_nothing(args) -> None:
         for what, path in read:
             if path and _same_file(out, Path(path)):
                 raise VaekitError(f"--out {out}: is {what}, which this command reads; write to another file")
-            if path and _is_dir(Path(path)) and _inside(out, Path(path)):  # a folder of images the run trains on
+            folders = what in ("--dataset", "the run's training data")  # score's --data, --latents: files alone
+            if path and folders and _is_dir(Path(path)) and _inside(out, Path(path)):  # a folder of images it reads
                 raise VaekitError(f"--out {out}: lies in {what} ({path}), which this command reads; write elsewhere")
 
 
@@ -217,6 +218,8 @@ def _run(args: argparse.Namespace) -> int:
                 f": a smaller {flags[0]}" if flags else ""
             raise VaekitError(f"out of memory ({said}); ask for less{smaller}") from None
         except ValueError as e:  # torch.distributions refusing what the weights made (a scale ≤ 0, an overflow)
+            if isinstance(e, NonFiniteEstimateError) and (changed := run_data_changed(args)):  # its verdict: the weights
+                raise VaekitError(f"{e.what}, and {changed}; restore that file before judging the weights") from None
             if not overflows(e):
                 raise
             said, changed = refused(e), run_data_changed(args)

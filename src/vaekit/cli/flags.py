@@ -18,6 +18,7 @@ from ..runs.config_files import load_config_file
 log = logging.getLogger(__name__)
 
 RECORDED = ("digest", "size")  # [data]: what vaekit records of the data it trains on, never a setting of the user's
+PYTHON_ONLY = ("built_in_python", "python_parts", "unknown")  # [model]: what it records of a model built in Python
 FLAGS = "command line"  # the source a config built from flags names in its refusals (`flag_named` reads them)
 
 
@@ -113,15 +114,16 @@ def build_config(args: argparse.Namespace) -> Config:
     merged: dict[str, dict[str, Any]] = Config().to_dict()
     saved = Path(args.out) / CONFIG if getattr(args, "resume", False) and getattr(args, "out", None) else None
     file_cfg = _config_file(args.config, say=True) if args.config else {}
-    if args.config:
-        Config.from_dict(file_cfg, source=str(args.config))  # checks keys and types, names the file
+    if args.config and not isinstance(file_cfg, dict) or not all(isinstance(v, dict) for v in file_cfg.values()):
+        Config.from_dict(file_cfg, source=str(args.config))  # refused, naming the file
     init = getattr(args, "train.init_from", None) or (file_cfg.get("train") or {}).get("init_from")
     if saved is not None and saved.is_file():
         merged = load_config(saved.parent).to_dict()
     elif init:  # a new run from another's weights (the flag, or the --config file): that run's settings by default
         merged = load_config(Path(init)).to_dict()
-    if args.config:
-        merged = merge(merged, file_cfg)
+    if args.config:  # checked over what it changes: a part's table without a name keeps the part ([train.objective]
+        merged = merge(merged, file_cfg)  # beta = 4: the default ELBO's, or the resumed run's objective)
+        Config.from_dict(merged, source=str(args.config))  # checks keys and types, names the file
     try:
         return Config.from_dict(merge(merged, flag_values(args)), source=FLAGS)
     except VaekitError as e:  # every value but a flag's was checked before: name the flag the user typed
@@ -160,13 +162,19 @@ def given_settings(args: argparse.Namespace) -> dict[tuple[str, str], str | None
 
 def _config_file(path: str, say: bool = False) -> dict[str, Any]:
     """A --config file's settings; [data] digest and size (a run's config.json given as one holds them) are what
-    vaekit records of the data it trains on, not settings: left out, and `say`ing so."""
+    vaekit records of the data it trains on, not settings: left out, and `say`ing so. [model] built_in_python,
+    python_parts and unknown set (a vaekit.fit run's) are refused: no command could open a run trained from them."""
     d = load_config_file(path)
+    model = d.get("model") if isinstance(d, dict) else None
+    python = [k for k in PYTHON_ONLY if isinstance(model, dict) and model.get(k)]  # a normal run's: false and []
+    if python:
+        raise VaekitError(f"{path}: [model] {python[0]} is written by vaekit for a model built in Python (vaekit.fit), "
+                          "not a setting: no run trained from it could be opened; remove it")
     data = d.get("data") if isinstance(d, dict) else None
-    recorded = [k for k in RECORDED if isinstance(data, dict) and k in data]
-    if recorded:
+    if isinstance(data, dict) and any(k in data for k in RECORDED):
         d = {**d, "data": {k: v for k, v in data.items() if k not in RECORDED}}
-        if say:
+        recorded = [k for k in RECORDED if data.get(k) not in (None, "")]  # a named dataset's run records none
+        if say and recorded:
             log.warning("%s: [data] %s: recorded by vaekit of the data it trains on, not %s; not used", path,
                         " and ".join(recorded), "a setting" if len(recorded) == 1 else "settings")
     return d

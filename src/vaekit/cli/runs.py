@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from ..data import Dataset
 from ..errors import VaekitError
 from ..evaluation.estimates import MAX_IMPORTANCE_SAMPLES
 from ..evaluation.overflow import split_chunks
-from ..runs.checkpoint import load_config, load_run
+from ..runs.checkpoint import STANDARDIZATION, load_config, load_run
 from ..runs.experiment import load_data
 from ..runs.opening import absolute_paths, changed_line, data_changed, point_data, same_source
 
@@ -46,13 +47,19 @@ def own_rows(args: argparse.Namespace, given: str | None = None):
 
 
 def run_data_changed(args: argparse.Namespace) -> str | None:
-    """Where the command's run trained on a data file whose bytes changed since (its config.json's sha256): a line
-    saying so, which any verdict on the weights must come after; else None."""
+    """Where the command's run trained on a data file whose bytes changed since (its config.json's sha256), or its
+    standardization.safetensors is not the statistics of its training split (damaged): a line saying so, which any
+    verdict on the weights must come after; else None."""
     if getattr(args, "run", None) is None:
         return None
     try:
         cfg = load_config(args.run)
-        return changed_line(cfg, point_data(cfg, data_dir=getattr(args, "data_dir", None), warn=False).data.dataset)
+        mine = point_data(cfg, data_dir=getattr(args, "data_dir", None), warn=False)
+        changed = changed_line(cfg, mine.data.dataset)
+        if changed or not cfg.data.standardize or load_data(mine, args.run).standardized_as_trained():
+            return changed
+        return f"{Path(args.run) / STANDARDIZATION} is not the statistics of the run's training split (damaged, or " \
+            "of other data)"
     except VaekitError:
         return None
 

@@ -111,6 +111,12 @@ class Dataset:
         stats = dict(zip(("shift", "spread"), checked_statistics(shift, spread, self.dim, self.name)))
         return replace(self, **stats)
 
+    def standardized_as_trained(self) -> bool:
+        """Whether the statistics it standardizes by are its training split's (`standardization`, the same numbers):
+        a run's saved ones, damaged or of other data, are not."""
+        shift, spread = standardization(self.split("train"), self.scale)
+        return self.shift is None or torch.equal(self.shift, shift) and torch.equal(self.spread, spread)
+
     def present_splits(self) -> tuple[str, ...]:
         """The splits that hold examples, in order ("all" of a run trained with val_size 0 is train and test)."""
         return tuple(name for name in SPLITS if name in self.splits and self.splits[name].shape[0] > 0)

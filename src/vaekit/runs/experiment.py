@@ -77,8 +77,7 @@ def resumed_data(cfg: Config, out: Path, ctx: Context = SINGLE) -> Dataset:
         return load_data(cfg, out)
     if path.exists() or path.is_symlink():
         dataset = load_data(cfg, out)  # the data (their digest checked) standardized by the saved statistics
-        shift, spread = standardization(dataset.split("train"), dataset.scale)
-        if not (torch.equal(dataset.shift, shift) and torch.equal(dataset.spread, spread)):  # the same numbers
+        if not dataset.standardized_as_trained():
             raise VaekitError(f"{path}: not the statistics of this run's training split (it would go on training on "
                               "data scaled otherwise); restore it, or delete it and --resume computes it again")
         return dataset
@@ -171,6 +170,8 @@ def train_run(
         source = init_from.init_source(init, cfg) if init is not None else None
         dataset = resumed_data(cfg, out, ctx) if resume else load_data(cfg)
         cfg = cfg if resume else with_data_digest(cfg)
+        if init is not None:  # its model, not the user's, is built for other data
+            init_from.same_shape(init, source, dataset)
         cfg = resolve(cfg, dataset)
         if cfg.model.columns is not None and ctx.is_main:
             log.info("%s: %d columns (the schema, saved in config.json)\n%s", dataset.name, len(cfg.model.columns),
@@ -201,8 +202,10 @@ def train_model(
     `cfg.train` says, checkpointing into `out` (checked by `open_run`) after every epoch."""
     tc = cfg.train
     if tc.patience and not dataset.split("val").shape[0]:  # before anything is written
+        remedy = "this run trains without one, which a resume cannot change: --patience 0, or train a new run with " \
+            "--val-size N" if resume else "give --val-size N, or --patience 0"
         raise VaekitError(f"--patience {tc.patience} stops on the validation ELBO, but {dataset.name} holds none out "
-                          "(--val-size 0): give --val-size N, or --patience 0")
+                          f"(--val-size 0): {remedy}")
     barrier(ctx)  # every rank has checked the run directory before rank 0 writes to it
     head = getattr(getattr(model, "decoder", None), "head", None)
     if not resume and hasattr(head, "initialize"):  # a part that starts from the data: a count's rate at its mean

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..data import IN_MEMORY
+from ..data import IN_MEMORY, Dataset
 from ..errors import VaekitError
 from .checkpoint import load_config, load_weights
 from .config import Config, ModelConfig
@@ -28,6 +28,13 @@ def init_source(run: Path, cfg: Config) -> ModelConfig:
         raise VaekitError(f"--init-from {run}: its data were tensors given to vaekit.fit; name the data to train on "
                           "with --dataset FILE")
     return saved
+
+
+def same_shape(run: Path, saved: ModelConfig, dataset: Dataset) -> None:
+    """`--init-from RUN`: RUN's model (`saved`) takes examples of the data's shape."""
+    if saved.data_shape and tuple(saved.data_shape) != tuple(dataset.shape):
+        raise VaekitError(f"--init-from {run}: that run's model takes examples of shape {tuple(saved.data_shape)}, but "
+                          f"{dataset.name} has {tuple(dataset.shape)}; start from a run trained on data of this shape")
 
 
 def same_model(run: Path, saved: ModelConfig, cfg: Config) -> None:
