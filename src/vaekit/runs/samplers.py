@@ -126,9 +126,10 @@ def fit_gmm(path: Path, z: Tensor, components: int, seed: int, digest: str) -> d
 
 def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, settings: TwoStage,
                   progress: bool, digest: str) -> dict[str, Any]:
-    """The second-stage VAE, trained aside in FOLDER/two-stage.fitting, then put in place of an earlier fit."""
-    final, fresh = folder / "two-stage", folder / "two-stage.fitting"
-    for path in (final, fresh):  # said before training, not after
+    """The second-stage VAE, trained aside in FOLDER/two-stage.fitting, then put in place of an earlier fit (which
+    is renamed aside first, so that a kill at any moment leaves one whole sampler that `two_stage_folder` finds)."""
+    final, fresh, old = (folder / name for name in ("two-stage", "two-stage.fitting", "two-stage.old"))
+    for path in (final, fresh, old):  # said before training, not after
         if path.is_symlink() or path.is_file():
             raise VaekitError(f"{path}: is a link or a file, not vaekit's fitted sampler: remove it, then fit again")
     z_train = codes(model, data.eval_split("train"), True, seed)
@@ -138,7 +139,12 @@ def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, sett
         torch.manual_seed(seed)
         stage2 = VAE(data_dim=k, latent_dim=k, hidden=settings.hidden,
                      likelihood={"name": "gaussian-learned-per-dim", "sigma": 1.0})
-    shutil.rmtree(fresh, ignore_errors=True)  # an interrupted fit's leftovers
+    if not final.exists():  # a fit killed while it swapped folders: its whole sampler goes in place first
+        where = two_stage_folder(folder.parent)
+        if where is not None and where != final:
+            os.replace(where, final)
+    for leftover in (fresh, old):  # an interrupted fit's
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         result = fit(stage2, z_train, z_val, out=fresh, progress=progress, epochs=settings.epochs,
                      batch_size=settings.batch_size, lr=settings.lr, seed=seed,
@@ -149,8 +155,9 @@ def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, sett
     atomic_write(fresh / FITTED_ON, lambda tmp: Path(tmp).write_text(json.dumps({MODEL_DIGEST: digest}) + "\n"))
     replaced = final.exists()
     if replaced:
-        shutil.rmtree(final)
+        os.replace(final, old)
     os.replace(fresh, final)
+    shutil.rmtree(old, ignore_errors=True)
     last = result.history[-1]
     sigma = result.model.decoder.head.log_sigma.detach().exp()
     return {"sampler": "two-stage", "codes": z_train.shape[0], "epochs": settings.epochs,
@@ -191,9 +198,22 @@ def fitted_path(run: str | Path, name: str) -> Path:
     that would end in needing it)."""
     name = check_name(name)
     path = Path(run) / FOLDER / (GMM_FILE if name == "gmm" else "two-stage")
-    if not path.exists() and not path.is_symlink():
+    found = two_stage_folder(Path(run)) if name == "two-stage" else path
+    if found is None or not found.exists() and not found.is_symlink():
         raise VaekitError(f"{path}: missing; fit it first: vaekit fit-sampler {run} --sampler {name}")
-    return path
+    return found
+
+
+def two_stage_folder(run: Path) -> Path | None:
+    """The run's whole two-stage sampler: samplers/two-stage, or where a fit killed while it swapped folders left
+    one (the new fit, finished: it records the weights it was fitted on; else the earlier, renamed aside); None."""
+    folder = run / FOLDER
+    final, fresh, old = (folder / name for name in ("two-stage", "two-stage.fitting", "two-stage.old"))
+    if final.exists() or final.is_symlink():
+        return final
+    if fresh.is_dir() and not fresh.is_symlink() and (fresh / FITTED_ON).is_file():
+        return fresh
+    return old if old.is_dir() and not old.is_symlink() else None
 
 
 def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: int | None = None) -> Tensor:
