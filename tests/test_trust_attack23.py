@@ -123,3 +123,23 @@ def test_a_fit_killed_while_it_swaps_folders_leaves_a_sampler(tmp_path, capsys):
     assert _main("fit-sampler", run, "--sampler", "two-stage", "--epochs", "1", "--hidden", "8") == 0
     assert sorted(p.name for p in folder.iterdir()) == ["two-stage"]
     capsys.readouterr()
+
+
+def test_paths_too_long_or_not_utf8_are_one_line(tmp_path, capsys):
+    """F13: a path over 4,095 bytes (each name ≤ 255) was an OSError traceback; F12: an --out not in UTF-8 was a
+    UnicodeEncodeError traceback, and a run folder not in UTF-8 was called a corrupt safetensors file."""
+    long = "/".join(["a" * 200] * 25)
+    assert one_line(capsys, "train", "--dataset", "digits", "--out", long) == \
+        "--out: the path is 5,024 bytes; file systems take at most 4,095: choose a shorter one"
+    assert one_line(capsys, "evaluate", long) == "RUN: the path is 5,024 bytes; file systems take at most 4,095: " \
+        "choose a shorter one"
+    assert one_line(capsys, "train", "--dataset", f"{long}.npy", "--out", tmp_path / "R") == \
+        "--dataset: the path is 5,028 bytes; file systems take at most 4,095: choose a shorter one"
+    bad = os.fsdecode(os.fsencode(str(tmp_path)) + b"/b\xffd")
+    assert one_line(capsys, "train", "--dataset", "digits", "--out", bad) == \
+        f"--out {bad!r}: not valid UTF-8; a run's weights are written with safetensors, which opens only UTF-8 " \
+        "paths: rename it"
+    assert one_line(capsys, "evaluate", bad).startswith(f"RUN {bad!r}: not valid UTF-8")
+    assert _main("train", "--dataset", "digits", *TINY, "--out", tmp_path / "R") == 0
+    assert _main("sample", tmp_path / "R", "--n", "2", "--out", f"{bad}.png") == 0  # other files: any name
+    assert os.path.exists(os.fsencode(str(tmp_path)) + b"/b\xffd.npy")

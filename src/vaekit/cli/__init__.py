@@ -36,6 +36,32 @@ with quiet_start():  # a Ctrl-C while the commands' modules are imported: one li
 __all__ = ["build_config", "main", "parser"]
 
 
+PATHS = ("out", "output", "data", "latents", "run", "dataset", "config", "data_dir", "data.dataset", "data.schema",
+         "data.data_dir", "train.init_from")  # the arguments that name a file or folder
+MAX_PATH = 4095  # bytes: Linux's PATH_MAX less the final NUL
+
+
+def _check_path(args, name: str) -> None:
+    """A path argument the file system takes: names of ≤ 255 bytes, ≤ MAX_PATH bytes in all; a run's folder in
+    UTF-8 (safetensors, which holds its weights, opens no other path)."""
+    value = getattr(args, name, None)
+    if not isinstance(value, str) or not value:
+        return
+    flag = "RUN" if name == "run" else "--" + name.split(".")[-1].replace("_", "-")
+    raw = os.fsencode(value)
+    long = [part for part in raw.split(os.fsencode(os.sep)) if len(part) > 255]
+    if long:
+        raise VaekitError(f"{flag}: the name {os.fsdecode(long[0][:40])}… is {len(long[0])} bytes; file systems take "
+                          "at most 255 a name: choose a shorter one")
+    if len(raw) > MAX_PATH:
+        raise VaekitError(f"{flag}: the path is {len(raw):,} bytes; file systems take at most {MAX_PATH:,}: choose a "
+                          "shorter one")
+    run = name == "run" or name == "out" and args.command in ("train", "reproduce")
+    if run and any("\udc80" <= c <= "\udcff" for c in value):  # bytes not UTF-8, as Python decodes them
+        raise VaekitError(f"{flag} {value!r}: not valid UTF-8; a run's weights are written with safetensors, which "
+                          "opens only UTF-8 paths: rename it")
+
+
 def check_args(args) -> None:
     """What argparse's types do not check: counts > 0, paths that are not empty; --threads applied."""
     threads = getattr(args, "threads", None)
@@ -56,11 +82,8 @@ def check_args(args) -> None:
     seed = getattr(args, "seed", None)
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise VaekitError(f"--seed must be a whole number from 0 to {MAX_SEED} (what torch's generators take), got {seed}")
-    for name in ("out", "output", "data", "latents"):
-        long = [part for part in str(getattr(args, name, None) or "").split(os.sep) if len(part.encode()) > 255]
-        if long:
-            raise VaekitError(f"--{name}: the name {long[0][:40]}… is {len(long[0].encode())} bytes; file systems take "
-                              "at most 255 a name: choose a shorter one")
+    for name in PATHS:
+        _check_path(args, name)
     for name in ("out", "output"):
         if getattr(args, name, None) == "":
             raise VaekitError(f"--{name} is empty; name a path")
@@ -151,7 +174,10 @@ class _Output:
             raise UnwritableOutput(e.strerror or str(e)) from None
 
     def write(self, text: str):
-        return self._do("write", text)
+        try:
+            return self._do("write", text)
+        except UnicodeEncodeError:  # a file name not in UTF-8, on a stream that takes only UTF-8: its bytes escaped
+            return self._do("write", text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
     def flush(self) -> None:
         if self._stream is not None:  # closed: only a line written to it is lost
