@@ -143,3 +143,37 @@ def test_paths_too_long_or_not_utf8_are_one_line(tmp_path, capsys):
     assert _main("train", "--dataset", "digits", *TINY, "--out", tmp_path / "R") == 0
     assert _main("sample", tmp_path / "R", "--n", "2", "--out", f"{bad}.png") == 0  # other files: any name
     assert os.path.exists(os.fsencode(str(tmp_path)) + b"/b\xffd.npy")
+
+
+def test_data_larger_than_memory_advise_mmap(tmp_path, capsys, monkeypatch):
+    """F10: a .npy larger than memory ended in "out of memory … a smaller --batch-size, --hidden …" (none helps), or
+    without a limit in the kernel's kill; a file larger than the machine's memory is said, with --mmap."""
+    import vaekit.data.files as data_files
+
+    np.save(tmp_path / "d.npy", np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32))
+    monkeypatch.setattr(data_files, "physical_memory", lambda: 1000)
+    size = (tmp_path / "d.npy").stat().st_size
+    assert one_line(capsys, "train", "--dataset", tmp_path / "d.npy", "--out", tmp_path / "R") == \
+        f"{tmp_path / 'd.npy'}: its {size:,} bytes do not fit in this process's memory; a .npy is read as it is used " \
+        "with --mmap"
+    assert _main("train", "--dataset", tmp_path / "d.npy", "--mmap", "--likelihood", "gaussian", *TINY, "--out",
+                 tmp_path / "R") == 0
+
+
+def test_a_flag_no_command_takes_points_at_the_commands_help_and_odd_folders_and_versions(tmp_path, capsys):
+    """F8: `train --epoch 1` said "see vaekit --help", which lists no flag of train; F9: --data-dir /dev/null was told
+    to put mnist in /dev/null/mnist; F14: a config.json without a version was "written by vaekit 0"."""
+    with pytest.raises(SystemExit, match="2"):
+        main(["train", "--dataset", "digits", "--out", str(tmp_path / "E"), "--epoch", "1"])
+    assert capsys.readouterr().err == "vaekit train: error: unrecognized arguments: --epoch 1 (did you mean " \
+        "--epochs?); see vaekit train --help\n"
+    assert one_line(capsys, "train", "--dataset", "mnist", "--data-dir", os.devnull, "--out", tmp_path / "M") == \
+        f"--data-dir {os.devnull}: not a folder (a device)"
+    (tmp_path / "R").mkdir()
+    (tmp_path / "R" / "config.json").write_text("{}")
+    assert one_line(capsys, "evaluate", tmp_path / "R") == \
+        f"{tmp_path / 'R' / 'config.json'}: records no vaekit version: not a config.json vaekit wrote, or damaged"
+    (tmp_path / "R" / "config.json").write_text('{"versions": {"vaekit": "abc"}}')
+    assert one_line(capsys, "evaluate", tmp_path / "R") == \
+        f"{tmp_path / 'R' / 'config.json'}: versions.vaekit 'abc' is not a version: not a config.json vaekit wrote, " \
+        "or damaged"

@@ -191,6 +191,14 @@ def check_regular(path: Path, limit: int) -> None:
         raise VaekitError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file can hold")
 
 
+def physical_memory() -> float:
+    """This machine's memory in bytes (inf where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
 def kind_of(mode: int) -> str:
     """What a file that is not a regular one is, for a message."""
     return ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)

@@ -8,6 +8,7 @@ default; a bad argument is one line that points to the command's --help.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from ..data import SPLITS
@@ -36,6 +37,19 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an argument no command takes is said by the command's parser (its --help has the
+        flags), with the closest flag it does take."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            subs = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+            sub = subs[0].choices.get(command, self) if subs and command else self
+            flags = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+            near = difflib.get_close_matches(extra[0].split("=")[0], flags, n=1)
+            sub.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {near[0]}?)" if near else ""))
+        return parsed
 
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {one_line(message)}; see {self.prog} --help\n")

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..errors import VaekitError
-from ..files import check_zip_members
+from ..files import check_zip_members, physical_memory
 from .dataset import Dataset, seeded_split
 from .images import SIXTEEN_BIT
 
@@ -251,6 +251,8 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         check_zip_members(path, path)
     npy_holds_its_header(path)
     try:
+        if not mmap and path.stat().st_size > physical_memory():  # the kernel would kill the process, said by no line
+            raise MemoryError
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
@@ -258,6 +260,11 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         return {"x": np.load(path, mmap_mode="c" if mmap else None, allow_pickle=False)}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise VaekitError(f"{path}: cannot read as {path.suffix} ({e})") from None
+    except MemoryError:  # the data alone: no smaller batch or network helps
+        mapped = "; a .npy is read as it is used with --mmap" if path.suffix == ".npy" else \
+            "; saved as a .npy it is read as it is used with --mmap"
+        raise VaekitError(f"{path}: its {path.stat().st_size:,} bytes do not fit in this process's memory{mapped}") \
+            from None
 
 
 def npy_holds_its_header(path: Path, data: bytes | None = None) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import stat
 import tempfile
 import urllib.request
 import zlib
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import VaekitError
+from ..files import kind_of
 
 DATASETS = ("mnist", "fashion-mnist", "binarized-mnist")
 SHAPE = (1, 28, 28)
@@ -72,11 +74,18 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding the dataset folders: `data_dir` if given, else $VAEKIT_DATA, else the user
     cache ($XDG_CACHE_HOME/vaekit or ~/.cache/vaekit)."""
     if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get("VAEKIT_DATA"):
-        return Path(os.environ["VAEKIT_DATA"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "vaekit"
+        root, what = Path(data_dir).expanduser(), "--data-dir"
+    elif os.environ.get("VAEKIT_DATA"):
+        root, what = Path(os.environ["VAEKIT_DATA"]).expanduser(), "$VAEKIT_DATA"
+    else:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "vaekit"
+    try:
+        mode = root.stat().st_mode
+    except OSError:  # not there (yet): a download makes it
+        return root
+    if not stat.S_ISDIR(mode):  # a file, /dev/null, a FIFO: no dataset folder can be put in it
+        raise VaekitError(f"{what} {root}: not a folder ({kind_of(mode) if not stat.S_ISREG(mode) else 'a file'})")
+    return root
 
 
 def load_mnist_family(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> dict:

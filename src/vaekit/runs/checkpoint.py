@@ -1,10 +1,9 @@
 """The run directory: config.json, model.safetensors, train_state.pt, metrics.jsonl, and what they hold.
 
-Every file is written to a temporary file in the same directory and then `os.replace`d, so a
-crash leaves either the old file or the new one, never half of one. Weights are read only through
-safetensors and the trainer state only with `torch.load(weights_only=True)`: nothing we load can
-run code. The architecture is rebuilt from config.json, never unpickled.
-"""
+Every file is written to a temporary file in the same directory and then `os.replace`d, so a crash leaves either the
+old file or the new one, never half of one. Weights are read only through safetensors and the trainer state only with
+`torch.load(weights_only=True)`: nothing we load can run code. The architecture is rebuilt from config.json, never
+unpickled."""
 
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,9 +79,11 @@ def load_config(run: Path) -> Config:
     if not isinstance(d, dict):
         raise VaekitError(f"{path}: expected a JSON object")
     recorded = d.pop("versions", None)
-    if not isinstance(recorded, (dict, type(None))) or not isinstance((recorded or {}).get("vaekit", "0"), str):
+    if not isinstance(recorded, (dict, type(None))) or not isinstance(written_by := (recorded or {}).get("vaekit", ""), str):
         raise VaekitError(f"{path}: versions must be an object of version strings, got {recorded!r:.60}")
-    written_by = (recorded or {}).get("vaekit", "0")
+    if not re.match(r"\d", written_by):  # vaekit writes its version in every config.json
+        raise VaekitError(f"{path}: " + (f"versions.vaekit {written_by!r:.40} is not a version" if written_by else
+                          "records no vaekit version") + ": not a config.json vaekit wrote, or damaged")
     if _version_tuple(written_by) > _version_tuple(versions()["vaekit"]):
         raise VaekitError(f"{path}: written by vaekit {written_by}, newer than this vaekit {versions()['vaekit']}; "
                           "upgrade vaekit to read it")
@@ -104,11 +106,8 @@ def load_config(run: Path) -> Config:
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
-    parts = []
-    for piece in v.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
+    """"0.4.0" → (0, 4, 0); a piece's digits only ("1rc2" → 12), none → 0."""
+    return tuple(int("".join(ch for ch in piece if ch.isdigit()) or 0) for piece in v.split("."))
 
 
 def save_weights(run: Path, model: nn.Module, metadata: dict[str, str] | None = None) -> str:
