@@ -108,7 +108,7 @@ def test_a_run_travels_with_data_dir_and_dataset(tmp_path, monkeypatch):
     shutil.move(tmp_path / "a", tmp_path / "b")
     monkeypatch.chdir(tmp_path)
     proc = vaekit_cli("evaluate", tmp_path / "b" / "run", "--k", "5", check=False)
-    assert proc.returncode == 2 and "x.npy: no such file" in proc.stderr
+    assert proc.returncode == 2 and "x.npy: the run's data are gone (moved or removed); put them back there, or name where they lie now with --dataset" in proc.stderr
     assert not (tmp_path / "a").exists()  # a failed lookup creates no folders
     out = vaekit_cli("evaluate", tmp_path / "b" / "run", "--k", "5", "--json", "--dataset", tmp_path / "b" / "x.npy")
     assert json.loads(out.stdout)["n"] > 0

@@ -249,9 +249,9 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
         raise VaekitError(f"{path}: memory mapping needs a .npy file")
     if path.suffix == ".npz":
         check_zip_members(path, path)
-    npy_holds_its_header(path)
+    claimed = npy_holds_its_header(path)
     try:
-        if not mmap and path.stat().st_size > physical_memory():  # the kernel would kill the process, said by no line
+        if not mmap and claimed > physical_memory():  # the kernel would kill the process, said by no line
             raise MemoryError
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -263,31 +263,33 @@ def read_numpy(path: Path, mmap: bool) -> dict[str, np.ndarray]:
     except MemoryError:  # the data alone: no smaller batch or network helps
         mapped = "; a .npy is read as it is used with --mmap" if path.suffix == ".npy" else \
             "; saved as a .npy it is read as it is used with --mmap"
-        raise VaekitError(f"{path}: its {path.stat().st_size:,} bytes do not fit in this process's memory{mapped}") \
+        raise VaekitError(f"{path}: its arrays' {claimed:,} bytes do not fit in this process's memory{mapped}") \
             from None
 
 
-def npy_holds_its_header(path: Path, data: bytes | None = None) -> None:
+def npy_holds_its_header(path: Path, data: bytes | None = None) -> int:
     """A .npy's header states its shape: one claiming more values than the file holds (a 100-byte file claiming 35
     PiB) is refused before numpy asks for that memory (which ended in "out of memory … a smaller --batch-size");
-    likewise each array of a .npz against its member's size. `data`: the file's bytes, where they were read whole."""
+    likewise each array of a .npz against its member's size. `data`: the file's bytes, where they were read whole.
+    Returns the bytes its arrays claim (0 where a header is not read: np.load says why)."""
     if path.suffix.lower() == ".npz":
         try:
             with zipfile.ZipFile(io.BytesIO(data) if data is not None else path) as z:
+                claimed = 0
                 for info in z.infolist():
                     with z.open(info) as f:
-                        _header_fits(f, info.file_size, f"{path} [{info.filename.removesuffix('.npy')}]", "the member")
+                        claimed += _header_fits(f, info.file_size, f"{path} [{info.filename.removesuffix('.npy')}]",
+                                                "the member")
+                return claimed
         except (OSError, zipfile.BadZipFile, EOFError):
-            return  # np.load says what is wrong in its own words
-        return
+            return 0  # np.load says what is wrong in its own words
     if data is not None:
-        _header_fits(io.BytesIO(data), len(data), str(path), "the file")
-        return
+        return _header_fits(io.BytesIO(data), len(data), str(path), "the file")
     with open(path, "rb") as f:
-        _header_fits(f, path.stat().st_size, str(path), "the file")
+        return _header_fits(f, path.stat().st_size, str(path), "the file")
 
 
-def _header_fits(f: Any, size: int, name: str, holder: str) -> None:
+def _header_fits(f: Any, size: int, name: str, holder: str) -> int:
     try:
         version = np.lib.format.read_magic(f)
         read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -298,17 +300,18 @@ def _header_fits(f: Any, size: int, name: str, holder: str) -> None:
         elif version in read:
             shape, _, dtype = read[version](f, max_header_size=10_000)
         else:
-            return  # np.load refuses other versions before it allocates anything
+            return 0  # np.load refuses other versions before it allocates anything
         start = f.tell()
     except (ValueError, OSError, EOFError, AttributeError, TypeError, SyntaxError, KeyError, UnicodeDecodeError,
             MemoryError, RecursionError):
-        return  # np.load says what is wrong with the header in its own words
+        return 0  # np.load says what is wrong with the header in its own words
     if dtype.hasobject:
-        return  # np.load refuses pickled objects in its own words
+        return 0  # np.load refuses pickled objects in its own words
     claimed, held = math.prod(shape) * dtype.itemsize, size - start
     if claimed > held:
         raise VaekitError(f"{name}: its header claims an array of shape {tuple(shape)} ({claimed:,} bytes), but "
                           f"{holder} holds {held:,} bytes after it; the file is cut short or damaged")
+    return claimed
 
 
 LABEL_COLUMNS = ("label", "y")  # a CSV header's names for the column of labels (case and quotes aside)
