@@ -184,7 +184,7 @@ ROWS = [
     ("table", "an unknown column kind", lambda d: [*MIXED, "--column-type", "a=normal", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2,y\n3,y\n4,x\n")], "column 'a': expected a kind (real, positive"),
     ("table", "a table with text given a Gaussian likelihood", lambda d: [*TRAIN, "--likelihood", "gaussian", "--dataset", write_text(d, "t.csv", "a,b\n1,x\n2,y\n3,y\n4,x\n")], "a table with text or missing cells takes --likelihood mixed"),
     ("table", "penguins without the mixed likelihood", lambda d: [*TRAIN, "--likelihood", "gaussian", "--dataset", "penguins"], "penguins: a table of mixed columns; it takes --likelihood mixed"),
-    ("samplers", "sample from a sampler never fitted", lambda d: ["sample", str(run_dir(d)), "--sampler", "gmm"], "samplers/gmm.safetensors: missing; fit it first: vaekit fit-sampler RUN --sampler gmm"),
+    ("samplers", "sample from a sampler never fitted", lambda d: ["sample", str(run_dir(d)), "--sampler", "gmm"], "samplers/gmm.safetensors: missing; fit it first: vaekit fit-sampler DIR/run --sampler gmm"),
     ("samplers", "a mixture of no components", lambda d: ["fit-sampler", str(run_dir(d)), "--sampler", "gmm", "--components", "0"], "--components must be a number of mixture components ≥ 1, got 0"),
     ("samplers", "sample quality of 2 samples", lambda d: ["evaluate", str(run_dir(d)), "--samples", "2", "--k", "2"], "--samples 2: sample quality needs at least 4 samples"),
     ("reproduce", "an unknown recipe", lambda d: ["reproduce", "vamprior", "--out", "{d}/r"], "no recipe 'vamprior'; vaekit reproduce --list shows them"),

@@ -167,9 +167,7 @@ def fit_two_stage(folder: Path, model: nn.Module, data: Dataset, seed: int, sett
 
 def load_gmm(path: Path, latent_size: int) -> Mixture:
     """The saved mixture, checked: the three tensors, their shapes for `latent_size`, weights that sum to 1,
-    covariances that are symmetric positive definite (a crafted file is refused in one line)."""
-    if not path.exists() and not path.is_symlink():
-        raise VaekitError(f"{path}: missing; fit it first: vaekit fit-sampler RUN --sampler gmm")
+    covariances that are symmetric positive definite (a crafted file is refused in one line); found by `fitted_path`."""
     check_regular(path, MAX_GMM_BYTES)
     try:
         t = load_file(path)
@@ -222,7 +220,7 @@ def draw_codes(run: str | Path, name: str, n: int, seed: int = 0, latent_size: i
     if latent_size is None:
         latent_size = load_config(run).model.latent_size
     if name == "gmm":
-        path = run / FOLDER / GMM_FILE
+        path = fitted_path(run, name)
         source = load_gmm(path, latent_size).distribution()
         with safe_open(path, "pt") as f:
             check_fitted_on(run, path, (f.metadata() or {}).get(MODEL_DIGEST), name)
